@@ -1,0 +1,163 @@
+// Package arxerr lists every error code the ARX API returns, in one place.
+//
+// The codes are part of the API: clients (the SDKs, scripts, systems of
+// record) branch on them, so a code, once published, keeps its meaning.
+// Each code maps to one HTTP status. The JSON body of every error is
+//
+//	{"error": {"code": "manifest.connector_not_declared", "message": "...", "hint": "..."}}
+package arxerr
+
+import (
+	"fmt"
+	"net/http"
+	"sort"
+)
+
+// Code is a stable, dotted error code.
+type Code string
+
+// The codes. Group by the first segment; keep the list sorted within a group.
+const (
+	// Request shape.
+	BadRequest       Code = "request.invalid"   // malformed JSON, wrong types, unknown fields
+	BodyTooLarge     Code = "request.too_large" // body over the size limit
+	UnsupportedMedia Code = "request.unsupported_media_type"
+	NotFound         Code = "request.not_found" // no such route or object
+	MethodNotAllowed Code = "request.method_not_allowed"
+	Conflict         Code = "request.conflict" // idempotency key reused with different parameters
+	RateLimited      Code = "request.rate_limited"
+
+	// Authentication and authorization of the caller.
+	Unauthenticated Code = "auth.unauthenticated" // no or malformed bearer token
+	InvalidToken    Code = "auth.invalid_token"   // unknown or revoked token
+	Forbidden       Code = "auth.forbidden"       // token valid but not allowed to do this
+
+	// Agents.
+	AgentNotFound   Code = "agent.not_found"
+	AgentTerminated Code = "agent.terminated"
+	AgentSuspended  Code = "agent.suspended"
+
+	// Manifest checks on a call.
+	ManifestInvalid      Code = "manifest.invalid"
+	ConnectorNotDeclared Code = "manifest.connector_not_declared"
+	ActionNotDeclared    Code = "manifest.action_not_declared"
+	InvalidRisk          Code = "manifest.invalid_risk"
+
+	// Calls.
+	CallNotFound Code = "call.not_found"
+	CallClosed   Code = "call.closed" // completed, failed, expired, refused, denied or revoked
+	CallPending  Code = "call.pending_approval"
+	CallDenied   Code = "call.denied"
+	CallExpired  Code = "call.expired"
+
+	// Credentials.
+	CredentialInvalid  Code = "credential.invalid"        // malformed, bad signature, wrong algorithm
+	CredentialExpired  Code = "credential.expired"        // TTL passed
+	CredentialClosed   Code = "credential.call_closed"    // its call is no longer open
+	CredentialMismatch Code = "credential.scope_mismatch" // used for another agent, connector or action
+
+	// The record (fail closed).
+	RecordUnavailable Code = "record.unavailable" // the entry could not be committed: nothing was issued
+
+	// Anything else. The message never carries the cause.
+	Internal Code = "internal"
+)
+
+// Info describes a code: its HTTP status and a default hint.
+type Info struct {
+	Code   Code   `json:"code"`
+	Status int    `json:"status"`
+	Hint   string `json:"hint,omitempty"`
+}
+
+var infos = map[Code]Info{
+	BadRequest:       {Status: http.StatusBadRequest, Hint: "check the request body against the API reference (docs/api.md)"},
+	BodyTooLarge:     {Status: http.StatusRequestEntityTooLarge, Hint: "send a smaller body"},
+	UnsupportedMedia: {Status: http.StatusUnsupportedMediaType, Hint: "send Content-Type: application/json"},
+	NotFound:         {Status: http.StatusNotFound},
+	MethodNotAllowed: {Status: http.StatusMethodNotAllowed},
+	Conflict:         {Status: http.StatusConflict, Hint: "use a new idempotency_key for a different call"},
+	RateLimited:      {Status: http.StatusTooManyRequests, Hint: "retry later"},
+
+	Unauthenticated: {Status: http.StatusUnauthorized, Hint: "send Authorization: Bearer $ARX_TOKEN"},
+	InvalidToken:    {Status: http.StatusUnauthorized, Hint: "the token is unknown or revoked: hire the agent again or ask the operator for a new token"},
+	Forbidden:       {Status: http.StatusForbidden},
+
+	AgentNotFound:   {Status: http.StatusNotFound, Hint: "list agents with `arx agents`"},
+	AgentTerminated: {Status: http.StatusForbidden, Hint: "a terminated agent can only be rehired as a new agent"},
+	AgentSuspended:  {Status: http.StatusForbidden},
+
+	ManifestInvalid:      {Status: http.StatusUnprocessableEntity, Hint: "run `arx manifest lint FILE`"},
+	ConnectorNotDeclared: {Status: http.StatusForbidden, Hint: "declare the connector under scope.connectors in manifests/job_description.yaml and rehire the agent"},
+	ActionNotDeclared:    {Status: http.StatusForbidden, Hint: "declare the action under its connector in manifests/job_description.yaml"},
+	InvalidRisk:          {Status: http.StatusBadRequest, Hint: "risk is one of low, medium, high"},
+
+	CallNotFound: {Status: http.StatusNotFound},
+	CallClosed:   {Status: http.StatusConflict, Hint: "start a new call"},
+	CallPending:  {Status: http.StatusAccepted, Hint: "wait for a named approver to decide"},
+	CallDenied:   {Status: http.StatusForbidden},
+	CallExpired:  {Status: http.StatusGone, Hint: "start a new call"},
+
+	CredentialInvalid:  {Status: http.StatusUnauthorized},
+	CredentialExpired:  {Status: http.StatusUnauthorized, Hint: "start a new call"},
+	CredentialClosed:   {Status: http.StatusUnauthorized, Hint: "a credential lives only as long as its call"},
+	CredentialMismatch: {Status: http.StatusForbidden},
+
+	RecordUnavailable: {Status: http.StatusServiceUnavailable, Hint: "the personnel record cannot be written; no credential was issued; retry later"},
+
+	Internal: {Status: http.StatusInternalServerError},
+}
+
+func init() {
+	for c, i := range infos {
+		i.Code = c
+		infos[c] = i
+	}
+}
+
+// Lookup returns the description of c. Unknown codes describe as Internal.
+func Lookup(c Code) Info {
+	if i, ok := infos[c]; ok {
+		return i
+	}
+	return infos[Internal]
+}
+
+// All returns every code, sorted, for documentation and tests.
+func All() []Info {
+	out := make([]Info, 0, len(infos))
+	for _, i := range infos {
+		out = append(out, i)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Code < out[b].Code })
+	return out
+}
+
+// Error is an API error as it travels on the wire.
+type Error struct {
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+	Hint    string `json:"hint,omitempty"`
+	// CallID names the call a refusal was recorded under, when there is one.
+	CallID string `json:"call_id,omitempty"`
+	// Status is the HTTP status; not sent in the body.
+	Status int `json:"-"`
+}
+
+func (e *Error) Error() string {
+	if e.Hint != "" {
+		return fmt.Sprintf("%s: %s (hint: %s)", e.Code, e.Message, e.Hint)
+	}
+	return fmt.Sprintf("%s: %s", e.Code, e.Message)
+}
+
+// New returns an error with code c, its status and default hint.
+func New(c Code, format string, args ...any) *Error {
+	i := Lookup(c)
+	return &Error{Code: c, Message: fmt.Sprintf(format, args...), Hint: i.Hint, Status: i.Status}
+}
+
+// Body is the JSON envelope of an error response.
+type Body struct {
+	Error *Error `json:"error"`
+}
