@@ -1,0 +1,98 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// migrations are applied in order, each once; their position is the schema
+// version. Never edit a migration that has shipped: append a new one.
+var migrations = []string{
+	`CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+	CREATE TABLE agents (
+		id TEXT PRIMARY KEY,
+		name TEXT NOT NULL,
+		owner TEXT NOT NULL,
+		status TEXT NOT NULL,
+		manifest BLOB NOT NULL,
+		manifest_hash TEXT NOT NULL,
+		created_at INTEGER NOT NULL,
+		terminated_at INTEGER
+	);
+	CREATE TABLE tokens (
+		id TEXT PRIMARY KEY,
+		hash BLOB NOT NULL UNIQUE,
+		kind TEXT NOT NULL,
+		agent_id TEXT REFERENCES agents(id),
+		label TEXT NOT NULL DEFAULT '',
+		created_at INTEGER NOT NULL,
+		revoked_at INTEGER
+	);
+	CREATE INDEX tokens_agent ON tokens(agent_id);
+	CREATE TABLE calls (
+		id TEXT PRIMARY KEY,
+		agent_id TEXT NOT NULL REFERENCES agents(id),
+		connector TEXT NOT NULL,
+		action TEXT NOT NULL,
+		declared_risk TEXT NOT NULL,
+		risk TEXT NOT NULL,
+		status TEXT NOT NULL,
+		idempotency_key TEXT NOT NULL,
+		summary TEXT NOT NULL DEFAULT '',
+		refusal TEXT NOT NULL DEFAULT '',
+		created_at INTEGER NOT NULL,
+		expires_at INTEGER NOT NULL,
+		completed_at INTEGER,
+		outcome TEXT NOT NULL DEFAULT '',
+		error TEXT NOT NULL DEFAULT '',
+		duration_ms INTEGER NOT NULL DEFAULT 0,
+		UNIQUE (agent_id, idempotency_key)
+	);
+	CREATE INDEX calls_agent_created ON calls(agent_id, created_at);
+	CREATE INDEX calls_open ON calls(status, expires_at) WHERE status IN ('approved', 'pending_approval');
+	CREATE TABLE entries (
+		idx INTEGER PRIMARY KEY,
+		agent TEXT NOT NULL,
+		type TEXT NOT NULL,
+		call TEXT NOT NULL,
+		body BLOB NOT NULL,
+		hashes BLOB NOT NULL
+	);
+	CREATE INDEX entries_agent ON entries(agent, idx);
+	CREATE TABLE heads (agent TEXT PRIMARY KEY, hash BLOB NOT NULL, idx INTEGER NOT NULL);
+	CREATE TABLE checkpoints (size INTEGER PRIMARY KEY, signed BLOB NOT NULL, created_at INTEGER NOT NULL);`,
+}
+
+func migrate(ctx context.Context, db *sql.DB) error {
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	defer tx.Rollback()
+	var v int
+	err = tx.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v)
+	switch {
+	case err == sql.ErrNoRows:
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (0)`); err != nil {
+			return fmt.Errorf("sqlite: migrate: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("sqlite: the database has schema version %d, this arx knows only %d: upgrade arx", v, len(migrations))
+	}
+	for i := v; i < len(migrations); i++ {
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			return fmt.Errorf("sqlite: migration %d: %w", i+1, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, len(migrations)); err != nil {
+		return fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	return tx.Commit()
+}

@@ -1,0 +1,328 @@
+// Package sqlite is the embedded store: one SQLite database file in WAL mode
+// with synchronous=FULL, so a committed transaction has reached the disk.
+//
+// Writes go through one connection owned by a sequencer goroutine that
+// group-commits concurrent Updates: many calls share one fsync, each isolated
+// by a savepoint, and no Update returns before its commit is durable.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/arxsec/arx/internal/store"
+	"github.com/arxsec/arx/record"
+	"golang.org/x/mod/sumdb/tlog"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+var _ store.Store = (*Store)(nil)
+
+// Config configures a Store.
+type Config struct {
+	Path string // the database file
+	// MaxBatch bounds how many Updates share one commit.
+	MaxBatch int
+	Logger   *slog.Logger
+}
+
+// DefaultMaxBatch is the default group-commit batch size.
+const DefaultMaxBatch = 512
+
+// Store is a store.Store on SQLite.
+type Store struct {
+	read  *sql.DB
+	write *sql.DB
+	log   *slog.Logger
+
+	ops      chan *op
+	quit     chan struct{}
+	done     chan struct{}
+	maxBatch int
+	closeMu  sync.Once
+
+	// Owned by the sequencer goroutine.
+	tree  *record.Tree
+	stmts map[string]*sql.Stmt
+}
+
+type op struct {
+	ctx  context.Context
+	fn   func(store.Tx) error
+	done chan error
+}
+
+// Open opens (creating when needed) the database and migrates it.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = DefaultMaxBatch
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	// The database holds token hashes and manifests: only its owner reads it.
+	if f, err := os.OpenFile(cfg.Path, os.O_RDWR|os.O_CREATE, 0o600); err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
+	} else {
+		f.Close()
+	}
+	base := "file:" + (&url.URL{Path: cfg.Path}).EscapedPath()
+	params := "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(ON)"
+	write, err := sql.Open("sqlite", base+params+"&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
+	}
+	write.SetMaxOpenConns(1)
+	write.SetMaxIdleConns(1)
+	write.SetConnMaxLifetime(0)
+	write.SetConnMaxIdleTime(0)
+	if err := migrate(ctx, write); err != nil {
+		write.Close()
+		return nil, err
+	}
+	read, err := sql.Open("sqlite", base+params+"&_pragma=query_only(1)")
+	if err != nil {
+		write.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
+	}
+	read.SetMaxOpenConns(8)
+	read.SetMaxIdleConns(8)
+	s := &Store{read: read, write: write, log: cfg.Logger, ops: make(chan *op, 4096),
+		quit: make(chan struct{}), done: make(chan struct{}), maxBatch: cfg.MaxBatch}
+	if err := s.loadTree(ctx); err != nil {
+		s.read.Close()
+		s.write.Close()
+		return nil, err
+	}
+	if err := s.prepare(ctx); err != nil {
+		s.read.Close()
+		s.write.Close()
+		return nil, err
+	}
+	go s.sequence()
+	return s, nil
+}
+
+func (s *Store) loadTree(ctx context.Context) error {
+	size, err := s.treeSize(ctx, s.write)
+	if err != nil {
+		return err
+	}
+	fr, err := s.readHashes(ctx, s.write, record.FrontierIndexes(size))
+	if err != nil {
+		return fmt.Errorf("sqlite: load log frontier: %w", err)
+	}
+	s.tree, err = record.NewTree(size, fr)
+	return err
+}
+
+// Close stops the sequencer after the Updates already queued and closes the
+// database.
+func (s *Store) Close() error {
+	s.closeMu.Do(func() { close(s.quit) })
+	<-s.done
+	for _, st := range s.stmts {
+		st.Close()
+	}
+	return errors.Join(s.write.Close(), s.read.Close())
+}
+
+// Update implements store.Store.
+func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
+	o := &op{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	select {
+	case s.ops <- o:
+	case <-s.quit:
+		return store.ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Once queued, wait for the outcome even if ctx ends: the caller must
+	// learn whether its entries were committed.
+	return <-o.done
+}
+
+func (s *Store) sequence() {
+	defer close(s.done)
+	batch := make([]*op, 0, s.maxBatch)
+	for {
+		var first *op
+		select {
+		case first = <-s.ops:
+		case <-s.quit:
+			// Drain what is queued, then stop.
+			for {
+				select {
+				case o := <-s.ops:
+					s.commit([]*op{o})
+				default:
+					return
+				}
+			}
+		}
+		batch = append(batch[:0], first)
+	fill:
+		for len(batch) < s.maxBatch {
+			select {
+			case o := <-s.ops:
+				batch = append(batch, o)
+			default:
+				break fill
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+// commit runs one batch in one transaction.
+func (s *Store) commit(batch []*op) {
+	errs := make([]error, len(batch))
+	fail := func(err error) {
+		for _, o := range batch {
+			o.done <- err
+		}
+	}
+	ctx := context.Background()
+	sqlTx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		fail(fmt.Errorf("sqlite: begin: %w", err))
+		return
+	}
+	before := s.tree.Clone()
+	for i, o := range batch {
+		if err := o.ctx.Err(); err != nil {
+			errs[i] = err
+			continue
+		}
+		if _, err := sqlTx.ExecContext(ctx, "SAVEPOINT op"); err != nil {
+			errs[i] = fmt.Errorf("sqlite: savepoint: %w", err)
+			continue
+		}
+		opTree := s.tree.Clone()
+		tx := &tx{s: s, tx: sqlTx, ctx: ctx}
+		err := runOp(o.fn, tx)
+		if err != nil {
+			s.tree = opTree
+			if _, rerr := sqlTx.ExecContext(ctx, "ROLLBACK TO op"); rerr != nil {
+				sqlTx.Rollback()
+				s.tree = before
+				fail(fmt.Errorf("sqlite: rollback to savepoint: %w", rerr))
+				return
+			}
+			errs[i] = err
+		}
+		if _, err := sqlTx.ExecContext(ctx, "RELEASE op"); err != nil {
+			sqlTx.Rollback()
+			s.tree = before
+			fail(fmt.Errorf("sqlite: release savepoint: %w", err))
+			return
+		}
+	}
+	if err := sqlTx.Commit(); err != nil {
+		s.tree = before
+		fail(fmt.Errorf("sqlite: commit: %w", err))
+		return
+	}
+	for i, o := range batch {
+		o.done <- errs[i]
+	}
+}
+
+// runOp runs fn, turning a panic into an error so one bad Update cannot take
+// the sequencer down with the others in its batch.
+func runOp(fn func(store.Tx) error, tx store.Tx) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("sqlite: update panicked: %v", r)
+		}
+	}()
+	return fn(tx)
+}
+
+// Ping implements store.Store.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	return s.read.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+}
+
+type querier interface {
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+}
+
+func (s *Store) treeSize(ctx context.Context, q querier) (int64, error) {
+	var n int64
+	if err := q.QueryRowContext(ctx, "SELECT COALESCE(MAX(idx)+1, 0) FROM entries").Scan(&n); err != nil {
+		return 0, fmt.Errorf("sqlite: tree size: %w", err)
+	}
+	return n, nil
+}
+
+// TreeSize implements store.Store.
+func (s *Store) TreeSize(ctx context.Context) (int64, error) { return s.treeSize(ctx, s.read) }
+
+// ReadHashes implements store.Store. Each entry row keeps the hashes its
+// append stored (tlog.StoredHashes): the leaf, then the interior nodes it
+// completed. Stored index i is node (level, n), written by the append of
+// record (n+1)<<level - 1, at offset level.
+func (s *Store) ReadHashes(ctx context.Context, indexes []int64) ([]tlog.Hash, error) {
+	return s.readHashes(ctx, s.read, indexes)
+}
+
+func (s *Store) readHashes(ctx context.Context, q querier, indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, x := range indexes {
+		level, n := tlog.SplitStoredHashIndex(x)
+		rec := (n+1)<<level - 1
+		var hashes []byte
+		err := q.QueryRowContext(ctx, "SELECT hashes FROM entries WHERE idx = ?", rec).Scan(&hashes)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("sqlite: no stored hash %d (entry %d)", x, rec)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: read hash: %w", err)
+		}
+		if len(hashes) < (level+1)*tlog.HashSize {
+			return nil, fmt.Errorf("sqlite: entry %d keeps %d bytes of hashes, need level %d", rec, len(hashes), level)
+		}
+		copy(out[i][:], hashes[level*tlog.HashSize:])
+	}
+	return out, nil
+}
+
+func isUnique(err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		c := se.Code()
+		return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	return strings.Contains(err.Error(), "UNIQUE constraint failed")
+}
+
+func nanos(t time.Time) int64 { return t.UTC().UnixNano() }
+
+func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+func nullTime(t *time.Time) sql.NullInt64 {
+	if t == nil {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: nanos(*t), Valid: true}
+}
+
+func timePtr(n sql.NullInt64) *time.Time {
+	if !n.Valid {
+		return nil
+	}
+	t := fromNanos(n.Int64)
+	return &t
+}

@@ -1,0 +1,233 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/arxsec/arx/internal/store"
+	"github.com/arxsec/arx/record"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+const (
+	agentCols = `id, name, owner, status, manifest, manifest_hash, created_at, terminated_at`
+	callCols  = `id, agent_id, connector, action, declared_risk, risk, status, idempotency_key, summary, refusal,
+		created_at, expires_at, completed_at, outcome, error, duration_ms`
+	tokenCols = `id, hash, kind, agent_id, label, created_at, revoked_at`
+)
+
+// Statements the write path runs on every call, prepared once.
+var hotStatements = map[string]string{
+	"agent":       `SELECT ` + agentCols + ` FROM agents WHERE id = ?`,
+	"call":        `SELECT ` + callCols + ` FROM calls WHERE id = ?`,
+	"callByKey":   `SELECT ` + callCols + ` FROM calls WHERE agent_id = ? AND idempotency_key = ?`,
+	"openCalls":   `SELECT COUNT(*) FROM calls WHERE agent_id = ? AND status IN ('approved', 'pending_approval')`,
+	"insertCall":  `INSERT INTO calls (` + callCols + `) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+	"updateCall":  `UPDATE calls SET status = ?, refusal = ?, expires_at = ?, completed_at = ?, outcome = ?, error = ?, duration_ms = ? WHERE id = ?`,
+	"head":        `SELECT hash FROM heads WHERE agent = ?`,
+	"setHead":     `INSERT INTO heads (agent, hash, idx) VALUES (?, ?, ?) ON CONFLICT(agent) DO UPDATE SET hash = excluded.hash, idx = excluded.idx`,
+	"insertEntry": `INSERT INTO entries (idx, agent, type, call, body, hashes) VALUES (?, ?, ?, ?, ?, ?)`,
+}
+
+func (s *Store) prepare(ctx context.Context) error {
+	s.stmts = make(map[string]*sql.Stmt, len(hotStatements))
+	for name, q := range hotStatements {
+		st, err := s.write.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("sqlite: prepare %s: %w", name, err)
+		}
+		s.stmts[name] = st
+	}
+	return nil
+}
+
+type tx struct {
+	s   *Store
+	tx  *sql.Tx
+	ctx context.Context
+}
+
+func (t *tx) stmt(name string) *sql.Stmt { return t.tx.StmtContext(t.ctx, t.s.stmts[name]) }
+
+func (t *tx) Agent(id string) (*store.Agent, error) {
+	return scanAgent(t.stmt("agent").QueryRowContext(t.ctx, id))
+}
+
+func (t *tx) Call(id string) (*store.Call, error) {
+	return scanCall(t.stmt("call").QueryRowContext(t.ctx, id))
+}
+
+func (t *tx) CallByIdempotencyKey(agentID, key string) (*store.Call, error) {
+	return scanCall(t.stmt("callByKey").QueryRowContext(t.ctx, agentID, key))
+}
+
+func (t *tx) OpenCalls(agentID string) (int, error) {
+	var n int
+	err := t.stmt("openCalls").QueryRowContext(t.ctx, agentID).Scan(&n)
+	return n, err
+}
+
+func (t *tx) InsertAgent(a *store.Agent) error {
+	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO agents (`+agentCols+`) VALUES (?,?,?,?,?,?,?,?)`,
+		a.ID, a.Name, a.Owner, a.Status, a.Manifest, a.ManifestHash, nanos(a.CreatedAt), nullTime(a.TerminatedAt))
+	return wrapWrite(err)
+}
+
+func (t *tx) SetAgentStatus(id, status string, at time.Time) error {
+	var term sql.NullInt64
+	if status == store.AgentTerminated {
+		term = sql.NullInt64{Int64: nanos(at), Valid: true}
+	}
+	res, err := t.tx.ExecContext(t.ctx, `UPDATE agents SET status = ?, terminated_at = COALESCE(terminated_at, ?) WHERE id = ?`, status, term, id)
+	return affected(res, err)
+}
+
+func (t *tx) InsertToken(k *store.Token) error {
+	var agent sql.NullString
+	if k.AgentID != "" {
+		agent = sql.NullString{String: k.AgentID, Valid: true}
+	}
+	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO tokens (`+tokenCols+`) VALUES (?,?,?,?,?,?,?)`,
+		k.ID, k.Hash, k.Kind, agent, k.Label, nanos(k.CreatedAt), nullTime(k.RevokedAt))
+	return wrapWrite(err)
+}
+
+func (t *tx) RevokeToken(id string, at time.Time) error {
+	res, err := t.tx.ExecContext(t.ctx, `UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?`, nanos(at), id)
+	return affected(res, err)
+}
+
+func (t *tx) InsertCall(c *store.Call) error {
+	_, err := t.stmt("insertCall").ExecContext(t.ctx, c.ID, c.AgentID, c.Connector, c.Action, c.DeclaredRisk, c.Risk,
+		c.Status, c.IdempotencyKey, c.Summary, c.Refusal, nanos(c.CreatedAt), nanos(c.ExpiresAt), nullTime(c.CompletedAt),
+		c.Outcome, c.Error, c.DurationMS)
+	return wrapWrite(err)
+}
+
+func (t *tx) UpdateCall(c *store.Call) error {
+	res, err := t.stmt("updateCall").ExecContext(t.ctx, c.Status, c.Refusal, nanos(c.ExpiresAt), nullTime(c.CompletedAt),
+		c.Outcome, c.Error, c.DurationMS, c.ID)
+	return affected(res, err)
+}
+
+func (t *tx) SetMeta(key, value string) error {
+	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, key, value)
+	return wrapWrite(err)
+}
+
+func (t *tx) PutCheckpoint(c *store.Checkpoint) error {
+	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO checkpoints (size, signed, created_at) VALUES (?, ?, ?)
+		ON CONFLICT(size) DO NOTHING`, c.Size, c.Signed, nanos(c.CreatedAt))
+	return wrapWrite(err)
+}
+
+func (t *tx) Append(e *record.Entry) error {
+	var prev []byte
+	err := t.stmt("head").QueryRowContext(t.ctx, e.Agent).Scan(&prev)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		e.Prev = ""
+	case err != nil:
+		return fmt.Errorf("sqlite: read chain head: %w", err)
+	case len(prev) != tlog.HashSize:
+		return fmt.Errorf("sqlite: chain head of %q has %d bytes", e.Agent, len(prev))
+	default:
+		e.Prev = record.HashString(tlog.Hash(prev))
+	}
+	e.Index = t.s.tree.Size()
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	body, err := e.Marshal()
+	if err != nil {
+		return err
+	}
+	stored := t.s.tree.Append(record.LeafHash(body))
+	hashes := make([]byte, 0, len(stored)*tlog.HashSize)
+	for _, h := range stored {
+		hashes = append(hashes, h[:]...)
+	}
+	if _, err := t.stmt("insertEntry").ExecContext(t.ctx, e.Index, e.Agent, e.Type, e.Call, body, hashes); err != nil {
+		return fmt.Errorf("sqlite: append entry: %w", err)
+	}
+	if _, err := t.stmt("setHead").ExecContext(t.ctx, e.Agent, stored[0][:], e.Index); err != nil {
+		return fmt.Errorf("sqlite: set chain head: %w", err)
+	}
+	return nil
+}
+
+func wrapWrite(err error) error {
+	if err == nil {
+		return nil
+	}
+	if isUnique(err) {
+		return fmt.Errorf("%w: %v", store.ErrConflict, err)
+	}
+	return fmt.Errorf("sqlite: %w", err)
+}
+
+func affected(res sql.Result, err error) error {
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	if n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanAgent(r scanner) (*store.Agent, error) {
+	var a store.Agent
+	var created int64
+	var term sql.NullInt64
+	err := r.Scan(&a.ID, &a.Name, &a.Owner, &a.Status, &a.Manifest, &a.ManifestHash, &created, &term)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: read agent: %w", err)
+	}
+	a.CreatedAt, a.TerminatedAt = fromNanos(created), timePtr(term)
+	return &a, nil
+}
+
+func scanCall(r scanner) (*store.Call, error) {
+	var c store.Call
+	var created, expires int64
+	var completed sql.NullInt64
+	err := r.Scan(&c.ID, &c.AgentID, &c.Connector, &c.Action, &c.DeclaredRisk, &c.Risk, &c.Status, &c.IdempotencyKey,
+		&c.Summary, &c.Refusal, &created, &expires, &completed, &c.Outcome, &c.Error, &c.DurationMS)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: read call: %w", err)
+	}
+	c.CreatedAt, c.ExpiresAt, c.CompletedAt = fromNanos(created), fromNanos(expires), timePtr(completed)
+	return &c, nil
+}
+
+func scanToken(r scanner) (*store.Token, error) {
+	var k store.Token
+	var agent sql.NullString
+	var created int64
+	var revoked sql.NullInt64
+	err := r.Scan(&k.ID, &k.Hash, &k.Kind, &agent, &k.Label, &created, &revoked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: read token: %w", err)
+	}
+	k.AgentID, k.CreatedAt, k.RevokedAt = agent.String, fromNanos(created), timePtr(revoked)
+	return &k, nil
+}

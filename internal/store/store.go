@@ -1,0 +1,177 @@
+// Package store is ARX's storage: agents, tokens, calls, and the log of
+// record entries, sequenced in the same transaction as the state change each
+// entry describes.
+//
+// The promise every implementation keeps: when Update returns nil, the
+// state changes and the record entries its function made are durable
+// together; when it returns an error, none of them happened. Entries get
+// contiguous indexes, and each names the leaf hash of its agent's previous
+// entry. Implementations live in sub-packages (sqlite, postgres) and pass the
+// conformance suite in storetest.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/arxsec/arx/record"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Errors a caller decides on.
+var (
+	ErrNotFound = errors.New("store: not found")
+	ErrConflict = errors.New("store: conflict") // a unique key is taken
+	// ErrClosed is returned once the store is closing.
+	ErrClosed = errors.New("store: closed")
+)
+
+// Agent statuses.
+const (
+	AgentActive     = "active"
+	AgentSuspended  = "suspended"
+	AgentTerminated = "terminated"
+)
+
+// Agent is a hired agent.
+type Agent struct {
+	ID           string
+	Name         string
+	Owner        string
+	Status       string
+	Manifest     []byte // the job_description.yaml as hired
+	ManifestHash string
+	CreatedAt    time.Time
+	TerminatedAt *time.Time
+}
+
+// Token kinds.
+const (
+	TokenAgent = "agent" // an agent's bearer token (ARX_TOKEN)
+	TokenAdmin = "admin" // an operator's token
+)
+
+// Token is a bearer token, known only by its hash.
+type Token struct {
+	ID        string
+	Hash      []byte // SHA-256 of the token
+	Kind      string
+	AgentID   string // for agent tokens
+	Label     string
+	CreatedAt time.Time
+	RevokedAt *time.Time
+}
+
+// Call statuses.
+const (
+	CallPending   = "pending_approval"
+	CallApproved  = "approved"
+	CallCompleted = "completed"
+	CallFailed    = "failed"
+	CallExpired   = "expired"
+	CallRefused   = "refused"
+	CallDenied    = "denied"
+	CallRevoked   = "revoked"
+)
+
+// Call is one governed action.
+type Call struct {
+	ID             string
+	AgentID        string
+	Connector      string
+	Action         string
+	DeclaredRisk   string
+	Risk           string
+	Status         string
+	IdempotencyKey string
+	Summary        string
+	Refusal        string // the error code of a refused call
+	CreatedAt      time.Time
+	ExpiresAt      time.Time
+	CompletedAt    *time.Time
+	Outcome        string
+	Error          string
+	DurationMS     int64
+}
+
+// Entry is a record entry as stored: its canonical bytes and leaf hash.
+type Entry struct {
+	Index int64
+	Agent string
+	Type  string
+	Call  string
+	Leaf  tlog.Hash
+	Data  []byte // canonical encoding (record.Entry.Marshal)
+}
+
+// Checkpoint is a signed checkpoint kept by the store.
+type Checkpoint struct {
+	Size      int64
+	Signed    []byte
+	CreatedAt time.Time
+}
+
+// Store is the storage of one deployment.
+type Store interface {
+	// Update runs fn in a read-write transaction. Concurrent Updates may be
+	// committed together (group commit), each isolated by a savepoint: an
+	// error from fn undoes only fn's changes. fn must do all its work
+	// through tx, must not block on anything else, and may be called at
+	// most once. Update returns nil only once everything fn did is durable.
+	Update(ctx context.Context, fn func(tx Tx) error) error
+
+	Agent(ctx context.Context, id string) (*Agent, error)
+	Agents(ctx context.Context) ([]Agent, error)
+	TokenByHash(ctx context.Context, hash []byte) (*Token, error)
+	Call(ctx context.Context, id string) (*Call, error)
+	// Calls lists an agent's calls, newest first.
+	Calls(ctx context.Context, agentID string, limit int) ([]Call, error)
+	// OverdueCalls lists approved calls whose expiry is before t.
+	OverdueCalls(ctx context.Context, t time.Time, limit int) ([]Call, error)
+
+	// Entries returns entries with start <= index < start+limit, in order.
+	Entries(ctx context.Context, start int64, limit int) ([]Entry, error)
+	// AgentEntries returns an agent's entries with index > after, in order.
+	AgentEntries(ctx context.Context, agent string, after int64, limit int) ([]Entry, error)
+	// TreeSize is the number of entries in the log.
+	TreeSize(ctx context.Context) (int64, error)
+	// ReadHashes returns stored Merkle hashes by tlog.StoredHashIndex; it
+	// makes the store a tlog.HashReader for proofs.
+	ReadHashes(ctx context.Context, indexes []int64) ([]tlog.Hash, error)
+	// LatestCheckpoint returns the newest signed checkpoint, or ErrNotFound.
+	LatestCheckpoint(ctx context.Context) (*Checkpoint, error)
+
+	// Meta reads a deployment setting; ErrNotFound when unset.
+	Meta(ctx context.Context, key string) (string, error)
+
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// Tx is a read-write transaction.
+type Tx interface {
+	Agent(id string) (*Agent, error)
+	Call(id string) (*Call, error)
+	CallByIdempotencyKey(agentID, key string) (*Call, error)
+	// OpenCalls counts an agent's calls in status approved or pending.
+	OpenCalls(agentID string) (int, error)
+
+	InsertAgent(a *Agent) error
+	SetAgentStatus(id, status string, at time.Time) error
+	InsertToken(t *Token) error
+	RevokeToken(id string, at time.Time) error
+	InsertCall(c *Call) error
+	UpdateCall(c *Call) error
+	SetMeta(key, value string) error
+	PutCheckpoint(c *Checkpoint) error
+
+	// Append adds e to the log. It sets e.Index, e.Prev (the leaf hash of
+	// e.Agent's previous entry) and, when zero, e.Time.
+	Append(e *record.Entry) error
+}
+
+// HashReader adapts a Store to tlog.HashReader for proofs.
+func HashReader(ctx context.Context, s Store) tlog.HashReader {
+	return tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) { return s.ReadHashes(ctx, idx) })
+}
