@@ -1,0 +1,168 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/arxsec/arx/agentvault"
+	"github.com/arxsec/arx/credential"
+	"github.com/arxsec/arx/internal/server"
+	salesresearch "github.com/arxsec/arx/reference-agents/sales-research"
+	"github.com/spf13/cobra"
+)
+
+func devCmd() *cobra.Command {
+	var dataDir, listen, logLevel string
+	var once bool
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Everything on embedded defaults, for a first look",
+		Long: `Start the runtime on a throwaway data directory (or --data DIR), hire the
+reference agent (reference-agents/sales-research), run it against a demo CRM
+that checks ARX credentials, and print what happened and where to look. The
+runtime keeps running until Ctrl-C, unless --once.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out := cmd.OutOrStdout()
+			if dataDir == "" {
+				d, err := os.MkdirTemp("", "arx-dev-")
+				if err != nil {
+					return err
+				}
+				dataDir = d
+			}
+			log, err := newLogger(cmd.ErrOrStderr(), "text", logLevel)
+			if err != nil {
+				return err
+			}
+			srv, err := server.Open(cmd.Context(), server.Config{DataDir: dataDir, Listen: listen, Logger: log})
+			var opErr *net.OpError
+			if errors.As(err, &opErr) && opErr.Op == "listen" {
+				return withHint(err, "another process uses that address: pass --listen 127.0.0.1:0 for a free port")
+			}
+			if err != nil {
+				return err
+			}
+			srv.Start()
+			defer srv.Close()
+			admin := srv.AdminToken
+			if admin == "" {
+				b, err := os.ReadFile(filepath.Join(dataDir, server.AdminTokenFile))
+				if err != nil {
+					return fmt.Errorf("reading the admin token: %w", err)
+				}
+				admin = strings.TrimSpace(string(b))
+			}
+			fmt.Fprintf(out, "ARX is running at %s (data in %s)\n\n", srv.URL, dataDir)
+
+			// Hire the reference agent through the API, as an operator would.
+			c := &apiClient{server: srv.URL, token: admin, http: &http.Client{Timeout: 30 * time.Second}}
+			var hired struct {
+				Agent agentJSON `json:"agent"`
+				Token string    `json:"token"`
+			}
+			if err := c.do(cmd.Context(), "POST", "/v1/agents", map[string]string{"manifest": string(salesresearch.Manifest)}, &hired); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "1. Hired %s (%s) from reference-agents/sales-research/manifests/job_description.yaml\n\n", hired.Agent.Name, hired.Agent.ID)
+
+			// The demo CRM: a system of record that accepts only live ARX credentials.
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			crm := salesresearch.NewCRM(credential.NewVerifier(srv.URL, nil))
+			crmSrv := &http.Server{Handler: crm, ReadHeaderTimeout: 5 * time.Second}
+			go crmSrv.Serve(ln)
+			defer crmSrv.Close()
+
+			arx, err := agentvault.New(agentvault.Config{Token: hired.Token, BaseURL: srv.URL + "/v1", AgentID: hired.Agent.ID})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "2. The agent researches three accounts in the demo CRM (http://%s), one governed call per read:\n", ln.Addr())
+			agent := &salesresearch.Agent{ARX: arx, CRMURL: "http://" + ln.Addr().String(), Out: out}
+			sum, runErr := agent.Run(cmd.Context(), salesresearch.DefaultAccounts)
+			fmt.Fprintf(out, "\n   %d governed calls, %d refusal recorded, %d failures; the CRM served %d requests, each with a live per-call credential.\n\n",
+				sum.Calls, sum.Refusals, sum.Failures, len(crm.AccessLog()))
+			if runErr != nil {
+				return runErr
+			}
+
+			// Seal the log so verify covers every entry just written.
+			if err := srv.Runtime.Checkpoint(cmd.Context()); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "3. The agent's personnel record (arx record show %s):\n\n", hired.Agent.Name)
+			sub := []string{"--server", srv.URL, "--token", admin}
+			if code := run(append([]string{"record", "show", hired.Agent.ID}, sub...), nil, indent(out), cmd.ErrOrStderr()); code != 0 {
+				return exitError{code: code}
+			}
+			fmt.Fprintf(out, "\n4. The whole log, verified (arx record verify --log-key %s):\n\n", filepath.Join(dataDir, server.LogPubFile))
+			if code := run(append([]string{"record", "verify", "--log-key", filepath.Join(dataDir, server.LogPubFile)}, sub...), nil, indent(out), cmd.ErrOrStderr()); code != 0 {
+				return exitError{code: code}
+			}
+			fmt.Fprintf(out, `
+Where to look next:
+  export ARX_SERVER=%s ARX_ADMIN_TOKEN=%s
+  arx agents                      # who is on staff
+  arx record show sales-research  # the record above
+  arx record verify               # check the whole log
+  curl %s/metrics                 # Prometheus metrics
+  curl %s/.well-known/jwks.json   # the keys systems of record use to check credentials
+`, srv.URL, admin, srv.URL, srv.URL)
+			if once {
+				return nil
+			}
+			fmt.Fprintf(out, "\nARX keeps running at %s; press Ctrl-C to stop.\n", srv.URL)
+			stop := make(chan os.Signal, 1)
+			signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
+			defer signal.Stop(stop)
+			select {
+			case <-stop:
+			case err := <-srv.Err():
+				return err
+			case <-cmd.Context().Done():
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dataDir, "data", envDefault("ARX_DATA_DIR", ""), "data directory to use or create (default: a new temporary one)")
+	f.StringVar(&listen, "listen", envDefault("ARX_LISTEN", server.DefaultListen), "address to listen on")
+	f.StringVar(&logLevel, "log-level", "warn", "log level of the runtime")
+	f.BoolVar(&once, "once", false, "stop after the first look instead of running until Ctrl-C")
+	return cmd
+}
+
+// indent prefixes every line written through it with three spaces.
+func indent(w io.Writer) io.Writer { return &indenter{w: w, bol: true} }
+
+type indenter struct {
+	w   io.Writer
+	bol bool
+}
+
+func (i *indenter) Write(p []byte) (int, error) {
+	var b []byte
+	for _, c := range p {
+		if i.bol && c != '\n' {
+			b = append(b, "   "...)
+		}
+		b = append(b, c)
+		i.bol = c == '\n'
+	}
+	if _, err := i.w.Write(b); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}

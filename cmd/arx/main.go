@@ -1,0 +1,115 @@
+// Command arx is ARX in one binary: the runtime (serve), the operator CLI
+// (hire, agents, run, record, manifest) and the first look (dev).
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/arxsec/arx/arxerr"
+	"github.com/spf13/cobra"
+)
+
+// exitError carries an exit status without more output (the command has
+// already said what went wrong).
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run is main without the process: the CLI tests call it.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRoot(stdin, stdout, stderr)
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return 0
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	printError(stderr, err)
+	return 1
+}
+
+// printError prints "arx: error: ..." and, when there is one, "arx: hint: ...".
+func printError(w io.Writer, err error) {
+	var ae *arxerr.Error
+	if errors.As(err, &ae) {
+		fmt.Fprintf(w, "arx: error: %s (%s)\n", ae.Message, ae.Code)
+		if ae.Hint != "" {
+			fmt.Fprintf(w, "arx: hint: %s\n", ae.Hint)
+		}
+		return
+	}
+	var he hintError
+	if errors.As(err, &he) {
+		fmt.Fprintf(w, "arx: error: %s\narx: hint: %s\n", he.err, he.hint)
+		return
+	}
+	fmt.Fprintf(w, "arx: error: %s\n", err)
+}
+
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (h hintError) Error() string { return h.err.Error() }
+func (h hintError) Unwrap() error { return h.err }
+
+func withHint(err error, hint string) error { return hintError{err: err, hint: hint} }
+
+func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "arx",
+		Short:         "ARX: the runtime between AI agents and systems of record",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.AddCommand(
+		serveCmd(),
+		devCmd(),
+		hireCmd(),
+		agentsCmd(),
+		runCmd(),
+		recordCmd(),
+		manifestCmd(),
+	)
+	return root
+}
+
+// envDefault returns the environment variable's value, or def.
+func envDefault(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// newLogger builds the process logger; libraries only ever receive it.
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q is not debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q is not text or json", format)
+}

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/arxsec/arx/record"
+	"github.com/spf13/cobra"
+)
+
+func recordCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "record", Short: "Show and verify personnel records"}
+	cmd.AddCommand(recordShowCmd(), recordVerifyCmd())
+	return cmd
+}
+
+type recordPage struct {
+	Entries []struct {
+		Index    int64           `json:"index"`
+		LeafHash string          `json:"leaf_hash"`
+		Entry    json.RawMessage `json:"entry"`
+	} `json:"entries"`
+	Next *int64 `json:"next"`
+}
+
+func recordShowCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show AGENT",
+		Short: "Show an agent's personnel record, oldest first",
+		Args:  cobra.ExactArgs(1),
+	}
+	client := serverFlags(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one canonical entry per line (JSON Lines)")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := client()
+		if err != nil {
+			return err
+		}
+		a, err := c.resolveAgent(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		out := cmd.OutOrStdout()
+		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		if !asJSON {
+			fmt.Fprintf(out, "Personnel record of %s (%s), owner %s, %s\n\n", a.Name, a.ID, a.Owner, a.Status)
+			fmt.Fprintln(tw, "INDEX\tTIME\tTYPE\tCONNECTOR\tACTION\tRISK\tACTOR\tDETAILS")
+		}
+		after := int64(-1)
+		for {
+			var page recordPage
+			if err := c.do(cmd.Context(), "GET", fmt.Sprintf("/v1/agents/%s/record?after=%d&limit=1000", a.ID, after), nil, &page); err != nil {
+				return err
+			}
+			for _, pe := range page.Entries {
+				if asJSON {
+					fmt.Fprintf(out, "%s\n", pe.Entry)
+					continue
+				}
+				e, err := record.Parse(pe.Entry)
+				if err != nil {
+					fmt.Fprintf(tw, "%d\t\t(unreadable: %v)\n", pe.Index, err)
+					continue
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Index, e.Time.Local().Format("2006-01-02 15:04:05.000"),
+					e.Type, dash(e.Connector), dash(e.Action), dash(e.Risk), e.Actor, details(e.Data))
+			}
+			if page.Next == nil {
+				break
+			}
+			after = *page.Next
+		}
+		if asJSON {
+			return nil
+		}
+		return tw.Flush()
+	}
+	return cmd
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// details renders an entry's data as key=value pairs, short values only.
+func details(d map[string]any) string {
+	keys := make([]string, 0, len(d))
+	for k, v := range d {
+		if s, ok := v.(string); ok && s == "" {
+			continue
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		v := fmt.Sprint(d[k])
+		if b, err := json.Marshal(d[k]); err == nil && !strings.HasPrefix(string(b), `"`) {
+			v = string(b)
+		}
+		if len(v) > 60 {
+			v = v[:57] + "..."
+		}
+		parts = append(parts, k+"="+v)
+	}
+	return strings.Join(parts, " ")
+}
+
+type verifyReport struct {
+	OK         bool             `json:"ok"`
+	Origin     string           `json:"origin"`
+	Size       int64            `json:"checkpoint_size"`
+	Root       string           `json:"checkpoint_root"`
+	Verified   int64            `json:"entries_verified"`
+	Agents     int              `json:"agents"`
+	Problems   []record.Problem `json:"problems"`
+	KeySource  string           `json:"key_source"`
+	ProblemCnt int              `json:"problem_count"`
+}
+
+func recordVerifyCmd() *cobra.Command {
+	var asJSON bool
+	var logKey string
+	cmd := &cobra.Command{
+		Use:   "verify",
+		Short: "Verify the whole log: canonical entries, each agent's chain, the Merkle root and the checkpoint signature",
+		Long: `Fetch the latest signed checkpoint and every entry it commits to, and check:
+every entry is canonical and at its index, each agent's prev chain is
+unbroken, the entries hash to the checkpoint's root, and the checkpoint is
+signed by the log key. Exits 0 only when all holds.
+
+Pass --log-key (the contents of DATA_DIR/log.pub, or a file holding it) to
+check against a key you hold; without it the key is fetched from the server.`,
+		Args: cobra.NoArgs,
+	}
+	client := serverFlags(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	cmd.Flags().StringVar(&logKey, "log-key", "", "the log's public key, or a file holding it")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := client()
+		if err != nil {
+			return err
+		}
+		rep := verifyReport{KeySource: "flag"}
+		key := strings.TrimSpace(logKey)
+		if b, err := os.ReadFile(key); key != "" && err == nil {
+			key, rep.KeySource = strings.TrimSpace(string(b)), "file "+logKey
+		}
+		if key == "" {
+			var b []byte
+			if err := c.do(cmd.Context(), "GET", "/v1/log/key", nil, &b); err != nil {
+				return err
+			}
+			key, rep.KeySource = strings.TrimSpace(string(b)), "server (pass --log-key to check against a key you hold)"
+		}
+		var signed []byte
+		if err := c.do(cmd.Context(), "GET", "/v1/log/checkpoint", nil, &signed); err != nil {
+			return err
+		}
+		cp, _, err := record.OpenCheckpoint(signed, key)
+		if err != nil {
+			rep.Problems = []record.Problem{{Kind: "bad_checkpoint", Index: -1, Message: err.Error()}}
+			rep.ProblemCnt = 1
+			return printVerify(cmd, rep, asJSON)
+		}
+		rep.Origin, rep.Size, rep.Root = cp.Origin, int64(cp.Size), base64.StdEncoding.EncodeToString(cp.Hash)
+		var v record.Verifier
+		for start := int64(0); start < int64(cp.Size); {
+			limit := min(int64(cp.Size)-start, 10000)
+			var page struct {
+				Entries []struct {
+					Index int64  `json:"index"`
+					Data  []byte `json:"data"`
+				} `json:"entries"`
+			}
+			if err := c.do(cmd.Context(), "GET", fmt.Sprintf("/v1/log/entries?start=%d&limit=%d", start, limit), nil, &page); err != nil {
+				return err
+			}
+			if len(page.Entries) == 0 {
+				break
+			}
+			for _, e := range page.Entries {
+				if v.Size() >= int64(cp.Size) {
+					break
+				}
+				v.Add(e.Data)
+			}
+			start = v.Size()
+		}
+		rep.Problems = v.Finish(cp)
+		rep.Verified, rep.Agents, rep.ProblemCnt = v.Size(), v.Agents(), v.ProblemCount()
+		rep.OK = rep.ProblemCnt == 0
+		return printVerify(cmd, rep, asJSON)
+	}
+	return cmd
+}
+
+func printVerify(cmd *cobra.Command, rep verifyReport, asJSON bool) error {
+	out := cmd.OutOrStdout()
+	if rep.Problems == nil {
+		rep.Problems = []record.Problem{}
+	}
+	if asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		enc.Encode(rep)
+	} else {
+		fmt.Fprintf(out, "log        %s\ncheckpoint %d entries, root %s\nlog key    from %s\n", rep.Origin, rep.Size, rep.Root, rep.KeySource)
+		if rep.OK {
+			fmt.Fprintf(out, "\nOK: %d entries from %d agents verified: canonical, chained, and hashing to the signed root\n", rep.Verified, rep.Agents)
+		} else {
+			fmt.Fprintf(out, "\nFAILED: %d problem(s)\n", rep.ProblemCnt)
+			for _, p := range rep.Problems {
+				fmt.Fprintf(out, "  %s\n", p)
+			}
+		}
+	}
+	if !rep.OK {
+		return exitError{code: 1}
+	}
+	return nil
+}

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/arxsec/arx/internal/server"
+	"github.com/spf13/cobra"
+)
+
+func serveCmd() *cobra.Command {
+	var cfg server.Config
+	var logFormat, logLevel string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the ARX runtime: agent API, credentials, the record",
+		Long: `Run the ARX runtime on embedded defaults: a SQLite database, the log key and
+the credential signing key in the data directory (created on first start).
+On first start an admin token is printed once and written to DIR/admin.token.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log, err := newLogger(cmd.ErrOrStderr(), logFormat, logLevel)
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log
+			s, err := server.Open(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			if s.AdminToken != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "\nFirst start: this is the admin token. It is shown once, and kept in %s (mode 0600).\n\n  export ARX_ADMIN_TOKEN=%s\n\n",
+					filepath.Join(cfg.DataDir, server.AdminTokenFile), s.AdminToken)
+			}
+			s.Start()
+			stop := make(chan os.Signal, 1)
+			signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
+			defer signal.Stop(stop)
+			select {
+			case sig := <-stop:
+				log.Info("shutting down", "signal", sig.String())
+			case err := <-s.Err():
+				if err != nil {
+					s.Close()
+					return err
+				}
+			}
+			return s.Close()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", envDefault("ARX_LISTEN", server.DefaultListen), "address to listen on (env ARX_LISTEN)")
+	f.StringVar(&cfg.DataDir, "data", envDefault("ARX_DATA_DIR", server.DefaultDataDir), "data directory (env ARX_DATA_DIR)")
+	f.StringVar(&cfg.Origin, "origin", envDefault("ARX_ORIGIN", ""), "log origin naming this deployment, used when the log key is first created (env ARX_ORIGIN)")
+	f.StringVar(&cfg.TLSCert, "tls-cert", envDefault("ARX_TLS_CERT", ""), "TLS certificate file (env ARX_TLS_CERT)")
+	f.StringVar(&cfg.TLSKey, "tls-key", envDefault("ARX_TLS_KEY", ""), "TLS private key file (env ARX_TLS_KEY)")
+	f.StringVar(&logFormat, "log-format", envDefault("ARX_LOG_FORMAT", "text"), "log format: text or json (env ARX_LOG_FORMAT)")
+	f.StringVar(&logLevel, "log-level", envDefault("ARX_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env ARX_LOG_LEVEL)")
+	return cmd
+}

@@ -1,0 +1,251 @@
+// Package api serves ARX's HTTP API (docs/api.md): the agent side (calls and
+// their credentials), the operator side (agents, tokens, the record), the
+// JWKS document, health and metrics. Handlers return errors; what a client
+// sees is an arxerr.Error with a stable code, and any other cause is logged
+// and answered as "internal error", never echoed.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/arxsec/arx/arxerr"
+	"github.com/arxsec/arx/internal/runtime"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Limits.
+const (
+	MaxBodyBytes     = 64 << 10  // every JSON body
+	MaxManifestBytes = 256 << 10 // a hire request carries a manifest
+)
+
+// Config configures the API.
+type Config struct {
+	Runtime  *runtime.Runtime
+	LogKey   string // the log's public note verifier key
+	Logger   *slog.Logger
+	Registry *prometheus.Registry // for /metrics; nil: none
+	// Extra mounts more handlers (the console) on the same mux.
+	Extra func(mux *http.ServeMux)
+}
+
+type server struct {
+	rt       *runtime.Runtime
+	logKey   string
+	log      *slog.Logger
+	duration *prometheus.HistogramVec
+}
+
+// New returns the API handler.
+func New(cfg Config) http.Handler {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &server{rt: cfg.Runtime, logKey: cfg.LogKey, log: cfg.Logger}
+	s.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "arx_http_request_seconds", Help: "HTTP requests by route and status.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .5, 1, 5, 30},
+	}, []string{"route", "code"})
+	mux := http.NewServeMux()
+	if cfg.Registry != nil {
+		cfg.Registry.MustRegister(s.duration)
+		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	}
+	h := func(pattern string, fn handlerFunc) { mux.Handle(pattern, s.wrap(pattern, fn)) }
+
+	h("GET /healthz", s.healthz)
+	h("GET /readyz", s.readyz)
+	h("GET /.well-known/jwks.json", s.jwks)
+
+	h("POST /v1/calls", s.agentOnly(s.createCall))
+	h("GET /v1/calls/{id}", s.authed(s.getCall))
+	h("POST /v1/calls/{id}/complete", s.agentOnly(s.completeCall))
+	h("POST /v1/credentials/introspect", s.introspect)
+
+	h("POST /v1/agents", s.adminOnly(s.hire))
+	h("GET /v1/agents", s.adminOnly(s.listAgents))
+	h("GET /v1/agents/{id}", s.adminOnly(s.getAgent))
+	h("GET /v1/agents/{id}/calls", s.adminOnly(s.agentCalls))
+	h("GET /v1/agents/{id}/record", s.adminOnly(s.agentRecord))
+	h("POST /v1/agents/{id}/tokens", s.adminOnly(s.issueToken))
+	h("DELETE /v1/agents/{id}/tokens/{token}", s.adminOnly(s.revokeToken))
+
+	h("GET /v1/log/checkpoint", s.checkpoint)
+	h("GET /v1/log/key", s.key)
+	h("GET /v1/log/entries", s.adminOnly(s.logEntries))
+
+	h("/v1/", func(w http.ResponseWriter, r *http.Request) error {
+		return arxerr.New(arxerr.NotFound, "no route %s %s", r.Method, truncate(r.URL.Path, 128))
+	})
+	if cfg.Extra != nil {
+		cfg.Extra(mux)
+	}
+	return mux
+}
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// wrap turns a handler's error into the API's error body, recovers panics,
+// and measures.
+func (s *server) wrap(route string, fn handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("handler panic", "route", route, "panic", fmt.Sprint(v))
+				if sw.status == 0 {
+					writeError(sw, arxerr.New(arxerr.Internal, "internal error"))
+				}
+			}
+			s.duration.WithLabelValues(route, fmt.Sprint(sw.status)).Observe(time.Since(start).Seconds())
+		}()
+		r.Body = http.MaxBytesReader(sw, r.Body, MaxManifestBytes)
+		if err := fn(sw, r); err != nil {
+			var ae *arxerr.Error
+			if !errors.As(err, &ae) {
+				if errors.Is(err, context.Canceled) {
+					return // the client went away
+				}
+				s.log.Error("request failed", "route", route, "err", err)
+				ae = arxerr.New(arxerr.Internal, "internal error")
+			}
+			if sw.status == 0 {
+				writeError(sw, ae)
+			}
+		}
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func writeError(w http.ResponseWriter, e *arxerr.Error) {
+	status := e.Status
+	if status == 0 {
+		status = arxerr.Lookup(e.Code).Status
+	}
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="arx"`)
+	}
+	writeJSON(w, status, arxerr.Body{Error: e})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+// decode reads a JSON body strictly: the right media type, at most limit
+// bytes, no unknown fields, one value.
+func decode(r *http.Request, limit int64, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			return arxerr.New(arxerr.UnsupportedMedia, "content type %q is not application/json", truncate(ct, 64))
+		}
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return arxerr.New(arxerr.BodyTooLarge, "body exceeds %d bytes", limit)
+		}
+		return arxerr.New(arxerr.BadRequest, "could not read the body")
+	}
+	if int64(len(body)) > limit {
+		return arxerr.New(arxerr.BodyTooLarge, "body exceeds %d bytes", limit)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return arxerr.New(arxerr.BadRequest, "malformed JSON body: %s", jsonProblem(err))
+	}
+	if dec.More() {
+		return arxerr.New(arxerr.BadRequest, "malformed JSON body: more than one value")
+	}
+	return nil
+}
+
+// jsonProblem describes a decoding error without echoing input at length.
+func jsonProblem(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("syntax error at byte %d", se.Offset)
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %q must be %s", te.Field, te.Type)
+	case errors.Is(err, io.EOF):
+		return "empty body"
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return truncate(strings.TrimPrefix(err.Error(), "json: "), 80)
+	default:
+		return "invalid JSON"
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+func (s *server) healthz(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+func (s *server) readyz(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.rt.Store().Ping(ctx); err != nil {
+		s.log.Warn("not ready", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "database unavailable"})
+		return nil
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}
+
+func (s *server) jwks(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Cache-Control", "max-age=300")
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	return json.NewEncoder(w).Encode(s.rt.KeySet())
+}

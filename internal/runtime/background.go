@@ -1,0 +1,147 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/arxsec/arx/internal/store"
+	"github.com/arxsec/arx/record"
+)
+
+// waiters wakes long polls when a call changes on this replica.
+type waiters struct {
+	mu sync.Mutex
+	m  map[string][]chan struct{}
+}
+
+func (w *waiters) add(id string) chan struct{} {
+	ch := make(chan struct{})
+	w.mu.Lock()
+	w.m[id] = append(w.m[id], ch)
+	w.mu.Unlock()
+	return ch
+}
+
+func (w *waiters) remove(id string, ch chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	list := w.m[id]
+	for i, c := range list {
+		if c == ch {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(w.m, id)
+	} else {
+		w.m[id] = list
+	}
+}
+
+func (w *waiters) wake(id string) {
+	w.mu.Lock()
+	list := w.m[id]
+	delete(w.m, id)
+	w.mu.Unlock()
+	for _, ch := range list {
+		close(ch)
+	}
+}
+
+// Run does the runtime's background work until ctx ends: signing
+// checkpoints as the log grows, and closing calls whose credentials expired.
+func (r *Runtime) Run(ctx context.Context) error {
+	if err := r.Checkpoint(ctx); err != nil {
+		r.log.Warn("checkpoint", "err", err)
+	}
+	cp := time.NewTicker(r.cpEvery)
+	defer cp.Stop()
+	sw := time.NewTicker(r.swEvery)
+	defer sw.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-cp.C:
+			if err := r.Checkpoint(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("checkpoint", "err", err)
+			}
+		case <-sw.C:
+			if err := r.Sweep(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("sweep", "err", err)
+			}
+		}
+	}
+}
+
+// Checkpoint signs a checkpoint of the log as it stands, when it has grown
+// since the last one. Checkpoints of one append-only tree are consistent
+// with each other by construction.
+func (r *Runtime) Checkpoint(ctx context.Context) error {
+	size, err := r.store.TreeSize(ctx)
+	if err != nil {
+		return err
+	}
+	last, err := r.store.LatestCheckpoint(ctx)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if last != nil && last.Size >= size {
+		return nil
+	}
+	fr, err := r.store.ReadHashes(ctx, record.FrontierIndexes(size))
+	if err != nil {
+		return err
+	}
+	tree, err := record.NewTree(size, fr)
+	if err != nil {
+		return err
+	}
+	signed, err := record.SignCheckpoint(r.signer, size, tree.Root())
+	if err != nil {
+		return err
+	}
+	err = r.store.Update(ctx, func(tx store.Tx) error {
+		return tx.PutCheckpoint(&store.Checkpoint{Size: size, Signed: signed, CreatedAt: r.now()})
+	})
+	if err == nil {
+		r.metrics.treeSize.Set(float64(size))
+	}
+	return err
+}
+
+// Sweep closes approved calls whose credentials have expired, recording a
+// call.expired entry for each.
+func (r *Runtime) Sweep(ctx context.Context) error {
+	now := r.now()
+	overdue, err := r.store.OverdueCalls(ctx, now, 500)
+	if err != nil {
+		return err
+	}
+	for _, c := range overdue {
+		err := r.store.Update(ctx, func(tx store.Tx) error {
+			cur, err := tx.Call(c.ID)
+			if err != nil {
+				return err
+			}
+			if cur.Status != store.CallApproved || now.Before(cur.ExpiresAt) {
+				return nil // completed meanwhile
+			}
+			cur.Status = store.CallExpired
+			if err := tx.UpdateCall(cur); err != nil {
+				return err
+			}
+			return tx.Append(&record.Entry{Agent: cur.AgentID, Call: cur.ID, Connector: cur.Connector, Action: cur.Action,
+				Risk: cur.Risk, Actor: "system", Type: record.TypeCallExpired, Time: now,
+				Data: map[string]any{"expired_at": cur.ExpiresAt.UTC().Format(record.TimeFormat)}})
+		})
+		if err != nil {
+			return err
+		}
+		r.waiters.wake(c.ID)
+	}
+	return nil
+}

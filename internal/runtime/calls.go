@@ -1,0 +1,413 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+	"unicode/utf8"
+
+	"github.com/arxsec/arx/arxerr"
+	"github.com/arxsec/arx/credential"
+	"github.com/arxsec/arx/internal/store"
+	"github.com/arxsec/arx/manifest"
+	"github.com/arxsec/arx/record"
+	"github.com/google/uuid"
+)
+
+// CallRequest is what an agent asks for.
+type CallRequest struct {
+	Connector      string
+	Action         string
+	Risk           string // declared by the code; "" means low
+	IdempotencyKey string
+	Summary        string
+}
+
+// CallResult is a call and, while it may proceed, its credential.
+type CallResult struct {
+	Call       *store.Call
+	Credential string // empty unless the call is approved and open
+	Replayed   bool   // an earlier request with the same idempotency key made the call
+}
+
+var (
+	namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,127}$`)
+	keyPattern  = regexp.MustCompile(`^[\x21-\x7e]{1,128}$`)
+)
+
+func (req *CallRequest) validate() (manifest.Risk, error) {
+	if !namePattern.MatchString(req.Connector) {
+		return 0, arxerr.New(arxerr.BadRequest, "connector %q is not a valid name", truncate(req.Connector, 64))
+	}
+	if !namePattern.MatchString(req.Action) {
+		return 0, arxerr.New(arxerr.BadRequest, "action %q is not a valid name", truncate(req.Action, 64))
+	}
+	if !keyPattern.MatchString(req.IdempotencyKey) {
+		e := arxerr.New(arxerr.BadRequest, "idempotency_key must be 1 to 128 printable ASCII characters")
+		e.Hint = "send a fresh UUID per call, and the same one when retrying it"
+		return 0, e
+	}
+	if len(req.Summary) > 512 || !utf8.ValidString(req.Summary) {
+		return 0, arxerr.New(arxerr.BadRequest, "summary must be valid UTF-8 of at most 512 bytes")
+	}
+	if req.Risk == "" {
+		req.Risk = "low"
+	}
+	risk, err := manifest.ParseRisk(req.Risk)
+	if err != nil {
+		return 0, arxerr.New(arxerr.InvalidRisk, "risk %q is not low, medium or high", truncate(req.Risk, 16))
+	}
+	return risk, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// RequestCall decides a call: refused (and recorded) when its connector is
+// not on the manifest, pending when it needs an approver, otherwise approved
+// with a credential. The credential is signed only after the entry that
+// records its issue has committed.
+func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest) (*CallResult, error) {
+	start := r.now()
+	if p.Kind != store.TokenAgent {
+		return nil, arxerr.New(arxerr.Forbidden, "only an agent's token can make calls")
+	}
+	declared, err := req.validate()
+	if err != nil {
+		return nil, err
+	}
+	m, err := r.Manifest(p.Agent)
+	if err != nil {
+		return nil, r.internal("manifest", err)
+	}
+	now := start
+	c := &store.Call{ID: uuid.NewString(), AgentID: p.Agent.ID, Connector: req.Connector, Action: req.Action,
+		DeclaredRisk: declared.String(), IdempotencyKey: req.IdempotencyKey, Summary: req.Summary, CreatedAt: now}
+
+	// Decide by the manifest. Drift (issue: drift and termination) will add
+	// its rules here; an undeclared connector is never drift: it is refused.
+	var refusal *arxerr.Error
+	effective := declared
+	var drift []map[string]any
+	conn, ok := m.Connector(req.Connector)
+	if !ok {
+		refusal = arxerr.New(arxerr.ConnectorNotDeclared, "connector %q is not on the manifest of agent %s", req.Connector, p.Agent.Name)
+	} else if act, ok := m.Action(req.Connector, req.Action); !ok {
+		switch m.OnDrift {
+		case manifest.DriftPolicy("refuse"):
+			refusal = arxerr.New(arxerr.ActionNotDeclared, "action %q is not declared for connector %q", req.Action, conn.Name)
+		default:
+			drift = append(drift, map[string]any{"rule": "undeclared_action", "policy": string(m.OnDrift),
+				"facts": map[string]any{"connector": req.Connector, "action": req.Action}})
+		}
+	} else {
+		if act.Risk > effective {
+			effective = act.Risk
+		}
+		if declared < act.Risk {
+			drift = append(drift, map[string]any{"rule": "risk_underdeclared", "policy": string(m.OnDrift),
+				"facts": map[string]any{"declared": declared.String(), "manifest": act.Risk.String()}})
+		}
+	}
+	c.Risk = effective.String()
+	if refusal == nil && len(drift) > 0 && m.OnDrift == manifest.DriftPolicy("require_approval") {
+		effective = manifest.RiskHigh // the approver sees the drift on the request
+	}
+
+	switch {
+	case refusal != nil:
+		c.Status, c.Refusal, c.ExpiresAt = store.CallRefused, string(refusal.Code), now
+		c.CompletedAt = &now
+	case effective >= manifest.RiskHigh:
+		c.Status = store.CallPending
+		c.ExpiresAt = now.Add(m.Approval.Timeout)
+	default:
+		c.Status = store.CallApproved
+		c.ExpiresAt = now.Add(m.CallTTL(req.Connector, req.Action))
+	}
+
+	var existing *store.Call
+	err = r.store.Update(ctx, func(tx store.Tx) error {
+		// Authority is read inside the transaction: a termination that
+		// committed before this point is seen here.
+		a, err := tx.Agent(p.Agent.ID)
+		if err != nil {
+			return err
+		}
+		if err := agentUsable(a); err != nil {
+			return err
+		}
+		prior, err := tx.CallByIdempotencyKey(c.AgentID, c.IdempotencyKey)
+		if err == nil {
+			existing = prior
+			return nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if err := tx.InsertCall(c); err != nil {
+			return err
+		}
+		actor := p.Actor()
+		base := record.Entry{Agent: c.AgentID, Call: c.ID, Connector: c.Connector, Action: c.Action, Risk: c.Risk, Actor: actor, Time: now}
+		for _, d := range drift {
+			e := base
+			e.Type, e.Data = record.TypeDriftDetected, d
+			if err := tx.Append(&e); err != nil {
+				return err
+			}
+		}
+		e := base
+		switch c.Status {
+		case store.CallRefused:
+			e.Type = record.TypeCredentialRefused
+			e.Data = map[string]any{"code": string(refusal.Code), "reason": refusal.Message, "declared_risk": c.DeclaredRisk,
+				"idempotency_key": c.IdempotencyKey}
+		case store.CallPending:
+			e.Type = record.TypeCallRequested
+			e.Data = map[string]any{"declared_risk": c.DeclaredRisk, "summary": c.Summary, "idempotency_key": c.IdempotencyKey}
+			if err := tx.Append(&e); err != nil {
+				return err
+			}
+			e = base
+			e.Type = record.TypeApprovalRequested
+			e.Data = map[string]any{"approvers": stringsAny(m.Approval.Approvers), "delegates": stringsAny(m.Approval.Delegates),
+				"expires_at": c.ExpiresAt.UTC().Format(record.TimeFormat)}
+		default:
+			e.Type = record.TypeCredentialIssued
+			e.Data = map[string]any{"declared_risk": c.DeclaredRisk, "summary": c.Summary, "idempotency_key": c.IdempotencyKey,
+				"expires_at": c.ExpiresAt.UTC().Format(record.TimeFormat)}
+		}
+		return tx.Append(&e)
+	})
+	if err != nil {
+		r.metrics.calls.WithLabelValues("error").Inc()
+		return nil, r.writeFailed("request call", err)
+	}
+	if existing != nil {
+		if existing.Connector != c.Connector || existing.Action != c.Action || existing.DeclaredRisk != c.DeclaredRisk {
+			return nil, arxerr.New(arxerr.Conflict, "idempotency_key %q was used for a different call", truncate(c.IdempotencyKey, 64))
+		}
+		res, err := r.result(existing)
+		if err != nil {
+			return nil, err
+		}
+		res.Replayed = true
+		if existing.Status == store.CallRefused {
+			return nil, r.refusalOf(existing)
+		}
+		return res, nil
+	}
+	r.metrics.calls.WithLabelValues(c.Status).Inc()
+	r.metrics.requestLatency.Observe(r.now().Sub(start).Seconds())
+	if refusal != nil {
+		refusal.CallID = c.ID
+		r.log.Info("call refused", "agent", c.AgentID, "call", c.ID, "connector", c.Connector, "action", c.Action, "code", refusal.Code)
+		return nil, refusal
+	}
+	return r.result(c)
+}
+
+func (r *Runtime) refusalOf(c *store.Call) error {
+	e := arxerr.New(arxerr.Code(c.Refusal), "call %s was refused", c.ID)
+	e.CallID = c.ID
+	return e
+}
+
+func stringsAny(s []string) []any {
+	out := make([]any, len(s))
+	for i, v := range s {
+		out[i] = v
+	}
+	return out
+}
+
+// result attaches the credential when the call may proceed.
+func (r *Runtime) result(c *store.Call) (*CallResult, error) {
+	res := &CallResult{Call: c}
+	if c.Status == store.CallApproved && r.now().Before(c.ExpiresAt) {
+		tok, err := r.issuer.Sign(credential.Claims{AgentID: c.AgentID, CallID: c.ID, Connector: c.Connector,
+			Action: c.Action, Risk: c.Risk, IssuedAt: c.CreatedAt, Expiry: c.ExpiresAt})
+		if err != nil {
+			return nil, r.internal("sign credential", err)
+		}
+		res.Credential = tok
+	}
+	return res, nil
+}
+
+// EffectiveStatus is a call's status as of now: an approved call past its
+// expiry is expired even before the sweeper records it.
+func EffectiveStatus(c *store.Call, now time.Time) string {
+	if c.Status == store.CallApproved && !now.Before(c.ExpiresAt) {
+		return store.CallExpired
+	}
+	return c.Status
+}
+
+// GetCall returns a call its owner (or an operator) may see, long-polling
+// up to wait while it is pending.
+func (r *Runtime) GetCall(ctx context.Context, p *Principal, id string, wait time.Duration) (*CallResult, error) {
+	if wait > MaxWait {
+		wait = MaxWait
+	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for {
+		ch := r.waiters.add(id)
+		c, err := r.store.Call(ctx, id)
+		if err != nil {
+			r.waiters.remove(id, ch)
+			if errors.Is(err, store.ErrNotFound) {
+				return nil, arxerr.New(arxerr.CallNotFound, "no call %s", id)
+			}
+			return nil, r.internal("get call", err)
+		}
+		if p.Kind == store.TokenAgent && c.AgentID != p.Agent.ID {
+			r.waiters.remove(id, ch)
+			return nil, arxerr.New(arxerr.CallNotFound, "no call %s", id) // do not reveal other agents' calls
+		}
+		if c.Status != store.CallPending || wait <= 0 {
+			r.waiters.remove(id, ch)
+			if p.Kind != store.TokenAgent {
+				return &CallResult{Call: c}, nil // credentials go only to the agent
+			}
+			return r.result(c)
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			r.waiters.remove(id, ch)
+			return &CallResult{Call: c}, nil
+		case <-ctx.Done():
+			r.waiters.remove(id, ch)
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Outcome is how an agent reports a call's end.
+type Outcome struct {
+	Outcome    string // success, error, cancelled
+	Error      string
+	DurationMS int64
+}
+
+// CompleteCall closes a call; its credential dies with the commit.
+func (r *Runtime) CompleteCall(ctx context.Context, p *Principal, id string, o Outcome) (*store.Call, error) {
+	if p.Kind != store.TokenAgent {
+		return nil, arxerr.New(arxerr.Forbidden, "only the agent that made a call can complete it")
+	}
+	switch o.Outcome {
+	case "success", "error", "cancelled":
+	default:
+		return nil, arxerr.New(arxerr.BadRequest, "outcome %q is not success, error or cancelled", truncate(o.Outcome, 32))
+	}
+	if len(o.Error) > 1024 || !utf8.ValidString(o.Error) {
+		return nil, arxerr.New(arxerr.BadRequest, "error must be valid UTF-8 of at most 1024 bytes")
+	}
+	if o.DurationMS < 0 || o.DurationMS > int64(24*time.Hour/time.Millisecond) {
+		return nil, arxerr.New(arxerr.BadRequest, "duration_ms out of range")
+	}
+	now := r.now()
+	var out *store.Call
+	err := r.store.Update(ctx, func(tx store.Tx) error {
+		c, err := tx.Call(id)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && c.AgentID != p.Agent.ID) {
+			return arxerr.New(arxerr.CallNotFound, "no call %s", id)
+		}
+		if err != nil {
+			return err
+		}
+		out = c
+		status := store.CallCompleted
+		if o.Outcome != "success" {
+			status = store.CallFailed
+		}
+		switch c.Status {
+		case store.CallApproved, store.CallPending:
+		case store.CallCompleted, store.CallFailed:
+			if c.Status == status && c.Outcome == o.Outcome {
+				return nil // a retried completion
+			}
+			return arxerr.New(arxerr.CallClosed, "call %s is already %s", id, c.Status)
+		default:
+			return arxerr.New(arxerr.CallClosed, "call %s is %s", id, c.Status)
+		}
+		entryType := record.TypeCallCompleted
+		data := map[string]any{"outcome": o.Outcome, "error": o.Error, "duration_ms": o.DurationMS}
+		if c.Status == store.CallPending {
+			// The agent gave up waiting: its request is withdrawn.
+			entryType = record.TypeApprovalWithdrawn
+			status = store.CallFailed
+		} else if !now.Before(c.ExpiresAt) {
+			data["late"] = true // the work outlived its credential
+		}
+		c.Status, c.Outcome, c.Error, c.DurationMS, c.CompletedAt = status, o.Outcome, o.Error, o.DurationMS, &now
+		if err := tx.UpdateCall(c); err != nil {
+			return err
+		}
+		return tx.Append(&record.Entry{Agent: c.AgentID, Call: c.ID, Connector: c.Connector, Action: c.Action,
+			Risk: c.Risk, Actor: p.Actor(), Type: entryType, Time: now, Data: data})
+	})
+	if err != nil {
+		return nil, r.writeFailed("complete call", err)
+	}
+	r.waiters.wake(id)
+	return out, nil
+}
+
+// Introspection is what ARX says of a presented credential.
+type Introspection struct {
+	Active bool
+	Claims *credential.Claims
+	Code   arxerr.Code
+	Reason string
+}
+
+// Introspect says whether a credential is live now: a valid signature, not
+// expired, its call still approved and open, its agent active. Everything
+// after the signature is read from the database on each request.
+func (r *Runtime) Introspect(ctx context.Context, token string) Introspection {
+	now := r.now()
+	cl, err := r.keys.Verify(token, now)
+	switch {
+	case errors.Is(err, credential.ErrExpired):
+		return Introspection{Code: arxerr.CredentialExpired, Reason: "the credential has expired", Claims: cl}
+	case err != nil:
+		return Introspection{Code: arxerr.CredentialInvalid, Reason: "the credential is not valid"}
+	}
+	c, err := r.store.Call(ctx, cl.CallID)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return Introspection{Code: arxerr.CredentialInvalid, Reason: "no such call", Claims: cl}
+		}
+		r.log.Error("introspect", "err", err)
+		return Introspection{Code: arxerr.Internal, Reason: "internal error", Claims: cl}
+	}
+	if c.AgentID != cl.AgentID || c.Connector != cl.Connector || c.Action != cl.Action {
+		return Introspection{Code: arxerr.CredentialMismatch, Reason: "the credential does not match its call", Claims: cl}
+	}
+	if st := EffectiveStatus(c, now); st != store.CallApproved {
+		code := arxerr.CredentialClosed
+		if st == store.CallExpired {
+			code = arxerr.CredentialExpired
+		}
+		return Introspection{Code: code, Reason: fmt.Sprintf("the call is %s", st), Claims: cl}
+	}
+	a, err := r.store.Agent(ctx, c.AgentID)
+	if err != nil {
+		r.log.Error("introspect", "err", err)
+		return Introspection{Code: arxerr.Internal, Reason: "internal error", Claims: cl}
+	}
+	if err := agentUsable(a); err != nil {
+		return Introspection{Code: arxerr.AgentTerminated, Reason: "the agent is not active", Claims: cl}
+	}
+	return Introspection{Active: true, Claims: cl}
+}

@@ -1,0 +1,342 @@
+// Package runtime holds ARX's rules: hiring, tokens, governed calls and their
+// credentials. Every state change it makes commits in one store transaction
+// with the record entry that describes it, and nothing leaves the runtime (a
+// credential, an acknowledgement) before that commit is durable: if the
+// record cannot be written, the call is refused (fail closed).
+package runtime
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/arxsec/arx/arxerr"
+	"github.com/arxsec/arx/credential"
+	"github.com/arxsec/arx/internal/store"
+	"github.com/arxsec/arx/manifest"
+	"github.com/arxsec/arx/record"
+	"github.com/google/uuid"
+	"golang.org/x/mod/sumdb/note"
+)
+
+// Config configures a Runtime.
+type Config struct {
+	Store     store.Store
+	LogSigner note.Signer        // signs checkpoints; its name is the log's origin
+	Issuer    *credential.Issuer // signs call credentials
+	Logger    *slog.Logger
+	Metrics   *Metrics // optional
+	// CheckpointInterval is how often a new checkpoint is signed when the
+	// log has grown.
+	CheckpointInterval time.Duration
+	// SweepInterval is how often calls past their expiry are closed.
+	SweepInterval time.Duration
+	Now           func() time.Time
+}
+
+// Defaults.
+const (
+	DefaultCheckpointInterval = time.Second
+	DefaultSweepInterval      = time.Second
+	// MaxWait bounds a long poll.
+	MaxWait = 60 * time.Second
+)
+
+// Runtime applies the rules.
+type Runtime struct {
+	store   store.Store
+	signer  note.Signer
+	issuer  *credential.Issuer
+	keys    *credential.KeySet
+	log     *slog.Logger
+	metrics *Metrics
+	now     func() time.Time
+	cpEvery time.Duration
+	swEvery time.Duration
+
+	manifests sync.Map // manifest hash -> *manifest.Manifest; content-addressed, so never stale
+	waiters   waiters
+}
+
+// New returns a Runtime.
+func New(cfg Config) (*Runtime, error) {
+	if cfg.Store == nil || cfg.LogSigner == nil || cfg.Issuer == nil {
+		return nil, errors.New("runtime: store, log signer and credential issuer are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.CheckpointInterval <= 0 {
+		cfg.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = DefaultSweepInterval
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	return &Runtime{store: cfg.Store, signer: cfg.LogSigner, issuer: cfg.Issuer, keys: cfg.Issuer.KeySet(),
+		log: cfg.Logger, metrics: cfg.Metrics, now: cfg.Now, cpEvery: cfg.CheckpointInterval, swEvery: cfg.SweepInterval,
+		waiters: waiters{m: map[string][]chan struct{}{}}}, nil
+}
+
+// Origin names the log (and the deployment).
+func (r *Runtime) Origin() string { return r.signer.Name() }
+
+// KeySet is the public key set of call credentials (the JWKS document).
+func (r *Runtime) KeySet() *credential.KeySet { return r.keys }
+
+// Store is the runtime's store, for read-only views.
+func (r *Runtime) Store() store.Store { return r.store }
+
+// Principal is an authenticated caller.
+type Principal struct {
+	Kind    string // store.TokenAgent or store.TokenAdmin
+	TokenID string
+	Agent   *store.Agent // for agents
+}
+
+// Actor names the principal in record entries.
+func (p *Principal) Actor() string {
+	if p.Kind == store.TokenAgent {
+		return "agent:" + p.Agent.ID
+	}
+	return "admin:" + p.TokenID
+}
+
+// Token prefixes make leaked tokens easy to recognise and scan for.
+const (
+	agentTokenPrefix = "arxa_"
+	adminTokenPrefix = "arxk_"
+)
+
+func newToken(prefix string) (token string, hash []byte) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	token = prefix + base64.RawURLEncoding.EncodeToString(b[:])
+	return token, HashToken(token)
+}
+
+// HashToken is how tokens are stored: SHA-256. Tokens carry 256 random bits,
+// so a fast hash is enough; no token is ever stored in clear.
+func HashToken(token string) []byte {
+	h := sha256.Sum256([]byte(token))
+	return h[:]
+}
+
+// Authenticate resolves a bearer token. Agents that are terminated or
+// suspended are refused here, on every request, from the database.
+func (r *Runtime) Authenticate(ctx context.Context, token string) (*Principal, error) {
+	if token == "" {
+		return nil, arxerr.New(arxerr.Unauthenticated, "missing bearer token")
+	}
+	if len(token) > 256 || !(strings.HasPrefix(token, agentTokenPrefix) || strings.HasPrefix(token, adminTokenPrefix)) {
+		return nil, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
+	}
+	hash := HashToken(token)
+	t, err := r.store.TokenByHash(ctx, hash)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
+	}
+	if err != nil {
+		return nil, r.internal("authenticate", err)
+	}
+	if subtle.ConstantTimeCompare(t.Hash, hash) != 1 || t.RevokedAt != nil {
+		return nil, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
+	}
+	p := &Principal{Kind: t.Kind, TokenID: t.ID}
+	if t.Kind == store.TokenAgent {
+		a, err := r.store.Agent(ctx, t.AgentID)
+		if err != nil {
+			return nil, r.internal("authenticate", err)
+		}
+		if err := agentUsable(a); err != nil {
+			return nil, err
+		}
+		p.Agent = a
+	}
+	return p, nil
+}
+
+func agentUsable(a *store.Agent) error {
+	switch a.Status {
+	case store.AgentActive:
+		return nil
+	case store.AgentTerminated:
+		return arxerr.New(arxerr.AgentTerminated, "agent %s is terminated", a.Name)
+	default:
+		return arxerr.New(arxerr.AgentSuspended, "agent %s is %s", a.Name, a.Status)
+	}
+}
+
+// EnsureAdminToken creates the first admin token if none was ever made, and
+// returns it (created is false, and token empty, when one exists already).
+func (r *Runtime) EnsureAdminToken(ctx context.Context) (token string, created bool, err error) {
+	if _, err := r.store.Meta(ctx, "admin_token_id"); err == nil {
+		return "", false, nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return "", false, err
+	}
+	token, hash := newToken(adminTokenPrefix)
+	id := uuid.NewString()
+	err = r.store.Update(ctx, func(tx store.Tx) error {
+		if err := tx.InsertToken(&store.Token{ID: id, Hash: hash, Kind: store.TokenAdmin, Label: "first admin", CreatedAt: r.now()}); err != nil {
+			return err
+		}
+		if err := tx.SetMeta("admin_token_id", id); err != nil {
+			return err
+		}
+		return tx.Append(&record.Entry{Type: record.TypeTokenIssued, Actor: "system",
+			Data: map[string]any{"token_id": id, "kind": store.TokenAdmin, "label": "first admin"}})
+	})
+	if err != nil {
+		return "", false, err
+	}
+	return token, true, nil
+}
+
+// Manifest returns the parsed manifest of an agent.
+func (r *Runtime) Manifest(a *store.Agent) (*manifest.Manifest, error) {
+	if m, ok := r.manifests.Load(a.ManifestHash); ok {
+		return m.(*manifest.Manifest), nil
+	}
+	m, err := manifest.Parse(a.Manifest)
+	if err != nil {
+		return nil, fmt.Errorf("runtime: stored manifest of agent %s: %w", a.ID, err)
+	}
+	r.manifests.Store(a.ManifestHash, m)
+	return m, nil
+}
+
+// Hire makes a new agent from a manifest and returns it with its token.
+func (r *Runtime) Hire(ctx context.Context, p *Principal, yaml []byte) (*store.Agent, string, error) {
+	if p.Kind != store.TokenAdmin {
+		return nil, "", arxerr.New(arxerr.Forbidden, "only an operator can hire agents")
+	}
+	m, err := manifest.Parse(yaml)
+	if err != nil {
+		var me *manifest.Error
+		if errors.As(err, &me) {
+			e := arxerr.New(arxerr.ManifestInvalid, "%s", strings.TrimSpace(me.Error()))
+			return nil, "", e
+		}
+		return nil, "", arxerr.New(arxerr.ManifestInvalid, "%v", err)
+	}
+	now := r.now()
+	a := &store.Agent{ID: uuid.NewString(), Name: m.Agent.Name, Owner: m.Agent.Owner, Status: store.AgentActive,
+		Manifest: yaml, ManifestHash: manifest.Hash(yaml), CreatedAt: now}
+	token, hash := newToken(agentTokenPrefix)
+	tokenID := uuid.NewString()
+	connectors := make([]any, 0, len(m.Scope.Connectors))
+	for _, c := range m.Scope.Connectors {
+		connectors = append(connectors, c.Name)
+	}
+	err = r.store.Update(ctx, func(tx store.Tx) error {
+		if err := tx.InsertAgent(a); err != nil {
+			return err
+		}
+		if err := tx.InsertToken(&store.Token{ID: tokenID, Hash: hash, Kind: store.TokenAgent, AgentID: a.ID, Label: "hire", CreatedAt: now}); err != nil {
+			return err
+		}
+		return tx.Append(&record.Entry{Agent: a.ID, Type: record.TypeAgentHired, Actor: p.Actor(), Time: now,
+			Data: map[string]any{"name": a.Name, "owner": a.Owner, "manifest_hash": a.ManifestHash,
+				"connectors": connectors, "token_id": tokenID}})
+	})
+	if err != nil {
+		return nil, "", r.writeFailed("hire", err)
+	}
+	r.log.Info("agent hired", "agent", a.ID, "name", a.Name, "actor", p.Actor())
+	return a, token, nil
+}
+
+// IssueToken makes an extra token for an agent (one per agent process,
+// `arx run`), revocable alone.
+func (r *Runtime) IssueToken(ctx context.Context, p *Principal, agentID, label string) (string, string, error) {
+	if p.Kind != store.TokenAdmin {
+		return "", "", arxerr.New(arxerr.Forbidden, "only an operator can issue agent tokens")
+	}
+	if len(label) > 128 {
+		return "", "", arxerr.New(arxerr.BadRequest, "label is longer than 128 characters")
+	}
+	token, hash := newToken(agentTokenPrefix)
+	id := uuid.NewString()
+	err := r.store.Update(ctx, func(tx store.Tx) error {
+		a, err := tx.Agent(agentID)
+		if err != nil {
+			return err
+		}
+		if err := agentUsable(a); err != nil {
+			return err
+		}
+		if err := tx.InsertToken(&store.Token{ID: id, Hash: hash, Kind: store.TokenAgent, AgentID: agentID, Label: label, CreatedAt: r.now()}); err != nil {
+			return err
+		}
+		return tx.Append(&record.Entry{Agent: agentID, Type: record.TypeTokenIssued, Actor: p.Actor(),
+			Data: map[string]any{"token_id": id, "label": label}})
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return "", "", arxerr.New(arxerr.AgentNotFound, "no agent %s", agentID)
+	}
+	if err != nil {
+		return "", "", r.writeFailed("issue token", err)
+	}
+	return id, token, nil
+}
+
+// RevokeToken revokes one agent token.
+func (r *Runtime) RevokeToken(ctx context.Context, p *Principal, agentID, tokenID string) error {
+	if p.Kind != store.TokenAdmin {
+		return arxerr.New(arxerr.Forbidden, "only an operator can revoke agent tokens")
+	}
+	err := r.store.Update(ctx, func(tx store.Tx) error {
+		if _, err := tx.Agent(agentID); err != nil {
+			return err
+		}
+		if err := tx.RevokeToken(tokenID, r.now()); err != nil {
+			return err
+		}
+		return tx.Append(&record.Entry{Agent: agentID, Type: record.TypeTokenRevoked, Actor: p.Actor(),
+			Data: map[string]any{"token_id": tokenID}})
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return arxerr.New(arxerr.NotFound, "no token %s for agent %s", tokenID, agentID)
+	}
+	if err != nil {
+		return r.writeFailed("revoke token", err)
+	}
+	return nil
+}
+
+// writeFailed maps a failed store update: errors the rules raised inside
+// the transaction pass through; anything else means the record could not be
+// written, so nothing happened (fail closed).
+func (r *Runtime) writeFailed(what string, err error) error {
+	var ae *arxerr.Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return arxerr.New(arxerr.RecordUnavailable, "request cancelled before the record was written")
+	}
+	r.metrics.recordFailures.Inc()
+	r.log.Error("record write failed", "op", what, "err", err)
+	return arxerr.New(arxerr.RecordUnavailable, "the personnel record could not be written, so nothing was done")
+}
+
+func (r *Runtime) internal(what string, err error) error {
+	r.log.Error("internal error", "op", what, "err", err)
+	return arxerr.New(arxerr.Internal, "internal error")
+}

@@ -1,0 +1,219 @@
+// Package server assembles arx serve: data directory, keys, store, runtime
+// and the HTTP server, with the timeouts and limits every server keeps. The
+// CLI, the benchmark and end-to-end tests start the same thing through it.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/arxsec/arx/credential"
+	"github.com/arxsec/arx/internal/api"
+	"github.com/arxsec/arx/internal/runtime"
+	"github.com/arxsec/arx/internal/store/sqlite"
+	"github.com/arxsec/arx/record"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Config configures a server. Flags and environment are read in cmd/arx
+// and mapped here.
+type Config struct {
+	DataDir string
+	Listen  string // host:port; port 0 picks a free one
+	// Origin names the log and the deployment; used only when the log key
+	// is created (first start). Default: "arx.local/<hostname>/<random>".
+	Origin  string
+	TLSCert string
+	TLSKey  string
+	Logger  *slog.Logger
+
+	CheckpointInterval time.Duration
+	ShutdownTimeout    time.Duration
+}
+
+// Defaults.
+const (
+	DefaultListen          = "127.0.0.1:8080"
+	DefaultDataDir         = "arx-data"
+	DefaultShutdownTimeout = 10 * time.Second
+)
+
+// Server is a running arx serve.
+type Server struct {
+	Runtime *runtime.Runtime
+	// AdminToken is set only on the first start of a data directory.
+	AdminToken string
+	LogKey     string // the log's public verifier key
+	URL        string // scheme://host:port
+
+	cfg      Config
+	store    *sqlite.Store
+	http     *http.Server
+	listener net.Listener
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	serveErr chan error
+}
+
+// Open prepares everything and listens, but serves only after Start.
+func Open(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = DefaultDataDir
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return nil, errors.New("TLS needs both a certificate and a key")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	if cfg.Origin == "" {
+		host, _ := os.Hostname()
+		host = strings.ToLower(strings.Map(func(r rune) rune {
+			if r == '.' || r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+				return r
+			}
+			return -1
+		}, host))
+		if host == "" {
+			host = "localhost"
+		}
+		var b [4]byte
+		rand.Read(b[:])
+		cfg.Origin = "arx.local/" + host + "/" + hex.EncodeToString(b[:])
+	}
+	skey, vkey, _, err := loadOrCreateLogKey(cfg.DataDir, cfg.Origin)
+	if err != nil {
+		return nil, fmt.Errorf("log key: %w", err)
+	}
+	signer, err := record.NewSigner(skey)
+	if err != nil {
+		return nil, fmt.Errorf("log key: %w", err)
+	}
+	ckey, err := loadOrCreateCredentialKey(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("credential key: %w", err)
+	}
+	issuer, err := credential.NewIssuer(signer.Name(), ckey)
+	if err != nil {
+		return nil, err
+	}
+	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(cfg.DataDir, DatabaseFile), Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	rt, err := runtime.New(runtime.Config{Store: st, LogSigner: signer, Issuer: issuer, Logger: cfg.Logger,
+		Metrics: runtime.NewMetrics(reg), CheckpointInterval: cfg.CheckpointInterval})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	s := &Server{Runtime: rt, LogKey: vkey, cfg: cfg, store: st, serveErr: make(chan error, 1)}
+	token, created, err := rt.EnsureAdminToken(ctx)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("admin token: %w", err)
+	}
+	if created {
+		if err := writeFileAtomic(filepath.Join(cfg.DataDir, AdminTokenFile), []byte(token+"\n"), 0o600); err != nil {
+			st.Close()
+			return nil, err
+		}
+		s.AdminToken = token
+	}
+	handler := api.New(api.Config{Runtime: rt, LogKey: vkey, Logger: cfg.Logger, Registry: reg})
+	s.http = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      runtime.MaxWait + 30*time.Second, // long polls answer within MaxWait
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			ln.Close()
+			st.Close()
+			return nil, fmt.Errorf("TLS: %w", err)
+		}
+		s.http.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, s.http.TLSConfig)
+		scheme = "https"
+	}
+	s.listener = ln
+	s.URL = scheme + "://" + ln.Addr().String()
+	return s, nil
+}
+
+// Start serves in the background.
+func (s *Server) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		s.Runtime.Run(ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		err := s.http.Serve(s.listener)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		s.serveErr <- err
+	}()
+	s.cfg.Logger.Info("arx serving", "url", s.URL, "data", s.cfg.DataDir, "origin", s.Runtime.Origin())
+}
+
+// Err reports a serving failure (nil after a clean shutdown).
+func (s *Server) Err() <-chan error { return s.serveErr }
+
+// Close shuts down gracefully: stops accepting, lets requests finish within
+// the shutdown timeout, stops background work, closes the store.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := s.http.Shutdown(ctx)
+	if s.cancel != nil {
+		s.cancel()
+	} else {
+		s.listener.Close()
+	}
+	s.wg.Wait()
+	// A last checkpoint covers what was appended since the previous one.
+	if cerr := s.Runtime.Checkpoint(context.Background()); cerr != nil {
+		s.cfg.Logger.Warn("final checkpoint", "err", cerr)
+	}
+	return errors.Join(err, s.store.Close())
+}

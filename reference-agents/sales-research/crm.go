@@ -1,0 +1,128 @@
+package salesresearch
+
+import (
+	"encoding/json"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/arxsec/arx/credential"
+)
+
+// Account and Opportunity are the demo CRM's records.
+type Account struct {
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	Industry string `json:"industry"`
+	Country  string `json:"country"`
+}
+
+type Opportunity struct {
+	ID      string `json:"id"`
+	Account string `json:"account"`
+	Stage   string `json:"stage"`
+	Amount  int    `json:"amount_eur"`
+}
+
+var accounts = map[string]Account{
+	"0017": {ID: "0017", Name: "Nordwind Logistik GmbH", Industry: "logistics", Country: "DE"},
+	"0042": {ID: "0042", Name: "Alba Renewables S.L.", Industry: "energy", Country: "ES"},
+	"0108": {ID: "0108", Name: "Kestrel Health Ltd", Industry: "healthcare", Country: "GB"},
+}
+
+var opportunities = map[string][]Opportunity{
+	"0017": {{ID: "op-1", Account: "0017", Stage: "proposal", Amount: 180000}},
+	"0042": {{ID: "op-2", Account: "0042", Stage: "discovery", Amount: 64000}, {ID: "op-3", Account: "0042", Stage: "negotiation", Amount: 250000}},
+	"0108": {},
+}
+
+// AccessLogEntry is one request the CRM saw, as its own log records it.
+type AccessLogEntry struct {
+	Time    time.Time
+	Method  string
+	Path    string
+	Status  int
+	CallID  string
+	AgentID string
+}
+
+// CRM is a small system of record standing in for a real CRM. It accepts
+// only live ARX call credentials, checked through ARX's JWKS endpoint and
+// introspection (package credential): it holds no secret of ARX's.
+type CRM struct {
+	handler http.Handler
+	mu      sync.Mutex
+	log     []AccessLogEntry
+}
+
+// NewCRM returns the demo CRM, verifying credentials with v.
+func NewCRM(v *credential.Verifier) *CRM {
+	c := &CRM{}
+	mux := http.NewServeMux()
+	mux.Handle("GET /accounts/{id}", v.Middleware("salesforce", constant("account.read"), http.HandlerFunc(c.account)))
+	mux.Handle("GET /accounts/{id}/opportunities", v.Middleware("salesforce", constant("opportunity.read"), http.HandlerFunc(c.opportunities)))
+	c.handler = mux
+	return c
+}
+
+func constant(s string) func(*http.Request) string { return func(*http.Request) string { return s } }
+
+// ServeHTTP serves the CRM and keeps its access log.
+func (c *CRM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	c.handler.ServeHTTP(rec, r)
+	e := AccessLogEntry{Time: time.Now(), Method: r.Method, Path: r.URL.Path, Status: rec.status}
+	if cl, ok := rec.claims(); ok {
+		e.CallID, e.AgentID = cl.CallID, cl.AgentID
+	}
+	c.mu.Lock()
+	c.log = append(c.log, e)
+	c.mu.Unlock()
+}
+
+// AccessLog returns what the CRM has served so far.
+func (c *CRM) AccessLog() []AccessLogEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]AccessLogEntry(nil), c.log...)
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	cl     *credential.Claims
+}
+
+func (s *statusRecorder) WriteHeader(code int) { s.status = code; s.ResponseWriter.WriteHeader(code) }
+func (s *statusRecorder) claims() (*credential.Claims, bool) { return s.cl, s.cl != nil }
+
+func (c *CRM) account(w http.ResponseWriter, r *http.Request) {
+	noteClaims(w, r)
+	a, ok := accounts[r.PathValue("id")]
+	if !ok {
+		http.Error(w, `{"error":"no such account"}`, http.StatusNotFound)
+		return
+	}
+	writeJSON(w, a)
+}
+
+func (c *CRM) opportunities(w http.ResponseWriter, r *http.Request) {
+	noteClaims(w, r)
+	ops, ok := opportunities[r.PathValue("id")]
+	if !ok {
+		http.Error(w, `{"error":"no such account"}`, http.StatusNotFound)
+		return
+	}
+	writeJSON(w, ops)
+}
+
+func noteClaims(w http.ResponseWriter, r *http.Request) {
+	if rec, ok := w.(*statusRecorder); ok {
+		rec.cl, _ = credential.FromContext(r.Context())
+	}
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
