@@ -1,0 +1,177 @@
+package main
+
+import (
+	"bytes"
+	"database/sql"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/arxsec/arx/internal/arxtest"
+	_ "modernc.org/sqlite"
+)
+
+// arx runs the CLI as a user types it and returns its exit status and output.
+func arx(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(args, strings.NewReader(""), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func manifestFile(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "job_description.yaml")
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestManifestLint(t *testing.T) {
+	good := filepath.Join("..", "..", "reference-agents", "sales-research", "manifests", "job_description.yaml")
+	if code, out, _ := arx(t, "manifest", "lint", good); code != 0 || !strings.Contains(out, "valid") {
+		t.Fatalf("lint of the canonical example: %d %s", code, out)
+	}
+	bad := manifestFile(t, strings.Replace(arxtest.Manifest, "risk: low}", "risk: lowish}", 1)+"extra: 1\n")
+	code, out, _ := arx(t, "manifest", "lint", bad)
+	if code != 1 {
+		t.Fatalf("lint of a bad manifest exited %d", code)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !strings.HasPrefix(line, bad+":") {
+			t.Errorf("line %q is not FILE:LINE: message", line)
+		}
+	}
+	if !strings.Contains(out, ":10:") || !strings.Contains(out, "extra") {
+		t.Errorf("lint did not name both problems:\n%s", out)
+	}
+	code, out, _ = arx(t, "manifest", "lint", "--json", bad)
+	var rep struct {
+		Valid    bool `json:"valid"`
+		Problems []struct {
+			Line int `json:"line"`
+		} `json:"problems"`
+	}
+	if code != 1 || json.Unmarshal([]byte(out), &rep) != nil || rep.Valid || len(rep.Problems) < 2 {
+		t.Fatalf("lint --json: %d %s", code, out)
+	}
+	if code, _, stderr := arx(t, "manifest", "lint", "/does/not/exist.yaml"); code != 1 || !strings.Contains(stderr, "arx: error:") {
+		t.Fatalf("missing file: %d %s", code, stderr)
+	}
+}
+
+func TestHireAgentsRecord(t *testing.T) {
+	s := arxtest.Start(t)
+	t.Setenv("ARX_SERVER", s.URL)
+	t.Setenv("ARX_ADMIN_TOKEN", s.AdminToken)
+
+	code, out, stderr := arx(t, "hire", manifestFile(t, arxtest.Manifest))
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 2 || !strings.HasPrefix(lines[0], "export ARX_AGENT_ID=") || !strings.HasPrefix(lines[1], "export ARX_TOKEN=arxa_") {
+		t.Fatalf("hire: %d %q %s", code, out, stderr)
+	}
+	agentID := strings.TrimPrefix(lines[0], "export ARX_AGENT_ID=")
+	token := strings.TrimPrefix(lines[1], "export ARX_TOKEN=")
+
+	if code, out, _ := arx(t, "agents"); code != 0 || !strings.Contains(out, agentID) || !strings.Contains(out, "test-agent") {
+		t.Fatalf("agents: %d %s", code, out)
+	}
+	// Two calls and a refusal, then show and verify.
+	for _, conn := range []string{"crm", "crm", "hubspot"} {
+		s.Do("POST", "/v1/calls", token, map[string]string{"connector": conn, "action": "account.read", "idempotency_key": conn + "-" + t.Name() + string(rune('a'+len(conn)))})
+	}
+	s.Do("POST", "/v1/calls", token, map[string]string{"connector": "crm", "action": "account.read", "idempotency_key": "second"})
+	code, out, _ = arx(t, "record", "show", "test-agent")
+	if code != 0 || !strings.Contains(out, "credential.refused") || !strings.Contains(out, "credential.issued") {
+		t.Fatalf("record show: %d %s", code, out)
+	}
+	if err := s.Runtime.Checkpoint(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	logKey := filepath.Join(s.DataDir, "log.pub")
+	if code, out, _ := arx(t, "record", "verify", "--log-key", logKey); code != 0 || !strings.Contains(out, "OK:") {
+		t.Fatalf("verify of an untouched log: %d %s", code, out)
+	}
+	// Without a token the verbs say what to do.
+	t.Setenv("ARX_ADMIN_TOKEN", "")
+	if code, _, stderr := arx(t, "agents"); code != 1 || !strings.Contains(stderr, "arx: hint:") {
+		t.Fatalf("no token: %d %s", code, stderr)
+	}
+}
+
+// TestRecordVerifyCatchesTampering edits, deletes and reorders entries in
+// the database behind the server's back: verify must fail and say how.
+func TestRecordVerifyCatchesTampering(t *testing.T) {
+	for _, tc := range []struct {
+		name, sql, want string
+	}{
+		{"edited", `UPDATE entries SET body = replace(body, 'account.read', 'account.wipe') WHERE idx = 3`, "chain_broken"},
+		{"deleted", `DELETE FROM entries WHERE idx = 4`, "missing"},
+		{"reordered", `UPDATE entries SET idx = -1 WHERE idx = 3; UPDATE entries SET idx = 3 WHERE idx = 5; UPDATE entries SET idx = 5 WHERE idx = -1`, "out_of_order"},
+		{"truncated", `DELETE FROM entries WHERE idx >= 6`, "truncated"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := arxtest.Start(t)
+			_, token := s.Hire(arxtest.Manifest)
+			for _, k := range []string{"a", "b", "c"} {
+				var c struct {
+					ID string `json:"id"`
+				}
+				s.Do("POST", "/v1/calls", token, map[string]string{"connector": "crm", "action": "account.read", "idempotency_key": k}).JSON(t, &c)
+				s.Do("POST", "/v1/calls/"+c.ID+"/complete", token, map[string]string{"outcome": "success"})
+			}
+			if err := s.Runtime.Checkpoint(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			db, err := sql.Open("sqlite", "file:"+filepath.Join(s.DataDir, "arx.db")+"?_pragma=busy_timeout(10000)")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if _, err := db.Exec(tc.sql); err != nil {
+				t.Fatal(err)
+			}
+			code, out, _ := arx(t, "record", "verify", "--server", s.URL, "--token", s.AdminToken, "--log-key", filepath.Join(s.DataDir, "log.pub"), "--json")
+			if code != 1 || !strings.Contains(out, tc.want) {
+				t.Fatalf("verify after %s: exit %d, want 1 naming %s:\n%s", tc.name, code, tc.want, out)
+			}
+		})
+	}
+}
+
+func TestRunGivesTheAgentItsOwnToken(t *testing.T) {
+	s := arxtest.Start(t)
+	agentID, _ := s.Hire(arxtest.Manifest)
+	dir := t.TempDir()
+	envFile := filepath.Join(dir, "env")
+	code, _, stderr := arx(t, "run", "--server", s.URL, "--token", s.AdminToken, "test-agent", "--",
+		"sh", "-c", `echo "$ARX_AGENT_ID $ARX_BASE_URL $ARX_TOKEN ${ARX_ADMIN_TOKEN:-none}" > `+envFile+`; exit 3`)
+	if code != 3 {
+		t.Fatalf("run: exit %d, want the child's 3: %s", code, stderr)
+	}
+	b, _ := os.ReadFile(envFile)
+	f := strings.Fields(string(b))
+	if len(f) != 4 || f[0] != agentID || f[1] != s.URL+"/v1" || !strings.HasPrefix(f[2], "arxa_") || f[3] != "none" {
+		t.Fatalf("child environment: %q", b)
+	}
+	// The run token died with the process.
+	r := s.Do("POST", "/v1/calls", f[2], map[string]string{"connector": "crm", "action": "account.read", "idempotency_key": "x"})
+	if r.ErrorCode() != "auth.invalid_token" {
+		t.Fatalf("run token after exit: %d %s", r.Status, r.Body)
+	}
+}
+
+func TestDevOnce(t *testing.T) {
+	code, out, stderr := arx(t, "dev", "--once", "--listen", "127.0.0.1:0", "--data", t.TempDir())
+	if code != 0 {
+		t.Fatalf("arx dev: %d\n%s\n%s", code, out, stderr)
+	}
+	for _, want := range []string{"Hired sales-research", "6 governed calls, 1 refusal recorded, 0 failures", "credential.refused", "OK: ", "arx record verify"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("arx dev output lacks %q:\n%s", want, out)
+		}
+	}
+}
