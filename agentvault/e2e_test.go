@@ -90,7 +90,9 @@ func TestE2ERefusalAndFailures(t *testing.T) {
 	}
 	// An error in the work is recorded as the call's outcome.
 	_, err = agentvault.Do(t.Context(), c, agentvault.Action{Connector: "crm", Action: "account.read"},
-		func(ctx context.Context, cred agentvault.Credential) (int, error) { return 0, errors.New("crm said no") })
+		func(ctx context.Context, cred agentvault.Credential) (int, error) {
+			return 0, errors.New("crm said no")
+		})
 	if err == nil || !strings.Contains(err.Error(), "crm said no") {
 		t.Fatalf("fn error: %v", err)
 	}
@@ -116,7 +118,10 @@ func TestE2ECancelWhileWaitingWithdraws(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
 	_, err := agentvault.Do(ctx, c, agentvault.Action{Connector: "crm", Action: "account.delete", Risk: agentvault.RiskHigh},
-		func(ctx context.Context, cred agentvault.Credential) (int, error) { t.Error("ran without approval"); return 0, nil })
+		func(ctx context.Context, cred agentvault.Credential) (int, error) {
+			t.Error("ran without approval")
+			return 0, nil
+		})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Do: %v", err)
 	}
