@@ -50,6 +50,21 @@ const (
 	CallDenied   Code = "call.denied"
 	CallExpired  Code = "call.expired"
 
+	// Approvals.
+	ApprovalNotFound Code = "approval.not_found"
+	ApprovalDecided  Code = "approval.already_decided"
+	ApprovalExpired  Code = "approval.expired"
+	NotApprover      Code = "approval.not_approver"  // the person is not named by the manifest
+	SelfApproval     Code = "approval.self_approval" // the person raised the request
+
+	// People and sessions.
+	LoginFailed  Code = "auth.login_failed"
+	CSRFFailed   Code = "auth.csrf"
+	SetupInvalid Code = "auth.setup_token_invalid"
+	UserExists   Code = "user.exists"
+	UserNotFound Code = "user.not_found"
+	WeakPassword Code = "user.weak_password"
+
 	// Credentials.
 	CredentialInvalid  Code = "credential.invalid"        // malformed, bad signature, wrong algorithm
 	CredentialExpired  Code = "credential.expired"        // TTL passed
@@ -97,6 +112,19 @@ var infos = map[Code]Info{
 	CallPending:  {Status: http.StatusAccepted, Hint: "wait for a named approver to decide"},
 	CallDenied:   {Status: http.StatusForbidden},
 	CallExpired:  {Status: http.StatusGone, Hint: "start a new call"},
+
+	ApprovalNotFound: {Status: http.StatusNotFound, Hint: "list pending approvals with `arx approvals list`"},
+	ApprovalDecided:  {Status: http.StatusConflict},
+	ApprovalExpired:  {Status: http.StatusGone, Hint: "the agent has to ask again"},
+	NotApprover:      {Status: http.StatusForbidden, Hint: "only the approvers and delegates named in the agent's manifest can decide"},
+	SelfApproval:     {Status: http.StatusForbidden, Hint: "ask another approver named in the manifest"},
+
+	LoginFailed:  {Status: http.StatusUnauthorized, Hint: "check the email and password, or ask an admin for a reset link (`arx users reset EMAIL`)"},
+	CSRFFailed:   {Status: http.StatusForbidden, Hint: "reload the page and submit the form again"},
+	SetupInvalid: {Status: http.StatusBadRequest, Hint: "ask an admin for a new link (`arx users reset EMAIL`)"},
+	UserExists:   {Status: http.StatusConflict},
+	UserNotFound: {Status: http.StatusNotFound, Hint: "list people with `arx users list`"},
+	WeakPassword: {Status: http.StatusBadRequest, Hint: "use at least 12 characters"},
 
 	CredentialInvalid:  {Status: http.StatusUnauthorized},
 	CredentialExpired:  {Status: http.StatusUnauthorized, Hint: "start a new call"},

@@ -29,7 +29,7 @@ type apiClient struct {
 // serverFlags adds --server and --token (ARX_SERVER, ARX_ADMIN_TOKEN).
 func serverFlags(cmd *cobra.Command) func() (*apiClient, error) {
 	server := cmd.Flags().String("server", "", "ARX server URL (env ARX_SERVER, default "+DefaultServer+")")
-	token := cmd.Flags().String("token", "", "operator token (env ARX_ADMIN_TOKEN)")
+	token := cmd.Flags().String("token", "", "operator or personal token (env ARX_ADMIN_TOKEN; else the one `arx login` stored)")
 	return func() (*apiClient, error) {
 		s := *server
 		if s == "" {
@@ -39,15 +39,19 @@ func serverFlags(cmd *cobra.Command) func() (*apiClient, error) {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return nil, withHint(fmt.Errorf("server %q is not an http(s) URL", s), "pass --server http://HOST:PORT")
 		}
+		server := strings.TrimSuffix(u.String(), "/")
 		t := *token
 		if t == "" {
 			t = strings.TrimSpace(envDefault("ARX_ADMIN_TOKEN", ""))
 		}
 		if t == "" {
-			return nil, withHint(errors.New("no operator token"),
-				"pass --token or set ARX_ADMIN_TOKEN (arx serve wrote it to DATA_DIR/admin.token on first start)")
+			t = loadStoredToken(server)
 		}
-		return &apiClient{server: strings.TrimSuffix(u.String(), "/"), token: t,
+		if t == "" {
+			return nil, withHint(errors.New("no token"),
+				"pass --token, set ARX_ADMIN_TOKEN (arx serve wrote it to DATA_DIR/admin.token on first start), or run `arx login`")
+		}
+		return &apiClient{server: server, token: t,
 			http: &http.Client{Timeout: 90 * time.Second}}, nil
 	}
 }

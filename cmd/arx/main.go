@@ -86,6 +86,10 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		runCmd(),
 		recordCmd(),
 		manifestCmd(),
+		usersCmd(),
+		loginCmd(),
+		approvalsCmd(),
+		terminateCmd(),
 	)
 	return root
 }

@@ -2,11 +2,13 @@ package main
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 
+	"github.com/arxsec/arx/internal/runtime"
 	"github.com/arxsec/arx/internal/server"
 	"github.com/spf13/cobra"
 )
@@ -14,6 +16,7 @@ import (
 func serveCmd() *cobra.Command {
 	var cfg server.Config
 	var logFormat, logLevel string
+	var webhooks, slackHooks []string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the ARX runtime: agent API, credentials, the record",
@@ -27,6 +30,17 @@ On first start an admin token is printed once and written to DIR/admin.token.`,
 				return err
 			}
 			cfg.Logger = log
+			for _, u := range webhooks {
+				cfg.Webhooks = append(cfg.Webhooks, runtime.Webhook{URL: u, Format: "json"})
+			}
+			for _, u := range slackHooks {
+				cfg.Webhooks = append(cfg.Webhooks, runtime.Webhook{URL: u, Format: "slack"})
+			}
+			for _, w := range cfg.Webhooks {
+				if u, err := url.Parse(w.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+					return withHint(fmt.Errorf("webhook %q is not an http(s) URL", w.URL), "pass --webhook https://HOST/PATH")
+				}
+			}
 			s, err := server.Open(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -57,6 +71,9 @@ On first start an admin token is printed once and written to DIR/admin.token.`,
 	f.StringVar(&cfg.Origin, "origin", envDefault("ARX_ORIGIN", ""), "log origin naming this deployment, used when the log key is first created (env ARX_ORIGIN)")
 	f.StringVar(&cfg.TLSCert, "tls-cert", envDefault("ARX_TLS_CERT", ""), "TLS certificate file (env ARX_TLS_CERT)")
 	f.StringVar(&cfg.TLSKey, "tls-key", envDefault("ARX_TLS_KEY", ""), "TLS private key file (env ARX_TLS_KEY)")
+	f.StringVar(&cfg.PublicURL, "public-url", envDefault("ARX_PUBLIC_URL", ""), "URL people use to reach this server, for links (env ARX_PUBLIC_URL; default: the listen address)")
+	f.StringArrayVar(&webhooks, "webhook", nil, "URL told (generic JSON) when approvals are requested and decided; repeatable")
+	f.StringArrayVar(&slackHooks, "slack-webhook", nil, "Slack incoming-webhook URL told when approvals are requested and decided; repeatable")
 	f.StringVar(&logFormat, "log-format", envDefault("ARX_LOG_FORMAT", "text"), "log format: text or json (env ARX_LOG_FORMAT)")
 	f.StringVar(&logLevel, "log-level", envDefault("ARX_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env ARX_LOG_LEVEL)")
 	return cmd

@@ -37,13 +37,16 @@ type Config struct {
 	Registry *prometheus.Registry // for /metrics; nil: none
 	// Extra mounts more handlers (the console) on the same mux.
 	Extra func(mux *http.ServeMux)
+	// PublicURL is where people reach this deployment (setup links).
+	PublicURL string
 }
 
 type server struct {
-	rt       *runtime.Runtime
-	logKey   string
-	log      *slog.Logger
-	duration *prometheus.HistogramVec
+	rt        *runtime.Runtime
+	publicURL string
+	logKey    string
+	log       *slog.Logger
+	duration  *prometheus.HistogramVec
 }
 
 // New returns the API handler.
@@ -51,7 +54,7 @@ func New(cfg Config) http.Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &server{rt: cfg.Runtime, logKey: cfg.LogKey, log: cfg.Logger}
+	s := &server{rt: cfg.Runtime, logKey: cfg.LogKey, log: cfg.Logger, publicURL: cfg.PublicURL}
 	s.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "arx_http_request_seconds", Help: "HTTP requests by route and status.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .5, 1, 5, 30},
@@ -77,8 +80,21 @@ func New(cfg Config) http.Handler {
 	h("GET /v1/agents/{id}", s.adminOnly(s.getAgent))
 	h("GET /v1/agents/{id}/calls", s.adminOnly(s.agentCalls))
 	h("GET /v1/agents/{id}/record", s.adminOnly(s.agentRecord))
+	h("POST /v1/agents/{id}/terminate", s.authed(s.terminate))
 	h("POST /v1/agents/{id}/tokens", s.adminOnly(s.issueToken))
 	h("DELETE /v1/agents/{id}/tokens/{token}", s.adminOnly(s.revokeToken))
+
+	h("GET /v1/approvals", s.authed(s.listApprovals))
+	h("GET /v1/approvals/{id}", s.authed(s.getApproval))
+	h("POST /v1/approvals/{id}/approve", s.authed(s.decide(true)))
+	h("POST /v1/approvals/{id}/deny", s.authed(s.decide(false)))
+	h("GET /v1/events", s.authed(s.eventStream))
+
+	h("POST /v1/users", s.adminOnly(s.addUser))
+	h("GET /v1/users", s.adminOnly(s.listUsers))
+	h("POST /v1/users/{email}/reset", s.adminOnly(s.resetUser))
+	h("POST /v1/auth/setup", s.setupPassword)
+	h("POST /v1/auth/tokens", s.loginToken)
 
 	h("GET /v1/log/checkpoint", s.checkpoint)
 	h("GET /v1/log/key", s.key)

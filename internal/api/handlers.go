@@ -52,7 +52,7 @@ func (s *server) agentOnly(fn handlerFunc) handlerFunc {
 
 func (s *server) adminOnly(fn handlerFunc) handlerFunc {
 	return s.authed(func(w http.ResponseWriter, r *http.Request) error {
-		if principal(r).Kind != store.TokenAdmin {
+		if !principal(r).IsAdmin() {
 			e := arxerr.New(arxerr.Forbidden, "this endpoint takes an operator's token")
 			e.Hint = "use the admin token (ARX_ADMIN_TOKEN, written to DATA_DIR/admin.token on first start)"
 			return e

@@ -36,12 +36,23 @@ func Start(t testing.TB) *Server {
 // StartIn starts a server on dir (which may hold an earlier server's data).
 func StartIn(t testing.TB, dir string) *Server {
 	t.Helper()
+	return StartWith(t, dir, nil)
+}
+
+// StartWith starts a server on dir after configure has adjusted its
+// configuration (nil: the defaults).
+func StartWith(t testing.TB, dir string, configure func(*server.Config)) *Server {
+	t.Helper()
 	var logger *slog.Logger
 	if os.Getenv("ARX_TEST_LOG") != "" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	s, err := server.Open(context.Background(), server.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: logger,
-		CheckpointInterval: 50 * time.Millisecond, ShutdownTimeout: 5 * time.Second})
+	cfg := server.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: logger,
+		CheckpointInterval: 50 * time.Millisecond, ShutdownTimeout: 5 * time.Second}
+	if configure != nil {
+		configure(&cfg)
+	}
+	s, err := server.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("arxtest: start server: %v", err)
 	}
@@ -147,6 +158,31 @@ func (s *Server) Hire(manifest string) (id, token string) {
 	}
 	r.JSON(s.t, &out)
 	return out.Agent.ID, out.Token
+}
+
+// AddPerson creates a person with a password and returns their API token.
+func (s *Server) AddPerson(email, role, password string) string {
+	s.t.Helper()
+	r := s.Do("POST", "/v1/users", s.AdminToken, map[string]string{"email": email, "role": role})
+	if r.Status != http.StatusCreated {
+		s.t.Fatalf("arxtest: add user: %d %s", r.Status, r.Body)
+	}
+	var u struct {
+		SetupToken string `json:"setup_token"`
+	}
+	r.JSON(s.t, &u)
+	if r := s.Do("POST", "/v1/auth/setup", "", map[string]string{"token": u.SetupToken, "password": password}); r.Status != http.StatusOK {
+		s.t.Fatalf("arxtest: set password: %d %s", r.Status, r.Body)
+	}
+	r = s.Do("POST", "/v1/auth/tokens", "", map[string]string{"email": email, "password": password})
+	if r.Status != http.StatusCreated {
+		s.t.Fatalf("arxtest: login: %d %s", r.Status, r.Body)
+	}
+	var tok struct {
+		Token string `json:"token"`
+	}
+	r.JSON(s.t, &tok)
+	return tok.Token
 }
 
 // Manifest is a small valid manifest for tests: connector "crm" with

@@ -57,6 +57,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	if err := r.Checkpoint(ctx); err != nil {
 		r.log.Warn("checkpoint", "err", err)
 	}
+	go r.runOutbox(ctx)
 	cp := time.NewTicker(r.cpEvery)
 	defer cp.Stop()
 	sw := time.NewTicker(r.swEvery)
@@ -72,6 +73,9 @@ func (r *Runtime) Run(ctx context.Context) error {
 		case <-sw.C:
 			if err := r.Sweep(ctx); err != nil && ctx.Err() == nil {
 				r.log.Warn("sweep", "err", err)
+			}
+			if err := r.SweepApprovals(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("sweep approvals", "err", err)
 			}
 		}
 	}

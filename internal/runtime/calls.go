@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -89,6 +90,9 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 	now := start
 	c := &store.Call{ID: uuid.NewString(), AgentID: p.Agent.ID, Connector: req.Connector, Action: req.Action,
 		DeclaredRisk: declared.String(), IdempotencyKey: req.IdempotencyKey, Summary: req.Summary, CreatedAt: now}
+	if strings.HasPrefix(p.IssuedBy, "user:") {
+		c.RaisedBy = p.IssuedBy // a person started this agent process: they cannot approve its requests
+	}
 
 	// Decide by the manifest. Drift (issue: drift and termination) will add
 	// its rules here; an undeclared connector is never drift: it is refused.
@@ -175,10 +179,18 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 			if err := tx.Append(&e); err != nil {
 				return err
 			}
+			ap := &store.Approval{CallID: c.ID, AgentID: c.AgentID, Status: store.ApprovalPending,
+				Approvers: append(append([]string{}, m.Approval.Approvers...), m.Approval.Delegates...), RequestedAt: now, ExpiresAt: c.ExpiresAt}
+			if err := tx.InsertApproval(ap); err != nil {
+				return err
+			}
 			e = base
 			e.Type = record.TypeApprovalRequested
 			e.Data = map[string]any{"approvers": stringsAny(m.Approval.Approvers), "delegates": stringsAny(m.Approval.Delegates),
 				"expires_at": c.ExpiresAt.UTC().Format(record.TimeFormat)}
+			if err := r.notify(tx, "approval.requested", a, c, ap, now); err != nil {
+				return err
+			}
 		default:
 			e.Type = record.TypeCredentialIssued
 			e.Data = map[string]any{"declared_risk": c.DeclaredRisk, "summary": c.Summary, "idempotency_key": c.IdempotencyKey,
@@ -206,6 +218,10 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 	}
 	r.metrics.calls.WithLabelValues(c.Status).Inc()
 	r.metrics.requestLatency.Observe(r.now().Sub(start).Seconds())
+	if c.Status == store.CallPending {
+		r.events.Publish(Event{Type: "approval.requested", AgentID: c.AgentID, CallID: c.ID, At: now})
+		r.kickOutbox()
+	}
 	if refusal != nil {
 		refusal.CallID = c.ID
 		r.log.Info("call refused", "agent", c.AgentID, "call", c.ID, "connector", c.Connector, "action", c.Action, "code", refusal.Code)
@@ -269,7 +285,7 @@ func (r *Runtime) GetCall(ctx context.Context, p *Principal, id string, wait tim
 			}
 			return nil, r.internal("get call", err)
 		}
-		if p.Kind == store.TokenAgent && c.AgentID != p.Agent.ID {
+		if p.Kind == store.TokenAgent && c.AgentID != p.Agent.ID || p.Kind != store.TokenAgent && !p.IsAdmin() && !p.IsPerson() {
 			r.waiters.remove(id, ch)
 			return nil, arxerr.New(arxerr.CallNotFound, "no call %s", id) // do not reveal other agents' calls
 		}
@@ -317,6 +333,7 @@ func (r *Runtime) CompleteCall(ctx context.Context, p *Principal, id string, o O
 	}
 	now := r.now()
 	var out *store.Call
+	withdrawn := false
 	err := r.store.Update(ctx, func(tx store.Tx) error {
 		c, err := tx.Call(id)
 		if errors.Is(err, store.ErrNotFound) || (err == nil && c.AgentID != p.Agent.ID) {
@@ -346,6 +363,15 @@ func (r *Runtime) CompleteCall(ctx context.Context, p *Principal, id string, o O
 			// The agent gave up waiting: its request is withdrawn.
 			entryType = record.TypeApprovalWithdrawn
 			status = store.CallFailed
+			ap, err := tx.Approval(c.ID)
+			if err != nil {
+				return err
+			}
+			ap.Status, ap.DecidedBy, ap.DecidedAt = store.ApprovalWithdrawn, p.Actor(), &now
+			if err := tx.UpdateApproval(ap); err != nil {
+				return err
+			}
+			withdrawn = true
 		} else if !now.Before(c.ExpiresAt) {
 			data["late"] = true // the work outlived its credential
 		}
@@ -360,6 +386,9 @@ func (r *Runtime) CompleteCall(ctx context.Context, p *Principal, id string, o O
 		return nil, r.writeFailed("complete call", err)
 	}
 	r.waiters.wake(id)
+	if withdrawn {
+		r.events.Publish(Event{Type: "approval.decided", AgentID: out.AgentID, CallID: id, Status: store.ApprovalWithdrawn, At: now})
+	}
 	return out, nil
 }
 

@@ -40,6 +40,10 @@ type Config struct {
 	// SweepInterval is how often calls past their expiry are closed.
 	SweepInterval time.Duration
 	Now           func() time.Time
+	// Webhooks are told when approvals are requested and decided.
+	Webhooks []Webhook
+	// PublicURL is where people reach this deployment (links in notifications).
+	PublicURL string
 }
 
 // Defaults.
@@ -62,8 +66,14 @@ type Runtime struct {
 	cpEvery time.Duration
 	swEvery time.Duration
 
-	manifests sync.Map // manifest hash -> *manifest.Manifest; content-addressed, so never stale
-	waiters   waiters
+	manifests  sync.Map // manifest hash -> *manifest.Manifest; content-addressed, so never stale
+	waiters    waiters
+	logins     limiter // failed logins per email
+	loginIPs   limiter // failed logins per client address
+	events     *Hub
+	webhooks   []Webhook
+	publicURL  string
+	outboxKick chan struct{}
 }
 
 // New returns a Runtime.
@@ -88,7 +98,10 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	return &Runtime{store: cfg.Store, signer: cfg.LogSigner, issuer: cfg.Issuer, keys: cfg.Issuer.KeySet(),
 		log: cfg.Logger, metrics: cfg.Metrics, now: cfg.Now, cpEvery: cfg.CheckpointInterval, swEvery: cfg.SweepInterval,
-		waiters: waiters{m: map[string][]chan struct{}{}}}, nil
+		waiters:  waiters{m: map[string][]chan struct{}{}},
+		logins:   limiter{fails: map[string][]time.Time{}, max: LoginFailuresPerEmail, window: LoginWindow},
+		loginIPs: limiter{fails: map[string][]time.Time{}, max: LoginFailuresPerIP, window: LoginWindow},
+		events:   NewHub(), webhooks: cfg.Webhooks, publicURL: cfg.PublicURL, outboxKick: make(chan struct{}, 1)}, nil
 }
 
 // Origin names the log (and the deployment).
@@ -102,18 +115,33 @@ func (r *Runtime) Store() store.Store { return r.store }
 
 // Principal is an authenticated caller.
 type Principal struct {
-	Kind    string // store.TokenAgent or store.TokenAdmin
-	TokenID string
-	Agent   *store.Agent // for agents
+	Kind     string       // store.TokenAgent, store.TokenAdmin or store.TokenUser
+	TokenID  string       // "" for console sessions
+	IssuedBy string       // for agent tokens: who asked for the token
+	Agent    *store.Agent // for agents
+	User     *store.User  // for people
 }
 
 // Actor names the principal in record entries.
 func (p *Principal) Actor() string {
-	if p.Kind == store.TokenAgent {
+	switch p.Kind {
+	case store.TokenAgent:
 		return "agent:" + p.Agent.ID
+	case store.TokenUser:
+		return "user:" + p.User.Email
 	}
 	return "admin:" + p.TokenID
 }
+
+// IsAdmin says whether the principal may operate: the admin token, or a
+// person with the admin role.
+func (p *Principal) IsAdmin() bool {
+	return p.Kind == store.TokenAdmin || p.Kind == store.TokenUser && p.User.Role == store.RoleAdmin
+}
+
+// IsPerson says whether the principal is a person (console session or a
+// person's API token).
+func (p *Principal) IsPerson() bool { return p.Kind == store.TokenUser }
 
 // Token prefixes make leaked tokens easy to recognise and scan for.
 const (
@@ -143,7 +171,7 @@ func (r *Runtime) Authenticate(ctx context.Context, token string) (*Principal, e
 	if token == "" {
 		return nil, arxerr.New(arxerr.Unauthenticated, "missing bearer token")
 	}
-	if len(token) > 256 || !(strings.HasPrefix(token, agentTokenPrefix) || strings.HasPrefix(token, adminTokenPrefix)) {
+	if len(token) > 256 || !(strings.HasPrefix(token, agentTokenPrefix) || strings.HasPrefix(token, adminTokenPrefix) || strings.HasPrefix(token, userTokenPrefix)) {
 		return nil, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
 	}
 	hash := HashToken(token)
@@ -157,7 +185,17 @@ func (r *Runtime) Authenticate(ctx context.Context, token string) (*Principal, e
 	if subtle.ConstantTimeCompare(t.Hash, hash) != 1 || t.RevokedAt != nil {
 		return nil, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
 	}
-	p := &Principal{Kind: t.Kind, TokenID: t.ID}
+	p := &Principal{Kind: t.Kind, TokenID: t.ID, IssuedBy: t.IssuedBy}
+	if t.Kind == store.TokenUser {
+		u, err := r.store.User(ctx, t.UserID)
+		if err != nil {
+			return nil, r.internal("authenticate", err)
+		}
+		if u.DisabledAt != nil {
+			return nil, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
+		}
+		p.User = u
+	}
 	if t.Kind == store.TokenAgent {
 		a, err := r.store.Agent(ctx, t.AgentID)
 		if err != nil {
@@ -223,7 +261,7 @@ func (r *Runtime) Manifest(a *store.Agent) (*manifest.Manifest, error) {
 
 // Hire makes a new agent from a manifest and returns it with its token.
 func (r *Runtime) Hire(ctx context.Context, p *Principal, yaml []byte) (*store.Agent, string, error) {
-	if p.Kind != store.TokenAdmin {
+	if !p.IsAdmin() {
 		return nil, "", arxerr.New(arxerr.Forbidden, "only an operator can hire agents")
 	}
 	m, err := manifest.Parse(yaml)
@@ -248,7 +286,8 @@ func (r *Runtime) Hire(ctx context.Context, p *Principal, yaml []byte) (*store.A
 		if err := tx.InsertAgent(a); err != nil {
 			return err
 		}
-		if err := tx.InsertToken(&store.Token{ID: tokenID, Hash: hash, Kind: store.TokenAgent, AgentID: a.ID, Label: "hire", CreatedAt: now}); err != nil {
+		if err := tx.InsertToken(&store.Token{ID: tokenID, Hash: hash, Kind: store.TokenAgent, AgentID: a.ID, Label: "hire",
+			IssuedBy: p.Actor(), CreatedAt: now}); err != nil {
 			return err
 		}
 		return tx.Append(&record.Entry{Agent: a.ID, Type: record.TypeAgentHired, Actor: p.Actor(), Time: now,
@@ -265,7 +304,7 @@ func (r *Runtime) Hire(ctx context.Context, p *Principal, yaml []byte) (*store.A
 // IssueToken makes an extra token for an agent (one per agent process,
 // `arx run`), revocable alone.
 func (r *Runtime) IssueToken(ctx context.Context, p *Principal, agentID, label string) (string, string, error) {
-	if p.Kind != store.TokenAdmin {
+	if !p.IsAdmin() {
 		return "", "", arxerr.New(arxerr.Forbidden, "only an operator can issue agent tokens")
 	}
 	if len(label) > 128 {
@@ -281,7 +320,8 @@ func (r *Runtime) IssueToken(ctx context.Context, p *Principal, agentID, label s
 		if err := agentUsable(a); err != nil {
 			return err
 		}
-		if err := tx.InsertToken(&store.Token{ID: id, Hash: hash, Kind: store.TokenAgent, AgentID: agentID, Label: label, CreatedAt: r.now()}); err != nil {
+		if err := tx.InsertToken(&store.Token{ID: id, Hash: hash, Kind: store.TokenAgent, AgentID: agentID, Label: label,
+			IssuedBy: p.Actor(), CreatedAt: r.now()}); err != nil {
 			return err
 		}
 		return tx.Append(&record.Entry{Agent: agentID, Type: record.TypeTokenIssued, Actor: p.Actor(),
@@ -298,7 +338,7 @@ func (r *Runtime) IssueToken(ctx context.Context, p *Principal, agentID, label s
 
 // RevokeToken revokes one agent token.
 func (r *Runtime) RevokeToken(ctx context.Context, p *Principal, agentID, tokenID string) error {
-	if p.Kind != store.TokenAdmin {
+	if !p.IsAdmin() {
 		return arxerr.New(arxerr.Forbidden, "only an operator can revoke agent tokens")
 	}
 	err := r.store.Update(ctx, func(tx store.Tx) error {

@@ -42,6 +42,12 @@ type Config struct {
 
 	CheckpointInterval time.Duration
 	ShutdownTimeout    time.Duration
+
+	// PublicURL is where people reach this deployment (links in webhooks
+	// and setup links); default: the listen URL.
+	PublicURL string
+	// Webhooks are told when approvals are requested and decided.
+	Webhooks []runtime.Webhook
 }
 
 // Defaults.
@@ -125,26 +131,44 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	rt, err := runtime.New(runtime.Config{Store: st, LogSigner: signer, Issuer: issuer, Logger: cfg.Logger,
-		Metrics: runtime.NewMetrics(reg), CheckpointInterval: cfg.CheckpointInterval})
+	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	listenURL := scheme + "://" + ln.Addr().String()
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = listenURL
+	}
+	cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
+	rt, err := runtime.New(runtime.Config{Store: st, LogSigner: signer, Issuer: issuer, Logger: cfg.Logger,
+		Metrics: runtime.NewMetrics(reg), CheckpointInterval: cfg.CheckpointInterval,
+		Webhooks: cfg.Webhooks, PublicURL: cfg.PublicURL})
+	if err != nil {
+		ln.Close()
 		st.Close()
 		return nil, err
 	}
 	s := &Server{Runtime: rt, LogKey: vkey, cfg: cfg, store: st, serveErr: make(chan error, 1)}
 	token, created, err := rt.EnsureAdminToken(ctx)
 	if err != nil {
+		ln.Close()
 		st.Close()
 		return nil, fmt.Errorf("admin token: %w", err)
 	}
 	if created {
 		if err := writeFileAtomic(filepath.Join(cfg.DataDir, AdminTokenFile), []byte(token+"\n"), 0o600); err != nil {
+			ln.Close()
 			st.Close()
 			return nil, err
 		}
 		s.AdminToken = token
 	}
-	handler := api.New(api.Config{Runtime: rt, LogKey: vkey, Logger: cfg.Logger, Registry: reg})
+	handler := api.New(api.Config{Runtime: rt, LogKey: vkey, Logger: cfg.Logger, Registry: reg, PublicURL: cfg.PublicURL})
 	s.http = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -154,12 +178,6 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		st.Close()
-		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
-	}
-	scheme := "http"
 	if cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
@@ -169,10 +187,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		s.http.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, s.http.TLSConfig)
-		scheme = "https"
 	}
 	s.listener = ln
-	s.URL = scheme + "://" + ln.Addr().String()
+	s.URL = listenURL
 	return s, nil
 }
 

@@ -50,6 +50,7 @@ type Agent struct {
 const (
 	TokenAgent = "agent" // an agent's bearer token (ARX_TOKEN)
 	TokenAdmin = "admin" // an operator's token
+	TokenUser  = "user"  // a person's API token (arx login)
 )
 
 // Token is a bearer token, known only by its hash.
@@ -58,6 +59,8 @@ type Token struct {
 	Hash      []byte // SHA-256 of the token
 	Kind      string
 	AgentID   string // for agent tokens
+	UserID    string // for user tokens
+	IssuedBy  string // the actor that asked for it ("admin:<id>", "user:<email>")
 	Label     string
 	CreatedAt time.Time
 	RevokedAt *time.Time
@@ -87,6 +90,7 @@ type Call struct {
 	IdempotencyKey string
 	Summary        string
 	Refusal        string // the error code of a refused call
+	RaisedBy       string // the person whose token made the call, when a person's (arx run), else ""
 	CreatedAt      time.Time
 	ExpiresAt      time.Time
 	CompletedAt    *time.Time
@@ -145,6 +149,19 @@ type Store interface {
 	// Meta reads a deployment setting; ErrNotFound when unset.
 	Meta(ctx context.Context, key string) (string, error)
 
+	User(ctx context.Context, id string) (*User, error)
+	UserByEmail(ctx context.Context, email string) (*User, error) // case-insensitive
+	Users(ctx context.Context) ([]User, error)
+	SessionByHash(ctx context.Context, hash []byte) (*Session, error)
+
+	Approval(ctx context.Context, callID string) (*Approval, error)
+	// Approvals lists approvals in a status ("" for all), newest first.
+	Approvals(ctx context.Context, status string, limit int) ([]Approval, error)
+	// OverdueApprovals lists pending approvals whose expiry is before t.
+	OverdueApprovals(ctx context.Context, t time.Time, limit int) ([]Approval, error)
+	// DueOutbox lists undone outbox items due at t, oldest first.
+	DueOutbox(ctx context.Context, t time.Time, limit int) ([]OutboxItem, error)
+
 	Ping(ctx context.Context) error
 	Close() error
 }
@@ -156,15 +173,40 @@ type Tx interface {
 	CallByIdempotencyKey(agentID, key string) (*Call, error)
 	// OpenCalls counts an agent's calls in status approved or pending.
 	OpenCalls(agentID string) (int, error)
+	// AgentOpenCalls lists an agent's calls in status approved or pending.
+	AgentOpenCalls(agentID string) ([]Call, error)
 
 	InsertAgent(a *Agent) error
 	SetAgentStatus(id, status string, at time.Time) error
 	InsertToken(t *Token) error
 	RevokeToken(id string, at time.Time) error
+	// RevokeAgentTokens revokes every live token of an agent and counts them.
+	RevokeAgentTokens(agentID string, at time.Time) (int, error)
 	InsertCall(c *Call) error
 	UpdateCall(c *Call) error
 	SetMeta(key, value string) error
 	PutCheckpoint(c *Checkpoint) error
+
+	User(id string) (*User, error)
+	UserByEmail(email string) (*User, error)
+	InsertUser(u *User) error
+	UpdateUser(u *User) error
+	InsertSetupToken(t *SetupToken) error
+	// UseSetupToken marks an unused, unexpired token used at t and returns it.
+	UseSetupToken(hash []byte, t time.Time) (*SetupToken, error)
+	InsertSession(s *Session) error
+	DeleteSession(hash []byte) error
+	// DeleteUserSessions ends every session of a user (password reset, disable).
+	DeleteUserSessions(userID string) error
+
+	Approval(callID string) (*Approval, error)
+	InsertApproval(a *Approval) error
+	UpdateApproval(a *Approval) error
+
+	// Enqueue adds an outbox item; it becomes visible when the transaction commits.
+	Enqueue(kind string, payload []byte, at time.Time) error
+	// FinishOutbox records an attempt: done when errMsg is "", else retried at next.
+	FinishOutbox(id int64, at time.Time, errMsg string, next time.Time) error
 
 	// Append adds e to the log. It sets e.Index, e.Prev (the leaf hash of
 	// e.Agent's previous entry) and, when zero, e.Time.

@@ -62,6 +62,57 @@ var migrations = []string{
 	CREATE INDEX entries_agent ON entries(agent, idx);
 	CREATE TABLE heads (agent TEXT PRIMARY KEY, hash BLOB NOT NULL, idx INTEGER NOT NULL);
 	CREATE TABLE checkpoints (size INTEGER PRIMARY KEY, signed BLOB NOT NULL, created_at INTEGER NOT NULL);`,
+
+	// People, approvals and the outbox.
+	`CREATE TABLE users (
+		id TEXT PRIMARY KEY,
+		email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+		role TEXT NOT NULL,
+		password_hash TEXT NOT NULL DEFAULT '',
+		created_at INTEGER NOT NULL,
+		disabled_at INTEGER
+	);
+	CREATE TABLE setup_tokens (
+		hash BLOB PRIMARY KEY,
+		user_id TEXT NOT NULL REFERENCES users(id),
+		expires_at INTEGER NOT NULL,
+		used_at INTEGER
+	);
+	CREATE TABLE sessions (
+		hash BLOB PRIMARY KEY,
+		user_id TEXT NOT NULL REFERENCES users(id),
+		csrf TEXT NOT NULL,
+		created_at INTEGER NOT NULL,
+		expires_at INTEGER NOT NULL
+	);
+	CREATE INDEX sessions_user ON sessions(user_id);
+	ALTER TABLE tokens ADD COLUMN user_id TEXT REFERENCES users(id);
+	ALTER TABLE tokens ADD COLUMN issued_by TEXT NOT NULL DEFAULT '';
+	ALTER TABLE calls ADD COLUMN raised_by TEXT NOT NULL DEFAULT '';
+	CREATE TABLE approvals (
+		call_id TEXT PRIMARY KEY REFERENCES calls(id),
+		agent_id TEXT NOT NULL REFERENCES agents(id),
+		status TEXT NOT NULL,
+		approvers TEXT NOT NULL,
+		requested_at INTEGER NOT NULL,
+		expires_at INTEGER NOT NULL,
+		decided_by TEXT NOT NULL DEFAULT '',
+		decided_at INTEGER,
+		reason TEXT NOT NULL DEFAULT ''
+	);
+	CREATE INDEX approvals_status ON approvals(status, expires_at);
+	CREATE INDEX approvals_requested ON approvals(requested_at);
+	CREATE TABLE outbox (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		kind TEXT NOT NULL,
+		payload BLOB NOT NULL,
+		created_at INTEGER NOT NULL,
+		attempts INTEGER NOT NULL DEFAULT 0,
+		next_at INTEGER NOT NULL,
+		done_at INTEGER,
+		last_error TEXT NOT NULL DEFAULT ''
+	);
+	CREATE INDEX outbox_due ON outbox(next_at) WHERE done_at IS NULL;`,
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {

@@ -140,6 +140,11 @@ func (s *Store) Close() error {
 func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 	o := &op{ctx: ctx, fn: fn, done: make(chan error, 1)}
 	select {
+	case <-s.quit:
+		return store.ErrClosed
+	default:
+	}
+	select {
 	case s.ops <- o:
 	case <-s.quit:
 		return store.ErrClosed
@@ -147,8 +152,19 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 		return ctx.Err()
 	}
 	// Once queued, wait for the outcome even if ctx ends: the caller must
-	// learn whether its entries were committed.
-	return <-o.done
+	// learn whether its entries were committed. An op queued after the
+	// sequencer drained the queue on Close is never run.
+	select {
+	case err := <-o.done:
+		return err
+	case <-s.done:
+		select {
+		case err := <-o.done:
+			return err
+		default:
+			return store.ErrClosed
+		}
+	}
 }
 
 func (s *Store) sequence() {
@@ -210,6 +226,9 @@ func (s *Store) commit(batch []*op) {
 		opTree := s.tree.Clone()
 		tx := &tx{s: s, tx: sqlTx, ctx: ctx}
 		err := runOp(o.fn, tx)
+		if err == nil {
+			err = tx.appendErr
+		}
 		if err != nil {
 			s.tree = opTree
 			if _, rerr := sqlTx.ExecContext(ctx, "ROLLBACK TO op"); rerr != nil {
@@ -325,4 +344,11 @@ func timePtr(n sql.NullInt64) *time.Time {
 	}
 	t := fromNanos(n.Int64)
 	return &t
+}
+
+func nullString(s string) sql.NullString {
+	if s == "" {
+		return sql.NullString{}
+	}
+	return sql.NullString{String: s, Valid: true}
 }

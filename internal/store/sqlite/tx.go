@@ -15,8 +15,8 @@ import (
 const (
 	agentCols = `id, name, owner, status, manifest, manifest_hash, created_at, terminated_at`
 	callCols  = `id, agent_id, connector, action, declared_risk, risk, status, idempotency_key, summary, refusal,
-		created_at, expires_at, completed_at, outcome, error, duration_ms`
-	tokenCols = `id, hash, kind, agent_id, label, created_at, revoked_at`
+		created_at, expires_at, completed_at, outcome, error, duration_ms, raised_by`
+	tokenCols = `id, hash, kind, agent_id, user_id, issued_by, label, created_at, revoked_at`
 )
 
 // Statements the write path runs on every call, prepared once.
@@ -25,7 +25,7 @@ var hotStatements = map[string]string{
 	"call":        `SELECT ` + callCols + ` FROM calls WHERE id = ?`,
 	"callByKey":   `SELECT ` + callCols + ` FROM calls WHERE agent_id = ? AND idempotency_key = ?`,
 	"openCalls":   `SELECT COUNT(*) FROM calls WHERE agent_id = ? AND status IN ('approved', 'pending_approval')`,
-	"insertCall":  `INSERT INTO calls (` + callCols + `) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+	"insertCall":  `INSERT INTO calls (` + callCols + `) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 	"updateCall":  `UPDATE calls SET status = ?, refusal = ?, expires_at = ?, completed_at = ?, outcome = ?, error = ?, duration_ms = ? WHERE id = ?`,
 	"head":        `SELECT hash FROM heads WHERE agent = ?`,
 	"setHead":     `INSERT INTO heads (agent, hash, idx) VALUES (?, ?, ?) ON CONFLICT(agent) DO UPDATE SET hash = excluded.hash, idx = excluded.idx`,
@@ -48,6 +48,10 @@ type tx struct {
 	s   *Store
 	tx  *sql.Tx
 	ctx context.Context
+	// appendErr is set when an Append failed after it advanced the tree: the
+	// Update then fails even if fn ignores the error, or the tree and the
+	// stored entries would part.
+	appendErr error
 }
 
 func (t *tx) stmt(name string) *sql.Stmt { return t.tx.StmtContext(t.ctx, t.s.stmts[name]) }
@@ -86,12 +90,8 @@ func (t *tx) SetAgentStatus(id, status string, at time.Time) error {
 }
 
 func (t *tx) InsertToken(k *store.Token) error {
-	var agent sql.NullString
-	if k.AgentID != "" {
-		agent = sql.NullString{String: k.AgentID, Valid: true}
-	}
-	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO tokens (`+tokenCols+`) VALUES (?,?,?,?,?,?,?)`,
-		k.ID, k.Hash, k.Kind, agent, k.Label, nanos(k.CreatedAt), nullTime(k.RevokedAt))
+	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO tokens (`+tokenCols+`) VALUES (?,?,?,?,?,?,?,?,?)`,
+		k.ID, k.Hash, k.Kind, nullString(k.AgentID), nullString(k.UserID), k.IssuedBy, k.Label, nanos(k.CreatedAt), nullTime(k.RevokedAt))
 	return wrapWrite(err)
 }
 
@@ -103,7 +103,7 @@ func (t *tx) RevokeToken(id string, at time.Time) error {
 func (t *tx) InsertCall(c *store.Call) error {
 	_, err := t.stmt("insertCall").ExecContext(t.ctx, c.ID, c.AgentID, c.Connector, c.Action, c.DeclaredRisk, c.Risk,
 		c.Status, c.IdempotencyKey, c.Summary, c.Refusal, nanos(c.CreatedAt), nanos(c.ExpiresAt), nullTime(c.CompletedAt),
-		c.Outcome, c.Error, c.DurationMS)
+		c.Outcome, c.Error, c.DurationMS, c.RaisedBy)
 	return wrapWrite(err)
 }
 
@@ -151,10 +151,12 @@ func (t *tx) Append(e *record.Entry) error {
 		hashes = append(hashes, h[:]...)
 	}
 	if _, err := t.stmt("insertEntry").ExecContext(t.ctx, e.Index, e.Agent, e.Type, e.Call, body, hashes); err != nil {
-		return fmt.Errorf("sqlite: append entry: %w", err)
+		t.appendErr = fmt.Errorf("sqlite: append entry: %w", err)
+		return t.appendErr
 	}
 	if _, err := t.stmt("setHead").ExecContext(t.ctx, e.Agent, stored[0][:], e.Index); err != nil {
-		return fmt.Errorf("sqlite: set chain head: %w", err)
+		t.appendErr = fmt.Errorf("sqlite: set chain head: %w", err)
+		return t.appendErr
 	}
 	return nil
 }
@@ -205,7 +207,7 @@ func scanCall(r scanner) (*store.Call, error) {
 	var created, expires int64
 	var completed sql.NullInt64
 	err := r.Scan(&c.ID, &c.AgentID, &c.Connector, &c.Action, &c.DeclaredRisk, &c.Risk, &c.Status, &c.IdempotencyKey,
-		&c.Summary, &c.Refusal, &created, &expires, &completed, &c.Outcome, &c.Error, &c.DurationMS)
+		&c.Summary, &c.Refusal, &created, &expires, &completed, &c.Outcome, &c.Error, &c.DurationMS, &c.RaisedBy)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, store.ErrNotFound
 	}
@@ -218,16 +220,42 @@ func scanCall(r scanner) (*store.Call, error) {
 
 func scanToken(r scanner) (*store.Token, error) {
 	var k store.Token
-	var agent sql.NullString
+	var agent, user sql.NullString
 	var created int64
 	var revoked sql.NullInt64
-	err := r.Scan(&k.ID, &k.Hash, &k.Kind, &agent, &k.Label, &created, &revoked)
+	err := r.Scan(&k.ID, &k.Hash, &k.Kind, &agent, &user, &k.IssuedBy, &k.Label, &created, &revoked)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, store.ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: read token: %w", err)
 	}
-	k.AgentID, k.CreatedAt, k.RevokedAt = agent.String, fromNanos(created), timePtr(revoked)
+	k.AgentID, k.UserID, k.CreatedAt, k.RevokedAt = agent.String, user.String, fromNanos(created), timePtr(revoked)
 	return &k, nil
+}
+
+func (t *tx) AgentOpenCalls(agentID string) ([]store.Call, error) {
+	rows, err := t.tx.QueryContext(t.ctx, `SELECT `+callCols+` FROM calls WHERE agent_id = ? AND status IN ('approved', 'pending_approval') ORDER BY created_at`, agentID)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open calls: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Call
+	for rows.Next() {
+		c, err := scanCall(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *c)
+	}
+	return out, rows.Err()
+}
+
+func (t *tx) RevokeAgentTokens(agentID string, at time.Time) (int, error) {
+	res, err := t.tx.ExecContext(t.ctx, `UPDATE tokens SET revoked_at = ? WHERE agent_id = ? AND revoked_at IS NULL`, nanos(at), agentID)
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: revoke tokens: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
 }

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+type approvalJSON struct {
+	CallID string `json:"call_id"`
+	Status string `json:"status"`
+	Agent  struct {
+		ID   string `json:"id"`
+		Name string `json:"name"`
+	} `json:"agent"`
+	Call struct {
+		Connector    string `json:"connector"`
+		Action       string `json:"action"`
+		DeclaredRisk string `json:"declared_risk"`
+		Risk         string `json:"risk"`
+		Summary      string `json:"summary"`
+	} `json:"call"`
+	Approvers   []string   `json:"approvers"`
+	RequestedAt time.Time  `json:"requested_at"`
+	ExpiresAt   time.Time  `json:"expires_at"`
+	DecidedBy   string     `json:"decided_by"`
+	DecidedAt   *time.Time `json:"decided_at"`
+	Reason      string     `json:"reason"`
+}
+
+func approvalsCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "approvals", Short: "List and decide approvals of high-risk calls"}
+	cmd.AddCommand(approvalsListCmd(), approvalsShowCmd(), approvalsDecideCmd(true), approvalsDecideCmd(false))
+	return cmd
+}
+
+func approvalsListCmd() *cobra.Command {
+	var status string
+	var asJSON bool
+	cmd := &cobra.Command{Use: "list", Short: "List approvals (pending by default)", Args: cobra.NoArgs}
+	client := serverFlags(cmd)
+	cmd.Flags().StringVar(&status, "status", "pending", "pending, granted, denied, expired, withdrawn, cancelled, or all")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := client()
+		if err != nil {
+			return err
+		}
+		q := url.Values{}
+		if status != "all" {
+			q.Set("status", status)
+		}
+		var out struct {
+			Approvals []approvalJSON `json:"approvals"`
+		}
+		if err := c.do(cmd.Context(), "GET", "/v1/approvals?"+q.Encode(), nil, &out); err != nil {
+			return err
+		}
+		if asJSON {
+			return printJSON(cmd.OutOrStdout(), out)
+		}
+		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "CALL\tAGENT\tCONNECTOR\tACTION\tRISK\tSTATUS\tTIME LEFT\tSUMMARY")
+		now := time.Now()
+		for _, a := range out.Approvals {
+			left := "-"
+			if a.Status == "pending" {
+				left = a.ExpiresAt.Sub(now).Round(time.Second).String()
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.CallID, a.Agent.Name, a.Call.Connector, a.Call.Action, a.Call.Risk, a.Status, left, a.Call.Summary)
+		}
+		return tw.Flush()
+	}
+	return cmd
+}
+
+func approvalsShowCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{Use: "show CALL", Short: "Show one approval", Args: cobra.ExactArgs(1)}
+	client := serverFlags(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := client()
+		if err != nil {
+			return err
+		}
+		var a approvalJSON
+		if err := c.do(cmd.Context(), "GET", "/v1/approvals/"+url.PathEscape(args[0]), nil, &a); err != nil {
+			return err
+		}
+		if asJSON {
+			return printJSON(cmd.OutOrStdout(), a)
+		}
+		printApproval(cmd, &a)
+		return nil
+	}
+	return cmd
+}
+
+func printApproval(cmd *cobra.Command, a *approvalJSON) {
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "call       %s\nagent      %s (%s)\naction     %s %s\nrisk       %s (declared %s)\nsummary    %s\napprovers  %v\nstatus     %s\n",
+		a.CallID, a.Agent.Name, a.Agent.ID, a.Call.Connector, a.Call.Action, a.Call.Risk, a.Call.DeclaredRisk, a.Call.Summary, a.Approvers, a.Status)
+	if a.Status == "pending" {
+		fmt.Fprintf(w, "expires    %s (in %s)\n", a.ExpiresAt.Local().Format(time.DateTime), time.Until(a.ExpiresAt).Round(time.Second))
+	} else if a.DecidedAt != nil {
+		fmt.Fprintf(w, "decided    %s by %s\nreason     %s\n", a.DecidedAt.Local().Format(time.DateTime), a.DecidedBy, a.Reason)
+	}
+}
+
+func approvalsDecideCmd(grant bool) *cobra.Command {
+	verb, short := "approve", "Approve a pending call; the agent's waiting call resumes at once"
+	if !grant {
+		verb, short = "deny", "Deny a pending call; the agent's call fails with call.denied"
+	}
+	var reason string
+	cmd := &cobra.Command{Use: verb + " CALL", Short: short, Args: cobra.ExactArgs(1)}
+	client := serverFlags(cmd)
+	cmd.Flags().StringVar(&reason, "reason", "", "why (required to deny); recorded in the agent's personnel record")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := client()
+		if err != nil {
+			return err
+		}
+		var a approvalJSON
+		if err := c.do(cmd.Context(), "POST", "/v1/approvals/"+url.PathEscape(args[0])+"/"+verb, map[string]string{"reason": reason}, &a); err != nil {
+			return err
+		}
+		printApproval(cmd, &a)
+		return nil
+	}
+	return cmd
+}
+
+func terminateCmd() *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "terminate AGENT --reason TEXT",
+		Short: "Terminate an agent: its tokens, credentials and pending approvals end at once, everywhere",
+		Args:  cobra.ExactArgs(1),
+	}
+	client := serverFlags(cmd)
+	cmd.Flags().StringVar(&reason, "reason", "", "why (required); recorded in the agent's personnel record")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := client()
+		if err != nil {
+			return err
+		}
+		a, err := c.resolveAgent(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		var out struct {
+			Tokens      int `json:"revoked_tokens"`
+			Credentials int `json:"revoked_credentials"`
+			Approvals   int `json:"cancelled_approvals"`
+		}
+		if err := c.do(cmd.Context(), "POST", "/v1/agents/"+a.ID+"/terminate", map[string]string{"reason": reason}, &out); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "terminated %s (%s): %d token(s), %d live credential(s) revoked, %d pending approval(s) cancelled\n",
+			a.Name, a.ID, out.Tokens, out.Credentials, out.Approvals)
+		return nil
+	}
+	return cmd
+}

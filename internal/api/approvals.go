@@ -1,0 +1,257 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/arxsec/arx/arxerr"
+	"github.com/arxsec/arx/internal/runtime"
+	"github.com/arxsec/arx/internal/store"
+)
+
+type approvalView struct {
+	CallID      string     `json:"call_id"`
+	Status      string     `json:"status"`
+	Agent       agentView  `json:"agent"`
+	Call        callView   `json:"call"`
+	Approvers   []string   `json:"approvers"`
+	RequestedAt time.Time  `json:"requested_at"`
+	ExpiresAt   time.Time  `json:"expires_at"`
+	DecidedBy   string     `json:"decided_by,omitempty"`
+	DecidedAt   *time.Time `json:"decided_at"`
+	Reason      string     `json:"reason,omitempty"`
+}
+
+func viewApproval(a *runtime.ApprovalView, now time.Time) approvalView {
+	return approvalView{CallID: a.CallID, Status: a.Status, Agent: viewAgent(a.Agent, false), Call: viewCall(a.Call, "", now),
+		Approvers: a.Approvers, RequestedAt: a.RequestedAt, ExpiresAt: a.ExpiresAt, DecidedBy: a.DecidedBy,
+		DecidedAt: a.DecidedAt, Reason: a.Reason}
+}
+
+func (s *server) listApprovals(w http.ResponseWriter, r *http.Request) error {
+	limit, err := intParam(r, "limit", 100, 1, 1000)
+	if err != nil {
+		return err
+	}
+	list, err := s.rt.Approvals(r.Context(), principal(r), r.URL.Query().Get("status"), int(limit))
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	out := make([]approvalView, 0, len(list))
+	for i := range list {
+		out = append(out, viewApproval(&list[i], now))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"approvals": out})
+	return nil
+}
+
+func (s *server) getApproval(w http.ResponseWriter, r *http.Request) error {
+	a, err := s.rt.Approval(r.Context(), principal(r), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, viewApproval(a, time.Now()))
+	return nil
+}
+
+func (s *server) decide(grant bool) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		var req struct {
+			Reason string `json:"reason"`
+		}
+		if err := decode(r, MaxBodyBytes, &req); err != nil {
+			return err
+		}
+		a, err := s.rt.Decide(r.Context(), principal(r), r.PathValue("id"), grant, req.Reason)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, viewApproval(a, time.Now()))
+		return nil
+	}
+}
+
+// eventStream serves server-sent events: approvals requested and decided,
+// as they commit. A comment line every 15 seconds keeps proxies from
+// closing the stream.
+func (s *server) eventStream(w http.ResponseWriter, r *http.Request) error {
+	p := principal(r)
+	if !p.IsAdmin() && !p.IsPerson() {
+		return arxerr.New(arxerr.Forbidden, "events are for people and operators")
+	}
+	ServeEvents(w, r, s.rt.Events())
+	return nil
+}
+
+// ServeEvents streams a hub's events as text/event-stream until the client
+// goes away. The console uses it too.
+func ServeEvents(w http.ResponseWriter, r *http.Request, hub *runtime.Hub) {
+	rc := http.NewResponseController(w)
+	rc.SetWriteDeadline(time.Time{}) // a stream outlives the server's write timeout
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	events, stop := hub.Subscribe()
+	defer stop()
+	fmt.Fprintf(w, "retry: 2000\n: connected\n\n")
+	rc.Flush()
+	keep := time.NewTicker(15 * time.Second)
+	defer keep.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-keep.C:
+			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+				return
+			}
+		case e, ok := <-events:
+			if !ok {
+				return
+			}
+			b, _ := json.Marshal(e)
+			if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", e.Type, b); err != nil {
+				return
+			}
+		}
+		if rc.Flush() != nil {
+			return
+		}
+	}
+}
+
+type userView struct {
+	ID        string     `json:"id"`
+	Email     string     `json:"email"`
+	Role      string     `json:"role"`
+	HasLogin  bool       `json:"password_set"`
+	CreatedAt time.Time  `json:"created_at"`
+	Disabled  *time.Time `json:"disabled_at"`
+}
+
+func viewUser(u *store.User) userView {
+	return userView{ID: u.ID, Email: u.Email, Role: u.Role, HasLogin: u.PasswordHash != "", CreatedAt: u.CreatedAt, Disabled: u.DisabledAt}
+}
+
+func (s *server) setupURL(r *http.Request, token string) string {
+	base := s.publicURL
+	if base == "" {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		base = scheme + "://" + r.Host
+	}
+	return base + "/console/setup?token=" + url.QueryEscape(token)
+}
+
+func (s *server) addUser(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Email string `json:"email"`
+		Role  string `json:"role"`
+	}
+	if err := decode(r, MaxBodyBytes, &req); err != nil {
+		return err
+	}
+	u, setup, err := s.rt.AddUser(r.Context(), principal(r), req.Email, req.Role)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"user": viewUser(u), "setup_token": setup, "setup_url": s.setupURL(r, setup),
+		"setup_expires_in": runtime.SetupLifetime.String()})
+	return nil
+}
+
+func (s *server) listUsers(w http.ResponseWriter, r *http.Request) error {
+	users, err := s.rt.Store().Users(r.Context())
+	if err != nil {
+		return err
+	}
+	out := make([]userView, 0, len(users))
+	for i := range users {
+		out = append(out, viewUser(&users[i]))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"users": out})
+	return nil
+}
+
+func (s *server) resetUser(w http.ResponseWriter, r *http.Request) error {
+	setup, err := s.rt.ResetUser(r.Context(), principal(r), r.PathValue("email"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"setup_token": setup, "setup_url": s.setupURL(r, setup),
+		"setup_expires_in": runtime.SetupLifetime.String()})
+	return nil
+}
+
+func (s *server) setupPassword(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Token    string `json:"token"`
+		Password string `json:"password"`
+	}
+	if err := decode(r, MaxBodyBytes, &req); err != nil {
+		return err
+	}
+	u, err := s.rt.SetPassword(r.Context(), req.Token, req.Password)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"user": viewUser(u)})
+	return nil
+}
+
+// loginToken exchanges a person's email and password for an API token
+// (arx login).
+func (s *server) loginToken(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Email    string `json:"email"`
+		Password string `json:"password"`
+		Label    string `json:"label"`
+	}
+	if err := decode(r, MaxBodyBytes, &req); err != nil {
+		return err
+	}
+	u, err := s.rt.CheckLogin(r.Context(), req.Email, req.Password, ClientIP(r))
+	if err != nil {
+		return err
+	}
+	token, err := s.rt.IssueUserToken(r.Context(), u, req.Label)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"token": token, "user": viewUser(u)})
+	return nil
+}
+
+// ClientIP is the peer address of a request (forwarded headers are not
+// trusted: put a proxy that rewrites RemoteAddr in front if needed).
+func ClientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func (s *server) terminate(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Reason string `json:"reason"`
+	}
+	if err := decode(r, MaxBodyBytes, &req); err != nil {
+		return err
+	}
+	res, err := s.rt.Terminate(r.Context(), principal(r), r.PathValue("id"), req.Reason)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"agent": viewAgent(res.Agent, false), "revoked_tokens": res.RevokedTokens,
+		"revoked_credentials": res.RevokedCredentials, "cancelled_approvals": res.CancelledApprovals})
+	return nil
+}

@@ -1,0 +1,261 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/arxsec/arx/arxerr"
+	"github.com/arxsec/arx/internal/store"
+	"github.com/arxsec/arx/manifest"
+	"github.com/arxsec/arx/record"
+)
+
+// ApprovalView is an approval with its call and agent, for people.
+type ApprovalView struct {
+	store.Approval
+	Call  *store.Call
+	Agent *store.Agent
+}
+
+// CanDecide says whether p may decide approvals of agent a's calls under its
+// manifest: a person named as approver or delegate.
+func (r *Runtime) CanDecide(p *Principal, a *store.Agent) bool {
+	if !p.IsPerson() {
+		return false
+	}
+	m, err := r.Manifest(a)
+	if err != nil {
+		return false
+	}
+	return m.IsApprover(p.User.Email)
+}
+
+// Approvals lists approvals for people and operators.
+func (r *Runtime) Approvals(ctx context.Context, p *Principal, status string, limit int) ([]ApprovalView, error) {
+	if !p.IsAdmin() && !p.IsPerson() {
+		return nil, arxerr.New(arxerr.Forbidden, "approvals are for people and operators")
+	}
+	switch status {
+	case "", store.ApprovalPending, store.ApprovalGranted, store.ApprovalDenied, store.ApprovalExpired, store.ApprovalWithdrawn, store.ApprovalCancelled:
+	default:
+		return nil, arxerr.New(arxerr.BadRequest, "status %q is not pending, granted, denied, expired, withdrawn or cancelled", truncate(status, 16))
+	}
+	list, err := r.store.Approvals(ctx, status, limit)
+	if err != nil {
+		return nil, r.internal("list approvals", err)
+	}
+	out := make([]ApprovalView, 0, len(list))
+	agents := map[string]*store.Agent{}
+	for _, a := range list {
+		v, err := r.approvalView(ctx, &a, agents)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *v)
+	}
+	return out, nil
+}
+
+// Approval returns one approval.
+func (r *Runtime) Approval(ctx context.Context, p *Principal, callID string) (*ApprovalView, error) {
+	if !p.IsAdmin() && !p.IsPerson() {
+		return nil, arxerr.New(arxerr.Forbidden, "approvals are for people and operators")
+	}
+	a, err := r.store.Approval(ctx, callID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, arxerr.New(arxerr.ApprovalNotFound, "no approval for call %s", truncate(callID, 64))
+	}
+	if err != nil {
+		return nil, r.internal("approval", err)
+	}
+	return r.approvalView(ctx, a, map[string]*store.Agent{})
+}
+
+func (r *Runtime) approvalView(ctx context.Context, a *store.Approval, agents map[string]*store.Agent) (*ApprovalView, error) {
+	c, err := r.store.Call(ctx, a.CallID)
+	if err != nil {
+		return nil, r.internal("approval call", err)
+	}
+	ag, ok := agents[a.AgentID]
+	if !ok {
+		if ag, err = r.store.Agent(ctx, a.AgentID); err != nil {
+			return nil, r.internal("approval agent", err)
+		}
+		agents[a.AgentID] = ag
+	}
+	return &ApprovalView{Approval: *a, Call: c, Agent: ag}, nil
+}
+
+// Decide grants or denies a pending approval. Only a person the agent's
+// manifest names (approver or delegate) may decide, never the person who
+// raised the request; a decision after the timeout, a second decision, or a
+// decision about a terminated agent's call is refused. Granting issues the
+// call's credential in the same transaction that records the decision.
+func (r *Runtime) Decide(ctx context.Context, p *Principal, callID string, grant bool, reason string) (*ApprovalView, error) {
+	if !p.IsPerson() {
+		e := arxerr.New(arxerr.NotApprover, "only a person named as approver can decide; tokens of agents and operators cannot")
+		return nil, e
+	}
+	reason = strings.TrimSpace(reason)
+	if len(reason) > 1024 || !utf8.ValidString(reason) {
+		return nil, arxerr.New(arxerr.BadRequest, "reason must be valid UTF-8 of at most 1024 bytes")
+	}
+	if !grant && reason == "" {
+		e := arxerr.New(arxerr.BadRequest, "a denial needs a reason")
+		e.Hint = "say why, so the agent's owner can act on it"
+		return nil, e
+	}
+	now := r.now()
+	actor := p.Actor()
+	var expired bool
+	var agentID string
+	err := r.store.Update(ctx, func(tx store.Tx) error {
+		ap, err := tx.Approval(callID)
+		if errors.Is(err, store.ErrNotFound) {
+			return arxerr.New(arxerr.ApprovalNotFound, "no approval for call %s", truncate(callID, 64))
+		}
+		if err != nil {
+			return err
+		}
+		agentID = ap.AgentID
+		a, err := tx.Agent(ap.AgentID)
+		if err != nil {
+			return err
+		}
+		if err := agentUsable(a); err != nil {
+			return err
+		}
+		switch ap.Status {
+		case store.ApprovalPending:
+		case store.ApprovalExpired:
+			return arxerr.New(arxerr.ApprovalExpired, "the request expired at %s", ap.ExpiresAt.UTC().Format(time.RFC3339))
+		default:
+			return arxerr.New(arxerr.ApprovalDecided, "the request is already %s", ap.Status)
+		}
+		c, err := tx.Call(callID)
+		if err != nil {
+			return err
+		}
+		m, err := r.Manifest(a)
+		if err != nil {
+			return err
+		}
+		if !m.IsApprover(p.User.Email) {
+			return arxerr.New(arxerr.NotApprover, "%s is not an approver of agent %s", p.User.Email, a.Name)
+		}
+		if c.RaisedBy != "" && strings.EqualFold(c.RaisedBy, actor) {
+			return arxerr.New(arxerr.SelfApproval, "%s raised this request and cannot decide it", p.User.Email)
+		}
+		if !now.Before(ap.ExpiresAt) {
+			expired = true
+			return r.expireApproval(tx, ap, c, now)
+		}
+		ap.DecidedBy, ap.DecidedAt, ap.Reason = actor, &now, reason
+		base := record.Entry{Agent: c.AgentID, Call: c.ID, Connector: c.Connector, Action: c.Action, Risk: c.Risk, Actor: actor, Time: now}
+		if grant {
+			ap.Status = store.ApprovalGranted
+			c.Status = store.CallApproved
+			c.ExpiresAt = now.Add(m.CallTTL(c.Connector, c.Action))
+		} else {
+			ap.Status = store.ApprovalDenied
+			c.Status = store.CallDenied
+			c.CompletedAt = &now
+		}
+		if err := tx.UpdateApproval(ap); err != nil {
+			return err
+		}
+		if err := tx.UpdateCall(c); err != nil {
+			return err
+		}
+		e := base
+		if grant {
+			e.Type = record.TypeApprovalGranted
+		} else {
+			e.Type = record.TypeApprovalDenied
+		}
+		e.Data = map[string]any{"by": p.User.Email, "reason": reason}
+		if err := tx.Append(&e); err != nil {
+			return err
+		}
+		if grant {
+			e = base
+			e.Type = record.TypeCredentialIssued
+			e.Data = map[string]any{"declared_risk": c.DeclaredRisk, "summary": c.Summary, "idempotency_key": c.IdempotencyKey,
+				"expires_at": c.ExpiresAt.UTC().Format(record.TimeFormat), "approved_by": p.User.Email}
+			if err := tx.Append(&e); err != nil {
+				return err
+			}
+		}
+		return r.notify(tx, "approval.decided", a, c, ap, now)
+	})
+	if err != nil {
+		return nil, r.writeFailed("decide approval", err)
+	}
+	r.waiters.wake(callID)
+	r.events.Publish(Event{Type: "approval.decided", AgentID: agentID, CallID: callID, At: now})
+	r.kickOutbox()
+	if expired {
+		return nil, arxerr.New(arxerr.ApprovalExpired, "the request expired before the decision")
+	}
+	return r.Approval(ctx, p, callID)
+}
+
+// expireApproval closes a pending approval whose time ran out: the
+// manifest's on_timeout (deny) applies, and the call never gets a credential.
+func (r *Runtime) expireApproval(tx store.Tx, ap *store.Approval, c *store.Call, now time.Time) error {
+	ap.Status, ap.DecidedBy, ap.DecidedAt = store.ApprovalExpired, "system", &now
+	c.Status, c.CompletedAt = store.CallExpired, &now
+	if err := tx.UpdateApproval(ap); err != nil {
+		return err
+	}
+	if err := tx.UpdateCall(c); err != nil {
+		return err
+	}
+	if err := tx.Append(&record.Entry{Agent: c.AgentID, Call: c.ID, Connector: c.Connector, Action: c.Action, Risk: c.Risk,
+		Actor: "system", Type: record.TypeApprovalExpired, Time: now,
+		Data: map[string]any{"expired_at": ap.ExpiresAt.UTC().Format(record.TimeFormat), "on_timeout": manifest.DefaultOnTimeout}}); err != nil {
+		return err
+	}
+	a, err := tx.Agent(c.AgentID)
+	if err != nil {
+		return err
+	}
+	return r.notify(tx, "approval.decided", a, c, ap, now)
+}
+
+// SweepApprovals expires pending approvals past their timeout.
+func (r *Runtime) SweepApprovals(ctx context.Context) error {
+	now := r.now()
+	overdue, err := r.store.OverdueApprovals(ctx, now, 500)
+	if err != nil {
+		return err
+	}
+	for _, ap := range overdue {
+		err := r.store.Update(ctx, func(tx store.Tx) error {
+			cur, err := tx.Approval(ap.CallID)
+			if err != nil {
+				return err
+			}
+			if cur.Status != store.ApprovalPending || now.Before(cur.ExpiresAt) {
+				return nil
+			}
+			c, err := tx.Call(ap.CallID)
+			if err != nil {
+				return err
+			}
+			return r.expireApproval(tx, cur, c, now)
+		})
+		if err != nil {
+			return err
+		}
+		r.waiters.wake(ap.CallID)
+		r.events.Publish(Event{Type: "approval.decided", AgentID: ap.AgentID, CallID: ap.CallID, Status: store.ApprovalExpired, At: now})
+	}
+	if len(overdue) > 0 {
+		r.kickOutbox()
+	}
+	return nil
+}

@@ -1,0 +1,161 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/arxsec/arx/internal/store"
+)
+
+// Webhook is an endpoint told about approvals: a generic JSON payload, or a
+// Slack-compatible one ({"text": ...}).
+type Webhook struct {
+	URL    string
+	Format string // "json" (default) or "slack"
+}
+
+// webhookJob is the outbox payload of one delivery.
+type webhookJob struct {
+	URL     string         `json:"url"`
+	Format  string         `json:"format"`
+	Payload map[string]any `json:"payload"`
+}
+
+// notify enqueues, in the transaction that made the change, a webhook
+// delivery to every configured endpoint. Delivery happens after the commit,
+// from the outbox, retried with backoff, never on the call path.
+func (r *Runtime) notify(tx store.Tx, event string, a *store.Agent, c *store.Call, ap *store.Approval, now time.Time) error {
+	if len(r.webhooks) == 0 {
+		return nil
+	}
+	p := map[string]any{
+		"event": event, "agent": map[string]any{"id": a.ID, "name": a.Name, "owner": a.Owner},
+		"call": map[string]any{"id": c.ID, "connector": c.Connector, "action": c.Action, "risk": c.Risk,
+			"declared_risk": c.DeclaredRisk, "summary": c.Summary},
+		"approval": map[string]any{"status": ap.Status, "approvers": ap.Approvers, "expires_at": ap.ExpiresAt.UTC(),
+			"decided_by": ap.DecidedBy, "reason": ap.Reason},
+		"at": now.UTC(),
+	}
+	if r.publicURL != "" {
+		p["url"] = r.publicURL + "/console/approvals/" + c.ID
+	}
+	for _, w := range r.webhooks {
+		b, err := json.Marshal(webhookJob{URL: w.URL, Format: w.Format, Payload: p})
+		if err != nil {
+			return err
+		}
+		if err := tx.Enqueue("webhook", b, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Runtime) kickOutbox() {
+	select {
+	case r.outboxKick <- struct{}{}:
+	default:
+	}
+}
+
+// MaxOutboxAttempts bounds retries of one delivery (about a day with the
+// backoff below); the item then stays in the outbox, marked failed.
+const MaxOutboxAttempts = 150
+
+var webhookClient = &http.Client{Timeout: 5 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// runOutbox delivers due outbox items until ctx ends.
+func (r *Runtime) runOutbox(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-r.outboxKick:
+		}
+		items, err := r.store.DueOutbox(ctx, r.now(), 50)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.Warn("outbox", "err", err)
+			}
+			continue
+		}
+		for _, it := range items {
+			err := r.deliver(ctx, &it)
+			now := r.now()
+			msg := ""
+			next := now
+			if err != nil {
+				msg = err.Error()
+				backoff := time.Duration(1<<min(it.Attempts, 9)) * time.Second // 1s .. ~8.5min
+				next = now.Add(backoff)
+				if it.Attempts+1 >= MaxOutboxAttempts {
+					msg = "gave up: " + msg
+					next = now.Add(100 * 365 * 24 * time.Hour)
+				}
+				r.log.Warn("outbox delivery failed", "kind", it.Kind, "id", it.ID, "attempt", it.Attempts+1, "err", err)
+			}
+			if err := r.store.Update(ctx, func(tx store.Tx) error { return tx.FinishOutbox(it.ID, now, msg, next) }); err != nil && ctx.Err() == nil {
+				r.log.Warn("outbox", "err", err)
+			}
+		}
+	}
+}
+
+func (r *Runtime) deliver(ctx context.Context, it *store.OutboxItem) error {
+	switch it.Kind {
+	case "webhook":
+		var j webhookJob
+		if err := json.Unmarshal(it.Payload, &j); err != nil {
+			return fmt.Errorf("bad webhook job: %w", err)
+		}
+		body := j.Payload
+		if j.Format == "slack" {
+			body = map[string]any{"text": slackText(j.Payload)}
+		}
+		b, _ := json.Marshal(body)
+		req, err := http.NewRequestWithContext(ctx, "POST", j.URL, bytes.NewReader(b))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("User-Agent", "arx-webhook/1")
+		resp, err := webhookClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("post: %v", err)
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			return fmt.Errorf("webhook answered HTTP %d", resp.StatusCode)
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown outbox kind %q", it.Kind)
+}
+
+func slackText(p map[string]any) string {
+	agent, _ := p["agent"].(map[string]any)
+	call, _ := p["call"].(map[string]any)
+	ap, _ := p["approval"].(map[string]any)
+	var s string
+	switch p["event"] {
+	case "approval.requested":
+		s = fmt.Sprintf(":raised_hand: *%v* asks to run *%v %v* (%v risk): %v", agent["name"], call["connector"], call["action"], call["risk"], call["summary"])
+	default:
+		s = fmt.Sprintf(":memo: The request of *%v* to run *%v %v* was *%v* by %v. %v", agent["name"], call["connector"], call["action"],
+			ap["status"], ap["decided_by"], ap["reason"])
+	}
+	if u, ok := p["url"].(string); ok {
+		s += "\n<" + u + "|Open in the ARX console>"
+	}
+	return s
+}

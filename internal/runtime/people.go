@@ -1,0 +1,311 @@
+package runtime
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/mail"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/arxsec/arx/arxerr"
+	"github.com/arxsec/arx/internal/store"
+	"github.com/arxsec/arx/record"
+	"github.com/google/uuid"
+	"golang.org/x/crypto/argon2"
+)
+
+// People: managers and admins, their passwords (argon2id), console
+// sessions and API tokens.
+
+const (
+	userTokenPrefix  = "arxu_"
+	SessionLifetime  = 12 * time.Hour
+	SetupLifetime    = 24 * time.Hour
+	MinPasswordBytes = 12
+)
+
+// argon2id parameters: RFC 9106's second recommended option, scaled to a
+// login taking tens of milliseconds.
+const (
+	argonTime    = 2
+	argonMemory  = 19 * 1024
+	argonThreads = 1
+	argonKeyLen  = 32
+)
+
+func hashPassword(pw string) string {
+	salt := make([]byte, 16)
+	rand.Read(salt)
+	key := argon2.IDKey([]byte(pw), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads,
+		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key))
+}
+
+// dummyHash is checked against when the user does not exist, so a login
+// takes as long for an unknown email as for a known one.
+var dummyHash = hashPassword("arx-dummy-password-for-timing")
+
+func checkPassword(phc, pw string) bool {
+	var v, m, t int
+	var p uint8
+	parts := strings.Split(phc, "$")
+	if len(parts) != 6 || parts[1] != "argon2id" {
+		return false
+	}
+	if _, err := fmt.Sscanf(parts[2], "v=%d", &v); err != nil || v != argon2.Version {
+		return false
+	}
+	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil || m <= 0 || m > 1<<20 || t <= 0 || t > 10 || p == 0 {
+		return false
+	}
+	salt, err1 := base64.RawStdEncoding.DecodeString(parts[4])
+	want, err2 := base64.RawStdEncoding.DecodeString(parts[5])
+	if err1 != nil || err2 != nil || len(want) == 0 {
+		return false
+	}
+	got := argon2.IDKey([]byte(pw), salt, uint32(t), uint32(m), p, uint32(len(want)))
+	return subtle.ConstantTimeCompare(got, want) == 1
+}
+
+func normalizeEmail(e string) (string, error) {
+	e = strings.TrimSpace(e)
+	a, err := mail.ParseAddress(e)
+	if err != nil || a.Address != e || len(e) > 254 || !strings.Contains(e, "@") {
+		return "", arxerr.New(arxerr.BadRequest, "%q is not an email address", truncate(e, 64))
+	}
+	return strings.ToLower(e), nil
+}
+
+func randomToken(prefix string) (string, []byte) { return newToken(prefix) }
+
+// AddUser creates a person and returns a one-time setup token for their
+// password (valid SetupLifetime).
+func (r *Runtime) AddUser(ctx context.Context, p *Principal, email, role string) (*store.User, string, error) {
+	if !p.IsAdmin() {
+		return nil, "", arxerr.New(arxerr.Forbidden, "only an admin can add people")
+	}
+	email, err := normalizeEmail(email)
+	if err != nil {
+		return nil, "", err
+	}
+	if role != store.RoleManager && role != store.RoleAdmin {
+		return nil, "", arxerr.New(arxerr.BadRequest, "role %q is not manager or admin", truncate(role, 16))
+	}
+	now := r.now()
+	u := &store.User{ID: uuid.NewString(), Email: email, Role: role, CreatedAt: now}
+	setup, hash := randomToken("arxs_")
+	err = r.store.Update(ctx, func(tx store.Tx) error {
+		if _, err := tx.UserByEmail(email); err == nil {
+			return arxerr.New(arxerr.UserExists, "%s already has an account", email)
+		}
+		if err := tx.InsertUser(u); err != nil {
+			return err
+		}
+		if err := tx.InsertSetupToken(&store.SetupToken{Hash: hash, UserID: u.ID, ExpiresAt: now.Add(SetupLifetime)}); err != nil {
+			return err
+		}
+		return tx.Append(&record.Entry{Type: "user.added", Actor: p.Actor(), Time: now,
+			Data: map[string]any{"user": email, "role": role}})
+	})
+	if err != nil {
+		return nil, "", r.writeFailed("add user", err)
+	}
+	return u, setup, nil
+}
+
+// ResetUser issues a new setup token and ends the person's sessions.
+func (r *Runtime) ResetUser(ctx context.Context, p *Principal, email string) (string, error) {
+	if !p.IsAdmin() {
+		return "", arxerr.New(arxerr.Forbidden, "only an admin can reset passwords")
+	}
+	now := r.now()
+	setup, hash := randomToken("arxs_")
+	err := r.store.Update(ctx, func(tx store.Tx) error {
+		u, err := tx.UserByEmail(strings.TrimSpace(email))
+		if errors.Is(err, store.ErrNotFound) {
+			return arxerr.New(arxerr.UserNotFound, "no account for %s", truncate(email, 64))
+		}
+		if err != nil {
+			return err
+		}
+		if err := tx.InsertSetupToken(&store.SetupToken{Hash: hash, UserID: u.ID, ExpiresAt: now.Add(SetupLifetime)}); err != nil {
+			return err
+		}
+		return tx.DeleteUserSessions(u.ID)
+	})
+	if err != nil {
+		return "", r.writeFailed("reset user", err)
+	}
+	return setup, nil
+}
+
+// SetPassword uses a setup token to set a person's password.
+func (r *Runtime) SetPassword(ctx context.Context, setupToken, password string) (*store.User, error) {
+	if len(password) < MinPasswordBytes || len(password) > 1024 {
+		return nil, arxerr.New(arxerr.WeakPassword, "the password must have %d to 1024 characters", MinPasswordBytes)
+	}
+	phc := hashPassword(password)
+	now := r.now()
+	var user *store.User
+	err := r.store.Update(ctx, func(tx store.Tx) error {
+		st, err := tx.UseSetupToken(HashToken(setupToken), now)
+		if errors.Is(err, store.ErrNotFound) {
+			return arxerr.New(arxerr.SetupInvalid, "the link is unknown, used or expired")
+		}
+		if err != nil {
+			return err
+		}
+		u, err := tx.User(st.UserID)
+		if err != nil {
+			return err
+		}
+		u.PasswordHash = phc
+		if err := tx.UpdateUser(u); err != nil {
+			return err
+		}
+		user = u
+		return tx.DeleteUserSessions(u.ID)
+	})
+	if err != nil {
+		return nil, r.writeFailed("set password", err)
+	}
+	return user, nil
+}
+
+// limiter bounds failed logins per key in a sliding window.
+type limiter struct {
+	mu     sync.Mutex
+	fails  map[string][]time.Time
+	max    int
+	window time.Duration
+}
+
+func (l *limiter) blocked(key string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	kept := l.fails[key][:0]
+	for _, t := range l.fails[key] {
+		if now.Sub(t) < l.window {
+			kept = append(kept, t)
+		}
+	}
+	if len(kept) == 0 {
+		delete(l.fails, key)
+	} else {
+		l.fails[key] = kept
+	}
+	return len(kept) >= l.max
+}
+
+func (l *limiter) fail(key string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.fails) > 100000 { // bound memory under a flood of distinct keys
+		l.fails = map[string][]time.Time{}
+	}
+	l.fails[key] = append(l.fails[key], now)
+}
+
+// Login limits: per email and per client address, over 15 minutes.
+const (
+	LoginFailuresPerEmail = 5
+	LoginFailuresPerIP    = 20
+	LoginWindow           = 15 * time.Minute
+)
+
+// CheckLogin verifies an email and password, rate limited per email and
+// per client address.
+func (r *Runtime) CheckLogin(ctx context.Context, email, password, clientIP string) (*store.User, error) {
+	now := r.now()
+	ekey := "e:" + strings.ToLower(strings.TrimSpace(email))
+	ikey := "i:" + clientIP
+	if r.logins.blocked(ekey, now) || r.loginIPs.blocked(ikey, now) {
+		e := arxerr.New(arxerr.RateLimited, "too many failed logins; wait a few minutes")
+		return nil, e
+	}
+	u, err := r.store.UserByEmail(ctx, strings.TrimSpace(email))
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, r.internal("login", err)
+	}
+	ok := false
+	if u != nil && u.PasswordHash != "" && u.DisabledAt == nil {
+		ok = checkPassword(u.PasswordHash, password)
+	} else {
+		checkPassword(dummyHash, password)
+	}
+	if !ok {
+		r.logins.fail(ekey, now)
+		r.loginIPs.fail(ikey, now)
+		return nil, arxerr.New(arxerr.LoginFailed, "wrong email or password")
+	}
+	return u, nil
+}
+
+// NewSession starts a console session; the cookie value is returned once.
+func (r *Runtime) NewSession(ctx context.Context, u *store.User) (cookie string, s *store.Session, err error) {
+	cookie, hash := newToken("arxc_")
+	csrf, _ := newToken("")
+	now := r.now()
+	s = &store.Session{Hash: hash, UserID: u.ID, CSRF: csrf, CreatedAt: now, ExpiresAt: now.Add(SessionLifetime)}
+	err = r.store.Update(ctx, func(tx store.Tx) error { return tx.InsertSession(s) })
+	if err != nil {
+		return "", nil, r.writeFailed("new session", err)
+	}
+	return cookie, s, nil
+}
+
+// Session resolves a console cookie.
+func (r *Runtime) Session(ctx context.Context, cookie string) (*Principal, *store.Session, error) {
+	if !strings.HasPrefix(cookie, "arxc_") || len(cookie) > 128 {
+		return nil, nil, arxerr.New(arxerr.Unauthenticated, "not logged in")
+	}
+	s, err := r.store.SessionByHash(ctx, HashToken(cookie))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil, arxerr.New(arxerr.Unauthenticated, "not logged in")
+	}
+	if err != nil {
+		return nil, nil, r.internal("session", err)
+	}
+	if !r.now().Before(s.ExpiresAt) {
+		return nil, nil, arxerr.New(arxerr.Unauthenticated, "the session has expired")
+	}
+	u, err := r.store.User(ctx, s.UserID)
+	if err != nil {
+		return nil, nil, r.internal("session", err)
+	}
+	if u.DisabledAt != nil {
+		return nil, nil, arxerr.New(arxerr.Unauthenticated, "the account is disabled")
+	}
+	return &Principal{Kind: store.TokenUser, User: u}, s, nil
+}
+
+// EndSession logs out.
+func (r *Runtime) EndSession(ctx context.Context, cookie string) error {
+	return r.store.Update(ctx, func(tx store.Tx) error { return tx.DeleteSession(HashToken(cookie)) })
+}
+
+// IssueUserToken makes an API token for a person who scripts (arx login).
+func (r *Runtime) IssueUserToken(ctx context.Context, u *store.User, label string) (string, error) {
+	if len(label) > 128 {
+		return "", arxerr.New(arxerr.BadRequest, "label is longer than 128 characters")
+	}
+	token, hash := newToken(userTokenPrefix)
+	id := uuid.NewString()
+	err := r.store.Update(ctx, func(tx store.Tx) error {
+		if err := tx.InsertToken(&store.Token{ID: id, Hash: hash, Kind: store.TokenUser, UserID: u.ID, IssuedBy: "user:" + u.Email,
+			Label: label, CreatedAt: r.now()}); err != nil {
+			return err
+		}
+		return tx.Append(&record.Entry{Type: record.TypeTokenIssued, Actor: "user:" + u.Email,
+			Data: map[string]any{"token_id": id, "kind": store.TokenUser, "label": label}})
+	})
+	if err != nil {
+		return "", r.writeFailed("issue user token", err)
+	}
+	return token, nil
+}

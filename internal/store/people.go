@@ -1,0 +1,73 @@
+package store
+
+import "time"
+
+// User roles.
+const (
+	RoleManager = "manager" // decides approvals the manifests name them for
+	RoleAdmin   = "admin"   // also hires agents and manages people
+)
+
+// User is a person: a manager or an admin.
+type User struct {
+	ID           string
+	Email        string
+	Role         string
+	PasswordHash string // argon2id, in its PHC string form; "" until set
+	CreatedAt    time.Time
+	DisabledAt   *time.Time
+}
+
+// SetupToken lets a person set (or reset) their password once.
+type SetupToken struct {
+	Hash      []byte
+	UserID    string
+	ExpiresAt time.Time
+	UsedAt    *time.Time
+}
+
+// Session is a console login.
+type Session struct {
+	Hash      []byte // SHA-256 of the cookie value
+	UserID    string
+	CSRF      string // the synchronizer token of this session's forms
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// Approval statuses.
+const (
+	ApprovalPending   = "pending"
+	ApprovalGranted   = "granted"
+	ApprovalDenied    = "denied"
+	ApprovalExpired   = "expired"
+	ApprovalWithdrawn = "withdrawn"
+	ApprovalCancelled = "cancelled" // the agent was terminated
+)
+
+// Approval is a pending or past decision about one high-risk call.
+type Approval struct {
+	CallID      string
+	AgentID     string
+	Status      string
+	Approvers   []string // approvers and delegates the manifest named at request time
+	RequestedAt time.Time
+	ExpiresAt   time.Time
+	DecidedBy   string // "user:<email>" or "system"
+	DecidedAt   *time.Time
+	Reason      string
+}
+
+// OutboxItem is work that reaches outside the database (webhooks,
+// notifications), written in the transaction that caused it and done,
+// with retries, after it commits.
+type OutboxItem struct {
+	ID        int64
+	Kind      string
+	Payload   []byte
+	CreatedAt time.Time
+	Attempts  int
+	NextAt    time.Time
+	DoneAt    *time.Time
+	LastError string
+}
