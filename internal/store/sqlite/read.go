@@ -106,7 +106,7 @@ func (s *Store) entries(ctx context.Context, q string, args ...any) ([]store.Ent
 func (s *Store) LatestCheckpoint(ctx context.Context) (*store.Checkpoint, error) {
 	var c store.Checkpoint
 	var created int64
-	err := s.read.QueryRowContext(ctx, `SELECT size, signed, created_at FROM checkpoints ORDER BY created_at DESC LIMIT 1`).
+	err := s.read.QueryRowContext(ctx, `SELECT size, signed, created_at FROM checkpoints ORDER BY size DESC LIMIT 1`).
 		Scan(&c.Size, &c.Signed, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, store.ErrNotFound
