@@ -42,6 +42,7 @@ const (
 	ConnectorNotDeclared Code = "manifest.connector_not_declared"
 	ActionNotDeclared    Code = "manifest.action_not_declared"
 	InvalidRisk          Code = "manifest.invalid_risk"
+	DriftRefused         Code = "drift.refused" // outside the declared role, and on_drift is refuse
 
 	// Calls.
 	CallNotFound Code = "call.not_found"
@@ -106,6 +107,7 @@ var infos = map[Code]Info{
 	ConnectorNotDeclared: {Status: http.StatusForbidden, Hint: "declare the connector under scope.connectors in manifests/job_description.yaml and rehire the agent"},
 	ActionNotDeclared:    {Status: http.StatusForbidden, Hint: "declare the action under its connector in manifests/job_description.yaml"},
 	InvalidRisk:          {Status: http.StatusBadRequest, Hint: "risk is one of low, medium, high"},
+	DriftRefused:         {Status: http.StatusForbidden, Hint: "the manifest's on_drift is refuse: stay within the budget and active hours, or change the job description"},
 
 	CallNotFound: {Status: http.StatusNotFound},
 	CallClosed:   {Status: http.StatusConflict, Hint: "start a new call"},

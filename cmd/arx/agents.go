@@ -65,6 +65,7 @@ func agentsCmd() *cobra.Command {
 	}
 	client := serverFlags(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.AddCommand(agentsReviewCmd(), agentsAckCmd())
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		c, err := client()
 		if err != nil {

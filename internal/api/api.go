@@ -80,7 +80,10 @@ func New(cfg Config) http.Handler {
 	h("GET /v1/agents/{id}", s.adminOnly(s.getAgent))
 	h("GET /v1/agents/{id}/calls", s.adminOnly(s.agentCalls))
 	h("GET /v1/agents/{id}/record", s.adminOnly(s.agentRecord))
+	h("POST /v1/agents/{id}/record/import", s.adminOnly(s.importRecord))
 	h("POST /v1/agents/{id}/terminate", s.authed(s.terminate))
+	h("GET /v1/agents/{id}/review", s.authed(s.review))
+	h("POST /v1/agents/{id}/drift/{index}/ack", s.authed(s.ackDrift))
 	h("POST /v1/agents/{id}/tokens", s.adminOnly(s.issueToken))
 	h("DELETE /v1/agents/{id}/tokens/{token}", s.adminOnly(s.revokeToken))
 

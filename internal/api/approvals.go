@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/arxsec/arx/arxerr"
@@ -253,5 +254,36 @@ func (s *server) terminate(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"agent": viewAgent(res.Agent, false), "revoked_tokens": res.RevokedTokens,
 		"revoked_credentials": res.RevokedCredentials, "cancelled_approvals": res.CancelledApprovals})
+	return nil
+}
+
+func (s *server) review(w http.ResponseWriter, r *http.Request) error {
+	days, err := intParam(r, "days", 7, 1, runtime.MaxReviewDays)
+	if err != nil {
+		return err
+	}
+	rv, err := s.rt.Review(r.Context(), principal(r), r.PathValue("id"), int(days))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"agent": viewAgent(rv.Agent, false), "review": rv})
+	return nil
+}
+
+func (s *server) ackDrift(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Note string `json:"note"`
+	}
+	if err := decode(r, MaxBodyBytes, &req); err != nil {
+		return err
+	}
+	index, err := strconv.ParseInt(r.PathValue("index"), 10, 64)
+	if err != nil || index < 0 {
+		return arxerr.New(arxerr.BadRequest, "index must be a record index")
+	}
+	if err := s.rt.AcknowledgeDrift(r.Context(), principal(r), r.PathValue("id"), index, req.Note); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "acknowledged"})
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/arxsec/arx/internal/store"
+	"github.com/arxsec/arx/manifest"
 	"github.com/arxsec/arx/record"
 )
 
@@ -138,9 +139,23 @@ func (r *Runtime) Sweep(ctx context.Context) error {
 			if err := tx.UpdateCall(cur); err != nil {
 				return err
 			}
-			return tx.Append(&record.Entry{Agent: cur.AgentID, Call: cur.ID, Connector: cur.Connector, Action: cur.Action,
+			if err := tx.Append(&record.Entry{Agent: cur.AgentID, Call: cur.ID, Connector: cur.Connector, Action: cur.Action,
 				Risk: cur.Risk, Actor: "system", Type: record.TypeCallExpired, Time: now,
-				Data: map[string]any{"expired_at": cur.ExpiresAt.UTC().Format(record.TimeFormat)}})
+				Data: map[string]any{"expired_at": cur.ExpiresAt.UTC().Format(record.TimeFormat)}}); err != nil {
+				return err
+			}
+			a, err := tx.Agent(cur.AgentID)
+			if err != nil {
+				return err
+			}
+			m, err := r.Manifest(a)
+			if err != nil {
+				return err
+			}
+			return tx.Append(&record.Entry{Agent: cur.AgentID, Call: cur.ID, Connector: cur.Connector, Action: cur.Action,
+				Risk: cur.Risk, Actor: "system", Type: record.TypeDriftDetected, Time: now,
+				Data: manifest.Drift{Rule: DriftCallDuration, Policy: m.OnDrift, Facts: map[string]any{
+					"max_duration_ms": m.CallTTL(cur.Connector, cur.Action).Milliseconds(), "open_after_ms": now.Sub(cur.CreatedAt).Milliseconds()}}.Data()})
 		})
 		if err != nil {
 			return err

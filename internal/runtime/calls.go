@@ -94,46 +94,18 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 		c.RaisedBy = p.IssuedBy // a person started this agent process: they cannot approve its requests
 	}
 
-	// Decide by the manifest. Drift (issue: drift and termination) will add
-	// its rules here; an undeclared connector is never drift: it is refused.
+	// Decide by the manifest's scope (the same rules as the SDKs' local
+	// mode), then by the rules that look at the agent's behaviour: active
+	// hours and call rate here, budgets inside the transaction.
+	d := m.Decide(req.Connector, req.Action, declared)
+	c.Risk = d.Risk.String()
 	var refusal *arxerr.Error
-	effective := declared
-	var drift []map[string]any
-	conn, ok := m.Connector(req.Connector)
-	if !ok {
-		refusal = arxerr.New(arxerr.ConnectorNotDeclared, "connector %q is not on the manifest of agent %s", req.Connector, p.Agent.Name)
-	} else if act, ok := m.Action(req.Connector, req.Action); !ok {
-		switch m.OnDrift {
-		case manifest.DriftPolicy("refuse"):
-			refusal = arxerr.New(arxerr.ActionNotDeclared, "action %q is not declared for connector %q", req.Action, conn.Name)
-		default:
-			drift = append(drift, map[string]any{"rule": "undeclared_action", "policy": string(m.OnDrift),
-				"facts": map[string]any{"connector": req.Connector, "action": req.Action}})
-		}
-	} else {
-		if act.Risk > effective {
-			effective = act.Risk
-		}
-		if declared < act.Risk {
-			drift = append(drift, map[string]any{"rule": "risk_underdeclared", "policy": string(m.OnDrift),
-				"facts": map[string]any{"declared": declared.String(), "manifest": act.Risk.String()}})
-		}
+	if d.Refusal != "" {
+		refusal = arxerr.New(d.Refusal, "%s", d.Message)
 	}
-	c.Risk = effective.String()
-	if refusal == nil && len(drift) > 0 && m.OnDrift == manifest.DriftPolicy("require_approval") {
-		effective = manifest.RiskHigh // the approver sees the drift on the request
-	}
-
-	switch {
-	case refusal != nil:
-		c.Status, c.Refusal, c.ExpiresAt = store.CallRefused, string(refusal.Code), now
-		c.CompletedAt = &now
-	case effective >= manifest.RiskHigh:
-		c.Status = store.CallPending
-		c.ExpiresAt = now.Add(m.Approval.Timeout)
-	default:
-		c.Status = store.CallApproved
-		c.ExpiresAt = now.Add(m.CallTTL(req.Connector, req.Action))
+	drift := append([]manifest.Drift(nil), d.Drift...)
+	if refusal == nil {
+		drift = append(drift, r.behaviourDrift(m, c.AgentID, now)...)
 	}
 
 	var existing *store.Call
@@ -155,14 +127,46 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 		if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
+		if refusal == nil {
+			budget, err := budgetDrift(tx, m, c.AgentID, now)
+			if err != nil {
+				return err
+			}
+			drift = append(drift, budget...)
+		}
+		// What the drift does is the manifest's on_drift.
+		needsApproval := d.NeedsApproval
+		if refusal == nil && len(drift) > 0 {
+			switch m.OnDrift {
+			case manifest.DriftRefuse:
+				rules := make([]string, len(drift))
+				for i, dr := range drift {
+					rules[i] = dr.Rule
+				}
+				refusal = arxerr.New(arxerr.DriftRefused, "the call is outside the declared role (%s)", strings.Join(rules, ", "))
+			case manifest.DriftRequireApproval:
+				needsApproval = true
+			}
+		}
+		switch {
+		case refusal != nil:
+			c.Status, c.Refusal, c.ExpiresAt = store.CallRefused, string(refusal.Code), now
+			c.CompletedAt = &now
+		case needsApproval:
+			c.Status = store.CallPending
+			c.ExpiresAt = now.Add(m.Approval.Timeout)
+		default:
+			c.Status = store.CallApproved
+			c.ExpiresAt = now.Add(m.CallTTL(req.Connector, req.Action))
+		}
 		if err := tx.InsertCall(c); err != nil {
 			return err
 		}
 		actor := p.Actor()
 		base := record.Entry{Agent: c.AgentID, Call: c.ID, Connector: c.Connector, Action: c.Action, Risk: c.Risk, Actor: actor, Time: now}
-		for _, d := range drift {
+		for _, dr := range drift {
 			e := base
-			e.Type, e.Data = record.TypeDriftDetected, d
+			e.Type, e.Data = record.TypeDriftDetected, dr.Data()
 			if err := tx.Append(&e); err != nil {
 				return err
 			}
@@ -349,6 +353,11 @@ func (r *Runtime) CompleteCall(ctx context.Context, p *Principal, id string, o O
 		}
 		switch c.Status {
 		case store.CallApproved, store.CallPending:
+		case store.CallExpired:
+			if c.CompletedAt == nil { // a credential that expired: the outcome still belongs in the record
+				break
+			}
+			return arxerr.New(arxerr.CallClosed, "call %s is %s", id, c.Status)
 		case store.CallCompleted, store.CallFailed:
 			if c.Status == status && c.Outcome == o.Outcome {
 				return nil // a retried completion
@@ -372,8 +381,24 @@ func (r *Runtime) CompleteCall(ctx context.Context, p *Principal, id string, o O
 				return err
 			}
 			withdrawn = true
+		} else if c.Status == store.CallExpired {
+			data["late"] = true // recorded as drift when it expired
 		} else if !now.Before(c.ExpiresAt) {
 			data["late"] = true // the work outlived its credential
+			a, err := tx.Agent(c.AgentID)
+			if err != nil {
+				return err
+			}
+			m, err := r.Manifest(a)
+			if err != nil {
+				return err
+			}
+			if err := tx.Append(&record.Entry{Agent: c.AgentID, Call: c.ID, Connector: c.Connector, Action: c.Action,
+				Risk: c.Risk, Actor: "system", Type: record.TypeDriftDetected, Time: now,
+				Data: manifest.Drift{Rule: DriftCallDuration, Policy: m.OnDrift, Facts: map[string]any{
+					"max_duration_ms": m.CallTTL(c.Connector, c.Action).Milliseconds(), "completed_after_ms": now.Sub(c.CreatedAt).Milliseconds()}}.Data()}); err != nil {
+				return err
+			}
 		}
 		c.Status, c.Outcome, c.Error, c.DurationMS, c.CompletedAt = status, o.Outcome, o.Error, o.DurationMS, &now
 		if err := tx.UpdateCall(c); err != nil {

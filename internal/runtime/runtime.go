@@ -71,6 +71,7 @@ type Runtime struct {
 	logins     limiter // failed logins per email
 	loginIPs   limiter // failed logins per client address
 	events     *Hub
+	rates      rates
 	webhooks   []Webhook
 	publicURL  string
 	outboxKick chan struct{}

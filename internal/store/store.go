@@ -173,6 +173,8 @@ type Tx interface {
 	CallByIdempotencyKey(agentID, key string) (*Call, error)
 	// OpenCalls counts an agent's calls in status approved or pending.
 	OpenCalls(agentID string) (int, error)
+	// CallsSince counts an agent's calls created at or after t, refusals excluded.
+	CallsSince(agentID string, t time.Time) (int, error)
 	// AgentOpenCalls lists an agent's calls in status approved or pending.
 	AgentOpenCalls(agentID string) ([]Call, error)
 

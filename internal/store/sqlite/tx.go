@@ -25,6 +25,7 @@ var hotStatements = map[string]string{
 	"call":        `SELECT ` + callCols + ` FROM calls WHERE id = ?`,
 	"callByKey":   `SELECT ` + callCols + ` FROM calls WHERE agent_id = ? AND idempotency_key = ?`,
 	"openCalls":   `SELECT COUNT(*) FROM calls WHERE agent_id = ? AND status IN ('approved', 'pending_approval')`,
+	"callsSince":  `SELECT COUNT(*) FROM calls WHERE agent_id = ? AND created_at >= ? AND status != 'refused'`,
 	"insertCall":  `INSERT INTO calls (` + callCols + `) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 	"updateCall":  `UPDATE calls SET status = ?, refusal = ?, expires_at = ?, completed_at = ?, outcome = ?, error = ?, duration_ms = ? WHERE id = ?`,
 	"head":        `SELECT hash FROM heads WHERE agent = ?`,
@@ -258,4 +259,10 @@ func (t *tx) RevokeAgentTokens(agentID string, at time.Time) (int, error) {
 	}
 	n, err := res.RowsAffected()
 	return int(n), err
+}
+
+func (t *tx) CallsSince(agentID string, since time.Time) (int, error) {
+	var n int
+	err := t.stmt("callsSince").QueryRowContext(t.ctx, agentID, nanos(since)).Scan(&n)
+	return n, err
 }
