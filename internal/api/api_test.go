@@ -51,28 +51,35 @@ func introspect(t *testing.T, s *arxtest.Server, cred string) (active bool, code
 	return out.Active, out.Code
 }
 
-// entries returns the agent's record entries, parsed.
+// entries returns the agent's record entries, parsed, paging through.
 func entries(t *testing.T, s *arxtest.Server, agent string) []*record.Entry {
 	t.Helper()
-	r := s.Do("GET", "/v1/agents/"+agent+"/record?limit=1000", s.AdminToken, nil)
-	if r.Status != 200 {
-		t.Fatalf("record: %d %s", r.Status, r.Body)
-	}
-	var page struct {
-		Entries []struct {
-			Entry json.RawMessage `json:"entry"`
-		} `json:"entries"`
-	}
-	r.JSON(t, &page)
 	var out []*record.Entry
-	for _, e := range page.Entries {
-		pe, err := record.Parse(e.Entry)
-		if err != nil {
-			t.Fatalf("entry %s: %v", e.Entry, err)
+	after := int64(-1)
+	for {
+		r := s.Do("GET", fmt.Sprintf("/v1/agents/%s/record?limit=1000&after=%d", agent, after), s.AdminToken, nil)
+		if r.Status != 200 {
+			t.Fatalf("record: %d %s", r.Status, r.Body)
 		}
-		out = append(out, pe)
+		var page struct {
+			Entries []struct {
+				Entry json.RawMessage `json:"entry"`
+			} `json:"entries"`
+			Next *int64 `json:"next"`
+		}
+		r.JSON(t, &page)
+		for _, e := range page.Entries {
+			pe, err := record.Parse(e.Entry)
+			if err != nil {
+				t.Fatalf("entry %s: %v", e.Entry, err)
+			}
+			out = append(out, pe)
+		}
+		if page.Next == nil {
+			return out
+		}
+		after = *page.Next
 	}
-	return out
 }
 
 func types(es []*record.Entry) string {

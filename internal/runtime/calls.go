@@ -88,7 +88,7 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 		return nil, r.internal("manifest", err)
 	}
 	now := start
-	c := &store.Call{ID: uuid.NewString(), AgentID: p.Agent.ID, Connector: req.Connector, Action: req.Action,
+	c := &store.Call{ID: newCallID(), AgentID: p.Agent.ID, Connector: req.Connector, Action: req.Action,
 		DeclaredRisk: declared.String(), IdempotencyKey: req.IdempotencyKey, Summary: req.Summary, CreatedAt: now}
 	if strings.HasPrefix(p.IssuedBy, "user:") {
 		c.RaisedBy = p.IssuedBy // a person started this agent process: they cannot approve its requests
@@ -161,6 +161,11 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 		}
 		if err := tx.InsertCall(c); err != nil {
 			return err
+		}
+		if c.Status != store.CallRefused && m.Budget.CallsPerDay > 0 {
+			if err := tx.CountCall(c.AgentID, budgetDay(m, now)); err != nil {
+				return err
+			}
 		}
 		actor := p.Actor()
 		base := record.Entry{Agent: c.AgentID, Call: c.ID, Connector: c.Connector, Action: c.Action, Risk: c.Risk, Actor: actor, Time: now}
@@ -464,4 +469,14 @@ func (r *Runtime) Introspect(ctx context.Context, token string) Introspection {
 		return Introspection{Code: arxerr.AgentTerminated, Reason: "the agent is not active", Claims: cl}
 	}
 	return Introspection{Active: true, Claims: cl}
+}
+
+// newCallID is a time-ordered UUID (version 7): calls are inserted in key
+// order, which keeps the database's writes on few pages.
+func newCallID() string {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.NewString()
+	}
+	return id.String()
 }

@@ -36,13 +36,13 @@ func (r *Runtime) behaviourDrift(m *manifest.Manifest, agentID string, now time.
 func budgetDrift(tx store.Tx, m *manifest.Manifest, agentID string, now time.Time) ([]manifest.Drift, error) {
 	var out []manifest.Drift
 	if limit := m.Budget.CallsPerDay; limit > 0 {
-		n, err := tx.CallsSince(agentID, now.Add(-24*time.Hour))
+		n, err := tx.CallsOn(agentID, budgetDay(m, now))
 		if err != nil {
 			return nil, err
 		}
 		if n >= limit {
 			out = append(out, manifest.Drift{Rule: DriftCallsPerDay, Policy: m.OnDrift, Facts: map[string]any{
-				"calls_last_24h": n, "limit": limit}})
+				"calls_today": n, "limit": limit, "day": budgetDay(m, now)}})
 		}
 	}
 	if limit := m.Budget.MaxConcurrent; limit > 0 {
@@ -56,6 +56,15 @@ func budgetDrift(tx store.Tx, m *manifest.Manifest, agentID string, now time.Tim
 		}
 	}
 	return out, nil
+}
+
+// budgetDay is the calendar day a call counts toward: in the time zone of
+// the manifest's active hours, else UTC.
+func budgetDay(m *manifest.Manifest, now time.Time) string {
+	if h := m.Budget.ActiveHours; h != nil && h.Location != nil {
+		return now.In(h.Location).Format(time.DateOnly)
+	}
+	return now.UTC().Format(time.DateOnly)
 }
 
 // rates keeps each agent's calls per minute over the last hour, on this

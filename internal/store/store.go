@@ -173,8 +173,11 @@ type Tx interface {
 	CallByIdempotencyKey(agentID, key string) (*Call, error)
 	// OpenCalls counts an agent's calls in status approved or pending.
 	OpenCalls(agentID string) (int, error)
-	// CallsSince counts an agent's calls created at or after t, refusals excluded.
-	CallsSince(agentID string, t time.Time) (int, error)
+	// CallsOn is how many calls CountCall counted for an agent on a day
+	// ("2006-01-02" in the agent's time zone).
+	CallsOn(agentID, day string) (int, error)
+	// CountCall adds one to an agent's calls on a day.
+	CountCall(agentID, day string) error
 	// AgentOpenCalls lists an agent's calls in status approved or pending.
 	AgentOpenCalls(agentID string) ([]Call, error)
 

@@ -12,7 +12,7 @@ import (
 
 // Agent implements store.Store.
 func (s *Store) Agent(ctx context.Context, id string) (*store.Agent, error) {
-	return scanAgent(s.read.QueryRowContext(ctx, `SELECT `+agentCols+` FROM agents WHERE id = ?`, id))
+	return scanAgent(s.rstmts["agent"].QueryRowContext(ctx, id))
 }
 
 // Agents implements store.Store.
@@ -35,12 +35,12 @@ func (s *Store) Agents(ctx context.Context) ([]store.Agent, error) {
 
 // TokenByHash implements store.Store.
 func (s *Store) TokenByHash(ctx context.Context, hash []byte) (*store.Token, error) {
-	return scanToken(s.read.QueryRowContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE hash = ?`, hash))
+	return scanToken(s.rstmts["token"].QueryRowContext(ctx, hash))
 }
 
 // Call implements store.Store.
 func (s *Store) Call(ctx context.Context, id string) (*store.Call, error) {
-	return scanCall(s.read.QueryRowContext(ctx, `SELECT `+callCols+` FROM calls WHERE id = ?`, id))
+	return scanCall(s.rstmts["call"].QueryRowContext(ctx, id))
 }
 
 // Calls implements store.Store.

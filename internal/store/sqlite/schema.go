@@ -113,6 +113,17 @@ var migrations = []string{
 		last_error TEXT NOT NULL DEFAULT ''
 	);
 	CREATE INDEX outbox_due ON outbox(next_at) WHERE done_at IS NULL;`,
+
+	// Chain heads are derived from the log (entries_agent), not kept twice.
+	`DROP TABLE heads;`,
+
+	// Calls per agent and day, for budget.calls_per_day in O(1).
+	`CREATE TABLE call_counts (
+		agent_id TEXT NOT NULL,
+		day TEXT NOT NULL,
+		n INTEGER NOT NULL,
+		PRIMARY KEY (agent_id, day)
+	) WITHOUT ROWID;`,
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {

@@ -47,12 +47,17 @@ type Store struct {
 	ops      chan *op
 	quit     chan struct{}
 	done     chan struct{}
+	ckptDone chan struct{}
 	maxBatch int
 	closeMu  sync.Once
 
 	// Owned by the sequencer goroutine.
 	tree  *record.Tree
-	stmts map[string]*sql.Stmt
+	heads map[string]tlog.Hash // committed chain heads by agent, filled on demand
+
+	rstmts map[string]*sql.Stmt // prepared reads
+	ckpt   *sql.DB              // one connection for WAL checkpoints
+	stmts  map[string]*sql.Stmt
 }
 
 type op struct {
@@ -77,7 +82,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	base := "file:" + (&url.URL{Path: cfg.Path}).EscapedPath()
 	params := "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(ON)"
-	write, err := sql.Open("sqlite", base+params+"&_txlock=immediate")
+	// The writer never checkpoints on its own: a commit then costs its WAL
+	// frames and one fsync, and checkpoints run beside it (checkpointer).
+	write, err := sql.Open("sqlite", base+params+"&_txlock=immediate&_pragma=wal_autocheckpoint(0)")
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
 	}
@@ -97,7 +104,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	read.SetMaxOpenConns(8)
 	read.SetMaxIdleConns(8)
 	s := &Store{read: read, write: write, log: cfg.Logger, ops: make(chan *op, 4096),
-		quit: make(chan struct{}), done: make(chan struct{}), maxBatch: cfg.MaxBatch}
+		quit: make(chan struct{}), done: make(chan struct{}), ckptDone: make(chan struct{}), maxBatch: cfg.MaxBatch, heads: map[string]tlog.Hash{}}
 	if err := s.loadTree(ctx); err != nil {
 		s.read.Close()
 		s.write.Close()
@@ -108,7 +115,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.write.Close()
 		return nil, err
 	}
+	ckpt, err := sql.Open("sqlite", base+params)
+	if err != nil {
+		s.read.Close()
+		s.write.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
+	}
+	ckpt.SetMaxOpenConns(1)
+	s.ckpt = ckpt
 	go s.sequence()
+	go s.checkpointer()
 	return s, nil
 }
 
@@ -133,7 +149,13 @@ func (s *Store) Close() error {
 	for _, st := range s.stmts {
 		st.Close()
 	}
-	return errors.Join(s.write.Close(), s.read.Close())
+	for _, st := range s.rstmts {
+		st.Close()
+	}
+	<-s.ckptDone
+	// A last full checkpoint leaves a compact database file behind.
+	s.ckpt.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+	return errors.Join(s.write.Close(), s.read.Close(), s.ckpt.Close())
 }
 
 // Update implements store.Store.
@@ -214,32 +236,41 @@ func (s *Store) commit(batch []*op) {
 		return
 	}
 	before := s.tree.Clone()
+	batchHeads := map[string]tlog.Hash{}
+	exec := func(name string) error {
+		_, err := sqlTx.StmtContext(ctx, s.stmts[name]).ExecContext(ctx)
+		return err
+	}
 	for i, o := range batch {
 		if err := o.ctx.Err(); err != nil {
 			errs[i] = err
 			continue
 		}
-		if _, err := sqlTx.ExecContext(ctx, "SAVEPOINT op"); err != nil {
+		if err := exec("savepoint"); err != nil {
 			errs[i] = fmt.Errorf("sqlite: savepoint: %w", err)
 			continue
 		}
 		opTree := s.tree.Clone()
-		tx := &tx{s: s, tx: sqlTx, ctx: ctx}
+		tx := &tx{s: s, tx: sqlTx, ctx: ctx, batchHeads: batchHeads}
 		err := runOp(o.fn, tx)
 		if err == nil {
 			err = tx.appendErr
 		}
 		if err != nil {
 			s.tree = opTree
-			if _, rerr := sqlTx.ExecContext(ctx, "ROLLBACK TO op"); rerr != nil {
+			if rerr := exec("rollbackTo"); rerr != nil {
 				sqlTx.Rollback()
 				s.tree = before
 				fail(fmt.Errorf("sqlite: rollback to savepoint: %w", rerr))
 				return
 			}
 			errs[i] = err
+		} else {
+			for a, h := range tx.heads {
+				batchHeads[a] = h
+			}
 		}
-		if _, err := sqlTx.ExecContext(ctx, "RELEASE op"); err != nil {
+		if err := exec("release"); err != nil {
 			sqlTx.Rollback()
 			s.tree = before
 			fail(fmt.Errorf("sqlite: release savepoint: %w", err))
@@ -250,6 +281,9 @@ func (s *Store) commit(batch []*op) {
 		s.tree = before
 		fail(fmt.Errorf("sqlite: commit: %w", err))
 		return
+	}
+	for a, h := range batchHeads {
+		s.heads[a] = h
 	}
 	for i, o := range batch {
 		o.done <- errs[i]
@@ -351,4 +385,28 @@ func nullString(s string) sql.NullString {
 		return sql.NullString{}
 	}
 	return sql.NullString{String: s, Valid: true}
+}
+
+// CheckpointInterval is how often committed WAL frames are copied into the
+// database file, off the commit path.
+const CheckpointInterval = 500 * time.Millisecond
+
+// checkpointer copies the WAL into the database file in the background
+// (PASSIVE: it never blocks the writer or readers), so commits never pay
+// for it. Once a checkpoint has caught up, SQLite starts the WAL over.
+func (s *Store) checkpointer() {
+	defer close(s.ckptDone)
+	t := time.NewTicker(CheckpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+			var busy, logFrames, done int
+			if err := s.ckpt.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &done); err != nil {
+				s.log.Warn("sqlite: checkpoint", "err", err)
+			}
+		}
+	}
 }

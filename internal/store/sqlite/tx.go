@@ -25,15 +25,33 @@ var hotStatements = map[string]string{
 	"call":        `SELECT ` + callCols + ` FROM calls WHERE id = ?`,
 	"callByKey":   `SELECT ` + callCols + ` FROM calls WHERE agent_id = ? AND idempotency_key = ?`,
 	"openCalls":   `SELECT COUNT(*) FROM calls WHERE agent_id = ? AND status IN ('approved', 'pending_approval')`,
-	"callsSince":  `SELECT COUNT(*) FROM calls WHERE agent_id = ? AND created_at >= ? AND status != 'refused'`,
+	"callsOn":     `SELECT n FROM call_counts WHERE agent_id = ? AND day = ?`,
+	"countCall":   `INSERT INTO call_counts (agent_id, day, n) VALUES (?, ?, 1) ON CONFLICT (agent_id, day) DO UPDATE SET n = n + 1`,
 	"insertCall":  `INSERT INTO calls (` + callCols + `) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 	"updateCall":  `UPDATE calls SET status = ?, refusal = ?, expires_at = ?, completed_at = ?, outcome = ?, error = ?, duration_ms = ? WHERE id = ?`,
-	"head":        `SELECT hash FROM heads WHERE agent = ?`,
-	"setHead":     `INSERT INTO heads (agent, hash, idx) VALUES (?, ?, ?) ON CONFLICT(agent) DO UPDATE SET hash = excluded.hash, idx = excluded.idx`,
+	"head":        `SELECT hashes FROM entries WHERE agent = ? ORDER BY idx DESC LIMIT 1`,
+	"savepoint":   `SAVEPOINT op`,
+	"rollbackTo":  `ROLLBACK TO op`,
+	"release":     `RELEASE op`,
 	"insertEntry": `INSERT INTO entries (idx, agent, type, call, body, hashes) VALUES (?, ?, ?, ?, ?, ?)`,
 }
 
+// Statements the read path runs on every request, prepared on the read pool.
+var hotReads = map[string]string{
+	"agent": `SELECT ` + agentCols + ` FROM agents WHERE id = ?`,
+	"token": `SELECT ` + tokenCols + ` FROM tokens WHERE hash = ?`,
+	"call":  `SELECT ` + callCols + ` FROM calls WHERE id = ?`,
+}
+
 func (s *Store) prepare(ctx context.Context) error {
+	s.rstmts = make(map[string]*sql.Stmt, len(hotReads))
+	for name, q := range hotReads {
+		st, err := s.read.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("sqlite: prepare %s: %w", name, err)
+		}
+		s.rstmts[name] = st
+	}
 	s.stmts = make(map[string]*sql.Stmt, len(hotStatements))
 	for name, q := range hotStatements {
 		st, err := s.write.PrepareContext(ctx, q)
@@ -49,6 +67,9 @@ type tx struct {
 	s   *Store
 	tx  *sql.Tx
 	ctx context.Context
+	// heads are this update's own chain heads; batchHeads those of earlier
+	// updates in the same batch.
+	heads, batchHeads map[string]tlog.Hash
 	// appendErr is set when an Append failed after it advanced the tree: the
 	// Update then fails even if fn ignores the error, or the tree and the
 	// stored entries would part.
@@ -126,17 +147,14 @@ func (t *tx) PutCheckpoint(c *store.Checkpoint) error {
 }
 
 func (t *tx) Append(e *record.Entry) error {
-	var prev []byte
-	err := t.stmt("head").QueryRowContext(t.ctx, e.Agent).Scan(&prev)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		e.Prev = ""
-	case err != nil:
-		return fmt.Errorf("sqlite: read chain head: %w", err)
-	case len(prev) != tlog.HashSize:
-		return fmt.Errorf("sqlite: chain head of %q has %d bytes", e.Agent, len(prev))
-	default:
-		e.Prev = record.HashString(tlog.Hash(prev))
+	prev, ok, err := t.head(e.Agent)
+	if err != nil {
+		t.appendErr = err
+		return err
+	}
+	e.Prev = ""
+	if ok {
+		e.Prev = record.HashString(prev)
 	}
 	e.Index = t.s.tree.Size()
 	if e.Time.IsZero() {
@@ -155,11 +173,41 @@ func (t *tx) Append(e *record.Entry) error {
 		t.appendErr = fmt.Errorf("sqlite: append entry: %w", err)
 		return t.appendErr
 	}
-	if _, err := t.stmt("setHead").ExecContext(t.ctx, e.Agent, stored[0][:], e.Index); err != nil {
-		t.appendErr = fmt.Errorf("sqlite: set chain head: %w", err)
-		return t.appendErr
+	if t.heads == nil {
+		t.heads = map[string]tlog.Hash{}
 	}
+	t.heads[e.Agent] = stored[0]
 	return nil
+}
+
+// head is the leaf hash of the agent's latest entry: this update's own
+// appends first, then earlier updates of the batch, then what is committed
+// (cached by the sequencer; read from the log on a miss).
+func (t *tx) head(agent string) (tlog.Hash, bool, error) {
+	if h, ok := t.heads[agent]; ok {
+		return h, true, nil
+	}
+	if h, ok := t.batchHeads[agent]; ok {
+		return h, true, nil
+	}
+	if h, ok := t.s.heads[agent]; ok {
+		return h, true, nil
+	}
+	var hashes []byte
+	err := t.stmt("head").QueryRowContext(t.ctx, agent).Scan(&hashes)
+	if errors.Is(err, sql.ErrNoRows) {
+		return tlog.Hash{}, false, nil
+	}
+	if err != nil {
+		return tlog.Hash{}, false, fmt.Errorf("sqlite: read chain head: %w", err)
+	}
+	if len(hashes) < tlog.HashSize {
+		return tlog.Hash{}, false, fmt.Errorf("sqlite: chain head of %q has %d bytes", agent, len(hashes))
+	}
+	h := tlog.Hash(hashes[:tlog.HashSize])
+	// Not in the batch, so this is committed state: safe to cache.
+	t.s.heads[agent] = h
+	return h, true, nil
 }
 
 func wrapWrite(err error) error {
@@ -261,8 +309,16 @@ func (t *tx) RevokeAgentTokens(agentID string, at time.Time) (int, error) {
 	return int(n), err
 }
 
-func (t *tx) CallsSince(agentID string, since time.Time) (int, error) {
+func (t *tx) CallsOn(agentID, day string) (int, error) {
 	var n int
-	err := t.stmt("callsSince").QueryRowContext(t.ctx, agentID, nanos(since)).Scan(&n)
+	err := t.stmt("callsOn").QueryRowContext(t.ctx, agentID, day).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
 	return n, err
+}
+
+func (t *tx) CountCall(agentID, day string) error {
+	_, err := t.stmt("countCall").ExecContext(t.ctx, agentID, day)
+	return wrapWrite(err)
 }
