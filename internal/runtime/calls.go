@@ -119,14 +119,6 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 		if err := agentUsable(a); err != nil {
 			return err
 		}
-		prior, err := tx.CallByIdempotencyKey(c.AgentID, c.IdempotencyKey)
-		if err == nil {
-			existing = prior
-			return nil
-		}
-		if !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
 		if refusal == nil {
 			budget, err := budgetDrift(tx, m, c.AgentID, now)
 			if err != nil {
@@ -159,7 +151,16 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 			c.Status = store.CallApproved
 			c.ExpiresAt = now.Add(m.CallTTL(req.Connector, req.Action))
 		}
-		if err := tx.InsertCall(c); err != nil {
+		// The idempotency key is unique per agent: a retry finds the call
+		// its first request made.
+		if err := tx.InsertCall(c); errors.Is(err, store.ErrConflict) {
+			prior, err := tx.CallByIdempotencyKey(c.AgentID, c.IdempotencyKey)
+			if err != nil {
+				return err
+			}
+			existing = prior
+			return nil
+		} else if err != nil {
 			return err
 		}
 		if c.Status != store.CallRefused && m.Budget.CallsPerDay > 0 {

@@ -176,6 +176,22 @@ func (r *Runtime) Authenticate(ctx context.Context, token string) (*Principal, e
 		return nil, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
 	}
 	hash := HashToken(token)
+	if strings.HasPrefix(token, agentTokenPrefix) {
+		t, a, err := r.store.AgentByToken(ctx, hash)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
+		}
+		if err != nil {
+			return nil, r.internal("authenticate", err)
+		}
+		if subtle.ConstantTimeCompare(t.Hash, hash) != 1 || t.RevokedAt != nil || t.Kind != store.TokenAgent {
+			return nil, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
+		}
+		if err := agentUsable(a); err != nil {
+			return nil, err
+		}
+		return &Principal{Kind: store.TokenAgent, TokenID: t.ID, IssuedBy: t.IssuedBy, Agent: a}, nil
+	}
 	t, err := r.store.TokenByHash(ctx, hash)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")

@@ -128,6 +128,9 @@ type Store interface {
 	Agent(ctx context.Context, id string) (*Agent, error)
 	Agents(ctx context.Context) ([]Agent, error)
 	TokenByHash(ctx context.Context, hash []byte) (*Token, error)
+	// AgentByToken reads an agent token and its agent in one query: the
+	// check every agent request makes.
+	AgentByToken(ctx context.Context, hash []byte) (*Token, *Agent, error)
 	Call(ctx context.Context, id string) (*Call, error)
 	// Calls lists an agent's calls, newest first.
 	Calls(ctx context.Context, agentID string, limit int) ([]Call, error)

@@ -38,6 +38,26 @@ func (s *Store) TokenByHash(ctx context.Context, hash []byte) (*store.Token, err
 	return scanToken(s.rstmts["token"].QueryRowContext(ctx, hash))
 }
 
+// AgentByToken implements store.Store.
+func (s *Store) AgentByToken(ctx context.Context, hash []byte) (*store.Token, *store.Agent, error) {
+	var k store.Token
+	var a store.Agent
+	var agentID, userID sql.NullString
+	var kCreated, aCreated int64
+	var revoked, term sql.NullInt64
+	err := s.rstmts["agentByToken"].QueryRowContext(ctx, hash).Scan(&k.ID, &k.Hash, &k.Kind, &agentID, &userID, &k.IssuedBy,
+		&k.Label, &kCreated, &revoked, &a.ID, &a.Name, &a.Owner, &a.Status, &a.Manifest, &a.ManifestHash, &aCreated, &term)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("sqlite: read agent token: %w", err)
+	}
+	k.AgentID, k.UserID, k.CreatedAt, k.RevokedAt = agentID.String, userID.String, fromNanos(kCreated), timePtr(revoked)
+	a.CreatedAt, a.TerminatedAt = fromNanos(aCreated), timePtr(term)
+	return &k, &a, nil
+}
+
 // Call implements store.Store.
 func (s *Store) Call(ctx context.Context, id string) (*store.Call, error) {
 	return scanCall(s.rstmts["call"].QueryRowContext(ctx, id))

@@ -41,6 +41,9 @@ var hotReads = map[string]string{
 	"agent": `SELECT ` + agentCols + ` FROM agents WHERE id = ?`,
 	"token": `SELECT ` + tokenCols + ` FROM tokens WHERE hash = ?`,
 	"call":  `SELECT ` + callCols + ` FROM calls WHERE id = ?`,
+	"agentByToken": `SELECT t.id, t.hash, t.kind, t.agent_id, t.user_id, t.issued_by, t.label, t.created_at, t.revoked_at,
+		a.id, a.name, a.owner, a.status, a.manifest, a.manifest_hash, a.created_at, a.terminated_at
+		FROM tokens t JOIN agents a ON a.id = t.agent_id WHERE t.hash = ?`,
 }
 
 func (s *Store) prepare(ctx context.Context) error {
