@@ -35,6 +35,7 @@ type config struct {
 	runs          int
 	fsyncDuration time.Duration
 	timeout       time.Duration
+	approvals     int
 }
 
 // Limits keep every loop bounded in time and count whatever the flags say.
@@ -74,6 +75,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.runs, "runs", 3, "how many times every figure is measured; medians are reported")
 	fs.DurationVar(&cfg.fsyncDuration, "fsync-duration", 3*time.Second, "time of the raw write+fsync measurement in each run")
 	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "timeout of one HTTP request")
+	fs.IntVar(&cfg.approvals, "approvals", 200, "approvals in the approval wake-up phase (0: skip it)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: go run ./bench [flags]\n\nBuilds and starts arx serve on 127.0.0.1, loads it, and prints figures.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -97,6 +99,8 @@ func parseFlags(args []string) (config, error) {
 		return cfg, fmt.Errorf("-fsync-duration %s is not between 100ms and %s", cfg.fsyncDuration, maxDuration)
 	case cfg.rate < 1 || cfg.rate > maxRate:
 		return cfg, fmt.Errorf("-rate %g is not between 1 and %d", cfg.rate, maxRate)
+	case cfg.approvals < 0 || cfg.approvals > 10000:
+		return cfg, fmt.Errorf("-approvals %d is not between 0 and 10000", cfg.approvals)
 	case cfg.timeout < 100*time.Millisecond || cfg.timeout > time.Minute:
 		return cfg, fmt.Errorf("-timeout %s is not between 100ms and 1m", cfg.timeout)
 	}
@@ -218,6 +222,14 @@ func run(ctx context.Context, cfg config) (code int) {
 	if len(results) > 0 {
 		fmt.Println()
 		printSummary(os.Stdout, cfg, len(agents), entries, results)
+	}
+	if cfg.approvals > 0 && ctx.Err() == nil {
+		fmt.Println()
+		ar, err := approvalPhase(ctx, governed, adminToken, cfg.approvals)
+		if err != nil {
+			return fail("approval phase: %v", err)
+		}
+		printApprovals(os.Stdout, ar)
 	}
 	return code
 }
