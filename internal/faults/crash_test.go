@@ -242,6 +242,31 @@ func TestCrashSafety(t *testing.T) {
 	}
 
 	// After the last restart: sign a checkpoint, read every entry, verify.
+	seenIssued, seenCompleted, size := verifyLog(t, p, dir, admin)
+	mu.Lock()
+	defer mu.Unlock()
+	for id := range issued {
+		if !seenIssued[id] {
+			t.Errorf("call %s was acknowledged with a credential but its credential.issued entry is missing", id)
+		}
+	}
+	for id := range completed {
+		if !seenCompleted[id] {
+			t.Errorf("completion of %s was acknowledged but its call.completed entry is missing", id)
+		}
+	}
+	if len(issued) == 0 {
+		t.Fatal("no call was acknowledged: the test proves nothing")
+	}
+	t.Logf("%d crashes survived; %d calls and %d completions acknowledged; %d entries verified", crashes, len(issued), len(completed), size)
+	p.stop(t)
+}
+
+// verifyLog waits for a checkpoint covering everything, reads every entry
+// and verifies the whole log; it returns the calls with credential.issued
+// and call.completed entries.
+func verifyLog(t *testing.T, p *proc, dir, admin string) (issued, completed map[string]bool, size int64) {
+	t.Helper()
 	time.Sleep(1500 * time.Millisecond) // a checkpoint interval
 	code, signed, err := call(t.Context(), p.url, "GET", "/v1/log/checkpoint", "", nil)
 	if err != nil || code != 200 {
@@ -253,7 +278,7 @@ func TestCrashSafety(t *testing.T) {
 		t.Fatal(err)
 	}
 	var v record.Verifier
-	seenIssued, seenCompleted := map[string]bool{}, map[string]bool{}
+	issued, completed = map[string]bool{}, map[string]bool{}
 	for start := int64(0); start < int64(cp.Size); {
 		code, b, err := call(t.Context(), p.url, "GET", fmt.Sprintf("/v1/log/entries?start=%d&limit=5000", start), admin, nil)
 		if err != nil || code != 200 {
@@ -280,31 +305,15 @@ func TestCrashSafety(t *testing.T) {
 			}
 			switch pe.Type {
 			case record.TypeCredentialIssued:
-				seenIssued[pe.Call] = true
+				issued[pe.Call] = true
 			case record.TypeCallCompleted:
-				seenCompleted[pe.Call] = true
+				completed[pe.Call] = true
 			}
 		}
 		start = v.Size()
 	}
 	if problems := v.Finish(cp); len(problems) > 0 {
-		t.Fatalf("the log does not verify after %d crashes: %v", crashes, problems)
+		t.Fatalf("the log does not verify: %v", problems)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	for id := range issued {
-		if !seenIssued[id] {
-			t.Errorf("call %s was acknowledged with a credential but its credential.issued entry is missing", id)
-		}
-	}
-	for id := range completed {
-		if !seenCompleted[id] {
-			t.Errorf("completion of %s was acknowledged but its call.completed entry is missing", id)
-		}
-	}
-	if len(issued) == 0 {
-		t.Fatal("no call was acknowledged: the test proves nothing")
-	}
-	t.Logf("%d crashes survived; %d calls and %d completions acknowledged; %d entries verified", crashes, len(issued), len(completed), v.Size())
-	p.stop(t)
+	return issued, completed, v.Size()
 }
