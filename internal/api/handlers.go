@@ -33,7 +33,7 @@ func bearer(r *http.Request) string {
 
 func (s *server) authed(fn handlerFunc) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		p, err := s.rt.Authenticate(r.Context(), bearer(r))
+		p, err := s.rt.AuthenticateFrom(r.Context(), bearer(r), ClientIP(r))
 		if err != nil {
 			return err
 		}

@@ -70,6 +70,7 @@ type Runtime struct {
 	waiters    waiters
 	logins     limiter // failed logins per email
 	loginIPs   limiter // failed logins per client address
+	badTokens  limiter // unknown or revoked bearer tokens per client address
 	events     *Hub
 	rates      rates
 	webhooks   []Webhook
@@ -99,10 +100,11 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	return &Runtime{store: cfg.Store, signer: cfg.LogSigner, issuer: cfg.Issuer, keys: cfg.Issuer.KeySet(),
 		log: cfg.Logger, metrics: cfg.Metrics, now: cfg.Now, cpEvery: cfg.CheckpointInterval, swEvery: cfg.SweepInterval,
-		waiters:  waiters{m: map[string][]chan struct{}{}},
-		logins:   limiter{fails: map[string][]time.Time{}, max: LoginFailuresPerEmail, window: LoginWindow},
-		loginIPs: limiter{fails: map[string][]time.Time{}, max: LoginFailuresPerIP, window: LoginWindow},
-		events:   NewHub(), webhooks: cfg.Webhooks, publicURL: cfg.PublicURL, outboxKick: make(chan struct{}, 1)}, nil
+		waiters:   waiters{m: map[string][]chan struct{}{}},
+		logins:    limiter{fails: map[string][]time.Time{}, max: LoginFailuresPerEmail, window: LoginWindow},
+		loginIPs:  limiter{fails: map[string][]time.Time{}, max: LoginFailuresPerIP, window: LoginWindow},
+		badTokens: limiter{fails: map[string][]time.Time{}, max: BadTokensPerIP, window: BadTokenWindow},
+		events:    NewHub(), webhooks: cfg.Webhooks, publicURL: cfg.PublicURL, outboxKick: make(chan struct{}, 1)}, nil
 }
 
 // Origin names the log (and the deployment).
@@ -164,6 +166,29 @@ func newToken(prefix string) (token string, hash []byte) {
 func HashToken(token string) []byte {
 	h := sha256.Sum256([]byte(token))
 	return h[:]
+}
+
+// Bearer token guessing: at most this many unknown or revoked tokens per
+// client address per window, then every request from it is refused with
+// request.rate_limited until the window passes.
+const (
+	BadTokensPerIP = 50
+	BadTokenWindow = time.Minute
+)
+
+// AuthenticateFrom is Authenticate for a request from clientIP, with
+// guessing rate limited per address.
+func (r *Runtime) AuthenticateFrom(ctx context.Context, token, clientIP string) (*Principal, error) {
+	key := "t:" + clientIP
+	if r.badTokens.blocked(key, r.now()) {
+		return nil, arxerr.New(arxerr.RateLimited, "too many invalid tokens from this address; wait a minute")
+	}
+	p, err := r.Authenticate(ctx, token)
+	var ae *arxerr.Error
+	if errors.As(err, &ae) && ae.Code == arxerr.InvalidToken {
+		r.badTokens.fail(key, r.now())
+	}
+	return p, err
 }
 
 // Authenticate resolves a bearer token. Agents that are terminated or

@@ -1,0 +1,86 @@
+package faults
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/arxsec/arx/internal/arxtest"
+)
+
+// TestTokenGuessingIsRateLimited: unknown tokens from one address are
+// refused, then the address is refused outright for a while, even with a
+// valid token.
+func TestTokenGuessingIsRateLimited(t *testing.T) {
+	s := arxtest.Start(t)
+	_, token := s.Hire(arxtest.Manifest)
+	body := map[string]string{"connector": "crm", "action": "account.read", "idempotency_key": "k"}
+	var codes []string
+	for i := 0; i < 55; i++ {
+		r := s.Do("POST", "/v1/calls", "arxa_guess"+strings.Repeat("x", i%7), body)
+		codes = append(codes, r.ErrorCode())
+	}
+	if codes[0] != "auth.invalid_token" || codes[54] != "request.rate_limited" {
+		t.Fatalf("codes: first %s, last %s", codes[0], codes[54])
+	}
+	if r := s.Do("POST", "/v1/calls", token, body); r.ErrorCode() != "request.rate_limited" {
+		t.Fatalf("a guessing address keeps its access: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestDeeplyNestedBody: a body nested deeper than any real request is
+// refused cleanly, and the server keeps serving.
+func TestDeeplyNestedBody(t *testing.T) {
+	s := arxtest.Start(t)
+	_, token := s.Hire(arxtest.Manifest)
+	for _, body := range []string{
+		strings.Repeat("[", 30000) + strings.Repeat("]", 30000),
+		`{"summary":` + strings.Repeat(`{"a":`, 20000) + `1` + strings.Repeat("}", 20000) + `}`,
+	} {
+		r := s.Do("POST", "/v1/calls", token, body)
+		if r.Status != 400 && r.Status != 413 {
+			t.Fatalf("nested body: %d %s", r.Status, truncate(r.Body))
+		}
+	}
+	if r := s.Do("GET", "/healthz", "", nil); r.Status != 200 {
+		t.Fatal("server unhealthy after nested bodies")
+	}
+}
+
+func truncate(b []byte) string {
+	if len(b) > 200 {
+		return string(b[:200])
+	}
+	return string(b)
+}
+
+// TestSlowClientTimesOut: a client that sends its headers too slowly is cut
+// off by the server's header timeout, so slow clients cannot hold
+// connections forever.
+func TestSlowClientTimesOut(t *testing.T) {
+	s := arxtest.Start(t)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "POST /v1/calls HTTP/1.1\r\nHost: arx\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("slow client got %d", resp.StatusCode)
+		}
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("the server held a slow client for %v", d)
+	}
+}
