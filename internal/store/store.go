@@ -123,6 +123,9 @@ type Store interface {
 	// error from fn undoes only fn's changes. fn must do all its work
 	// through tx, must not block on anything else, and may be called at
 	// most once. Update returns nil only once everything fn did is durable.
+	// A Tx method's error other than ErrNotFound and ErrConflict may leave
+	// the transaction unusable (PostgreSQL): the Update then fails even if
+	// fn goes on.
 	Update(ctx context.Context, fn func(tx Tx) error) error
 
 	Agent(ctx context.Context, id string) (*Agent, error)
@@ -162,7 +165,9 @@ type Store interface {
 	Approvals(ctx context.Context, status string, limit int) ([]Approval, error)
 	// OverdueApprovals lists pending approvals whose expiry is before t.
 	OverdueApprovals(ctx context.Context, t time.Time, limit int) ([]Approval, error)
-	// DueOutbox lists undone outbox items due at t, oldest first.
+	// DueOutbox lists undone outbox items due at t, oldest first. A store
+	// shared by replicas may lease them: an item listed at t is not listed
+	// again before t+OutboxLease unless FinishOutbox reschedules it.
 	DueOutbox(ctx context.Context, t time.Time, limit int) ([]OutboxItem, error)
 
 	Ping(ctx context.Context) error
@@ -224,4 +229,20 @@ type Tx interface {
 // HashReader adapts a Store to tlog.HashReader for proofs.
 func HashReader(ctx context.Context, s Store) tlog.HashReader {
 	return tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) { return s.ReadHashes(ctx, idx) })
+}
+
+// OutboxLease is the longest a store may hold back an outbox item it listed
+// (DueOutbox), so that one replica delivers it while the others skip it.
+const OutboxLease = 10 * time.Minute
+
+// Notifier is what a store shared by several replicas offers so that a
+// change committed on one wakes the others (long polls, live console
+// updates). Messages are small (under 7,000 bytes) and carry no secrets.
+type Notifier interface {
+	// Notify sends msg to every replica listening, this one included.
+	Notify(ctx context.Context, msg string) error
+	// Listen delivers messages until ctx ends, in the order sent. It sends
+	// "" whenever messages may have been missed (on start and after a lost
+	// connection): the listener should then recheck what it waits for.
+	Listen(ctx context.Context) (<-chan string, error)
 }

@@ -301,8 +301,8 @@ func testHashes(t *testing.T, s store.Store) {
 }
 
 // writeEverything makes one write of every kind, for an Update that then
-// fails: none of them may survive.
-func writeEverything(tx store.Tx, x string) error {
+// fails: none of them may survive. outboxID is an undone outbox item.
+func writeEverything(tx store.Tx, x string, outboxID int64) error {
 	for _, w := range []func() error{
 		func() error { return tx.InsertAgent(newAgent(x, t0)) },
 		func() error {
@@ -323,6 +323,42 @@ func writeEverything(tx store.Tx, x string) error {
 		func() error {
 			return tx.PutCheckpoint(&store.Checkpoint{Size: 1000, Signed: []byte("cp"), CreatedAt: t0})
 		},
+		func() error {
+			return tx.InsertUser(&store.User{ID: "u-" + x, Email: x + "@example.com", Role: store.RoleManager, CreatedAt: t0})
+		},
+		func() error {
+			u, err := tx.User("u0")
+			if err != nil {
+				return err
+			}
+			u.DisabledAt = &t0
+			return tx.UpdateUser(u)
+		},
+		func() error {
+			return tx.InsertSetupToken(&store.SetupToken{Hash: []byte("setup-" + x), UserID: "u0", ExpiresAt: t0.Add(time.Hour)})
+		},
+		func() error { _, err := tx.UseSetupToken([]byte("setup-0"), t0); return err },
+		func() error {
+			return tx.InsertSession(&store.Session{Hash: []byte("sess-" + x), UserID: "u0", CSRF: x, CreatedAt: t0, ExpiresAt: t0})
+		},
+		func() error { return tx.DeleteSession([]byte("sess-0")) },
+		func() error { return tx.DeleteUserSessions("u0") },
+		func() error {
+			return tx.InsertApproval(&store.Approval{CallID: "call-" + x, AgentID: "a", Status: store.ApprovalPending,
+				Approvers: []string{"u0@example.com"}, RequestedAt: t0, ExpiresAt: t0})
+		},
+		func() error {
+			ap, err := tx.Approval("call-p")
+			if err != nil {
+				return err
+			}
+			ap.Status, ap.DecidedBy, ap.DecidedAt = store.ApprovalGranted, "user:u0@example.com", &t0
+			return tx.UpdateApproval(ap)
+		},
+		func() error { return tx.Enqueue("webhook", []byte(x), t0) },
+		func() error { return tx.FinishOutbox(outboxID, t0, "", t0) },
+		func() error { return tx.CountCall("a", "2025-06-01") },
+		func() error { _, err := tx.RevokeAgentTokens("a", t0); return err },
 		func() error { return tx.Append(entry("a", record.TypeCallRequested, "call-"+x, nil)) },
 		func() error { return tx.Append(entry("b", record.TypeCallRequested, "call-"+x, nil)) },
 		func() error { return tx.Append(entry(x, record.TypeAgentHired, "", nil)) },
@@ -351,8 +387,34 @@ func testAtomicity(t *testing.T, s store.Store) {
 		if err := tx.PutCheckpoint(&store.Checkpoint{Size: 1, Signed: []byte("cp1"), CreatedAt: t0}); err != nil {
 			return err
 		}
+		if err := tx.InsertUser(&store.User{ID: "u0", Email: "u0@example.com", Role: store.RoleManager, CreatedAt: t0}); err != nil {
+			return err
+		}
+		if err := tx.InsertSetupToken(&store.SetupToken{Hash: []byte("setup-0"), UserID: "u0", ExpiresAt: t0.Add(time.Hour)}); err != nil {
+			return err
+		}
+		if err := tx.InsertSession(&store.Session{Hash: []byte("sess-0"), UserID: "u0", CSRF: "c", CreatedAt: t0, ExpiresAt: t0}); err != nil {
+			return err
+		}
+		pending := newCall("call-p", "a", "kp", t0)
+		pending.Status = store.CallPending
+		if err := tx.InsertCall(pending); err != nil {
+			return err
+		}
+		if err := tx.InsertApproval(&store.Approval{CallID: "call-p", AgentID: "a", Status: store.ApprovalPending,
+			Approvers: []string{"u0@example.com"}, RequestedAt: t0, ExpiresAt: t0.Add(time.Hour)}); err != nil {
+			return err
+		}
+		if err := tx.Enqueue("webhook", []byte("item-0"), t0); err != nil {
+			return err
+		}
 		return tx.Append(entry("a", record.TypeAgentHired, "", nil))
 	})
+	due, err := s.DueOutbox(ctx, t0, 10)
+	if err != nil || len(due) != 1 {
+		t.Fatalf("DueOutbox = %+v, %v; want one item", due, err)
+	}
+	outboxID := due[0].ID
 
 	for i, tc := range []struct {
 		name string
@@ -371,7 +433,7 @@ func testAtomicity(t *testing.T, s store.Store) {
 			x := fmt.Sprint("x", i)
 			var setup error
 			err := s.Update(ctx, func(tx store.Tx) error {
-				if setup = writeEverything(tx, x); setup != nil {
+				if setup = writeEverything(tx, x, outboxID); setup != nil {
 					return setup
 				}
 				return tc.fail(tx)
@@ -416,6 +478,41 @@ func testAtomicity(t *testing.T, s store.Store) {
 			}
 			if cp, err := s.LatestCheckpoint(ctx); err != nil || cp.Size != 1 {
 				t.Errorf("LatestCheckpoint = %+v, %v; want size 1", cp, err)
+			}
+			_, err = s.User(ctx, "u-"+x)
+			mustNotFound(t, "user inserted by the failed Update", err)
+			if u, err := s.User(ctx, "u0"); err != nil || u.DisabledAt != nil {
+				t.Errorf("user updated by the failed Update: %+v, %v", u, err)
+			}
+			_, err = s.SessionByHash(ctx, []byte("sess-"+x))
+			mustNotFound(t, "session inserted by the failed Update", err)
+			if _, err := s.SessionByHash(ctx, []byte("sess-0")); err != nil {
+				t.Errorf("session deleted by the failed Update: %v", err)
+			}
+			_, err = s.Approval(ctx, "call-"+x)
+			mustNotFound(t, "approval inserted by the failed Update", err)
+			if ap, err := s.Approval(ctx, "call-p"); err != nil || ap.Status != store.ApprovalPending || ap.DecidedAt != nil {
+				t.Errorf("approval decided by the failed Update: %+v, %v", ap, err)
+			}
+			// Past any lease a shared store may have taken on the item.
+			if due, err := s.DueOutbox(ctx, t0.Add(time.Duration(i+1)*2*store.OutboxLease), 10); err != nil ||
+				len(due) != 1 || due[0].ID != outboxID || due[0].Attempts != 0 || due[0].DoneAt != nil {
+				t.Errorf("outbox after the failed Update = %+v, %v; want the one undone item", due, err)
+			}
+			// Probes that read through a transaction, then undo themselves.
+			probe := s.Update(ctx, func(tx store.Tx) error {
+				_, err := tx.UseSetupToken([]byte("setup-"+x), t0)
+				mustNotFound(t, "setup token inserted by the failed Update", err)
+				if _, err := tx.UseSetupToken([]byte("setup-0"), t0); err != nil {
+					t.Errorf("setup token used by the failed Update: %v", err)
+				}
+				if n, err := tx.CallsOn("a", "2025-06-01"); err != nil || n != 0 {
+					t.Errorf("CallsOn after the failed Update = %d, %v; want 0", n, err)
+				}
+				return errBoom
+			})
+			if !errors.Is(probe, errBoom) {
+				t.Errorf("probe Update = %v, want %v", probe, errBoom)
 			}
 
 			// The store goes on: the next entries take the next indexes and

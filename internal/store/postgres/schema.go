@@ -1,0 +1,196 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// migrateLockKey serialises migrations of replicas that start together
+// ("arxM").
+const migrateLockKey int64 = 0x6172784d
+
+// migrations are applied in order, each once, in a transaction of its own;
+// their position is the schema version. Never edit a migration that has
+// shipped: append a new one. The schema follows the SQLite store's (times
+// are BIGINT nanoseconds since the Unix epoch, UTC).
+var migrations = []string{
+	`CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+	CREATE TABLE agents (
+		id TEXT PRIMARY KEY,
+		name TEXT NOT NULL,
+		owner TEXT NOT NULL,
+		status TEXT NOT NULL,
+		manifest BYTEA NOT NULL,
+		manifest_hash TEXT NOT NULL,
+		created_at BIGINT NOT NULL,
+		terminated_at BIGINT
+	);
+	CREATE INDEX agents_created ON agents (created_at, id COLLATE "C");
+	CREATE TABLE users (
+		id TEXT PRIMARY KEY,
+		email TEXT NOT NULL,
+		role TEXT NOT NULL,
+		password_hash TEXT NOT NULL DEFAULT '',
+		created_at BIGINT NOT NULL,
+		disabled_at BIGINT
+	);
+	-- Emails are one whatever their ASCII case, as with SQLite's NOCASE.
+	CREATE UNIQUE INDEX users_email ON users (lower(email COLLATE "C"));
+	CREATE TABLE tokens (
+		id TEXT PRIMARY KEY,
+		hash BYTEA NOT NULL UNIQUE,
+		kind TEXT NOT NULL,
+		agent_id TEXT REFERENCES agents (id),
+		user_id TEXT REFERENCES users (id),
+		issued_by TEXT NOT NULL DEFAULT '',
+		label TEXT NOT NULL DEFAULT '',
+		created_at BIGINT NOT NULL,
+		revoked_at BIGINT
+	);
+	CREATE INDEX tokens_agent ON tokens (agent_id);
+	CREATE TABLE calls (
+		id TEXT PRIMARY KEY,
+		agent_id TEXT NOT NULL REFERENCES agents (id),
+		connector TEXT NOT NULL,
+		action TEXT NOT NULL,
+		declared_risk TEXT NOT NULL,
+		risk TEXT NOT NULL,
+		status TEXT NOT NULL,
+		idempotency_key TEXT NOT NULL,
+		summary TEXT NOT NULL DEFAULT '',
+		refusal TEXT NOT NULL DEFAULT '',
+		created_at BIGINT NOT NULL,
+		expires_at BIGINT NOT NULL,
+		completed_at BIGINT,
+		outcome TEXT NOT NULL DEFAULT '',
+		error TEXT NOT NULL DEFAULT '',
+		duration_ms BIGINT NOT NULL DEFAULT 0,
+		raised_by TEXT NOT NULL DEFAULT '',
+		UNIQUE (agent_id, idempotency_key)
+	);
+	CREATE INDEX calls_agent_created ON calls (agent_id, created_at);
+	CREATE INDEX calls_open ON calls (status, expires_at) WHERE status IN ('approved', 'pending_approval');
+	CREATE TABLE call_counts (
+		agent_id TEXT NOT NULL,
+		day TEXT NOT NULL,
+		n BIGINT NOT NULL,
+		PRIMARY KEY (agent_id, day)
+	);
+	CREATE TABLE entries (
+		idx BIGINT PRIMARY KEY CHECK (idx >= 0),
+		agent TEXT NOT NULL,
+		type TEXT NOT NULL,
+		call TEXT NOT NULL,
+		body BYTEA NOT NULL,
+		hashes BYTEA NOT NULL
+	);
+	CREATE INDEX entries_agent ON entries (agent, idx);
+	-- The log is append-only and has no gaps, whoever writes to it: the
+	-- primary key refuses a second entry at an index, these triggers an
+	-- entry that does not follow the last one, and any change or removal.
+	CREATE FUNCTION entries_no_gap() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+		IF NEW.idx > 0 AND NOT EXISTS (SELECT 1 FROM entries WHERE idx = NEW.idx - 1) THEN
+			RAISE EXCEPTION 'arx: entry % would leave a gap in the log', NEW.idx USING ERRCODE = 'integrity_constraint_violation';
+		END IF;
+		RETURN NEW;
+	END $$;
+	CREATE TRIGGER entries_no_gap BEFORE INSERT ON entries FOR EACH ROW EXECUTE FUNCTION entries_no_gap();
+	CREATE FUNCTION entries_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+		RAISE EXCEPTION 'arx: the log is append-only (% refused)', TG_OP USING ERRCODE = 'integrity_constraint_violation';
+	END $$;
+	CREATE TRIGGER entries_append_only BEFORE UPDATE OR DELETE ON entries FOR EACH ROW EXECUTE FUNCTION entries_append_only();
+	CREATE TRIGGER entries_no_truncate BEFORE TRUNCATE ON entries FOR EACH STATEMENT EXECUTE FUNCTION entries_append_only();
+	CREATE TABLE checkpoints (size BIGINT PRIMARY KEY, signed BYTEA NOT NULL, created_at BIGINT NOT NULL);
+	CREATE TABLE setup_tokens (
+		hash BYTEA PRIMARY KEY,
+		user_id TEXT NOT NULL REFERENCES users (id),
+		expires_at BIGINT NOT NULL,
+		used_at BIGINT
+	);
+	CREATE TABLE sessions (
+		hash BYTEA PRIMARY KEY,
+		user_id TEXT NOT NULL REFERENCES users (id),
+		csrf TEXT NOT NULL,
+		created_at BIGINT NOT NULL,
+		expires_at BIGINT NOT NULL
+	);
+	CREATE INDEX sessions_user ON sessions (user_id);
+	CREATE TABLE approvals (
+		call_id TEXT PRIMARY KEY REFERENCES calls (id),
+		agent_id TEXT NOT NULL REFERENCES agents (id),
+		status TEXT NOT NULL,
+		approvers TEXT NOT NULL,
+		requested_at BIGINT NOT NULL,
+		expires_at BIGINT NOT NULL,
+		decided_by TEXT NOT NULL DEFAULT '',
+		decided_at BIGINT,
+		reason TEXT NOT NULL DEFAULT ''
+	);
+	CREATE INDEX approvals_status ON approvals (status, expires_at);
+	CREATE INDEX approvals_requested ON approvals (requested_at);
+	CREATE TABLE outbox (
+		id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+		kind TEXT NOT NULL,
+		payload BYTEA NOT NULL,
+		created_at BIGINT NOT NULL,
+		attempts INTEGER NOT NULL DEFAULT 0,
+		next_at BIGINT NOT NULL,
+		done_at BIGINT,
+		last_error TEXT NOT NULL DEFAULT ''
+	);
+	CREATE INDEX outbox_due ON outbox (next_at) WHERE done_at IS NULL;`,
+}
+
+// migrate brings the schema up to date. Replicas starting together take
+// turns on a session advisory lock; the first migrates, the others find it
+// done.
+func migrate(ctx context.Context, pool *pgxpool.Pool) (err error) {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrateLockKey); err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	defer func() {
+		if _, uerr := conn.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`, migrateLockKey); uerr != nil && err == nil {
+			err = fmt.Errorf("postgres: migrate: %w", uerr)
+		}
+	}()
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS arx_schema (version INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	var v int
+	err = conn.QueryRow(ctx, `SELECT version FROM arx_schema`).Scan(&v)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		if _, err := conn.Exec(ctx, `INSERT INTO arx_schema (version) VALUES (0)`); err != nil {
+			return fmt.Errorf("postgres: migrate: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("postgres: the database has schema version %d, this arx knows only %d: upgrade arx", v, len(migrations))
+	}
+	for i := v; i < len(migrations); i++ {
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, migrations[i]); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `UPDATE arx_schema SET version = $1`, i+1)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("postgres: migration %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
