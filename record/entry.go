@@ -46,7 +46,7 @@ const (
 const TimeFormat = "2006-01-02T15:04:05.000000Z"
 
 // MaxEntrySize bounds one encoded entry.
-const MaxEntrySize = 64 << 10
+const MaxEntrySize = 64<<10 - 1 // one entry fits a C2SP tlog-tiles entry bundle (2-byte length)
 
 // Entry is one fact of the record. All fields are always present in the
 // encoding; empty strings stand for "not applicable".

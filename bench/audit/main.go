@@ -1,0 +1,426 @@
+// Command audit measures `arx audit verify` and publishing, and prints
+// figures for a note:
+//
+//   - verify throughput on a log of -entries entries (default 1,000,000) in
+//     a file:// bucket: entries per second of wall time and per CPU second,
+//     beside raw SHA-256 over the same entry bytes (the hashing no verifier
+//     can skip), and the ratio;
+//
+//   - publish lag under load: from an entry's commit to its entry bundle
+//     being visible in the bucket, p50 and p99, with arx serve's default
+//     intervals (a checkpoint a second, an upload round every two).
+//
+//     go run ./bench/audit
+//     go run ./bench/audit -entries 2000000 -runs 5 -load 20s
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/arxsec/arx/audit"
+	"github.com/arxsec/arx/internal/arxtest"
+	"github.com/arxsec/arx/internal/publish"
+	"github.com/arxsec/arx/internal/publish/file"
+	"github.com/arxsec/arx/internal/server"
+	"github.com/arxsec/arx/record"
+	"github.com/google/uuid"
+)
+
+func main() {
+	entries := flag.Int("entries", 1_000_000, "entries in the log the verifier reads (at most 20,000,000)")
+	agents := flag.Int("agents", 1000, "agents the entries are spread over")
+	runs := flag.Int("runs", 3, "verify runs; the median is reported")
+	load := flag.Duration("load", 10*time.Second, "time of the publish-lag load (0 skips it; at most 5m)")
+	workers := flag.Int("workers", 8, "concurrent callers in the publish-lag load (at most 256)")
+	flag.Parse()
+	if *entries < 1 || *entries > 20_000_000 || *agents < 1 || *runs < 1 || *runs > 20 || *load < 0 || *load > 5*time.Minute || *workers < 1 || *workers > 256 {
+		fmt.Fprintln(os.Stderr, "bench/audit: error: a flag is out of range; see -h")
+		os.Exit(2)
+	}
+	work, err := os.MkdirTemp("", "arx-bench-audit-")
+	if err != nil {
+		fail(err)
+	}
+	defer os.RemoveAll(work)
+	fmt.Printf("machine: %d CPUs, GOMAXPROCS %d, %s/%s, %s\n\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, runtime.Version())
+	if err := verifyBench(work, *entries, *agents, *runs); err != nil {
+		fail(err)
+	}
+	if *load > 0 {
+		if err := lagBench(work, *load, *workers); err != nil {
+			fail(err)
+		}
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintf(os.Stderr, "bench/audit: error: %v\n", err)
+	os.Exit(1)
+}
+
+// dirBucket is a bucket in a directory without fsync: building the
+// benchmark's log should not take longer than verifying it.
+type dirBucket struct{ dir string }
+
+func (b dirBucket) Get(_ context.Context, p string) ([]byte, error) {
+	return os.ReadFile(filepath.Join(b.dir, p))
+}
+
+func (b dirBucket) Put(_ context.Context, p string, data []byte, _ publish.PutOptions) error {
+	fp := filepath.Join(b.dir, p)
+	if err := os.MkdirAll(filepath.Dir(fp), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(fp, data, 0o644)
+}
+
+func (b dirBucket) Delete(_ context.Context, p string) error {
+	err := os.Remove(filepath.Join(b.dir, p))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+func (b dirBucket) String() string { return "file://" + b.dir }
+
+// entryBytes keeps the entries in one pointer-free block, so the garbage
+// collector has nothing to scan while verify runs beside them.
+type entryBytes struct {
+	blob []byte
+	ends []int
+}
+
+func (e *entryBytes) add(b []byte) {
+	e.blob = append(e.blob, b...)
+	e.ends = append(e.ends, len(e.blob))
+}
+
+func (e *entryBytes) each(f func([]byte)) {
+	start := 0
+	for _, end := range e.ends {
+		f(e.blob[start:end])
+		start = end
+	}
+}
+
+// buildLog writes n entries shaped like a governed call's (requested,
+// issued, completed), chained per agent, with a checkpoint cosigned by two
+// witnesses. It returns the entries and the keys an auditor holds.
+func buildLog(dir string, n, agents int) (entries *entryBytes, opts audit.Options, err error) {
+	entries = &entryBytes{}
+	skey, vkey, err := record.GenerateKey("bench.arx.test/log")
+	if err != nil {
+		return nil, opts, err
+	}
+	signer, _ := record.NewSigner(skey)
+	ctx := context.Background()
+	w := publish.NewLogWriter(ctx, dirBucket{dir})
+	ids := make([]string, agents)
+	heads := make([]string, agents)
+	for i := range ids {
+		ids[i] = uuid.NewString()
+	}
+	types := []string{record.TypeCallRequested, record.TypeCredentialIssued, record.TypeCallCompleted}
+	t0 := time.Date(2026, 11, 26, 7, 0, 0, 0, time.UTC)
+	call := ""
+	for i := 0; i < n; i++ {
+		a := (i / 3) % agents
+		if i%3 == 0 {
+			call = uuid.NewString()
+		}
+		e := &record.Entry{Index: int64(i), Time: t0.Add(time.Duration(i) * time.Millisecond), Agent: ids[a], Prev: heads[a],
+			Type: types[i%3], Call: call, Connector: "salesforce", Action: "account.read", Risk: "low", Actor: "agent:" + ids[a],
+			Data: map[string]any{"summary": "account 0017 (read)", "expires_at": t0.Add(time.Minute).Format(record.TimeFormat), "token_id": "t-" + ids[a][:8]}}
+		b, err := e.Marshal()
+		if err != nil {
+			return nil, opts, err
+		}
+		heads[a] = record.HashString(record.LeafHash(b))
+		if err := w.Add(b); err != nil {
+			return nil, opts, err
+		}
+		entries.add(b)
+	}
+	size, root, err := w.Finish()
+	if err != nil {
+		return nil, opts, err
+	}
+	cp, err := record.SignCheckpoint(signer, size, root)
+	if err != nil {
+		return nil, opts, err
+	}
+	body := string(cp[:indexBlank(cp)+1])
+	opts = audit.Options{LogKey: vkey, Quorum: 2}
+	for _, name := range []string{"w1.bench.test", "w2.bench.test"} {
+		wskey, wvkey, err := record.GenerateWitnessKey(name)
+		if err != nil {
+			return nil, opts, err
+		}
+		cs, _ := record.NewCosigner(wskey)
+		line, err := record.Cosign(cs, body)
+		if err != nil {
+			return nil, opts, err
+		}
+		cp = record.AppendSignatures(cp, line)
+		opts.WitnessKeys = append(opts.WitnessKeys, wvkey)
+	}
+	return entries, opts, dirBucket{dir}.Put(ctx, record.CheckpointPath, cp, publish.PutOptions{})
+}
+
+// indexBlank finds the blank line that ends a note's text.
+func indexBlank(note []byte) int {
+	for i := 0; i+1 < len(note); i++ {
+		if note[i] == '\n' && note[i+1] == '\n' {
+			return i
+		}
+	}
+	return len(note) - 1
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func verifyBench(work string, n, agents, runs int) error {
+	dir := filepath.Join(work, "bucket")
+	fmt.Printf("building a log of %d entries (%d agents) in file://%s ...\n", n, agents, dir)
+	start := time.Now()
+	entries, opts, err := buildLog(dir, n, agents)
+	if err != nil {
+		return err
+	}
+	total := int64(len(entries.blob))
+	fmt.Printf("built in %.1fs: %.1f MB of entries, %d bytes an entry on average\n\n", time.Since(start).Seconds(), float64(total)/1e6, total/int64(n))
+	b, err := file.New(dir)
+	if err != nil {
+		return err
+	}
+	var wall, perCPU, shaRate []float64
+	for r := 1; r <= runs; r++ {
+		runtime.GC()
+		c0, t0 := cpuTime(), time.Now()
+		rep, err := audit.Verify(context.Background(), b, opts)
+		el, cpu := time.Since(t0), cpuTime()-c0
+		if err != nil {
+			return err
+		}
+		if !rep.OK || rep.Entries != int64(n) {
+			return fmt.Errorf("verify of the benchmark log failed: %d entries, %v", rep.Entries, rep.Problems)
+		}
+		// Raw SHA-256 over the same bytes, in memory, one core.
+		var sink byte
+		t1 := time.Now()
+		entries.each(func(e []byte) {
+			h := sha256.Sum256(e)
+			sink ^= h[0]
+		})
+		sh := time.Since(t1)
+		_ = sink
+		wall = append(wall, float64(n)/el.Seconds())
+		perCPU = append(perCPU, float64(n)/cpu.Seconds())
+		shaRate = append(shaRate, float64(n)/sh.Seconds())
+		fmt.Printf("run %d: verify %.2fs wall, %.2fs CPU: %.0f entries/s, %.0f entries per CPU second; raw SHA-256 %.0f entries/s (%.0f MB/s)\n",
+			r, el.Seconds(), cpu.Seconds(), wall[r-1], perCPU[r-1], shaRate[r-1], float64(total)/sh.Seconds()/1e6)
+	}
+	mw, mc, ms := median(wall), median(perCPU), median(shaRate)
+	fmt.Printf("\nverify (median of %d): %.0f entries/s wall, %.0f entries per CPU second (target: 1,000,000 per core)\n", runs, mw, mc)
+	fmt.Printf("raw SHA-256 over the same bytes: %.0f entries/s; verify per CPU second / raw SHA-256 = %.2f\n\n", ms, mc/ms)
+	return nil
+}
+
+// lagBench runs governed calls against a server publishing to a file://
+// bucket with the default intervals, and measures when each entry becomes
+// visible in the bucket against when it was committed.
+func lagBench(work string, d time.Duration, workers int) error {
+	data := filepath.Join(work, "data")
+	bdir := filepath.Join(work, "lag-bucket")
+	b, err := file.New(bdir)
+	if err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	srv, err := server.Open(context.Background(), server.Config{DataDir: data, Listen: "127.0.0.1:0", Logger: logger, Publish: &publish.Config{Bucket: b}})
+	if err != nil {
+		return err
+	}
+	srv.Start()
+	defer srv.Close()
+	token, err := hire(srv.URL, srv.AdminToken)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("publish lag: %d callers for %s against arx serve publishing to file://%s (checkpoint every 1s, upload round every %s)\n",
+		workers, d, bdir, publish.DefaultPublishInterval)
+
+	// Commit times: when the store's size first covered each index.
+	var mu sync.Mutex
+	committed := map[int64]time.Time{}
+	visible := map[int64]time.Time{}
+	var commitSize, visSize int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ctx := context.Background()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			now := time.Now()
+			if n, err := srv.Runtime.Store().TreeSize(ctx); err == nil {
+				mu.Lock()
+				for ; commitSize < n; commitSize++ {
+					committed[commitSize] = now
+				}
+				mu.Unlock()
+			}
+			v := visibleSize(bdir, visSize)
+			mu.Lock()
+			for ; visSize < v; visSize++ {
+				visible[visSize] = now
+			}
+			mu.Unlock()
+		}
+	}()
+	var calls, failures, seq atomic.Int64
+	deadline := time.Now().Add(d)
+	var lw sync.WaitGroup
+	for i := 0; i < workers; i++ {
+		lw.Add(1)
+		go func() {
+			defer lw.Done()
+			for time.Now().Before(deadline) {
+				if err := governedCall(srv.URL, token, fmt.Sprintf("k%d", seq.Add(1))); err != nil {
+					fmt.Fprintf(os.Stderr, "bench/audit: call: %v\n", err)
+					failures.Add(1)
+					return
+				}
+				calls.Add(1)
+			}
+		}()
+	}
+	lw.Wait()
+	// Let the last entries reach the bucket.
+	final, _ := srv.Runtime.Store().TreeSize(context.Background())
+	for wait := time.Now().Add(15 * time.Second); time.Now().Before(wait); time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		v := visSize
+		mu.Unlock()
+		if v >= final {
+			break
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if failures.Load() > 0 {
+		return fmt.Errorf("%d callers failed", failures.Load())
+	}
+	var lags []float64
+	for i, ct := range committed {
+		if vt, ok := visible[i]; ok {
+			lags = append(lags, vt.Sub(ct).Seconds())
+		}
+	}
+	if len(lags) == 0 {
+		return errors.New("no entry became visible in the bucket")
+	}
+	slices.Sort(lags)
+	pct := func(p float64) float64 { return lags[min(len(lags)-1, int(p*float64(len(lags))))] }
+	fmt.Printf("%d calls (%.0f/s), %d entries committed, %d visible in the bucket\n", calls.Load(), float64(calls.Load())/d.Seconds(), len(committed), len(lags))
+	fmt.Printf("publish lag, commit to visible: p50 %.0f ms, p99 %.0f ms, max %.0f ms\n", pct(0.50)*1000, pct(0.99)*1000, lags[len(lags)-1]*1000)
+	return nil
+}
+
+var client = &http.Client{Timeout: 10 * time.Second}
+
+func post(url, token string, body any, out any) error {
+	b, _ := json.Marshal(body)
+	req, err := http.NewRequest("POST", url, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s: %d %s", url, resp.StatusCode, data)
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+func hire(base, admin string) (string, error) {
+	var out struct {
+		Token string `json:"token"`
+	}
+	err := post(base+"/v1/agents", admin, map[string]string{"manifest": arxtest.Manifest}, &out)
+	return out.Token, err
+}
+
+// governedCall requests a call and completes it: two entries.
+func governedCall(base, token, key string) error {
+	var c struct {
+		ID string `json:"id"`
+	}
+	if err := post(base+"/v1/calls", token, map[string]string{"connector": "crm", "action": "account.read", "idempotency_key": key}, &c); err != nil {
+		return err
+	}
+	return post(base+"/v1/calls/"+c.ID+"/complete", token, map[string]string{"outcome": "success"}, nil)
+}
+
+// visibleSize is how many entries the bucket's entry bundles hold, from
+// the last known size on: full bundles, then the widest partial one.
+func visibleSize(dir string, from int64) int64 {
+	n := from / record.TileWidth
+	for {
+		if _, err := os.Stat(filepath.Join(dir, record.BundlePath(n, record.TileWidth))); err != nil {
+			break
+		}
+		n++
+	}
+	best := n * record.TileWidth
+	for w := record.TileWidth - 1; w >= 1; w-- {
+		if _, err := os.Stat(filepath.Join(dir, record.BundlePath(n, w))); err == nil {
+			best += int64(w)
+			break
+		}
+	}
+	return max(best, from)
+}

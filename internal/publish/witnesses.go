@@ -1,0 +1,157 @@
+package publish
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/arxsec/arx/internal/witness"
+	"github.com/arxsec/arx/record"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Witness is a witness the publisher asks for cosignatures: the URL prefix
+// its add-checkpoint endpoint lives under, and its public key.
+type Witness struct {
+	URL  string
+	VKey string
+}
+
+// witnessClient speaks C2SP tlog-witness to one witness and remembers the
+// size of the checkpoint it last cosigned.
+type witnessClient struct {
+	w    Witness
+	name string
+	http *http.Client
+
+	mu   sync.Mutex
+	size int64 // the witness's latest cosigned size; -1 when unknown
+}
+
+// ErrWitnessAhead means a witness has cosigned a larger tree than the one
+// offered: the log was rolled back (a restored database), or forked.
+var ErrWitnessAhead = errors.New("witness has cosigned a larger tree than this log has")
+
+// cosign asks the witness to cosign signed (of the given size), proving
+// consistency from whatever size it last cosigned. prove returns the
+// consistency proof from an older size to size. It returns the verified
+// cosignature lines.
+func (c *witnessClient) cosign(ctx context.Context, signed []byte, size int64, logKey string,
+	prove func(old int64) (tlog.TreeProof, error)) ([]string, error) {
+	c.mu.Lock()
+	old := c.size
+	c.mu.Unlock()
+	if old < 0 {
+		old = 0
+	}
+	for attempt := 0; attempt < 2; attempt++ {
+		if old > size {
+			return nil, fmt.Errorf("%w: witness %s is at size %d, this checkpoint has %d", ErrWitnessAhead, c.name, old, size)
+		}
+		var proof tlog.TreeProof
+		if old > 0 && old < size {
+			var err error
+			if proof, err = prove(old); err != nil {
+				return nil, fmt.Errorf("consistency proof from %d to %d: %w", old, size, err)
+			}
+		}
+		body := (&witness.AddCheckpoint{OldSize: old, Proof: proof, Checkpoint: signed}).Marshal()
+		req, err := http.NewRequestWithContext(ctx, "POST", strings.TrimSuffix(c.w.URL, "/")+"/add-checkpoint", bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		switch resp.StatusCode {
+		case http.StatusOK:
+			lines, err := c.verify(signed, data, logKey)
+			if err != nil {
+				return nil, err
+			}
+			c.mu.Lock()
+			c.size = size
+			c.mu.Unlock()
+			return lines, nil
+		case http.StatusConflict:
+			n, err := witness.ParseSize(data)
+			if err != nil {
+				return nil, fmt.Errorf("witness %s: 409 without a size: %w", c.name, err)
+			}
+			c.mu.Lock()
+			c.size = n
+			c.mu.Unlock()
+			if n == old {
+				// Same size, another root: the witness saw a different tree.
+				return nil, fmt.Errorf("witness %s refuses: it cosigned another tree of size %d (a fork)", c.name, n)
+			}
+			old = n
+			continue
+		default:
+			return nil, fmt.Errorf("witness %s: %s: %s", c.name, resp.Status, strings.TrimSpace(string(data)))
+		}
+	}
+	return nil, fmt.Errorf("witness %s: its size keeps changing", c.name)
+}
+
+// verify keeps the answer's signature lines that are valid cosignatures by
+// this witness's key.
+func (c *witnessClient) verify(signed, answer []byte, logKey string) ([]string, error) {
+	var lines []string
+	for _, l := range strings.SplitAfter(string(answer), "\n") {
+		if strings.HasPrefix(l, "— "+c.name+" ") && strings.HasSuffix(l, "\n") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) == 0 {
+		return nil, fmt.Errorf("witness %s answered 200 without a cosignature", c.name)
+	}
+	cs, err := record.OpenCosigned(record.AppendSignatures(signed, lines...), logKey, []string{c.w.VKey})
+	if err != nil {
+		return nil, err
+	}
+	if len(cs.Cosigs) != 1 || len(cs.Invalid) != 0 {
+		return nil, fmt.Errorf("witness %s answered with a cosignature that does not verify", c.name)
+	}
+	return lines, nil
+}
+
+// cosignQuorum asks every witness at once and returns the cosignature lines
+// of those that cosigned, and the errors of the others.
+func cosignQuorum(ctx context.Context, clients []*witnessClient, timeout time.Duration, signed []byte, size int64, logKey string,
+	prove func(old int64) (tlog.TreeProof, error)) (lines []string, errs map[string]error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	got := make([][]string, len(clients))
+	failed := make([]error, len(clients))
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i], failed[i] = c.cosign(ctx, signed, size, logKey, prove)
+		}()
+	}
+	wg.Wait()
+	errs = map[string]error{}
+	for i, c := range clients { // in the order configured, so the note is stable
+		if failed[i] != nil {
+			errs[c.name] = failed[i]
+			continue
+		}
+		lines = append(lines, got[i]...)
+	}
+	return lines, errs
+}
