@@ -10,6 +10,7 @@ package credential
 
 import (
 	"crypto/ed25519"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -62,6 +63,7 @@ type Issuer struct {
 	keyID  string
 	signer jose.Signer
 	pub    ed25519.PublicKey
+	derive []byte // key of CallSecret, derived from the signing key
 }
 
 // GenerateKey makes a new Ed25519 signing key.
@@ -89,7 +91,20 @@ func NewIssuer(name string, key ed25519.PrivateKey) (*Issuer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("credential: %w", err)
 	}
-	return &Issuer{name: name, keyID: kid, signer: s, pub: pub}, nil
+	dk := sha256.Sum256(append([]byte("arx call secret v1\x00"), key.Seed()...))
+	return &Issuer{name: name, keyID: kid, signer: s, pub: pub, derive: dk[:]}, nil
+}
+
+// CallSecret derives a secret for one call and purpose, such as the password
+// of the call's database role: 256 bits, base64url. It depends only on the
+// signing key, so every replica and every retry derives the same one, and it
+// is never stored.
+func (i *Issuer) CallSecret(purpose, callID string) string {
+	m := hmac.New(sha256.New, i.derive)
+	m.Write([]byte(purpose))
+	m.Write([]byte{0})
+	m.Write([]byte(callID))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
 // Name is the issuer name.

@@ -1,0 +1,548 @@
+package api_test
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/arxsec/arx/internal/arxtest"
+	"github.com/arxsec/arx/internal/connector"
+	"github.com/arxsec/arx/internal/connector/connectors"
+	"github.com/arxsec/arx/internal/server"
+)
+
+// upstreamSecret is the connector's real secret: only ARX and the upstream
+// know it.
+const upstreamSecret = "crm-api-key-7f3e9c2b5d1a4e8f"
+
+// upstream is a system of record behind the gateway: it serves only
+// requests that carry the connector's secret.
+type upstream struct {
+	*httptest.Server
+	mu   sync.Mutex
+	seen []*http.Request
+	hits atomic.Int64
+}
+
+func newUpstream(t *testing.T) *upstream {
+	u := &upstream{}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.hits.Add(1)
+		u.mu.Lock()
+		u.seen = append(u.seen, r.Clone(r.Context()))
+		u.mu.Unlock()
+		if r.Header.Get("Authorization") != "Bearer "+upstreamSecret {
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		switch {
+		case r.URL.Path == "/api/slow":
+			time.Sleep(2 * time.Second)
+		case r.URL.Path == "/api/upload":
+			h := sha256.New()
+			n, _ := io.Copy(h, r.Body)
+			fmt.Fprintf(w, "%d %x", n, h.Sum(nil))
+			return
+		case r.URL.Path == "/api/download":
+			w.Header().Set("Content-Type", "application/octet-stream")
+			block := bytes.Repeat([]byte("0123456789abcdef"), 4096)
+			for range 512 { // 32 MiB
+				w.Write(block)
+			}
+			return
+		case r.URL.Path == "/api/stream":
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprint(w, "data: first\n\n")
+			w.(http.Flusher).Flush()
+			<-r.Context().Done() // until the agent hangs up
+			return
+		}
+		w.Header().Set("Set-Cookie", "session=upstream-session")
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Upstream", "yes")
+		w.WriteHeader(http.StatusNonAuthoritativeInfo)
+		fmt.Fprintf(w, `{"path":%q}`, r.URL.Path)
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+func (u *upstream) last() *http.Request {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.seen) == 0 {
+		return nil
+	}
+	return u.seen[len(u.seen)-1]
+}
+
+const gatewayConfig = `connectors:
+  crm:
+    kind: http
+    upstream: %s/api
+    secret: env:CRM_KEY
+    auth: bearer
+    timeout: %s
+    max_request_bytes: 100000000
+    actions:
+      account.read:
+        allow: ["GET,HEAD /accounts/*", "GET /stream", "GET /slow", "GET /download"]
+      account.export:
+        allow: ["POST /upload", "POST /exports"]
+  db:
+    kind: http
+    upstream: %s/api
+    secret: env:CRM_KEY
+    actions:
+      query:
+        allow: ["GET /accounts/*"]
+  down:
+    kind: http
+    upstream: http://%s/api
+    secret: env:CRM_KEY
+    actions:
+      account.read:
+        allow: ["GET /**"]
+`
+
+// gatewayServer starts ARX with the connectors above in front of up, its log
+// captured in logs.
+func gatewayServer(t *testing.T, up *upstream, timeout string) (*arxtest.Server, *bytes.Buffer) {
+	t.Helper()
+	closed, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadAddr := closed.Addr().String()
+	closed.Close() // nothing listens there now
+	cfg, err := connector.Parse(fmt.Appendf(nil, gatewayConfig, up.URL, timeout, up.URL, deadAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := connectors.Open(cfg, func(ref connector.SecretRef) (string, error) {
+		if ref.String() != "env:CRM_KEY" {
+			return "", fmt.Errorf("unexpected reference %s", ref)
+		}
+		return upstreamSecret, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	s := arxtest.StartWith(t, t.TempDir(), func(c *server.Config) {
+		c.Connectors = cs
+		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	return s, &logs.Buffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Buffer.Write(p)
+}
+
+// callCredential makes a call and returns its id and credential.
+func callCredential(t *testing.T, s *arxtest.Server, token, conn, action, key string) (string, string) {
+	t.Helper()
+	r := s.Do("POST", "/v1/calls", token, map[string]string{"connector": conn, "action": action, "risk": "medium", "idempotency_key": key})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("call %s %s: %d %s", conn, action, r.Status, r.Body)
+	}
+	var c struct {
+		ID         string `json:"id"`
+		Credential struct {
+			Token string `json:"token"`
+		} `json:"credential"`
+	}
+	r.JSON(t, &c)
+	return c.ID, c.Credential.Token
+}
+
+// through sends a raw request to the gateway.
+func through(t *testing.T, s *arxtest.Server, method, rawPath, cred string, body io.Reader, hdr map[string]string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, s.URL+"/v1/gateway/"+rawPath, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _, _ := strings.Cut(rawPath, "?")
+	req.URL.Opaque = "//" + req.URL.Host + "/v1/gateway/" + p // send the path exactly as given
+	if cred != "" {
+		req.Header.Set("Authorization", "Bearer "+cred)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, rawPath, err)
+	}
+	return resp
+}
+
+func readAll(t *testing.T, resp *http.Response) []byte {
+	t.Helper()
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func errCode(b []byte) string {
+	var e struct {
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	json.Unmarshal(b, &e)
+	return e.Error.Code
+}
+
+// recordOf returns an agent's entries, decoded.
+func recordOf(t *testing.T, s *arxtest.Server, agent string) []map[string]any {
+	t.Helper()
+	r := s.Do("GET", "/v1/agents/"+agent+"/record?limit=1000", s.AdminToken, nil)
+	var out struct {
+		Entries []struct {
+			Entry map[string]any `json:"entry"`
+		} `json:"entries"`
+	}
+	r.JSON(t, &out)
+	var es []map[string]any
+	for _, e := range out.Entries {
+		es = append(es, e.Entry)
+	}
+	return es
+}
+
+func ofType(es []map[string]any, typ string) []map[string]any {
+	var out []map[string]any
+	for _, e := range es {
+		if e["type"] == typ {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// waitEntries polls until the agent's record has n entries of typ.
+func waitEntries(t *testing.T, s *arxtest.Server, agent, typ string, n int) []map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		es := ofType(recordOf(t, s, agent), typ)
+		if len(es) >= n {
+			return es
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("record has %d %s entries, want %d", len(es), typ, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestGatewayForwardsWithTheRealSecret(t *testing.T) {
+	up := newUpstream(t)
+	s, logs := gatewayServer(t, up, "1s")
+	agent, token := s.Hire(gatewayManifest)
+	call, cred := callCredential(t, s, token, "crm", "account.read", "k1")
+
+	resp := through(t, s, "GET", "crm/accounts/0017%20x?q=secret-query-value", cred, nil, map[string]string{
+		"Cookie": "agent=1", "Connection": "X-Hop", "X-Hop": "v", "X-Forwarded-For": "1.2.3.4", "X-Custom": "kept"})
+	body := readAll(t, resp)
+	if resp.StatusCode != http.StatusNonAuthoritativeInfo || !strings.Contains(string(body), `"/api/accounts/0017 x"`) {
+		t.Fatalf("forwarded: %d %s", resp.StatusCode, body)
+	}
+	if resp.Header.Get("X-Upstream") != "yes" || resp.Header.Get("Set-Cookie") != "" {
+		t.Errorf("answer headers: %v", resp.Header)
+	}
+	in := up.last()
+	if in.Header.Get("Authorization") != "Bearer "+upstreamSecret || in.URL.RawQuery != "q=secret-query-value" ||
+		in.Header.Get("Cookie") != "" || in.Header.Get("X-Hop") != "" || in.Header.Get("X-Forwarded-For") != "" || in.Header.Get("X-Custom") != "kept" {
+		t.Errorf("upstream saw: %v %v", in.URL, in.Header)
+	}
+	if strings.Contains(fmt.Sprint(in.Header), cred) {
+		t.Error("the agent's credential reached the upstream")
+	}
+	req := waitEntries(t, s, agent, "gateway.request", 1)[0]
+	rsp := waitEntries(t, s, agent, "gateway.response", 1)[0]
+	d := req["data"].(map[string]any)
+	if req["call"] != call || d["method"] != "GET" || d["path"] != "/accounts/0017 x" || d["query"] != true {
+		t.Errorf("gateway.request: %v", req)
+	}
+	rd := rsp["data"].(map[string]any)
+	if rd["status"] != float64(203) || rd["request"] != req["index"] || rd["response_bytes"] != float64(len(body)) {
+		t.Errorf("gateway.response: %v (request %v)", rsp, req["index"])
+	}
+	if i, j := req["index"].(float64), rsp["index"].(float64); j <= i {
+		t.Errorf("response entry %v before request entry %v", j, i)
+	}
+
+	// The secret is nowhere the agent, the record or the log can show it.
+	scan := map[string][]byte{"answer": body, "logs": logs.Bytes()}
+	scan["record"], _ = json.Marshal(recordOf(t, s, agent))
+	scan["connectors"] = s.Do("GET", "/v1/connectors", s.AdminToken, nil).Body
+	if !bytes.Contains(scan["connectors"], []byte("env:CRM_KEY")) {
+		t.Errorf("connectors list lacks the reference: %s", scan["connectors"])
+	}
+	r := s.Do("GET", "/v1/log/entries?start=0&limit=1000", s.AdminToken, nil)
+	var le struct {
+		Entries []struct {
+			Data string `json:"data"`
+		} `json:"entries"`
+	}
+	r.JSON(t, &le)
+	for _, e := range le.Entries {
+		b, _ := base64.StdEncoding.DecodeString(e.Data)
+		scan["log"] = append(scan["log"], b...)
+	}
+	for where, b := range scan {
+		for _, secret := range []string{upstreamSecret, cred, "secret-query-value"} {
+			if bytes.Contains(b, []byte(secret)) && !(where == "answer" && secret != upstreamSecret) {
+				t.Errorf("%s holds %q", where, secret[:8])
+			}
+		}
+	}
+}
+
+func TestGatewayRefusals(t *testing.T) {
+	up := newUpstream(t)
+	s, _ := gatewayServer(t, up, "300ms")
+	agent, token := s.Hire(gatewayManifest)
+	_, read := callCredential(t, s, token, "crm", "account.read", "read")
+	_, export := callCredential(t, s, token, "crm", "account.export", "export")
+	_, down := callCredential(t, s, token, "down", "account.read", "down")
+
+	for _, tc := range []struct {
+		name, method, path, cred string
+		hdr                      map[string]string
+		status                   int
+		code                     string
+		recorded                 bool // a gateway.refused entry
+	}{
+		{"no credential", "GET", "crm/accounts/1", "", nil, 401, "auth.unauthenticated", false},
+		{"forged credential", "GET", "crm/accounts/1", read[:len(read)-4] + "AAAA", nil, 401, "credential.invalid", false},
+		{"agent token instead", "GET", "crm/accounts/1", token, nil, 401, "credential.invalid", false},
+		{"unknown connector", "GET", "nope/accounts/1", read, nil, 404, "connector.not_found", false},
+		{"another connector's credential", "GET", "db/accounts/1", read, nil, 403, "credential.scope_mismatch", false},
+		{"method not allowed", "DELETE", "crm/accounts/1", read, nil, 403, "gateway.method_not_allowed", true},
+		{"another action's credential", "GET", "crm/accounts/1", export, nil, 403, "gateway.method_not_allowed", true},
+		{"path not allowed", "GET", "crm/admin/users", read, nil, 403, "gateway.path_not_allowed", true},
+		{"path too deep", "GET", "crm/accounts/1/2", read, nil, 403, "gateway.path_not_allowed", true},
+		{"dot dot", "GET", "crm/accounts/../admin", read, nil, 400, "gateway.path_invalid", true},
+		{"encoded dot dot", "GET", "crm/accounts/%2e%2e/admin", read, nil, 400, "gateway.path_invalid", true},
+		{"encoded slash", "GET", "crm/accounts/1%2Fadmin", read, nil, 400, "gateway.path_invalid", true},
+		{"empty segment", "GET", "crm/accounts//1", read, nil, 400, "gateway.path_invalid", true},
+		{"backslash", "GET", `crm/accounts/1%5C..%5Cadmin`, read, nil, 400, "gateway.path_invalid", true},
+		{"too large", "POST", "crm/upload", export, map[string]string{"Content-Length": "100000001"}, 413, "request.too_large", false},
+		{"upstream unreachable", "GET", "down/accounts/1", down, nil, 502, "gateway.upstream_unreachable", false},
+		{"upstream timeout", "GET", "crm/slow", read, nil, 504, "gateway.upstream_timeout", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(ofType(recordOf(t, s, agent), "gateway.refused"))
+			hits := up.hits.Load()
+			var resp *http.Response
+			if cl := tc.hdr["Content-Length"]; cl != "" {
+				// Declares more than it sends: net/http would not.
+				conn, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Close()
+				fmt.Fprintf(conn, "%s /v1/gateway/%s HTTP/1.1\r\nHost: arx\r\nAuthorization: Bearer %s\r\nContent-Length: %s\r\n\r\nx",
+					tc.method, tc.path, tc.cred, cl)
+				if resp, err = http.ReadResponse(bufio.NewReader(conn), nil); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				resp = through(t, s, tc.method, tc.path, tc.cred, nil, nil)
+			}
+			b := readAll(t, resp)
+			if resp.StatusCode != tc.status || errCode(b) != tc.code {
+				t.Fatalf("%d %s, want %d %s", resp.StatusCode, b, tc.status, tc.code)
+			}
+			if tc.code != "gateway.upstream_timeout" && up.hits.Load() != hits {
+				t.Error("the refused request reached the upstream")
+			}
+			after := len(ofType(recordOf(t, s, agent), "gateway.refused"))
+			if got := after - before; got != map[bool]int{true: 1, false: 0}[tc.recorded] {
+				t.Errorf("%d gateway.refused entries recorded", got)
+			}
+		})
+	}
+	// The failed forwards are in the record, with their codes.
+	rs := waitEntries(t, s, agent, "gateway.response", 2)
+	codes := map[string]bool{}
+	for _, e := range rs {
+		if c, ok := e["data"].(map[string]any)["error"].(string); ok {
+			codes[c] = true
+		}
+	}
+	if !codes["gateway.upstream_unreachable"] || !codes["gateway.upstream_timeout"] {
+		t.Errorf("recorded failures: %v", codes)
+	}
+}
+
+// TestGatewayCredentialDies: a credential stops working at the gateway when
+// its call completes, when it expires, and when its agent is terminated.
+func TestGatewayCredentialDies(t *testing.T) {
+	up := newUpstream(t)
+	s, _ := gatewayServer(t, up, "1s")
+	agent, token := s.Hire(gatewayManifest)
+	get := func(cred, conn string) (int, string) {
+		resp := through(t, s, "GET", conn+"/accounts/1", cred, nil, nil)
+		b := readAll(t, resp)
+		return resp.StatusCode, errCode(b)
+	}
+
+	call, cred := callCredential(t, s, token, "crm", "account.read", "c1")
+	if st, _ := get(cred, "crm"); st != 203 {
+		t.Fatalf("live credential: %d", st)
+	}
+	if r := s.Do("POST", "/v1/calls/"+call+"/complete", token, map[string]any{"outcome": "success"}); r.Status != 200 {
+		t.Fatalf("complete: %d %s", r.Status, r.Body)
+	}
+	if st, code := get(cred, "crm"); st != 401 || code != "credential.call_closed" {
+		t.Fatalf("after completion: %d %s", st, code)
+	}
+
+	_, short := callCredential(t, s, token, "db", "query", "c2") // max_duration 1s
+	time.Sleep(1100 * time.Millisecond)
+	if st, code := get(short, "db"); st != 401 || code != "credential.expired" {
+		t.Fatalf("after expiry: %d %s", st, code)
+	}
+
+	_, cred = callCredential(t, s, token, "crm", "account.read", "c3")
+	if r := s.Do("POST", "/v1/agents/"+agent+"/terminate", s.AdminToken, map[string]string{"reason": "test"}); r.Status != 200 {
+		t.Fatalf("terminate: %d %s", r.Status, r.Body)
+	}
+	if st, code := get(cred, "crm"); st != 403 || code != "agent.terminated" {
+		t.Fatalf("after termination: %d %s", st, code)
+	}
+}
+
+// TestGatewayFailClosed makes the record write fail for real (a SQLite
+// trigger refuses inserts into the log): the gateway forwards nothing.
+func TestGatewayFailClosed(t *testing.T) {
+	up := newUpstream(t)
+	s, _ := gatewayServer(t, up, "1s")
+	_, token := s.Hire(gatewayManifest)
+	_, cred := callCredential(t, s, token, "crm", "account.read", "k")
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(s.DataDir, server.DatabaseFile)+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`CREATE TRIGGER refuse_log BEFORE INSERT ON entries BEGIN SELECT RAISE(ABORT, 'disk refused'); END`); err != nil {
+		t.Fatal(err)
+	}
+	hits := up.hits.Load()
+	for _, method := range []string{"GET", "HEAD"} {
+		resp := through(t, s, method, "crm/accounts/1", cred, nil, nil)
+		b := readAll(t, resp)
+		if resp.StatusCode != 503 || method == "GET" && errCode(b) != "record.unavailable" {
+			t.Fatalf("%s with the record failing: %d %s", method, resp.StatusCode, b)
+		}
+	}
+	if up.hits.Load() != hits {
+		t.Fatal("a request was forwarded although its entry could not be written")
+	}
+	if _, err := db.Exec(`DROP TRIGGER refuse_log`); err != nil {
+		t.Fatal(err)
+	}
+	if resp := through(t, s, "GET", "crm/accounts/1", cred, nil, nil); readAll(t, resp) == nil || resp.StatusCode != 203 {
+		t.Fatalf("after recovery: %d", resp.StatusCode)
+	}
+}
+
+// TestGatewayStreams sends and receives bodies far over the API's JSON
+// limit, and passes a streamed answer on before the upstream has finished.
+func TestGatewayStreams(t *testing.T) {
+	up := newUpstream(t)
+	s, _ := gatewayServer(t, up, "20s")
+	_, token := s.Hire(gatewayManifest)
+	_, export := callCredential(t, s, token, "crm", "account.export", "up")
+	_, read := callCredential(t, s, token, "crm", "account.read", "down")
+
+	const size = 48 << 20
+	h := sha256.New()
+	pr, pw := io.Pipe()
+	go func() {
+		block := bytes.Repeat([]byte{7}, 1<<20)
+		for range size >> 20 {
+			h.Write(block)
+			pw.Write(block)
+		}
+		pw.Close()
+	}()
+	resp := through(t, s, "POST", "crm/upload", export, pr, nil) // chunked: no declared length
+	b := readAll(t, resp)
+	if want := fmt.Sprintf("%d %s", size, hex.EncodeToString(h.Sum(nil))); resp.StatusCode != 200 || string(b) != want {
+		t.Fatalf("upload: %d %s, want %s", resp.StatusCode, b, want)
+	}
+
+	resp = through(t, s, "GET", "crm/download", read, nil, nil)
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || n != 32<<20 || resp.StatusCode != 200 {
+		t.Fatalf("download: %d bytes, %v, status %d", n, err, resp.StatusCode)
+	}
+
+	resp = through(t, s, "GET", "crm/stream", read, nil, nil)
+	first := make([]byte, len("data: first\n\n"))
+	done := make(chan error, 1)
+	go func() { _, err := io.ReadFull(resp.Body, first); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil || string(first) != "data: first\n\n" {
+			t.Fatalf("stream: %q %v", first, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the streamed answer was held back")
+	}
+	resp.Body.Close()
+}
+
+func TestGatewayConnectorsList(t *testing.T) {
+	up := newUpstream(t)
+	s, _ := gatewayServer(t, up, "1s")
+	_, token := s.Hire(gatewayManifest)
+	if r := s.Do("GET", "/v1/connectors", token, nil); r.Status != 403 {
+		t.Fatalf("agent lists connectors: %d", r.Status)
+	}
+	r := s.Do("GET", "/v1/connectors", s.AdminToken, nil)
+	var out struct {
+		Connectors []connector.Info `json:"connectors"`
+	}
+	r.JSON(t, &out)
+	if len(out.Connectors) != 3 || out.Connectors[0].Name != "crm" || out.Connectors[0].Actions[1].Allow[0] != "GET,HEAD /accounts/*" {
+		t.Fatalf("connectors: %s", r.Body)
+	}
+	if bytes.Contains(r.Body, []byte(upstreamSecret)) {
+		t.Fatal("the list shows a secret")
+	}
+}
+
+// gatewayManifest is arxtest.Manifest with the connector "down" too.
+var gatewayManifest = strings.Replace(arxtest.Manifest, "    db:\n", "    down:\n      actions:\n        account.read: {risk: low}\n    db:\n", 1)

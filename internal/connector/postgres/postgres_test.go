@@ -1,0 +1,190 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/arxsec/arx/internal/connector"
+	"github.com/arxsec/arx/internal/connector/postgres/pgtest"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+const testConfig = `connectors:
+  warehouse:
+    kind: postgres
+    upstream: %s
+    secret: env:WAREHOUSE_PASSWORD
+    max_connections: 2
+    actions:
+      orders.query:
+        grants: ["SELECT ON orders", "USAGE ON SCHEMA sales", "SELECT ON sales.customers"]
+      orders.write:
+        grants: ["SELECT, INSERT ON TABLE orders"]
+`
+
+// setup makes a database with tables, as its administrator, and the
+// connector for it.
+func setup(t *testing.T) (*pgtest.DB, *Connector) {
+	t.Helper()
+	db := pgtest.New(t)
+	ctx := t.Context()
+	conn, err := pgx.Connect(ctx, db.AdminConnURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, s := range []string{
+		`CREATE TABLE orders (id int PRIMARY KEY, account text, amount int)`,
+		`INSERT INTO orders VALUES (1, '0017', 100), (2, '0042', 250)`,
+		`CREATE TABLE secrets (v text)`,
+		`CREATE SCHEMA sales`,
+		`CREATE TABLE sales.customers (id int, name text)`,
+	} {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	cfg, err := connector.Parse(fmt.Appendf(nil, testConfig, db.AdminURL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(cfg.Connectors[0], db.AdminPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return db, c
+}
+
+func password() string { return strings.Repeat("p", 10) + uuid.NewString() }
+
+func TestProvisionUseRevoke(t *testing.T) {
+	_, c := setup(t)
+	ctx := t.Context()
+	call := connector.Call{ID: uuid.NewString(), Action: "orders.query", Expiry: time.Now().Add(time.Minute), Password: password()}
+	dsn, err := c.Provision(ctx, call)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := c.Provision(ctx, call); err != nil || again != dsn {
+		t.Fatalf("provision is not idempotent: %v", err)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connect with the call's DSN: %v", err)
+	}
+	var sum int
+	if err := conn.QueryRow(ctx, `SELECT sum(amount) FROM orders`).Scan(&sum); err != nil || sum != 350 {
+		t.Fatalf("granted query: %d %v", sum, err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT count(*) FROM sales.customers`); err != nil {
+		t.Fatalf("granted schema-qualified query: %v", err)
+	}
+	for _, q := range []string{`SELECT * FROM secrets`, `INSERT INTO orders VALUES (3, 'x', 1)`, `CREATE TABLE mine (x int)`} {
+		_, err := conn.Exec(ctx, q)
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "42501" {
+			t.Errorf("%s: want permission denied, got %v", q, err)
+		}
+	}
+	ids, err := c.Provisioned(ctx)
+	if err != nil || len(ids) != 1 || ids[0] != call.ID {
+		t.Fatalf("provisioned: %v %v", ids, err)
+	}
+	existed, err := c.Revoke(ctx, call.ID)
+	if err != nil || !existed {
+		t.Fatalf("revoke: %v %v", existed, err)
+	}
+	// The open session was ended, and the role cannot log in again.
+	if err := conn.Ping(ctx); err == nil {
+		t.Error("the role's session survived the revocation")
+	}
+	conn.Close(ctx)
+	if c2, err := pgx.Connect(ctx, dsn); err == nil {
+		c2.Close(ctx)
+		t.Fatal("the DSN still logs in after the revocation")
+	}
+	if existed, err := c.Revoke(ctx, call.ID); err != nil || existed {
+		t.Fatalf("second revoke: %v %v", existed, err)
+	}
+	if ids, _ := c.Provisioned(ctx); len(ids) != 0 {
+		t.Fatalf("roles left: %v", ids)
+	}
+}
+
+func TestValidUntil(t *testing.T) {
+	_, c := setup(t)
+	ctx := t.Context()
+	call := connector.Call{ID: uuid.NewString(), Action: "orders.query", Expiry: time.Now().Add(-time.Second), Password: password()}
+	dsn, err := c.Provision(ctx, call)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conn, err := pgx.Connect(ctx, dsn); err == nil {
+		conn.Close(ctx)
+		t.Fatal("a role past its call's expiry logs in")
+	}
+	wrong := strings.Replace(dsn, call.Password, password(), 1)
+	call.Expiry = time.Now().Add(time.Minute)
+	c.Revoke(ctx, call.ID)
+	if _, err := c.Provision(ctx, call); err != nil {
+		t.Fatal(err)
+	}
+	if conn, err := pgx.Connect(ctx, wrong); err == nil {
+		conn.Close(ctx)
+		t.Fatal("a wrong password logs in")
+	}
+	c.Revoke(ctx, call.ID)
+}
+
+func TestProvisionRefusesBadInput(t *testing.T) {
+	_, c := setup(t)
+	ctx := t.Context()
+	for _, call := range []connector.Call{
+		{ID: "x'; DROP TABLE orders; --", Action: "orders.query", Password: password(), Expiry: time.Now().Add(time.Minute)},
+		{ID: uuid.NewString(), Action: "orders.drop", Password: password(), Expiry: time.Now().Add(time.Minute)},
+		{ID: uuid.NewString(), Action: "orders.query", Password: "short", Expiry: time.Now().Add(time.Minute)},
+	} {
+		if _, err := c.Provision(ctx, call); err == nil {
+			t.Errorf("provision %+v: no error", call.ID)
+		}
+	}
+}
+
+func TestUnreachableHidesSecret(t *testing.T) {
+	cfg, err := connector.Parse([]byte(fmt.Sprintf(testConfig, "postgres://admin@127.0.0.1:1/db")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const secret = "s3cr3t-admin-password-value"
+	c, err := New(cfg.Connectors[0], secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.Provision(context.Background(), connector.Call{ID: uuid.NewString(), Action: "orders.query", Password: password(), Expiry: time.Now().Add(time.Minute)})
+	if err == nil || strings.Contains(err.Error(), secret) || strings.Contains(fmt.Sprintf("%v %+v %#v", c, c, c), secret) {
+		t.Fatalf("error or formatting leaks the secret, or no error: %v", err)
+	}
+}
+
+func TestScramVerifierShape(t *testing.T) {
+	v := scramVerifier("password", "0190f3c2-0000-7000-8000-000000000000")
+	if !strings.HasPrefix(v, "SCRAM-SHA-256$4096:") || strings.Count(v, "$") != 2 || strings.Contains(v, "password") {
+		t.Fatalf("verifier %s", v)
+	}
+	if got := CallOfRole(RoleName("0190f3c2-0000-7000-8000-00000000abcd")); got != "0190f3c2-0000-7000-8000-00000000abcd" {
+		t.Fatalf("role round trip: %s", got)
+	}
+	if CallOfRole("arx_test") != "" || CallOfRole("arx") != "" {
+		t.Fatal("foreign roles taken for call roles")
+	}
+}

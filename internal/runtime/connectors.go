@@ -1,0 +1,309 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/arxsec/arx/arxerr"
+	"github.com/arxsec/arx/internal/connector"
+	"github.com/arxsec/arx/internal/store"
+	"github.com/arxsec/arx/record"
+)
+
+// Record entry types of the connector layer.
+const (
+	TypeGatewayRequest  = record.TypeGatewayRequest // before a request is forwarded (fail closed)
+	TypeGatewayResponse = "gateway.response"        // after the answer streamed: status and sizes
+	TypeGatewayRefused  = "gateway.refused"         // a live call's request that its action does not allow
+	TypeRoleDropped     = "connector.role_dropped"  // a call's database role is gone
+)
+
+// Timings of the connector layer.
+const (
+	// LeftoverInterval is how often roles of closed calls are looked for
+	// (also once at start).
+	LeftoverInterval = time.Minute
+	// responseQueue bounds the gateway.response entries waiting to be
+	// written; a full queue makes gateway requests wait.
+	responseQueue = 4096
+	// dropKind is the outbox kind that drops a call's role.
+	dropKind = "connector.drop"
+	// passwordPurpose derives the password of a call's database role.
+	passwordPurpose = "postgres-password"
+)
+
+// connectors are the systems of record configured on this server.
+type connectors struct {
+	list         []connector.Connector
+	gateways     map[string]connector.Gateway
+	provisioners map[string]connector.Provisioner
+	responses    chan *record.Entry
+	verified     verifiedCache
+}
+
+func newConnectors(list []connector.Connector) *connectors {
+	cs := &connectors{list: list, gateways: map[string]connector.Gateway{}, provisioners: map[string]connector.Provisioner{},
+		responses: make(chan *record.Entry, responseQueue), verified: verifiedCache{m: map[string]verified{}}}
+	for _, c := range list {
+		if g, ok := c.(connector.Gateway); ok {
+			cs.gateways[c.Name()] = g
+		}
+		if p, ok := c.(connector.Provisioner); ok {
+			cs.provisioners[c.Name()] = p
+		}
+	}
+	sort.Slice(cs.list, func(i, j int) bool { return cs.list[i].Name() < cs.list[j].Name() })
+	return cs
+}
+
+// Connectors describes the connectors configured on this server, without
+// their secrets.
+func (r *Runtime) Connectors() []connector.Info {
+	out := make([]connector.Info, 0, len(r.conn.list))
+	for _, c := range r.conn.list {
+		out = append(out, c.Info())
+	}
+	return out
+}
+
+// connectorCredential adds what a connector makes per call (postgres: the
+// DSN of the call's role) to a result that carries a credential. It runs
+// after the credential.issued entry committed. When the call closed while
+// the role was made, the role is taken back (through the outbox, recorded)
+// and the result loses its credential.
+func (r *Runtime) connectorCredential(res *CallResult) error {
+	c := res.Call
+	p, ok := r.conn.provisioners[c.Connector]
+	if !ok || res.Credential == "" {
+		return nil
+	}
+	ctx := context.Background()
+	dsn, err := p.Provision(ctx, connector.Call{ID: c.ID, Action: c.Action, Expiry: c.ExpiresAt,
+		Password: r.issuer.CallSecret(passwordPurpose, c.ID)})
+	if err != nil {
+		r.log.Warn("connector: provision failed", "connector", c.Connector, "call", c.ID, "err", err)
+		return arxerr.New(arxerr.ConnectorUnavailable, "connector %s could not make the database role of call %s", c.Connector, c.ID)
+	}
+	cur, err := r.store.Call(ctx, c.ID)
+	if err != nil {
+		return r.internal("connector credential", err)
+	}
+	if EffectiveStatus(cur, r.now()) != store.CallApproved {
+		if err := r.store.Update(ctx, func(tx store.Tx) error { return r.enqueueDrop(tx, cur, "closed while provisioned") }); err != nil {
+			r.log.Warn("connector: enqueue drop", "call", c.ID, "err", err)
+		}
+		r.kickOutbox()
+		res.Credential = ""
+		return arxerr.New(arxerr.CredentialClosed, "call %s closed while its database role was made", c.ID)
+	}
+	res.DSN = dsn
+	return nil
+}
+
+// dropJob is the outbox payload that drops one call's role.
+type dropJob struct {
+	Connector string `json:"connector"`
+	Call      string `json:"call"`
+	Agent     string `json:"agent"`
+	Action    string `json:"action"`
+	Risk      string `json:"risk"`
+	Reason    string `json:"reason"`
+}
+
+// onCallClosed runs in the transaction that closes a call (completed,
+// failed, expired, revoked): when the call's connector made something for
+// it, the drop is enqueued in the same transaction, so it cannot be lost.
+func (r *Runtime) onCallClosed(tx store.Tx, c *store.Call) error {
+	if _, ok := r.conn.provisioners[c.Connector]; !ok {
+		return nil
+	}
+	return r.enqueueDrop(tx, c, c.Status)
+}
+
+func (r *Runtime) enqueueDrop(tx store.Tx, c *store.Call, reason string) error {
+	b, err := json.Marshal(dropJob{Connector: c.Connector, Call: c.ID, Agent: c.AgentID, Action: c.Action, Risk: c.Risk, Reason: reason})
+	if err != nil {
+		return err
+	}
+	return tx.Enqueue(dropKind, b, r.now())
+}
+
+// afterCallClosed runs once the close committed: the outbox drops the role
+// now rather than at its next tick.
+func (r *Runtime) afterCallClosed(c *store.Call) {
+	if _, ok := r.conn.provisioners[c.Connector]; ok {
+		r.kickOutbox()
+	}
+}
+
+// deliverDrop is the outbox's work for dropKind: drop the role, then record
+// that it is gone. A failure is retried by the outbox.
+func (r *Runtime) deliverDrop(ctx context.Context, it *store.OutboxItem) error {
+	var j dropJob
+	if err := json.Unmarshal(it.Payload, &j); err != nil {
+		return fmt.Errorf("bad drop job: %w", err)
+	}
+	return r.drop(ctx, j)
+}
+
+func (r *Runtime) drop(ctx context.Context, j dropJob) error {
+	p, ok := r.conn.provisioners[j.Connector]
+	if !ok {
+		return fmt.Errorf("connector %s is not configured: cannot drop the role of call %s", j.Connector, j.Call)
+	}
+	existed, err := p.Revoke(ctx, j.Call)
+	if err != nil {
+		return err
+	}
+	err = r.store.Update(ctx, func(tx store.Tx) error {
+		return tx.Append(&record.Entry{Agent: j.Agent, Call: j.Call, Connector: j.Connector, Action: j.Action, Risk: j.Risk,
+			Actor: "system", Type: TypeRoleDropped, Time: r.now(),
+			Data: map[string]any{"role": p.Resource(j.Call), "reason": j.Reason, "existed": existed}})
+	})
+	if err != nil {
+		return fmt.Errorf("record the drop: %w", err)
+	}
+	r.log.Info("connector: role dropped", "connector", j.Connector, "call", j.Call, "reason", j.Reason, "existed", existed)
+	return nil
+}
+
+// dropLeftovers drops the roles whose calls are no longer open: left
+// behind by a crash, a drop that gave up, or a connector that was down.
+// Roles of calls this deployment does not know are left alone.
+func (r *Runtime) dropLeftovers(ctx context.Context) {
+	for name, p := range r.conn.provisioners {
+		ids, err := p.Provisioned(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.Warn("connector: list roles", "connector", name, "err", err)
+			}
+			continue
+		}
+		for _, id := range ids {
+			c, err := r.store.Call(ctx, id)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				r.log.Warn("connector: leftover", "call", id, "err", err)
+				continue
+			}
+			if c.Connector != name || EffectiveStatus(c, r.now()) == store.CallApproved {
+				continue
+			}
+			if err := r.drop(ctx, dropJob{Connector: name, Call: c.ID, Agent: c.AgentID, Action: c.Action, Risk: c.Risk,
+				Reason: "leftover"}); err != nil && ctx.Err() == nil {
+				r.log.Warn("connector: drop leftover", "call", id, "err", err)
+			}
+		}
+	}
+}
+
+// startConnectors starts the connector layer's background work (writing
+// gateway.response entries, dropping leftover roles) and returns a function
+// that waits for it to end after ctx is done, with every queued entry
+// written and the connectors closed.
+func (r *Runtime) startConnectors(ctx context.Context) (wait func()) {
+	if len(r.conn.list) == 0 {
+		return func() {}
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		r.writeResponses(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		if len(r.conn.provisioners) == 0 {
+			return
+		}
+		t := time.NewTicker(LeftoverInterval)
+		defer t.Stop()
+		for {
+			r.dropLeftovers(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() {
+		wg.Wait()
+		for _, c := range r.conn.list {
+			if cl, ok := c.(io.Closer); ok {
+				cl.Close()
+			}
+		}
+	}
+}
+
+// writeResponses appends queued gateway.response entries, many to one
+// update, until ctx ends and the queue is empty.
+func (r *Runtime) writeResponses(ctx context.Context) {
+	batch := make([]*record.Entry, 0, 256)
+	for {
+		batch = batch[:0]
+		select {
+		case e := <-r.conn.responses:
+			batch = append(batch, e)
+		case <-ctx.Done():
+			for {
+				batch = batch[:0]
+			drain:
+				for len(batch) < cap(batch) {
+					select {
+					case e := <-r.conn.responses:
+						batch = append(batch, e)
+					default:
+						break drain
+					}
+				}
+				if len(batch) == 0 {
+					return
+				}
+				r.appendEntries(batch)
+			}
+		}
+	fill:
+		for len(batch) < cap(batch) {
+			select {
+			case e := <-r.conn.responses:
+				batch = append(batch, e)
+			default:
+				break fill
+			}
+		}
+		r.appendEntries(batch)
+	}
+}
+
+func (r *Runtime) appendEntries(batch []*record.Entry) {
+	var err error
+	for attempt := range 5 {
+		if attempt > 0 {
+			time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
+		}
+		err = r.store.Update(context.Background(), func(tx store.Tx) error {
+			for _, e := range batch {
+				cp := *e
+				if err := tx.Append(&cp); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err == nil {
+			return
+		}
+	}
+	r.metrics.recordFailures.Inc()
+	r.log.Error("gateway: response entries lost", "entries", len(batch), "err", err)
+}
