@@ -1,0 +1,276 @@
+package agentvault
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/arxsec/arx/manifest"
+	"github.com/arxsec/arx/record"
+)
+
+// The shared test vectors in testdata/vectors pin what the Go code and the
+// Python SDK (sdks/agentvault-py/tests/test_vectors.py) must agree on: the
+// canonical bytes and leaf hash of record entries, and the decisions a
+// manifest makes. These tests check the Go side and, with -update, rewrite
+// the expected values from it.
+
+var updateVectors = flag.Bool("update", false, "rewrite the expected values in testdata/vectors")
+
+var vectorsDir = filepath.Join("..", "testdata", "vectors")
+
+type canonicalVectors struct {
+	About   string `json:"about"`
+	Entries []struct {
+		Name      string         `json:"name"`
+		Entry     map[string]any `json:"entry"`
+		Canonical string         `json:"canonical"`
+		LeafHash  string         `json:"leaf_hash"`
+	} `json:"entries"`
+	Rejected []struct {
+		Name string `json:"name"`
+		JSON string `json:"json"`
+	} `json:"rejected"`
+}
+
+func readVector(t *testing.T, name string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(vectorsDir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	if err := d.Decode(v); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+}
+
+func writeVector(t *testing.T, name string, v any) {
+	t.Helper()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(vectorsDir, name), buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// entryFromVector builds a record.Entry from the vector's fields.
+func entryFromVector(t *testing.T, m map[string]any) *record.Entry {
+	t.Helper()
+	str := func(k string) string {
+		s, ok := m[k].(string)
+		if !ok {
+			t.Fatalf("vector field %q is not a string: %#v", k, m[k])
+		}
+		return s
+	}
+	idx, err := m["index"].(json.Number).Int64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, err := time.Parse(record.TimeFormat, str("time"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := m["data"].(map[string]any)
+	return &record.Entry{Index: idx, Time: tm, Agent: str("agent"), Prev: str("prev"), Type: str("type"), Call: str("call"),
+		Connector: str("connector"), Action: str("action"), Risk: str("risk"), Actor: str("actor"), Data: data}
+}
+
+func TestVectorsCanonical(t *testing.T) {
+	var v canonicalVectors
+	readVector(t, "canonical.json", &v)
+	if len(v.Entries) < 8 || len(v.Rejected) < 10 {
+		t.Fatalf("too few vectors: %d entries, %d rejected", len(v.Entries), len(v.Rejected))
+	}
+	for i := range v.Entries {
+		vec := &v.Entries[i]
+		t.Run(vec.Name, func(t *testing.T) {
+			e := entryFromVector(t, vec.Entry)
+			got, err := e.Marshal()
+			if err != nil {
+				t.Fatalf("marshal: %v", err)
+			}
+			leaf := record.HashString(record.LeafHash(got))
+			if *updateVectors {
+				vec.Canonical, vec.LeafHash = string(got), leaf
+				return
+			}
+			if string(got) != vec.Canonical {
+				t.Errorf("canonical bytes\n got %s\nwant %s", got, vec.Canonical)
+			}
+			if leaf != vec.LeafHash {
+				t.Errorf("leaf hash %s, want %s", leaf, vec.LeafHash)
+			}
+			// The stored text parses back to itself.
+			back, err := record.Parse([]byte(vec.Canonical))
+			if err != nil {
+				t.Fatalf("parse of the canonical text: %v", err)
+			}
+			if again, _ := back.Marshal(); string(again) != vec.Canonical {
+				t.Errorf("parse and marshal changed the entry:\n%s", again)
+			}
+		})
+	}
+	for _, vec := range v.Rejected {
+		t.Run("rejected/"+vec.Name, func(t *testing.T) {
+			if _, err := record.Parse([]byte(vec.JSON)); err == nil {
+				t.Errorf("record.Parse accepted %q", vec.JSON)
+			}
+		})
+	}
+	if *updateVectors {
+		writeVector(t, "canonical.json", v)
+	}
+}
+
+// decisionManifests are the manifests of decisions.json, one per on_drift.
+var decisionManifests = map[string]string{}
+
+func init() {
+	for _, policy := range []string{"record", "require_approval", "refuse"} {
+		decisionManifests[policy] = `apiVersion: arx.dev/v1
+kind: JobDescription
+agent: {name: vectors, owner: owner@example.com}
+scope:
+  connectors:
+    crm:
+      actions:
+        account.read: {risk: low}
+        account.export: {risk: medium}
+        account.delete: {risk: high}
+approval:
+  approvers: [boss@example.com]
+termination:
+  notify: [owner@example.com]
+on_drift: ` + policy + "\n"
+	}
+}
+
+type decisionVectors struct {
+	About     string `json:"about"`
+	Manifests []struct {
+		Name   string           `json:"name"`
+		YAML   string           `json:"yaml"`
+		Export *manifest.Export `json:"export"`
+	} `json:"manifests"`
+	Cases []decisionCase `json:"cases"`
+}
+
+type decisionCase struct {
+	Manifest  string       `json:"manifest"`
+	Connector string       `json:"connector"`
+	Action    string       `json:"action"`
+	Declared  string       `json:"declared"`
+	Want      wantDecision `json:"want"`
+}
+
+type wantDecision struct {
+	Refusal       string           `json:"refusal"`
+	Message       string           `json:"message"`
+	Risk          string           `json:"risk"`
+	Drift         []map[string]any `json:"drift"`
+	NeedsApproval bool             `json:"needs_approval"`
+}
+
+func decisionOf(m *manifest.Manifest, connector, action, declared string) wantDecision {
+	risk, err := manifest.ParseRisk(declared)
+	if err != nil {
+		panic(err)
+	}
+	d := m.Decide(connector, action, risk)
+	w := wantDecision{Refusal: string(d.Refusal), Message: d.Message, Risk: d.Risk.String(), NeedsApproval: d.NeedsApproval,
+		Drift: []map[string]any{}}
+	for _, dr := range d.Drift {
+		w.Drift = append(w.Drift, dr.Data())
+	}
+	return w
+}
+
+func TestVectorsDecisions(t *testing.T) {
+	if *updateVectors {
+		v := decisionVectors{About: "What a manifest decides of a call (manifest.Decide), shared by the runtime, " +
+			"the Go SDK's and the Python SDK's local-only mode. export is what `arx manifest export` prints for yaml. " +
+			"Regenerate with: go test ./agentvault -run TestVectors -update"}
+		for _, name := range []string{"record", "require_approval", "refuse"} {
+			ex, err := manifest.NewExport([]byte(decisionManifests[name]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			v.Manifests = append(v.Manifests, struct {
+				Name   string           `json:"name"`
+				YAML   string           `json:"yaml"`
+				Export *manifest.Export `json:"export"`
+			}{name, decisionManifests[name], ex})
+			for _, conn := range []string{"crm", "hubspot"} {
+				for _, act := range []string{"account.read", "account.export", "account.delete", "account.wipe"} {
+					for _, risk := range []string{"low", "medium", "high"} {
+						v.Cases = append(v.Cases, decisionCase{Manifest: name, Connector: conn, Action: act, Declared: risk,
+							Want: decisionOf(ex.Manifest, conn, act, risk)})
+					}
+				}
+			}
+		}
+		writeVector(t, "decisions.json", v)
+	}
+	var v decisionVectors
+	readVector(t, "decisions.json", &v)
+	manifests := map[string]*manifest.Manifest{}
+	for _, m := range v.Manifests {
+		ex, err := manifest.NewExport([]byte(m.YAML))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The export in the file is what arx manifest export prints today.
+		got, _ := json.Marshal(ex)
+		want, _ := json.Marshal(m.Export)
+		if !bytes.Equal(got, want) {
+			t.Errorf("export of manifest %s changed:\n got %s\nwant %s", m.Name, got, want)
+		}
+		manifests[m.Name] = ex.Manifest
+	}
+	if len(v.Cases) < 50 {
+		t.Fatalf("only %d decision cases", len(v.Cases))
+	}
+	for _, c := range v.Cases {
+		got := decisionOf(manifests[c.Manifest], c.Connector, c.Action, c.Declared)
+		gb, _ := json.Marshal(got)
+		wb, _ := json.Marshal(c.Want)
+		if !bytes.Equal(gb, wb) {
+			t.Errorf("%s: %s %s declared %s:\n got %s\nwant %s", c.Manifest, c.Connector, c.Action, c.Declared, gb, wb)
+		}
+	}
+	// A few decisions spelled out, so that the file is not only checked
+	// against itself.
+	rec, ref, req := manifests["record"], manifests["refuse"], manifests["require_approval"]
+	for _, tc := range []struct {
+		m                         *manifest.Manifest
+		conn, act, declared, want string
+	}{
+		{rec, "hubspot", "account.read", "low", `"refusal":"manifest.connector_not_declared"`},
+		{req, "hubspot", "account.read", "high", `"refusal":"manifest.connector_not_declared"`},
+		{rec, "crm", "account.wipe", "low", `"rule":"undeclared_action"`},
+		{ref, "crm", "account.wipe", "low", `"refusal":"manifest.action_not_declared"`},
+		{req, "crm", "account.wipe", "low", `"needs_approval":true`},
+		{rec, "crm", "account.delete", "low", `"risk":"high"`},
+		{rec, "crm", "account.delete", "low", `"rule":"risk_underdeclared"`},
+		{rec, "crm", "account.read", "high", `"risk":"high","drift":[],"needs_approval":true`},
+		{rec, "crm", "account.export", "low", `"risk":"medium","drift":[{"facts":{"declared":"low","manifest":"medium"},"policy":"record","rule":"risk_underdeclared"}],"needs_approval":false`},
+	} {
+		b, _ := json.Marshal(decisionOf(tc.m, tc.conn, tc.act, tc.declared))
+		if !strings.Contains(string(b), tc.want) {
+			t.Errorf("%s %s %s: %s lacks %s", tc.conn, tc.act, tc.declared, b, tc.want)
+		}
+	}
+}

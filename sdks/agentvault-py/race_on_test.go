@@ -1,0 +1,5 @@
+//go:build race
+
+package pysdk
+
+const raceEnabled = true

@@ -1,0 +1,88 @@
+"""The shared test vectors (testdata/vectors): the Go code checks the same files."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import sys
+import unittest
+
+from agentvault.manifest import Manifest
+from agentvault.record import CanonicalError, canonical_entry, canonical_json, leaf_hash, parse_entry
+
+from support import SDK, VECTORS
+
+
+def load(name: str):
+    with open(os.path.join(VECTORS, name), encoding="utf-8") as f:
+        return json.load(f)
+
+
+class VectorsTest(unittest.TestCase):
+    def test_canonical_entries(self) -> None:
+        v = load("canonical.json")
+        self.assertGreaterEqual(len(v["entries"]), 8)
+        for vec in v["entries"]:
+            with self.subTest(vec["name"]):
+                got = canonical_entry(vec["entry"])
+                self.assertEqual(got.decode("utf-8"), vec["canonical"])
+                self.assertEqual(leaf_hash(got), vec["leaf_hash"])
+                self.assertEqual(parse_entry(vec["canonical"].encode("utf-8")), vec["entry"])
+                # Any JSON rendering of the entry canonicalizes to the same bytes.
+                self.assertEqual(canonical_json(json.loads(json.dumps(vec["entry"], indent=3))), got)
+
+    def test_rejected(self) -> None:
+        v = load("canonical.json")
+        self.assertGreaterEqual(len(v["rejected"]), 10)
+        for vec in v["rejected"]:
+            with self.subTest(vec["name"]):
+                with self.assertRaises(CanonicalError):
+                    parse_entry(vec["json"].encode("utf-8"))
+
+    def test_values_without_a_canonical_form(self) -> None:
+        base = {"type": "t", "time": "2026-01-01T00:00:00.000000Z"}
+        for data in ({"n": 1.5}, {"n": 2 ** 53}, {"n": float("nan")}, {"s": "\ud800"}, {1: "x"}, {"o": object()}):
+            with self.subTest(repr(data)):
+                with self.assertRaises(CanonicalError):
+                    canonical_entry(dict(base, data=data))
+        # Integral floats are integers, as in Go.
+        self.assertIn(b'"n":3', canonical_entry(dict(base, data={"n": 3.0})))
+        with self.assertRaises(CanonicalError):
+            canonical_entry({"type": ""})
+
+    def test_decisions(self) -> None:
+        v = load("decisions.json")
+        manifests = {m["name"]: Manifest.from_export(m["export"]) for m in v["manifests"]}
+        self.assertGreaterEqual(len(v["cases"]), 50)
+        for c in v["cases"]:
+            with self.subTest(f"{c['manifest']} {c['connector']} {c['action']} {c['declared']}"):
+                d = manifests[c["manifest"]].decide(c["connector"], c["action"], c["declared"])
+                got = {"refusal": d.refusal, "message": d.message, "risk": d.risk, "drift": d.drift,
+                       "needs_approval": d.needs_approval}
+                self.assertEqual(got, c["want"])
+
+
+class StdlibOnlyTest(unittest.TestCase):
+    def test_imports(self) -> None:
+        """The SDK imports nothing beyond the standard library."""
+        pkg = os.path.join(SDK, "src", "agentvault")
+        for name in os.listdir(pkg):
+            if not name.endswith(".py"):
+                continue
+            with open(os.path.join(pkg, name)) as f:
+                tree = ast.parse(f.read())
+            for node in ast.walk(tree):
+                mods = []
+                if isinstance(node, ast.Import):
+                    mods = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    mods = [node.module or ""]
+                for m in mods:
+                    top = m.split(".")[0]
+                    self.assertTrue(top == "__future__" or top in sys.stdlib_module_names,
+                                    f"{name} imports {m}, which is not in the standard library")
+
+
+if __name__ == "__main__":
+    unittest.main()
