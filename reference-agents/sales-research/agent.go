@@ -5,6 +5,12 @@
 // The agent reads accounts and their opportunities (low-risk calls, each
 // with a credential that lives for that call only) and, to show what a
 // refusal looks like, also tries a connector its manifest does not declare.
+//
+// With Gateway set it reaches the CRM through the ARX gateway (connector
+// salesforce, kind http), which injects the CRM's real key: the agent never
+// holds it. With Warehouse set it also queries the order history in
+// PostgreSQL (connector warehouse, kind postgres) with a database role that
+// exists for that one call.
 package salesresearch
 
 import (
@@ -19,6 +25,7 @@ import (
 
 	"github.com/arxsec/arx/agentvault"
 	"github.com/arxsec/arx/arxerr"
+	"github.com/jackc/pgx/v5"
 )
 
 // Manifest is the agent's job description, as shipped beside it.
@@ -31,14 +38,22 @@ type Summary struct {
 	Calls    int // governed calls that completed
 	Refusals int // calls ARX refused (and recorded)
 	Failures int // calls that failed otherwise
+	// GatewayRefusals are requests the gateway refused inside a call
+	// (gateway mode only): the agent tries one path its role does not cover.
+	GatewayRefusals int
 }
 
 // Agent does the research.
 type Agent struct {
 	ARX    *agentvault.Client
-	CRMURL string       // the CRM's base URL
-	HTTP   *http.Client // to reach the CRM
+	CRMURL string       // the CRM's base URL, when the agent calls it directly (direct-verify mode)
+	HTTP   *http.Client // to reach the CRM directly
 	Out    io.Writer    // progress, for people
+	// Gateway sends the CRM requests through the ARX gateway instead of to
+	// CRMURL.
+	Gateway bool
+	// Warehouse also queries each account's orders (connector warehouse).
+	Warehouse bool
 }
 
 // Run researches the given accounts.
@@ -70,6 +85,33 @@ func (a *Agent) Run(ctx context.Context, accountIDs []string) (Summary, error) {
 			total += o.Amount
 		}
 		fmt.Fprintf(a.Out, "  %-26s %-11s %d open opportunities, EUR %d\n", acct.Name, acct.Industry, len(ops), total)
+		if a.Warehouse {
+			n, sum, err := a.queryOrders(ctx, id)
+			if err != nil {
+				s.Failures++
+				fmt.Fprintf(a.Out, "  orders of %s: %v\n", id, err)
+				continue
+			}
+			s.Calls++
+			fmt.Fprintf(a.Out, "  %-26s %d orders in the warehouse, EUR %d (with a database role made for this call)\n", "", n, sum)
+		}
+	}
+	if a.Gateway {
+		// Reading an account does not cover the CRM's bulk export: the
+		// gateway refuses it (and records it), whatever the agent's code does.
+		_, err := agentvault.Do(ctx, a.ARX, agentvault.Action{Connector: "salesforce", Action: "account.read", Risk: agentvault.RiskLow,
+			Summary: "bulk export (outside the role)"}, func(ctx context.Context, cred agentvault.Credential) (struct{}, error) {
+			var out any
+			return struct{}{}, a.get(ctx, cred, "/admin/export", &out)
+		})
+		var ae *agentvault.Error
+		if errors.As(err, &ae) && ae.Code == arxerr.GatewayPath {
+			s.GatewayRefusals++
+			fmt.Fprintf(a.Out, "  bulk export refused at the gateway as expected: %s\n", ae.Code)
+		} else {
+			s.Failures++
+			fmt.Fprintf(a.Out, "  bulk export: the gateway did not refuse it: %v\n", err)
+		}
 	}
 
 	// Enrich from a marketing tool the job description does not mention.
@@ -112,14 +154,21 @@ func (a *Agent) fetchOpportunities(ctx context.Context, id string) ([]Opportunit
 	})
 }
 
-// get calls the CRM with the call's credential, and nothing else.
+// get calls the CRM with the call's credential, and nothing else: through
+// the gateway, or directly to a CRM that verifies ARX credentials itself.
 func (a *Agent) get(ctx context.Context, cred agentvault.Credential, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, "GET", a.CRMURL+path, nil)
+	hc, url := a.HTTP, a.CRMURL+path
+	if a.Gateway {
+		hc, url = a.ARX.HTTPClient(cred), path
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
 	if err != nil {
 		return err
 	}
-	cred.SetAuthHeader(req)
-	resp, err := a.HTTP.Do(req)
+	if !a.Gateway {
+		cred.SetAuthHeader(req)
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}
@@ -129,9 +178,39 @@ func (a *Agent) get(ctx context.Context, cred agentvault.Credential, path string
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error *struct {
+				Code    arxerr.Code `json:"code"`
+				Message string      `json:"message"`
+			} `json:"error"`
+		}
+		if json.Unmarshal(body, &e) == nil && e.Error != nil && e.Error.Code != "" {
+			return &agentvault.Error{Code: e.Error.Code, Message: e.Error.Message, Status: resp.StatusCode, CallID: cred.CallID}
+		}
 		return fmt.Errorf("CRM answered %d: %s", resp.StatusCode, body)
 	}
 	return json.Unmarshal(body, out)
+}
+
+// queryOrders reads an account's order history with the call's own
+// database role (its DSN), which ARX drops when the call ends.
+func (a *Agent) queryOrders(ctx context.Context, id string) (n, sum int, err error) {
+	type result struct{ n, sum int }
+	r, err := agentvault.Do(ctx, a.ARX, agentvault.Action{Connector: "warehouse", Action: "orders.query", Risk: agentvault.RiskMedium,
+		Summary: "order history of account " + id}, func(ctx context.Context, cred agentvault.Credential) (result, error) {
+		if cred.DSN == "" {
+			return result{}, errors.New("ARX gave no database role (is the warehouse connector configured?)")
+		}
+		conn, err := pgx.Connect(ctx, cred.DSN)
+		if err != nil {
+			return result{}, err
+		}
+		defer conn.Close(ctx)
+		var res result
+		err = conn.QueryRow(ctx, `SELECT count(*), coalesce(sum(amount_eur), 0) FROM orders WHERE account = $1`, id).Scan(&res.n, &res.sum)
+		return res, err
+	})
+	return r.n, r.sum, err
 }
 
 // DefaultAccounts are the accounts a run researches.

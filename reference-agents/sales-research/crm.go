@@ -1,7 +1,9 @@
 package salesresearch
 
 import (
+	"crypto/subtle"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
@@ -55,7 +57,8 @@ type CRM struct {
 	log     []AccessLogEntry
 }
 
-// NewCRM returns the demo CRM, verifying credentials with v.
+// NewCRM returns the demo CRM, verifying credentials with v (direct-verify
+// mode: the CRM checks ARX credentials itself).
 func NewCRM(v *credential.Verifier) *CRM {
 	c := &CRM{}
 	mux := http.NewServeMux()
@@ -64,6 +67,67 @@ func NewCRM(v *credential.Verifier) *CRM {
 	c.handler = mux
 	return c
 }
+
+// NewGatewayCRM returns the demo CRM as a system of record behind the ARX
+// gateway sees it: it knows nothing of ARX and accepts only its own API key,
+// which only ARX holds (connector salesforce). It also has a bulk export
+// that no action of the reference agent allows.
+func NewGatewayCRM(apiKey string) *CRM {
+	c := &CRM{}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /accounts/{id}", c.account)
+	mux.HandleFunc("GET /accounts/{id}/opportunities", c.opportunities)
+	mux.HandleFunc("GET /admin/export", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, accounts) })
+	c.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+apiKey)) != 1 {
+			http.Error(w, `{"error":"invalid API key"}`, http.StatusUnauthorized)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+	return c
+}
+
+// ConnectorsYAML is the server's connector configuration for the demo: the
+// CRM behind the gateway with its key in the environment variable
+// keyEnv, and, when warehouse (a postgres:// URL without password) is not
+// empty, the warehouse with its administrator's password in passwordEnv.
+func ConnectorsYAML(crmURL, keyEnv, warehouse, passwordEnv string) []byte {
+	s := fmt.Sprintf(`connectors:
+  salesforce:
+    kind: http
+    description: the demo CRM
+    upstream: %s
+    secret: env:%s
+    auth: bearer
+    timeout: 10s
+    actions:
+      account.read:
+        allow: ["GET /accounts/*"]
+      opportunity.read:
+        allow: ["GET /accounts/*/opportunities"]
+      account.update:
+        allow: ["PATCH /accounts/*"]
+`, crmURL, keyEnv)
+	if warehouse != "" {
+		s += fmt.Sprintf(`  warehouse:
+    kind: postgres
+    description: the demo order warehouse
+    upstream: %s
+    secret: env:%s
+    timeout: 10s
+    actions:
+      orders.query:
+        grants: ["SELECT ON orders"]
+`, warehouse, passwordEnv)
+	}
+	return []byte(s)
+}
+
+// WarehouseSchema creates and fills the demo warehouse's table (idempotent).
+const WarehouseSchema = `CREATE TABLE IF NOT EXISTS orders (id text PRIMARY KEY, account text NOT NULL, amount_eur int NOT NULL);
+INSERT INTO orders VALUES ('o-1', '0017', 42000), ('o-2', '0017', 18000), ('o-3', '0042', 97000), ('o-4', '0108', 5000)
+ON CONFLICT (id) DO NOTHING;`
 
 func constant(s string) func(*http.Request) string { return func(*http.Request) string { return s } }
 
@@ -93,7 +157,7 @@ type statusRecorder struct {
 	cl     *credential.Claims
 }
 
-func (s *statusRecorder) WriteHeader(code int) { s.status = code; s.ResponseWriter.WriteHeader(code) }
+func (s *statusRecorder) WriteHeader(code int)               { s.status = code; s.ResponseWriter.WriteHeader(code) }
 func (s *statusRecorder) claims() (*credential.Claims, bool) { return s.cl, s.cl != nil }
 
 func (c *CRM) account(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,120 @@
+package api_test
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/arxsec/arx/internal/arxtest"
+	"github.com/arxsec/arx/manifest"
+)
+
+func TestAgentSelf(t *testing.T) {
+	s := arxtest.Start(t)
+	id, token := s.Hire(arxtest.Manifest)
+
+	r := s.Do("GET", "/v1/agent", token, nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("GET /v1/agent: %d %s", r.Status, r.Body)
+	}
+	var self struct {
+		Agent struct {
+			ID     string `json:"id"`
+			Name   string `json:"name"`
+			Status string `json:"status"`
+		} `json:"agent"`
+		Manifest *manifest.Manifest `json:"manifest"`
+	}
+	r.JSON(t, &self)
+	if self.Agent.ID != id || self.Agent.Name != "test-agent" || self.Agent.Status != "active" {
+		t.Errorf("agent: %+v", self.Agent)
+	}
+	if a, ok := self.Manifest.Action("crm", "account.delete"); !ok || a.Risk != manifest.RiskHigh {
+		t.Errorf("manifest does not round-trip: %+v", self.Manifest)
+	}
+	if self.Manifest.Approval.Timeout != 10*time.Minute {
+		t.Errorf("approval timeout %s", self.Manifest.Approval.Timeout)
+	}
+
+	for _, tc := range []struct {
+		name, token, path, code string
+	}{
+		{"the operator's token", s.AdminToken, "/v1/agent", "auth.forbidden"},
+		{"no token", "", "/v1/agent", "auth.unauthenticated"},
+		{"an unknown token", "arxa_nope", "/v1/agent/status", "auth.invalid_token"},
+		{"a bad wait", token, "/v1/agent/status?wait=soon", "request.invalid"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if r := s.Do("GET", tc.path, tc.token, nil); r.ErrorCode() != tc.code {
+				t.Errorf("%d %s, want %s", r.Status, r.Body, tc.code)
+			}
+		})
+	}
+}
+
+func TestAgentStatusLongPoll(t *testing.T) {
+	s := arxtest.Start(t)
+	id, token := s.Hire(arxtest.Manifest)
+
+	r := s.Do("GET", "/v1/agent/status", token, nil)
+	if r.Status != http.StatusOK || string(r.Body) != `{"agent_id":"`+id+`","status":"active"}`+"\n" {
+		t.Fatalf("status: %d %s", r.Status, r.Body)
+	}
+	start := time.Now()
+	if r := s.Do("GET", "/v1/agent/status?wait=300ms", token, nil); r.Status != http.StatusOK || time.Since(start) < 300*time.Millisecond {
+		t.Fatalf("an active agent's long poll answered %d after %s", r.Status, time.Since(start))
+	}
+
+	// A termination ends the long poll at once.
+	done := make(chan *arxtest.Response, 1)
+	go func() { done <- s.Do("GET", "/v1/agent/status?wait=30s", token, nil) }()
+	time.Sleep(200 * time.Millisecond)
+	start = time.Now()
+	if r := s.Do("POST", "/v1/agents/"+id+"/terminate", s.AdminToken, map[string]string{"reason": "test"}); r.Status != http.StatusOK {
+		t.Fatalf("terminate: %d %s", r.Status, r.Body)
+	}
+	select {
+	case r := <-done:
+		if r.ErrorCode() != "agent.terminated" {
+			t.Fatalf("after termination the long poll answered %d %s", r.Status, r.Body)
+		}
+		if d := time.Since(start); d > 1500*time.Millisecond {
+			t.Errorf("the long poll saw the termination after %s", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the long poll did not end with the termination")
+	}
+}
+
+func TestAgentStatusSeesRevokedToken(t *testing.T) {
+	s := arxtest.Start(t)
+	id, _ := s.Hire(arxtest.Manifest)
+	r := s.Do("POST", "/v1/agents/"+id+"/tokens", s.AdminToken, map[string]string{"label": "mcp"})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("issue token: %d %s", r.Status, r.Body)
+	}
+	var tok struct {
+		ID    string `json:"token_id"`
+		Token string `json:"token"`
+	}
+	r.JSON(t, &tok)
+
+	done := make(chan *arxtest.Response, 1)
+	go func() { done <- s.Do("GET", "/v1/agent/status?wait=30s", tok.Token, nil) }()
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	if r := s.Do("DELETE", "/v1/agents/"+id+"/tokens/"+tok.ID, s.AdminToken, nil); r.Status/100 != 2 {
+		t.Fatalf("revoke: %d %s", r.Status, r.Body)
+	}
+	select {
+	case r := <-done:
+		if r.ErrorCode() != "auth.invalid_token" {
+			t.Fatalf("after revocation the long poll answered %d %s", r.Status, r.Body)
+		}
+		if d := time.Since(start); d > 2500*time.Millisecond {
+			t.Errorf("the long poll saw the revocation after %s", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the long poll did not end with the revocation")
+	}
+}
