@@ -125,6 +125,7 @@ type (
 			Token     string    `json:"token"`
 			Type      string    `json:"type"`
 			ExpiresAt time.Time `json:"expires_at"`
+			DSN       string    `json:"dsn"`
 		} `json:"credential"`
 	}
 )
@@ -158,11 +159,17 @@ func (c *Client) Request(ctx context.Context, a Action) (*Call, error) {
 	body := requestBody{Connector: a.Connector, Action: a.Action, Risk: a.Risk, IdempotencyKey: a.IdempotencyKey, Summary: a.Summary}
 	ans, err := c.send(ctx, c.retry, http.MethodPost, "/calls", body, c.attemptTimeout)
 	if err != nil {
+		if _, isAPI := errors.AsType[*Error](err); !isAPI && ctx.Err() == nil {
+			return nil, c.recordUnreachable(a, err) // fail closed, and keep the attempt
+		}
 		return nil, err
 	}
 	switch ans.status {
 	case http.StatusOK, http.StatusCreated, http.StatusAccepted:
 	default:
+		if ans.transient() {
+			return nil, c.recordUnreachable(a, c.apiError(ans, ""))
+		}
 		return nil, c.apiError(ans, "")
 	}
 	call, err := c.parseCall(ans, "POST /calls")
@@ -189,7 +196,7 @@ func (c *Client) Wait(ctx context.Context, callID string) (*Call, error) {
 		return nil, errNoClient
 	}
 	if c.localMode {
-		return nil, errLocalModeNotImplemented
+		return c.waitLocal(ctx, callID)
 	}
 	if callID == "" {
 		return nil, newError(arxerr.BadRequest, "", "no call id to wait for")
@@ -252,9 +259,6 @@ func (c *Client) Complete(ctx context.Context, callID string, o Outcome) (*Call,
 	if c == nil {
 		return nil, errNoClient
 	}
-	if c.localMode {
-		return nil, errLocalModeNotImplemented
-	}
 	if callID == "" {
 		return nil, newError(arxerr.BadRequest, "", "no call id to complete")
 	}
@@ -262,6 +266,9 @@ func (c *Client) Complete(ctx context.Context, callID string, o Outcome) (*Call,
 	case outcomeSuccess, outcomeError, outcomeCancelled:
 	default:
 		return nil, newError(arxerr.BadRequest, callID, "unknown outcome %q (want success, error or cancelled)", o.Outcome)
+	}
+	if c.localMode {
+		return c.completeLocal(ctx, callID, o)
 	}
 	path := "/calls/" + url.PathEscape(callID) + "/complete"
 	body := completeBody{Outcome: o.Outcome, Error: trunc(c.scrub(o.Error), maxOutcomeError), DurationMS: max(o.Duration.Milliseconds(), 0)}
@@ -279,13 +286,6 @@ func (c *Client) Complete(ctx context.Context, callID string, o Outcome) (*Call,
 	c.log.LogAttrs(ctx, slog.LevelDebug, "arx: call completed", slog.String("call", callID),
 		slog.String("outcome", o.Outcome), slog.Duration("duration", o.Duration))
 	return call, nil
-}
-
-// requestLocal is the hook for local-only mode.
-//
-// TODO(local-only mode issue): implement; until then every call fails.
-func (c *Client) requestLocal(context.Context, Action) (*Call, error) {
-	return nil, errLocalModeNotImplemented
 }
 
 // parseCall decodes a 2xx answer holding a call.
@@ -308,7 +308,7 @@ func (c *Client) parseCall(ans *answer, what string) (*Call, error) {
 	}
 	if cr := w.Credential; cr != nil && cr.Token != "" {
 		cred := &Credential{
-			Token: cr.Token, Type: cr.Type, ExpiresAt: cr.ExpiresAt,
+			Token: cr.Token, Type: cr.Type, ExpiresAt: cr.ExpiresAt, DSN: cr.DSN,
 			CallID: w.ID, AgentID: w.AgentID, Connector: w.Connector, Action: w.Action, Risk: w.Risk,
 		}
 		if cred.Type == "" {

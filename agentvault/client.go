@@ -27,6 +27,8 @@ const (
 	envAgentID        = "ARX_AGENT_ID"
 	envLocalRecordDir = "ARX_LOCAL_RECORD_DIR"
 	envLocalMode      = "ARX_LOCAL_MODE"
+	envManifest       = "ARX_MANIFEST"
+	envLocalApprove   = "ARX_LOCAL_APPROVE"
 )
 
 // Config configures a Client. The zero value of every field but Token has a
@@ -46,9 +48,17 @@ type Config struct {
 	// LocalRecordDir is where local-only mode keeps its records
 	// (ARX_LOCAL_RECORD_DIR). Default DefaultLocalRecordDir.
 	LocalRecordDir string
-	// LocalMode runs without a server (ARX_LOCAL_MODE). Not available yet:
-	// every call then fails with an error that says so.
+	// LocalMode runs without a server (ARX_LOCAL_MODE): the SDK checks the
+	// manifest itself and records every call under LocalRecordDir (see
+	// local.go).
 	LocalMode bool
+	// Manifest is the job description local-only mode checks calls against
+	// (ARX_MANIFEST). Default DefaultManifest.
+	Manifest string
+	// LocalApprove is what local-only mode does with a call that needs an
+	// approver (ARX_LOCAL_APPROVE): LocalApproveAllow, LocalApproveDeny or
+	// LocalApprovePrompt (the default: ask on the terminal, deny without one).
+	LocalApprove string
 	// HTTPClient sends the requests. Default: a client with connection,
 	// TLS and idle timeouts and a keep-alive pool sized for many concurrent
 	// calls. If it has a Timeout, long polls are kept shorter than it.
@@ -94,6 +104,8 @@ func ConfigFromEnv() (Config, error) {
 		BaseURL:        get(envBaseURL),
 		AgentID:        get(envAgentID),
 		LocalRecordDir: get(envLocalRecordDir),
+		Manifest:       get(envManifest),
+		LocalApprove:   strings.ToLower(get(envLocalApprove)),
 	}
 	if cfg.BaseURL == "" {
 		cfg.BaseURL = DefaultBaseURL
@@ -130,6 +142,7 @@ type Client struct {
 	agentID   string
 	localDir  string
 	localMode bool
+	local     *localMode // local-only mode's state
 	hc        *http.Client
 	log       *slog.Logger
 
@@ -185,6 +198,11 @@ func New(cfg Config) (*Client, error) {
 	}
 	if c.localDir == "" {
 		c.localDir = DefaultLocalRecordDir
+	}
+	if c.localMode {
+		if c.local, err = newLocalMode(cfg.Manifest, cfg.LocalApprove, c.localDir); err != nil {
+			return nil, err
+		}
 	}
 	if c.hc == nil {
 		c.hc = defaultHTTPClient()

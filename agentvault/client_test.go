@@ -1,8 +1,6 @@
 package agentvault
 
 import (
-	"context"
-	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -111,23 +109,5 @@ func TestNewDefaults(t *testing.T) {
 	}
 	if c.wait != 5*time.Second {
 		t.Errorf("wait = %s with a 10s client timeout, want 5s", c.wait)
-	}
-}
-
-func TestLocalModeNotAvailable(t *testing.T) {
-	c, err := New(Config{LocalMode: true})
-	if err != nil {
-		t.Fatalf("local mode needs no token: %v", err)
-	}
-	ran := false
-	_, err = Do(t.Context(), c, Action{Connector: "salesforce", Action: "account.read"}, func(context.Context, Credential) (int, error) {
-		ran = true
-		return 0, nil
-	})
-	if !errors.Is(err, errLocalModeNotImplemented) || ran {
-		t.Fatalf("Do in local mode: ran %t, err %v", ran, err)
-	}
-	if !strings.Contains(err.Error(), "ARX_LOCAL_MODE=1") {
-		t.Errorf("error %q does not name ARX_LOCAL_MODE", err)
 	}
 }

@@ -25,6 +25,10 @@ type Credential struct {
 	Action    string
 	Risk      Risk // effective risk of the call
 	ExpiresAt time.Time
+	// DSN is set for a postgres connector: a database role made for this
+	// call only, dropped when the call ends. Secret like Token, and
+	// redacted the same way.
+	DSN string
 }
 
 // SetAuthHeader sets "Authorization: Bearer <token>" on r.
@@ -35,7 +39,11 @@ func (c Credential) SetAuthHeader(r *http.Request) {
 // String returns the credential without its token:
 // Credential{call=..., connector=..., action=..., token=REDACTED}.
 func (c Credential) String() string {
-	return "Credential{call=" + c.CallID + ", connector=" + c.Connector + ", action=" + c.Action + ", token=" + redacted + "}"
+	dsn := ""
+	if c.DSN != "" {
+		dsn = ", dsn=" + redacted
+	}
+	return "Credential{call=" + c.CallID + ", connector=" + c.Connector + ", action=" + c.Action + ", token=" + redacted + dsn + "}"
 }
 
 // Format prints String for every verb (%v, %+v, %#v, %s, %q, ...), so no

@@ -127,6 +127,7 @@ func run[T any](ctx context.Context, c *Client, cred Credential, fn func(context
 func (c *Client) finish(ctx context.Context, callID, secret string, o Outcome) error {
 	if secret != "" {
 		o.Error = strings.ReplaceAll(o.Error, secret, redacted)
+		o.Error = scrubDSN(o.Error) // gateway.go
 	}
 	timeout := c.attemptTimeout
 	if ctx.Err() != nil {

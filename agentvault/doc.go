@@ -56,10 +56,24 @@
 //	ARX_TOKEN             the agent's bearer token, shown when it was hired
 //	ARX_BASE_URL          the agent API; default https://api.arxsec.io/v1
 //	ARX_AGENT_ID          the hired agent's id
-//	ARX_LOCAL_RECORD_DIR  local-only mode's record directory; default arx-records
+//	ARX_LOCAL_RECORD_DIR  local records (local-only mode, unreachable server); default arx-records
 //	ARX_LOCAL_MODE        1 for local-only mode
+//	ARX_MANIFEST          local-only mode's manifest; default manifests/job_description.yaml
+//	ARX_LOCAL_APPROVE     local-only mode's approvals: prompt (default), allow or deny
 //
-// Local-only mode (ARX_LOCAL_MODE=1) will check the manifest and keep the
-// record in local JSONL files, without a server. It is not available in this
-// build yet: every call then fails with an error that says so.
+// # Local-only mode
+//
+// With ARX_LOCAL_MODE=1 there is no server: the SDK checks each call against
+// the manifest by the runtime's own rules (manifest.Decide), and appends the
+// entries the runtime would append, hash-chained, to
+// ARX_LOCAL_RECORD_DIR/<agent name>.jsonl. A connector not on the manifest is
+// refused (and recorded); a call that needs an approver is decided as
+// ARX_LOCAL_APPROVE says, and the decision is recorded as a local one. The
+// credential is a stub starting with "local.". `arx record verify DIR`
+// verifies the files and `arx manifest check MANIFEST --records DIR`
+// compares them with the manifest.
+//
+// Outside local-only mode, a call that cannot reach the server fails closed
+// (an error wrapping ErrUnreachable), and the attempt is recorded in the same
+// directory, for `arx record import`.
 package agentvault

@@ -53,14 +53,6 @@ func IsCode(err error, code arxerr.Code) bool {
 // call when they are used outside of one.
 var ErrNotInCall = errors.New("agentvault: not inside a governed call (hint: use the credential passed to the function given to Do)")
 
-// errLocalModeNotImplemented is what every call returns in local mode until
-// local-only mode lands.
-//
-// TODO(local-only mode issue): check the manifest locally and append
-// hash-chained JSONL entries under Config.LocalRecordDir instead.
-var errLocalModeNotImplemented = errors.New("agentvault: local mode (ARX_LOCAL_MODE=1) is not available in this build yet" +
-	" (hint: unset ARX_LOCAL_MODE and point ARX_BASE_URL and ARX_TOKEN at an ARX server, for example one started with `arx dev`)")
-
 // newError makes an *Error of the SDK's own (Status 0) with the default hint
 // of code.
 func newError(code arxerr.Code, callID, format string, args ...any) *Error {

@@ -115,7 +115,7 @@ func newProtocolServer(t testing.TB) *protocolServer {
 func (ps *protocolServer) client(t *testing.T) *Client {
 	t.Helper()
 	logs := new(syncBuffer)
-	c, err := New(Config{Token: testToken, BaseURL: ps.URL + "/v1/", AgentID: "agent-1",
+	c, err := New(Config{Token: testToken, BaseURL: ps.URL + "/v1/", AgentID: "agent-1", LocalRecordDir: t.TempDir(),
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)

@@ -72,6 +72,16 @@ const (
 	CredentialClosed   Code = "credential.call_closed"    // its call is no longer open
 	CredentialMismatch Code = "credential.scope_mismatch" // used for another agent, connector or action
 
+	// Connectors and the gateway.
+	ConnectorNotFound    Code = "connector.not_found"          // no such connector configured on the server (or not of the kind asked)
+	ConnectorUnavailable Code = "connector.unavailable"        // the system of record could not make the call's credential (postgres role)
+	GatewayMethod        Code = "gateway.method_not_allowed"   // the call's action does not allow this HTTP method
+	GatewayPath          Code = "gateway.path_not_allowed"     // the call's action does not allow this path
+	GatewayPathInvalid   Code = "gateway.path_invalid"         // dot segments, encoded slashes, empty segments
+	UpstreamUnreachable  Code = "gateway.upstream_unreachable" // the upstream did not answer (recorded)
+	UpstreamTimeout      Code = "gateway.upstream_timeout"     // the upstream did not answer in time (recorded)
+	UpstreamTooLarge     Code = "gateway.upstream_too_large"   // the upstream's answer is over the connector's limit
+
 	// The record (fail closed).
 	RecordUnavailable Code = "record.unavailable" // the entry could not be committed: nothing was issued
 
@@ -132,6 +142,15 @@ var infos = map[Code]Info{
 	CredentialExpired:  {Status: http.StatusUnauthorized, Hint: "start a new call"},
 	CredentialClosed:   {Status: http.StatusUnauthorized, Hint: "a credential lives only as long as its call"},
 	CredentialMismatch: {Status: http.StatusForbidden},
+
+	ConnectorNotFound:    {Status: http.StatusNotFound, Hint: "list the connectors of this server with `arx connectors list`"},
+	ConnectorUnavailable: {Status: http.StatusServiceUnavailable, Hint: "the system of record is unreachable; retry: the call stays open until it expires"},
+	GatewayMethod:        {Status: http.StatusForbidden, Hint: "the connector's configuration lists what each action may do (`arx connectors list`)"},
+	GatewayPath:          {Status: http.StatusForbidden, Hint: "the connector's configuration lists what each action may do (`arx connectors list`)"},
+	GatewayPathInvalid:   {Status: http.StatusBadRequest, Hint: "send a plain path: no . or .. segments, encoded slashes or empty segments"},
+	UpstreamUnreachable:  {Status: http.StatusBadGateway, Hint: "the system of record did not answer; the attempt is in the record"},
+	UpstreamTimeout:      {Status: http.StatusGatewayTimeout, Hint: "the system of record did not answer in time; the attempt is in the record"},
+	UpstreamTooLarge:     {Status: http.StatusBadGateway, Hint: "ask for less at a time"},
 
 	RecordUnavailable: {Status: http.StatusServiceUnavailable, Hint: "the personnel record cannot be written; no credential was issued; retry later"},
 

@@ -69,8 +69,8 @@ type arxProc struct {
 // startArx starts arx serve on a free loopback port (port 0: the server
 // picks one and logs it, so no other process can take it in between) and
 // waits until /readyz answers.
-func startArx(ctx context.Context, bin, dataDir string) (*arxProc, error) {
-	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--data", dataDir, "--log-format", "json")
+func startArx(ctx context.Context, bin, dataDir string, extra ...string) (*arxProc, error) {
+	cmd := exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0", "--data", dataDir, "--log-format", "json"}, extra...)...)
 	dieWithParent(cmd)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

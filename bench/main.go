@@ -52,6 +52,15 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == echoServerArg {
 		os.Exit(echoServerMain())
 	}
+	if len(os.Args) > 1 && os.Args[1] == upstreamServerArg { // gateway.go
+		os.Exit(upstreamMain())
+	}
+	if len(os.Args) > 1 && os.Args[1] == gatewayArg { // go run ./bench gateway: see gateway.go
+		os.Exit(gatewayMain(os.Args[2:]))
+	}
+	if replicasRequested(os.Args[1:]) { // -postgres URL: see replicas.go
+		os.Exit(replicasMain(os.Args[1:]))
+	}
 	cfg, err := parseFlags(os.Args[1:])
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench: error: %v\nbench: hint: go run ./bench -h\n", err)

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/arxsec/arx/agentvault"
-	"github.com/arxsec/arx/credential"
 	"github.com/arxsec/arx/internal/server"
 	salesresearch "github.com/arxsec/arx/reference-agents/sales-research"
 	"github.com/spf13/cobra"
@@ -23,6 +22,7 @@ import (
 func devCmd() *cobra.Command {
 	var dataDir, listen, logLevel string
 	var once bool
+	var postgresURL string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Everything on embedded defaults, for a first look",
@@ -44,7 +44,13 @@ runtime keeps running until Ctrl-C, unless --once.`,
 			if err != nil {
 				return err
 			}
-			srv, err := server.Open(cmd.Context(), server.Config{DataDir: dataDir, Listen: listen, Logger: log})
+			// The demo systems of record, and their connectors (devconnectors.go).
+			demo, err := startDemoSystems(cmd.Context(), postgresURL)
+			if err != nil {
+				return err
+			}
+			defer demo.Close()
+			srv, err := server.Open(cmd.Context(), server.Config{DataDir: dataDir, Listen: listen, Logger: log, Connectors: demo.connectors})
 			var opErr *net.OpError
 			if errors.As(err, &opErr) && opErr.Op == "listen" {
 				return withHint(err, "another process uses that address: pass --listen 127.0.0.1:0 for a free port")
@@ -75,25 +81,19 @@ runtime keeps running until Ctrl-C, unless --once.`,
 			}
 			fmt.Fprintf(out, "1. Hired %s (%s) from reference-agents/sales-research/manifests/job_description.yaml\n\n", hired.Agent.Name, hired.Agent.ID)
 
-			// The demo CRM: a system of record that accepts only live ARX credentials.
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				return err
-			}
-			crm := salesresearch.NewCRM(credential.NewVerifier(srv.URL, nil))
-			crmSrv := &http.Server{Handler: crm, ReadHeaderTimeout: 5 * time.Second}
-			go crmSrv.Serve(ln)
-			defer crmSrv.Close()
-
 			arx, err := agentvault.New(agentvault.Config{Token: hired.Token, BaseURL: srv.URL + "/v1", AgentID: hired.Agent.ID})
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "2. The agent researches three accounts in the demo CRM (http://%s), one governed call per read:\n", ln.Addr())
-			agent := &salesresearch.Agent{ARX: arx, CRMURL: "http://" + ln.Addr().String(), Out: out}
+			fmt.Fprintf(out, "2. The agent researches three accounts in the demo CRM (%s) through the ARX gateway, one governed call per read:\n", demo.crmURL)
+			agent := &salesresearch.Agent{ARX: arx, Gateway: true, Warehouse: demo.warehouse, Out: out}
 			sum, runErr := agent.Run(cmd.Context(), salesresearch.DefaultAccounts)
-			fmt.Fprintf(out, "\n   %d governed calls, %d refusal recorded, %d failures; the CRM served %d requests, each with a live per-call credential.\n\n",
-				sum.Calls, sum.Refusals, sum.Failures, len(crm.AccessLog()))
+			fmt.Fprintf(out, "\n   %d governed calls, %d refusal recorded, %d failures; the CRM served %d requests, each with its API key, which ARX injected and the agent never held.\n",
+				sum.Calls, sum.Refusals, sum.Failures, len(demo.crm.AccessLog()))
+			if !demo.warehouse {
+				fmt.Fprintf(out, "   (pass --postgres postgres://USER:PASSWORD@HOST/DB to add the warehouse: a database role per call)\n")
+			}
+			fmt.Fprintln(out)
 			if runErr != nil {
 				return runErr
 			}
@@ -141,6 +141,7 @@ Where to look next:
 	f.StringVar(&listen, "listen", envDefault("ARX_LISTEN", server.DefaultListen), "address to listen on")
 	f.StringVar(&logLevel, "log-level", "warn", "log level of the runtime")
 	f.BoolVar(&once, "once", false, "stop after the first look instead of running until Ctrl-C")
+	f.StringVar(&postgresURL, "postgres", envDefault("ARX_DEV_POSTGRES", ""), "a PostgreSQL (postgres://USER:PASSWORD@HOST/DB, USER with CREATEROLE) for the demo warehouse connector (env ARX_DEV_POSTGRES)")
 	return cmd
 }
 

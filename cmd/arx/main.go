@@ -90,6 +90,10 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		loginCmd(),
 		approvalsCmd(),
 		terminateCmd(),
+		witnessCmd(),
+		auditCmd(),
+		connectorsCmd(),
+		mcpCmd(),
 	)
 	return root
 }

@@ -11,7 +11,7 @@ import (
 
 func manifestCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "manifest", Short: "Work with job descriptions (manifests/job_description.yaml)"}
-	cmd.AddCommand(manifestLintCmd(), manifestSchemaCmd())
+	cmd.AddCommand(manifestLintCmd(), manifestSchemaCmd(), manifestCheckCmd(), manifestExportCmd())
 	return cmd
 }
 

@@ -15,7 +15,7 @@ import (
 
 func recordCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "record", Short: "Show and verify personnel records"}
-	cmd.AddCommand(recordShowCmd(), recordVerifyCmd())
+	cmd.AddCommand(recordShowCmd(), recordVerifyCmd(), recordImportCmd())
 	return cmd
 }
 
@@ -131,21 +131,28 @@ func recordVerifyCmd() *cobra.Command {
 	var asJSON bool
 	var logKey string
 	cmd := &cobra.Command{
-		Use:   "verify",
-		Short: "Verify the whole log: canonical entries, each agent's chain, the Merkle root and the checkpoint signature",
+		Use:   "verify [DIR]",
+		Short: "Verify the whole log: canonical entries, each agent's chain, the Merkle root and the checkpoint signature; or local records in DIR",
 		Long: `Fetch the latest signed checkpoint and every entry it commits to, and check:
 every entry is canonical and at its index, each agent's prev chain is
 unbroken, the entries hash to the checkpoint's root, and the checkpoint is
 signed by the log key. Exits 0 only when all holds.
 
 Pass --log-key (the contents of DATA_DIR/log.pub, or a file holding it) to
-check against a key you hold; without it the key is fetched from the server.`,
-		Args: cobra.NoArgs,
+check against a key you hold; without it the key is fetched from the server.
+
+With DIR (a directory of .jsonl files, or one file), verify the local records
+an SDK wrote in local-only mode instead, with no server: canonical entries,
+each numbered by its line, each agent's chain unbroken.`,
+		Args: cobra.MaximumNArgs(1),
 	}
 	client := serverFlags(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	cmd.Flags().StringVar(&logKey, "log-key", "", "the log's public key, or a file holding it")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 1 {
+			return verifyLocalRecords(cmd, args[0], asJSON)
+		}
 		c, err := client()
 		if err != nil {
 			return err

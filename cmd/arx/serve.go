@@ -7,9 +7,11 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/arxsec/arx/internal/runtime"
 	"github.com/arxsec/arx/internal/server"
+	"github.com/arxsec/arx/internal/store/postgres"
 	"github.com/spf13/cobra"
 )
 
@@ -22,7 +24,11 @@ func serveCmd() *cobra.Command {
 		Short: "Run the ARX runtime: agent API, credentials, the record",
 		Long: `Run the ARX runtime on embedded defaults: a SQLite database, the log key and
 the credential signing key in the data directory (created on first start).
-On first start an admin token is printed once and written to DIR/admin.token.`,
+On first start an admin token is printed once and written to DIR/admin.token.
+
+With --database postgres://... several replicas share one PostgreSQL database:
+each needs the first replica's log.key, log.pub and credential.key in its
+data directory; the first replica's admin.token serves them all.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := newLogger(cmd.ErrOrStderr(), logFormat, logLevel)
@@ -76,5 +82,13 @@ On first start an admin token is printed once and written to DIR/admin.token.`,
 	f.StringArrayVar(&slackHooks, "slack-webhook", nil, "Slack incoming-webhook URL told when approvals are requested and decided; repeatable")
 	f.StringVar(&logFormat, "log-format", envDefault("ARX_LOG_FORMAT", "text"), "log format: text or json (env ARX_LOG_FORMAT)")
 	f.StringVar(&logLevel, "log-level", envDefault("ARX_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env ARX_LOG_LEVEL)")
+	publishFlags(cmd, &cfg) // --bucket, --witness, ...: see audit.go
+	// --connectors FILE: see connectors.go
+	connectorFlags(cmd, &cfg)
+	f.StringVar(&cfg.Database.URL, "database", envDefault("ARX_DATABASE", ""), "PostgreSQL URL (postgres://USER:PASS@HOST:PORT/DB) that several replicas share (env ARX_DATABASE, which keeps the password out of ps; default: SQLite in the data directory)")
+	f.Int32Var(&cfg.Database.MaxConns, "db-max-conns", postgres.DefaultMaxConns, "PostgreSQL: most pooled connections (one more per replica listens for wake-ups)")
+	f.Int32Var(&cfg.Database.MinConns, "db-min-conns", 0, "PostgreSQL: pooled connections kept open when idle")
+	f.DurationVar(&cfg.Database.MaxConnLifetime, "db-max-conn-lifetime", time.Hour, "PostgreSQL: a pooled connection is replaced after this long")
+	f.DurationVar(&cfg.Database.MaxConnIdleTime, "db-max-conn-idle-time", 30*time.Minute, "PostgreSQL: an idle pooled connection is closed after this long")
 	return cmd
 }

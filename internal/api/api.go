@@ -74,6 +74,7 @@ func New(cfg Config) http.Handler {
 	h("GET /v1/calls/{id}", s.authed(s.getCall))
 	h("POST /v1/calls/{id}/complete", s.agentOnly(s.completeCall))
 	h("POST /v1/credentials/introspect", s.introspect)
+	s.agentRoutes(h) // GET /v1/agent, GET /v1/agent/status (agent.go)
 
 	h("POST /v1/agents", s.adminOnly(s.hire))
 	h("GET /v1/agents", s.adminOnly(s.listAgents))
@@ -101,6 +102,7 @@ func New(cfg Config) http.Handler {
 
 	h("GET /v1/log/checkpoint", s.checkpoint)
 	h("GET /v1/log/key", s.key)
+	h("GET /v1/connectors", s.adminOnly(s.listConnectors))
 	h("GET /v1/log/entries", s.adminOnly(s.logEntries))
 
 	h("/v1/", func(w http.ResponseWriter, r *http.Request) error {
@@ -109,7 +111,7 @@ func New(cfg Config) http.Handler {
 	if cfg.Extra != nil {
 		cfg.Extra(mux)
 	}
-	return mux
+	return s.withGateway(mux) // gateway.go: ANY /v1/gateway/{connector}/{path...}
 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error

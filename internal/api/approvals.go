@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -85,7 +86,16 @@ func (s *server) eventStream(w http.ResponseWriter, r *http.Request) error {
 	if !p.IsAdmin() && !p.IsPerson() {
 		return arxerr.New(arxerr.Forbidden, "events are for people and operators")
 	}
-	ServeEvents(w, r, s.rt.Events())
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.rt.Stopping():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	ServeEvents(w, r.WithContext(ctx), s.rt.Events())
 	return nil
 }
 

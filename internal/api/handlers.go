@@ -67,6 +67,7 @@ type credentialView struct {
 	Token     string    `json:"token"`
 	Type      string    `json:"type"`
 	ExpiresAt time.Time `json:"expires_at"`
+	DSN       string    `json:"dsn,omitempty"` // postgres connectors: the call's database role
 }
 
 type callView struct {
@@ -143,7 +144,7 @@ func (s *server) createCall(w http.ResponseWriter, r *http.Request) error {
 	case res.Call.Status == store.CallPending:
 		status = http.StatusAccepted
 	}
-	writeJSON(w, status, viewCall(res.Call, res.Credential, time.Now()))
+	writeJSON(w, status, viewResult(res, time.Now()))
 	return nil
 }
 
@@ -164,7 +165,7 @@ func (s *server) getCall(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, viewCall(res.Call, res.Credential, time.Now()))
+	writeJSON(w, http.StatusOK, viewResult(res, time.Now()))
 	return nil
 }
 

@@ -194,8 +194,7 @@ func (r *Runtime) Decide(ctx context.Context, p *Principal, callID string, grant
 	if err != nil {
 		return nil, r.writeFailed("decide approval", err)
 	}
-	r.waiters.wake(callID)
-	r.events.Publish(Event{Type: "approval.decided", AgentID: agentID, CallID: callID, At: now})
+	r.broadcast(ctx, &Event{Type: "approval.decided", AgentID: agentID, CallID: callID, At: now}, callID)
 	r.kickOutbox()
 	if expired {
 		return nil, arxerr.New(arxerr.ApprovalExpired, "the request expired before the decision")
@@ -251,8 +250,7 @@ func (r *Runtime) SweepApprovals(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		r.waiters.wake(ap.CallID)
-		r.events.Publish(Event{Type: "approval.decided", AgentID: ap.AgentID, CallID: ap.CallID, Status: store.ApprovalExpired, At: now})
+		r.broadcast(ctx, &Event{Type: "approval.decided", AgentID: ap.AgentID, CallID: ap.CallID, Status: store.ApprovalExpired, At: now}, ap.CallID)
 	}
 	if len(overdue) > 0 {
 		r.kickOutbox()

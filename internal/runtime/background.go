@@ -59,6 +59,9 @@ func (r *Runtime) Run(ctx context.Context) error {
 		r.log.Warn("checkpoint", "err", err)
 	}
 	go r.runOutbox(ctx)
+	go r.listenReplicas(ctx) // wake-ups from other replicas (notify.go)
+	// connectors.go: gateway.response entries, leftover database roles.
+	defer r.startConnectors(ctx)()
 	cp := time.NewTicker(r.cpEvery)
 	defer cp.Stop()
 	sw := time.NewTicker(r.swEvery)
@@ -139,6 +142,9 @@ func (r *Runtime) Sweep(ctx context.Context) error {
 			if err := tx.UpdateCall(cur); err != nil {
 				return err
 			}
+			if err := r.onCallClosed(tx, cur); err != nil { // connectors.go: drop the call's database role
+				return err
+			}
 			if err := tx.Append(&record.Entry{Agent: cur.AgentID, Call: cur.ID, Connector: cur.Connector, Action: cur.Action,
 				Risk: cur.Risk, Actor: "system", Type: record.TypeCallExpired, Time: now,
 				Data: map[string]any{"expired_at": cur.ExpiresAt.UTC().Format(record.TimeFormat)}}); err != nil {
@@ -160,6 +166,7 @@ func (r *Runtime) Sweep(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		r.afterCallClosed(&c)
 		r.waiters.wake(c.ID)
 	}
 	return nil

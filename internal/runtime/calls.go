@@ -31,6 +31,7 @@ type CallResult struct {
 	Call       *store.Call
 	Credential string // empty unless the call is approved and open
 	Replayed   bool   // an earlier request with the same idempotency key made the call
+	DSN        string // postgres connectors: the call's own database role, beside Credential (connectors.go)
 }
 
 var (
@@ -229,7 +230,7 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 	r.metrics.calls.WithLabelValues(c.Status).Inc()
 	r.metrics.requestLatency.Observe(r.now().Sub(start).Seconds())
 	if c.Status == store.CallPending {
-		r.events.Publish(Event{Type: "approval.requested", AgentID: c.AgentID, CallID: c.ID, At: now})
+		r.broadcast(ctx, &Event{Type: "approval.requested", AgentID: c.AgentID, CallID: c.ID, At: now})
 		r.kickOutbox()
 	}
 	if refusal != nil {
@@ -264,6 +265,9 @@ func (r *Runtime) result(c *store.Call) (*CallResult, error) {
 			return nil, r.internal("sign credential", err)
 		}
 		res.Credential = tok
+		if err := r.connectorCredential(res); err != nil {
+			return nil, err
+		}
 	}
 	return res, nil
 }
@@ -309,6 +313,9 @@ func (r *Runtime) GetCall(ctx context.Context, p *Principal, id string, wait tim
 		select {
 		case <-ch:
 		case <-deadline.C:
+			r.waiters.remove(id, ch)
+			return &CallResult{Call: c}, nil
+		case <-r.stopping:
 			r.waiters.remove(id, ch)
 			return &CallResult{Call: c}, nil
 		case <-ctx.Done():
@@ -410,15 +417,20 @@ func (r *Runtime) CompleteCall(ctx context.Context, p *Principal, id string, o O
 		if err := tx.UpdateCall(c); err != nil {
 			return err
 		}
+		if err := r.onCallClosed(tx, c); err != nil { // connectors.go: drop the call's database role
+			return err
+		}
 		return tx.Append(&record.Entry{Agent: c.AgentID, Call: c.ID, Connector: c.Connector, Action: c.Action,
 			Risk: c.Risk, Actor: p.Actor(), Type: entryType, Time: now, Data: data})
 	})
 	if err != nil {
 		return nil, r.writeFailed("complete call", err)
 	}
-	r.waiters.wake(id)
+	r.afterCallClosed(out)
 	if withdrawn {
-		r.events.Publish(Event{Type: "approval.decided", AgentID: out.AgentID, CallID: id, Status: store.ApprovalWithdrawn, At: now})
+		r.broadcast(ctx, &Event{Type: "approval.decided", AgentID: out.AgentID, CallID: id, Status: store.ApprovalWithdrawn, At: now}, id)
+	} else {
+		r.waiters.wake(id)
 	}
 	return out, nil
 }

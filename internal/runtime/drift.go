@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"math"
 	"sync"
 	"time"
 
@@ -26,7 +27,7 @@ func (r *Runtime) behaviourDrift(m *manifest.Manifest, agentID string, now time.
 	}
 	if last, baseline, spike := r.rates.observe(agentID, now); spike {
 		out = append(out, manifest.Drift{Rule: DriftRateSpike, Policy: m.OnDrift, Facts: map[string]any{
-			"calls_last_minute": last, "baseline_per_minute": baseline}})
+			"calls_last_minute": last, "baseline_per_minute": int64(math.Round(baseline))}}) // record data holds integers only
 	}
 	return out
 }

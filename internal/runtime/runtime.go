@@ -20,6 +20,7 @@ import (
 
 	"github.com/arxsec/arx/arxerr"
 	"github.com/arxsec/arx/credential"
+	"github.com/arxsec/arx/internal/connector"
 	"github.com/arxsec/arx/internal/store"
 	"github.com/arxsec/arx/manifest"
 	"github.com/arxsec/arx/record"
@@ -44,6 +45,9 @@ type Config struct {
 	Webhooks []Webhook
 	// PublicURL is where people reach this deployment (links in notifications).
 	PublicURL string
+	// Connectors are the systems of record configured on this server
+	// (connectors.go); the runtime closes them when Run ends.
+	Connectors []connector.Connector
 }
 
 // Defaults.
@@ -76,6 +80,11 @@ type Runtime struct {
 	webhooks   []Webhook
 	publicURL  string
 	outboxKick chan struct{}
+	stopping   chan struct{} // closed by Shutdown: long polls and streams end
+	stopOnce   sync.Once
+	replica    replica // this process among replicas sharing the store (notify.go)
+	// conn are the configured connectors (connectors.go).
+	conn *connectors
 }
 
 // New returns a Runtime.
@@ -104,8 +113,17 @@ func New(cfg Config) (*Runtime, error) {
 		logins:    limiter{fails: map[string][]time.Time{}, max: LoginFailuresPerEmail, window: LoginWindow},
 		loginIPs:  limiter{fails: map[string][]time.Time{}, max: LoginFailuresPerIP, window: LoginWindow},
 		badTokens: limiter{fails: map[string][]time.Time{}, max: BadTokensPerIP, window: BadTokenWindow},
-		events:    NewHub(), webhooks: cfg.Webhooks, publicURL: cfg.PublicURL, outboxKick: make(chan struct{}, 1)}, nil
+		events:    NewHub(), webhooks: cfg.Webhooks, publicURL: cfg.PublicURL, outboxKick: make(chan struct{}, 1), stopping: make(chan struct{}),
+		conn: newConnectors(cfg.Connectors)}, nil
 }
+
+// Shutdown ends long polls (they answer with the call as it stands) and
+// event streams, so a graceful shutdown does not wait for them. Clients
+// poll again, on another replica if there is one.
+func (r *Runtime) Shutdown() { r.stopOnce.Do(func() { close(r.stopping) }) }
+
+// Stopping is closed once Shutdown was called.
+func (r *Runtime) Stopping() <-chan struct{} { return r.stopping }
 
 // Origin names the log (and the deployment).
 func (r *Runtime) Origin() string { return r.signer.Name() }
@@ -183,9 +201,11 @@ func (r *Runtime) AuthenticateFrom(ctx context.Context, token, clientIP string) 
 	if r.badTokens.blocked(key, r.now()) {
 		return nil, arxerr.New(arxerr.RateLimited, "too many invalid tokens from this address; wait a minute")
 	}
-	p, err := r.Authenticate(ctx, token)
-	var ae *arxerr.Error
-	if errors.As(err, &ae) && ae.Code == arxerr.InvalidToken {
+	p, unknown, err := r.authenticate(ctx, token)
+	if unknown {
+		// Only tokens that never existed count as guesses: a revoked token
+		// (say, of a terminated agent) is refused without punishing the
+		// address it comes from.
 		r.badTokens.fail(key, r.now())
 	}
 	return p, err
@@ -194,61 +214,67 @@ func (r *Runtime) AuthenticateFrom(ctx context.Context, token, clientIP string) 
 // Authenticate resolves a bearer token. Agents that are terminated or
 // suspended are refused here, on every request, from the database.
 func (r *Runtime) Authenticate(ctx context.Context, token string) (*Principal, error) {
+	p, _, err := r.authenticate(ctx, token)
+	return p, err
+}
+
+// authenticate also says whether the token is unknown (never issued).
+func (r *Runtime) authenticate(ctx context.Context, token string) (_ *Principal, unknown bool, err error) {
 	if token == "" {
-		return nil, arxerr.New(arxerr.Unauthenticated, "missing bearer token")
+		return nil, false, arxerr.New(arxerr.Unauthenticated, "missing bearer token")
 	}
 	if len(token) > 256 || !(strings.HasPrefix(token, agentTokenPrefix) || strings.HasPrefix(token, adminTokenPrefix) || strings.HasPrefix(token, userTokenPrefix)) {
-		return nil, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
+		return nil, true, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
 	}
 	hash := HashToken(token)
 	if strings.HasPrefix(token, agentTokenPrefix) {
 		t, a, err := r.store.AgentByToken(ctx, hash)
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
+			return nil, true, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
 		}
 		if err != nil {
-			return nil, r.internal("authenticate", err)
+			return nil, false, r.internal("authenticate", err)
 		}
 		if subtle.ConstantTimeCompare(t.Hash, hash) != 1 || t.RevokedAt != nil || t.Kind != store.TokenAgent {
-			return nil, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
+			return nil, false, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
 		}
 		if err := agentUsable(a); err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		return &Principal{Kind: store.TokenAgent, TokenID: t.ID, IssuedBy: t.IssuedBy, Agent: a}, nil
+		return &Principal{Kind: store.TokenAgent, TokenID: t.ID, IssuedBy: t.IssuedBy, Agent: a}, false, nil
 	}
 	t, err := r.store.TokenByHash(ctx, hash)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
+		return nil, true, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
 	}
 	if err != nil {
-		return nil, r.internal("authenticate", err)
+		return nil, false, r.internal("authenticate", err)
 	}
 	if subtle.ConstantTimeCompare(t.Hash, hash) != 1 || t.RevokedAt != nil {
-		return nil, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
+		return nil, false, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
 	}
 	p := &Principal{Kind: t.Kind, TokenID: t.ID, IssuedBy: t.IssuedBy}
 	if t.Kind == store.TokenUser {
 		u, err := r.store.User(ctx, t.UserID)
 		if err != nil {
-			return nil, r.internal("authenticate", err)
+			return nil, false, r.internal("authenticate", err)
 		}
 		if u.DisabledAt != nil {
-			return nil, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
+			return nil, false, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
 		}
 		p.User = u
 	}
 	if t.Kind == store.TokenAgent {
 		a, err := r.store.Agent(ctx, t.AgentID)
 		if err != nil {
-			return nil, r.internal("authenticate", err)
+			return nil, false, r.internal("authenticate", err)
 		}
 		if err := agentUsable(a); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		p.Agent = a
 	}
-	return p, nil
+	return p, false, nil
 }
 
 func agentUsable(a *store.Agent) error {

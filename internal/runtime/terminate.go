@@ -96,6 +96,9 @@ func (r *Runtime) Terminate(ctx context.Context, p *Principal, agentID, reason s
 			} else {
 				e.Type = "credential.revoked"
 				res.RevokedCredentials++
+				if err := r.onCallClosed(tx, c); err != nil { // connectors.go: drop the call's database role
+					return err
+				}
 			}
 			e.Data = map[string]any{"reason": "agent terminated"}
 			if err := tx.Append(&e); err != nil {
@@ -115,10 +118,8 @@ func (r *Runtime) Terminate(ctx context.Context, p *Principal, agentID, reason s
 	if err != nil {
 		return nil, r.writeFailed("terminate", err)
 	}
-	for _, id := range woken {
-		r.waiters.wake(id)
-	}
-	r.events.Publish(Event{Type: "agent.updated", AgentID: agentID, Status: store.AgentTerminated, At: now})
+	r.kickOutbox() // database roles of the revoked calls are dropped now
+	r.broadcast(ctx, &Event{Type: "agent.updated", AgentID: agentID, Status: store.AgentTerminated, At: now}, woken...)
 	r.log.Info("agent terminated", "agent", agentID, "actor", p.Actor())
 	return res, nil
 }

@@ -21,8 +21,11 @@ import (
 
 	"github.com/arxsec/arx/credential"
 	"github.com/arxsec/arx/internal/api"
+	"github.com/arxsec/arx/internal/connector"
+	"github.com/arxsec/arx/internal/console"
+	"github.com/arxsec/arx/internal/publish"
 	"github.com/arxsec/arx/internal/runtime"
-	"github.com/arxsec/arx/internal/store/sqlite"
+	"github.com/arxsec/arx/internal/store"
 	"github.com/arxsec/arx/record"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -48,6 +51,15 @@ type Config struct {
 	PublicURL string
 	// Webhooks are told when approvals are requested and decided.
 	Webhooks []runtime.Webhook
+	// Database picks the store: SQLite in DataDir by default (database.go).
+	Database DatabaseConfig
+	// Publish, when set, streams the log to a bucket and has witnesses
+	// cosign its checkpoints; Store, LogKey, Logger and Registerer are
+	// filled in here.
+	Publish *publish.Config
+	// Connectors are the systems of record configured on this server
+	// (cmd/arx: --connectors FILE); the runtime closes them at shutdown.
+	Connectors []connector.Connector
 }
 
 // Defaults.
@@ -64,9 +76,11 @@ type Server struct {
 	AdminToken string
 	LogKey     string // the log's public verifier key
 	URL        string // scheme://host:port
+	// Publisher uploads the log to the bucket (nil without Config.Publish).
+	Publisher *publish.Publisher
 
 	cfg      Config
-	store    *sqlite.Store
+	store    store.Store
 	http     *http.Server
 	listener net.Listener
 	cancel   context.CancelFunc
@@ -125,7 +139,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(cfg.DataDir, DatabaseFile), Logger: cfg.Logger})
+	st, err := openStore(ctx, cfg, vkey, ckey) // database.go
 	if err != nil {
 		return nil, err
 	}
@@ -147,13 +161,22 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
 	rt, err := runtime.New(runtime.Config{Store: st, LogSigner: signer, Issuer: issuer, Logger: cfg.Logger,
 		Metrics: runtime.NewMetrics(reg), CheckpointInterval: cfg.CheckpointInterval,
-		Webhooks: cfg.Webhooks, PublicURL: cfg.PublicURL})
+		Webhooks: cfg.Webhooks, PublicURL: cfg.PublicURL, Connectors: cfg.Connectors})
 	if err != nil {
 		ln.Close()
 		st.Close()
 		return nil, err
 	}
 	s := &Server{Runtime: rt, LogKey: vkey, cfg: cfg, store: st, serveErr: make(chan error, 1)}
+	if cfg.Publish != nil {
+		pc := *cfg.Publish
+		pc.Store, pc.LogKey, pc.Logger, pc.Registerer = st, vkey, cfg.Logger, reg
+		if s.Publisher, err = publish.New(pc); err != nil {
+			ln.Close()
+			st.Close()
+			return nil, err
+		}
+	}
 	token, created, err := rt.EnsureAdminToken(ctx)
 	if err != nil {
 		ln.Close()
@@ -168,7 +191,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		s.AdminToken = token
 	}
-	handler := api.New(api.Config{Runtime: rt, LogKey: vkey, Logger: cfg.Logger, Registry: reg, PublicURL: cfg.PublicURL})
+	con := console.New(console.Config{Runtime: rt, LogKey: vkey, Logger: cfg.Logger, PublicURL: cfg.PublicURL})
+	handler := api.New(api.Config{Runtime: rt, LogKey: vkey, Logger: cfg.Logger, Registry: reg, PublicURL: cfg.PublicURL,
+		Extra: con.Mount})
 	s.http = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -178,6 +203,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
+	s.http.RegisterOnShutdown(rt.Shutdown)
+	s.http.RegisterOnShutdown(con.Shutdown) // console event streams end, so shutdown does not wait on them
 	if cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
@@ -202,6 +229,13 @@ func (s *Server) Start() {
 		defer s.wg.Done()
 		s.Runtime.Run(ctx)
 	}()
+	if s.Publisher != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.Publisher.Run(ctx)
+		}()
+	}
 	go func() {
 		defer s.wg.Done()
 		err := s.http.Serve(s.listener)
@@ -231,6 +265,13 @@ func (s *Server) Close() error {
 	// A last checkpoint covers what was appended since the previous one.
 	if cerr := s.Runtime.Checkpoint(context.Background()); cerr != nil {
 		s.cfg.Logger.Warn("final checkpoint", "err", cerr)
+	}
+	if s.Publisher != nil { // what that checkpoint covers goes to the bucket now, not at the next start
+		pctx, pcancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		if perr := s.Publisher.Flush(pctx); perr != nil {
+			s.cfg.Logger.Warn("final publish", "err", perr)
+		}
+		pcancel()
 	}
 	return errors.Join(err, s.store.Close())
 }
