@@ -31,7 +31,7 @@ _arx_pg_setup() {
     chown postgres: "$dir"
     as=(runuser -u postgres --)
   fi
-  "${as[@]}" "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||
+  "${as[@]}" "$bindir/initdb" -D "$dir/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||
     { cat "$dir/initdb.log"; return 1; }
   # Tests create and drop many small databases: let them, on a small machine.
   cat >>"$dir/data/postgresql.conf" <<EOF
@@ -44,7 +44,7 @@ EOF
   "${as[@]}" "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null ||
     { cat "$dir/server.log"; return 1; }
 
-  local psql=("${as[@]}" "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres)
+  local psql=("${as[@]}" "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres)
   "${psql[@]}" -c "CREATE ROLE arx LOGIN PASSWORD 'arx' CREATEDB CREATEROLE" &&
     "${psql[@]}" -c "CREATE DATABASE arx OWNER arx" || return 1
 

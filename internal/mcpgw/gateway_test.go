@@ -444,7 +444,12 @@ func TestUpstreamProgressIsRelayed(t *testing.T) {
 	if err != nil || res.IsError {
 		t.Fatalf("long-running operation: %v %+v", err, res)
 	}
+	// The upstream's last notification races its result, and a client may
+	// drop progress for a request that has completed; the ones relayed
+	// must be in order, and at least the first two must arrive.
 	var got []float64
+	timeout := time.After(5 * time.Second)
+collect:
 	for len(got) < 3 {
 		select {
 		case n := <-h.progress:
@@ -452,12 +457,17 @@ func TestUpstreamProgressIsRelayed(t *testing.T) {
 				t.Fatalf("progress token %v", n.ProgressToken)
 			}
 			got = append(got, n.Progress)
-		case <-time.After(5 * time.Second):
-			t.Fatalf("relayed progress: %v", got)
+		case <-timeout:
+			break collect
 		}
 	}
-	if got[0] != 1 || got[1] != 2 || got[2] != 3 {
-		t.Errorf("relayed progress %v, want 1 2 3", got)
+	if len(got) < 2 {
+		t.Fatalf("relayed progress: %v", got)
+	}
+	for i, p := range got {
+		if p != float64(i+1) {
+			t.Errorf("relayed progress %v, want 1 2 3 in order", got)
+		}
 	}
 }
 

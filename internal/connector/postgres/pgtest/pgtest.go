@@ -263,6 +263,9 @@ func (c *Cluster) NewDB(ctx context.Context) (*DB, error) {
 	// Identifiers made here are plain lower-case hex: safe to splice.
 	for _, s := range []string{
 		"CREATE ROLE " + db.Admin + " LOGIN CREATEROLE PASSWORD '" + db.AdminPassword + "'",
+		// A non-superuser (CI's role with CREATEROLE) must be a member of
+		// a role to make it a database's owner.
+		"GRANT " + db.Admin + " TO CURRENT_USER",
 		"CREATE DATABASE " + db.Name + " OWNER " + db.Admin,
 	} {
 		if _, err := conn.Exec(ctx, s); err != nil {
