@@ -55,14 +55,15 @@ const (
 )
 
 type gwConfig struct {
-	arxPath   string
-	workers   int
-	pgWorkers int
-	duration  time.Duration
-	warmup    time.Duration
-	runs      int
-	postgres  string
-	noPG      bool
+	arxPath    string
+	workers    int
+	pgWorkers  int
+	duration   time.Duration
+	warmup     time.Duration
+	runs       int
+	postgres   string
+	noPG       bool
+	termRounds int
 }
 
 func gatewayMain(args []string) int {
@@ -76,10 +77,12 @@ func gatewayMain(args []string) int {
 	fs.IntVar(&c.runs, "runs", 3, "runs of the gateway phases; medians are reported")
 	fs.StringVar(&c.postgres, "pg", "", "PostgreSQL URL with a CREATEROLE user and its password (default: a throwaway cluster)")
 	fs.BoolVar(&c.noPG, "no-pg", false, "skip the PostgreSQL phase")
+	fs.IntVar(&c.termRounds, "term-rounds", 20, "rounds of the termination phase (1000 outstanding credentials each)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	c.workers, c.pgWorkers = min(max(c.workers, 1), 256), min(max(c.pgWorkers, 1), 64)
+	c.termRounds = min(max(c.termRounds, 1), 200)
 	c.duration, c.warmup, c.runs = min(c.duration, maxDuration), min(c.warmup, maxDuration), min(max(c.runs, 1), maxRuns)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -288,6 +291,10 @@ func runGateway(ctx context.Context, c gwConfig) error {
 	fmt.Println("each gateway request: credential check, call and agent read in the transaction that appends its gateway.request entry,")
 	fmt.Println("  durable (SQLite WAL, synchronous=FULL, group commit) before the request is forwarded; its gateway.response entry after.")
 
+	if err := terminatePhase(ctx, client, arx.url, admin, c.termRounds, 1000); err != nil {
+		arx.reportLog(os.Stdout)
+		return err
+	}
 	if !c.noPG {
 		if err := pgPhase(ctx, c, client, arx.url, agents[:c.pgWorkers], pgAdmin); err != nil {
 			arx.reportLog(os.Stdout)

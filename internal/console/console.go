@@ -112,6 +112,9 @@ func (c *Console) Mount(mux *http.ServeMux) {
 	mux.Handle("GET /console/agents", c.page(c.agents))
 	mux.Handle("GET /console/agents/{id}", c.page(c.agent))
 	mux.Handle("GET /console/agents/{id}/record", c.page(c.record))
+	mux.Handle("GET /console/agents/{id}/review", c.page(c.review))
+	mux.Handle("POST /console/agents/{id}/drift/{index}/ack", c.action(c.ackDrift))
+	mux.Handle("POST /console/agents/{id}/terminate", c.action(c.terminate))
 	mux.Handle("GET /console/events", c.stream())
 
 	mux.Handle("/console/", c.public(func(w http.ResponseWriter, r *http.Request) error {

@@ -338,6 +338,10 @@ type agentData struct {
 	Pending    int
 	Raw        string
 	YouApprove bool
+	// CanTerminate: the agent is active and the viewer may terminate it.
+	CanTerminate bool
+	Termination  *termination // of a terminated agent, from its record
+	Done         string
 }
 
 func (c *Console) agent(w http.ResponseWriter, r *http.Request) error {
@@ -352,7 +356,16 @@ func (c *Console) agent(w http.ResponseWriter, r *http.Request) error {
 	} else {
 		d.M = m
 		d.Hours = activeHours(m.Budget.ActiveHours)
-		d.YouApprove = m.IsApprover(v.User.Email)
+		d.YouApprove = a.Status == store.AgentActive && m.IsApprover(v.User.Email)
+	}
+	d.CanTerminate = a.Status == store.AgentActive && c.rt.CanTerminate(v.Principal, a)
+	if a.Status == store.AgentTerminated {
+		if d.Termination, err = c.terminationOf(r, a); err != nil {
+			return err
+		}
+		if r.URL.Query().Get("done") == "terminated" {
+			d.Done = a.Name + " is terminated. Nothing it held is honoured any more."
+		}
 	}
 	calls, err := c.rt.Store().Calls(ctx, a.ID, 25)
 	if err != nil {

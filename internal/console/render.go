@@ -40,6 +40,8 @@ var pageInfo = map[string]struct {
 	"agents":    {"agents", false},
 	"agent":     {"agents", false},
 	"record":    {"agents", false},
+	"review":    {"agents", false},
+	"terminate": {"agents", false},
 }
 
 func parseTemplates(static *staticFiles) map[string]*pageTemplate {
@@ -186,6 +188,12 @@ func templateFuncs(static *staticFiles) template.FuncMap {
 				return s
 			}
 			return strings.ToUpper(s[:1]) + s[1:]
+		},
+		"plural64": func(n int64, one, many string) string {
+			if n == 1 {
+				return fmt.Sprintf("%d %s", n, one)
+			}
+			return fmt.Sprintf("%d %s", n, many)
 		},
 		"plural": func(n int, one, many string) string {
 			if n == 1 {
