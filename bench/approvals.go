@@ -124,7 +124,14 @@ func approvalPhase(ctx context.Context, t *target, adminToken string, n int) (ap
 		select {
 		case start = <-started:
 		case err := <-done:
-			return res, fmt.Errorf("approval %d: the SDK call ended without running: %v", i, err)
+			// The function may have run and returned before this select
+			// looked: started is buffered, so it tells.
+			select {
+			case start = <-started:
+				done <- err
+			default:
+				return res, fmt.Errorf("approval %d: the SDK call ended without running: %v", i, err)
+			}
 		case <-time.After(10 * time.Second):
 			return res, fmt.Errorf("approval %d: the SDK did not resume within 10s", i)
 		}
