@@ -159,7 +159,11 @@ func (r *Runtime) Review(ctx context.Context, p *Principal, agentID string, days
 			case record.TypeCallExpired:
 				rv.Outcomes["expired"]++
 			case "credential.revoked":
-				rv.Outcomes["revoked"]++
+				if calls, ok := e.Data["calls"].([]any); ok {
+					rv.Outcomes["revoked"] += len(calls)
+				} else {
+					rv.Outcomes["revoked"]++
+				}
 			case record.TypeApprovalRequested:
 				rv.Approvals["requested"]++
 			case record.TypeApprovalGranted:

@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"unicode/utf8"
 
@@ -10,6 +11,10 @@ import (
 	"github.com/arxsec/arx/internal/store"
 	"github.com/arxsec/arx/record"
 )
+
+// revokedPerEntry bounds the call ids one credential.revoked entry lists
+// (37 bytes each, well within record.MaxEntrySize).
+const revokedPerEntry = 500
 
 // TerminationResult says what one termination ended.
 type TerminationResult struct {
@@ -74,12 +79,21 @@ func (r *Runtime) Terminate(ctx context.Context, p *Principal, agentID, reason s
 			return err
 		}
 		actor := p.Actor()
+		var revoked []string
+		// Every live credential dies in one statement; pending calls are
+		// closed one by one with their approvals.
+		n, err := tx.RevokeAgentCredentials(a.ID, now)
+		if err != nil {
+			return err
+		}
 		for i := range open {
 			c := &open[i]
 			wasPending := c.Status == store.CallPending
 			c.Status, c.CompletedAt = store.CallRevoked, &now
-			if err := tx.UpdateCall(c); err != nil {
-				return err
+			if wasPending {
+				if err := tx.UpdateCall(c); err != nil {
+					return err
+				}
 			}
 			e := record.Entry{Agent: c.AgentID, Call: c.ID, Connector: c.Connector, Action: c.Action, Risk: c.Risk, Actor: actor, Time: now}
 			if wasPending {
@@ -94,17 +108,34 @@ func (r *Runtime) Terminate(ctx context.Context, p *Principal, agentID, reason s
 				e.Type = "approval.cancelled"
 				res.CancelledApprovals++
 			} else {
-				e.Type = "credential.revoked"
 				res.RevokedCredentials++
 				if err := r.onCallClosed(tx, c); err != nil { // connectors.go: drop the call's database role
 					return err
 				}
+				revoked = append(revoked, c.ID)
+				woken = append(woken, c.ID)
+				continue
 			}
 			e.Data = map[string]any{"reason": "agent terminated"}
 			if err := tx.Append(&e); err != nil {
 				return err
 			}
 			woken = append(woken, c.ID)
+		}
+		if n != res.RevokedCredentials {
+			return fmt.Errorf("runtime: revoked %d credentials, expected %d", n, res.RevokedCredentials)
+		}
+		// Revoked credentials are recorded in entries of up to
+		// revokedPerEntry calls: an agent holding a thousand live
+		// credentials is terminated in milliseconds, not in a thousand
+		// appends.
+		for len(revoked) > 0 {
+			n := min(len(revoked), revokedPerEntry)
+			if err := tx.Append(&record.Entry{Agent: a.ID, Type: "credential.revoked", Actor: actor, Time: now,
+				Data: map[string]any{"reason": "agent terminated", "calls": stringsAny(revoked[:n])}}); err != nil {
+				return err
+			}
+			revoked = revoked[n:]
 		}
 		if err := tx.Append(&record.Entry{Agent: a.ID, Type: record.TypeAgentTerminated, Actor: actor, Time: now,
 			Data: map[string]any{"reason": reason, "revoked_tokens": res.RevokedTokens,

@@ -193,6 +193,9 @@ type Tx interface {
 	SetAgentStatus(id, status string, at time.Time) error
 	InsertToken(t *Token) error
 	RevokeToken(id string, at time.Time) error
+	// RevokeAgentCredentials closes every approved call of an agent as
+	// revoked at t, in one statement, and counts them.
+	RevokeAgentCredentials(agentID string, at time.Time) (int, error)
 	// RevokeAgentTokens revokes every live token of an agent and counts them.
 	RevokeAgentTokens(agentID string, at time.Time) (int, error)
 	InsertCall(c *Call) error

@@ -251,6 +251,11 @@ func (t *tx) RevokeAgentTokens(agentID string, at time.Time) (int, error) {
 	return int(n), err
 }
 
+func (t *tx) RevokeAgentCredentials(agentID string, at time.Time) (int, error) {
+	n, err := t.exec(`UPDATE calls SET status = 'revoked', completed_at = $1 WHERE agent_id = $2 AND status = 'approved'`, nanos(at), agentID)
+	return int(n), err
+}
+
 func (t *tx) InsertCall(c *store.Call) error {
 	return t.insert("call "+c.ID, `INSERT INTO calls (`+callCols+`) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)
 		ON CONFLICT DO NOTHING`,

@@ -325,3 +325,12 @@ func (t *tx) CountCall(agentID, day string) error {
 	_, err := t.stmt("countCall").ExecContext(t.ctx, agentID, day)
 	return wrapWrite(err)
 }
+
+func (t *tx) RevokeAgentCredentials(agentID string, at time.Time) (int, error) {
+	res, err := t.tx.ExecContext(t.ctx, `UPDATE calls SET status = 'revoked', completed_at = ? WHERE agent_id = ? AND status = 'approved'`, nanos(at), agentID)
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: revoke credentials: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}

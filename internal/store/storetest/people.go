@@ -680,3 +680,43 @@ func testAgentByToken(t *testing.T, s store.Store) {
 		t.Errorf("AgentByToken after termination = %+v, %+v; want the token revoked and the agent terminated", k, ag)
 	}
 }
+
+func testRevokeAgentCredentials(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	insertAgents(t, s, "a", "b")
+	statuses := []string{store.CallApproved, store.CallPending, store.CallApproved, store.CallCompleted}
+	update(t, s, func(tx store.Tx) error {
+		for i, st := range statuses {
+			c := newCall(fmt.Sprint("a-", i), "a", fmt.Sprint("k-", i), t0)
+			c.Status = st
+			if err := tx.InsertCall(c); err != nil {
+				return err
+			}
+		}
+		return tx.InsertCall(newCall("b-0", "b", "k", t0)) // approved, of another agent
+	})
+	at := t0.Add(time.Minute).In(zone)
+	var n int
+	update(t, s, func(tx store.Tx) (err error) {
+		n, err = tx.RevokeAgentCredentials("a", at)
+		return err
+	})
+	if n != 2 {
+		t.Errorf("RevokeAgentCredentials(a) = %d, want 2 (its approved calls)", n)
+	}
+	for i, want := range []string{store.CallRevoked, store.CallPending, store.CallRevoked, store.CallCompleted} {
+		c, err := s.Call(ctx, fmt.Sprint("a-", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Status != want {
+			t.Errorf("call a-%d is %s, want %s", i, c.Status, want)
+		}
+		if want == store.CallRevoked && (c.CompletedAt == nil || !c.CompletedAt.Equal(at)) {
+			t.Errorf("call a-%d completed at %s, want %s", i, show(c.CompletedAt), show(&at))
+		}
+	}
+	if c, _ := s.Call(ctx, "b-0"); c.Status != store.CallApproved {
+		t.Errorf("another agent's call is %s", c.Status)
+	}
+}

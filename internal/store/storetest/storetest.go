@@ -39,6 +39,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Outbox", testOutbox},
 		{"AgentOpenCalls", testAgentOpenCalls},
 		{"RevokeAgentTokens", testRevokeAgentTokens},
+		{"RevokeAgentCredentials", testRevokeAgentCredentials},
 		{"CallCounts", testCallCounts},
 		{"AgentByToken", testAgentByToken},
 		{"Append", testAppend},
