@@ -114,6 +114,8 @@ func (r *Runtime) deliver(ctx context.Context, it *store.OutboxItem) error {
 	switch it.Kind {
 	case dropKind: // connectors.go
 		return r.deliverDrop(ctx, it)
+	case noticeKind: // notify_termination.go
+		return r.deliverNotice(ctx, it)
 	case "webhook":
 		var j webhookJob
 		if err := json.Unmarshal(it.Payload, &j); err != nil {

@@ -142,6 +142,11 @@ func (r *Runtime) Terminate(ctx context.Context, p *Principal, agentID, reason s
 				"revoked_credentials": res.RevokedCredentials, "cancelled_approvals": res.CancelledApprovals}}); err != nil {
 			return err
 		}
+		if m, err := r.Manifest(a); err == nil {
+			if err := r.enqueueNotices(tx, m, a, actor, reason, res, now); err != nil {
+				return err
+			}
+		}
 		a.Status, a.TerminatedAt = store.AgentTerminated, &now
 		res.Agent = a
 		return nil
