@@ -258,7 +258,7 @@ func TestCrashSafety(t *testing.T) {
 	if len(issued) == 0 {
 		t.Fatal("no call was acknowledged: the test proves nothing")
 	}
-	t.Logf("%d crashes survived; %d calls and %d completions acknowledged; %d entries verified", crashes, len(issued), len(completed), size)
+	t.Logf("CAMPAIGN crash crashes=%d acknowledged_calls=%d acknowledged_completions=%d entries_verified=%d lost=0", crashes, len(issued), len(completed), size)
 	p.stop(t)
 }
 

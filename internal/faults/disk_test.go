@@ -111,9 +111,12 @@ func TestDiskFull(t *testing.T) {
 	}
 	// Nothing acknowledged was lost, and the log still verifies.
 	issued, _, _ := verifyLog(t, p, dir, admin)
+	lost := 0
 	for _, id := range acknowledged {
 		if !issued[id] {
+			lost++
 			t.Errorf("acknowledged call %s has no credential.issued entry", id)
 		}
 	}
+	t.Logf("CAMPAIGN disk_full refused_with=record.unavailable recovered=true acknowledged=%d lost=%d", len(acknowledged), lost)
 }
