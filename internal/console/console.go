@@ -44,6 +44,19 @@ type Config struct {
 	// origin are accepted besides the request's own (a TLS-terminating proxy
 	// in front of arx serve).
 	PublicURL string
+	// PublishStatus, when set, reports how far the personnel record got
+	// in the customer's bucket; the dashboard shows it. Nil: no bucket is
+	// configured.
+	PublishStatus func() PublishStatus
+}
+
+// PublishStatus is how far publishing the record to the bucket got.
+type PublishStatus struct {
+	Bucket         string    // where it is published, e.g. s3://BUCKET/PREFIX
+	Size           int64     // entries in the bucket
+	CheckpointSize int64     // entries the bucket's (cosigned) checkpoint commits to
+	CheckpointTime time.Time // when that checkpoint was published; zero: none yet
+	LastError      string    // why the last round failed; "" when it succeeded
 }
 
 // Limits and timeouts.
@@ -73,6 +86,7 @@ type Console struct {
 	logKey    string
 	log       *slog.Logger
 	publicURL string // scheme://host, or "" when unset
+	publish   func() PublishStatus
 	pages     map[string]*pageTemplate
 	static    *staticFiles
 
@@ -86,7 +100,8 @@ func New(cfg Config) *Console {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Console{rt: cfg.Runtime, logKey: cfg.LogKey, log: cfg.Logger, static: loadStatic(), shutdown: make(chan struct{})}
+	c := &Console{rt: cfg.Runtime, logKey: cfg.LogKey, log: cfg.Logger, static: loadStatic(), shutdown: make(chan struct{}),
+		publish: cfg.PublishStatus}
 	if u, err := url.Parse(cfg.PublicURL); err == nil && u.Scheme != "" && u.Host != "" {
 		c.publicURL = u.Scheme + "://" + u.Host
 	}

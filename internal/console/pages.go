@@ -98,6 +98,27 @@ type dashboardData struct {
 	Active     int
 	DecidedDay int
 	Welcome    bool
+	Publish    *publishData // nil: no bucket is configured
+}
+
+// publishData is the dashboard's view of publishing to the bucket.
+type publishData struct {
+	PublishStatus
+	Waiting int64 // committed entries not yet in the bucket
+}
+
+// publishing reports publishing to the bucket, or nil without one.
+func (c *Console) publishing(ctx context.Context) (*publishData, error) {
+	if c.publish == nil {
+		return nil, nil
+	}
+	d := &publishData{PublishStatus: c.publish()}
+	tree, err := c.rt.Store().TreeSize(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d.Waiting = max(tree-d.Size, 0) // as arx_publish_pending_entries
+	return d, nil
 }
 
 func (c *Console) dashboard(w http.ResponseWriter, r *http.Request) error {
@@ -130,6 +151,9 @@ func (c *Console) dashboard(w http.ResponseWriter, r *http.Request) error {
 		if a.Status != store.ApprovalPending && a.DecidedAt != nil && time.Since(*a.DecidedAt) < 24*time.Hour {
 			d.DecidedDay++
 		}
+	}
+	if d.Publish, err = c.publishing(ctx); err != nil {
+		return err
 	}
 	return c.render(w, r, http.StatusOK, "dashboard", "Dashboard", d)
 }

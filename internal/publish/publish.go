@@ -107,6 +107,7 @@ type Publisher struct {
 	status   atomic.Pointer[Status]
 	failing  bool
 	lastWarn time.Time
+	lastErr  atomic.Pointer[string] // the last round's failure; nil when it succeeded
 }
 
 // New returns a Publisher; Run starts it.
@@ -163,6 +164,18 @@ func New(cfg Config) (*Publisher, error) {
 // Status reports how far publishing got.
 func (p *Publisher) Status() Status { return *p.status.Load() }
 
+// Bucket names the bucket published to.
+func (p *Publisher) Bucket() string { return p.cfg.Bucket.String() }
+
+// LastError is why the last publishing round of Run failed, or "" when it
+// succeeded.
+func (p *Publisher) LastError() string {
+	if e := p.lastErr.Load(); e != nil {
+		return *e
+	}
+	return ""
+}
+
 // Run publishes every PublishInterval until ctx ends.
 func (p *Publisher) Run(ctx context.Context) error {
 	t := time.NewTicker(p.cfg.PublishInterval)
@@ -190,6 +203,12 @@ func (p *Publisher) PublishNow(ctx context.Context) error {
 // report logs failures without flooding: the first, then one a minute, and
 // the recovery.
 func (p *Publisher) report(err error) {
+	if err != nil {
+		msg := err.Error()
+		p.lastErr.Store(&msg)
+	} else {
+		p.lastErr.Store(nil)
+	}
 	now := p.cfg.Now()
 	switch {
 	case err == nil && p.failing:

@@ -191,7 +191,15 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		s.AdminToken = token
 	}
-	con := console.New(console.Config{Runtime: rt, LogKey: vkey, Logger: cfg.Logger, PublicURL: cfg.PublicURL})
+	ccfg := console.Config{Runtime: rt, LogKey: vkey, Logger: cfg.Logger, PublicURL: cfg.PublicURL}
+	if p := s.Publisher; p != nil {
+		ccfg.PublishStatus = func() console.PublishStatus {
+			st := p.Status()
+			return console.PublishStatus{Bucket: p.Bucket(), Size: st.Size, CheckpointSize: st.CheckpointSize,
+				CheckpointTime: st.CheckpointTime, LastError: p.LastError()}
+		}
+	}
+	con := console.New(ccfg)
 	handler := api.New(api.Config{Runtime: rt, LogKey: vkey, Logger: cfg.Logger, Registry: reg, PublicURL: cfg.PublicURL,
 		Extra: con.Mount})
 	s.http = &http.Server{
