@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/arxsec/arx/internal/arxtest"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -23,31 +24,12 @@ import (
 	"github.com/arxsec/arx/record"
 )
 
-// arxBinary builds cmd/arx once per test binary.
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+func arxBinary(t *testing.T) string { return arxtest.Binary(t) }
 
-func arxBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "arx-faults-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "arx")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/arxsec/arx/cmd/arx").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
+func TestMain(m *testing.M) {
+	code := m.Run()
+	arxtest.RemoveBinary()
+	os.Exit(code)
 }
 
 // proc is a running arx serve.

@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/arxsec/arx/internal/arxtest"
 	"io"
 	"net/http"
 	"os"
@@ -53,40 +54,13 @@ termination:
   notify: [owner@example.com]
 `
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
+	arxtest.RemoveBinary()
 	os.Exit(code)
 }
 
-// arxBinary builds cmd/arx once per test run.
-func arxBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "arx-replicas-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "arx")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/arxsec/arx/cmd/arx").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
+func arxBinary(t *testing.T) string { return arxtest.Binary(t) }
 
 // replica is one running arx serve.
 type replica struct {
