@@ -47,8 +47,11 @@ func StartWith(t testing.TB, dir string, configure func(*server.Config)) *Server
 	if os.Getenv("ARX_TEST_LOG") != "" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	// The shutdown timeout outlasts the server's 5 s header timeout: a
+	// connection a client dialled but never used (http.Transport dials
+	// ahead) counts as active until that timeout closes it.
 	cfg := server.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: logger,
-		CheckpointInterval: 50 * time.Millisecond, ShutdownTimeout: 5 * time.Second}
+		CheckpointInterval: 50 * time.Millisecond, ShutdownTimeout: 10 * time.Second}
 	if configure != nil {
 		configure(&cfg)
 	}
