@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -96,11 +95,17 @@ type echoProc struct {
 }
 
 func startEcho(ctx context.Context) (*echoProc, error) {
+	return startSelf(ctx, echoServerArg, "the echo server")
+}
+
+// startSelf starts this binary again with a hidden first argument (the echo
+// server, the gateway's upstream) and waits for the address it prints.
+func startSelf(ctx context.Context, arg, name string) (*echoProc, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe, echoServerArg)
+	cmd := exec.Command(exe, arg)
 	dieWithParent(cmd)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
@@ -129,13 +134,13 @@ func startEcho(ctx context.Context) (*echoProc, error) {
 	case a := <-addr:
 		if a == "" {
 			p.stop()
-			return nil, errors.New("the echo server did not print its address")
+			return nil, fmt.Errorf("%s did not print its address", name)
 		}
 		p.url = "http://" + a
 		return p, nil
 	case <-t.C:
 		p.stop()
-		return nil, fmt.Errorf("the echo server did not start within %s", startTimeout)
+		return nil, fmt.Errorf("%s did not start within %s", name, startTimeout)
 	case <-ctx.Done():
 		p.stop()
 		return nil, ctx.Err()

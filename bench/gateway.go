@@ -20,7 +20,6 @@ package main
 // Loopback only; every loop is bounded by -duration and the runs by -runs.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -34,7 +33,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -507,48 +505,7 @@ func postJSON(ctx context.Context, client *http.Client, u, token string, in any,
 // startUpstream starts this binary again as the upstream, as startEcho
 // starts the echo server.
 func startUpstream(ctx context.Context) (*echoProc, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(exe, upstreamServerArg)
-	dieWithParent(cmd)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &echoProc{cmd: cmd, stdin: stdin, exited: make(chan struct{})}
-	addr := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(stdout).ReadString('\n')
-		addr <- strings.TrimSpace(strings.TrimPrefix(line, "listening "))
-		io.Copy(io.Discard, stdout)
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
-	select {
-	case a := <-addr:
-		if a == "" {
-			p.stop()
-			return nil, errors.New("the upstream did not print its address")
-		}
-		p.url = "http://" + a
-		return p, nil
-	case <-time.After(startTimeout):
-		p.stop()
-		return nil, fmt.Errorf("the upstream did not start within %s", startTimeout)
-	case <-ctx.Done():
-		p.stop()
-		return nil, ctx.Err()
-	}
+	return startSelf(ctx, upstreamServerArg, "the upstream")
 }
 
 func randHex(n int) string {
