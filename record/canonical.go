@@ -6,8 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sort"
+	"slices"
 	"strconv"
+	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -128,23 +129,33 @@ func appendObject(b []byte, m map[string]any, depth int) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-// sortUTF16 sorts keys by their UTF-16 code units (RFC 8785 §3.2.3). For
-// keys in the Basic Multilingual Plane this is the byte order of UTF-8.
-func sortUTF16(keys []string) {
-	sort.Slice(keys, func(i, j int) bool { return lessUTF16(keys[i], keys[j]) })
+// sortUTF16 sorts keys by their UTF-16 code units (RFC 8785 §3.2.3).
+func sortUTF16(keys []string) { slices.SortFunc(keys, CompareUTF16) }
+
+// CompareUTF16 orders strings by their UTF-16 code units (RFC 8785 §3.2.3);
+// for ASCII (and any text in the Basic Multilingual Plane) this is the byte
+// order of UTF-8.
+func CompareUTF16(a, b string) int {
+	if isASCII(a) && isASCII(b) {
+		return strings.Compare(a, b)
+	}
+	return slices.Compare(utf16.Encode([]rune(a)), utf16.Encode([]rune(b)))
 }
 
-func lessUTF16(a, b string) bool {
-	ua, ub := utf16.Encode([]rune(a)), utf16.Encode([]rune(b))
-	for i := 0; i < len(ua) && i < len(ub); i++ {
-		if ua[i] != ub[i] {
-			return ua[i] < ub[i]
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
 		}
 	}
-	return len(ua) < len(ub)
+	return true
 }
 
 const hexDigits = "0123456789abcdef"
+
+// AppendJSONString appends s as an RFC 8785 JSON string; other canonical
+// encoders (the MCP gateway's argument digests) share it.
+func AppendJSONString(b []byte, s string) ([]byte, error) { return appendString(b, s) }
 
 // appendString escapes as RFC 8785 §3.2.2.2: the two-character escapes for
 // \b \t \n \f \r " \\, \u00xx for other control characters, and everything

@@ -382,5 +382,5 @@ func keyLess(a, b []byte) bool {
 	if err1 != nil || err2 != nil {
 		return false
 	}
-	return lessUTF16(ua, ub)
+	return CompareUTF16(ua, ub) < 0
 }

@@ -7,12 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/arxsec/arx/record"
 	"io"
 	"math"
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -84,7 +84,7 @@ func canonicalValue(dec *json.Decoder, b []byte, depth int) ([]byte, error) {
 	case bool:
 		return strconv.AppendBool(b, t), nil
 	case string:
-		return appendJCSString(b, t), nil
+		return record.AppendJSONString(b, t)
 	case json.Number:
 		f, err := strconv.ParseFloat(string(t), 64)
 		if err != nil {
@@ -133,13 +133,16 @@ func canonicalValue(dec *json.Decoder, b []byte, depth int) ([]byte, error) {
 			if _, err := dec.Token(); err != nil { // }
 				return nil, fmt.Errorf("invalid JSON: %w", err)
 			}
-			slices.SortFunc(ms, func(x, y member) int { return compareUTF16(x.key, y.key) })
+			slices.SortFunc(ms, func(x, y member) int { return record.CompareUTF16(x.key, y.key) })
 			b = append(b, '{')
 			for i, m := range ms {
 				if i > 0 {
 					b = append(b, ',')
 				}
-				b = appendJCSString(b, m.key)
+				var err error
+				if b, err = record.AppendJSONString(b, m.key); err != nil {
+					return nil, err
+				}
 				b = append(b, ':')
 				b = append(b, m.value...)
 			}
@@ -147,57 +150,6 @@ func canonicalValue(dec *json.Decoder, b []byte, depth int) ([]byte, error) {
 		}
 	}
 	return nil, fmt.Errorf("invalid JSON token %v", tok)
-}
-
-// compareUTF16 orders strings by their UTF-16 code units (RFC 8785 §3.2.3).
-func compareUTF16(a, b string) int {
-	if isASCII(a) && isASCII(b) {
-		return strings.Compare(a, b)
-	}
-	return slices.Compare(utf16.Encode([]rune(a)), utf16.Encode([]rune(b)))
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= utf8.RuneSelf {
-			return false
-		}
-	}
-	return true
-}
-
-// appendJCSString escapes as RFC 8785 §3.2.2.2: the two-character escapes
-// for \b \t \n \f \r " \, \u00xx (lowercase hex) for other control
-// characters, everything else as UTF-8.
-func appendJCSString(b []byte, s string) []byte {
-	const hexDigits = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch c {
-		case '"':
-			b = append(b, '\\', '"')
-		case '\\':
-			b = append(b, '\\', '\\')
-		case '\b':
-			b = append(b, '\\', 'b')
-		case '\t':
-			b = append(b, '\\', 't')
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\f':
-			b = append(b, '\\', 'f')
-		case '\r':
-			b = append(b, '\\', 'r')
-		default:
-			if c < 0x20 {
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			} else {
-				b = append(b, c)
-			}
-		}
-	}
-	return append(b, '"')
 }
 
 // formatES6 prints a finite double as ECMAScript's Number.prototype.toString
