@@ -76,7 +76,7 @@ def free_port() -> int:
 class Server:
     """A running `arx serve` on loopback, with an admin token."""
 
-    def __init__(self) -> None:
+    def __init__(self, args: Tuple[str, ...] = (), env: Optional[Dict[str, str]] = None) -> None:
         self.data = tempdir()
         self.url = ""
         self.proc: Optional[subprocess.Popen] = None
@@ -84,8 +84,8 @@ class Server:
             port = free_port()
             self.url = f"http://127.0.0.1:{port}"
             self.log = open(os.path.join(self.data, "serve.log"), "wb")
-            self.proc = subprocess.Popen([arx_bin(), "serve", "--listen", f"127.0.0.1:{port}", "--data", self.data],
-                                         stdout=self.log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([arx_bin(), "serve", "--listen", f"127.0.0.1:{port}", "--data", self.data, *args],
+                                         stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
             if self._ready():
                 break
             self.stop()
