@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"regexp"
 	"strings"
 	"time"
 
@@ -173,6 +174,11 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func writeError(w http.ResponseWriter, e *arxerr.Error) {
+	if m := RedactTokens(e.Message); m != e.Message {
+		c := *e
+		c.Message = m
+		e = &c
+	}
 	status := e.Status
 	if status == 0 {
 		status = arxerr.Lookup(e.Code).Status
@@ -190,6 +196,20 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v)
+}
+
+// tokenShapes are ARX's tokens (agents', operators', people's, session
+// cookies) and compact JWS credentials.
+var tokenShapes = regexp.MustCompile(`arx[akuc]_[A-Za-z0-9_-]{8,}|eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*`)
+
+// RedactTokens hides anything shaped like an ARX token or credential in an
+// error message that repeats the request (a path, an id): a token pasted
+// into a URL by mistake must not come back in an error that clients log.
+func RedactTokens(msg string) string {
+	if !strings.Contains(msg, "arx") && !strings.Contains(msg, "eyJ") {
+		return msg
+	}
+	return tokenShapes.ReplaceAllString(msg, "[redacted]")
 }
 
 // decode reads a JSON body strictly: the right media type, at most limit

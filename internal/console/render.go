@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/arxsec/arx/arxerr"
+	"github.com/arxsec/arx/internal/api"
 	"github.com/arxsec/arx/internal/runtime"
 	"github.com/arxsec/arx/internal/store"
 )
@@ -108,6 +109,11 @@ func (c *Console) writeErrorPage(w http.ResponseWriter, r *http.Request, err err
 	if !errors.As(err, &ae) {
 		c.log.Error("console request failed", "path", r.URL.Path, "err", err)
 		ae = arxerr.New(arxerr.Internal, "something went wrong on the server; it has been logged")
+	}
+	if m := api.RedactTokens(ae.Message); m != ae.Message {
+		cp := *ae
+		cp.Message = m
+		ae = &cp
 	}
 	status := ae.Status
 	if status == 0 {

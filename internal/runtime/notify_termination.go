@@ -97,13 +97,13 @@ func postJSON(ctx context.Context, url string, v any) error {
 	b, _ := json.Marshal(v)
 	req, err := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(b))
 	if err != nil {
-		return err
+		return postFailed(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "arx-webhook/1")
 	resp, err := webhookClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("post: %v", err)
+		return postFailed(err)
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()

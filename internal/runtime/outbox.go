@@ -3,10 +3,14 @@ package runtime
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/arxsec/arx/internal/store"
@@ -19,11 +23,43 @@ type Webhook struct {
 	Format string // "json" (default) or "slack"
 }
 
-// webhookJob is the outbox payload of one delivery.
+// webhookJob is the outbox payload of one delivery. It names the endpoint
+// by a hash of its URL: the URL is a secret (a Slack webhook's is its only
+// credential) and stays out of the database.
 type webhookJob struct {
-	URL     string         `json:"url"`
+	Hook    string         `json:"hook,omitempty"`
+	URL     string         `json:"url,omitempty"` // jobs queued by earlier versions
 	Format  string         `json:"format"`
 	Payload map[string]any `json:"payload"`
+}
+
+// webhookRef names a webhook without its URL.
+func webhookRef(u string) string {
+	h := sha256.Sum256([]byte("arx webhook\x00" + u))
+	return hex.EncodeToString(h[:16])
+}
+
+// webhookURL finds the configured webhook a job names.
+func (r *Runtime) webhookURL(j *webhookJob) (string, error) {
+	if j.URL != "" {
+		return j.URL, nil
+	}
+	for _, w := range r.webhooks {
+		if webhookRef(w.URL) == j.Hook {
+			return w.URL, nil
+		}
+	}
+	return "", fmt.Errorf("webhook %s is no longer configured (arx serve --webhook)", j.Hook)
+}
+
+// postFailed is a failed delivery without the endpoint's URL, which
+// net/http's errors repeat and which may carry a secret.
+func postFailed(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return fmt.Errorf("post: %v", err)
 }
 
 // notify enqueues, in the transaction that made the change, a webhook
@@ -45,7 +81,7 @@ func (r *Runtime) notify(tx store.Tx, event string, a *store.Agent, c *store.Cal
 		p["url"] = r.publicURL + "/console/approvals/" + c.ID
 	}
 	for _, w := range r.webhooks {
-		b, err := json.Marshal(webhookJob{URL: w.URL, Format: w.Format, Payload: p})
+		b, err := json.Marshal(webhookJob{Hook: webhookRef(w.URL), Format: w.Format, Payload: p})
 		if err != nil {
 			return err
 		}
@@ -125,16 +161,20 @@ func (r *Runtime) deliver(ctx context.Context, it *store.OutboxItem) error {
 		if j.Format == "slack" {
 			body = map[string]any{"text": slackText(j.Payload)}
 		}
-		b, _ := json.Marshal(body)
-		req, err := http.NewRequestWithContext(ctx, "POST", j.URL, bytes.NewReader(b))
+		u, err := r.webhookURL(&j)
 		if err != nil {
 			return err
+		}
+		b, _ := json.Marshal(body)
+		req, err := http.NewRequestWithContext(ctx, "POST", u, bytes.NewReader(b))
+		if err != nil {
+			return postFailed(err)
 		}
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("User-Agent", "arx-webhook/1")
 		resp, err := webhookClient.Do(req)
 		if err != nil {
-			return fmt.Errorf("post: %v", err)
+			return postFailed(err)
 		}
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()

@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
@@ -249,14 +250,24 @@ func (r *Runtime) CheckLogin(ctx context.Context, email, password, clientIP stri
 // NewSession starts a console session; the cookie value is returned once.
 func (r *Runtime) NewSession(ctx context.Context, u *store.User) (cookie string, s *store.Session, err error) {
 	cookie, hash := newToken("arxc_")
-	csrf, _ := newToken("")
 	now := r.now()
-	s = &store.Session{Hash: hash, UserID: u.ID, CSRF: csrf, CreatedAt: now, ExpiresAt: now.Add(SessionLifetime)}
+	// The CSRF token is derived from the cookie, not stored: the database
+	// keeps no session secret in clear (SECURITY.md, stolen database copy).
+	s = &store.Session{Hash: hash, UserID: u.ID, CreatedAt: now, ExpiresAt: now.Add(SessionLifetime)}
 	err = r.store.Update(ctx, func(tx store.Tx) error { return tx.InsertSession(s) })
 	if err != nil {
 		return "", nil, r.writeFailed("new session", err)
 	}
+	s.CSRF = sessionCSRF(cookie)
 	return cookie, s, nil
+}
+
+// sessionCSRF is a session's synchronizer token: a hash of its cookie
+// that is not the stored one (HashToken), so only the cookie's holder
+// can compute it.
+func sessionCSRF(cookie string) string {
+	h := sha256.Sum256([]byte("arx session csrf\x00" + cookie))
+	return base64.RawURLEncoding.EncodeToString(h[:])
 }
 
 // Session resolves a console cookie.
@@ -280,6 +291,9 @@ func (r *Runtime) Session(ctx context.Context, cookie string) (*Principal, *stor
 	}
 	if u.DisabledAt != nil {
 		return nil, nil, arxerr.New(arxerr.Unauthenticated, "the account is disabled")
+	}
+	if s.CSRF == "" { // sessions started before tokens were derived keep their stored one
+		s.CSRF = sessionCSRF(cookie)
 	}
 	return &Principal{Kind: store.TokenUser, User: u}, s, nil
 }
