@@ -19,7 +19,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,6 +104,7 @@ type Publisher struct {
 	cpTime     time.Time
 	nextCosign time.Time
 	backoff    time.Duration
+	cosignErr  error           // why the last checkpoint attempt failed; nil once one succeeds
 	partials   map[string]bool // partial objects written by this process, for cleanup
 
 	status   atomic.Pointer[Status]
@@ -148,7 +151,7 @@ func New(cfg Config) (*Publisher, error) {
 	for _, w := range cfg.Witnesses {
 		v, err := record.NewCosignatureVerifier(w.VKey)
 		if err != nil {
-			return nil, fmt.Errorf("publish: witness %s: %w", w.URL, err)
+			return nil, fmt.Errorf("publish: witness %s: %w", redact(w.URL), err)
 		}
 		if seen[v.Name()] {
 			return nil, fmt.Errorf("publish: witness %s is configured twice", v.Name())
@@ -159,6 +162,14 @@ func New(cfg Config) (*Publisher, error) {
 	p.status.Store(&Status{})
 	p.m = newMetrics(cfg.Registerer, p)
 	return p, nil
+}
+
+// redact hides the password of a URL an operator may have given with one.
+func redact(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	return "(a witness URL that does not parse)"
 }
 
 // Status reports how far publishing got.
@@ -256,19 +267,28 @@ func (p *Publisher) round(ctx context.Context, force bool) error {
 	if tree, err := p.cfg.Store.TreeSize(ctx); err == nil {
 		p.m.pending.Set(float64(tree - p.size))
 	}
-	if p.size > p.cpSize && (force || !p.cfg.Now().Before(p.nextCosign)) {
-		if err := p.publishCheckpoint(ctx); err != nil {
-			p.backoff = min(max(2*p.backoff, p.cfg.PublishInterval), time.Minute, p.cfg.WitnessInterval)
-			p.nextCosign = p.cfg.Now().Add(p.backoff)
-			return err
-		}
-		p.backoff = 0
-		if len(p.witnesses) > 0 {
-			p.nextCosign = p.cpTime.Add(p.cfg.WitnessInterval)
+	var pending error
+	if p.size > p.cpSize {
+		if force || !p.cfg.Now().Before(p.nextCosign) {
+			if err := p.publishCheckpoint(ctx); err != nil {
+				p.backoff = min(max(2*p.backoff, p.cfg.PublishInterval), time.Minute, p.cfg.WitnessInterval)
+				p.nextCosign = p.cfg.Now().Add(p.backoff)
+				p.cosignErr = err
+				return err
+			}
+			p.backoff, p.cosignErr = 0, nil
+			if len(p.witnesses) > 0 {
+				p.nextCosign = p.cpTime.Add(p.cfg.WitnessInterval)
+			}
+		} else {
+			// Waiting out the backoff after a failed attempt: the round
+			// is not healthy until a checkpoint is published, so LastError
+			// keeps the reason rather than flipping to "" in between.
+			pending = p.cosignErr
 		}
 	}
 	p.cleanup(ctx)
-	return nil
+	return pending
 }
 
 // load reads the progress kept in the store once.
@@ -512,7 +532,13 @@ func (p *Publisher) publishCheckpoint(ctx context.Context) error {
 		}
 		if got := len(p.witnesses) - len(errs); got < p.cfg.Quorum {
 			p.m.errors.WithLabelValues("witness").Inc()
-			return fmt.Errorf("%d of %d witnesses cosigned the checkpoint of size %d, the quorum is %d", got, len(p.witnesses), size, p.cfg.Quorum)
+			var why []string // which witnesses failed and how: LastError and the console show it
+			for _, w := range p.witnesses {
+				if err := errs[w.name]; err != nil {
+					why = append(why, err.Error())
+				}
+			}
+			return fmt.Errorf("%d of %d witnesses cosigned the checkpoint of size %d, the quorum is %d: %s", got, len(p.witnesses), size, p.cfg.Quorum, strings.Join(why, "; "))
 		}
 		out = record.AppendSignatures(signed, lines...)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -34,6 +35,11 @@ type witnessClient struct {
 	size int64 // the witness's latest cosigned size; -1 when unknown
 }
 
+// maxAnswer bounds what is read of a witness's answer: a cosignature line
+// is about a hundred bytes, and a witness that answers more is not trusted
+// with the memory it asks for.
+const maxAnswer = 64 << 10
+
 // ErrWitnessAhead means a witness has cosigned a larger tree than the one
 // offered: the log was rolled back (a restored database), or forked.
 var ErrWitnessAhead = errors.New("witness has cosigned a larger tree than this log has")
@@ -47,8 +53,15 @@ func (c *witnessClient) cosign(ctx context.Context, signed []byte, size int64, l
 	c.mu.Lock()
 	old := c.size
 	c.mu.Unlock()
-	if old < 0 {
+	switch {
+	case old < 0:
 		old = 0
+	case old > size:
+		// A size learnt from an earlier answer (a 409) that this tree
+		// cannot reach. Ask again rather than trust it for good: the
+		// witness's 409 says where it is now, and a garbled answer
+		// must not stop cosigning after the witness is right again.
+		old = size
 	}
 	for attempt := 0; attempt < 2; attempt++ {
 		if old > size {
@@ -58,7 +71,7 @@ func (c *witnessClient) cosign(ctx context.Context, signed []byte, size int64, l
 		if old > 0 && old < size {
 			var err error
 			if proof, err = prove(old); err != nil {
-				return nil, fmt.Errorf("consistency proof from %d to %d: %w", old, size, err)
+				return nil, fmt.Errorf("witness %s: consistency proof from %d to %d: %w", c.name, old, size, err)
 			}
 		}
 		body := (&witness.AddCheckpoint{OldSize: old, Proof: proof, Checkpoint: signed}).Marshal()
@@ -68,12 +81,15 @@ func (c *witnessClient) cosign(ctx context.Context, signed []byte, size int64, l
 		}
 		resp, err := c.http.Do(req)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("witness %s: %w", c.name, err) // the client's error hides a URL's password
 		}
-		data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
 		resp.Body.Close()
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("witness %s: reading its answer: %w", c.name, err)
+		}
+		if len(data) > maxAnswer {
+			return nil, fmt.Errorf("witness %s: %s with an answer larger than %d bytes", c.name, resp.Status, maxAnswer)
 		}
 		switch resp.StatusCode {
 		case http.StatusOK:
@@ -100,32 +116,49 @@ func (c *witnessClient) cosign(ctx context.Context, signed []byte, size int64, l
 			old = n
 			continue
 		default:
-			return nil, fmt.Errorf("witness %s: %s: %s", c.name, resp.Status, strings.TrimSpace(string(data)))
+			return nil, fmt.Errorf("witness %s: %s: %s", c.name, resp.Status, excerpt(data))
 		}
 	}
 	return nil, fmt.Errorf("witness %s: its size keeps changing", c.name)
 }
 
-// verify keeps the answer's signature lines that are valid cosignatures by
-// this witness's key.
+// verify returns one signature line of the answer that is a valid
+// cosignature by this witness's key. Each line is checked on its own: a
+// note verifier checks only the first signature of a key and skips the
+// rest, so lines checked together could carry a bad one into the bucket.
+// A line by this key that does not verify refuses the whole answer; lines
+// by other keys (even under this name) are dropped.
 func (c *witnessClient) verify(signed, answer []byte, logKey string) ([]string, error) {
-	var lines []string
+	var good []string
 	for _, l := range strings.SplitAfter(string(answer), "\n") {
-		if strings.HasPrefix(l, "— "+c.name+" ") && strings.HasSuffix(l, "\n") {
-			lines = append(lines, l)
+		if !strings.HasPrefix(l, "— "+c.name+" ") || !strings.HasSuffix(l, "\n") {
+			continue
+		}
+		cs, err := record.OpenCosigned(record.AppendSignatures(signed, l), logKey, []string{c.w.VKey})
+		switch {
+		case err != nil: // signed alone opens: the line is malformed
+			return nil, fmt.Errorf("witness %s answered a malformed signature line", c.name)
+		case len(cs.Invalid) != 0:
+			return nil, fmt.Errorf("witness %s answered with a cosignature that does not verify", c.name)
+		case len(cs.Cosigs) == 1 && len(good) == 0:
+			good = append(good, l)
 		}
 	}
-	if len(lines) == 0 {
-		return nil, fmt.Errorf("witness %s answered 200 without a cosignature", c.name)
+	if len(good) == 0 {
+		return nil, fmt.Errorf("witness %s answered 200 without a cosignature by its key", c.name)
 	}
-	cs, err := record.OpenCosigned(record.AppendSignatures(signed, lines...), logKey, []string{c.w.VKey})
-	if err != nil {
-		return nil, err
+	return good, nil
+}
+
+// excerpt quotes the start of a witness's answer for an error message: a
+// garbage answer must neither flood the logs nor put control bytes in them.
+func excerpt(b []byte) string {
+	const n = 120
+	b = bytes.TrimSpace(b)
+	if len(b) > n {
+		return strconv.Quote(string(b[:n])) + "..."
 	}
-	if len(cs.Cosigs) != 1 || len(cs.Invalid) != 0 {
-		return nil, fmt.Errorf("witness %s answered with a cosignature that does not verify", c.name)
-	}
-	return lines, nil
+	return strconv.Quote(string(b))
 }
 
 // cosignQuorum asks every witness at once and returns the cosignature lines

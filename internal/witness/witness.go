@@ -277,6 +277,9 @@ func ParseSize(body []byte) (int64, error) {
 	s, ok := bytes.CutSuffix(body, []byte("\n"))
 	n, err := strconv.ParseInt(string(s), 10, 64)
 	if !ok || err != nil || n < 0 {
+		if len(body) > 40 { // a garbage answer must not flood an error message
+			return 0, fmt.Errorf("witness: %q... is not a tree size", body[:40])
+		}
 		return 0, fmt.Errorf("witness: %q is not a tree size", body)
 	}
 	return n, nil
