@@ -32,11 +32,19 @@ type Config struct {
 	Path string // the database file
 	// MaxBatch bounds how many Updates share one commit.
 	MaxBatch int
-	Logger   *slog.Logger
+	// BusyTimeout is how long a connection waits for a lock another
+	// process holds on the database (a backup tool, a sqlite3 shell)
+	// before it gives up with SQLITE_BUSY. While the write lock is held
+	// elsewhere, an Update fails within about this long.
+	BusyTimeout time.Duration
+	Logger      *slog.Logger
 }
 
 // DefaultMaxBatch is the default group-commit batch size.
 const DefaultMaxBatch = 512
+
+// DefaultBusyTimeout is the default Config.BusyTimeout.
+const DefaultBusyTimeout = 10 * time.Second
 
 // Store is a store.Store on SQLite.
 type Store struct {
@@ -71,6 +79,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
+	if cfg.BusyTimeout <= 0 {
+		cfg.BusyTimeout = DefaultBusyTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -81,7 +92,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		f.Close()
 	}
 	base := "file:" + (&url.URL{Path: cfg.Path}).EscapedPath()
-	params := "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(ON)"
+	params := fmt.Sprintf("?_pragma=busy_timeout(%d)", cfg.BusyTimeout.Milliseconds()) + "&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(ON)"
 	// The writer never checkpoints on its own: a commit then costs its WAL
 	// frames and one fsync, and checkpoints run beside it (checkpointer).
 	write, err := sql.Open("sqlite", base+params+"&_txlock=immediate&_pragma=wal_autocheckpoint(0)")
@@ -122,6 +133,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
 	}
 	ckpt.SetMaxOpenConns(1)
+	// Open the connection now, while the database is known to be
+	// writable, rather than at the first checkpoint (see reopenIfReadOnly).
+	if err := ckpt.PingContext(ctx); err != nil {
+		s.read.Close()
+		s.write.Close()
+		ckpt.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
+	}
 	s.ckpt = ckpt
 	go s.sequence()
 	go s.checkpointer()
@@ -225,6 +244,7 @@ func (s *Store) sequence() {
 func (s *Store) commit(batch []*op) {
 	errs := make([]error, len(batch))
 	fail := func(err error) {
+		s.reopenIfReadOnly(s.write, "writer", err)
 		for _, o := range batch {
 			o.done <- err
 		}
@@ -232,6 +252,13 @@ func (s *Store) commit(batch []*op) {
 	ctx := context.Background()
 	sqlTx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
+		if isBusy(err) {
+			// Another process kept the write lock for the whole busy
+			// timeout. The Updates queued meanwhile have waited about as
+			// long: they are refused now too, rather than each after one
+			// more busy timeout, so none waits much longer than one.
+			batch = s.drain(batch)
+		}
 		fail(fmt.Errorf("sqlite: begin: %w", err))
 		return
 	}
@@ -287,6 +314,18 @@ func (s *Store) commit(batch []*op) {
 	}
 	for i, o := range batch {
 		o.done <- errs[i]
+	}
+}
+
+// drain appends the Updates queued now to batch.
+func (s *Store) drain(batch []*op) []*op {
+	for {
+		select {
+		case o := <-s.ops:
+			batch = append(batch, o)
+		default:
+			return batch
+		}
 	}
 }
 
@@ -361,6 +400,35 @@ func isUnique(err error) bool {
 	return strings.Contains(err.Error(), "UNIQUE constraint failed")
 }
 
+// isBusy reports whether err is SQLite's SQLITE_BUSY: a lock held by
+// another connection outlasted the busy timeout.
+func isBusy(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
+}
+
+// isReadOnly reports whether err is SQLite's SQLITE_READONLY, in any of
+// its extended forms.
+func isReadOnly(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_READONLY
+}
+
+// reopenIfReadOnly closes db's idle connection when err says it cannot
+// write, so that its next use opens a fresh one. SQLite opens a database
+// read-only, silently, when opening it for writing fails (EROFS, EACCES):
+// a connection database/sql opened while the data directory was read-only
+// would refuse every write for good, after the directory is writable again.
+// db must have no connection in use.
+func (s *Store) reopenIfReadOnly(db *sql.DB, which string, err error) {
+	if !isReadOnly(err) {
+		return
+	}
+	s.log.Warn("sqlite: connection cannot write, reopening it", "conn", which, "err", err)
+	db.SetMaxIdleConns(0) // closes the idle connection
+	db.SetMaxIdleConns(1)
+}
+
 func nanos(t time.Time) int64 { return t.UTC().UnixNano() }
 
 func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
@@ -406,6 +474,7 @@ func (s *Store) checkpointer() {
 			var busy, logFrames, done int
 			if err := s.ckpt.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &done); err != nil {
 				s.log.Warn("sqlite: checkpoint", "err", err)
+				s.reopenIfReadOnly(s.ckpt, "checkpointer", err)
 			}
 		}
 	}
