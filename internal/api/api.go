@@ -199,8 +199,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // tokenShapes are ARX's tokens (agents', operators', people's, session
-// cookies) and compact JWS credentials.
-var tokenShapes = regexp.MustCompile(`arx[akuc]_[A-Za-z0-9_-]{8,}|eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*`)
+// cookies, setup links) and compact JWS credentials.
+var tokenShapes = regexp.MustCompile(`arx[akucs]_[A-Za-z0-9_-]{8,}|eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*`)
 
 // RedactTokens hides anything shaped like an ARX token or credential in an
 // error message that repeats the request (a path, an id): a token pasted

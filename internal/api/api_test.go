@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/arxsec/arx/credential"
+	"github.com/arxsec/arx/internal/api"
 	"github.com/arxsec/arx/internal/arxtest"
 	"github.com/arxsec/arx/record"
 	_ "modernc.org/sqlite"
@@ -492,5 +493,34 @@ func TestConcurrentCalls(t *testing.T) {
 	}
 	if p := v.Finish(cp); len(p) != 0 {
 		t.Fatalf("log does not verify: %v", p)
+	}
+}
+
+// TestTokensInPathsAreNotEchoed: a token pasted into a URL by mistake does
+// not come back in the error answer, which clients print and log.
+func TestTokensInPathsAreNotEchoed(t *testing.T) {
+	s := arxtest.Start(t)
+	_, token := s.Hire(arxtest.Manifest)
+	for _, path := range []string{"/v1/agents/" + token, "/v1/calls/" + token, "/v1/agents/" + s.AdminToken + "/record"} {
+		r := s.Do("GET", path, s.AdminToken, nil)
+		if r.Status < 400 || r.ErrorCode() == "" {
+			t.Fatalf("GET %s: %d %s", path[:20], r.Status, r.Body)
+		}
+		if bytes.Contains(r.Body, []byte(token[5:21])) || bytes.Contains(r.Body, []byte(s.AdminToken[5:21])) {
+			t.Fatalf("GET %s...: the answer repeats the token", path[:20])
+		}
+	}
+	for _, tok := range []string{"arxa_", "arxk_", "arxu_", "arxc_", "arxs_"} {
+		msg := "no agent " + tok + "AAAAAAAAAAAAAAAAAAAAAAAA here"
+		if got := api.RedactTokens(msg); got != "no agent [redacted] here" {
+			t.Errorf("RedactTokens(%q) = %q", msg, got)
+		}
+	}
+	jws := "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln"
+	if got := api.RedactTokens("bad " + jws); got != "bad [redacted]" {
+		t.Errorf("RedactTokens(a credential) = %q", got)
+	}
+	if got := api.RedactTokens("no agent 0192-abc"); got != "no agent 0192-abc" {
+		t.Errorf("RedactTokens changed a message without tokens: %q", got)
 	}
 }
