@@ -92,6 +92,13 @@ type deployment struct {
 // the README says.
 func start(t *testing.T, n int) *deployment {
 	t.Helper()
+	return startVia(t, n, nil)
+}
+
+// startVia is start with replica i reaching the database at via(i, url)
+// (through a fault-injecting proxy: partition_test.go); nil: directly.
+func startVia(t *testing.T, n int, via func(i int, db string) string) *deployment {
+	t.Helper()
 	d := &deployment{db: pgtest.Database(t)}
 	bin := arxBinary(t)
 	for i := range n {
@@ -111,7 +118,11 @@ func start(t *testing.T, n int) *deployment {
 				}
 			}
 		}
-		d.replicas = append(d.replicas, startReplica(t, bin, name, dir, d.db))
+		db := d.db
+		if via != nil {
+			db = via(i, db)
+		}
+		d.replicas = append(d.replicas, startReplica(t, bin, name, dir, db))
 		if i == 0 {
 			b, err := os.ReadFile(filepath.Join(dir, "admin.token"))
 			if err != nil {

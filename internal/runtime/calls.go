@@ -297,7 +297,7 @@ func (r *Runtime) GetCall(ctx context.Context, p *Principal, id string, wait tim
 			if errors.Is(err, store.ErrNotFound) {
 				return nil, arxerr.New(arxerr.CallNotFound, "no call %s", id)
 			}
-			return nil, r.internal("get call", err)
+			return nil, r.unreadable("get call", err)
 		}
 		if p.Kind == store.TokenAgent && c.AgentID != p.Agent.ID || p.Kind != store.TokenAgent && !p.IsAdmin() && !p.IsPerson() {
 			r.waiters.remove(id, ch)
@@ -461,7 +461,7 @@ func (r *Runtime) Introspect(ctx context.Context, token string) Introspection {
 			return Introspection{Code: arxerr.CredentialInvalid, Reason: "no such call", Claims: cl}
 		}
 		r.log.Error("introspect", "err", err)
-		return Introspection{Code: arxerr.Internal, Reason: "internal error", Claims: cl}
+		return Introspection{Code: arxerr.RecordUnavailable, Reason: "the personnel record could not be read", Claims: cl}
 	}
 	if c.AgentID != cl.AgentID || c.Connector != cl.Connector || c.Action != cl.Action {
 		return Introspection{Code: arxerr.CredentialMismatch, Reason: "the credential does not match its call", Claims: cl}
@@ -476,7 +476,7 @@ func (r *Runtime) Introspect(ctx context.Context, token string) Introspection {
 	a, err := r.store.Agent(ctx, c.AgentID)
 	if err != nil {
 		r.log.Error("introspect", "err", err)
-		return Introspection{Code: arxerr.Internal, Reason: "internal error", Claims: cl}
+		return Introspection{Code: arxerr.RecordUnavailable, Reason: "the personnel record could not be read", Claims: cl}
 	}
 	if err := agentUsable(a); err != nil {
 		return Introspection{Code: arxerr.AgentTerminated, Reason: "the agent is not active", Claims: cl}

@@ -233,7 +233,7 @@ func (r *Runtime) authenticate(ctx context.Context, token string) (_ *Principal,
 			return nil, true, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
 		}
 		if err != nil {
-			return nil, false, r.internal("authenticate", err)
+			return nil, false, r.unreadable("authenticate", err)
 		}
 		if subtle.ConstantTimeCompare(t.Hash, hash) != 1 || t.RevokedAt != nil || t.Kind != store.TokenAgent {
 			return nil, false, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
@@ -248,7 +248,7 @@ func (r *Runtime) authenticate(ctx context.Context, token string) (_ *Principal,
 		return nil, true, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
 	}
 	if err != nil {
-		return nil, false, r.internal("authenticate", err)
+		return nil, false, r.unreadable("authenticate", err)
 	}
 	if subtle.ConstantTimeCompare(t.Hash, hash) != 1 || t.RevokedAt != nil {
 		return nil, false, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
@@ -257,7 +257,7 @@ func (r *Runtime) authenticate(ctx context.Context, token string) (_ *Principal,
 	if t.Kind == store.TokenUser {
 		u, err := r.store.User(ctx, t.UserID)
 		if err != nil {
-			return nil, false, r.internal("authenticate", err)
+			return nil, false, r.unreadable("authenticate", err)
 		}
 		if u.DisabledAt != nil {
 			return nil, false, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
@@ -267,7 +267,7 @@ func (r *Runtime) authenticate(ctx context.Context, token string) (_ *Principal,
 	if t.Kind == store.TokenAgent {
 		a, err := r.store.Agent(ctx, t.AgentID)
 		if err != nil {
-			return nil, false, r.internal("authenticate", err)
+			return nil, false, r.unreadable("authenticate", err)
 		}
 		if err := agentUsable(a); err != nil {
 			return nil, false, err
@@ -442,6 +442,18 @@ func (r *Runtime) writeFailed(what string, err error) error {
 	r.metrics.recordFailures.Inc()
 	r.log.Error("record write failed", "op", what, "err", err)
 	return arxerr.New(arxerr.RecordUnavailable, "the personnel record could not be written, so nothing was done")
+}
+
+// unreadable maps a failed store read other than "not found": the
+// database did not answer (unreachable, or past the store's read timeout),
+// so nothing was decided. The client gets the same stable 503 as for a
+// write that could not be committed, and may retry; the cause is logged.
+func (r *Runtime) unreadable(what string, err error) error {
+	if errors.Is(err, context.Canceled) {
+		return arxerr.New(arxerr.RecordUnavailable, "request cancelled before the record was read")
+	}
+	r.log.Error("record read failed", "op", what, "err", err)
+	return arxerr.New(arxerr.RecordUnavailable, "the personnel record could not be read, so nothing was done")
 }
 
 func (r *Runtime) internal(what string, err error) error {

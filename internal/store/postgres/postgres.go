@@ -88,20 +88,43 @@ type Config struct {
 	// a session that sits in a transaction that long, so a replica that
 	// hangs (or is cut off) while holding the log lock frees it.
 	IdleInTransactionTimeout time.Duration
-	Logger                   *slog.Logger
+	// ReadTimeout bounds one read outside a batch (a token, a call, a page
+	// of entries), so a request on a replica whose database stopped
+	// answering (a stalled network path, a hung server) is refused in
+	// seconds instead of waiting for its client to give up.
+	ReadTimeout time.Duration
+	Logger      *slog.Logger
 }
 
-// Defaults.
+// Defaults. A replica cut off from the database answers within these
+// (internal/replicas/partition_test.go measures them): a request that
+// reads first (every authenticated one) within ReadTimeout; a write within
+// BatchTimeout for the batch that meets the cut, plus acquireTimeout when
+// it was queued behind that batch. BatchTimeout stays well under the SDK's
+// 30s attempt timeout, so a client gets the stable 503 rather than giving
+// up. The log lock of a replica cut off mid-batch is freed after
+// IdleInTransactionTimeout, and every replica's appends wait for it
+// meanwhile: batches never idle on purpose (their statements go back to
+// back, with in-memory work between), so a few seconds end only sessions
+// that are truly lost.
 const (
 	DefaultMaxConns                 = 16
 	DefaultMaxBatch                 = 64
-	DefaultBatchTimeout             = 30 * time.Second
-	DefaultIdleInTransactionTimeout = 10 * time.Second
+	DefaultBatchTimeout             = 15 * time.Second
+	DefaultIdleInTransactionTimeout = 5 * time.Second
+	DefaultReadTimeout              = 5 * time.Second
 )
+
+// acquireTimeout bounds how long a batch waits for a connection: a stalled
+// path holds an idle connection's liveness ping, or a new connection's
+// handshake, until the context ends. A healthy pool hands one out at once
+// (reads hold theirs for at most ReadTimeout).
+const acquireTimeout = 5 * time.Second
 
 // Store is a store.Store on PostgreSQL.
 type Store struct {
 	pool    *pgxpool.Pool
+	reads   bounded         // the pool, each read bounded by ReadTimeout
 	connCfg *pgx.ConnConfig // for listener connections
 	log     *slog.Logger
 	cfg     Config
@@ -145,6 +168,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.IdleInTransactionTimeout <= 0 {
 		cfg.IdleInTransactionTimeout = DefaultIdleInTransactionTimeout
 	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -185,7 +211,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	bg, stop := context.WithCancel(context.Background())
-	s := &Store{pool: pool, connCfg: pc.ConnConfig.Copy(), log: cfg.Logger, cfg: cfg,
+	s := &Store{pool: pool, reads: bounded{pool, cfg.ReadTimeout}, connCfg: pc.ConnConfig.Copy(), log: cfg.Logger, cfg: cfg,
 		ops: make(chan *op, 4096), quit: make(chan struct{}), done: make(chan struct{}), bg: bg, stopBg: stop,
 		forceSync: syncCommit == "off", heads: map[string]tlog.Hash{}}
 	go s.sequence()
@@ -298,7 +324,9 @@ func (s *Store) commit(batch []*op) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.BatchTimeout)
 	defer cancel()
-	pc, err := s.pool.Acquire(ctx)
+	actx, acancel := context.WithTimeout(ctx, max(acquireTimeout, s.connCfg.ConnectTimeout))
+	pc, err := s.pool.Acquire(actx)
+	acancel()
 	if err != nil {
 		finish(fmt.Errorf("postgres: connect: %w", err))
 		return
@@ -493,7 +521,7 @@ type querier interface {
 // TreeSize implements store.Store.
 func (s *Store) TreeSize(ctx context.Context) (int64, error) {
 	var n int64
-	if err := s.pool.QueryRow(ctx, `SELECT COALESCE(MAX(idx) + 1, 0) FROM entries`).Scan(&n); err != nil {
+	if err := s.reads.QueryRow(ctx, `SELECT COALESCE(MAX(idx) + 1, 0) FROM entries`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("postgres: tree size: %w", err)
 	}
 	return n, nil
@@ -504,7 +532,7 @@ func (s *Store) TreeSize(ctx context.Context) (int64, error) {
 // completed. Stored index i is node (level, n), written by the append of
 // record (n+1)<<level - 1, at offset level.
 func (s *Store) ReadHashes(ctx context.Context, indexes []int64) ([]tlog.Hash, error) {
-	return readHashes(ctx, s.pool, indexes)
+	return readHashes(ctx, s.reads, indexes)
 }
 
 func readHashes(ctx context.Context, q querier, indexes []int64) ([]tlog.Hash, error) {

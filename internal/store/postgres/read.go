@@ -10,13 +10,15 @@ import (
 
 	"github.com/arxsec/arx/internal/store"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Reads go to the pool: each sees what was committed before it started,
-// on whichever replica, and nothing is cached.
+// on whichever replica, and nothing is cached. Each is bounded by
+// Config.ReadTimeout (bounded).
 
 func (s *Store) list(ctx context.Context, what string, sql string, args ...any) (pgx.Rows, error) {
-	rows, err := s.pool.Query(ctx, sql, args...)
+	rows, err := s.reads.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %s: %w", what, err)
 	}
@@ -25,7 +27,7 @@ func (s *Store) list(ctx context.Context, what string, sql string, args ...any) 
 
 // Agent implements store.Store.
 func (s *Store) Agent(ctx context.Context, id string) (*store.Agent, error) {
-	return scanAgent(s.pool.QueryRow(ctx, `SELECT `+agentCols+` FROM agents WHERE id = $1`, id))
+	return scanAgent(s.reads.QueryRow(ctx, `SELECT `+agentCols+` FROM agents WHERE id = $1`, id))
 }
 
 // Agents implements store.Store.
@@ -39,7 +41,7 @@ func (s *Store) Agents(ctx context.Context) ([]store.Agent, error) {
 
 // TokenByHash implements store.Store.
 func (s *Store) TokenByHash(ctx context.Context, hash []byte) (*store.Token, error) {
-	return scanToken(s.pool.QueryRow(ctx, `SELECT `+tokenCols+` FROM tokens WHERE hash = $1`, hash))
+	return scanToken(s.reads.QueryRow(ctx, `SELECT `+tokenCols+` FROM tokens WHERE hash = $1`, hash))
 }
 
 // AgentByToken implements store.Store.
@@ -49,7 +51,7 @@ func (s *Store) AgentByToken(ctx context.Context, hash []byte) (*store.Token, *s
 	var agentID, userID *string
 	var kCreated, aCreated int64
 	var revoked, term *int64
-	err := s.pool.QueryRow(ctx, `SELECT t.id, t.hash, t.kind, t.agent_id, t.user_id, t.issued_by, t.label, t.created_at, t.revoked_at,
+	err := s.reads.QueryRow(ctx, `SELECT t.id, t.hash, t.kind, t.agent_id, t.user_id, t.issued_by, t.label, t.created_at, t.revoked_at,
 		a.id, a.name, a.owner, a.status, a.manifest, a.manifest_hash, a.created_at, a.terminated_at
 		FROM tokens t JOIN agents a ON a.id = t.agent_id WHERE t.hash = $1`, hash).Scan(&k.ID, &k.Hash, &k.Kind, &agentID, &userID,
 		&k.IssuedBy, &k.Label, &kCreated, &revoked, &a.ID, &a.Name, &a.Owner, &a.Status, &a.Manifest, &a.ManifestHash, &aCreated, &term)
@@ -66,7 +68,7 @@ func (s *Store) AgentByToken(ctx context.Context, hash []byte) (*store.Token, *s
 
 // Call implements store.Store.
 func (s *Store) Call(ctx context.Context, id string) (*store.Call, error) {
-	return scanCall(s.pool.QueryRow(ctx, `SELECT `+callCols+` FROM calls WHERE id = $1`, id))
+	return scanCall(s.reads.QueryRow(ctx, `SELECT `+callCols+` FROM calls WHERE id = $1`, id))
 }
 
 // Calls implements store.Store.
@@ -124,7 +126,7 @@ func (s *Store) entries(ctx context.Context, sql string, args ...any) ([]store.E
 func (s *Store) LatestCheckpoint(ctx context.Context) (*store.Checkpoint, error) {
 	var c store.Checkpoint
 	var created int64
-	err := s.pool.QueryRow(ctx, `SELECT size, signed, created_at FROM checkpoints ORDER BY size DESC LIMIT 1`).
+	err := s.reads.QueryRow(ctx, `SELECT size, signed, created_at FROM checkpoints ORDER BY size DESC LIMIT 1`).
 		Scan(&c.Size, &c.Signed, &created)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, store.ErrNotFound
@@ -139,7 +141,7 @@ func (s *Store) LatestCheckpoint(ctx context.Context) (*store.Checkpoint, error)
 // Meta implements store.Store.
 func (s *Store) Meta(ctx context.Context, key string) (string, error) {
 	var v string
-	err := s.pool.QueryRow(ctx, `SELECT value FROM meta WHERE key = $1`, key).Scan(&v)
+	err := s.reads.QueryRow(ctx, `SELECT value FROM meta WHERE key = $1`, key).Scan(&v)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", store.ErrNotFound
 	}
@@ -151,12 +153,12 @@ func (s *Store) Meta(ctx context.Context, key string) (string, error) {
 
 // User implements store.Store.
 func (s *Store) User(ctx context.Context, id string) (*store.User, error) {
-	return scanUser(s.pool.QueryRow(ctx, `SELECT `+userCols+` FROM users WHERE id = $1`, id))
+	return scanUser(s.reads.QueryRow(ctx, `SELECT `+userCols+` FROM users WHERE id = $1`, id))
 }
 
 // UserByEmail implements store.Store.
 func (s *Store) UserByEmail(ctx context.Context, email string) (*store.User, error) {
-	return scanUser(s.pool.QueryRow(ctx, `SELECT `+userCols+` FROM users WHERE lower(email COLLATE "C") = lower($1::text COLLATE "C")`, email))
+	return scanUser(s.reads.QueryRow(ctx, `SELECT `+userCols+` FROM users WHERE lower(email COLLATE "C") = lower($1::text COLLATE "C")`, email))
 }
 
 // Users implements store.Store.
@@ -172,7 +174,7 @@ func (s *Store) Users(ctx context.Context) ([]store.User, error) {
 func (s *Store) SessionByHash(ctx context.Context, hash []byte) (*store.Session, error) {
 	var x store.Session
 	var created, expires int64
-	err := s.pool.QueryRow(ctx, `SELECT hash, user_id, csrf, created_at, expires_at FROM sessions WHERE hash = $1`, hash).
+	err := s.reads.QueryRow(ctx, `SELECT hash, user_id, csrf, created_at, expires_at FROM sessions WHERE hash = $1`, hash).
 		Scan(&x.Hash, &x.UserID, &x.CSRF, &created, &expires)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, store.ErrNotFound
@@ -186,7 +188,7 @@ func (s *Store) SessionByHash(ctx context.Context, hash []byte) (*store.Session,
 
 // Approval implements store.Store.
 func (s *Store) Approval(ctx context.Context, callID string) (*store.Approval, error) {
-	return scanApproval(s.pool.QueryRow(ctx, `SELECT `+approvalCols+` FROM approvals WHERE call_id = $1`, callID))
+	return scanApproval(s.reads.QueryRow(ctx, `SELECT `+approvalCols+` FROM approvals WHERE call_id = $1`, callID))
 }
 
 // Approvals implements store.Store.
@@ -235,4 +237,60 @@ func (s *Store) DueOutbox(ctx context.Context, t time.Time, limit int) ([]store.
 	}
 	slices.SortFunc(out, func(a, b store.OutboxItem) int { return cmp.Compare(a.ID, b.ID) })
 	return out, nil
+}
+
+// bounded is the pool with Config.ReadTimeout on each read. pgx waits for
+// an answer as long as its context allows, and a stalled path (a black
+// hole, or a server that stopped answering) never fails a read by itself:
+// the socket stays open. At the deadline pgx closes the connection, and
+// the pool does not hand it out again.
+type bounded struct {
+	pool    *pgxpool.Pool
+	timeout time.Duration
+}
+
+var _ querier = bounded{}
+
+func (b bounded) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	return boundedRow{b.pool.QueryRow(ctx, sql, args...), cancel}
+}
+
+func (b bounded) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	rows, err := b.pool.Query(ctx, sql, args...)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return &boundedRows{Rows: rows, cancel: cancel}, nil
+}
+
+type boundedRow struct {
+	row    pgx.Row
+	cancel context.CancelFunc
+}
+
+func (r boundedRow) Scan(dest ...any) error {
+	defer r.cancel()
+	return r.row.Scan(dest...)
+}
+
+// boundedRows ends its context once read to the end or closed.
+type boundedRows struct {
+	pgx.Rows
+	cancel context.CancelFunc
+}
+
+func (r *boundedRows) Next() bool {
+	if r.Rows.Next() {
+		return true
+	}
+	r.cancel()
+	return false
+}
+
+func (r *boundedRows) Close() {
+	r.Rows.Close()
+	r.cancel()
 }
