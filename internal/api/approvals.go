@@ -182,7 +182,7 @@ func (s *server) addUser(w http.ResponseWriter, r *http.Request) error {
 func (s *server) listUsers(w http.ResponseWriter, r *http.Request) error {
 	users, err := s.rt.Store().Users(r.Context())
 	if err != nil {
-		return err
+		return s.rt.ReadFailed("list users", err)
 	}
 	out := make([]userView, 0, len(users))
 	for i := range users {

@@ -228,13 +228,16 @@ func (s *server) agentByPath(r *http.Request) (*store.Agent, error) {
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, arxerr.New(arxerr.AgentNotFound, "no agent %s", truncate(r.PathValue("id"), 64))
 	}
-	return a, err
+	if err != nil {
+		return nil, s.rt.ReadFailed("agent", err)
+	}
+	return a, nil
 }
 
 func (s *server) listAgents(w http.ResponseWriter, r *http.Request) error {
 	agents, err := s.rt.Store().Agents(r.Context())
 	if err != nil {
-		return err
+		return s.rt.ReadFailed("list agents", err)
 	}
 	out := make([]agentView, 0, len(agents))
 	for i := range agents {
@@ -264,7 +267,7 @@ func (s *server) agentCalls(w http.ResponseWriter, r *http.Request) error {
 	}
 	calls, err := s.rt.Store().Calls(r.Context(), a.ID, int(limit))
 	if err != nil {
-		return err
+		return s.rt.ReadFailed("list calls", err)
 	}
 	now := time.Now()
 	out := make([]callView, 0, len(calls))
@@ -302,7 +305,7 @@ func (s *server) agentRecord(w http.ResponseWriter, r *http.Request) error {
 	}
 	entries, err := s.rt.Store().AgentEntries(r.Context(), a.ID, after, int(limit))
 	if err != nil {
-		return err
+		return s.rt.ReadFailed("agent record", err)
 	}
 	out := make([]entryView, 0, len(entries))
 	next := after
@@ -329,7 +332,7 @@ func (s *server) logEntries(w http.ResponseWriter, r *http.Request) error {
 	}
 	entries, err := s.rt.Store().Entries(r.Context(), start, int(limit))
 	if err != nil {
-		return err
+		return s.rt.ReadFailed("log entries", err)
 	}
 	out := make([]map[string]any, 0, len(entries))
 	for _, e := range entries {
@@ -371,7 +374,7 @@ func (s *server) checkpoint(w http.ResponseWriter, r *http.Request) error {
 		cp, err = s.rt.Store().LatestCheckpoint(r.Context())
 	}
 	if err != nil {
-		return err
+		return s.rt.ReadFailed("checkpoint", err)
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-cache")

@@ -60,7 +60,7 @@ type agentRow struct {
 func (c *Console) agentRows(ctx context.Context, pending []request) ([]agentRow, error) {
 	agents, err := c.rt.Store().Agents(ctx)
 	if err != nil {
-		return nil, err
+		return nil, c.rt.ReadFailed("list agents", err)
 	}
 	waiting := map[string]int{}
 	for _, p := range pending {
@@ -115,7 +115,7 @@ func (c *Console) publishing(ctx context.Context) (*publishData, error) {
 	d := &publishData{PublishStatus: c.publish()}
 	tree, err := c.rt.Store().TreeSize(ctx)
 	if err != nil {
-		return nil, err
+		return nil, c.rt.ReadFailed("tree size", err)
 	}
 	d.Waiting = max(tree-d.Size, 0) // as arx_publish_pending_entries
 	return d, nil
@@ -145,7 +145,7 @@ func (c *Console) dashboard(w http.ResponseWriter, r *http.Request) error {
 	// Counted from the approvals alone: no call or agent needed.
 	recent, err := c.rt.Store().Approvals(ctx, "", 500)
 	if err != nil {
-		return err
+		return c.rt.ReadFailed("list approvals", err)
 	}
 	for _, a := range recent {
 		if a.Status != store.ApprovalPending && a.DecidedAt != nil && time.Since(*a.DecidedAt) < 24*time.Hour {
@@ -327,7 +327,10 @@ func (c *Console) agentByPath(r *http.Request) (*store.Agent, error) {
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, arxerr.New(arxerr.AgentNotFound, "there is no agent %s", truncate(r.PathValue("id"), 64))
 	}
-	return a, err
+	if err != nil {
+		return nil, c.rt.ReadFailed("agent", err)
+	}
+	return a, nil
 }
 
 type agentsData struct {
@@ -393,7 +396,7 @@ func (c *Console) agent(w http.ResponseWriter, r *http.Request) error {
 	}
 	calls, err := c.rt.Store().Calls(ctx, a.ID, 25)
 	if err != nil {
-		return err
+		return c.rt.ReadFailed("list calls", err)
 	}
 	now := time.Now()
 	for _, cl := range calls {
@@ -491,7 +494,7 @@ func (c *Console) record(w http.ResponseWriter, r *http.Request) error {
 	if hi > lo {
 		list, err := c.rt.Store().AgentEntries(ctx, a.ID, check.Indexes[lo]-1, hi-lo)
 		if err != nil {
-			return err
+			return c.rt.ReadFailed("agent record", err)
 		}
 		for i := len(list) - 1; i >= 0; i-- {
 			e := list[i]

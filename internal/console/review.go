@@ -417,7 +417,7 @@ func (c *Console) terminationOf(r *http.Request, a *store.Agent) (*termination, 
 	for {
 		page, err := c.rt.Store().AgentEntries(r.Context(), a.ID, after, 1000)
 		if err != nil {
-			return nil, err
+			return nil, c.rt.ReadFailed("agent record", err)
 		}
 		for _, se := range page {
 			after = se.Index

@@ -231,7 +231,7 @@ func (r *Runtime) CheckLogin(ctx context.Context, email, password, clientIP stri
 	}
 	u, err := r.store.UserByEmail(ctx, strings.TrimSpace(email))
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return nil, r.internal("login", err)
+		return nil, r.unreadable("login", err)
 	}
 	ok := false
 	if u != nil && u.PasswordHash != "" && u.DisabledAt == nil {
@@ -280,14 +280,14 @@ func (r *Runtime) Session(ctx context.Context, cookie string) (*Principal, *stor
 		return nil, nil, arxerr.New(arxerr.Unauthenticated, "not logged in")
 	}
 	if err != nil {
-		return nil, nil, r.internal("session", err)
+		return nil, nil, r.unreadable("session", err)
 	}
 	if !r.now().Before(s.ExpiresAt) {
 		return nil, nil, arxerr.New(arxerr.Unauthenticated, "the session has expired")
 	}
 	u, err := r.store.User(ctx, s.UserID)
 	if err != nil {
-		return nil, nil, r.internal("session", err)
+		return nil, nil, r.unreadable("session", err)
 	}
 	if u.DisabledAt != nil {
 		return nil, nil, arxerr.New(arxerr.Unauthenticated, "the account is disabled")

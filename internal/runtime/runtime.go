@@ -456,6 +456,10 @@ func (r *Runtime) unreadable(what string, err error) error {
 	return arxerr.New(arxerr.RecordUnavailable, "the personnel record could not be read, so nothing was done")
 }
 
+// ReadFailed is unreadable for the API and console handlers that read the
+// store directly.
+func (r *Runtime) ReadFailed(what string, err error) error { return r.unreadable(what, err) }
+
 func (r *Runtime) internal(what string, err error) error {
 	r.log.Error("internal error", "op", what, "err", err)
 	return arxerr.New(arxerr.Internal, "internal error")
