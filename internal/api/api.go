@@ -276,9 +276,13 @@ func (s *server) healthz(w http.ResponseWriter, r *http.Request) error {
 func (s *server) readyz(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	if err := s.rt.Store().Ping(ctx); err != nil {
+	if err := s.rt.Ready(ctx); err != nil {
+		status := "database unavailable"
+		if errors.Is(err, runtime.ErrNotReady) {
+			status = "record unavailable: writes fail"
+		}
 		s.log.Warn("not ready", "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "database unavailable"})
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": status})
 		return nil
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

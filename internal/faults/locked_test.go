@@ -47,12 +47,14 @@ func TestDatabaseLocked(t *testing.T) {
 	}
 	// Writes are refused once the busy timeout has run out.
 	load.waitRefusals(t, lockedAt, 3, sqlite.DefaultBusyTimeout+5*time.Second)
+	storeFaultReadyz(t, p, 503, 10*time.Second) // out of a load balancer's rotation
 	time.Sleep(time.Second)
 	if _, err := conn.ExecContext(t.Context(), "ROLLBACK"); err != nil {
 		t.Fatal(err)
 	}
 	releasedAt := time.Now()
 	recovery := load.waitRecovery(t, releasedAt, 5*time.Second)
+	storeFaultReadyz(t, p, 200, 15*time.Second)
 	load.waitAcks(t, load.acks()+20, 10*time.Second)
 	load.stop()
 

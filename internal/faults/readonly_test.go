@@ -50,9 +50,11 @@ func TestReadOnly(t *testing.T) {
 	if code, b, err := storeFaultDo(t.Context(), p.url, "GET", "/v1/agents", admin, nil); err != nil || code != 200 {
 		t.Errorf("reading agents with the data directory read-only: %d %s %v", code, b, err)
 	}
+	storeFaultReadyz(t, p, 503, 10*time.Second) // out of a load balancer's rotation
 	ff.Heal()
 	healedAt := time.Now()
 	recovery := load.waitRecovery(t, healedAt, 15*time.Second)
+	storeFaultReadyz(t, p, 200, 10*time.Second)
 	load.waitAcks(t, load.acks()+20, 10*time.Second)
 	// WAL checkpoints resume too, or the WAL would grow for good.
 	time.Sleep(time.Until(healedAt.Add(2 * time.Second)))
@@ -72,6 +74,22 @@ func TestReadOnly(t *testing.T) {
 	lost := storeFaultVerify(t, ff.Backing, admin, load)
 	t.Logf("CAMPAIGN read_only refused_with=%s recovered=true lost=%d recovery_ms=%d acknowledged=%d refused=%d write_ops_failed=%d",
 		refusedWith, lost, recovery.Milliseconds(), load.acks(), load.refusals(), ff.Failed())
+}
+
+// storeFaultReadyz waits until /readyz answers want.
+func storeFaultReadyz(t *testing.T, p *proc, want int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		code, b, err := storeFaultDo(t.Context(), p.url, "GET", "/readyz", "", nil)
+		if err == nil && code == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz did not answer %d within %v: %d %s %v", want, within, code, b, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // roSyncfs asks the kernel to write back everything cached for the

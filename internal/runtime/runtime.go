@@ -85,6 +85,8 @@ type Runtime struct {
 	replica    replica // this process among replicas sharing the store (notify.go)
 	// conn are the configured connectors (connectors.go).
 	conn *connectors
+	// ready tracks whether the store takes writes (ready.go).
+	ready readiness
 }
 
 // New returns a Runtime.
@@ -440,6 +442,7 @@ func (r *Runtime) writeFailed(what string, err error) error {
 		return arxerr.New(arxerr.RecordUnavailable, "request cancelled before the record was written")
 	}
 	r.metrics.recordFailures.Inc()
+	r.ready.writeFailed()
 	r.log.Error("record write failed", "op", what, "err", err)
 	return arxerr.New(arxerr.RecordUnavailable, "the personnel record could not be written, so nothing was done")
 }
