@@ -121,6 +121,9 @@ const (
 // (reads hold theirs for at most ReadTimeout).
 const acquireTimeout = 5 * time.Second
 
+// tcpUserTimeout is the server's tcp_user_timeout for arx's sessions.
+const tcpUserTimeout = 15 * time.Second
+
 // Store is a store.Store on PostgreSQL.
 type Store struct {
 	pool    *pgxpool.Pool
@@ -193,6 +196,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		rp["application_name"] = "arx"
 	}
 	rp["idle_in_transaction_session_timeout"] = strconv.FormatInt(cfg.IdleInTransactionTimeout.Milliseconds(), 10)
+	if rp["tcp_user_timeout"] == "" {
+		// The server's side of a partition: a session whose replica
+		// vanished while PostgreSQL was sending to it (so not idle in a
+		// transaction) is ended once its data goes unacknowledged this
+		// long, and releases what it holds, rather than after the
+		// kernel's retransmissions (about 15 minutes).
+		rp["tcp_user_timeout"] = strconv.FormatInt(tcpUserTimeout.Milliseconds(), 10)
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", redact(err))

@@ -553,3 +553,16 @@ func TestHungReplica(t *testing.T) {
 	}
 	verifyLog(t, other)
 }
+
+// TestSessionTimeouts: every session of the pool carries the settings that
+// end it on the server's side when its replica is cut off.
+func TestSessionTimeouts(t *testing.T) {
+	s := open(t, pgtest.Database(t))
+	var idle, user string
+	if err := s.pool.QueryRow(t.Context(), `SELECT current_setting('idle_in_transaction_session_timeout'), current_setting('tcp_user_timeout')`).Scan(&idle, &user); err != nil {
+		t.Fatal(err)
+	}
+	if idle != "5s" || user != "15000" && user != "15s" {
+		t.Fatalf("idle_in_transaction_session_timeout = %s, tcp_user_timeout = %s; want 5s and 15s", idle, user)
+	}
+}
