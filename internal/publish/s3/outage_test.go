@@ -152,8 +152,6 @@ func TestOutage(t *testing.T) {
 	}
 	final, _ := s.Runtime.Store().TreeSize(ctx)
 	waitFor("every entry in the bucket", func() bool { return s.Publisher.Status().CheckpointSize == final })
-	t.Logf("%d calls, %d entries; outage began at %d published", calls.Load(), final, outageAt)
-
 	rep, err := audit.Verify(ctx, b, audit.Options{LogKey: vkey, WitnessKeys: []string{w.VKey}, Quorum: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -184,4 +182,5 @@ func TestOutage(t *testing.T) {
 			i++
 		}
 	}
+	t.Logf("CAMPAIGN bucket_down calls=%d entries=%d published_at_outage=%d recovered=true lost=0", calls.Load(), final, outageAt)
 }
