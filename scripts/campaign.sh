@@ -52,7 +52,7 @@ part() { grep -o "CAMPAIGN partition scenario=$1 .*" "$log" | grep -e "${2:+mode
   echo "| database locked by another process: refused with | $(field db_locked refused_with) after $(field db_locked refuse_ms) ms (busy timeout $(field db_locked busy_timeout_ms) ms; recovered in $(field db_locked recovery_ms) ms) |"
   echo "| S3 bucket down under load: calls, entries | $(field bucket_down calls), $(field bucket_down entries) (all published once, in order, after it came back) |"
   echo "| witness answering garbage: modes, answers refused, bad checkpoints published | $(field witness_garbage modes), $(field witness_garbage refused), $(field witness_garbage published_bad) (recovered: $(field witness_garbage recovered)) |"
-  echo "| replica cut off from PostgreSQL (reset / stall): first refusal (s) | $(part replica reset first_refusal_s) / $(part replica stall first_refusal_s) |"
+  echo "| replica cut off from PostgreSQL (reset / stall): longest wait for a refusal (s) | $(part replica reset refuse_max_s) / $(part replica stall refuse_max_s) |"
   echo "| replica cut off from PostgreSQL (reset / stall): recovered after heal (s) | $(part replica reset recover_s) / $(part replica stall recover_s) |"
   echo "| terminated during a partition: requests honoured after heal | $(part terminate reset upstream_after) / $(part terminate stall upstream_after) |"
   echo "| sequencing replica stalled mid-transaction: others resumed after (s) | $(part sequencer '' resume_s) (lock released after $(part sequencer '' lock_released_s) s) |"
