@@ -12,6 +12,7 @@ type metrics struct {
 	published       prometheus.Gauge
 	checkpointSize  prometheus.Gauge
 	checkpointAge   prometheus.GaugeFunc
+	leader          prometheus.Gauge
 	errors          *prometheus.CounterVec
 	witnessFailures *prometheus.CounterVec
 }
@@ -37,6 +38,9 @@ func newMetrics(reg prometheus.Registerer, p *Publisher) *metrics {
 			}
 			return p.cfg.Now().Sub(t).Seconds()
 		}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "arx_publish_leader", Help: "1 while this replica is the one publishing to the bucket (replicas elect one), else 0.",
+		}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "arx_publish_errors_total", Help: "Failed publishing rounds by stage (upload, witness, consistency, checkpoint).",
 		}, []string{"stage"}),
@@ -45,7 +49,7 @@ func newMetrics(reg prometheus.Registerer, p *Publisher) *metrics {
 		}, []string{"witness"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.pending, m.published, m.checkpointSize, m.checkpointAge, m.errors, m.witnessFailures)
+		reg.MustRegister(m.pending, m.published, m.checkpointSize, m.checkpointAge, m.leader, m.errors, m.witnessFailures)
 	}
 	return m
 }

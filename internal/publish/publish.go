@@ -53,7 +53,11 @@ type Config struct {
 	WitnessTimeout time.Duration
 	// ObjectTimeout bounds one object upload.
 	ObjectTimeout time.Duration
-	Logger        *slog.Logger
+	// Leading, when set, is asked just before a checkpoint is written to
+	// the bucket, the one write that must not race another publisher: an
+	// error (this process no longer leads, store.Lease.Check) refuses it.
+	Leading func(ctx context.Context) error
+	Logger  *slog.Logger
 	// Registerer gets the publisher's metrics (nil: not registered).
 	Registerer prometheus.Registerer
 	Now        func() time.Time
@@ -187,8 +191,14 @@ func (p *Publisher) LastError() string {
 	return ""
 }
 
-// Run publishes every PublishInterval until ctx ends.
+// Run publishes every PublishInterval until ctx ends. It first reads the
+// progress kept in the store again: with several replicas, another one
+// may have published since this one last ran. Only one Run may publish to
+// a bucket at a time (the server elects it, store.Leader).
 func (p *Publisher) Run(ctx context.Context) error {
+	p.mu.Lock()
+	p.loaded, p.backoff, p.cosignErr, p.nextCosign = false, 0, nil, time.Time{}
+	p.mu.Unlock()
 	t := time.NewTicker(p.cfg.PublishInterval)
 	defer t.Stop()
 	for {
@@ -203,6 +213,57 @@ func (p *Publisher) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// Follow reads how far publishing got from the store, for Status and the
+// metrics of a replica that does not publish itself. It writes nothing.
+func (p *Publisher) Follow(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	get := func(key string) (string, error) {
+		v, err := p.cfg.Store.Meta(ctx, key)
+		if errors.Is(err, store.ErrNotFound) {
+			return "", nil
+		}
+		return v, err
+	}
+	var vals [4]string
+	for i, key := range []string{metaBucket, metaSize, metaCheckpoint, metaCheckpointTime} {
+		v, err := get(key)
+		if err != nil {
+			return err
+		}
+		vals[i] = v
+	}
+	st := Status{}
+	if vals[0] == p.cfg.Bucket.String() {
+		st.Size, _ = strconv.ParseInt(vals[1], 10, 64)
+		if cp, _, err := record.OpenCheckpoint([]byte(vals[2]), p.cfg.LogKey); err == nil {
+			st.CheckpointSize = int64(cp.Size)
+		}
+		if ns, _ := strconv.ParseInt(vals[3], 10, 64); ns > 0 && st.CheckpointSize > 0 {
+			st.CheckpointTime = time.Unix(0, ns)
+		}
+	}
+	p.loaded = false // Run reads it all again
+	p.lastErr.Store(nil)
+	p.status.Store(&st)
+	p.m.published.Set(float64(st.Size))
+	p.m.checkpointSize.Set(float64(st.CheckpointSize))
+	if tree, err := p.cfg.Store.TreeSize(ctx); err == nil {
+		p.m.pending.Set(float64(tree - st.Size))
+	}
+	return nil
+}
+
+// SetLeading sets the arx_publish_leader gauge: whether this process is
+// the one that publishes.
+func (p *Publisher) SetLeading(leading bool) {
+	v := 0.0
+	if leading {
+		v = 1
+	}
+	p.m.leader.Set(v)
 }
 
 // PublishNow uploads what the store's latest checkpoint covers and
@@ -544,11 +605,17 @@ func (p *Publisher) publishCheckpoint(ctx context.Context) error {
 	}
 	octx, cancel := context.WithTimeout(ctx, p.cfg.ObjectTimeout)
 	defer cancel()
+	if p.cfg.Leading != nil {
+		if err := p.cfg.Leading(octx); err != nil {
+			return fmt.Errorf("not writing the checkpoint: this replica no longer leads publishing: %w", err)
+		}
+	}
 	// Never move the bucket's checkpoint backwards, even with a second
-	// publisher (another replica given the same --bucket) racing this one.
+	// publisher racing this one (a replica elected while this one hung,
+	// or one publishing with another database).
 	if cur, err := p.cfg.Bucket.Get(octx, record.CheckpointPath); err == nil {
 		if c, _, err := record.OpenCheckpoint(cur, p.cfg.LogKey); err == nil && int64(c.Size) > size {
-			return fmt.Errorf("the bucket's checkpoint has %d entries, more than %d: another publisher writes to this bucket (give --bucket to one replica only)", c.Size, size)
+			return fmt.Errorf("the bucket's checkpoint has %d entries, more than %d: another publisher writes to this bucket (replicas of one deployment elect one publisher; is another deployment publishing here?)", c.Size, size)
 		}
 	} else if !IsNotExist(err) {
 		p.m.errors.WithLabelValues("checkpoint").Inc()

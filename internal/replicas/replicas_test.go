@@ -141,11 +141,11 @@ func startVia(t *testing.T, n int, via func(i int, db string) string) *deploymen
 	return d
 }
 
-func startReplica(t *testing.T, bin, name, dir, db string) *replica {
+func startReplica(t *testing.T, bin, name, dir, db string, extra ...string) *replica {
 	t.Helper()
 	// Each replica names itself to PostgreSQL, so a test can tell which one
 	// holds the log lock.
-	cmd := exec.Command(bin, "serve", "--data", dir, "--listen", "127.0.0.1:0", "--log-format", "json", "--db-max-conns", "8")
+	cmd := exec.Command(bin, append([]string{"serve", "--data", dir, "--listen", "127.0.0.1:0", "--log-format", "json", "--db-max-conns", "8"}, extra...)...)
 	cmd.Env = append(os.Environ(), "ARX_DATABASE="+db+"&application_name=arx-"+name)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

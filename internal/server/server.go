@@ -81,6 +81,7 @@ type Server struct {
 
 	cfg      Config
 	store    store.Store
+	lease    lease // the publisher's lead (publisher.go)
 	http     *http.Server
 	listener net.Listener
 	cancel   context.CancelFunc
@@ -171,6 +172,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Publish != nil {
 		pc := *cfg.Publish
 		pc.Store, pc.LogKey, pc.Logger, pc.Registerer = st, vkey, cfg.Logger, reg
+		pc.Leading = s.lease.check
 		if s.Publisher, err = publish.New(pc); err != nil {
 			ln.Close()
 			st.Close()
@@ -241,7 +243,7 @@ func (s *Server) Start() {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.Publisher.Run(ctx)
+			s.publish(ctx) // publisher.go
 		}()
 	}
 	go func() {
@@ -274,12 +276,16 @@ func (s *Server) Close() error {
 	if cerr := s.Runtime.Checkpoint(context.Background()); cerr != nil {
 		s.cfg.Logger.Warn("final checkpoint", "err", cerr)
 	}
-	if s.Publisher != nil { // what that checkpoint covers goes to the bucket now, not at the next start
+	if s.Publisher != nil && s.lease.held() { // what that checkpoint covers goes to the bucket now, not at the next start
 		pctx, pcancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 		if perr := s.Publisher.Flush(pctx); perr != nil {
 			s.cfg.Logger.Warn("final publish", "err", perr)
 		}
 		pcancel()
+	}
+	if s.Publisher != nil {
+		s.lease.release(s.cfg.Logger) // another replica publishes from now on
+		s.Publisher.SetLeading(false)
 	}
 	return errors.Join(err, s.store.Close())
 }

@@ -25,6 +25,8 @@ var (
 	ErrConflict = errors.New("store: conflict") // a unique key is taken
 	// ErrClosed is returned once the store is closing.
 	ErrClosed = errors.New("store: closed")
+	// ErrLedElsewhere is TryLead's answer when another process leads.
+	ErrLedElsewhere = errors.New("store: another process leads")
 )
 
 // Agent statuses.
@@ -248,4 +250,32 @@ type Notifier interface {
 	// "" whenever messages may have been missed (on start and after a lost
 	// connection): the listener should then recheck what it waits for.
 	Listen(ctx context.Context) (<-chan string, error)
+}
+
+// Leader is what a store shared by several replicas offers so that exactly
+// one of them at a time does a job that must not run twice at once (the
+// bucket publisher). A store used by one process only leads always.
+type Leader interface {
+	// TryLead tries once, without waiting, to take the lead for name. It
+	// returns ErrLedElsewhere while another process holds it; a caller
+	// that wants to lead tries again every second or two.
+	TryLead(ctx context.Context, name string) (Lease, error)
+}
+
+// Lease is the lead, held until it is released or lost. The store checks
+// it by itself about every second; once a check fails or times out, or
+// the database ends the session that holds it, Done is closed and the
+// holder must stop the job at once. A shared store frees the lead of a
+// holder that stops answering after a bounded time (postgres:
+// LeaderSessionTimeout), longer than the holder takes to notice.
+type Lease interface {
+	// Done is closed once the lease is lost or released.
+	Done() <-chan struct{}
+	// Check confirms by a round trip to the database that the lease is
+	// still held, just before a step that must not be taken twice. An
+	// error means it is not (and Done is then closed).
+	Check(ctx context.Context) error
+	// Release gives the lead up; the next TryLead of another process
+	// takes it. It may be called more than once.
+	Release()
 }

@@ -30,6 +30,10 @@
 // and credential signatures already checked (the gateway reads the call and
 // the agent behind a credential in its transaction, every request).
 //
+// Leadership. The Store is a store.Leader: a session advisory lock held on
+// a connection of its own elects one replica to run a job such as the
+// bucket publisher (leader.go).
+//
 // Wake-ups. The Store is a store.Notifier: NOTIFY on one channel
 // (NotifyChannel) and a dedicated LISTEN connection per listener, so a
 // decision committed on one replica wakes the long polls and console
@@ -148,6 +152,10 @@ type Store struct {
 	heads map[string]tlog.Hash // committed chain heads by agent, filled on demand
 
 	listeners atomic.Int32 // listeners whose connection is down
+
+	leadMu     sync.Mutex           // leader.go
+	leadClosed bool                 // no more TryLead
+	candidates map[string]*pgx.Conn // by name: the connection of the last try that did not get the lock
 }
 
 type op struct {
@@ -243,7 +251,8 @@ func redact(err error) error {
 func (s *Store) Close() error {
 	s.closeMu.Do(func() { close(s.quit) })
 	<-s.done
-	s.stopBg()
+	s.closeLeadership()
+	s.stopBg() // leases end
 	s.pool.Close()
 	return nil
 }

@@ -59,6 +59,9 @@ type Store struct {
 	maxBatch int
 	closeMu  sync.Once
 
+	leadMu sync.Mutex
+	leases map[string]*lease // leader.go
+
 	// Owned by the sequencer goroutine.
 	tree  *record.Tree
 	heads map[string]tlog.Hash // committed chain heads by agent, filled on demand
