@@ -17,10 +17,16 @@
 package faultfs
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -30,16 +36,24 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
-// FS is a mounted fault-injecting loopback filesystem.
+// FS is a mounted fault-injecting loopback filesystem, served by a child
+// process of the test's own.
+//
+// The server must not live in the process under test: a Go program that
+// touches a mapped file of its own FUSE mount (SQLite's -shm) can take a
+// page fault that waits for the FUSE server while the garbage collector
+// waits for that faulting thread to stop, and the FUSE server's goroutines
+// cannot run until it does: the process hangs for good.
 type FS struct {
 	// Dir is the mount point: the directory the program under test uses.
 	Dir string
 	// Backing is the real directory behind it.
 	Backing string
 
-	server *fuse.Server
-	fault  atomic.Uint32 // a syscall.Errno; 0 lets writes through
-	failed atomic.Int64  // write operations refused so far
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	ctl    io.WriteCloser // commands to the child, one per line
+	answer *bufio.Scanner // its answers, one per line
 }
 
 // Available reports why FUSE filesystems cannot be mounted here, or nil.
@@ -81,18 +95,172 @@ func MountForTest(t testing.TB) *FS {
 	return ff
 }
 
-// Mount mounts a loopback view of backing on mountpoint, with no fault set.
-// Close unmounts it. Nothing may change backing behind the mount's back while
-// it is mounted: the kernel keeps what it cached.
+// childEnv (the mount point) and backingEnv tell a test binary started by
+// Mount to serve a mount and exit.
+const (
+	childEnv   = "ARX_FAULTFS_SERVE"
+	backingEnv = "ARX_FAULTFS_BACKING"
+)
+
+func init() {
+	if mnt := os.Getenv(childEnv); mnt != "" {
+		os.Exit(serveChild(mnt, os.Getenv(backingEnv)))
+	}
+}
+
+// Mount mounts a loopback view of backing on mountpoint, with no fault set,
+// served by a child process (this program, started again). Close unmounts
+// it. Nothing may change backing behind the mount's back while it is
+// mounted: the kernel keeps what it cached.
 func Mount(mountpoint, backing string) (*FS, error) {
-	ff := &FS{Dir: mountpoint, Backing: backing}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("faultfs: %w", err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), childEnv+"="+mountpoint, backingEnv+"="+backing)
+	cmd.Stderr = os.Stderr
+	// The child dies with this process; its /dev/fuse closes, the kernel
+	// aborts the mount, and nothing waits on it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	ctl, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, fmt.Errorf("faultfs: %w", err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("faultfs: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("faultfs: %w", err)
+	}
+	ff := &FS{Dir: mountpoint, Backing: backing, cmd: cmd, ctl: ctl, answer: bufio.NewScanner(out)}
+	if a, err := ff.read(); err != nil || a != "mounted" {
+		ctl.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+		if err == nil {
+			err = errors.New(a)
+		}
+		return nil, fmt.Errorf("faultfs: mount %s on %s: %v", backing, mountpoint, err)
+	}
+	return ff, nil
+}
+
+// do sends one command to the child and returns its answer.
+func (ff *FS) do(cmd string) (string, error) {
+	ff.mu.Lock()
+	defer ff.mu.Unlock()
+	if _, err := io.WriteString(ff.ctl, cmd+"\n"); err != nil {
+		return "", fmt.Errorf("faultfs: %s: %w", cmd, err)
+	}
+	return ff.read()
+}
+
+func (ff *FS) read() (string, error) {
+	if !ff.answer.Scan() {
+		err := ff.answer.Err()
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		return "", fmt.Errorf("faultfs: the server process: %w", err)
+	}
+	return ff.answer.Text(), nil
+}
+
+func (ff *FS) must(cmd string) string {
+	a, err := ff.do(cmd)
+	if err != nil {
+		panic(err) // the child is gone: the test cannot go on meaningfully
+	}
+	return a
+}
+
+// Fail makes every write path fail with errno from now on; Fail(0) heals.
+func (ff *FS) Fail(errno syscall.Errno) { ff.must("fail " + strconv.Itoa(int(errno))) }
+
+// Heal lets writes through again.
+func (ff *FS) Heal() { ff.Fail(0) }
+
+// Failed returns how many write operations the fault has refused so far.
+func (ff *FS) Failed() int64 {
+	n, _ := strconv.ParseInt(ff.must("failed"), 10, 64)
+	return n
+}
+
+// Close unmounts the filesystem and ends its server. When a process still
+// holds files in it, the mount is detached lazily so that it cannot
+// outlive the test.
+func (ff *FS) Close() error {
+	a, err := ff.do("unmount")
+	ff.ctl.Close()
+	werr := ff.cmd.Wait()
+	switch {
+	case err != nil:
+		return err
+	case a != "unmounted":
+		return fmt.Errorf("faultfs: unmount %s: %s", ff.Dir, a)
+	case werr != nil:
+		return fmt.Errorf("faultfs: the server process: %w", werr)
+	}
+	return nil
+}
+
+// serveChild is the child process: it mounts, answers commands on stdin
+// ("fail ERRNO", "failed", "unmount") on stdout, and unmounts when told or
+// when stdin ends (the test process is gone).
+func serveChild(mountpoint, backing string) int {
+	m, err := mountHere(mountpoint, backing)
+	if err != nil {
+		fmt.Println(strings.ReplaceAll(err.Error(), "\n", " "))
+		return 1
+	}
+	fmt.Println("mounted")
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		verb, arg, _ := strings.Cut(in.Text(), " ")
+		switch verb {
+		case "fail":
+			n, _ := strconv.Atoi(arg)
+			m.fault.Store(uint32(n))
+			fmt.Println("ok")
+		case "failed":
+			fmt.Println(m.failed.Load())
+		case "unmount":
+			if err := m.unmount(); err != nil {
+				fmt.Println(strings.ReplaceAll(err.Error(), "\n", " "))
+				return 1
+			}
+			fmt.Println("unmounted")
+			return 0
+		default:
+			fmt.Printf("unknown command %q\n", verb)
+		}
+	}
+	if err := m.unmount(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// mount is the FUSE server's side.
+type mount struct {
+	dir    string
+	server *fuse.Server
+	fault  atomic.Uint32 // a syscall.Errno; 0 lets writes through
+	failed atomic.Int64  // write operations refused so far
+}
+
+func mountHere(mountpoint, backing string) (*mount, error) {
+	m := &mount{dir: mountpoint}
 	rootOps, err := fs.NewLoopbackRoot(backing)
 	if err != nil {
 		return nil, fmt.Errorf("faultfs: %w", err)
 	}
-	root := &node{LoopbackNode: rootOps.(*fs.LoopbackNode), fs: ff}
+	root := &node{LoopbackNode: rootOps.(*fs.LoopbackNode), fs: m}
 	second := time.Second
-	ff.server, err = fs.Mount(mountpoint, root, &fs.Options{
+	m.server, err = fs.Mount(mountpoint, root, &fs.Options{
 		EntryTimeout: &second,
 		AttrTimeout:  &second,
 		MountOptions: fuse.MountOptions{
@@ -116,34 +284,23 @@ func Mount(mountpoint, backing string) (*FS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("faultfs: mount %s on %s: %w", backing, mountpoint, err)
 	}
-	return ff, nil
+	return m, nil
 }
 
-// Fail makes every write path fail with errno from now on; Fail(0) heals.
-func (ff *FS) Fail(errno syscall.Errno) { ff.fault.Store(uint32(errno)) }
-
-// Heal lets writes through again.
-func (ff *FS) Heal() { ff.Fail(0) }
-
-// Failed returns how many write operations the fault has refused so far.
-func (ff *FS) Failed() int64 { return ff.failed.Load() }
-
-// Close unmounts the filesystem. When a process still holds files in it, the
-// mount is detached lazily so that it cannot outlive the test.
-func (ff *FS) Close() error {
-	if err := ff.server.Unmount(); err != nil {
-		if derr := syscall.Unmount(ff.Dir, syscall.MNT_DETACH); derr != nil {
-			return fmt.Errorf("faultfs: unmount %s: %w (lazy: %v)", ff.Dir, err, derr)
+func (m *mount) unmount() error {
+	if err := m.server.Unmount(); err != nil {
+		if derr := syscall.Unmount(m.dir, syscall.MNT_DETACH); derr != nil {
+			return fmt.Errorf("faultfs: unmount %s: %w (lazy: %v)", m.dir, err, derr)
 		}
 	}
 	return nil
 }
 
 // check returns the errno a write path fails with now, counting the refusal.
-func (ff *FS) check() syscall.Errno {
-	e := syscall.Errno(ff.fault.Load())
+func (m *mount) check() syscall.Errno {
+	e := syscall.Errno(m.fault.Load())
 	if e != 0 {
-		ff.failed.Add(1)
+		m.failed.Add(1)
 	}
 	return e
 }
@@ -151,7 +308,7 @@ func (ff *FS) check() syscall.Errno {
 // node is a loopback node whose write paths consult the fault.
 type node struct {
 	*fs.LoopbackNode
-	fs *FS
+	fs *mount
 }
 
 var (
@@ -318,12 +475,12 @@ type loopbackFile interface {
 // file is an open loopback file whose writes consult the fault.
 type file struct {
 	loopbackFile
-	fs *FS
+	fs *mount
 }
 
-func (ff *FS) wrap(fh fs.FileHandle) fs.FileHandle {
+func (m *mount) wrap(fh fs.FileHandle) fs.FileHandle {
 	if lf, ok := fh.(loopbackFile); ok {
-		return &file{loopbackFile: lf, fs: ff}
+		return &file{loopbackFile: lf, fs: m}
 	}
 	return fh
 }
