@@ -54,6 +54,8 @@ type FS struct {
 	cmd    *exec.Cmd
 	ctl    io.WriteCloser // commands to the child, one per line
 	answer *bufio.Scanner // its answers, one per line
+	closed bool
+	failed int64 // Failed at Close
 }
 
 // Available reports why FUSE filesystems cannot be mounted here, or nil.
@@ -182,17 +184,34 @@ func (ff *FS) Fail(errno syscall.Errno) { ff.must("fail " + strconv.Itoa(int(err
 // Heal lets writes through again.
 func (ff *FS) Heal() { ff.Fail(0) }
 
-// Failed returns how many write operations the fault has refused so far.
+// Failed returns how many write operations the fault has refused so far
+// (until Close, after it).
 func (ff *FS) Failed() int64 {
-	n, _ := strconv.ParseInt(ff.must("failed"), 10, 64)
+	ff.mu.Lock()
+	closed, n := ff.closed, ff.failed
+	ff.mu.Unlock()
+	if closed {
+		return n
+	}
+	n, _ = strconv.ParseInt(ff.must("failed"), 10, 64)
 	return n
 }
 
-// Close unmounts the filesystem and ends its server. When a process still
-// holds files in it, the mount is detached lazily so that it cannot
-// outlive the test.
+// Close unmounts the filesystem and ends its server; closing again does
+// nothing. When a process still holds files in it, the mount is detached
+// lazily so that it cannot outlive the test.
 func (ff *FS) Close() error {
+	ff.mu.Lock()
+	if ff.closed {
+		ff.mu.Unlock()
+		return nil
+	}
+	ff.mu.Unlock()
+	failed := ff.Failed()
 	a, err := ff.do("unmount")
+	ff.mu.Lock()
+	ff.closed, ff.failed = true, failed
+	ff.mu.Unlock()
 	ff.ctl.Close()
 	werr := ff.cmd.Wait()
 	switch {
