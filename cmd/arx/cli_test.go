@@ -175,3 +175,30 @@ func TestDevOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestServeRefusesBadSettings: arx serve refuses settings it cannot run
+// with before it opens anything, and does not echo a webhook's URL (its
+// credential).
+func TestServeRefusesBadSettings(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--db-busy-timeout", "0s"}, "--db-busy-timeout must be positive"},
+		{[]string{"--db-read-timeout", "-1s"}, "--db-read-timeout must be positive"},
+		{[]string{"--db-write-timeout", "0"}, "--db-write-timeout must be positive"},
+		{[]string{"--slack-webhook", "hooks.slack.example/T000/B000/s3cr3tpart"}, "is not an http(s) URL"},
+	} {
+		dir := t.TempDir()
+		code, _, errOut := arx(t, append([]string{"serve", "--data", dir, "--listen", "127.0.0.1:0"}, c.args...)...)
+		if code == 0 || !strings.Contains(errOut, c.want) {
+			t.Errorf("arx serve %v: exit %d, %q; want %q", c.args, code, errOut, c.want)
+		}
+		if strings.Contains(errOut, "s3cr3tpart") {
+			t.Errorf("arx serve %v echoed the webhook URL: %q", c.args, errOut)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Errorf("arx serve %v wrote to the data directory before refusing", c.args)
+		}
+	}
+}

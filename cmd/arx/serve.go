@@ -12,6 +12,7 @@ import (
 	"github.com/arxsec/arx/internal/runtime"
 	"github.com/arxsec/arx/internal/server"
 	"github.com/arxsec/arx/internal/store/postgres"
+	"github.com/arxsec/arx/internal/store/sqlite"
 	"github.com/spf13/cobra"
 )
 
@@ -42,9 +43,16 @@ data directory; the first replica's admin.token serves them all.`,
 			for _, u := range slackHooks {
 				cfg.Webhooks = append(cfg.Webhooks, runtime.Webhook{URL: u, Format: "slack"})
 			}
-			for _, w := range cfg.Webhooks {
+			for i, w := range cfg.Webhooks {
 				if u, err := url.Parse(w.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-					return withHint(fmt.Errorf("webhook %q is not an http(s) URL", w.URL), "pass --webhook https://HOST/PATH")
+					// Not echoed: a webhook's URL is its credential.
+					return withHint(fmt.Errorf("webhook %d (--webhook or --slack-webhook) is not an http(s) URL", i+1), "pass --webhook https://HOST/PATH")
+				}
+			}
+			for name, d := range map[string]time.Duration{"--db-busy-timeout": cfg.Database.BusyTimeout,
+				"--db-read-timeout": cfg.Database.ReadTimeout, "--db-write-timeout": cfg.Database.WriteTimeout} {
+				if d <= 0 {
+					return withHint(fmt.Errorf("%s must be positive, not %s", name, d), "give a duration such as 5s")
 				}
 			}
 			s, err := server.Open(cmd.Context(), cfg)
@@ -90,5 +98,8 @@ data directory; the first replica's admin.token serves them all.`,
 	f.Int32Var(&cfg.Database.MinConns, "db-min-conns", 0, "PostgreSQL: pooled connections kept open when idle")
 	f.DurationVar(&cfg.Database.MaxConnLifetime, "db-max-conn-lifetime", time.Hour, "PostgreSQL: a pooled connection is replaced after this long")
 	f.DurationVar(&cfg.Database.MaxConnIdleTime, "db-max-conn-idle-time", 30*time.Minute, "PostgreSQL: an idle pooled connection is closed after this long")
+	f.DurationVar(&cfg.Database.BusyTimeout, "db-busy-timeout", sqlite.DefaultBusyTimeout, "SQLite: how long a write waits for a lock another process holds on the database (a backup, a sqlite3 shell) before the call is refused")
+	f.DurationVar(&cfg.Database.ReadTimeout, "db-read-timeout", postgres.DefaultReadTimeout, "PostgreSQL: longest wait for one read; a replica cut off from its database refuses within it")
+	f.DurationVar(&cfg.Database.WriteTimeout, "db-write-timeout", postgres.DefaultBatchTimeout, "PostgreSQL: longest wait for one batch of writes to commit, the log lock included")
 	return cmd
 }

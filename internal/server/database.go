@@ -27,6 +27,14 @@ type DatabaseConfig struct {
 	MinConns        int32
 	MaxConnLifetime time.Duration
 	MaxConnIdleTime time.Duration
+	// Time limits; zero means the store's default. BusyTimeout (SQLite) is
+	// how long a write waits for a lock another process holds on the
+	// database file; ReadTimeout and WriteTimeout (PostgreSQL) bound one
+	// read and one batch of writes, so a replica cut off from its database
+	// refuses within them.
+	BusyTimeout  time.Duration
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
 }
 
 // Shared keys: replicas sign one log and one kind of credential, so they
@@ -42,14 +50,15 @@ const (
 func openStore(ctx context.Context, cfg Config, logKey string, cred ed25519.PrivateKey) (store.Store, error) {
 	db := cfg.Database
 	if db.URL == "" {
-		return sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(cfg.DataDir, DatabaseFile), Logger: cfg.Logger})
+		return sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(cfg.DataDir, DatabaseFile), BusyTimeout: db.BusyTimeout, Logger: cfg.Logger})
 	}
 	u, err := url.Parse(db.URL)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		return nil, errors.New("database: not a postgres:// URL (leave --database empty for SQLite in the data directory)")
 	}
 	st, err := postgres.Open(ctx, postgres.Config{URL: db.URL, MaxConns: db.MaxConns, MinConns: db.MinConns,
-		MaxConnLifetime: db.MaxConnLifetime, MaxConnIdleTime: db.MaxConnIdleTime, Logger: cfg.Logger})
+		MaxConnLifetime: db.MaxConnLifetime, MaxConnIdleTime: db.MaxConnIdleTime,
+		ReadTimeout: db.ReadTimeout, BatchTimeout: db.WriteTimeout, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
