@@ -112,6 +112,12 @@ func (p *proc) stop(t *testing.T) {
 var client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 
 func call(ctx context.Context, base, method, path, token string, body any) (int, []byte, error) {
+	return callWith(ctx, client, base, method, path, token, body)
+}
+
+// callWith sends one JSON request with c and returns the answer's status
+// and body.
+func callWith(ctx context.Context, c *http.Client, base, method, path, token string, body any) (int, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
@@ -127,7 +133,7 @@ func call(ctx context.Context, base, method, path, token string, body any) (int,
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := client.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -29,7 +29,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/arxsec/arx/agentvault"
 	"github.com/arxsec/arx/arxerr"
 	"github.com/arxsec/arx/internal/store/postgres"
 	"github.com/arxsec/arx/record"
@@ -213,49 +212,6 @@ func waitReady(t *testing.T, on *replica, within time.Duration) time.Duration {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// wakeAcross: the agent long-polls a pending call on `on`, a named
-// approver approves it on `other`, and the poll answers with a credential
-// at once: the wake-up came through LISTEN/NOTIFY. It returns the delay.
-func wakeAcross(t *testing.T, on, other *replica, a agentKey, boss string) time.Duration {
-	t.Helper()
-	agent := sdk(t, on, a.id, a.token)
-	call, err := agent.Request(t.Context(), agentvault.Action{Connector: "crm", Action: "account.delete", Risk: agentvault.RiskHigh,
-		Summary: "after the heal"})
-	if err != nil || call.Status != "pending_approval" {
-		t.Fatalf("high-risk call on %s: %v %+v", on.name, err, call)
-	}
-	type result struct {
-		call *agentvault.Call
-		err  error
-		at   time.Time
-	}
-	got := make(chan result, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		c, err := agent.Wait(ctx, call.ID)
-		got <- result{c, err, time.Now()}
-	}()
-	time.Sleep(300 * time.Millisecond) // the long poll is parked on `on`
-	r, err := do(t.Context(), "POST", other.url+"/v1/approvals/"+call.ID+"/approve", boss, map[string]string{"reason": "ok"})
-	must(t, r, err, http.StatusOK, "approve on "+other.name)
-	approved := time.Now()
-	select {
-	case res := <-got:
-		if res.err != nil || res.call.Status != "approved" || res.call.Credential == nil {
-			t.Fatalf("wait on %s: %v %+v", on.name, res.err, res.call)
-		}
-		wake := res.at.Sub(approved)
-		if wake > 2*time.Second {
-			t.Errorf("%s woke %v after the approval on %s: not from a wake-up", on.name, wake, other.name)
-		}
-		return wake
-	case <-time.After(20 * time.Second):
-		t.Fatalf("%s's long poll did not wake after the approval on %s", on.name, other.name)
-	}
-	return 0
 }
 
 // TestPartitionReplica: agents make governed calls through all three

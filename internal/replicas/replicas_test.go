@@ -386,17 +386,23 @@ func TestApproveOnAnotherReplica(t *testing.T) {
 	boss := d.person(t, "boss@example.com")
 	stream := events(t, C, boss)
 
-	agent := sdk(t, B, agentID, token)
+	wake := wakeAcross(t, B, A, agentKey{agentID, token}, boss)
+	t.Logf("B's long poll answered %v after A's approval returned", wake.Round(time.Millisecond))
+	waitEvent(t, stream, "approval.requested", 10*time.Second)
+	waitEvent(t, stream, "approval.decided", 10*time.Second)
+}
+
+// wakeAcross: the agent long-polls a pending call on `on`, a named
+// approver approves it on `other`, and the poll answers with a credential
+// at once: the wake-up came through LISTEN/NOTIFY. It returns the delay.
+func wakeAcross(t *testing.T, on, other *replica, a agentKey, boss string) time.Duration {
+	t.Helper()
+	agent := sdk(t, on, a.id, a.token)
 	call, err := agent.Request(t.Context(), agentvault.Action{Connector: "crm", Action: "account.delete", Risk: agentvault.RiskHigh,
 		Summary: "delete account 42"})
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || call.Status != "pending_approval" {
+		t.Fatalf("high-risk call on %s: %v %+v", on.name, err, call)
 	}
-	if call.Status != "pending_approval" {
-		t.Fatalf("high-risk call: %s, want pending_approval", call.Status)
-	}
-	waitEvent(t, stream, "approval.requested", 10*time.Second)
-
 	type result struct {
 		call *agentvault.Call
 		err  error
@@ -404,33 +410,29 @@ func TestApproveOnAnotherReplica(t *testing.T) {
 	}
 	got := make(chan result, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		c, err := agent.Wait(ctx, call.ID)
 		got <- result{c, err, time.Now()}
 	}()
-	time.Sleep(500 * time.Millisecond) // the long poll is parked on B
-
-	r, err := do(t.Context(), "POST", A.url+"/v1/approvals/"+call.ID+"/approve", boss, map[string]string{"reason": "ok"})
-	must(t, r, err, http.StatusOK, "approve on A")
+	time.Sleep(300 * time.Millisecond) // the long poll is parked on `on`
+	r, err := do(t.Context(), "POST", other.url+"/v1/approvals/"+call.ID+"/approve", boss, map[string]string{"reason": "ok"})
+	must(t, r, err, http.StatusOK, "approve on "+other.name)
 	approved := time.Now()
 	select {
 	case res := <-got:
-		if res.err != nil {
-			t.Fatalf("Wait on B: %v", res.err)
-		}
-		if res.call.Status != "approved" || res.call.Credential == nil {
-			t.Fatalf("Wait on B: %s, credential %v", res.call.Status, res.call.Credential != nil)
+		if res.err != nil || res.call.Status != "approved" || res.call.Credential == nil {
+			t.Fatalf("wait on %s: %v %+v", on.name, res.err, res.call)
 		}
 		wake := res.at.Sub(approved)
-		t.Logf("B's long poll answered %v after A's approval returned", wake.Round(time.Millisecond))
 		if wake > 2*time.Second {
-			t.Errorf("B woke %v after the approval: not from a wake-up", wake)
+			t.Errorf("%s woke %v after the approval on %s: not from a wake-up", on.name, wake, other.name)
 		}
+		return wake
 	case <-time.After(20 * time.Second):
-		t.Fatal("B's long poll did not wake after the approval on A")
+		t.Fatalf("%s's long poll did not wake after the approval on %s", on.name, other.name)
 	}
-	waitEvent(t, stream, "approval.decided", 10*time.Second)
+	return 0
 }
 
 // TestTerminateOnAnotherReplica: callers hammer A and B with new calls and
