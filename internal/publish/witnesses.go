@@ -35,6 +35,12 @@ type witnessClient struct {
 	size int64 // the witness's latest cosigned size; -1 when unknown
 }
 
+// MaxCosignatureSkew is how far a cosignature's timestamp may be from this
+// server's clock. Auditors read the timestamp as when the witness saw the
+// checkpoint; one far off is a witness with a wrong clock or a replayed
+// answer, and is not put in the bucket.
+const MaxCosignatureSkew = 10 * time.Minute
+
 // maxAnswer bounds what is read of a witness's answer: a cosignature line
 // is about a hundred bytes, and a witness that answers more is not trusted
 // with the memory it asks for.
@@ -126,8 +132,9 @@ func (c *witnessClient) cosign(ctx context.Context, signed []byte, size int64, l
 // cosignature by this witness's key. Each line is checked on its own: a
 // note verifier checks only the first signature of a key and skips the
 // rest, so lines checked together could carry a bad one into the bucket.
-// A line by this key that does not verify refuses the whole answer; lines
-// by other keys (even under this name) are dropped.
+// A line by this key that does not verify, or whose timestamp is more than
+// MaxCosignatureSkew off this server's clock, refuses the whole answer;
+// lines by other keys (even under this name) are dropped.
 func (c *witnessClient) verify(signed, answer []byte, logKey string) ([]string, error) {
 	var good []string
 	for _, l := range strings.SplitAfter(string(answer), "\n") {
@@ -141,6 +148,10 @@ func (c *witnessClient) verify(signed, answer []byte, logKey string) ([]string, 
 		case len(cs.Invalid) != 0:
 			return nil, fmt.Errorf("witness %s answered with a cosignature that does not verify", c.name)
 		case len(cs.Cosigs) == 1 && len(good) == 0:
+			if off := time.Since(cs.Cosigs[0].Time); off > MaxCosignatureSkew || off < -MaxCosignatureSkew {
+				return nil, fmt.Errorf("witness %s cosigned at %s, %s off this server's clock (at most %s): its clock is wrong, or the answer is a replay",
+					c.name, cs.Cosigs[0].Time.Format(time.RFC3339), off.Round(time.Second).Abs(), MaxCosignatureSkew)
+			}
 			good = append(good, l)
 		}
 	}

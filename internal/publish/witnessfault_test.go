@@ -4,14 +4,17 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -44,6 +47,7 @@ const (
 	faultFlippedValid = "200 flipped line then the genuine one"
 	faultOtherKey     = "200 same name, another key"
 	faultReplay       = "200 replay of an older cosignature"
+	faultSkewed       = "200 genuine cosignature, clock an hour behind"
 	faultHuge         = "200 body of 50 MB"
 	faultSlow         = "answer after the timeout"
 	fault500          = "500 garbage"
@@ -65,6 +69,7 @@ type faultProxy struct {
 	srv      *httptest.Server
 	target   string // the witness
 	impostor string // a witness of the same name with another key
+	skey     string // the witness's private key, for fault "skewed"
 
 	mu   sync.Mutex
 	mode string
@@ -135,7 +140,7 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch mode {
-	case faultTruncated, faultFlipped, faultTimestamp, faultValidFlipped, faultFlippedValid:
+	case faultTruncated, faultFlipped, faultTimestamp, faultValidFlipped, faultFlippedValid, faultSkewed:
 		if status != http.StatusOK {
 			// The protocol's own 409 (the publisher's idea of the
 			// witness's size is stale) goes through; its retry gets the
@@ -180,6 +185,13 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case faultReplay:
 		w.WriteHeader(http.StatusOK)
 		w.Write(good)
+	case faultSkewed:
+		req, err := witness.ParseAddCheckpoint(body)
+		if err != nil {
+			panic(err)
+		}
+		w.WriteHeader(http.StatusOK)
+		w.Write(cosignAt(p.skey, req.Checkpoint, time.Now().Add(-time.Hour)))
 	case faultHuge:
 		w.Header().Set("Content-Length", strconv.Itoa(hugeBody))
 		w.WriteHeader(http.StatusOK)
@@ -225,6 +237,35 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		panic("unknown fault " + mode)
 	}
+}
+
+// cosignAt makes the C2SP cosignature/v1 line of the witness key skey
+// ("PRIVATE+KEY+name+hash+base64(0x04 || seed)") on the signed checkpoint,
+// with the timestamp at: what a witness with a wrong clock answers.
+func cosignAt(skey string, signed []byte, at time.Time) []byte {
+	parts := strings.SplitN(skey, "+", 5)
+	key, err := base64.StdEncoding.DecodeString(parts[4])
+	if len(parts) != 5 || err != nil || len(key) != 1+ed25519.SeedSize {
+		panic("not a witness key")
+	}
+	hash, err := hex.DecodeString(parts[3])
+	if err != nil {
+		panic(err)
+	}
+	text, _, _ := bytes.Cut(signed, []byte("\n\n"))
+	msg := fmt.Sprintf("cosignature/v1\ntime %d\n%s\n", at.Unix(), text)
+	sig := binary.BigEndian.AppendUint64(hash, uint64(at.Unix()))
+	sig = append(sig, ed25519.Sign(ed25519.NewKeyFromSeed(key[1:]), []byte(msg))...)
+	return []byte("— " + parts[2] + " " + base64.StdEncoding.EncodeToString(sig) + "\n")
+}
+
+func readKey(t *testing.T, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
 }
 
 func randomBytes(n int) []byte {
@@ -472,6 +513,7 @@ func TestWitnessGarbage(t *testing.T) {
 		w := publishtest.StartWitness(t, "w.fault.test", vkey)
 		imp := publishtest.StartWitness(t, "w.fault.test", vkey) // same name, another key
 		proxy := startFaultProxy(t, w.URL, imp.URL)
+		proxy.skey = readKey(t, w.KeyFile)
 		fb, err := file.New(filepath.Join(root, "bucket"))
 		if err != nil {
 			t.Fatal(err)
@@ -487,7 +529,7 @@ func TestWitnessGarbage(t *testing.T) {
 		r.recover(t)
 
 		for _, mode := range []string{faultRandom, faultTruncated, faultFlipped, faultTimestamp, faultValidFlipped,
-			faultFlippedValid, faultOtherKey, faultReplay, faultHuge, faultSlow, fault500, fault404, fault409,
+			faultFlippedValid, faultOtherKey, faultReplay, faultSkewed, faultHuge, faultSlow, fault500, fault404, fault409,
 			fault409Ahead, faultReset} {
 			ok := t.Run(mode, func(t *testing.T) {
 				modes++
@@ -555,6 +597,7 @@ func TestWitnessGarbage(t *testing.T) {
 		w3 := publishtest.StartWitness(t, "w3.fault.test", vkey)
 		imp := publishtest.StartWitness(t, "w3.fault.test", vkey)
 		proxy := startFaultProxy(t, w3.URL, imp.URL)
+		proxy.skey = readKey(t, w3.KeyFile)
 		fb, err := file.New(filepath.Join(root, "bucket"))
 		if err != nil {
 			t.Fatal(err)
@@ -572,7 +615,7 @@ func TestWitnessGarbage(t *testing.T) {
 			t.Fatalf("cosignatures %v, want 3", rep.Cosignatures)
 		}
 
-		for _, mode := range []string{faultRandom, faultFlipped, faultValidFlipped, faultOtherKey, faultReplay,
+		for _, mode := range []string{faultRandom, faultFlipped, faultValidFlipped, faultOtherKey, faultReplay, faultSkewed,
 			faultSlow, fault500, fault409Ahead, faultReset} {
 			ok := t.Run(mode, func(t *testing.T) {
 				modes++
