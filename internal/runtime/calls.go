@@ -97,7 +97,7 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 
 	// Decide by the manifest's scope (the same rules as the SDKs' local
 	// mode), then by the rules that look at the agent's behaviour: active
-	// hours and call rate here, budgets inside the transaction.
+	// hours here, call rate and budgets inside the transaction.
 	d := m.Decide(req.Connector, req.Action, declared)
 	c.Risk = d.Risk.String()
 	var refusal *arxerr.Error
@@ -106,7 +106,7 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 	}
 	drift := append([]manifest.Drift(nil), d.Drift...)
 	if refusal == nil {
-		drift = append(drift, r.behaviourDrift(m, c.AgentID, now)...)
+		drift = append(drift, r.behaviourDrift(m, now)...)
 	}
 
 	var existing *store.Call
@@ -121,11 +121,15 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 			return err
 		}
 		if refusal == nil {
+			rate, err := rateDrift(tx, m, c.AgentID, now)
+			if err != nil {
+				return err
+			}
 			budget, err := budgetDrift(tx, m, c.AgentID, now)
 			if err != nil {
 				return err
 			}
-			drift = append(drift, budget...)
+			drift = append(append(drift, rate...), budget...)
 		}
 		// What the drift does is the manifest's on_drift.
 		needsApproval := d.NeedsApproval

@@ -212,22 +212,80 @@ func (l *limiter) fail(key string, now time.Time) {
 	l.fails[key] = append(l.fails[key], now)
 }
 
-// Login limits: per email and per client address, over 15 minutes.
+// Login limits: per email and per client address, over 15 minutes. The
+// failures are counted in the store, so replicas sharing one database
+// limit together: an attacker gets no more guesses from a load balancer.
 const (
 	LoginFailuresPerEmail = 5
 	LoginFailuresPerIP    = 20
 	LoginWindow           = 15 * time.Minute
 )
 
+// loginKey is how a login limit's key is stored: hashed, so the database
+// keeps no client address, nor an email that has no account, in clear.
+func loginKey(kind, v string) []byte {
+	h := sha256.Sum256([]byte("arx login " + kind + "\x00" + v))
+	return h[:]
+}
+
 // CheckLogin verifies an email and password, rate limited per email and
 // per client address.
+//
+// An attempt counts as a failure before its password is checked, in one
+// transaction with the check of both limits, and a right password takes it
+// back: concurrent attempts, on any replica, cannot all slip under a
+// limit. A cheap read refuses first while a limit is reached, so a flood
+// of refused attempts writes nothing.
 func (r *Runtime) CheckLogin(ctx context.Context, email, password, clientIP string) (*store.User, error) {
 	now := r.now()
-	ekey := "e:" + strings.ToLower(strings.TrimSpace(email))
-	ikey := "i:" + clientIP
-	if r.logins.blocked(ekey, now) || r.loginIPs.blocked(ikey, now) {
-		e := arxerr.New(arxerr.RateLimited, "too many failed logins; wait a few minutes")
-		return nil, e
+	since := now.Add(-LoginWindow)
+	ekey := loginKey("email", strings.ToLower(strings.TrimSpace(email)))
+	ikey := loginKey("ip", clientIP)
+	limits := [...]struct {
+		key []byte
+		max int
+	}{{ekey, LoginFailuresPerEmail}, {ikey, LoginFailuresPerIP}}
+	limited := func() error { return arxerr.New(arxerr.RateLimited, "too many failed logins; wait a few minutes") }
+	for _, l := range limits {
+		n, err := r.store.Failures(ctx, l.key, since)
+		if err != nil {
+			return nil, r.unreadable("login", err)
+		}
+		if n >= l.max {
+			return nil, limited()
+		}
+	}
+	var over bool
+	var ids []int64
+	err := r.store.Update(ctx, func(tx store.Tx) error {
+		over, ids = false, nil
+		if err := tx.PruneFailures(since); err != nil {
+			return err
+		}
+		for _, l := range limits {
+			n, err := tx.Failures(l.key, since)
+			if err != nil {
+				return err
+			}
+			if n >= l.max {
+				over = true
+				return nil
+			}
+		}
+		for _, l := range limits {
+			id, err := tx.AddFailure(l.key, now)
+			if err != nil {
+				return err
+			}
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, r.writeFailed("login", err)
+	}
+	if over {
+		return nil, limited()
 	}
 	u, err := r.store.UserByEmail(ctx, strings.TrimSpace(email))
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -240,9 +298,19 @@ func (r *Runtime) CheckLogin(ctx context.Context, email, password, clientIP stri
 		checkPassword(dummyHash, password)
 	}
 	if !ok {
-		r.logins.fail(ekey, now)
-		r.loginIPs.fail(ikey, now)
 		return nil, arxerr.New(arxerr.LoginFailed, "wrong email or password")
+	}
+	err = r.store.Update(ctx, func(tx store.Tx) error {
+		for _, id := range ids {
+			if err := tx.DeleteFailure(id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		// The login is right; it only keeps counting against the limits.
+		r.log.Warn("login: the attempt stays counted as a failure", "err", err)
 	}
 	return u, nil
 }

@@ -72,11 +72,8 @@ type Runtime struct {
 
 	manifests  sync.Map // manifest hash -> *manifest.Manifest; content-addressed, so never stale
 	waiters    waiters
-	logins     limiter // failed logins per email
-	loginIPs   limiter // failed logins per client address
 	badTokens  limiter // unknown or revoked bearer tokens per client address
 	events     *Hub
-	rates      rates
 	webhooks   []Webhook
 	publicURL  string
 	outboxKick chan struct{}
@@ -112,8 +109,6 @@ func New(cfg Config) (*Runtime, error) {
 	return &Runtime{store: cfg.Store, signer: cfg.LogSigner, issuer: cfg.Issuer, keys: cfg.Issuer.KeySet(),
 		log: cfg.Logger, metrics: cfg.Metrics, now: cfg.Now, cpEvery: cfg.CheckpointInterval, swEvery: cfg.SweepInterval,
 		waiters:   waiters{m: map[string][]chan struct{}{}},
-		logins:    limiter{fails: map[string][]time.Time{}, max: LoginFailuresPerEmail, window: LoginWindow},
-		loginIPs:  limiter{fails: map[string][]time.Time{}, max: LoginFailuresPerIP, window: LoginWindow},
 		badTokens: limiter{fails: map[string][]time.Time{}, max: BadTokensPerIP, window: BadTokenWindow},
 		events:    NewHub(), webhooks: cfg.Webhooks, publicURL: cfg.PublicURL, outboxKick: make(chan struct{}, 1), stopping: make(chan struct{}),
 		conn: newConnectors(cfg.Connectors)}, nil

@@ -157,6 +157,10 @@ type Store interface {
 	// Meta reads a deployment setting; ErrNotFound when unset.
 	Meta(ctx context.Context, key string) (string, error)
 
+	// Failures counts the failures recorded under key (Tx.AddFailure) at
+	// or after since, outside a transaction: a cheap early refusal.
+	Failures(ctx context.Context, key []byte, since time.Time) (int, error)
+
 	User(ctx context.Context, id string) (*User, error)
 	UserByEmail(ctx context.Context, email string) (*User, error) // case-insensitive
 	Users(ctx context.Context) ([]User, error)
@@ -188,6 +192,11 @@ type Tx interface {
 	CallsOn(agentID, day string) (int, error)
 	// CountCall adds one to an agent's calls on a day.
 	CountCall(agentID, day string) error
+	// CountMinute adds one to an agent's calls in a minute (Unix seconds
+	// / 60) and returns that minute's count with this call, and the sum of
+	// the agent's counts in the minutes from since up to minute, excluded.
+	// Minutes before since may be forgotten.
+	CountMinute(agentID string, minute, since int64) (n, earlier int64, err error)
 	// AgentOpenCalls lists an agent's calls in status approved or pending.
 	AgentOpenCalls(agentID string) ([]Call, error)
 
@@ -225,6 +234,19 @@ type Tx interface {
 	Enqueue(kind string, payload []byte, at time.Time) error
 	// FinishOutbox records an attempt: done when errMsg is "", else retried at next.
 	FinishOutbox(id int64, at time.Time, errMsg string, next time.Time) error
+
+	// Failures counts the failures recorded under key at or after since.
+	// Failures are what rate limits count across replicas (login attempts);
+	// a key is a hash chosen by the caller, never a secret or an address in
+	// clear.
+	Failures(key []byte, since time.Time) (int, error)
+	// AddFailure records a failure under key at t and returns its id.
+	AddFailure(key []byte, at time.Time) (int64, error)
+	// DeleteFailure forgets one failure (an attempt counted in advance
+	// that succeeded); an unknown id is not an error.
+	DeleteFailure(id int64) error
+	// PruneFailures forgets every failure recorded before t.
+	PruneFailures(before time.Time) error
 
 	// Append adds e to the log. It sets e.Index, e.Prev (the leaf hash of
 	// e.Agent's previous entry) and, when zero, e.Time.

@@ -138,6 +138,15 @@ func (s *Store) LatestCheckpoint(ctx context.Context) (*store.Checkpoint, error)
 	return &c, nil
 }
 
+// Failures implements store.Store.
+func (s *Store) Failures(ctx context.Context, key []byte, since time.Time) (int, error) {
+	var n int
+	if err := s.reads.QueryRow(ctx, `SELECT COUNT(*) FROM failures WHERE key = $1 AND at >= $2`, key, nanos(since)).Scan(&n); err != nil {
+		return 0, fmt.Errorf("postgres: count failures: %w", err)
+	}
+	return n, nil
+}
+
 // Meta implements store.Store.
 func (s *Store) Meta(ctx context.Context, key string) (string, error) {
 	var v string

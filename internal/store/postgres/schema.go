@@ -145,6 +145,23 @@ var migrations = []string{
 		last_error TEXT NOT NULL DEFAULT ''
 	);
 	CREATE INDEX outbox_due ON outbox (next_at) WHERE done_at IS NULL;`,
+
+	// Counts that rate limits and the rate-spike rule share across
+	// replicas: failures by hashed key (login attempts), calls per agent
+	// and minute.
+	`CREATE TABLE failures (
+		id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+		key BYTEA NOT NULL,
+		at BIGINT NOT NULL
+	);
+	CREATE INDEX failures_key ON failures (key, at);
+	CREATE INDEX failures_at ON failures (at);
+	CREATE TABLE call_minutes (
+		agent_id TEXT NOT NULL,
+		minute BIGINT NOT NULL,
+		n BIGINT NOT NULL,
+		PRIMARY KEY (agent_id, minute)
+	);`,
 }
 
 // migrate brings the schema up to date. Replicas starting together take

@@ -218,6 +218,49 @@ func (t *tx) CountCall(agentID, day string) error {
 		ON CONFLICT (agent_id, day) DO UPDATE SET n = call_counts.n + 1`, agentID, day)
 }
 
+// CountMinute is one round trip: this minute's count with the call and the
+// earlier minutes' sum. Writes are serialised by the log lock, so the
+// count a call sees is exact across replicas.
+func (t *tx) CountMinute(agentID string, minute, since int64) (n, earlier int64, err error) {
+	err = t.row(`INSERT INTO call_minutes (agent_id, minute, n) VALUES ($1, $2, 1)
+		ON CONFLICT (agent_id, minute) DO UPDATE SET n = call_minutes.n + 1
+		RETURNING n, (SELECT COALESCE(SUM(c.n), 0)::BIGINT FROM call_minutes c WHERE c.agent_id = $1 AND c.minute >= $3 AND c.minute < $2)`,
+		agentID, minute, since).Scan(&n, &earlier)
+	if err != nil {
+		return 0, 0, fmt.Errorf("postgres: count call: %w", err)
+	}
+	if n == 1 { // the agent's first call this minute: forget the minutes out of the window
+		if err := t.queue(`DELETE FROM call_minutes WHERE agent_id = $1 AND minute < $2`, agentID, since); err != nil {
+			return 0, 0, err
+		}
+	}
+	return n, earlier, nil
+}
+
+func (t *tx) Failures(key []byte, since time.Time) (int, error) {
+	var n int
+	if err := t.row(`SELECT COUNT(*) FROM failures WHERE key = $1 AND at >= $2`, key, nanos(since)).Scan(&n); err != nil {
+		return 0, fmt.Errorf("postgres: count failures: %w", err)
+	}
+	return n, nil
+}
+
+func (t *tx) AddFailure(key []byte, at time.Time) (int64, error) {
+	var id int64
+	if err := t.row(`INSERT INTO failures (key, at) VALUES ($1, $2) RETURNING id`, key, nanos(at)).Scan(&id); err != nil {
+		return 0, fmt.Errorf("postgres: add failure: %w", err)
+	}
+	return id, nil
+}
+
+func (t *tx) DeleteFailure(id int64) error {
+	return t.queue(`DELETE FROM failures WHERE id = $1`, id)
+}
+
+func (t *tx) PruneFailures(before time.Time) error {
+	return t.queue(`DELETE FROM failures WHERE at < $1`, nanos(before))
+}
+
 func (t *tx) AgentOpenCalls(agentID string) ([]store.Call, error) {
 	return t.calls(`SELECT `+callCols+` FROM calls WHERE agent_id = $1 AND status IN ('approved', 'pending_approval')
 		ORDER BY created_at, id COLLATE "C"`, agentID)

@@ -138,6 +138,11 @@ func (s *Store) LatestCheckpoint(ctx context.Context) (*store.Checkpoint, error)
 	return &c, nil
 }
 
+// Failures implements store.Store.
+func (s *Store) Failures(ctx context.Context, key []byte, since time.Time) (int, error) {
+	return countFailures(ctx, s.read, key, since)
+}
+
 // Meta implements store.Store.
 func (s *Store) Meta(ctx context.Context, key string) (string, error) {
 	var v string

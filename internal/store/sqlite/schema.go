@@ -124,6 +124,23 @@ var migrations = []string{
 		n INTEGER NOT NULL,
 		PRIMARY KEY (agent_id, day)
 	) WITHOUT ROWID;`,
+
+	// Counts that rate limits and the rate-spike rule share across
+	// replicas: failures by hashed key (login attempts), calls per agent
+	// and minute.
+	`CREATE TABLE failures (
+		id INTEGER PRIMARY KEY,
+		key BLOB NOT NULL,
+		at INTEGER NOT NULL
+	);
+	CREATE INDEX failures_key ON failures(key, at);
+	CREATE INDEX failures_at ON failures(at);
+	CREATE TABLE call_minutes (
+		agent_id TEXT NOT NULL,
+		minute INTEGER NOT NULL,
+		n INTEGER NOT NULL,
+		PRIMARY KEY (agent_id, minute)
+	) WITHOUT ROWID;`,
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {

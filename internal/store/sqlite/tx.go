@@ -27,6 +27,7 @@ var hotStatements = map[string]string{
 	"openCalls":   `SELECT COUNT(*) FROM calls WHERE agent_id = ? AND status IN ('approved', 'pending_approval')`,
 	"callsOn":     `SELECT n FROM call_counts WHERE agent_id = ? AND day = ?`,
 	"countCall":   `INSERT INTO call_counts (agent_id, day, n) VALUES (?, ?, 1) ON CONFLICT (agent_id, day) DO UPDATE SET n = n + 1`,
+	"countMinute": `INSERT INTO call_minutes (agent_id, minute, n) VALUES (?1, ?2, 1) ON CONFLICT (agent_id, minute) DO UPDATE SET n = n + 1 RETURNING n, (SELECT COALESCE(SUM(c.n), 0) FROM call_minutes c WHERE c.agent_id = ?1 AND c.minute >= ?3 AND c.minute < ?2)`,
 	"insertCall":  `INSERT INTO calls (` + callCols + `) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 	"updateCall":  `UPDATE calls SET status = ?, refusal = ?, expires_at = ?, completed_at = ?, outcome = ?, error = ?, duration_ms = ? WHERE id = ?`,
 	"head":        `SELECT hashes FROM entries WHERE agent = ? ORDER BY idx DESC LIMIT 1`,
@@ -324,6 +325,50 @@ func (t *tx) CallsOn(agentID, day string) (int, error) {
 func (t *tx) CountCall(agentID, day string) error {
 	_, err := t.stmt("countCall").ExecContext(t.ctx, agentID, day)
 	return wrapWrite(err)
+}
+
+// CountMinute is one statement: this minute's count with the call, and the
+// earlier minutes' sum.
+func (t *tx) CountMinute(agentID string, minute, since int64) (n, earlier int64, err error) {
+	if err := t.stmt("countMinute").QueryRowContext(t.ctx, agentID, minute, since).Scan(&n, &earlier); err != nil {
+		return 0, 0, fmt.Errorf("sqlite: count call: %w", err)
+	}
+	if n == 1 { // the agent's first call this minute: forget the minutes out of the window
+		if _, err := t.tx.ExecContext(t.ctx, `DELETE FROM call_minutes WHERE agent_id = ? AND minute < ?`, agentID, since); err != nil {
+			return 0, 0, wrapWrite(err)
+		}
+	}
+	return n, earlier, nil
+}
+
+func (t *tx) Failures(key []byte, since time.Time) (int, error) {
+	return countFailures(t.ctx, t.tx, key, since)
+}
+
+func (t *tx) AddFailure(key []byte, at time.Time) (int64, error) {
+	res, err := t.tx.ExecContext(t.ctx, `INSERT INTO failures (key, at) VALUES (?, ?)`, key, nanos(at))
+	if err != nil {
+		return 0, wrapWrite(err)
+	}
+	return res.LastInsertId()
+}
+
+func (t *tx) DeleteFailure(id int64) error {
+	_, err := t.tx.ExecContext(t.ctx, `DELETE FROM failures WHERE id = ?`, id)
+	return wrapWrite(err)
+}
+
+func (t *tx) PruneFailures(before time.Time) error {
+	_, err := t.tx.ExecContext(t.ctx, `DELETE FROM failures WHERE at < ?`, nanos(before))
+	return wrapWrite(err)
+}
+
+func countFailures(ctx context.Context, q querier, key []byte, since time.Time) (int, error) {
+	var n int
+	if err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM failures WHERE key = ? AND at >= ?`, key, nanos(since)).Scan(&n); err != nil {
+		return 0, fmt.Errorf("sqlite: count failures: %w", err)
+	}
+	return n, nil
 }
 
 func (t *tx) RevokeAgentCredentials(agentID string, at time.Time) (int, error) {

@@ -41,6 +41,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RevokeAgentTokens", testRevokeAgentTokens},
 		{"RevokeAgentCredentials", testRevokeAgentCredentials},
 		{"CallCounts", testCallCounts},
+		{"CallMinutes", testCallMinutes},
+		{"Failures", testFailures},
 		{"AgentByToken", testAgentByToken},
 		{"Append", testAppend},
 		{"Hashes", testHashes},
