@@ -21,7 +21,7 @@ if [ -z "${ARX_TEST_VERSITYGW_BIN:-}" ]; then source .ci/setup-s3.sh; fi
 export ARX_TEST_REQUIRE_SERVERS=1
 
 attacks='TestBadInput|TestForgedCredentials|TestRefusalIsRecorded|TestFailClosed|TestApprovalRefusals|TestSelfApprovalRefused|TestApprovalTimeout|TestLoginRateLimited|TestTerminateUnderLoad|TestTokenGuessingIsRateLimited|TestDeeplyNestedBody|TestSlowClientTimesOut|TestGateway.*|TestCSRF.*|TestForged.*|TestSession.*'
-faults='TestCrashSafety|TestDiskFull|TestReadOnly|TestDatabaseLocked|TestOutage|TestQuorum|TestWitnessGarbage|TestPartition.*|TestSoak|TestNoSecretLeaks'
+faults='TestCrashSafety|TestDiskFull|TestReadOnly|TestDatabaseLocked|TestOutage|TestQuorum|TestWitnessGarbage|TestPartition.*|TestPublisherElection|TestLoginLimitAcrossReplicas|TestSoak|TestNoSecretLeaks'
 status=0
 go test -count=1 -v -run "$faults|$attacks" \
   ./internal/faults ./internal/api ./internal/console ./internal/publish/... ./internal/replicas >"$log" 2>&1 || status=$?
@@ -56,11 +56,12 @@ part() { grep -o "CAMPAIGN partition scenario=$1 .*" "$log" | grep -e "${2:+mode
   echo "| replica cut off from PostgreSQL (reset / stall): recovered after heal (s) | $(part replica reset recover_s) / $(part replica stall recover_s) |"
   echo "| terminated during a partition: requests honoured after heal | $(part terminate reset upstream_after) / $(part terminate stall upstream_after) |"
   echo "| sequencing replica stalled mid-transaction: others resumed after (s) | $(part sequencer '' resume_s) (lock released after $(part sequencer '' lock_released_s) s) |"
+  echo "| publishing replica killed (SIGKILL) under load: another publishes after (ms) | $(field publisher takeover_ms) ($(field publisher acknowledged) calls acknowledged, all in the bucket) |"
   echo "| secret scan: kinds, secrets, places, bytes scanned, leaks | $(field secrets kinds), $(field secrets secrets), $(field secrets places_scanned), $(field secrets bytes_scanned), $(field secrets leaks) |"
   echo "| soak: agents, duration, calls | $(field soak agents), $(field soak duration), $(field soak calls) |"
   echo "| soak: p99 of a governed call (ms) | $(field soak p99_ms) |"
   echo "| soak: resident memory samples (KiB) | $(grep -o 'CAMPAIGN soak .*' "$log" | head -1 | grep -o 'rss_kib=\[[^]]*\]' | cut -d= -f2) |"
-  echo "| acknowledged entries lost (crash, full disk, read-only, locked, bucket down, soak) | $(field crash lost) / $(field disk_full lost) / $(field read_only lost) / $(field db_locked lost) / $(field bucket_down lost) / $(field soak lost) |"
+  echo "| acknowledged entries lost (crash, full disk, read-only, locked, bucket down, publisher killed, soak) | $(field crash lost) / $(field disk_full lost) / $(field read_only lost) / $(field db_locked lost) / $(field bucket_down lost) / $(field publisher lost) / $(field soak lost) |"
   echo
   echo "The cases are the tests named in SECURITY.md; each asserts the stable"
   echo "refusal code and that nothing but the record of a refusal was written."
