@@ -398,6 +398,7 @@ func pgPhase(ctx context.Context, c gwConfig, client *http.Client, arxURL string
 	var mu sync.Mutex
 	var cycles int
 	var lats []time.Duration
+	var steps [3][]time.Duration // call (role made), use (log in, SELECT), complete
 	var firstErr error
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -406,7 +407,7 @@ func pgPhase(ctx context.Context, c gwConfig, client *http.Client, arxURL string
 			a := agents[i]
 			for ctx.Err() == nil && time.Now().Before(end) {
 				t0 := time.Now()
-				err := pgCycle(ctx, client, arxURL, a.token)
+				st, err := pgCycle(ctx, client, arxURL, a.token)
 				mu.Lock()
 				if err != nil {
 					if firstErr == nil {
@@ -415,6 +416,9 @@ func pgPhase(ctx context.Context, c gwConfig, client *http.Client, arxURL string
 				} else {
 					cycles++
 					lats = append(lats, time.Since(t0))
+					for i := range steps {
+						steps[i] = append(steps[i], st[i])
+					}
 				}
 				mu.Unlock()
 				if err != nil {
@@ -448,6 +452,8 @@ func pgPhase(ctx context.Context, c gwConfig, client *http.Client, arxURL string
 	all := time.Since(start)
 	l := summarize(lats)
 	fmt.Printf("  %d cycles in %.2fs: %.0f/s (p50 %s, p99 %s per cycle)\n", cycles, elapsed.Seconds(), float64(cycles)/elapsed.Seconds(), l.p50, l.p99)
+	fmt.Printf("  per cycle, p50: call (role made) %s, log in and SELECT %s, complete %s\n",
+		summarize(steps[0]).p50, summarize(steps[1]).p50, summarize(steps[2]).p50)
 	fmt.Printf("  every role dropped %.0f ms after the last cycle (%d left): %.0f/s created, used and dropped\n",
 		float64(all-elapsed)/float64(time.Millisecond), left, float64(cycles)/all.Seconds())
 	if left > 0 {
@@ -456,27 +462,33 @@ func pgPhase(ctx context.Context, c gwConfig, client *http.Client, arxURL string
 	return nil
 }
 
-func pgCycle(ctx context.Context, client *http.Client, arxURL, token string) error {
+// pgCycle is one cycle; it returns how long each of its three steps took.
+func pgCycle(ctx context.Context, client *http.Client, arxURL, token string) (steps [3]time.Duration, err error) {
 	var call struct {
 		ID         string `json:"id"`
 		Credential struct {
 			DSN string `json:"dsn"`
 		} `json:"credential"`
 	}
+	t0 := time.Now()
 	if err := postJSON(ctx, client, arxURL+"/v1/calls", token, map[string]string{"connector": "warehouse", "action": "query", "idempotency_key": randHex(8)}, 201, &call); err != nil {
-		return err
+		return steps, err
 	}
+	t1 := time.Now()
 	conn, err := pgx.Connect(ctx, call.Credential.DSN)
 	if err != nil {
-		return fmt.Errorf("log in with the DSN: %w", err)
+		return steps, fmt.Errorf("log in with the DSN: %w", err)
 	}
 	var n int
 	err = conn.QueryRow(ctx, `SELECT count(*) FROM bench_orders`).Scan(&n)
 	conn.Close(ctx)
 	if err != nil {
-		return err
+		return steps, err
 	}
-	return postJSON(ctx, client, arxURL+"/v1/calls/"+call.ID+"/complete", token, map[string]string{"outcome": "success"}, 200, nil)
+	t2 := time.Now()
+	err = postJSON(ctx, client, arxURL+"/v1/calls/"+call.ID+"/complete", token, map[string]string{"outcome": "success"}, 200, nil)
+	t3 := time.Now()
+	return [3]time.Duration{t1.Sub(t0), t2.Sub(t1), t3.Sub(t2)}, err
 }
 
 func postJSON(ctx context.Context, client *http.Client, u, token string, in any, want int, out any) error {

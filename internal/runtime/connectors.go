@@ -142,17 +142,27 @@ func (r *Runtime) afterCallClosed(c *store.Call) {
 	}
 }
 
-// deliverDrop is the outbox's work for dropKind: drop the role, then record
-// that it is gone. A failure is retried by the outbox.
-func (r *Runtime) deliverDrop(ctx context.Context, it *store.OutboxItem) error {
+// deliverDropItem is the outbox's work for dropKind: drop the role, then,
+// in one transaction, record that it is gone and finish the item. A
+// failure is retried by the outbox (the drop is idempotent).
+func (r *Runtime) deliverDropItem(ctx context.Context, it *store.OutboxItem) {
 	var j dropJob
 	if err := json.Unmarshal(it.Payload, &j); err != nil {
-		return fmt.Errorf("bad drop job: %w", err)
+		r.finishOutbox(ctx, it, fmt.Errorf("bad drop job: %w", err))
+		return
 	}
-	return r.drop(ctx, j)
+	err := r.drop(ctx, j, func(tx store.Tx) error {
+		now := r.now()
+		return tx.FinishOutbox(it.ID, now, "", now)
+	})
+	if err != nil {
+		r.finishOutbox(ctx, it, err)
+	}
 }
 
-func (r *Runtime) drop(ctx context.Context, j dropJob) error {
+// drop drops a call's role and records that it is gone; also, when not
+// nil, runs in the transaction of the record entry.
+func (r *Runtime) drop(ctx context.Context, j dropJob, also func(store.Tx) error) error {
 	p, ok := r.conn.provisioners[j.Connector]
 	if !ok {
 		return fmt.Errorf("connector %s is not configured: cannot drop the role of call %s", j.Connector, j.Call)
@@ -162,9 +172,15 @@ func (r *Runtime) drop(ctx context.Context, j dropJob) error {
 		return err
 	}
 	err = r.store.Update(ctx, func(tx store.Tx) error {
-		return tx.Append(&record.Entry{Agent: j.Agent, Call: j.Call, Connector: j.Connector, Action: j.Action, Risk: j.Risk,
+		if err := tx.Append(&record.Entry{Agent: j.Agent, Call: j.Call, Connector: j.Connector, Action: j.Action, Risk: j.Risk,
 			Actor: "system", Type: TypeRoleDropped, Time: r.now(),
-			Data: map[string]any{"role": p.Resource(j.Call), "reason": j.Reason, "existed": existed}})
+			Data: map[string]any{"role": p.Resource(j.Call), "reason": j.Reason, "existed": existed}}); err != nil {
+			return err
+		}
+		if also != nil {
+			return also(tx)
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("record the drop: %w", err)
@@ -185,6 +201,7 @@ func (r *Runtime) dropLeftovers(ctx context.Context) {
 			}
 			continue
 		}
+		var jobs []dropJob
 		for _, id := range ids {
 			c, err := r.store.Call(ctx, id)
 			if errors.Is(err, store.ErrNotFound) {
@@ -197,11 +214,13 @@ func (r *Runtime) dropLeftovers(ctx context.Context) {
 			if c.Connector != name || EffectiveStatus(c, r.now()) == store.CallApproved {
 				continue
 			}
-			if err := r.drop(ctx, dropJob{Connector: name, Call: c.ID, Agent: c.AgentID, Action: c.Action, Risk: c.Risk,
-				Reason: "leftover"}); err != nil && ctx.Err() == nil {
-				r.log.Warn("connector: drop leftover", "call", id, "err", err)
-			}
+			jobs = append(jobs, dropJob{Connector: name, Call: c.ID, Agent: c.AgentID, Action: c.Action, Risk: c.Risk, Reason: "leftover"})
 		}
+		bounded(dropWorkers, len(jobs), func(i int) {
+			if err := r.drop(ctx, jobs[i], nil); err != nil && ctx.Err() == nil {
+				r.log.Warn("connector: drop leftover", "call", jobs[i].Call, "err", err)
+			}
+		})
 	}
 }
 

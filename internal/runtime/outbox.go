@@ -11,6 +11,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/arxsec/arx/internal/store"
@@ -106,7 +108,20 @@ const MaxOutboxAttempts = 150
 var webhookClient = &http.Client{Timeout: 5 * time.Second,
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
-// runOutbox delivers due outbox items until ctx ends.
+// Outbox sizes.
+const (
+	// outboxBatch is how many due items one read takes.
+	outboxBatch = 50
+	// dropWorkers bounds the roles one replica drops at once. Concurrent
+	// drops share transactions in the connector (the postgres connector
+	// group-commits them) and commits in the store.
+	dropWorkers = 16
+)
+
+// runOutbox delivers due outbox items until ctx ends. A full batch is
+// followed by the next at once, so that a backlog (the drops of a
+// termination, of a burst of calls) drains at the speed of delivery, not
+// one batch a tick.
 func (r *Runtime) runOutbox(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -117,39 +132,83 @@ func (r *Runtime) runOutbox(ctx context.Context) {
 		case <-t.C:
 		case <-r.outboxKick:
 		}
-		items, err := r.store.DueOutbox(ctx, r.now(), 50)
-		if err != nil {
-			if ctx.Err() == nil {
-				r.log.Warn("outbox", "err", err)
-			}
-			continue
-		}
-		for _, it := range items {
-			err := r.deliver(ctx, &it)
-			now := r.now()
-			msg := ""
-			next := now
+		for ctx.Err() == nil {
+			items, err := r.store.DueOutbox(ctx, r.now(), outboxBatch)
 			if err != nil {
-				msg = err.Error()
-				backoff := time.Duration(1<<min(it.Attempts, 9)) * time.Second // 1s .. ~8.5min
-				next = now.Add(backoff)
-				if it.Attempts+1 >= MaxOutboxAttempts {
-					msg = "gave up: " + msg
-					next = now.Add(100 * 365 * 24 * time.Hour)
+				if ctx.Err() == nil {
+					r.log.Warn("outbox", "err", err)
 				}
-				r.log.Warn("outbox delivery failed", "kind", it.Kind, "id", it.ID, "attempt", it.Attempts+1, "err", err)
+				break
 			}
-			if err := r.store.Update(ctx, func(tx store.Tx) error { return tx.FinishOutbox(it.ID, now, msg, next) }); err != nil && ctx.Err() == nil {
-				r.log.Warn("outbox", "err", err)
+			r.deliverBatch(ctx, items)
+			if len(items) < outboxBatch {
+				break
 			}
 		}
 	}
 }
 
+// deliverBatch delivers one batch and returns when every item of it is
+// finished, so that the next read does not list an item again while it is
+// being delivered. Drops run concurrently (dropWorkers); other items, in
+// order, one at a time, as a webhook's receiver expects them.
+func (r *Runtime) deliverBatch(ctx context.Context, items []store.OutboxItem) {
+	var drops []*store.OutboxItem
+	for i := range items {
+		if items[i].Kind == dropKind {
+			drops = append(drops, &items[i])
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		bounded(dropWorkers, len(drops), func(i int) { r.deliverDropItem(ctx, drops[i]) })
+	})
+	for i := range items {
+		if it := &items[i]; it.Kind != dropKind {
+			r.finishOutbox(ctx, it, r.deliver(ctx, it))
+		}
+	}
+	wg.Wait()
+}
+
+// bounded calls fn(0) .. fn(n-1), at most workers at a time, and returns
+// when all have returned.
+func bounded(workers, n int, fn func(int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(workers, n) {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				fn(i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// finishOutbox records a delivery attempt: done, or retried with backoff.
+func (r *Runtime) finishOutbox(ctx context.Context, it *store.OutboxItem, err error) {
+	now := r.now()
+	msg := ""
+	next := now
+	if err != nil {
+		msg = err.Error()
+		backoff := time.Duration(1<<min(it.Attempts, 9)) * time.Second // 1s .. ~8.5min
+		next = now.Add(backoff)
+		if it.Attempts+1 >= MaxOutboxAttempts {
+			msg = "gave up: " + msg
+			next = now.Add(100 * 365 * 24 * time.Hour)
+		}
+		r.log.Warn("outbox delivery failed", "kind", it.Kind, "id", it.ID, "attempt", it.Attempts+1, "err", err)
+	}
+	if err := r.store.Update(ctx, func(tx store.Tx) error { return tx.FinishOutbox(it.ID, now, msg, next) }); err != nil && ctx.Err() == nil {
+		r.log.Warn("outbox", "err", err)
+	}
+}
+
+// deliver delivers one item other than a drop (deliverBatch drops).
 func (r *Runtime) deliver(ctx context.Context, it *store.OutboxItem) error {
 	switch it.Kind {
-	case dropKind: // connectors.go
-		return r.deliverDrop(ctx, it)
 	case noticeKind: // notify_termination.go
 		return r.deliverNotice(ctx, it)
 	case "webhook":

@@ -65,6 +65,15 @@ func (b *logBuffer) Write(p []byte) (int, error) {
 	return b.Buffer.Write(p)
 }
 
+// Bytes and String copy what was logged: the runtime may be logging still.
+func (b *logBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.Buffer.Bytes())
+}
+
+func (b *logBuffer) String() string { return string(b.Bytes()) }
+
 type env struct {
 	db   *pgtest.DB
 	s    *arxtest.Server
@@ -339,6 +348,101 @@ func TestSDKGivesTheDSN(t *testing.T) {
 			if msg, _ := d["error"].(string); strings.Contains(msg, "could not use") && !strings.Contains(msg, "REDACTED@") {
 				t.Fatalf("recorded error holds the DSN's password: %s", msg)
 			}
+		}
+	}
+}
+
+// allDropped waits until each call has exactly one connector.role_dropped
+// entry that found its role, with reason, and no role of the calls is left.
+func (e *env) allDropped(t *testing.T, agent string, calls []string, reason string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		found := map[string]int{}
+		for _, en := range entries(t, e.s, agent) {
+			d, _ := en["data"].(map[string]any)
+			if en["type"] == "connector.role_dropped" && d["existed"] == true {
+				if d["reason"] != reason {
+					t.Fatalf("role of %v dropped for %v, want %s", en["call"], d["reason"], reason)
+				}
+				found[en["call"].(string)]++
+			}
+		}
+		done := true
+		for _, c := range calls {
+			if found[c] > 1 {
+				t.Fatalf("the role of call %s was dropped %d times", c, found[c])
+			}
+			done = done && found[c] == 1
+		}
+		if done {
+			for _, c := range calls {
+				if roleExists(t, e, c) {
+					t.Fatalf("drop of %s recorded, role still there", c)
+				}
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d roles dropped; log:\n%s", len(found), len(calls), e.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (e *env) calls(t *testing.T, token string, n int) []callAnswer {
+	t.Helper()
+	out := make([]callAnswer, n)
+	var wg sync.WaitGroup
+	for i := range out {
+		wg.Go(func() { out[i] = e.call(t, token, "orders.query", fmt.Sprintf("k%d", i)) })
+	}
+	wg.Wait()
+	return out
+}
+
+// TestManyCallsCompleteAtOnce: the roles of many calls that complete at
+// once are each dropped exactly once, and none is left.
+func TestManyCallsCompleteAtOnce(t *testing.T) {
+	e := newEnv(t)
+	agent, token := e.s.Hire(warehouseManifest)
+	cs := e.calls(t, token, 60)
+	var wg sync.WaitGroup
+	ids := make([]string, len(cs))
+	for i, c := range cs {
+		ids[i] = c.ID
+		wg.Go(func() {
+			if r := e.s.Do("POST", "/v1/calls/"+c.ID+"/complete", token, map[string]any{"outcome": "success"}); r.Status != 200 {
+				t.Errorf("complete: %d %s", r.Status, r.Body)
+			}
+		})
+	}
+	wg.Wait()
+	e.allDropped(t, agent, ids, "completed")
+	for _, c := range cs[:3] {
+		if canLogin(t, c.Credential.DSN) {
+			t.Fatal("a DSN logs in after its call completed")
+		}
+	}
+}
+
+// TestTerminationDropsManyRoles: terminating an agent with many live roles
+// drops every one of them.
+func TestTerminationDropsManyRoles(t *testing.T) {
+	e := newEnv(t)
+	agent, token := e.s.Hire(warehouseManifest)
+	cs := e.calls(t, token, 120) // more than one outbox batch
+	ids := make([]string, len(cs))
+	for i, c := range cs {
+		ids[i] = c.ID
+	}
+	if r := e.s.Do("POST", "/v1/agents/"+agent+"/terminate", e.s.AdminToken, map[string]string{"reason": "test"}); r.Status != 200 {
+		t.Fatalf("terminate: %d %s", r.Status, r.Body)
+	}
+	e.allDropped(t, agent, ids, "revoked")
+	for _, c := range cs[:3] {
+		if canLogin(t, c.Credential.DSN) {
+			t.Fatal("a DSN logs in after the agent was terminated")
 		}
 	}
 }

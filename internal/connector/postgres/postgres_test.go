@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,6 +37,11 @@ const testConfig = `connectors:
 // setup makes a database with tables, as its administrator, and the
 // connector for it.
 func setup(t *testing.T) (*pgtest.DB, *Connector) {
+	t.Helper()
+	return setupTB(t)
+}
+
+func setupTB(t testing.TB) (*pgtest.DB, *Connector) {
 	t.Helper()
 	db := pgtest.New(t)
 	ctx := t.Context()
@@ -178,7 +187,7 @@ func TestUnreachableHidesSecret(t *testing.T) {
 
 func TestScramVerifierShape(t *testing.T) {
 	v := scramVerifier("password", "0190f3c2-0000-7000-8000-000000000000")
-	if !strings.HasPrefix(v, "SCRAM-SHA-256$4096:") || strings.Count(v, "$") != 2 || strings.Contains(v, "password") {
+	if !strings.HasPrefix(v, "SCRAM-SHA-256$"+strconv.Itoa(ScramIterations)+":") || strings.Count(v, "$") != 2 || strings.Contains(v, "password") {
 		t.Fatalf("verifier %s", v)
 	}
 	if got := CallOfRole(RoleName("0190f3c2-0000-7000-8000-00000000abcd")); got != "0190f3c2-0000-7000-8000-00000000abcd" {
@@ -186,5 +195,139 @@ func TestScramVerifierShape(t *testing.T) {
 	}
 	if CallOfRole("arx_test") != "" || CallOfRole("arx") != "" {
 		t.Fatal("foreign roles taken for call roles")
+	}
+}
+
+// TestConcurrentProvisionRevoke: many roles made and dropped at once, in
+// shared transactions, some twice: each made with its grants, each drop
+// answered once as existing, none left.
+func TestConcurrentProvisionRevoke(t *testing.T) {
+	_, c := setup(t)
+	ctx := t.Context()
+	const n = 100
+	calls := make([]connector.Call, n)
+	for i := range calls {
+		calls[i] = connector.Call{ID: uuid.NewString(), Action: "orders.query", Expiry: time.Now().Add(time.Minute), Password: password()}
+	}
+	dsns := make([]string, n)
+	errs := make(chan error, 2*n)
+	var wg sync.WaitGroup
+	for i := range 2 * n { // each call provisioned twice, concurrently
+		wg.Go(func() {
+			dsn, err := c.Provision(ctx, calls[i%n])
+			if err != nil {
+				errs <- err
+				return
+			}
+			if i < n {
+				dsns[i] = dsn
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, n / 2, n - 1} {
+		conn, err := pgx.Connect(ctx, dsns[i])
+		if err != nil {
+			t.Fatalf("connect with role %d: %v", i, err)
+		}
+		var sum int
+		if err := conn.QueryRow(ctx, `SELECT sum(amount) FROM orders`).Scan(&sum); err != nil || sum != 350 {
+			t.Fatalf("granted query: %d %v", sum, err)
+		}
+		conn.Close(ctx)
+	}
+	if ids, _ := c.Provisioned(ctx); len(ids) != n {
+		t.Fatalf("%d roles, want %d", len(ids), n)
+	}
+	var existed atomic.Int64
+	errs = make(chan error, 2*n)
+	for i := range 2 * n { // each role dropped twice, concurrently
+		wg.Go(func() {
+			ok, err := c.Revoke(ctx, calls[i%n].ID)
+			if err != nil {
+				errs <- err
+			}
+			if ok {
+				existed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if existed.Load() != n {
+		t.Fatalf("%d drops found their role, want %d", existed.Load(), n)
+	}
+	if ids, _ := c.Provisioned(ctx); len(ids) != 0 {
+		t.Fatalf("roles left: %d", len(ids))
+	}
+}
+
+// TestBatchFailsAlone: a role that cannot be dropped (it owns an object in
+// another database, which DROP OWNED does not reach) fails its own drop,
+// not the drops that shared its transaction.
+func TestBatchFailsAlone(t *testing.T) {
+	db, c := setup(t)
+	ctx := t.Context()
+	calls := make([]connector.Call, 8)
+	for i := range calls {
+		calls[i] = connector.Call{ID: uuid.NewString(), Action: "orders.query", Expiry: time.Now().Add(time.Minute), Password: password()}
+		if _, err := c.Provision(ctx, calls[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first call's role owns a schema in another database.
+	other := "arx_other_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
+	super, err := pgx.Connect(ctx, db.SuperURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer super.Close(ctx)
+	if _, err := super.Exec(ctx, "CREATE DATABASE "+other); err != nil {
+		t.Fatal(err)
+	}
+	defer super.Exec(context.Background(), "DROP DATABASE "+other+" WITH (FORCE)")
+	u, _ := url.Parse(db.SuperURL)
+	u.Path = "/" + other
+	o, err := pgx.Connect(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = o.Exec(ctx, "GRANT "+RoleName(calls[0].ID)+" TO CURRENT_USER; CREATE SCHEMA stuck AUTHORIZATION "+RoleName(calls[0].ID))
+	o.Close(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := make([]error, len(calls))
+	var wg sync.WaitGroup
+	for i := range calls {
+		wg.Go(func() { _, results[i] = c.Revoke(ctx, calls[i].ID) })
+	}
+	wg.Wait()
+	if results[0] == nil {
+		t.Fatal("the role that owns a schema elsewhere was dropped")
+	}
+	for i, err := range results[1:] {
+		if err != nil {
+			t.Errorf("drop %d failed with its neighbour: %v", i+1, err)
+		}
+	}
+	if ids, _ := c.Provisioned(ctx); len(ids) != 1 || ids[0] != calls[0].ID {
+		t.Fatalf("roles left: %v", ids)
+	}
+	o, err = pgx.Connect(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Exec(ctx, "DROP SCHEMA stuck")
+	o.Close(ctx)
+	if existed, err := c.Revoke(ctx, calls[0].ID); err != nil || !existed {
+		t.Fatalf("drop after the schema went: %v %v", existed, err)
 	}
 }
