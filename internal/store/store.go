@@ -27,6 +27,13 @@ var (
 	ErrClosed = errors.New("store: closed")
 	// ErrLedElsewhere is TryLead's answer when another process leads.
 	ErrLedElsewhere = errors.New("store: another process leads")
+	// ErrStorageFailed is wrapped in every Update's error once the disk
+	// failed to make a commit durable (a failed fsync): what reached the
+	// disk is then unknown until the process restarts and recovery
+	// decides, so the store refuses every write for good, as PostgreSQL
+	// does. A caller maps it like any failed write (503
+	// record.unavailable, /readyz not ready); only a restart clears it.
+	ErrStorageFailed = errors.New("store: storage failed, restart after checking the disk")
 )
 
 // Agent statuses.

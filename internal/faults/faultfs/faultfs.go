@@ -2,6 +2,8 @@
 // (passthrough) view of a real directory whose write paths can be made to fail
 // at run time with one errno (EROFS for a filesystem gone read-only, ENOSPC,
 // EIO), and healed again, while the program under test keeps its files open.
+// A second fault fails fsync alone, as a disk whose writes succeed but whose
+// writeback fails.
 //
 // A real filesystem cannot be remounted read-only under a process that holds
 // files open for writing (the kernel answers EBUSY), which is exactly the case
@@ -181,8 +183,16 @@ func (ff *FS) must(cmd string) string {
 // Fail makes every write path fail with errno from now on; Fail(0) heals.
 func (ff *FS) Fail(errno syscall.Errno) { ff.must("fail " + strconv.Itoa(int(errno))) }
 
-// Heal lets writes through again.
-func (ff *FS) Heal() { ff.Fail(0) }
+// FailSync makes fsync alone fail with errno from now on, while every
+// other write path passes; FailSync(0) heals it. Fail and FailSync are
+// independent faults: a write path fails when either applies to it.
+func (ff *FS) FailSync(errno syscall.Errno) { ff.must("failsync " + strconv.Itoa(int(errno))) }
+
+// Heal lets writes and fsyncs through again.
+func (ff *FS) Heal() {
+	ff.Fail(0)
+	ff.FailSync(0)
+}
 
 // Failed returns how many write operations the fault has refused so far
 // (until Close, after it).
@@ -226,8 +236,8 @@ func (ff *FS) Close() error {
 }
 
 // serveChild is the child process: it mounts, answers commands on stdin
-// ("fail ERRNO", "failed", "unmount") on stdout, and unmounts when told or
-// when stdin ends (the test process is gone).
+// ("fail ERRNO", "failsync ERRNO", "failed", "unmount") on stdout, and
+// unmounts when told or when stdin ends (the test process is gone).
 func serveChild(mountpoint, backing string) int {
 	m, err := mountHere(mountpoint, backing)
 	if err != nil {
@@ -242,6 +252,10 @@ func serveChild(mountpoint, backing string) int {
 		case "fail":
 			n, _ := strconv.Atoi(arg)
 			m.fault.Store(uint32(n))
+			fmt.Println("ok")
+		case "failsync":
+			n, _ := strconv.Atoi(arg)
+			m.syncFault.Store(uint32(n))
 			fmt.Println("ok")
 		case "failed":
 			fmt.Println(m.failed.Load())
@@ -265,10 +279,11 @@ func serveChild(mountpoint, backing string) int {
 
 // mount is the FUSE server's side.
 type mount struct {
-	dir    string
-	server *fuse.Server
-	fault  atomic.Uint32 // a syscall.Errno; 0 lets writes through
-	failed atomic.Int64  // write operations refused so far
+	dir       string
+	server    *fuse.Server
+	fault     atomic.Uint32 // a syscall.Errno; 0 lets writes through
+	syncFault atomic.Uint32 // a syscall.Errno for fsync alone; 0 lets it through
+	failed    atomic.Int64  // write operations refused so far
 }
 
 func mountHere(mountpoint, backing string) (*mount, error) {
@@ -520,6 +535,10 @@ func (f *file) Writev(ctx context.Context, data [][]byte, off int64) (uint32, sy
 
 func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	if e := f.fs.check(); e != 0 {
+		return e
+	}
+	if e := syscall.Errno(f.fs.syncFault.Load()); e != 0 {
+		f.fs.failed.Add(1)
 		return e
 	}
 	return f.loopbackFile.Fsync(ctx, flags)

@@ -103,6 +103,37 @@ func TestFaults(t *testing.T) {
 	}
 }
 
+// TestFailSync fails fsync alone: writes reach the backing file, fsync
+// fails with the errno until healed.
+func TestFailSync(t *testing.T) {
+	ff := MountForTest(t)
+	f, err := os.OpenFile(filepath.Join(ff.Dir, "db"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ff.FailSync(syscall.EIO)
+	if _, err := f.WriteAt([]byte("hello"), 0); err != nil {
+		t.Fatalf("write with fsync failing: %v", err)
+	}
+	if err := f.Truncate(5); err != nil {
+		t.Fatalf("truncate with fsync failing: %v", err)
+	}
+	if err := f.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("fsync with fsync failing: %v, want EIO", err)
+	}
+	if ff.Failed() == 0 {
+		t.Error("the fault counted no refusal")
+	}
+	if got, err := os.ReadFile(filepath.Join(ff.Backing, "db")); err != nil || string(got) != "hello" {
+		t.Errorf("backing file: %q %v", got, err)
+	}
+	ff.Heal()
+	if err := f.Sync(); err != nil {
+		t.Fatalf("fsync healed: %v", err)
+	}
+}
+
 // TestSharedMmap checks what SQLite's WAL index (the -shm file, mapped
 // shared) needs: what is written through the mapping stays there, even when
 // its writeback failed under a fault and the kernel is later given every

@@ -3,7 +3,9 @@
 //
 // Writes go through one connection owned by a sequencer goroutine that
 // group-commits concurrent Updates: many calls share one fsync, each isolated
-// by a savepoint, and no Update returns before its commit is durable.
+// by a savepoint, and no Update returns before its commit is durable. A
+// failed fsync fails the store for good (store.ErrStorageFailed): recovery
+// on the next open decides what reached the disk.
 package sqlite
 
 import (
@@ -14,8 +16,11 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/arxsec/arx/internal/store"
@@ -51,6 +56,7 @@ type Store struct {
 	read  *sql.DB
 	write *sql.DB
 	log   *slog.Logger
+	path  string
 
 	ops      chan *op
 	quit     chan struct{}
@@ -58,6 +64,10 @@ type Store struct {
 	ckptDone chan struct{}
 	maxBatch int
 	closeMu  sync.Once
+
+	// failed holds the error that made the store fail for good (see
+	// failStorage); nil while it works.
+	failed atomic.Pointer[error]
 
 	leadMu sync.Mutex
 	leases map[string]*lease // leader.go
@@ -117,7 +127,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	read.SetMaxOpenConns(8)
 	read.SetMaxIdleConns(8)
-	s := &Store{read: read, write: write, log: cfg.Logger, ops: make(chan *op, 4096),
+	s := &Store{read: read, write: write, log: cfg.Logger, path: cfg.Path, ops: make(chan *op, 4096),
 		quit: make(chan struct{}), done: make(chan struct{}), ckptDone: make(chan struct{}), maxBatch: cfg.MaxBatch, heads: map[string]tlog.Hash{}}
 	if err := s.loadTree(ctx); err != nil {
 		s.read.Close()
@@ -175,8 +185,11 @@ func (s *Store) Close() error {
 		st.Close()
 	}
 	<-s.ckptDone
-	// A last full checkpoint leaves a compact database file behind.
-	s.ckpt.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+	// A last full checkpoint leaves a compact database file behind; not
+	// after a failed sync, when recovery on the next open decides.
+	if s.failed.Load() == nil {
+		s.ckpt.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+	}
 	return errors.Join(s.write.Close(), s.read.Close(), s.ckpt.Close())
 }
 
@@ -187,6 +200,9 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 	case <-s.quit:
 		return store.ErrClosed
 	default:
+	}
+	if err := s.failed.Load(); err != nil {
+		return *err
 	}
 	select {
 	case s.ops <- o:
@@ -248,9 +264,15 @@ func (s *Store) commit(batch []*op) {
 	errs := make([]error, len(batch))
 	fail := func(err error) {
 		s.reopenIfReadOnly(s.write, "writer", err)
+		err = s.failStorage(err)
 		for _, o := range batch {
 			o.done <- err
 		}
+	}
+	if err := s.failed.Load(); err != nil {
+		// Queued before the store failed.
+		fail(*err)
+		return
 	}
 	ctx := context.Background()
 	sqlTx, err := s.write.BeginTx(ctx, nil)
@@ -417,6 +439,65 @@ func isReadOnly(err error) bool {
 	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_READONLY
 }
 
+// isSyncFailure reports whether err is SQLite's failure to fsync a file or
+// its directory.
+func isSyncFailure(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	c := se.Code()
+	return c == sqlite3.SQLITE_IOERR_FSYNC || c == sqlite3.SQLITE_IOERR_DIR_FSYNC
+}
+
+// failStorage makes the store fail for good when err is a failed fsync,
+// and returns the error every Update gets from now on; other errors (a
+// full or read-only disk, a lock held elsewhere) pass unchanged and the
+// store recovers by itself once they clear.
+//
+// After a failed fsync nothing says what reached the disk: the kernel may
+// have dropped the dirty pages and will not report it again, and WAL frames
+// of a commit SQLite refused may still be on the disk and reappear when
+// the database is next opened. Retrying could only make a lost write look
+// durable, so, as PostgreSQL does, the store stops writing and leaves the
+// decision to recovery on restart.
+func (s *Store) failStorage(err error) error {
+	if p := s.failed.Load(); p != nil {
+		return *p
+	}
+	if !isSyncFailure(err) || s.syncRefused() {
+		return err
+	}
+	ferr := fmt.Errorf("%w: %w", store.ErrStorageFailed, err)
+	if s.failed.CompareAndSwap(nil, &ferr) {
+		s.log.Error("sqlite: the disk failed an fsync: refusing every write until restart",
+			"err", err, "hint", "check the disk, then restart arx serve")
+		return ferr
+	}
+	return *s.failed.Load()
+}
+
+// syncRefused reports whether fsync on the database's files fails now
+// because the filesystem refuses writes (read-only, full, over quota): a
+// commit whose frames were written just before it turned so fails in its
+// fsync, and that is the ordinary case of a read-only or full disk, which
+// clears by itself. Any other answer (EIO, or success: the kernel reports a
+// writeback error once) leaves the failed fsync fatal.
+func (s *Store) syncRefused() bool {
+	for _, p := range []string{s.path + "-wal", s.path, filepath.Dir(s.path)} {
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		err = f.Sync()
+		f.Close()
+		if errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+			return true
+		}
+	}
+	return false
+}
+
 // reopenIfReadOnly closes db's idle connection when err says it cannot
 // write, so that its next use opens a fresh one. SQLite opens a database
 // read-only, silently, when opening it for writing fails (EROFS, EACCES):
@@ -474,10 +555,14 @@ func (s *Store) checkpointer() {
 		case <-s.quit:
 			return
 		case <-t.C:
+			if s.failed.Load() != nil {
+				return // copying on could make lost pages look durable
+			}
 			var busy, logFrames, done int
 			if err := s.ckpt.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &done); err != nil {
 				s.log.Warn("sqlite: checkpoint", "err", err)
 				s.reopenIfReadOnly(s.ckpt, "checkpointer", err)
+				s.failStorage(err)
 			}
 		}
 	}
