@@ -21,7 +21,7 @@ if [ -z "${ARX_TEST_VERSITYGW_BIN:-}" ]; then source .ci/setup-s3.sh; fi
 export ARX_TEST_REQUIRE_SERVERS=1
 
 attacks='TestBadInput|TestForgedCredentials|TestRefusalIsRecorded|TestFailClosed|TestApprovalRefusals|TestSelfApprovalRefused|TestApprovalTimeout|TestLoginRateLimited|TestTerminateUnderLoad|TestTokenGuessingIsRateLimited|TestDeeplyNestedBody|TestSlowClientTimesOut|TestGateway.*|TestCSRF.*|TestForged.*|TestSession.*'
-faults='TestCrashSafety|TestDiskFull|TestReadOnly|TestDatabaseLocked|TestOutage|TestQuorum|TestWitnessGarbage|TestPartition.*|TestPublisherElection|TestLoginLimitAcrossReplicas|TestSoak|TestNoSecretLeaks'
+faults='TestCrashSafety|TestDiskFull|TestReadOnly|TestFsyncFailed|TestDatabaseLocked|TestOutage|TestQuorum|TestWitnessGarbage|TestPartition.*|TestPublisherElection|TestLoginLimitAcrossReplicas|TestSoak|TestNoSecretLeaks'
 status=0
 go test -count=1 -v -run "$faults|$attacks" \
   ./internal/faults ./internal/api ./internal/console ./internal/publish/... ./internal/replicas >"$log" 2>&1 || status=$?
@@ -49,6 +49,7 @@ part() { grep -o "CAMPAIGN partition scenario=$1 .*" "$log" | grep -e "${2:+mode
   echo "| record entries verified after the crashes | $(field crash entries_verified) |"
   echo "| full disk: refused with | $(field disk_full refused_with) (recovered without a restart: $(field disk_full recovered)) |"
   echo "| read-only data directory (FUSE): refused with | $(field read_only refused_with) (recovered without a restart in $(field read_only recovery_ms) ms) |"
+  echo "| fsync fails (writes accepted): refused with | $(field fsync_failed refused_with), still refused after healing: $(field fsync_failed stays_failed), served again after a restart: $(field fsync_failed recovered_after_restart) |"
   echo "| database locked by another process: refused with | $(field db_locked refused_with) after $(field db_locked refuse_ms) ms (busy timeout $(field db_locked busy_timeout_ms) ms; recovered in $(field db_locked recovery_ms) ms) |"
   echo "| S3 bucket down under load: calls, entries | $(field bucket_down calls), $(field bucket_down entries) (all published once, in order, after it came back) |"
   echo "| witness answering garbage: modes, answers refused, bad checkpoints published | $(field witness_garbage modes), $(field witness_garbage refused), $(field witness_garbage published_bad) (recovered: $(field witness_garbage recovered)) |"
@@ -61,7 +62,7 @@ part() { grep -o "CAMPAIGN partition scenario=$1 .*" "$log" | grep -e "${2:+mode
   echo "| soak: agents, duration, calls | $(field soak agents), $(field soak duration), $(field soak calls) |"
   echo "| soak: p99 of a governed call (ms) | $(field soak p99_ms) |"
   echo "| soak: resident memory samples (KiB) | $(grep -o 'CAMPAIGN soak .*' "$log" | head -1 | grep -o 'rss_kib=\[[^]]*\]' | cut -d= -f2) |"
-  echo "| acknowledged entries lost (crash, full disk, read-only, locked, bucket down, publisher killed, soak) | $(field crash lost) / $(field disk_full lost) / $(field read_only lost) / $(field db_locked lost) / $(field bucket_down lost) / $(field publisher lost) / $(field soak lost) |"
+  echo "| acknowledged entries lost (crash, full disk, read-only, fsync failed, locked, bucket down, publisher killed, soak) | $(field crash lost) / $(field disk_full lost) / $(field read_only lost) / $(field fsync_failed lost) / $(field db_locked lost) / $(field bucket_down lost) / $(field publisher lost) / $(field soak lost) |"
   echo
   echo "The cases are the tests named in SECURITY.md; each asserts the stable"
   echo "refusal code and that nothing but the record of a refusal was written."
