@@ -71,6 +71,8 @@ part() { grep -o "CAMPAIGN partition scenario=$1 .*" "$log" | grep -e "${2:+mode
 } >"$out"
 cat "$out"
 if [ "$status" -ne 0 ]; then
-  echo; echo "campaign: some tests failed:"; grep -E -- '--- FAIL|FAIL\s' "$log" | head -20
+  keep=$(mktemp /tmp/arx-campaign.XXXXXX.log)
+  cp "$log" "$keep"
+  echo; echo "campaign: some tests failed (whole log: $keep):"; grep -E -B5 -- '--- FAIL|FAIL\s' "$log" | head -60
 fi
 exit "$status"
