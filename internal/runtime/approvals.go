@@ -45,7 +45,7 @@ func (r *Runtime) Approvals(ctx context.Context, p *Principal, status string, li
 	}
 	list, err := r.store.Approvals(ctx, status, limit)
 	if err != nil {
-		return nil, r.unreadable("list approvals", err)
+		return nil, r.ReadFailed("list approvals", err)
 	}
 	out := make([]ApprovalView, 0, len(list))
 	agents := map[string]*store.Agent{}
@@ -69,7 +69,7 @@ func (r *Runtime) Approval(ctx context.Context, p *Principal, callID string) (*A
 		return nil, arxerr.New(arxerr.ApprovalNotFound, "no approval for call %s", truncate(callID, 64))
 	}
 	if err != nil {
-		return nil, r.unreadable("approval", err)
+		return nil, r.ReadFailed("approval", err)
 	}
 	return r.approvalView(ctx, a, map[string]*store.Agent{})
 }
@@ -77,12 +77,12 @@ func (r *Runtime) Approval(ctx context.Context, p *Principal, callID string) (*A
 func (r *Runtime) approvalView(ctx context.Context, a *store.Approval, agents map[string]*store.Agent) (*ApprovalView, error) {
 	c, err := r.store.Call(ctx, a.CallID)
 	if err != nil {
-		return nil, r.unreadable("approval call", err)
+		return nil, r.ReadFailed("approval call", err)
 	}
 	ag, ok := agents[a.AgentID]
 	if !ok {
 		if ag, err = r.store.Agent(ctx, a.AgentID); err != nil {
-			return nil, r.unreadable("approval agent", err)
+			return nil, r.ReadFailed("approval agent", err)
 		}
 		agents[a.AgentID] = ag
 	}

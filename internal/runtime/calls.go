@@ -301,7 +301,7 @@ func (r *Runtime) GetCall(ctx context.Context, p *Principal, id string, wait tim
 			if errors.Is(err, store.ErrNotFound) {
 				return nil, arxerr.New(arxerr.CallNotFound, "no call %s", id)
 			}
-			return nil, r.unreadable("get call", err)
+			return nil, r.ReadFailed("get call", err)
 		}
 		if p.Kind == store.TokenAgent && c.AgentID != p.Agent.ID || p.Kind != store.TokenAgent && !p.IsAdmin() && !p.IsPerson() {
 			r.waiters.remove(id, ch)

@@ -249,7 +249,7 @@ func (r *Runtime) CheckLogin(ctx context.Context, email, password, clientIP stri
 	for _, l := range limits {
 		n, err := r.store.Failures(ctx, l.key, since)
 		if err != nil {
-			return nil, r.unreadable("login", err)
+			return nil, r.ReadFailed("login", err)
 		}
 		if n >= l.max {
 			return nil, limited()
@@ -289,7 +289,7 @@ func (r *Runtime) CheckLogin(ctx context.Context, email, password, clientIP stri
 	}
 	u, err := r.store.UserByEmail(ctx, strings.TrimSpace(email))
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return nil, r.unreadable("login", err)
+		return nil, r.ReadFailed("login", err)
 	}
 	ok := false
 	if u != nil && u.PasswordHash != "" && u.DisabledAt == nil {
@@ -348,14 +348,14 @@ func (r *Runtime) Session(ctx context.Context, cookie string) (*Principal, *stor
 		return nil, nil, arxerr.New(arxerr.Unauthenticated, "not logged in")
 	}
 	if err != nil {
-		return nil, nil, r.unreadable("session", err)
+		return nil, nil, r.ReadFailed("session", err)
 	}
 	if !r.now().Before(s.ExpiresAt) {
 		return nil, nil, arxerr.New(arxerr.Unauthenticated, "the session has expired")
 	}
 	u, err := r.store.User(ctx, s.UserID)
 	if err != nil {
-		return nil, nil, r.unreadable("session", err)
+		return nil, nil, r.ReadFailed("session", err)
 	}
 	if u.DisabledAt != nil {
 		return nil, nil, arxerr.New(arxerr.Unauthenticated, "the account is disabled")

@@ -83,7 +83,7 @@ func (r *Runtime) Review(ctx context.Context, p *Principal, agentID string, days
 		return nil, arxerr.New(arxerr.AgentNotFound, "no agent %s", truncate(agentID, 64))
 	}
 	if err != nil {
-		return nil, r.unreadable("review", err)
+		return nil, r.ReadFailed("review", err)
 	}
 	now := r.now().UTC()
 	from := now.Add(-time.Duration(days) * 24 * time.Hour)
@@ -108,7 +108,7 @@ func (r *Runtime) Review(ctx context.Context, p *Principal, agentID string, days
 	for {
 		page, err := r.store.AgentEntries(ctx, a.ID, after, 1000)
 		if err != nil {
-			return nil, r.unreadable("review", err)
+			return nil, r.ReadFailed("review", err)
 		}
 		for _, se := range page {
 			after = se.Index

@@ -230,7 +230,7 @@ func (r *Runtime) authenticate(ctx context.Context, token string) (_ *Principal,
 			return nil, true, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
 		}
 		if err != nil {
-			return nil, false, r.unreadable("authenticate", err)
+			return nil, false, r.ReadFailed("authenticate", err)
 		}
 		if subtle.ConstantTimeCompare(t.Hash, hash) != 1 || t.RevokedAt != nil || t.Kind != store.TokenAgent {
 			return nil, false, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
@@ -245,7 +245,7 @@ func (r *Runtime) authenticate(ctx context.Context, token string) (_ *Principal,
 		return nil, true, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
 	}
 	if err != nil {
-		return nil, false, r.unreadable("authenticate", err)
+		return nil, false, r.ReadFailed("authenticate", err)
 	}
 	if subtle.ConstantTimeCompare(t.Hash, hash) != 1 || t.RevokedAt != nil {
 		return nil, false, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
@@ -254,7 +254,7 @@ func (r *Runtime) authenticate(ctx context.Context, token string) (_ *Principal,
 	if t.Kind == store.TokenUser {
 		u, err := r.store.User(ctx, t.UserID)
 		if err != nil {
-			return nil, false, r.unreadable("authenticate", err)
+			return nil, false, r.ReadFailed("authenticate", err)
 		}
 		if u.DisabledAt != nil {
 			return nil, false, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
@@ -264,7 +264,7 @@ func (r *Runtime) authenticate(ctx context.Context, token string) (_ *Principal,
 	if t.Kind == store.TokenAgent {
 		a, err := r.store.Agent(ctx, t.AgentID)
 		if err != nil {
-			return nil, false, r.unreadable("authenticate", err)
+			return nil, false, r.ReadFailed("authenticate", err)
 		}
 		if err := agentUsable(a); err != nil {
 			return nil, false, err
@@ -442,21 +442,18 @@ func (r *Runtime) writeFailed(what string, err error) error {
 	return arxerr.New(arxerr.RecordUnavailable, "the personnel record could not be written, so nothing was done")
 }
 
-// unreadable maps a failed store read other than "not found": the
+// ReadFailed maps a failed store read other than "not found" (for the
+// runtime and for the API and console handlers that read the store): the
 // database did not answer (unreachable, or past the store's read timeout),
 // so nothing was decided. The client gets the same stable 503 as for a
 // write that could not be committed, and may retry; the cause is logged.
-func (r *Runtime) unreadable(what string, err error) error {
+func (r *Runtime) ReadFailed(what string, err error) error {
 	if errors.Is(err, context.Canceled) {
 		return arxerr.New(arxerr.RecordUnavailable, "request cancelled before the record was read")
 	}
 	r.log.Error("record read failed", "op", what, "err", err)
 	return arxerr.New(arxerr.RecordUnavailable, "the personnel record could not be read, so nothing was done")
 }
-
-// ReadFailed is unreadable for the API and console handlers that read the
-// store directly.
-func (r *Runtime) ReadFailed(what string, err error) error { return r.unreadable(what, err) }
 
 func (r *Runtime) internal(what string, err error) error {
 	r.log.Error("internal error", "op", what, "err", err)
