@@ -416,10 +416,18 @@ func (s *Store) readHashes(ctx context.Context, q querier, indexes []int64) ([]t
 	return out, nil
 }
 
-func isUnique(err error) bool {
+// code is SQLite's extended result code of err, or 0 when err does not
+// come from SQLite.
+func code(err error) int {
 	var se *sqlite.Error
 	if errors.As(err, &se) {
-		c := se.Code()
+		return se.Code()
+	}
+	return 0
+}
+
+func isUnique(err error) bool {
+	if c := code(err); c != 0 {
 		return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
 	}
 	return strings.Contains(err.Error(), "UNIQUE constraint failed")
@@ -427,26 +435,16 @@ func isUnique(err error) bool {
 
 // isBusy reports whether err is SQLite's SQLITE_BUSY: a lock held by
 // another connection outlasted the busy timeout.
-func isBusy(err error) bool {
-	var se *sqlite.Error
-	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
-}
+func isBusy(err error) bool { return code(err)&0xff == sqlite3.SQLITE_BUSY }
 
 // isReadOnly reports whether err is SQLite's SQLITE_READONLY, in any of
 // its extended forms.
-func isReadOnly(err error) bool {
-	var se *sqlite.Error
-	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_READONLY
-}
+func isReadOnly(err error) bool { return code(err)&0xff == sqlite3.SQLITE_READONLY }
 
 // isSyncFailure reports whether err is SQLite's failure to fsync a file or
 // its directory.
 func isSyncFailure(err error) bool {
-	var se *sqlite.Error
-	if !errors.As(err, &se) {
-		return false
-	}
-	c := se.Code()
+	c := code(err)
 	return c == sqlite3.SQLITE_IOERR_FSYNC || c == sqlite3.SQLITE_IOERR_DIR_FSYNC
 }
 
