@@ -12,10 +12,10 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/arxsec/arx/internal/store"
+	"golang.org/x/sync/errgroup"
 )
 
 // Webhook is an endpoint told about approvals: a generic JSON payload, or a
@@ -174,16 +174,12 @@ func (r *Runtime) deliverBatch(ctx context.Context, items []store.OutboxItem) {
 // bounded calls fn(0) .. fn(n-1), at most workers at a time, and returns
 // when all have returned.
 func bounded(workers, n int, fn func(int)) {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(workers, n) {
-		wg.Go(func() {
-			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
-				fn(i)
-			}
-		})
+	var g errgroup.Group
+	g.SetLimit(workers)
+	for i := range n {
+		g.Go(func() error { fn(i); return nil })
 	}
-	wg.Wait()
+	g.Wait()
 }
 
 // finishOutbox records a delivery attempt: done, or retried with backoff.
