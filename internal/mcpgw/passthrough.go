@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"strings"
 
 	"github.com/arxsec/arx/agentvault"
@@ -78,40 +79,45 @@ func (g *Gateway) withPrompts() []*upstream {
 	return out
 }
 
+// collect lists one kind of item of each of ups in turn, with list (a
+// method of the upstream's session), and hands every item to add.
+func collect[T, P any](ctx context.Context, ups []*upstream, list func(*mcp.ClientSession, context.Context, *P) iter.Seq2[T, error], add func(*upstream, T)) error {
+	for _, u := range ups {
+		cs, err := u.session(ctx)
+		if err != nil {
+			return unavailable(u)
+		}
+		items, err := listAll(list(cs, ctx, nil))
+		if err != nil {
+			return upstreamError(u, err)
+		}
+		for _, it := range items {
+			add(u, it)
+		}
+	}
+	return nil
+}
+
 func (g *Gateway) listResources(ctx context.Context) (*mcp.ListResourcesResult, error) {
 	res := &mcp.ListResourcesResult{Resources: []*mcp.Resource{}}
 	seen := map[string]bool{}
-	for _, u := range g.withResources() {
-		cs, err := u.session(ctx)
-		if err != nil {
-			return nil, unavailable(u)
+	if err := collect(ctx, g.withResources(), (*mcp.ClientSession).Resources, func(_ *upstream, r *mcp.Resource) {
+		if !seen[r.URI] {
+			seen[r.URI] = true
+			res.Resources = append(res.Resources, r)
 		}
-		rs, err := listAll(cs.Resources(ctx, nil))
-		if err != nil {
-			return nil, upstreamError(u, err)
-		}
-		for _, r := range rs {
-			if !seen[r.URI] {
-				seen[r.URI] = true
-				res.Resources = append(res.Resources, r)
-			}
-		}
+	}); err != nil {
+		return nil, err
 	}
 	return res, nil
 }
 
 func (g *Gateway) listResourceTemplates(ctx context.Context) (*mcp.ListResourceTemplatesResult, error) {
 	res := &mcp.ListResourceTemplatesResult{ResourceTemplates: []*mcp.ResourceTemplate{}}
-	for _, u := range g.withResources() {
-		cs, err := u.session(ctx)
-		if err != nil {
-			return nil, unavailable(u)
-		}
-		ts, err := listAll(cs.ResourceTemplates(ctx, nil))
-		if err != nil {
-			return nil, upstreamError(u, err)
-		}
-		res.ResourceTemplates = append(res.ResourceTemplates, ts...)
+	if err := collect(ctx, g.withResources(), (*mcp.ClientSession).ResourceTemplates, func(_ *upstream, t *mcp.ResourceTemplate) {
+		res.ResourceTemplates = append(res.ResourceTemplates, t)
+	}); err != nil {
+		return nil, err
 	}
 	return res, nil
 }
@@ -177,26 +183,19 @@ func (g *Gateway) readResource(ctx context.Context, req *mcp.ReadResourceRequest
 	return finishPass(res, callID, err, upErr, u)
 }
 
+// listPrompts names each prompt with its upstream's prefix, as tools are.
 func (g *Gateway) listPrompts(ctx context.Context) (*mcp.ListPromptsResult, error) {
 	res := &mcp.ListPromptsResult{Prompts: []*mcp.Prompt{}}
 	seen := map[string]bool{}
-	for _, u := range g.withPrompts() {
-		cs, err := u.session(ctx)
-		if err != nil {
-			return nil, unavailable(u)
+	if err := collect(ctx, g.withPrompts(), (*mcp.ClientSession).Prompts, func(u *upstream, p *mcp.Prompt) {
+		q := *p
+		q.Name = u.cfg.Prefix + p.Name
+		if !seen[q.Name] {
+			seen[q.Name] = true
+			res.Prompts = append(res.Prompts, &q)
 		}
-		ps, err := listAll(cs.Prompts(ctx, nil))
-		if err != nil {
-			return nil, upstreamError(u, err)
-		}
-		for _, p := range ps {
-			q := *p
-			q.Name = u.cfg.Prefix + p.Name
-			if !seen[q.Name] {
-				seen[q.Name] = true
-				res.Prompts = append(res.Prompts, &q)
-			}
-		}
+	}); err != nil {
+		return nil, err
 	}
 	return res, nil
 }
