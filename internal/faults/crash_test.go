@@ -3,7 +3,6 @@
 package faults
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -36,8 +35,7 @@ func TestMain(m *testing.M) {
 type proc struct {
 	cmd *exec.Cmd
 	url string
-	log *bytes.Buffer
-	mu  *sync.Mutex
+	log *arxtest.ServeLog
 }
 
 // startServe starts arx serve on dir and waits until it serves.
@@ -52,29 +50,9 @@ func startServe(t *testing.T, dir string, extra ...string) *proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, log: &bytes.Buffer{}, mu: &sync.Mutex{}}
-	urls := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			p.mu.Lock()
-			p.log.WriteString(line + "\n")
-			p.mu.Unlock()
-			var m struct {
-				Msg string `json:"msg"`
-				URL string `json:"url"`
-			}
-			if json.Unmarshal([]byte(line), &m) == nil && m.Msg == "arx serving" {
-				select {
-				case urls <- m.URL:
-				default:
-				}
-			}
-		}
-	}()
+	p := &proc{cmd: cmd, log: arxtest.WatchServe(stderr)}
 	select {
-	case p.url = <-urls:
+	case p.url = <-p.log.URL():
 	case <-time.After(20 * time.Second):
 		cmd.Process.Kill()
 		t.Fatalf("arx serve did not start:\n%s", p.logText())
@@ -82,11 +60,7 @@ func startServe(t *testing.T, dir string, extra ...string) *proc {
 	return p
 }
 
-func (p *proc) logText() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.log.String()
-}
+func (p *proc) logText() string { return p.log.String() }
 
 func (p *proc) kill() {
 	p.cmd.Process.Signal(syscall.SIGKILL)

@@ -1,7 +1,7 @@
 package replicas
 
 // Network faults between replicas and PostgreSQL (issue 9). Each replica
-// reaches the database through a loopback proxy of its own (proxy_test.go)
+// reaches the database through a loopback proxy of its own (internal/arxtest/tcpfault)
 // that can pass, reset every connection (a firewall rejecting) or stall
 // them (a black hole). The tests drive the replicas over HTTP as in
 // replicas_test.go and print their figures as
@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/arxsec/arx/arxerr"
+	"github.com/arxsec/arx/internal/arxtest/tcpfault"
 	"github.com/arxsec/arx/internal/store/postgres"
 	"github.com/arxsec/arx/record"
 	"github.com/jackc/pgx/v5"
@@ -59,17 +60,17 @@ const (
 
 // proxied starts n replicas, each reaching PostgreSQL through a proxy of
 // its own.
-func proxied(t *testing.T, n int) (*deployment, []*proxy) {
+func proxied(t *testing.T, n int) (*deployment, []*tcpfault.Proxy) {
 	t.Helper()
-	var px []*proxy
+	var px []*tcpfault.Proxy
 	d := startVia(t, n, func(i int, db string) string {
 		u, err := url.Parse(db)
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := newProxy(t, u.Host)
+		p := tcpfault.New(t, u.Host)
 		px = append(px, p)
-		return p.via(t, db)
+		return p.Via(t, db)
 	})
 	return d, px
 }
@@ -230,13 +231,13 @@ func TestPartitionReplica(t *testing.T) {
 	}
 	boss := d.person(t, "boss@example.com")
 	var all []attempt
-	for _, mode := range []proxyMode{reset, stall} {
+	for _, mode := range []tcpfault.Mode{tcpfault.Reset, tcpfault.Stall} {
 		t.Run(mode.String(), func(t *testing.T) {
-			defer px[1].set(pass)
+			defer px[1].Set(tcpfault.Pass)
 			l := startLoad(agents, 6, func(w, i int) *replica { return d.replicas[(w+i)%3] })
 			time.Sleep(500 * time.Millisecond)
 			cut := time.Now()
-			px[1].set(mode)
+			px[1].Set(mode)
 			// Hold the partition until B has refused a request sent after
 			// the cut, and A and C have acknowledged five calls sent after
 			// it. (Stalled mid-batch, B holds the log lock, and every
@@ -266,7 +267,7 @@ func TestPartitionReplica(t *testing.T) {
 				}
 			}
 			heal := time.Now()
-			px[1].set(pass)
+			px[1].Set(tcpfault.Pass)
 			recovered, _ := recoverOn(t, B, agents[1], recoverBound)
 			time.Sleep(300 * time.Millisecond)
 			attempts := l.halt()
@@ -347,9 +348,9 @@ func TestPartitionTerminate(t *testing.T) {
 	d, px := proxied(t, 3)
 	A, B, C := d.replicas[0], d.replicas[1], d.replicas[2]
 	boss := d.person(t, "boss@example.com")
-	for _, mode := range []proxyMode{reset, stall} {
+	for _, mode := range []tcpfault.Mode{tcpfault.Reset, tcpfault.Stall} {
 		t.Run(mode.String(), func(t *testing.T) {
-			defer px[1].set(pass)
+			defer px[1].Set(tcpfault.Pass)
 			id, token := d.hire(t, C, "terminated-"+mode.String())
 			cred := func(on *replica, key string) string {
 				r, err := do(t.Context(), "POST", on.url+"/v1/calls", token, map[string]string{"connector": "crm", "action": "account.read",
@@ -445,7 +446,7 @@ func TestPartitionTerminate(t *testing.T) {
 			}
 
 			before := hits.Load()
-			px[1].set(mode)
+			px[1].Set(mode)
 			r, err = do(t.Context(), "POST", A.url+"/v1/agents/"+id+"/terminate", boss, map[string]string{"reason": "end of contract"})
 			must(t, r, err, http.StatusOK, "terminate on A")
 			duringReads, duringGateway := probe("during the " + mode.String())
@@ -456,7 +457,7 @@ func TestPartitionTerminate(t *testing.T) {
 				t.Errorf("B took %v to refuse a gateway request during the %s (bound %v)", duringGateway, mode, inFlightBound)
 			}
 			heal := time.Now()
-			px[1].set(pass)
+			px[1].Set(tcpfault.Pass)
 			afterReads, afterGateway := probe("after the heal")
 			// Once B reads the database again, its answers are the
 			// termination's, not unavailability.
@@ -521,7 +522,7 @@ func TestPartitionStallSequencer(t *testing.T) {
 	l := startLoad(agents, 9, func(w, i int) *replica { return d.replicas[(w+i)%3] })
 	defer func() {
 		for _, p := range px {
-			p.set(pass)
+			p.Set(tcpfault.Pass)
 		}
 	}()
 	time.Sleep(time.Second)
@@ -529,7 +530,7 @@ func TestPartitionStallSequencer(t *testing.T) {
 	// Stall the holder of the log lock, and check that it still holds it
 	// once stalled: its transaction is then cut off midway.
 	var victim *replica
-	var vp *proxy
+	var vp *tcpfault.Proxy
 	var stalled, confirmed time.Time
 	var pid int32
 	tries := 0
@@ -547,14 +548,14 @@ func TestPartitionStallSequencer(t *testing.T) {
 		if i < 0 {
 			continue
 		}
-		px[i].set(stall)
+		px[i].Set(tcpfault.Stall)
 		stalled = time.Now()
 		time.Sleep(200 * time.Millisecond)
 		if n, p := lockHolder(t, conn); n == name && p == pid {
 			victim, vp, confirmed = d.replicas[i], px[i], time.Now()
 			break
 		}
-		px[i].set(pass)
+		px[i].Set(tcpfault.Pass)
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("stalled replica %s mid-transaction (holding the log lock) after %d tries", victim.name, tries)
@@ -593,7 +594,7 @@ func TestPartitionStallSequencer(t *testing.T) {
 		t.Errorf("only %d calls acknowledged on the other replicas after the stall", after)
 	}
 	heal := time.Now()
-	vp.set(pass)
+	vp.Set(tcpfault.Pass)
 	recovered, _ := recoverOn(t, victim, agents[0], recoverBound)
 	time.Sleep(300 * time.Millisecond)
 	attempts := l.halt()

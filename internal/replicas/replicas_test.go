@@ -68,16 +68,11 @@ type replica struct {
 	dir  string
 	url  string
 	cmd  *exec.Cmd
-	mu   sync.Mutex
-	logs bytes.Buffer
+	log  *arxtest.ServeLog
 	done chan struct{}
 }
 
-func (r *replica) Logs() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.logs.String()
-}
+func (r *replica) Logs() string { return r.log.String() }
 
 // deployment is three replicas on one fresh database.
 type deployment struct {
@@ -155,24 +150,7 @@ func startReplica(t *testing.T, bin, name, dir, db string, extra ...string) *rep
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	urlc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			r.mu.Lock()
-			r.logs.WriteString(line + "\n")
-			r.mu.Unlock()
-			var l struct {
-				Msg string `json:"msg"`
-				URL string `json:"url"`
-			}
-			if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "arx serving" {
-				urlc <- l.URL
-			}
-		}
-	}()
+	r.log = arxtest.WatchServe(stderr)
 	go func() {
 		cmd.Wait()
 		close(r.done)
@@ -190,7 +168,7 @@ func startReplica(t *testing.T, bin, name, dir, db string, extra ...string) *rep
 		}
 	})
 	select {
-	case r.url = <-urlc:
+	case r.url = <-r.log.URL():
 	case <-r.done:
 		t.Fatalf("replica %s exited: %s", name, r.Logs())
 	case <-time.After(60 * time.Second):

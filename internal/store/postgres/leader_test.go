@@ -3,13 +3,11 @@ package postgres
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
 	"net/url"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/arxsec/arx/internal/arxtest/tcpfault"
 	"github.com/arxsec/arx/internal/store"
 	"github.com/arxsec/arx/internal/store/postgres/pgtest"
 )
@@ -115,12 +113,16 @@ func TestLeader(t *testing.T) {
 // LeaderSessionTimeout, and only then does the other store lead.
 func TestLeaderStalled(t *testing.T) {
 	db := pgtest.Database(t)
-	p := newFreezer(t, db)
-	a, b := open(t, p.url), open(t, db)
+	u, err := url.Parse(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := tcpfault.New(t, u.Host)
+	a, b := open(t, p.Via(t, db)), open(t, db)
 	la, _ := lead(t, a, 5*time.Second)
 	mustNotLead(t, b)
 
-	p.freeze()
+	p.Set(tcpfault.Stall)
 	frozen := time.Now()
 	var took time.Time
 	tookc := make(chan time.Time, 1)
@@ -153,95 +155,5 @@ func TestLeaderStalled(t *testing.T) {
 	}
 	if d := took.Sub(frozen); d < LeaderSessionTimeout-time.Second {
 		t.Errorf("the other store led %v after the stall, before the server could have ended the session (%v)", d, LeaderSessionTimeout)
-	}
-}
-
-// freezer is a TCP proxy to the database that can stop carrying bytes
-// while keeping its connections open: a path that drops everything.
-type freezer struct {
-	url    string
-	mu     sync.Mutex
-	frozen chan struct{} // closed on thaw; nil while not frozen
-	conns  []net.Conn
-}
-
-func newFreezer(t *testing.T, db string) *freezer {
-	t.Helper()
-	u, err := url.Parse(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	target := u.Host
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Host = ln.Addr().String()
-	f := &freezer{url: u.String()}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			f.mu.Lock()
-			f.conns = append(f.conns, c, s)
-			f.mu.Unlock()
-			go f.pipe(c, s)
-			go f.pipe(s, c)
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		for _, c := range f.conns {
-			c.Close()
-		}
-		if f.frozen != nil {
-			close(f.frozen)
-		}
-	})
-	return f
-}
-
-func (f *freezer) freeze() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.frozen == nil {
-		f.frozen = make(chan struct{})
-	}
-}
-
-// pipe copies src to dst, holding what it reads while frozen (forever:
-// the test ends the connections).
-func (f *freezer) pipe(dst, src net.Conn) {
-	defer dst.Close()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			f.mu.Lock()
-			frozen := f.frozen
-			f.mu.Unlock()
-			if frozen != nil {
-				<-frozen
-				return
-			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			if err != io.EOF {
-				src.Close()
-			}
-			return
-		}
 	}
 }
