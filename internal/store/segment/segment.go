@@ -1,0 +1,728 @@
+// Package segment is the embedded store's log: record entries, each with the
+// Merkle hashes its append stored, in append-only segment files.
+//
+// A batch of entries is one frame, written with one write and made durable
+// with one fdatasync: the whole commit cost of a group of governed calls.
+// A frame carries a CRC-32C of its contents and the sequence number of the
+// write attempt that made it, which rises with every attempt, failed or not;
+// at open, the frames of the last segment are read back and the log ends at
+// the first frame that is torn (short, or its CRC does not match), out of
+// sequence or out of index order: a torn write is cut, and a failed
+// attempt's bytes that a later, shorter frame did not overwrite are never
+// taken for entries.
+//
+// Files, in the log's directory:
+//
+//	00000000000000000000.seg   frames, from entry 0 (the name is the first index)
+//	00000000000000000000.idx   the offset of each entry in its .seg, written
+//	                           when the segment is sealed
+//
+// Frame: "ARXB", payload length (u32), CRC-32C of the payload (u32), 0 (u32),
+// then the payload: seq (u64), first index (u64), count (u32), and count
+// records of: data length (u32), stored hash count (u8), the stored hashes
+// (32 bytes each, tlog.StoredHashes order: the leaf hash first), the entry's
+// canonical bytes. Integers are big-endian.
+//
+// Segments are sealed (their offsets written and synced, no longer written
+// to) once they pass Config.SegmentSize; the active segment's offsets are
+// kept in memory and rebuilt from its frames at open.
+package segment
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Config configures a Log.
+type Config struct {
+	Dir string
+	// SegmentSize is the size past which the active segment is sealed and
+	// a new one started.
+	SegmentSize int64
+	Logger      *slog.Logger
+	// Sync makes written frames durable (tests may count or fail it);
+	// nil means (*os.File).Sync through fdatasync.
+	Sync func(*os.File) error
+}
+
+// DefaultSegmentSize is the default Config.SegmentSize.
+const DefaultSegmentSize = 64 << 20
+
+const (
+	magic       = "ARXB"
+	frameHeader = 16
+	payloadHead = 8 + 8 + 4
+	recordHead  = 4 + 1
+	maxHashes   = 64
+	// MaxFrame bounds one frame (and so one batch).
+	MaxFrame = 256 << 20
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// Errors a caller decides on.
+var (
+	// ErrSyncFailed wraps the error of an fdatasync that failed for a
+	// reason other than a read-only or full disk: what reached the disk is
+	// unknown, and the Log refuses every later append (open it again to
+	// recover what is there).
+	ErrSyncFailed = errors.New("segment: sync failed")
+	// ErrNotFound is returned for an index at or past the log's size.
+	ErrNotFound = errors.New("segment: no such entry")
+)
+
+// Record is one entry of the log.
+type Record struct {
+	Index  int64
+	Hashes []tlog.Hash // the hashes its append stored, leaf hash first
+	Data   []byte      // the entry's canonical bytes
+}
+
+// Log is an open log. One goroutine appends; any number read.
+type Log struct {
+	cfg Config
+	log *slog.Logger
+
+	wmu    sync.Mutex // appends
+	seq    uint64     // the last write attempt's sequence number
+	failed error
+	buf    []byte
+
+	mu     sync.RWMutex
+	sealed []*sealedSeg // by first index
+	active *activeSeg
+	size   int64
+
+	fdmu   sync.Mutex
+	opened []*sealedSeg // sealed segments with open files, least recently opened first
+
+	retired []*os.File // files of segments sealed since open, closed by Close
+}
+
+type sealedSeg struct {
+	first, n int64
+	path     string
+	mu       sync.Mutex // held while the segment is read
+	data     *os.File   // opened on demand (maxOpen at most)
+	idx      *os.File
+}
+
+// maxOpen bounds the sealed segments whose files are open at once.
+const maxOpen = 32
+
+type activeSeg struct {
+	first   int64
+	f       *os.File
+	path    string
+	end     int64   // where the next frame goes
+	offsets []int64 // of each entry's record in f
+}
+
+func segName(first int64) string { return fmt.Sprintf("%020d", first) }
+
+// Open opens the log in cfg.Dir, creating it when needed, and recovers its
+// end (see the package comment).
+func Open(cfg Config) (*Log, error) {
+	if cfg.SegmentSize <= 0 {
+		cfg.SegmentSize = DefaultSegmentSize
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Sync == nil {
+		cfg.Sync = fdatasync
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("segment: %w", err)
+	}
+	ents, err := os.ReadDir(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("segment: %w", err)
+	}
+	var firsts []int64
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".seg")
+		if !ok || len(name) != 20 {
+			continue
+		}
+		n, err := strconv.ParseInt(name, 10, 64)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("segment: %s: not a segment name", e.Name())
+		}
+		firsts = append(firsts, n)
+	}
+	slices.Sort(firsts)
+	l := &Log{cfg: cfg, log: cfg.Logger}
+	if len(firsts) == 0 {
+		firsts = []int64{0}
+	} else if firsts[0] != 0 {
+		return nil, fmt.Errorf("segment: the log in %s starts at entry %d, not 0: a segment is missing", cfg.Dir, firsts[0])
+	}
+	for i, first := range firsts[:len(firsts)-1] {
+		next := firsts[i+1]
+		s := &sealedSeg{first: first, n: next - first, path: filepath.Join(cfg.Dir, segName(first))}
+		if err := l.checkSealed(s); err != nil {
+			return nil, err
+		}
+		l.sealed = append(l.sealed, s)
+	}
+	if err := l.openActive(firsts[len(firsts)-1]); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// checkSealed makes sure a sealed segment has its offsets, rebuilding them
+// when the seal did not finish (a crash between sealing and starting the
+// next segment leaves the next one empty, and this one without an .idx).
+func (l *Log) checkSealed(s *sealedSeg) error {
+	fi, err := os.Stat(s.path + ".idx")
+	if err == nil && fi.Size() == 8*s.n {
+		return nil
+	}
+	f, err := os.Open(s.path + ".seg")
+	if err != nil {
+		return fmt.Errorf("segment: %w", err)
+	}
+	defer f.Close()
+	offs, _, _, err := scan(f, s.first)
+	if err != nil {
+		return err
+	}
+	if int64(len(offs)) != s.n {
+		return fmt.Errorf("segment: %s.seg holds %d entries, the next segment starts at %d: the log is damaged", s.path, len(offs), s.first+s.n)
+	}
+	l.log.Warn("segment: rebuilding the offsets of a sealed segment", "segment", s.path+".seg")
+	return writeOffsets(s.path+".idx", offs)
+}
+
+func (l *Log) openActive(first int64) error {
+	path := filepath.Join(l.cfg.Dir, segName(first))
+	f, err := os.OpenFile(path+".seg", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("segment: %w", err)
+	}
+	offs, end, seq, err := scan(f, first)
+	if err != nil {
+		f.Close()
+		return err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("segment: %w", err)
+	}
+	if fi.Size() > end {
+		// A torn or failed write at the end: cut it, so the next frame is
+		// not read after garbage at the next open either.
+		l.log.Warn("segment: cutting a torn write at the end of the log", "segment", path+".seg",
+			"entries", first+int64(len(offs)), "bytes_cut", fi.Size()-end)
+		if err := f.Truncate(end); err != nil {
+			f.Close()
+			return fmt.Errorf("segment: cut torn write: %w", err)
+		}
+		if err := l.cfg.Sync(f); err != nil {
+			f.Close()
+			return fmt.Errorf("segment: cut torn write: %w", err)
+		}
+	}
+	if err := syncDir(l.cfg.Dir); err != nil {
+		f.Close()
+		return err
+	}
+	l.active = &activeSeg{first: first, f: f, path: path, end: end, offsets: offs}
+	l.size = first + int64(len(offs))
+	l.seq = seq
+	return nil
+}
+
+// scan reads the frames of a segment from offset 0 and returns the offset
+// of each entry's record, where the last good frame ends and the last
+// frame's sequence number. It stops at the first frame that is torn, out
+// of sequence or out of order.
+func scan(f *os.File, first int64) (offsets []int64, end int64, seq uint64, err error) {
+	r := io.NewSectionReader(f, 0, 1<<62)
+	var hdr [frameHeader]byte
+	buf := make([]byte, 0, 1<<20)
+	next := first
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			break
+		}
+		if string(hdr[:4]) != magic {
+			break
+		}
+		n := binary.BigEndian.Uint32(hdr[4:])
+		if n < payloadHead || n > MaxFrame {
+			break
+		}
+		if cap(buf) < int(n) {
+			buf = make([]byte, n)
+		}
+		buf = buf[:n]
+		if _, err := io.ReadFull(r, buf); err != nil {
+			break
+		}
+		if crc32.Checksum(buf, crcTable) != binary.BigEndian.Uint32(hdr[8:]) {
+			break
+		}
+		fseq := binary.BigEndian.Uint64(buf)
+		ffirst := int64(binary.BigEndian.Uint64(buf[8:]))
+		count := binary.BigEndian.Uint32(buf[16:])
+		if fseq <= seq || ffirst != next {
+			break
+		}
+		recs, err := parseRecords(buf[payloadHead:], count)
+		if err != nil {
+			break
+		}
+		base := end + frameHeader + payloadHead
+		for _, off := range recs {
+			offsets = append(offsets, base+int64(off))
+		}
+		next += int64(count)
+		end += frameHeader + int64(n)
+		seq = fseq
+	}
+	return offsets, end, seq, nil
+}
+
+// parseRecords checks count records fill p exactly and returns their
+// offsets in p.
+func parseRecords(p []byte, count uint32) ([]int, error) {
+	offs := make([]int, 0, count)
+	at := 0
+	for range count {
+		if len(p)-at < recordHead {
+			return nil, errors.New("short record")
+		}
+		n := int(binary.BigEndian.Uint32(p[at:]))
+		h := int(p[at+4])
+		if h == 0 || h > maxHashes || len(p)-at-recordHead < h*tlog.HashSize+n {
+			return nil, errors.New("short record")
+		}
+		offs = append(offs, at)
+		at += recordHead + h*tlog.HashSize + n
+	}
+	if at != len(p) {
+		return nil, errors.New("trailing bytes")
+	}
+	return offs, nil
+}
+
+// Size is the number of entries in the log.
+func (l *Log) Size() int64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.size
+}
+
+// Append writes records as one frame and makes it durable. The records'
+// indexes must be Size(), Size()+1, ... An error leaves the log as it was
+// (the next Append writes over whatever this one left), except that a
+// failed sync that is not a read-only or full disk fails the log for good
+// (ErrSyncFailed).
+func (l *Log) Append(recs []Record) error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if l.failed != nil {
+		return l.failed
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	l.mu.RLock()
+	size, a := l.size, l.active
+	l.mu.RUnlock()
+	if a.end >= l.cfg.SegmentSize {
+		if err := l.roll(); err != nil {
+			return err
+		}
+		a = l.active
+	}
+	for i, r := range recs {
+		if r.Index != size+int64(i) {
+			return fmt.Errorf("segment: append entry %d at index %d", r.Index, size+int64(i))
+		}
+		if len(r.Hashes) == 0 || len(r.Hashes) > maxHashes {
+			return fmt.Errorf("segment: entry %d has %d stored hashes", r.Index, len(r.Hashes))
+		}
+	}
+	l.seq++
+	b := l.buf[:0]
+	b = append(b, magic...)
+	b = append(b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+	b = binary.BigEndian.AppendUint64(b, l.seq)
+	b = binary.BigEndian.AppendUint64(b, uint64(size))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(recs)))
+	offs := make([]int64, len(recs))
+	for i, r := range recs {
+		offs[i] = a.end + int64(len(b))
+		b = binary.BigEndian.AppendUint32(b, uint32(len(r.Data)))
+		b = append(b, byte(len(r.Hashes)))
+		for _, h := range r.Hashes {
+			b = append(b, h[:]...)
+		}
+		b = append(b, r.Data...)
+	}
+	if len(b)-frameHeader > MaxFrame {
+		return fmt.Errorf("segment: batch of %d bytes exceeds %d", len(b), MaxFrame)
+	}
+	binary.BigEndian.PutUint32(b[4:], uint32(len(b)-frameHeader))
+	binary.BigEndian.PutUint32(b[8:], crc32.Checksum(b[frameHeader:], crcTable))
+	l.buf = b
+	if _, err := a.f.WriteAt(b, a.end); err != nil {
+		return fmt.Errorf("segment: write: %w", err)
+	}
+	if err := l.cfg.Sync(a.f); err != nil {
+		if refused(err) {
+			return fmt.Errorf("segment: sync: %w", err)
+		}
+		l.failed = fmt.Errorf("%w: %w", ErrSyncFailed, err)
+		l.log.Error("segment: the disk failed an fsync: refusing every append until restart", "err", err,
+			"hint", "check the disk, then restart arx serve")
+		return l.failed
+	}
+	l.mu.Lock()
+	a.end += int64(len(b))
+	a.offsets = append(a.offsets, offs...)
+	l.size += int64(len(recs))
+	l.mu.Unlock()
+	return nil
+}
+
+// refused reports whether err says the filesystem refuses writes now
+// (read-only, full, over quota): a condition that clears, unlike EIO.
+func refused(err error) bool {
+	return errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// roll seals the active segment and starts the next one.
+func (l *Log) roll() error {
+	a := l.active
+	if err := writeOffsets(a.path+".idx", a.offsets); err != nil {
+		return err
+	}
+	next := a.first + int64(len(a.offsets))
+	path := filepath.Join(l.cfg.Dir, segName(next))
+	f, err := os.OpenFile(path+".seg", os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("segment: %w", err)
+	}
+	if err := syncDir(l.cfg.Dir); err != nil {
+		f.Close()
+		os.Remove(path + ".seg")
+		return err
+	}
+	l.mu.Lock()
+	l.sealed = append(l.sealed, &sealedSeg{first: a.first, n: int64(len(a.offsets)), path: a.path})
+	l.active = &activeSeg{first: next, f: f, path: path}
+	l.mu.Unlock()
+	// A reader may still read the old active segment through its file:
+	// close it only after every reader that could have it is done.
+	l.retired = append(l.retired, a.f)
+	return nil
+}
+
+func writeOffsets(path string, offs []int64) error {
+	b := make([]byte, 8*len(offs))
+	for i, o := range offs {
+		binary.BigEndian.PutUint64(b[8*i:], uint64(o))
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("segment: %w", err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("segment: seal: %w", err)
+	}
+	return nil
+}
+
+func fdatasync(f *os.File) error {
+	for {
+		err := syscall.Fdatasync(int(f.Fd()))
+		if err != syscall.EINTR {
+			if err != nil {
+				return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
+			}
+			return nil
+		}
+	}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("segment: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("segment: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Close closes the files; appends fail afterwards.
+func (l *Log) Close() error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if l.failed == nil {
+		l.failed = errors.New("segment: log closed")
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var errs []error
+	if l.active != nil {
+		errs = append(errs, l.active.f.Close())
+	}
+	for _, f := range l.retired {
+		errs = append(errs, f.Close())
+	}
+	l.retired = nil
+	for _, s := range l.sealed {
+		s.mu.Lock()
+		if s.data != nil {
+			errs = append(errs, s.data.Close(), s.idx.Close())
+			s.data, s.idx = nil, nil
+		}
+		s.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// Read calls fn with the entries from start, in order, until n were read,
+// the log's end, or fn returns an error. The slices fn gets are valid
+// during the call only, and fn must not read the log itself.
+func (l *Log) Read(start int64, n int, fn func(r Record) error) error {
+	for n > 0 {
+		l.mu.RLock()
+		if start < 0 || start >= l.size {
+			l.mu.RUnlock()
+			return nil
+		}
+		i := sort.Search(len(l.sealed), func(i int) bool { return l.sealed[i].first+l.sealed[i].n > start })
+		var k int
+		if i < len(l.sealed) {
+			s := l.sealed[i]
+			l.mu.RUnlock()
+			k = int(min(int64(n), s.first+s.n-start))
+			if err := l.readSealed(s, start, k, fn); err != nil {
+				return err
+			}
+		} else {
+			a := l.active
+			from := start - a.first
+			k = int(min(int64(n), int64(len(a.offsets))-from))
+			offs := slices.Clone(a.offsets[from : from+int64(k)])
+			f, end := a.f, endOf(a.offsets, from+int64(k), a.end)
+			l.mu.RUnlock()
+			if err := readRange(f, offs, end, start, fn); err != nil {
+				return err
+			}
+		}
+		start += int64(k)
+		n -= k
+	}
+	return nil
+}
+
+// endOf bounds the records up to k (excluded): the next record's offset,
+// or the segment's end.
+func endOf(offs []int64, k, end int64) int64 {
+	if k < int64(len(offs)) {
+		return offs[k]
+	}
+	return end
+}
+
+// readRange reads the records at offs (the last one ends at or before end)
+// with one read.
+func readRange(f *os.File, offs []int64, end, index int64, fn func(Record) error) error {
+	if len(offs) == 0 {
+		return nil
+	}
+	buf := make([]byte, end-offs[0])
+	if _, err := f.ReadAt(buf, offs[0]); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("segment: read: %w", err)
+	}
+	hashes := make([]tlog.Hash, 0, 8)
+	for i, off := range offs {
+		r, err := parseRecord(buf[off-offs[0]:], hashes[:0])
+		if err != nil {
+			return fmt.Errorf("segment: entry %d: %w", index+int64(i), err)
+		}
+		r.Index = index + int64(i)
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readSealed reads k entries from start in a sealed segment.
+func (l *Log) readSealed(s *sealedSeg, start int64, k int, fn func(Record) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := l.openSealed(s); err != nil {
+		return err
+	}
+	i := start - s.first
+	b := make([]byte, 8*(k+1))
+	m, err := s.idx.ReadAt(b, 8*i)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("segment: read offsets: %w", err)
+	}
+	if m < 8*k {
+		return fmt.Errorf("segment: %s.idx is short", s.path)
+	}
+	offs := make([]int64, k)
+	for j := range offs {
+		offs[j] = int64(binary.BigEndian.Uint64(b[8*j:]))
+	}
+	var end int64
+	if m >= 8*(k+1) {
+		end = int64(binary.BigEndian.Uint64(b[8*k:]))
+	} else {
+		fi, err := s.data.Stat()
+		if err != nil {
+			return fmt.Errorf("segment: %w", err)
+		}
+		end = fi.Size()
+	}
+	return readRange(s.data, offs, end, start, fn)
+}
+
+// openSealed opens a sealed segment's files (s.mu held), closing those of
+// the segment opened longest ago when maxOpen are open.
+func (l *Log) openSealed(s *sealedSeg) error {
+	if s.data != nil {
+		return nil
+	}
+	d, err := os.Open(s.path + ".seg")
+	if err != nil {
+		return fmt.Errorf("segment: %w", err)
+	}
+	x, err := os.Open(s.path + ".idx")
+	if err != nil {
+		d.Close()
+		return fmt.Errorf("segment: %w", err)
+	}
+	s.data, s.idx = d, x
+	l.fdmu.Lock()
+	l.opened = append(l.opened, s)
+	var old *sealedSeg
+	if len(l.opened) > maxOpen {
+		old = l.opened[0]
+		l.opened = l.opened[1:]
+	}
+	l.fdmu.Unlock()
+	if old != nil && old != s {
+		go old.close() // its lock may be held by a reader: close when it is done
+	}
+	return nil
+}
+
+func (s *sealedSeg) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.data != nil {
+		s.data.Close()
+		s.idx.Close()
+		s.data, s.idx = nil, nil
+	}
+}
+
+func parseRecord(p []byte, hashes []tlog.Hash) (Record, error) {
+	if len(p) < recordHead {
+		return Record{}, errors.New("short record")
+	}
+	n := int(binary.BigEndian.Uint32(p))
+	h := int(p[4])
+	if h == 0 || h > maxHashes || len(p)-recordHead < h*tlog.HashSize+n {
+		return Record{}, errors.New("short record")
+	}
+	p = p[recordHead:]
+	for j := range h {
+		hashes = append(hashes, tlog.Hash(p[j*tlog.HashSize:]))
+	}
+	return Record{Hashes: hashes, Data: p[h*tlog.HashSize : h*tlog.HashSize+n]}, nil
+}
+
+// Entry reads one entry; ErrNotFound past the end.
+func (l *Log) Entry(index int64) (Record, error) {
+	var out Record
+	found := false
+	err := l.Read(index, 1, func(r Record) error {
+		out = Record{Index: r.Index, Hashes: slices.Clone(r.Hashes), Data: slices.Clone(r.Data)}
+		found = true
+		return nil
+	})
+	if err != nil {
+		return Record{}, err
+	}
+	if !found {
+		return Record{}, ErrNotFound
+	}
+	return out, nil
+}
+
+// ReadHashes returns stored Merkle hashes by tlog.StoredHashIndex: hash
+// (level, n) was stored by the append of entry (n+1)<<level - 1.
+func (l *Log) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, x := range indexes {
+		level, n := tlog.SplitStoredHashIndex(x)
+		rec := (n+1)<<level - 1
+		r, err := l.Entry(rec)
+		if err != nil {
+			return nil, fmt.Errorf("segment: stored hash %d (entry %d): %w", x, rec, err)
+		}
+		if len(r.Hashes) <= level {
+			return nil, fmt.Errorf("segment: entry %d keeps %d hashes, need level %d", rec, len(r.Hashes), level)
+		}
+		out[i] = r.Hashes[level]
+	}
+	return out, nil
+}
+
+// Segments describes the segment files: how many, and their bytes.
+func (l *Log) Segments() (n int, bytes int64) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	n = len(l.sealed) + 1
+	bytes = l.active.end
+	for _, s := range l.sealed {
+		if fi, err := os.Stat(s.path + ".seg"); err == nil {
+			bytes += fi.Size()
+		}
+	}
+	return n, bytes
+}

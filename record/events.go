@@ -1,0 +1,293 @@
+package record
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+)
+
+// More entry types; the constants in entry.go are the first ones.
+const (
+	TypeCredentialRevoked   = "credential.revoked"
+	TypeApprovalCancelled   = "approval.cancelled"
+	TypeDriftAcknowledged   = "drift.acknowledged"
+	TypeGatewayRefused      = "gateway.refused"
+	TypeGatewayResponse     = "gateway.response"
+	TypeRoleDropped         = "connector.role_dropped"
+	TypeRecordImported      = "record.imported"
+	TypeUserAdded           = "user.added"
+	TypeTerminationNotified = "termination.notified"
+)
+
+// RevokedCallsPerEntry bounds the call ids one credential.revoked entry
+// lists (37 bytes each, well within MaxEntrySize).
+const RevokedCallsPerEntry = 500
+
+// This file is the record's vocabulary: one constructor per entry type, so
+// that every writer (the runtime, the SDKs' local mode) spells an entry the
+// same way, and the accessors a reader (the store's state, a review, an
+// auditor) uses to read the facts back, whether the entry was built here
+// or parsed from its bytes (numbers are then json.Number).
+//
+// A constructor leaves Index and Prev to the log that appends the entry.
+
+// CallRef names the call an entry is about.
+type CallRef struct {
+	Agent     string
+	Call      string
+	Connector string
+	Action    string
+	Risk      string // the effective risk
+}
+
+func (c CallRef) entry(typ, actor string, t time.Time, data map[string]any) *Entry {
+	return &Entry{Agent: c.Agent, Call: c.Call, Connector: c.Connector, Action: c.Action, Risk: c.Risk,
+		Type: typ, Actor: actor, Time: t, Data: data}
+}
+
+// Ask is what an agent asked for when it requested a call.
+type Ask struct {
+	DeclaredRisk   string
+	Summary        string
+	IdempotencyKey string
+	// RaisedBy is the person whose token started the agent's process
+	// ("user:<email>"), who may not decide its requests; "" for an
+	// operator's token.
+	RaisedBy string
+}
+
+func (a Ask) data() map[string]any {
+	d := map[string]any{"declared_risk": a.DeclaredRisk, "summary": a.Summary, "idempotency_key": a.IdempotencyKey}
+	if a.RaisedBy != "" {
+		d["raised_by"] = a.RaisedBy
+	}
+	return d
+}
+
+// AskOf reads the Ask of a call.requested, credential.issued or
+// credential.refused entry.
+func AskOf(e *Entry) Ask {
+	return Ask{DeclaredRisk: Str(e.Data, "declared_risk"), Summary: Str(e.Data, "summary"),
+		IdempotencyKey: Str(e.Data, "idempotency_key"), RaisedBy: Str(e.Data, "raised_by")}
+}
+
+// CallRequested records a call that waits for an approver.
+func CallRequested(c CallRef, actor string, t time.Time, a Ask) *Entry {
+	return c.entry(TypeCallRequested, actor, t, a.data())
+}
+
+// CredentialIssued records the credential of a call that may proceed until
+// expires: at once (a), or once approvedBy approved it.
+func CredentialIssued(c CallRef, actor string, t time.Time, a Ask, expires time.Time, approvedBy string) *Entry {
+	d := a.data()
+	d["expires_at"] = FormatTime(expires)
+	if approvedBy != "" {
+		d["approved_by"] = approvedBy
+	}
+	return c.entry(TypeCredentialIssued, actor, t, d)
+}
+
+// CredentialRefused records a refused call, with the error code.
+func CredentialRefused(c CallRef, actor string, t time.Time, a Ask, code, reason string) *Entry {
+	d := a.data()
+	d["code"], d["reason"] = code, reason
+	return c.entry(TypeCredentialRefused, actor, t, d)
+}
+
+// ApprovalRequested records who may decide a pending call, and until when.
+func ApprovalRequested(c CallRef, actor string, t time.Time, approvers, delegates []string, expires time.Time) *Entry {
+	return c.entry(TypeApprovalRequested, actor, t, map[string]any{"approvers": strs(approvers), "delegates": strs(delegates),
+		"expires_at": FormatTime(expires)})
+}
+
+// ApprovalGranted records an approval by a person (by is their email;
+// actor is "user:<email>").
+func ApprovalGranted(c CallRef, actor string, t time.Time, by, reason string) *Entry {
+	return c.entry(TypeApprovalGranted, actor, t, map[string]any{"by": by, "reason": reason})
+}
+
+// ApprovalDenied records a denial by a person.
+func ApprovalDenied(c CallRef, actor string, t time.Time, by, reason string) *Entry {
+	return c.entry(TypeApprovalDenied, actor, t, map[string]any{"by": by, "reason": reason})
+}
+
+// ApprovalExpired records that nobody decided in time; onTimeout is what
+// that means (deny).
+func ApprovalExpired(c CallRef, t, expiredAt time.Time, onTimeout string) *Entry {
+	return c.entry(TypeApprovalExpired, "system", t, map[string]any{"expired_at": FormatTime(expiredAt), "on_timeout": onTimeout})
+}
+
+// ApprovalCancelled records a pending request ended by the agent's
+// termination.
+func ApprovalCancelled(c CallRef, actor string, t time.Time, reason string) *Entry {
+	return c.entry(TypeApprovalCancelled, actor, t, map[string]any{"reason": reason})
+}
+
+// Outcome is how the agent says a call ended.
+type Outcome struct {
+	Outcome    string // success, error, cancelled
+	Error      string
+	DurationMS int64
+	Late       bool // the work outlived the credential
+}
+
+func (o Outcome) data() map[string]any {
+	d := map[string]any{"outcome": o.Outcome, "error": o.Error, "duration_ms": o.DurationMS}
+	if o.Late {
+		d["late"] = true
+	}
+	return d
+}
+
+// OutcomeOf reads the outcome of a call.completed or approval.withdrawn entry.
+func OutcomeOf(e *Entry) Outcome {
+	late, _ := e.Data["late"].(bool)
+	return Outcome{Outcome: Str(e.Data, "outcome"), Error: Str(e.Data, "error"), DurationMS: Int(e.Data, "duration_ms"), Late: late}
+}
+
+// CallCompleted records the end of a call the agent reported.
+func CallCompleted(c CallRef, actor string, t time.Time, o Outcome) *Entry {
+	return c.entry(TypeCallCompleted, actor, t, o.data())
+}
+
+// ApprovalWithdrawn records an agent giving up on a pending request.
+func ApprovalWithdrawn(c CallRef, actor string, t time.Time, o Outcome) *Entry {
+	return c.entry(TypeApprovalWithdrawn, actor, t, o.data())
+}
+
+// CallExpired records a credential that ran out before its call ended.
+func CallExpired(c CallRef, t, expiredAt time.Time) *Entry {
+	return c.entry(TypeCallExpired, "system", t, map[string]any{"expired_at": FormatTime(expiredAt)})
+}
+
+// CredentialsRevoked records live credentials of an agent revoked at once,
+// at most RevokedCallsPerEntry call ids per entry.
+func CredentialsRevoked(agent, actor string, t time.Time, reason string, calls []string) *Entry {
+	return &Entry{Agent: agent, Type: TypeCredentialRevoked, Actor: actor, Time: t,
+		Data: map[string]any{"reason": reason, "calls": strs(calls)}}
+}
+
+// DriftDetected records a call outside the declared role; data is what the
+// rule saw (manifest.Drift.Data).
+func DriftDetected(c CallRef, actor string, t time.Time, data map[string]any) *Entry {
+	return c.entry(TypeDriftDetected, actor, t, data)
+}
+
+// DriftAcknowledged records a person's note on a drift event.
+func DriftAcknowledged(agent, actor string, t time.Time, index int64, note string) *Entry {
+	return &Entry{Agent: agent, Type: TypeDriftAcknowledged, Actor: actor, Time: t, Data: map[string]any{"index": index, "note": note}}
+}
+
+// Hire is what agent.hired records.
+type Hire struct {
+	Name, Owner, ManifestHash string
+	Connectors                []string
+	TokenID                   string
+}
+
+// AgentHired records a hire.
+func AgentHired(agent, actor string, t time.Time, h Hire) *Entry {
+	return &Entry{Agent: agent, Type: TypeAgentHired, Actor: actor, Time: t, Data: map[string]any{"name": h.Name, "owner": h.Owner,
+		"manifest_hash": h.ManifestHash, "connectors": strs(h.Connectors), "token_id": h.TokenID}}
+}
+
+// Termination is what agent.terminated records.
+type Termination struct {
+	Reason             string
+	RevokedTokens      int
+	RevokedCredentials int
+	CancelledApprovals int
+}
+
+// AgentTerminated records a termination and what it ended.
+func AgentTerminated(agent, actor string, t time.Time, x Termination) *Entry {
+	return &Entry{Agent: agent, Type: TypeAgentTerminated, Actor: actor, Time: t, Data: map[string]any{"reason": x.Reason,
+		"revoked_tokens": x.RevokedTokens, "revoked_credentials": x.RevokedCredentials, "cancelled_approvals": x.CancelledApprovals}}
+}
+
+// TokenIssued records a new token (never the token): of an agent (agent
+// set, kind ""), of a person or an operator (agent "", kind set).
+func TokenIssued(agent, actor string, t time.Time, tokenID, kind, label string) *Entry {
+	d := map[string]any{"token_id": tokenID, "label": label}
+	if kind != "" {
+		d["kind"] = kind
+	}
+	return &Entry{Agent: agent, Type: TypeTokenIssued, Actor: actor, Time: t, Data: d}
+}
+
+// TokenRevoked records a revoked token.
+func TokenRevoked(agent, actor string, t time.Time, tokenID string) *Entry {
+	return &Entry{Agent: agent, Type: TypeTokenRevoked, Actor: actor, Time: t, Data: map[string]any{"token_id": tokenID}}
+}
+
+// UserAdded records a new person.
+func UserAdded(actor string, t time.Time, email, role string) *Entry {
+	return &Entry{Type: TypeUserAdded, Actor: actor, Time: t, Data: map[string]any{"user": email, "role": role}}
+}
+
+// TerminationNotified records a notice of termination sent to target.
+func TerminationNotified(agent string, t time.Time, target, channel string) *Entry {
+	return &Entry{Agent: agent, Type: TypeTerminationNotified, Actor: "system", Time: t,
+		Data: map[string]any{"target": target, "channel": channel}}
+}
+
+// FormatTime is the canonical form of a time in entry data.
+func FormatTime(t time.Time) string { return t.UTC().Format(TimeFormat) }
+
+// Time reads a time that FormatTime wrote; the zero time when absent or
+// malformed.
+func Time(data map[string]any, key string) time.Time {
+	s, _ := data[key].(string)
+	t, err := time.Parse(TimeFormat, s)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+// Str reads a string of entry data; "" when absent or not a string.
+func Str(data map[string]any, key string) string {
+	s, _ := data[key].(string)
+	return s
+}
+
+// Int reads an integer of entry data, built or parsed; 0 when absent.
+func Int(data map[string]any, key string) int64 {
+	switch v := data[key].(type) {
+	case int:
+		return int64(v)
+	case int64:
+		return v
+	case json.Number:
+		n, _ := strconv.ParseInt(string(v), 10, 64)
+		return n
+	case float64:
+		return int64(v)
+	}
+	return 0
+}
+
+// Strs reads a list of strings of entry data, built or parsed.
+func Strs(data map[string]any, key string) []string {
+	switch v := data[key].(type) {
+	case []string:
+		return v
+	case []any:
+		out := make([]string, 0, len(v))
+		for _, x := range v {
+			if s, ok := x.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+func strs(s []string) []any {
+	out := make([]any, len(s))
+	for i, v := range s {
+		out[i] = v
+	}
+	return out
+}
