@@ -61,7 +61,9 @@ type Options struct {
 	Seen []Seen
 	// Progress, if set, is called now and then with entries verified so far.
 	Progress func(done, total int64)
-	// Fetchers is how many objects are fetched ahead (default 8).
+	// Fetchers is how many objects are fetched at once from a Source that
+	// is not a BufferedSource (default 8). A BufferedSource is read one
+	// batch of bundles ahead.
 	Fetchers int
 }
 
@@ -147,8 +149,9 @@ type auditor struct {
 	body  string
 
 	// hash tiles of levels >= 1, the one being compared at each level
-	upper [8]upperTile
-	leaf  leafHasher
+	upper  [8]upperTile
+	leaf   leafHasher
+	leaves [record.TileWidth]tlog.Hash // of the bundle being checked
 }
 
 // leafHasher computes RFC 6962 leaf hashes with one reused digest: the hot
@@ -262,22 +265,20 @@ func (a *auditor) run(ctx context.Context) error {
 	var missing []int64 // bundles that are not in the bucket
 	progressEvery := int64(64)
 	for n := int64(0); n < bundles; n++ {
-		fr := f.next()
-		if fr.err != nil {
-			return fr.err
+		fr, err := f.next()
+		if err != nil {
+			return err
 		}
 		base := n * record.TileWidth
 		w := int(min(size-base, record.TileWidth))
 		if fr.bundle == nil {
 			missing = append(missing, n)
 		}
-		var tile []tlog.Hash
-		if fr.tile != nil {
-			if tile, err = record.ParseHashTile(fr.tile); err != nil || len(tile) != w {
-				a.problem(KindTileMismatch, base, "%s holds %d bytes, not %d hashes", record.TilePath(0, n, w), len(fr.tile), w)
-				tile = nil
-			}
-		} else if fr.bundle != nil {
+		tile := fr.tile
+		if tile != nil && len(tile) != w*tlog.HashSize {
+			a.problem(KindTileMismatch, base, "%s holds %d bytes, not %d hashes", record.TilePath(0, n, w), len(tile), w)
+			tile = nil
+		} else if tile == nil && fr.bundle != nil {
 			a.problem(KindTileMismatch, base, "%s is missing from the bucket", record.TilePath(0, n, w))
 		}
 		rep.Bytes += int64(len(fr.bundle))
@@ -286,7 +287,7 @@ func (a *auditor) run(ctx context.Context) error {
 			var leaf tlog.Hash
 			switch {
 			case tile != nil:
-				leaf = tile[j]
+				leaf = tileHash(tile, j)
 			case leaves != nil:
 				leaf = leaves[j]
 			default:
@@ -340,11 +341,12 @@ func (a *auditor) reportMissing(missing []int64, bundles, size int64) {
 	}
 }
 
-// checkBundle checks bundle n of width w against its level-0 tile and
-// returns the entries' leaf hashes (nil when the bundle is missing). The
-// fast path allocates nothing; a bundle that does not match its tile is
-// diagnosed entry by entry.
-func (a *auditor) checkBundle(n int64, w int, bundle []byte, tile []tlog.Hash) []tlog.Hash {
+// checkBundle checks bundle n of width w against its level-0 tile (nil
+// when missing or malformed) and returns the entries' leaf hashes (nil when
+// the bundle is missing). The fast path allocates nothing: it compares each
+// leaf hash with the tile's bytes as it computes it. A bundle that does not
+// match its tile is diagnosed entry by entry.
+func (a *auditor) checkBundle(n int64, w int, bundle, tile []byte) []tlog.Hash {
 	if bundle == nil {
 		return nil
 	}
@@ -352,28 +354,45 @@ func (a *auditor) checkBundle(n int64, w int, bundle []byte, tile []tlog.Hash) [
 	a.rep.Entries += int64(w)
 	if tile != nil {
 		rest := bundle
-		ok := true
 		j := 0
-		for ; len(rest) > 0 && j < w; j++ {
+		for ; j < w; j++ {
 			e, r, err := record.NextBundleEntry(rest)
-			if err != nil || a.leaf.hash(e) != tile[j] {
-				ok = false
+			if err != nil {
 				break
 			}
+			h := a.leaf.hash(e)
+			if h != tileHash(tile, j) {
+				break
+			}
+			a.leaves[j] = h
 			rest = r
 		}
-		if ok && j == w && len(rest) == 0 {
+		if j == w && len(rest) == 0 {
 			rest = bundle
 			for j := 0; j < w; j++ {
 				e, r, _ := record.NextBundleEntry(rest)
-				a.chain.Check(base+int64(j), e, tile[j])
+				a.chain.Check(base+int64(j), e, a.leaves[j])
 				rest = r
 			}
 			a.rep.TilesChecked += int64(w)
-			return tile
+			return a.leaves[:w]
 		}
 	}
-	return a.diagnose(n, w, bundle, tile)
+	return a.diagnose(n, w, bundle, parseTile(tile))
+}
+
+// tileHash is hash j of a hash tile.
+func tileHash(tile []byte, j int) tlog.Hash {
+	return tlog.Hash(tile[j*tlog.HashSize : (j+1)*tlog.HashSize])
+}
+
+// parseTile splits a well-formed tile into its hashes (nil for nil).
+func parseTile(tile []byte) []tlog.Hash {
+	if tile == nil {
+		return nil
+	}
+	hashes, _ := record.ParseHashTile(tile)
+	return hashes
 }
 
 // diagnose explains a bundle whose entries do not match its tile: which
@@ -544,103 +563,3 @@ func (a *auditor) checkUpper(ctx context.Context, level int, idx int64, h tlog.H
 	}
 	a.rep.TilesChecked++
 }
-
-// getTile reads a tile; a partial tile that is gone (the publisher removes
-// those a newer checkpoint made full) is taken from the full one.
-func getTile(ctx context.Context, src Source, level int, n int64, w int) ([]byte, error) {
-	data, err := src.Get(ctx, record.TilePath(level, n, w))
-	if w < record.TileWidth && errors.Is(err, fs.ErrNotExist) {
-		full, ferr := src.Get(ctx, record.TilePath(level, n, record.TileWidth))
-		if ferr == nil && len(full) >= w*tlog.HashSize {
-			return full[:w*tlog.HashSize], nil
-		}
-	}
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, errMissing
-	}
-	return data, err
-}
-
-var errMissing = fmt.Errorf("missing from the bucket: %w", fs.ErrNotExist)
-
-// getBundle reads an entry bundle, falling back to the full bundle for a
-// partial one that is gone.
-func getBundle(ctx context.Context, src Source, n int64, w int) ([]byte, error) {
-	data, err := src.Get(ctx, record.BundlePath(n, w))
-	if w < record.TileWidth && errors.Is(err, fs.ErrNotExist) {
-		full, ferr := src.Get(ctx, record.BundlePath(n, record.TileWidth))
-		if ferr == nil {
-			rest := full
-			for k := 0; k < w; k++ {
-				if _, rest, ferr = record.NextBundleEntry(rest); ferr != nil {
-					return full, nil // let the checks say what is wrong
-				}
-			}
-			return full[:len(full)-len(rest)], nil
-		}
-	}
-	return data, err
-}
-
-// fetcher reads bundles and level-0 tiles ahead of the verifier, in order.
-type fetcher struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-	queue  chan chan fetched
-}
-
-type fetched struct {
-	bundle, tile []byte // nil when missing
-	err          error
-}
-
-func newFetcher(ctx context.Context, src Source, size int64, workers int) *fetcher {
-	if workers <= 0 {
-		workers = 8
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	f := &fetcher{ctx: ctx, cancel: cancel, queue: make(chan chan fetched, workers)}
-	go func() {
-		defer close(f.queue)
-		bundles := (size + record.TileWidth - 1) / record.TileWidth
-		for n := int64(0); n < bundles; n++ {
-			ch := make(chan fetched, 1)
-			select {
-			case f.queue <- ch:
-			case <-ctx.Done():
-				return
-			}
-			w := int(min(size-n*record.TileWidth, record.TileWidth))
-			go func() {
-				var r fetched
-				var err error
-				r.bundle, err = getBundle(ctx, src, n, w)
-				if err != nil {
-					r.bundle = nil
-					if !errors.Is(err, fs.ErrNotExist) {
-						r.err = err
-					}
-				}
-				r.tile, err = getTile(ctx, src, 0, n, w)
-				if err != nil {
-					r.tile = nil
-					if !errors.Is(err, fs.ErrNotExist) {
-						r.err = err
-					}
-				}
-				ch <- r
-			}()
-		}
-	}()
-	return f
-}
-
-func (f *fetcher) next() fetched {
-	ch, ok := <-f.queue
-	if !ok {
-		return fetched{err: f.ctx.Err()}
-	}
-	return <-ch
-}
-
-func (f *fetcher) stop() { f.cancel() }

@@ -81,21 +81,31 @@ func setBundle(m memBucket, path string, es [][]byte) {
 	m[path] = b
 }
 
-func TestVerify(t *testing.T) {
-	const n = 600 // two full bundles and a partial one of 88
-	pristine, vkey, es := smallLog(t, n)
+// tamperCase changes a log of 600 entries (two full bundles and a partial
+// one of 88) built by smallLog.
+type tamperCase struct {
+	name   string
+	tamper func(m memBucket)
+	want   string // "" means OK
+}
+
+func tamperCases(es [][]byte) []tamperCase {
 	full0, part := record.BundlePath(0, 256), record.BundlePath(2, 88)
-	for _, tc := range []struct {
-		name   string
-		tamper func(m memBucket)
-		want   string // "" means OK
-	}{
+	return []tamperCase{
 		{"untouched", func(m memBucket) {}, ""},
 		{"partial tile gone, full one there", func(m memBucket) {
 			// The publisher removes partial tiles once full ones exist;
 			// a reader takes the prefix of the full one.
 			m[record.TilePath(0, 2, 256)] = append(bytes.Clone(m[record.TilePath(0, 2, 88)]), make([]byte, 168*32)...)
 			delete(m, record.TilePath(0, 2, 88))
+		}, ""},
+		{"partial bundle gone, full one there", func(m memBucket) {
+			var more [][]byte
+			for i := 600; i < 768; i++ {
+				more = append(more, bytes.Replace(es[i%600], []byte(`"n":`), []byte(`"m":`), 1))
+			}
+			setBundle(m, record.BundlePath(2, 256), append(append([][]byte(nil), es[512:600]...), more...))
+			delete(m, part)
 		}, ""},
 		{"edited", func(m memBucket) {
 			c := append([][]byte(nil), es[:256]...)
@@ -104,6 +114,23 @@ func TestVerify(t *testing.T) {
 		}, KindEdited},
 		{"deleted", func(m memBucket) { setBundle(m, part, es[512:599]) }, KindDeleted},
 		{"bundle gone in the middle", func(m memBucket) { delete(m, record.BundlePath(1, 256)) }, KindDeleted},
+		{"tile gone in the middle", func(m memBucket) { delete(m, record.TilePath(0, 1, 256)) }, KindTileMismatch},
+		{"tile cut short", func(m memBucket) {
+			p := record.TilePath(0, 1, 256)
+			m[p] = bytes.Clone(m[p][:255*32])
+		}, KindTileMismatch},
+		{"tile empty", func(m memBucket) { m[record.TilePath(0, 0, 256)] = []byte{} }, KindTileMismatch},
+		{"tile hash changed", func(m memBucket) {
+			p := record.TilePath(0, 1, 256)
+			b := bytes.Clone(m[p])
+			b[7*32] ^= 1
+			m[p] = b
+		}, KindEdited},
+		{"bundle empty", func(m memBucket) { m[record.BundlePath(1, 256)] = []byte{} }, KindDeleted},
+		{"bundle cut in an entry", func(m memBucket) {
+			p := record.BundlePath(1, 256)
+			m[p] = bytes.Clone(m[p][:len(m[p])-5])
+		}, record.ProblemMalformed},
 		{"truncated", func(m memBucket) { delete(m, part); delete(m, record.TilePath(0, 2, 88)) }, KindTruncated},
 		{"inserted", func(m memBucket) { setBundle(m, part, append(append([][]byte(nil), es[512:600]...), es[5])) }, KindInserted},
 		{"reordered", func(m memBucket) {
@@ -118,7 +145,13 @@ func TestVerify(t *testing.T) {
 			b[0] ^= 1
 			m[p] = b
 		}, KindTileMismatch},
-	} {
+	}
+}
+
+func TestVerify(t *testing.T) {
+	const n = 600
+	pristine, vkey, es := smallLog(t, n)
+	for _, tc := range tamperCases(es) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := maps.Clone(pristine)
 			tc.tamper(m)

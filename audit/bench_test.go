@@ -60,7 +60,8 @@ func buildLog(tb testing.TB, dir string, n int) (logKey string, bytes int64) {
 }
 
 // BenchmarkVerify measures Verify on a log of 200,000 entries in a
-// directory (go run ./bench/audit prints the figures of a million).
+// directory, read as arx audit verify reads a file:// bucket (go run
+// ./bench/audit prints the figures of a million).
 func BenchmarkVerify(b *testing.B) {
 	dir := b.TempDir()
 	const n = 200_000
@@ -71,7 +72,7 @@ func BenchmarkVerify(b *testing.B) {
 	b.SetBytes(size / n)
 	b.ResetTimer()
 	for b.Loop() {
-		rep, err := Verify(context.Background(), dirSource(dir), Options{LogKey: key})
+		rep, err := Verify(context.Background(), Dir(dir), Options{LogKey: key})
 		if err != nil || !rep.OK {
 			b.Fatal(err, rep.Problems)
 		}

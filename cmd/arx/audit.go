@@ -18,6 +18,7 @@ import (
 	"github.com/arxsec/arx/audit"
 	"github.com/arxsec/arx/internal/publish"
 	"github.com/arxsec/arx/internal/publish/bucketurl"
+	"github.com/arxsec/arx/internal/publish/file"
 	"github.com/arxsec/arx/internal/publish/s3"
 	"github.com/arxsec/arx/internal/server"
 	"github.com/arxsec/arx/record"
@@ -202,7 +203,7 @@ checkpoint, a fork. Exits 0 only when all holds.`,
 		}
 		bar := newProgress(cmd.ErrOrStderr())
 		opts.Progress = bar.update
-		rep, err := audit.Verify(cmd.Context(), b, opts)
+		rep, err := audit.Verify(cmd.Context(), auditSource(b), opts)
 		bar.done()
 		if err != nil {
 			return withHint(fmt.Errorf("the audit could not be completed: %w", err), "check that the bucket is reachable, then run it again")
@@ -219,6 +220,15 @@ checkpoint, a fork. Exits 0 only when all holds.`,
 		return nil
 	}
 	return cmd
+}
+
+// auditSource is what the auditor reads the bucket through: a file://
+// bucket as a directory, whose objects it reads into buffers it reuses.
+func auditSource(b publish.Bucket) audit.Source {
+	if fb, ok := b.(*file.Bucket); ok {
+		return audit.Dir(fb.Dir())
+	}
+	return b
 }
 
 // askWitness fetches the latest checkpoint a witness cosigned for the log
