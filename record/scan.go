@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"math/bits"
 	"strconv"
 	"unicode/utf8"
 
@@ -20,9 +21,11 @@ func ScanEntry(data []byte) (EntryRef, error) {
 		return r, errScan
 	}
 	s := scanner{b: data}
-	ok := s.lit(`{"action":`) && s.str() &&
-		s.lit(`,"actor":`) && s.str() &&
-		s.lit(`,"agent":`)
+	// Each key is compared with a constant (see skip), which the compiler
+	// turns into a load or two.
+	ok := string(s.skip(len(keyAction))) == keyAction && s.str() &&
+		string(s.skip(len(keyActor))) == keyActor && s.str() &&
+		string(s.skip(len(keyAgent))) == keyAgent
 	if !ok {
 		return r, errScan
 	}
@@ -31,10 +34,10 @@ func ScanEntry(data []byte) (EntryRef, error) {
 		return r, errScan
 	}
 	r.Agent = data[a+1 : s.i-1]
-	ok = s.lit(`,"call":`) && s.str() &&
-		s.lit(`,"connector":`) && s.str() &&
-		s.lit(`,"data":`) && s.object(1) &&
-		s.lit(`,"index":`)
+	ok = string(s.skip(len(keyCall))) == keyCall && s.str() &&
+		string(s.skip(len(keyConnector))) == keyConnector && s.str() &&
+		string(s.skip(len(keyData))) == keyData && s.object(1) &&
+		string(s.skip(len(keyIndex))) == keyIndex
 	if !ok {
 		return r, errScan
 	}
@@ -43,41 +46,49 @@ func ScanEntry(data []byte) (EntryRef, error) {
 		return r, errScan
 	}
 	r.Index = idx
-	if !s.lit(`,"prev":"`) {
+	if string(s.skip(len(keyPrev))) != keyPrev {
 		return r, errScan
 	}
 	p := s.i
 	if len(data)-p > 2*tlog.HashSize && data[p] != '"' {
 		// 64 hex digits, decoded on the way: PrevIs then compares bytes.
-		lower := true
-		for k := 0; k < tlog.HashSize; k++ {
-			hi, lo := hexVal[data[p+2*k]], hexVal[data[p+2*k+1]]
-			if hi|lo > 0x1f {
-				return r, errScan
-			}
-			lower = lower && hi < 0x10 && lo < 0x10
-			r.prev[k] = (hi&0xf)<<4 | lo&0xf
+		if r.prevLower, ok = decodeHash(&r.prev, data[p:p+2*tlog.HashSize]); !ok {
+			return r, errScan
 		}
-		r.prevLower = lower
 		s.i += 2 * tlog.HashSize
 	}
-	if !s.lit(`"`) {
+	if string(s.skip(1)) != `"` {
 		return r, errScan
 	}
 	r.Prev = data[p : s.i-1]
-	ok = s.lit(`,"risk":`) && s.str() &&
-		s.lit(`,"time":"`) && s.time() &&
-		s.lit(`","type":`)
+	ok = string(s.skip(len(keyRisk))) == keyRisk && s.str() &&
+		string(s.skip(len(keyTime))) == keyTime && s.time() &&
+		string(s.skip(len(keyType))) == keyType
 	if !ok {
 		return r, errScan
 	}
 	t := s.i
-	if !s.str() || s.i-t == 2 || !s.lit(`}`) || s.i != len(data) {
+	if !s.str() || s.i-t == 2 || string(s.skip(1)) != `}` || s.i != len(data) {
 		return r, errScan
 	}
 	r.Type = data[t+1 : s.i-2]
 	return r, nil
 }
+
+// The keys of an entry, in their canonical order, with what surrounds them.
+const (
+	keyAction    = `{"action":`
+	keyActor     = `,"actor":`
+	keyAgent     = `,"agent":`
+	keyCall      = `,"call":`
+	keyConnector = `,"connector":`
+	keyData      = `,"data":`
+	keyIndex     = `,"index":`
+	keyPrev      = `,"prev":"`
+	keyRisk      = `,"risk":`
+	keyTime      = `,"time":"`
+	keyType      = `","type":`
+)
 
 // EntryRef is what ScanEntry returns: slices of the entry's bytes, strings
 // still in their JSON escaped form (unique, since the form is canonical).
@@ -100,8 +111,21 @@ func (r *EntryRef) PrevIs(h tlog.Hash) bool {
 var errScan = errors.New("record: entry is not canonical")
 
 type scanner struct {
-	b []byte
-	i int
+	b     []byte
+	i     int
+	plain bool // the string str read last is printable ASCII without escapes
+}
+
+// skip returns the next n bytes and moves past them; nil if fewer are left.
+// Compared with a constant, as string(s.skip(len(c))) == c, it compiles to
+// a few loads, where lit calls memequal for more than eight bytes.
+func (s *scanner) skip(n int) []byte {
+	i := s.i
+	if len(s.b)-i < n {
+		return nil
+	}
+	s.i = i + n
+	return s.b[i : i+n]
 }
 
 func (s *scanner) lit(l string) bool {
@@ -112,31 +136,50 @@ func (s *scanner) lit(l string) bool {
 	return true
 }
 
-// hexVal is a hex digit's value: 0-15 for lowercase, 0x10-0x1f for
-// uppercase (value + 0x10), 0xff for anything else.
-var hexVal = func() (t [256]byte) {
-	for i := range t {
-		t[i] = 0xff
-	}
-	for c := byte('0'); c <= '9'; c++ {
-		t[c] = c - '0'
-	}
-	for c := byte('a'); c <= 'f'; c++ {
-		t[c] = c - 'a' + 10
-	}
-	for c := byte('A'); c <= 'F'; c++ {
-		t[c] = c - 'A' + 10 + 0x10
-	}
-	return t
-}()
+const ones, highs = 0x0101010101010101, 0x8080808080808080
 
-// special8 reports whether any of eight bytes may need a closer look: a
-// control character, '"', '\\' or a byte of multi-byte UTF-8. (It may say
-// yes for a plain byte next to such a byte; never no for one.)
-func special8(x uint64) bool {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	q, bs := x^'"'*ones, x^'\\'*ones
-	return (x-0x20*ones|(q-ones)&^q|(bs-ones)&^bs|x)&highs != 0
+// inRange marks the bytes of x (all below 0x80) in [lo, hi] with their high
+// bit.
+func inRange(x uint64, lo, hi byte) uint64 {
+	return (x + (0x80-uint64(lo))*ones) &^ (x + (0x7f-uint64(hi))*ones) & highs
+}
+
+// decodeHash decodes 64 hex digits into h, eight at a time, and reports
+// whether they were all hex digits, and all lowercase.
+func decodeHash(h *tlog.Hash, hex []byte) (lower, ok bool) {
+	hex = hex[:2*tlog.HashSize]
+	lower = true
+	for k := 0; k < tlog.HashSize/4; k++ {
+		x := binary.LittleEndian.Uint64(hex[8*k:])
+		if x&highs != 0 {
+			return false, false
+		}
+		if digits := inRange(x, '0', '9') | inRange(x, 'a', 'f'); digits != highs {
+			if digits|inRange(x, 'A', 'F') != highs {
+				return false, false
+			}
+			lower = false
+		}
+		// Each byte's value: its low four bits, plus 9 for a letter (0x40
+		// set); then pairs of them into bytes, and the bytes together.
+		n := x&0x0f0f0f0f0f0f0f0f + (x>>6&ones)*9
+		n = (n<<4 | n>>8) & 0x00ff00ff00ff00ff
+		n = (n | n>>8) & 0x0000ffff0000ffff
+		n = (n | n>>16) & 0xffffffff
+		binary.LittleEndian.PutUint32(h[4*k:], uint32(n))
+	}
+	return lower, true
+}
+
+// special8 marks with its high bit the first byte of x (in memory order,
+// read little-endian) that needs a closer look in a string: a control
+// character, '"', '\\' or a byte of multi-byte UTF-8. Bytes after it may be
+// marked too; a word without such a byte is 0.
+func special8(x uint64) uint64 {
+	// Below 0x20, '"' and '\\' make a borrow (which can mark bytes after
+	// them too, never before); 0x80 and above have the high bit already,
+	// as do the bytes the subtractions mark without cause.
+	return (x - 0x20*ones | (x ^ '"'*ones - ones) | (x ^ '\\'*ones - ones) | x) & highs
 }
 
 // plainChar marks bytes a canonical string holds as they are, with no
@@ -150,22 +193,47 @@ func init() {
 }
 
 // str checks a canonical JSON string (RFC 8785 §3.2.2.2, as appendString
-// writes it) starting at the opening quote.
+// writes it) starting at the opening quote, eight bytes at a time up to
+// the first that needs a closer look: in most strings, the closing quote.
 func (s *scanner) str() bool {
 	b := s.b
-	if s.i >= len(b) || b[s.i] != '"' {
+	i := s.i
+	if i >= len(b) || b[i] != '"' {
 		return false
 	}
-	i := s.i + 1
-	for i < len(b) {
-		for i+8 <= len(b) && !special8(binary.LittleEndian.Uint64(b[i:])) {
-			i += 8
-		}
-		for i < len(b) && plainChar[b[i]] {
-			i++
-		}
-		if i >= len(b) {
+	for i++; i+8 <= len(b); i += 8 {
+		if m := special8(binary.LittleEndian.Uint64(b[i:])); m != 0 {
+			i += bits.TrailingZeros64(m) >> 3
+			if b[i] == '"' {
+				s.i, s.plain = i+1, true
+				return true
+			}
 			break
+		}
+	}
+	s.plain = false
+	return s.strRest(i)
+}
+
+// strRest is the rest of str from b[i] on: escapes, multi-byte UTF-8, and
+// the last bytes of b.
+func (s *scanner) strRest(i int) bool {
+	b := s.b
+	for i < len(b) {
+		if i+8 <= len(b) {
+			m := special8(binary.LittleEndian.Uint64(b[i:]))
+			if m == 0 {
+				i += 8
+				continue
+			}
+			i += bits.TrailingZeros64(m) >> 3
+		} else {
+			for i < len(b) && plainChar[b[i]] {
+				i++
+			}
+			if i >= len(b) {
+				break
+			}
 		}
 		c := b[i]
 		switch {
@@ -240,18 +308,15 @@ func (s *scanner) uint() (int64, bool) {
 // time checks the canonical time format 2006-01-02T15:04:05.000000Z for a
 // valid instant, as time.Parse does.
 func (s *scanner) time() bool {
-	const layout = "dddd-dd-ddTdd:dd:dd.ddddddZ"
 	b := s.b
-	if len(b)-s.i < len(layout) {
+	if len(b)-s.i < len(timeLayout) {
 		return false
 	}
-	t := b[s.i : s.i+len(layout)]
-	for j := 0; j < len(layout); j++ {
-		if layout[j] == 'd' {
-			if t[j] < '0' || t[j] > '9' {
-				return false
-			}
-		} else if t[j] != layout[j] {
+	t := b[s.i : s.i+len(timeLayout)]
+	// Digits and separators in their places, a word at a time.
+	for w, at := range timeWords {
+		x := binary.LittleEndian.Uint64(t[at:])
+		if x&highs != 0 || (x+timeLo[w])&^(x+timeHi[w])&highs != highs {
 			return false
 		}
 	}
@@ -267,9 +332,32 @@ func (s *scanner) time() bool {
 		num(11, 2) > 23 || num(14, 2) > 59 || num(17, 2) > 59 {
 		return false
 	}
-	s.i += len(layout)
+	s.i += len(timeLayout)
 	return true
 }
+
+// timeLayout is TimeFormat with d for a digit.
+const timeLayout = "dddd-dd-ddTdd:dd:dd.ddddddZ"
+
+// timeWords are where time reads the words that cover timeLayout; timeLo
+// and timeHi hold, for each byte of them, what inRange adds for the
+// bounds of that byte: '0' to '9' for a digit, the separator itself.
+var (
+	timeWords      = [4]int{0, 8, 16, len(timeLayout) - 8}
+	timeLo, timeHi = func() (lo, hi [4]uint64) {
+		for w, at := range timeWords {
+			for k := 0; k < 8; k++ {
+				l, h := timeLayout[at+k], timeLayout[at+k]
+				if l == 'd' {
+					l, h = '0', '9'
+				}
+				lo[w] |= uint64(0x80-l) << (8 * k)
+				hi[w] |= uint64(0x7f-h) << (8 * k)
+			}
+		}
+		return lo, hi
+	}()
+)
 
 func daysIn(month, year int) int {
 	switch month {
@@ -340,16 +428,25 @@ func (s *scanner) object(depth int) bool {
 		return true
 	}
 	var prev []byte
+	prevPlain := false
 	for {
 		k := s.i
 		if !s.str() {
 			return false
 		}
-		key := s.b[k+1 : s.i-1]
-		if prev != nil && !keyLess(prev, key) {
-			return false
+		key, plain := s.b[k+1:s.i-1], s.plain
+		if prev != nil {
+			var less bool
+			if plain && prevPlain {
+				less = bytes.Compare(prev, key) < 0 // keyLess, for simple keys
+			} else {
+				less = keyLess(prev, key)
+			}
+			if !less {
+				return false
+			}
 		}
-		prev = key
+		prev, prevPlain = key, plain
 		if !s.lit(":") || !s.value(depth+1) {
 			return false
 		}
