@@ -118,29 +118,31 @@ type fetched struct {
 
 // batch is consecutive bundles, read together ahead of the verifier.
 type batch struct {
-	first int64
 	items []fetched
 	err   error
 }
 
-// fill reads bundles first to first+count-1 of a log of the given size.
-func (b *batch) fill(ctx context.Context, src Source, first int64, count int, size int64) {
-	b.first, b.err = first, nil
-	if cap(b.items) < count {
-		b.items = append(b.items[:cap(b.items)], make([]fetched, count-cap(b.items))...)
-	}
-	b.items = b.items[:count]
+// fill reads bundles of a log of the given size from first on, at most max
+// of them and no more once they hold maxBytes, and returns how many it read.
+func (b *batch) fill(ctx context.Context, src Source, first int64, max, maxBytes int, size int64) int {
+	b.items, b.err = b.items[:0], nil
 	_, buffered := src.(BufferedSource)
-	for k := range b.items {
-		it := &b.items[k]
-		n := first + int64(k)
+	bundles := (size + record.TileWidth - 1) / record.TileWidth
+	read := 0
+	for n := first; n < bundles && len(b.items) < max && read < maxBytes; n++ {
+		if len(b.items) < cap(b.items) {
+			b.items = b.items[:len(b.items)+1] // with the buffers it had
+		} else {
+			b.items = append(b.items, fetched{})
+		}
+		it := &b.items[len(b.items)-1]
 		w := int(min(size-n*record.TileWidth, record.TileWidth))
 		var err error
 		if it.bundle, err = getBundleInto(ctx, src, n, w, it.bundleBuf); err != nil {
 			it.bundle = nil
 			if !errors.Is(err, fs.ErrNotExist) {
 				b.err = err
-				return
+				break
 			}
 		} else if buffered {
 			it.bundleBuf = it.bundle[:0]
@@ -149,19 +151,22 @@ func (b *batch) fill(ctx context.Context, src Source, first int64, count int, si
 			it.tile = nil
 			if !errors.Is(err, fs.ErrNotExist) {
 				b.err = err
-				return
+				break
 			}
 		} else if buffered {
 			it.tileBuf = it.tile[:0]
 		}
+		read += len(it.bundle) + len(it.tile)
 	}
+	return len(b.items)
 }
 
 // fetcher reads bundles and level-0 tiles ahead of the verifier, in order,
-// a batch at a time. From a BufferedSource it reads batches of many bundles,
-// one batch ahead, into memory reused from batch to batch; from any other
-// Source, one bundle a batch, as many at once as Options.Fetchers says (a
-// remote bucket answers each request after a round trip).
+// a batch at a time. A BufferedSource is read by one goroutine, a batch of
+// up to bundlesPerBatch bundles (and batchBytes) ahead, into memory reused
+// from batch to batch. Any other Source is read one bundle a batch, as many
+// at once as Options.Fetchers says (a remote bucket answers each request
+// after a round trip).
 type fetcher struct {
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -171,28 +176,33 @@ type fetcher struct {
 	k      int    // the next bundle in it
 }
 
-// bundlesPerBatch is how many bundles a batch of a BufferedSource holds:
-// a handful of hand-offs between the reader and the verifier per million
-// entries, and a few megabytes of buffers.
-const bundlesPerBatch = 16
+// bundlesPerBatch and batchBytes bound a batch of a BufferedSource: a
+// couple of hundred hand-offs between the reader and the verifier per
+// million entries, and a few megabytes of buffers (entries of up to 64 KiB
+// make bundles of up to 16 MiB: then a batch is one bundle).
+const (
+	bundlesPerBatch = 16
+	batchBytes      = 4 << 20
+)
 
 func newFetcher(ctx context.Context, src Source, size int64, workers int) *fetcher {
 	if workers <= 0 {
 		workers = 8
 	}
-	per, ahead := 1, workers
-	if _, ok := src.(BufferedSource); ok {
-		per, ahead = bundlesPerBatch, 2
+	_, buffered := src.(BufferedSource)
+	ahead := workers
+	if buffered {
+		ahead = 2
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	f := &fetcher{ctx: ctx, cancel: cancel, queue: make(chan chan *batch, ahead), free: make(chan *batch, ahead+1)}
-	for range ahead + 1 { // those being read, and the one being verified
+	for range ahead + 1 { // those read ahead, and the one being verified
 		f.free <- &batch{}
 	}
+	bundles := (size + record.TileWidth - 1) / record.TileWidth
 	go func() {
 		defer close(f.queue)
-		bundles := (size + record.TileWidth - 1) / record.TileWidth
-		for first := int64(0); first < bundles; first += int64(per) {
+		for first := int64(0); first < bundles; {
 			var b *batch
 			select {
 			case b = <-f.free:
@@ -200,16 +210,24 @@ func newFetcher(ctx context.Context, src Source, size int64, workers int) *fetch
 				return
 			}
 			ch := make(chan *batch, 1)
+			if buffered {
+				first += int64(b.fill(ctx, src, first, bundlesPerBatch, batchBytes, size))
+				ch <- b
+				if b.err != nil {
+					first = bundles // the verifier stops at it
+				}
+			} else {
+				go func(first int64) {
+					b.fill(ctx, src, first, 1, 1, size)
+					ch <- b
+				}(first)
+				first++
+			}
 			select {
 			case f.queue <- ch:
 			case <-ctx.Done():
 				return
 			}
-			count := int(min(int64(per), bundles-first))
-			go func() {
-				b.fill(ctx, src, first, count, size)
-				ch <- b
-			}()
 		}
 	}()
 	return f
