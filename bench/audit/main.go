@@ -216,15 +216,20 @@ func median(xs []float64) float64 {
 	return s[len(s)/2]
 }
 
-// memBucket is the bucket loaded into memory: verify without the file
-// system, for the verifier's own cost.
+// memBucket is the bucket loaded into memory, read as audit.Dir reads a
+// directory (copied into the verifier's buffers) but without the system
+// calls: the verifier's own cost.
 type memBucket map[string][]byte
 
-func (m memBucket) Get(_ context.Context, p string) ([]byte, error) {
+func (m memBucket) Get(ctx context.Context, p string) ([]byte, error) {
+	return m.GetAppend(ctx, p, nil)
+}
+
+func (m memBucket) GetAppend(_ context.Context, p string, dst []byte) ([]byte, error) {
 	if b, ok := m[p]; ok {
-		return b, nil
+		return append(dst, b...), nil
 	}
-	return nil, fmt.Errorf("%s: %w", p, fs.ErrNotExist)
+	return dst, fmt.Errorf("%s: %w", p, fs.ErrNotExist)
 }
 
 func loadBucket(dir string) (memBucket, error) {
