@@ -202,7 +202,7 @@ func (s *scanner) str() bool {
 		return false
 	}
 	for i++; i+8 <= len(b); i += 8 {
-		if m := special8(binary.LittleEndian.Uint64(b[i:])); m != 0 {
+		if m := special8(binary.LittleEndian.Uint64(b[i : i+8])); m != 0 {
 			i += bits.TrailingZeros64(m) >> 3
 			if b[i] == '"' {
 				s.i, s.plain = i+1, true
@@ -221,7 +221,7 @@ func (s *scanner) strRest(i int) bool {
 	b := s.b
 	for i < len(b) {
 		if i+8 <= len(b) {
-			m := special8(binary.LittleEndian.Uint64(b[i:]))
+			m := special8(binary.LittleEndian.Uint64(b[i : i+8]))
 			if m == 0 {
 				i += 8
 				continue
@@ -320,16 +320,10 @@ func (s *scanner) time() bool {
 			return false
 		}
 	}
-	num := func(j, n int) int {
-		v := 0
-		for k := j; k < j+n; k++ {
-			v = v*10 + int(t[k]-'0')
-		}
-		return v
-	}
-	year, month, day := num(0, 4), num(5, 2), num(8, 2)
+	two := func(j int) int { return int(t[j]-'0')*10 + int(t[j+1]-'0') }
+	year, month, day := two(0)*100+two(2), two(5), two(8)
 	if month < 1 || month > 12 || day < 1 || day > daysIn(month, year) ||
-		num(11, 2) > 23 || num(14, 2) > 59 || num(17, 2) > 59 {
+		two(11) > 23 || two(14) > 59 || two(17) > 59 {
 		return false
 	}
 	s.i += len(timeLayout)
@@ -447,7 +441,14 @@ func (s *scanner) object(depth int) bool {
 			}
 		}
 		prev, prevPlain = key, plain
-		if !s.lit(":") || !s.value(depth+1) {
+		if !s.lit(":") {
+			return false
+		}
+		if depth < maxDepth && s.i < len(s.b) && s.b[s.i] == '"' { // value(depth+1), for a string
+			if !s.str() {
+				return false
+			}
+		} else if !s.value(depth + 1) {
 			return false
 		}
 		if s.lit("}") {

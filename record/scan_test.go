@@ -54,3 +54,23 @@ func TestScanEntryWordBoundaries(t *testing.T) {
 		}
 	}
 }
+
+// TestScanEntryDepth: data nested as deep as Parse allows, and one level
+// more, with a string, a number and an empty object at the bottom.
+func TestScanEntryDepth(t *testing.T) {
+	base, _ := (&Entry{Index: 1, Time: time.Unix(0, 0), Agent: "a", Type: TypeCallRequested}).Marshal()
+	for depth := maxDepth - 2; depth <= maxDepth+2; depth++ {
+		for _, leaf := range []string{`"s"`, `1`, `{}`, `[]`, `["s"]`} {
+			data := `{"k":` + leaf + `}`
+			for d := 2; d < depth; d++ {
+				data = `{"k":` + data + `}`
+			}
+			e := bytes.Replace(base, []byte(`"data":{}`), []byte(`"data":`+data), 1)
+			_, serr := ScanEntry(e)
+			_, perr := Parse(e)
+			if (serr == nil) != (perr == nil) {
+				t.Fatalf("depth %d, %s: ScanEntry: %v, Parse: %v", depth, leaf, serr, perr)
+			}
+		}
+	}
+}
