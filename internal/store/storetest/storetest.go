@@ -1,8 +1,23 @@
 // Package storetest is the conformance suite for store.Store. Every backend
-// runs Run against fresh stores of its own, so that SQLite, PostgreSQL and
-// whatever follows keep one contract: the one written in package store, made
-// precise here where the interface leaves room (list orders, nanosecond
-// times, which writes an error undoes).
+// runs Run against fresh stores of its own, and RunReopen against stores it
+// closes and opens again, so that SQLite, PostgreSQL and whatever follows
+// keep one contract: the one written in package store, made precise here
+// where the interface leaves room (list orders, times, which writes an
+// error undoes).
+//
+// The suite is organized by role port, one file per port: the log (Log,
+// LogReader: log.go), agents and tokens (Agents, AgentsTx: agents.go),
+// calls (Calls, CallsTx: calls.go), approvals (Approvals: approvals.go),
+// the counts budgets are checked against (CallsTx.CallCounts: counts.go),
+// people (People, PeopleTx: people.go), the outbox (Outbox, OutboxTx:
+// outbox.go), settings (Settings, SettingsTx: settings.go), what Update
+// itself promises (update.go), and what a reopen keeps (reopen.go). The
+// state of agents, calls and approvals is a fold of the log, so the suite
+// changes it only by appending the entries that record each change
+// (record/events.go), and reads it back through the store's reads and a
+// later Update's; view.go compares all of them at once.
+//
+// A check that fails on a known bug of a store says so ("store bug:").
 package storetest
 
 import (
@@ -26,26 +41,43 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		name string
 		test func(t *testing.T, s store.Store)
 	}{
+		// Log, LogReader (log.go).
+		{"Append", testAppend},
+		{"Hashes", testHashes},
+		{"UnknownSubjects", testUnknownSubjects},
+		{"IgnoredTypes", testIgnoredTypes},
+		{"AskOfUnknownAgent", testAskOfUnknownAgent},
+		{"StateTimesAreTheLogs", testStateTimes},
+		// Agents, AgentsTx (agents.go).
 		{"Agents", testAgents},
+		{"AgentStatus", testAgentStatus},
 		{"Tokens", testTokens},
+		{"RevokeAgentTokens", testRevokeAgentTokens},
+		{"AgentByToken", testAgentByToken},
+		// Calls, CallsTx (calls.go).
+		{"Lifecycles", testLifecycles},
 		{"Calls", testCalls},
+		{"IdempotencyKeys", testIdempotencyKeys},
 		{"CallQueries", testCallQueries},
-		{"Checkpoints", testCheckpoints},
-		{"Meta", testMeta},
+		{"AgentOpenCalls", testAgentOpenCalls},
+		{"RequestedBeforeApproval", testRequestedBeforeApproval},
+		{"RevokeCredentials", testRevokeCredentials},
+		// Approvals, CallsTx.Approval (approvals.go).
+		{"Approvals", testApprovals},
+		// CallsTx.CallCounts (counts.go).
+		{"CallCounts", testCallCounts},
+		{"CallMinutes", testCallMinutes},
+		// People, PeopleTx (people.go).
 		{"Users", testUsers},
 		{"SetupTokens", testSetupTokens},
 		{"Sessions", testSessions},
-		{"Approvals", testApprovals},
-		{"Outbox", testOutbox},
-		{"AgentOpenCalls", testAgentOpenCalls},
-		{"RevokeAgentTokens", testRevokeAgentTokens},
-		{"RevokeAgentCredentials", testRevokeAgentCredentials},
-		{"CallCounts", testCallCounts},
-		{"CallMinutes", testCallMinutes},
 		{"Failures", testFailures},
-		{"AgentByToken", testAgentByToken},
-		{"Append", testAppend},
-		{"Hashes", testHashes},
+		// Outbox, OutboxTx (outbox.go).
+		{"Outbox", testOutbox},
+		// Settings, SettingsTx (settings.go).
+		{"Checkpoints", testCheckpoints},
+		{"Meta", testMeta},
+		// Update (update.go).
 		{"Atomicity", testAtomicity},
 		{"GroupCommit", testGroupCommit},
 		{"Serializable", testSerializable},
@@ -57,8 +89,19 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	}
 }
 
-// t0 has nanoseconds on purpose: the store keeps times to the nanosecond.
+// t0 has nanoseconds on purpose: the store keeps the times of what the
+// record does not hold (people, tokens, the outbox) to the nanosecond.
 var t0 = time.Date(2025, 6, 1, 9, 30, 0, 123456789, time.UTC)
+
+// th is the hour the calls of the fixtures are made in. Times in the state
+// are those of the entries, which the record keeps to the microsecond, so
+// fixtures are made at whole microseconds (at); and they are recent, since
+// the store remembers idempotency keys for a window of wall-clock time
+// (a day by default).
+var th = time.Now().UTC().Truncate(time.Hour).Add(-3 * time.Hour)
+
+// at is th plus d and a fraction of a second, to the microsecond.
+func at(d time.Duration) time.Time { return th.Add(d + 654321*time.Microsecond) }
 
 // zone is not UTC on purpose: the store keeps the instant, not the location.
 var zone = time.FixedZone("UTC+2", 2*60*60)
@@ -70,6 +113,23 @@ func update(t *testing.T, s store.Store, fn func(tx store.Tx) error) {
 	t.Helper()
 	if err := s.Update(t.Context(), fn); err != nil {
 		t.Fatalf("Update: %v", err)
+	}
+}
+
+// errProbe ends the Updates that only read.
+var errProbe = errors.New("storetest: probe")
+
+// probe runs fn in an Update that only reads, and undoes itself.
+func probe(t *testing.T, s store.Store, fn func(tx store.Tx) error) {
+	t.Helper()
+	err := s.Update(t.Context(), func(tx store.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		return errProbe
+	})
+	if !errors.Is(err, errProbe) {
+		t.Fatalf("probe Update: %v", err)
 	}
 }
 
@@ -94,6 +154,7 @@ func newAgent(id string, created time.Time) *store.Agent {
 		Manifest: []byte("name: " + id + "\nscope: []\n"), ManifestHash: "sha256:" + id, CreatedAt: created}
 }
 
+// insertAgents inserts agents' profiles, and appends nothing.
 func insertAgents(t *testing.T, s store.Store, ids ...string) {
 	t.Helper()
 	update(t, s, func(tx store.Tx) error {
@@ -106,9 +167,121 @@ func insertAgents(t *testing.T, s store.Store, ids ...string) {
 	})
 }
 
-func newCall(id, agent, key string, created time.Time) *store.Call {
-	return &store.Call{ID: id, AgentID: agent, Connector: "crm", Action: "account.read", DeclaredRisk: "low",
-		Risk: "low", Status: store.CallApproved, IdempotencyKey: key, CreatedAt: created, ExpiresAt: created.Add(time.Minute)}
+// hire inserts agents' profiles and appends their agent.hired entries, as
+// a hire does, in one Update.
+func hire(t *testing.T, s store.Store, ids ...string) {
+	t.Helper()
+	update(t, s, func(tx store.Tx) error {
+		for i, id := range ids {
+			if err := hireIn(tx, newAgent(id, t0.Add(time.Duration(i)*time.Second))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func hireIn(tx store.Tx, a *store.Agent) error { return hireAt(tx, a, time.Time{}) }
+
+// hireAt inserts a's profile and appends its agent.hired entry at t (now
+// when zero).
+func hireAt(tx store.Tx, a *store.Agent, t time.Time) error {
+	if err := tx.InsertAgent(a); err != nil {
+		return err
+	}
+	return tx.Append(record.AgentHired(a.ID, "admin:root", t, record.Hire{Name: a.Name, Owner: a.Owner,
+		ManifestHash: a.ManifestHash, Connectors: []string{"crm"}, TokenID: "tok-" + a.ID}))
+}
+
+// The entries of the fixtures' calls: every call is a low-risk read of the
+// crm connector, its idempotency key is key(call).
+
+func ref(agent, call string) record.CallRef {
+	return record.CallRef{Agent: agent, Call: call, Connector: "crm", Action: "account.read", Risk: "low"}
+}
+
+func key(call string) string { return "key-" + call }
+
+func ask(call string) record.Ask {
+	return record.Ask{DeclaredRisk: "low", Summary: "read account of " + call, IdempotencyKey: key(call)}
+}
+
+// ttl is how long the fixtures' credentials live.
+const ttl = 5 * time.Minute
+
+// issue is the entry of a call let through at once.
+func issue(agent, call string, t time.Time) *record.Entry {
+	return record.CredentialIssued(ref(agent, call), "agent:"+agent, t, ask(call), t.Add(ttl), "")
+}
+
+// refuse is the entry of a refused call.
+func refuse(agent, call string, t time.Time) *record.Entry {
+	return record.CredentialRefused(ref(agent, call), "agent:"+agent, t, ask(call), "manifest.connector_not_declared",
+		"crm is not in the manifest")
+}
+
+// Approvers of the fixtures' approvals, and how long they have to decide.
+var (
+	approvers = []string{"dana@example.com"}
+	delegates = []string{"lee@example.com"}
+)
+
+const decideWithin = time.Hour
+
+// request is the entries of a call that waits for an approver: the call at
+// t, its approval requested a millisecond later.
+func request(agent, call string, t time.Time) []*record.Entry {
+	r := ref(agent, call)
+	return []*record.Entry{record.CallRequested(r, "agent:"+agent, t, ask(call)),
+		record.ApprovalRequested(r, "agent:"+agent, t.Add(time.Millisecond), approvers, delegates, t.Add(decideWithin))}
+}
+
+// grant is the entries of an approver granting a call at t and the
+// credential issued with it, valid for ttl.
+func grant(agent, call string, t time.Time) []*record.Entry {
+	r := ref(agent, call)
+	return []*record.Entry{record.ApprovalGranted(r, "user:dana@example.com", t, "dana@example.com", "looks right"),
+		record.CredentialIssued(r, "user:dana@example.com", t, ask(call), t.Add(ttl), "dana@example.com")}
+}
+
+func complete(agent, call string, t time.Time) *record.Entry {
+	return record.CallCompleted(ref(agent, call), "agent:"+agent, t, record.Outcome{Outcome: "success", DurationMS: 42})
+}
+
+// askedCall is the call an ask of the fixtures makes at t, before its
+// status and the fields that change with it are set.
+func askedCall(agent, call string, t time.Time) store.Call {
+	a := ask(call)
+	return store.Call{ID: call, AgentID: agent, Connector: "crm", Action: "account.read", DeclaredRisk: a.DeclaredRisk,
+		Risk: "low", IdempotencyKey: a.IdempotencyKey, Summary: a.Summary, CreatedAt: t}
+}
+
+// pendingApproval is the approval request made at t.
+func pendingApproval(agent, call string, t time.Time) store.Approval {
+	return store.Approval{CallID: call, AgentID: agent, Status: store.ApprovalPending,
+		Approvers: append(append([]string(nil), approvers...), delegates...), RequestedAt: t.Add(time.Millisecond),
+		ExpiresAt: t.Add(decideWithin)}
+}
+
+// appendAll returns an Update's function that appends es in order.
+func appendAll(es ...*record.Entry) func(tx store.Tx) error {
+	return func(tx store.Tx) error {
+		for _, e := range es {
+			if err := tx.Append(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// cat concatenates lists of entries.
+func cat(ls ...[]*record.Entry) []*record.Entry {
+	var out []*record.Entry
+	for _, l := range ls {
+		out = append(out, l...)
+	}
+	return out
 }
 
 func mustNotFound(t *testing.T, what string, err error) {
@@ -147,7 +320,7 @@ func diff(got, want any) []string {
 }
 
 // same compares times with Equal (a store may hand back another location,
-// never another instant) and treats nil and empty bytes alike.
+// never another instant), and treats nil and empty bytes or lists alike.
 func same(a, b any) bool {
 	switch a := a.(type) {
 	case time.Time:
@@ -160,6 +333,9 @@ func same(a, b any) bool {
 		return a.Equal(*b)
 	case []byte:
 		return bytes.Equal(a, b.([]byte))
+	case []string:
+		b := b.([]string)
+		return len(a) == len(b) && (len(a) == 0 || reflect.DeepEqual(a, b))
 	}
 	return reflect.DeepEqual(a, b)
 }
@@ -168,16 +344,44 @@ func show(v any) string {
 	switch v := v.(type) {
 	case *time.Time:
 		if v != nil {
-			return v.Format(time.RFC3339Nano)
+			return v.UTC().Format(time.RFC3339Nano)
 		}
 	case time.Time:
-		return v.Format(time.RFC3339Nano)
+		return v.UTC().Format(time.RFC3339Nano)
 	case []byte:
 		return fmt.Sprintf("%q", v)
 	case string:
 		return fmt.Sprintf("%q", v)
+	case []string:
+		return fmt.Sprintf("%q", v)
 	}
 	return fmt.Sprintf("%v", v)
+}
+
+// render is a struct as one line, field by field, times in UTC: what the
+// views of view.go compare.
+func render(v any) string {
+	rv := reflect.ValueOf(v)
+	if rv.Kind() == reflect.Pointer {
+		if rv.IsNil() {
+			return "nil"
+		}
+		rv = rv.Elem()
+	}
+	var b strings.Builder
+	b.WriteString("{")
+	for i := range rv.NumField() {
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		f := rv.Field(i).Interface()
+		if s, ok := f.([]string); ok && len(s) == 0 {
+			f = []string(nil)
+		}
+		fmt.Fprintf(&b, "%s:%s", rv.Type().Field(i).Name, show(f))
+	}
+	b.WriteString("}")
+	return b.String()
 }
 
 // allEntries reads the whole log, a page at a time.
