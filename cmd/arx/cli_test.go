@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
-	"database/sql"
+	"encoding/base64"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,16 +105,28 @@ func TestHireAgentsRecord(t *testing.T) {
 	}
 }
 
-// TestRecordVerifyCatchesTampering edits, deletes and reorders entries in
-// the database behind the server's back: verify must fail and say how.
+// TestRecordVerifyCatchesTampering puts a server that lies between the CLI
+// and the record: it edits, deletes, reorders or truncates the entries it
+// hands out. verify must fail and say how.
 func TestRecordVerifyCatchesTampering(t *testing.T) {
 	for _, tc := range []struct {
-		name, sql, want string
+		name, want string
+		tamper     func(es []json.RawMessage) []json.RawMessage
 	}{
-		{"edited", `UPDATE entries SET body = replace(body, 'account.read', 'account.wipe') WHERE idx = 3`, "chain_broken"},
-		{"deleted", `DELETE FROM entries WHERE idx = 4`, "missing"},
-		{"reordered", `UPDATE entries SET idx = -1 WHERE idx = 3; UPDATE entries SET idx = 3 WHERE idx = 5; UPDATE entries SET idx = 5 WHERE idx = -1`, "out_of_order"},
-		{"truncated", `DELETE FROM entries WHERE idx >= 6`, "truncated"},
+		{"edited", "chain_broken", func(es []json.RawMessage) []json.RawMessage {
+			var e map[string]any
+			json.Unmarshal(es[3], &e)
+			data, _ := base64.StdEncoding.DecodeString(e["data"].(string))
+			e["data"] = bytes.Replace(data, []byte("account.read"), []byte("account.wipe"), 1)
+			es[3], _ = json.Marshal(e)
+			return es
+		}},
+		{"deleted", "missing", func(es []json.RawMessage) []json.RawMessage { return append(es[:4:4], es[5:]...) }},
+		{"reordered", "out_of_order", func(es []json.RawMessage) []json.RawMessage {
+			es[3], es[5] = es[5], es[3]
+			return es
+		}},
+		{"truncated", "truncated", func(es []json.RawMessage) []json.RawMessage { return es[:6] }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := arxtest.Start(t)
@@ -126,20 +141,53 @@ func TestRecordVerifyCatchesTampering(t *testing.T) {
 			if err := s.Runtime.Checkpoint(t.Context()); err != nil {
 				t.Fatal(err)
 			}
-			db, err := sql.Open("sqlite", "file:"+filepath.Join(s.DataDir, "arx.db")+"?_pragma=busy_timeout(10000)")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			if _, err := db.Exec(tc.sql); err != nil {
-				t.Fatal(err)
-			}
-			code, out, _ := arx(t, "record", "verify", "--server", s.URL, "--token", s.AdminToken, "--log-key", filepath.Join(s.DataDir, "log.pub"), "--json")
+			liar := lyingServer(t, s.URL, tc.tamper)
+			code, out, _ := arx(t, "record", "verify", "--server", liar, "--token", s.AdminToken, "--log-key", filepath.Join(s.DataDir, "log.pub"), "--json")
 			if code != 1 || !strings.Contains(out, tc.want) {
 				t.Fatalf("verify after %s: exit %d, want 1 naming %s:\n%s", tc.name, code, tc.want, out)
 			}
 		})
 	}
+}
+
+// b64 is how an entry's bytes appear in the API's JSON (standard base64)
+// when s starts at a multiple of three bytes: good enough to find a
+// same-length replacement that decodes to an edited entry.
+func b64(s string) string {
+	return strings.TrimRight(base64.StdEncoding.EncodeToString([]byte(s)), "=")
+}
+
+// lyingServer forwards to the real server, but hands out the log's entries
+// (all of them, asked for from entry 0) as tamper changes them.
+func lyingServer(t *testing.T, real string, tamper func([]json.RawMessage) []json.RawMessage) string {
+	t.Helper()
+	ls := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, real+r.URL.RequestURI(), r.Body)
+		req.Header = r.Header.Clone()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if r.URL.Path == "/v1/log/entries" && r.URL.Query().Get("start") == "0" {
+			var page struct {
+				Entries []json.RawMessage `json:"entries"`
+			}
+			if err := json.Unmarshal(body, &page); err == nil {
+				page.Entries = tamper(page.Entries)
+				body, _ = json.Marshal(page)
+			}
+		} else if r.URL.Path == "/v1/log/entries" {
+			body = []byte(`{"entries":[]}`) // no second page: the first was all of it
+		}
+		w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+		w.WriteHeader(resp.StatusCode)
+		w.Write(body)
+	}))
+	t.Cleanup(ls.Close)
+	return ls.URL
 }
 
 func TestRunGivesTheAgentItsOwnToken(t *testing.T) {

@@ -5,23 +5,24 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/arxsec/arx/credential"
 	"github.com/arxsec/arx/internal/api"
 	"github.com/arxsec/arx/internal/arxtest"
+	"github.com/arxsec/arx/internal/server"
 	"github.com/arxsec/arx/record"
-	_ "modernc.org/sqlite"
 )
 
 type callJSON struct {
@@ -250,19 +251,21 @@ func TestCredentialDiesWithTTL(t *testing.T) {
 	}
 }
 
-// TestFailClosed makes the record write fail for real (a SQLite trigger
-// refuses inserts into the log) and shows that no credential leaves.
+// TestFailClosed makes every write of the log fail, as a disk that
+// refuses writes would (the store's LogFault): no credential leaves, and
+// nothing is recorded or decided until the log can be written again.
 func TestFailClosed(t *testing.T) {
-	s := arxtest.Start(t)
+	var refuse atomic.Bool
+	s := arxtest.StartWith(t, t.TempDir(), func(c *server.Config) {
+		c.Database.LogFault = func() error {
+			if refuse.Load() {
+				return errors.New("disk refused")
+			}
+			return nil
+		}
+	})
 	agent, token := s.Hire(arxtest.Manifest)
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(s.DataDir, "arx.db")+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.Exec(`CREATE TRIGGER refuse_log BEFORE INSERT ON entries BEGIN SELECT RAISE(ABORT, 'disk refused'); END`); err != nil {
-		t.Fatal(err)
-	}
+	refuse.Store(true)
 	for _, conn := range []string{"crm", "hubspot"} { // an issue and a refusal: neither can be recorded
 		r := request(s, token, conn, "account.read", "low", "k-"+conn)
 		if r.Status != http.StatusServiceUnavailable || r.ErrorCode() != "record.unavailable" {
@@ -272,13 +275,10 @@ func TestFailClosed(t *testing.T) {
 			t.Fatalf("answer leaks a credential or the cause: %s", r.Body)
 		}
 	}
-	var n int
-	if err := db.QueryRow(`SELECT COUNT(*) FROM calls`).Scan(&n); err != nil || n != 0 {
-		t.Fatalf("calls written while the record failed: %d (%v)", n, err)
+	if calls, err := s.Runtime.Store().Calls(t.Context(), agent, 10); err != nil || len(calls) != 0 {
+		t.Fatalf("calls made while the record failed: %d (%v)", len(calls), err)
 	}
-	if _, err := db.Exec(`DROP TRIGGER refuse_log`); err != nil {
-		t.Fatal(err)
-	}
+	refuse.Store(false)
 	// Recovered: the retry with the same key makes the call once.
 	if r := request(s, token, "crm", "account.read", "low", "k-crm"); r.Status != http.StatusCreated {
 		t.Fatalf("after recovery: %d %s", r.Status, r.Body)

@@ -4,17 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -125,6 +124,12 @@ const gatewayConfig = `connectors:
 // captured in logs.
 func gatewayServer(t *testing.T, up *upstream, timeout string) (*arxtest.Server, *bytes.Buffer) {
 	t.Helper()
+	return gatewayServerWith(t, up, timeout, nil)
+}
+
+// gatewayServerWith is gatewayServer with its configuration adjusted.
+func gatewayServerWith(t *testing.T, up *upstream, timeout string, configure func(*server.Config)) (*arxtest.Server, *bytes.Buffer) {
+	t.Helper()
 	closed, _ := net.Listen("tcp", "127.0.0.1:0")
 	deadAddr := closed.Addr().String()
 	closed.Close() // nothing listens there now
@@ -145,6 +150,9 @@ func gatewayServer(t *testing.T, up *upstream, timeout string) (*arxtest.Server,
 	s := arxtest.StartWith(t, t.TempDir(), func(c *server.Config) {
 		c.Connectors = cs
 		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		if configure != nil {
+			configure(c)
+		}
 	})
 	return s, &logs.Buffer
 }
@@ -442,21 +450,22 @@ func TestGatewayCredentialDies(t *testing.T) {
 	}
 }
 
-// TestGatewayFailClosed makes the record write fail for real (a SQLite
-// trigger refuses inserts into the log): the gateway forwards nothing.
+// TestGatewayFailClosed makes every write of the log fail (the store's
+// LogFault): the gateway forwards nothing.
 func TestGatewayFailClosed(t *testing.T) {
 	up := newUpstream(t)
-	s, _ := gatewayServer(t, up, "1s")
+	var refuse atomic.Bool
+	s, _ := gatewayServerWith(t, up, "1s", func(c *server.Config) {
+		c.Database.LogFault = func() error {
+			if refuse.Load() {
+				return errors.New("disk refused")
+			}
+			return nil
+		}
+	})
 	_, token := s.Hire(gatewayManifest)
 	_, cred := callCredential(t, s, token, "crm", "account.read", "k")
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(s.DataDir, server.DatabaseFile)+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.Exec(`CREATE TRIGGER refuse_log BEFORE INSERT ON entries BEGIN SELECT RAISE(ABORT, 'disk refused'); END`); err != nil {
-		t.Fatal(err)
-	}
+	refuse.Store(true)
 	hits := up.hits.Load()
 	for _, method := range []string{"GET", "HEAD"} {
 		resp := through(t, s, method, "crm/accounts/1", cred, nil, nil)
@@ -468,9 +477,7 @@ func TestGatewayFailClosed(t *testing.T) {
 	if up.hits.Load() != hits {
 		t.Fatal("a request was forwarded although its entry could not be written")
 	}
-	if _, err := db.Exec(`DROP TRIGGER refuse_log`); err != nil {
-		t.Fatal(err)
-	}
+	refuse.Store(false)
 	if resp := through(t, s, "GET", "crm/accounts/1", cred, nil, nil); readAll(t, resp) == nil || resp.StatusCode != 203 {
 		t.Fatalf("after recovery: %d", resp.StatusCode)
 	}

@@ -11,11 +11,13 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/arxsec/arx/internal/server"
+	"github.com/arxsec/arx/internal/store/segment"
 )
 
 // Server is a running ARX server.
@@ -214,3 +216,33 @@ budget:
 termination:
   notify: [owner@example.com]
 `
+
+// EditEntry changes an entry of the server's log at rest, behind its back,
+// as an intruder with the disk would: old is replaced by new (of the same
+// length) in the entry's bytes, in place.
+func (s *Server) EditEntry(index int64, old, new string) {
+	s.t.Helper()
+	if len(old) != len(new) {
+		s.t.Fatalf("arxtest: EditEntry replaces %q with %q of another length", old, new)
+	}
+	path, off, n, err := segment.Locate(filepath.Join(s.DataDir, "log"), index)
+	if err != nil {
+		s.t.Fatalf("arxtest: locate entry %d: %v", index, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, off); err != nil {
+		s.t.Fatal(err)
+	}
+	i := bytes.Index(b, []byte(old))
+	if i < 0 {
+		s.t.Fatalf("arxtest: entry %d does not hold %q: %s", index, old, b)
+	}
+	if _, err := f.WriteAt([]byte(new), off+int64(i)); err != nil {
+		s.t.Fatal(err)
+	}
+}

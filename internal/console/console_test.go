@@ -3,11 +3,9 @@ package console_test
 import (
 	"bufio"
 	"context"
-	"database/sql"
 	"io"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -17,7 +15,6 @@ import (
 	"github.com/arxsec/arx/arxerr"
 	"github.com/arxsec/arx/internal/arxtest"
 	"github.com/arxsec/arx/internal/console"
-	"github.com/arxsec/arx/internal/server"
 
 	_ "modernc.org/sqlite"
 )
@@ -520,20 +517,12 @@ func TestRecordPagingAndTampering(t *testing.T) {
 		t.Fatalf("bad page number: %d", p.Status)
 	}
 
-	// Edit one entry in the database behind the runtime's back.
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(s.DataDir, server.DatabaseFile)+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
+	// Edit one entry of the log at rest, behind the runtime's back.
+	hired, err := s.Runtime.Store().AgentEntries(t.Context(), id, -1, 1)
+	if err != nil || len(hired) != 1 || hired[0].Type != "agent.hired" {
+		t.Fatalf("the agent's first entry: %+v, %v", hired, err)
 	}
-	defer db.Close()
-	res, err := db.Exec(`UPDATE entries SET body = CAST(replace(CAST(body AS TEXT), 'dana@example.com', 'evil@example.com') AS BLOB)
-		WHERE agent = ? AND type = 'agent.hired'`, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		t.Fatalf("edited %d entries", n)
-	}
+	s.EditEntry(hired[0].Index, "dana@example.com", "evil@example.com")
 	p = b.get("/console/agents/" + id + "/record")
 	if !strings.Contains(p.Body, "Verification failed") || !strings.Contains(p.Body, "do not hash to the leaf") ||
 		!strings.Contains(p.Body, "chain_broken") {

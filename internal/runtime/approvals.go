@@ -153,43 +153,19 @@ func (r *Runtime) Decide(ctx context.Context, p *Principal, callID string, grant
 			expired = true
 			return r.expireApproval(tx, ap, c, now)
 		}
-		ap.DecidedBy, ap.DecidedAt, ap.Reason = actor, &now, reason
-		base := record.Entry{Agent: c.AgentID, Call: c.ID, Connector: c.Connector, Action: c.Action, Risk: c.Risk, Actor: actor, Time: now}
+		ref := callRef(c)
 		if grant {
-			ap.Status = store.ApprovalGranted
-			c.Status = store.CallApproved
-			c.ExpiresAt = now.Add(m.CallTTL(c.Connector, c.Action))
-		} else {
-			ap.Status = store.ApprovalDenied
-			c.Status = store.CallDenied
-			c.CompletedAt = &now
-		}
-		if err := tx.UpdateApproval(ap); err != nil {
-			return err
-		}
-		if err := tx.UpdateCall(c); err != nil {
-			return err
-		}
-		e := base
-		if grant {
-			e.Type = record.TypeApprovalGranted
-		} else {
-			e.Type = record.TypeApprovalDenied
-		}
-		e.Data = map[string]any{"by": p.User.Email, "reason": reason}
-		if err := tx.Append(&e); err != nil {
-			return err
-		}
-		if grant {
-			e = base
-			e.Type = record.TypeCredentialIssued
-			e.Data = map[string]any{"declared_risk": c.DeclaredRisk, "summary": c.Summary, "idempotency_key": c.IdempotencyKey,
-				"expires_at": c.ExpiresAt.UTC().Format(record.TimeFormat), "approved_by": p.User.Email}
-			if err := tx.Append(&e); err != nil {
+			if err := tx.Append(record.ApprovalGranted(ref, actor, now, p.User.Email, reason)); err != nil {
 				return err
 			}
+			ask := record.Ask{DeclaredRisk: c.DeclaredRisk, Summary: c.Summary, IdempotencyKey: c.IdempotencyKey, RaisedBy: c.RaisedBy}
+			if err := tx.Append(record.CredentialIssued(ref, actor, now, ask, now.Add(m.CallTTL(c.Connector, c.Action)), p.User.Email)); err != nil {
+				return err
+			}
+		} else if err := tx.Append(record.ApprovalDenied(ref, actor, now, p.User.Email, reason)); err != nil {
+			return err
 		}
-		return r.notify(tx, "approval.decided", a, c, ap, now)
+		return r.notifyDecided(tx, a, c.ID, now)
 	})
 	if err != nil {
 		return nil, r.writeFailed("decide approval", err)
@@ -205,20 +181,24 @@ func (r *Runtime) Decide(ctx context.Context, p *Principal, callID string, grant
 // expireApproval closes a pending approval whose time ran out: the
 // manifest's on_timeout (deny) applies, and the call never gets a credential.
 func (r *Runtime) expireApproval(tx store.Tx, ap *store.Approval, c *store.Call, now time.Time) error {
-	ap.Status, ap.DecidedBy, ap.DecidedAt = store.ApprovalExpired, "system", &now
-	c.Status, c.CompletedAt = store.CallExpired, &now
-	if err := tx.UpdateApproval(ap); err != nil {
-		return err
-	}
-	if err := tx.UpdateCall(c); err != nil {
-		return err
-	}
-	if err := tx.Append(&record.Entry{Agent: c.AgentID, Call: c.ID, Connector: c.Connector, Action: c.Action, Risk: c.Risk,
-		Actor: "system", Type: record.TypeApprovalExpired, Time: now,
-		Data: map[string]any{"expired_at": ap.ExpiresAt.UTC().Format(record.TimeFormat), "on_timeout": manifest.DefaultOnTimeout}}); err != nil {
+	if err := tx.Append(record.ApprovalExpired(callRef(c), now, ap.ExpiresAt, manifest.DefaultOnTimeout)); err != nil {
 		return err
 	}
 	a, err := tx.Agent(c.AgentID)
+	if err != nil {
+		return err
+	}
+	return r.notifyDecided(tx, a, c.ID, now)
+}
+
+// notifyDecided tells the webhooks of a decision, with the call and the
+// approval as they now stand.
+func (r *Runtime) notifyDecided(tx store.Tx, a *store.Agent, callID string, now time.Time) error {
+	c, err := tx.Call(callID)
+	if err != nil {
+		return err
+	}
+	ap, err := tx.Approval(callID)
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/arxsec/arx/internal/store"
-	"github.com/arxsec/arx/manifest"
 	"github.com/arxsec/arx/record"
 )
 
@@ -112,9 +111,7 @@ func (r *Runtime) Checkpoint(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	err = r.store.Update(ctx, func(tx store.Tx) error {
-		return tx.PutCheckpoint(&store.Checkpoint{Size: size, Signed: signed, CreatedAt: r.now()})
-	})
+	err = r.store.PutCheckpoint(ctx, &store.Checkpoint{Size: size, Signed: signed, CreatedAt: r.now()})
 	if err == nil {
 		r.metrics.treeSize.Set(float64(size))
 	}
@@ -138,16 +135,8 @@ func (r *Runtime) Sweep(ctx context.Context) error {
 			if cur.Status != store.CallApproved || now.Before(cur.ExpiresAt) {
 				return nil // completed meanwhile
 			}
-			cur.Status = store.CallExpired
-			if err := tx.UpdateCall(cur); err != nil {
-				return err
-			}
-			if err := r.onCallClosed(tx, cur); err != nil { // connectors.go: drop the call's database role
-				return err
-			}
-			if err := tx.Append(&record.Entry{Agent: cur.AgentID, Call: cur.ID, Connector: cur.Connector, Action: cur.Action,
-				Risk: cur.Risk, Actor: "system", Type: record.TypeCallExpired, Time: now,
-				Data: map[string]any{"expired_at": cur.ExpiresAt.UTC().Format(record.TimeFormat)}}); err != nil {
+			ref := callRef(cur)
+			if err := tx.Append(record.CallExpired(ref, now, cur.ExpiresAt)); err != nil {
 				return err
 			}
 			a, err := tx.Agent(cur.AgentID)
@@ -158,10 +147,13 @@ func (r *Runtime) Sweep(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			return tx.Append(&record.Entry{Agent: cur.AgentID, Call: cur.ID, Connector: cur.Connector, Action: cur.Action,
-				Risk: cur.Risk, Actor: "system", Type: record.TypeDriftDetected, Time: now,
-				Data: manifest.Drift{Rule: DriftCallDuration, Policy: m.OnDrift, Facts: map[string]any{
-					"max_duration_ms": m.CallTTL(cur.Connector, cur.Action).Milliseconds(), "open_after_ms": now.Sub(cur.CreatedAt).Milliseconds()}}.Data()})
+			if err := tx.Append(record.DriftDetected(ref, "system", now, durationDrift(m, cur, now, "open_after_ms"))); err != nil {
+				return err
+			}
+			if cur, err = tx.Call(cur.ID); err != nil {
+				return err
+			}
+			return r.onCallClosed(tx, cur) // connectors.go: drop the call's database role
 		})
 		if err != nil {
 			return err

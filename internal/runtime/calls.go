@@ -94,25 +94,12 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 	if strings.HasPrefix(p.IssuedBy, "user:") {
 		c.RaisedBy = p.IssuedBy // a person started this agent process: they cannot approve its requests
 	}
-
-	// Decide by the manifest's scope (the same rules as the SDKs' local
-	// mode), then by the rules that look at the agent's behaviour: active
-	// hours here, call rate and budgets inside the transaction.
-	d := m.Decide(req.Connector, req.Action, declared)
-	c.Risk = d.Risk.String()
-	var refusal *arxerr.Error
-	if d.Refusal != "" {
-		refusal = arxerr.New(d.Refusal, "%s", d.Message)
-	}
-	drift := append([]manifest.Drift(nil), d.Drift...)
-	if refusal == nil {
-		drift = append(drift, r.behaviourDrift(m, now)...)
-	}
-
+	actor := p.Actor()
+	var d callDecision
 	var existing *store.Call
 	err = r.store.Update(ctx, func(tx store.Tx) error {
-		// Authority is read inside the transaction: a termination that
-		// committed before this point is seen here.
+		// Gather. Authority is read inside the transaction: a termination
+		// that committed before this point is seen here.
 		a, err := tx.Agent(p.Agent.ID)
 		if err != nil {
 			return err
@@ -120,98 +107,33 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 		if err := agentUsable(a); err != nil {
 			return err
 		}
-		if refusal == nil {
-			rate, err := rateDrift(tx, m, c.AgentID, now)
-			if err != nil {
-				return err
-			}
-			budget, err := budgetDrift(tx, m, c.AgentID, now)
-			if err != nil {
-				return err
-			}
-			drift = append(append(drift, rate...), budget...)
-		}
-		// What the drift does is the manifest's on_drift.
-		needsApproval := d.NeedsApproval
-		if refusal == nil && len(drift) > 0 {
-			switch m.OnDrift {
-			case manifest.DriftRefuse:
-				rules := make([]string, len(drift))
-				for i, dr := range drift {
-					rules[i] = dr.Rule
-				}
-				refusal = arxerr.New(arxerr.DriftRefused, "the call is outside the declared role (%s)", strings.Join(rules, ", "))
-			case manifest.DriftRequireApproval:
-				needsApproval = true
-			}
-		}
-		switch {
-		case refusal != nil:
-			c.Status, c.Refusal, c.ExpiresAt = store.CallRefused, string(refusal.Code), now
-			c.CompletedAt = &now
-		case needsApproval:
-			c.Status = store.CallPending
-			c.ExpiresAt = now.Add(m.Approval.Timeout)
-		default:
-			c.Status = store.CallApproved
-			c.ExpiresAt = now.Add(m.CallTTL(req.Connector, req.Action))
-		}
-		// The idempotency key is unique per agent: a retry finds the call
-		// its first request made.
-		if err := tx.InsertCall(c); errors.Is(err, store.ErrConflict) {
-			prior, err := tx.CallByIdempotencyKey(c.AgentID, c.IdempotencyKey)
-			if err != nil {
-				return err
-			}
+		// A retry finds the call its first request made.
+		if prior, err := tx.CallByIdempotencyKey(c.AgentID, c.IdempotencyKey); err == nil {
 			existing = prior
 			return nil
-		} else if err != nil {
+		} else if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		if c.Status != store.CallRefused && m.Budget.CallsPerDay > 0 {
-			if err := tx.CountCall(c.AgentID, budgetDay(m, now)); err != nil {
+		// Decide, compose, append: the store folds the entries into the
+		// call's state.
+		d = decideCall(callInput{M: m, Req: req, Declared: declared, Now: now, Counts: tx.CallCounts(c.AgentID)})
+		c.Risk = d.Risk.String()
+		for _, e := range callEntries(c, d, m, actor) {
+			if err := tx.Append(e); err != nil {
 				return err
 			}
 		}
-		actor := p.Actor()
-		base := record.Entry{Agent: c.AgentID, Call: c.ID, Connector: c.Connector, Action: c.Action, Risk: c.Risk, Actor: actor, Time: now}
-		for _, dr := range drift {
-			e := base
-			e.Type, e.Data = record.TypeDriftDetected, dr.Data()
-			if err := tx.Append(&e); err != nil {
-				return err
-			}
+		if c, err = tx.Call(c.ID); err != nil {
+			return err
 		}
-		e := base
-		switch c.Status {
-		case store.CallRefused:
-			e.Type = record.TypeCredentialRefused
-			e.Data = map[string]any{"code": string(refusal.Code), "reason": refusal.Message, "declared_risk": c.DeclaredRisk,
-				"idempotency_key": c.IdempotencyKey}
-		case store.CallPending:
-			e.Type = record.TypeCallRequested
-			e.Data = map[string]any{"declared_risk": c.DeclaredRisk, "summary": c.Summary, "idempotency_key": c.IdempotencyKey}
-			if err := tx.Append(&e); err != nil {
+		if d.Status == store.CallPending {
+			ap, err := tx.Approval(c.ID)
+			if err != nil {
 				return err
 			}
-			ap := &store.Approval{CallID: c.ID, AgentID: c.AgentID, Status: store.ApprovalPending,
-				Approvers: append(append([]string{}, m.Approval.Approvers...), m.Approval.Delegates...), RequestedAt: now, ExpiresAt: c.ExpiresAt}
-			if err := tx.InsertApproval(ap); err != nil {
-				return err
-			}
-			e = base
-			e.Type = record.TypeApprovalRequested
-			e.Data = map[string]any{"approvers": stringsAny(m.Approval.Approvers), "delegates": stringsAny(m.Approval.Delegates),
-				"expires_at": c.ExpiresAt.UTC().Format(record.TimeFormat)}
-			if err := r.notify(tx, "approval.requested", a, c, ap, now); err != nil {
-				return err
-			}
-		default:
-			e.Type = record.TypeCredentialIssued
-			e.Data = map[string]any{"declared_risk": c.DeclaredRisk, "summary": c.Summary, "idempotency_key": c.IdempotencyKey,
-				"expires_at": c.ExpiresAt.UTC().Format(record.TimeFormat)}
+			return r.notify(tx, "approval.requested", a, c, ap, now)
 		}
-		return tx.Append(&e)
+		return nil
 	})
 	if err != nil {
 		r.metrics.calls.WithLabelValues("error").Inc()
@@ -221,14 +143,14 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 		if existing.Connector != c.Connector || existing.Action != c.Action || existing.DeclaredRisk != c.DeclaredRisk {
 			return nil, arxerr.New(arxerr.Conflict, "idempotency_key %q was used for a different call", truncate(c.IdempotencyKey, 64))
 		}
+		if existing.Status == store.CallRefused {
+			return nil, r.refusalOf(existing)
+		}
 		res, err := r.result(existing)
 		if err != nil {
 			return nil, err
 		}
 		res.Replayed = true
-		if existing.Status == store.CallRefused {
-			return nil, r.refusalOf(existing)
-		}
 		return res, nil
 	}
 	r.metrics.calls.WithLabelValues(c.Status).Inc()
@@ -237,7 +159,7 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 		r.broadcast(ctx, &Event{Type: "approval.requested", AgentID: c.AgentID, CallID: c.ID, At: now})
 		r.kickOutbox()
 	}
-	if refusal != nil {
+	if refusal := d.Refusal; refusal != nil {
 		refusal.CallID = c.ID
 		r.log.Info("call refused", "agent", c.AgentID, "call", c.ID, "connector", c.Connector, "action", c.Action, "code", refusal.Code)
 		return nil, refusal
@@ -249,14 +171,6 @@ func (r *Runtime) refusalOf(c *store.Call) error {
 	e := arxerr.New(arxerr.Code(c.Refusal), "call %s was refused", c.ID)
 	e.CallID = c.ID
 	return e
-}
-
-func stringsAny(s []string) []any {
-	out := make([]any, len(s))
-	for i, v := range s {
-		out[i] = v
-	}
-	return out
 }
 
 // result attaches the credential when the call may proceed.
@@ -383,25 +297,17 @@ func (r *Runtime) CompleteCall(ctx context.Context, p *Principal, id string, o O
 		default:
 			return arxerr.New(arxerr.CallClosed, "call %s is %s", id, c.Status)
 		}
-		entryType := record.TypeCallCompleted
-		data := map[string]any{"outcome": o.Outcome, "error": o.Error, "duration_ms": o.DurationMS}
-		if c.Status == store.CallPending {
+		ref, actor := callRef(c), p.Actor()
+		outcome := record.Outcome{Outcome: o.Outcome, Error: o.Error, DurationMS: o.DurationMS}
+		var e *record.Entry
+		switch {
+		case c.Status == store.CallPending:
 			// The agent gave up waiting: its request is withdrawn.
-			entryType = record.TypeApprovalWithdrawn
-			status = store.CallFailed
-			ap, err := tx.Approval(c.ID)
-			if err != nil {
-				return err
-			}
-			ap.Status, ap.DecidedBy, ap.DecidedAt = store.ApprovalWithdrawn, p.Actor(), &now
-			if err := tx.UpdateApproval(ap); err != nil {
-				return err
-			}
-			withdrawn = true
-		} else if c.Status == store.CallExpired {
-			data["late"] = true // recorded as drift when it expired
-		} else if !now.Before(c.ExpiresAt) {
-			data["late"] = true // the work outlived its credential
+			e, withdrawn = record.ApprovalWithdrawn(ref, actor, now, outcome), true
+		case c.Status == store.CallExpired:
+			outcome.Late = true // recorded as drift when it expired
+		case !now.Before(c.ExpiresAt):
+			outcome.Late = true // the work outlived its credential
 			a, err := tx.Agent(c.AgentID)
 			if err != nil {
 				return err
@@ -410,22 +316,20 @@ func (r *Runtime) CompleteCall(ctx context.Context, p *Principal, id string, o O
 			if err != nil {
 				return err
 			}
-			if err := tx.Append(&record.Entry{Agent: c.AgentID, Call: c.ID, Connector: c.Connector, Action: c.Action,
-				Risk: c.Risk, Actor: "system", Type: record.TypeDriftDetected, Time: now,
-				Data: manifest.Drift{Rule: DriftCallDuration, Policy: m.OnDrift, Facts: map[string]any{
-					"max_duration_ms": m.CallTTL(c.Connector, c.Action).Milliseconds(), "completed_after_ms": now.Sub(c.CreatedAt).Milliseconds()}}.Data()}); err != nil {
+			if err := tx.Append(record.DriftDetected(ref, "system", now, durationDrift(m, c, now, "completed_after_ms"))); err != nil {
 				return err
 			}
 		}
-		c.Status, c.Outcome, c.Error, c.DurationMS, c.CompletedAt = status, o.Outcome, o.Error, o.DurationMS, &now
-		if err := tx.UpdateCall(c); err != nil {
+		if e == nil {
+			e = record.CallCompleted(ref, actor, now, outcome)
+		}
+		if err := tx.Append(e); err != nil {
 			return err
 		}
-		if err := r.onCallClosed(tx, c); err != nil { // connectors.go: drop the call's database role
+		if out, err = tx.Call(id); err != nil {
 			return err
 		}
-		return tx.Append(&record.Entry{Agent: c.AgentID, Call: c.ID, Connector: c.Connector, Action: c.Action,
-			Risk: c.Risk, Actor: p.Actor(), Type: entryType, Time: now, Data: data})
+		return r.onCallClosed(tx, out) // connectors.go: drop the call's database role
 	})
 	if err != nil {
 		return nil, r.writeFailed("complete call", err)

@@ -88,8 +88,7 @@ func (r *Runtime) deliverNotice(ctx context.Context, it *store.OutboxItem) error
 		channel = "none: no webhook is configured to route notices to people (arx serve --webhook)"
 	}
 	return r.store.Update(ctx, func(tx store.Tx) error {
-		return tx.Append(&record.Entry{Agent: j.AgentID, Type: "termination.notified", Actor: "system",
-			Data: map[string]any{"target": j.Target, "channel": channel}})
+		return tx.Append(record.TerminationNotified(j.AgentID, r.now(), j.Target, channel))
 	})
 }
 

@@ -48,8 +48,9 @@ func hashPassword(pw string) string {
 }
 
 // dummyHash is checked against when the user does not exist, so a login
-// takes as long for an unknown email as for a known one.
-var dummyHash = hashPassword("arx-dummy-password-for-timing")
+// takes as long for an unknown email as for a known one. It is made on
+// first use: every arx command would otherwise pay for it at start.
+var dummyHash = sync.OnceValue(func() string { return hashPassword("arx-dummy-password-for-timing") })
 
 func checkPassword(phc, pw string) bool {
 	var v, m, t int
@@ -110,8 +111,7 @@ func (r *Runtime) AddUser(ctx context.Context, p *Principal, email, role string)
 		if err := tx.InsertSetupToken(&store.SetupToken{Hash: hash, UserID: u.ID, ExpiresAt: now.Add(SetupLifetime)}); err != nil {
 			return err
 		}
-		return tx.Append(&record.Entry{Type: "user.added", Actor: p.Actor(), Time: now,
-			Data: map[string]any{"user": email, "role": role}})
+		return tx.Append(record.UserAdded(p.Actor(), now, email, role))
 	})
 	if err != nil {
 		return nil, "", r.writeFailed("add user", err)
@@ -295,7 +295,7 @@ func (r *Runtime) CheckLogin(ctx context.Context, email, password, clientIP stri
 	if u != nil && u.PasswordHash != "" && u.DisabledAt == nil {
 		ok = checkPassword(u.PasswordHash, password)
 	} else {
-		checkPassword(dummyHash, password)
+		checkPassword(dummyHash(), password)
 	}
 	if !ok {
 		return nil, arxerr.New(arxerr.LoginFailed, "wrong email or password")
@@ -383,8 +383,7 @@ func (r *Runtime) IssueUserToken(ctx context.Context, u *store.User, label strin
 			Label: label, CreatedAt: r.now()}); err != nil {
 			return err
 		}
-		return tx.Append(&record.Entry{Type: record.TypeTokenIssued, Actor: "user:" + u.Email,
-			Data: map[string]any{"token_id": id, "kind": store.TokenUser, "label": label}})
+		return tx.Append(record.TokenIssued("", "user:"+u.Email, r.now(), id, store.TokenUser, label))
 	})
 	if err != nil {
 		return "", r.writeFailed("issue user token", err)

@@ -48,6 +48,9 @@ func (r *Runtime) Ready(ctx context.Context) error {
 		err := r.store.Update(pctx, func(tx store.Tx) error {
 			return tx.SetMeta("ready_probe", strconv.FormatInt(time.Now().UnixNano(), 10))
 		})
+		if p, ok := r.store.(store.Prober); ok && err == nil {
+			err = p.Probe(pctx) // the log, which governed calls write apart from the database
+		}
 		if err == nil {
 			r.ready.failedAt.CompareAndSwap(since, 0)
 			r.log.Info("the record takes writes again")

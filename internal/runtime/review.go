@@ -259,8 +259,7 @@ func (r *Runtime) AcknowledgeDrift(ctx context.Context, p *Principal, agentID st
 		if !r.CanTerminate(p, a) {
 			return arxerr.New(arxerr.Forbidden, "only an operator, the agent's owner or its approvers can acknowledge its drift")
 		}
-		return tx.Append(&record.Entry{Agent: a.ID, Type: "drift.acknowledged", Actor: p.Actor(),
-			Data: map[string]any{"index": index, "note": note}})
+		return tx.Append(record.DriftAcknowledged(a.ID, p.Actor(), r.now(), index, note))
 	})
 	if err != nil {
 		return r.writeFailed("acknowledge drift", err)

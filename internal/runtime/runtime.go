@@ -302,8 +302,7 @@ func (r *Runtime) EnsureAdminToken(ctx context.Context) (token string, created b
 		if err := tx.SetMeta("admin_token_id", id); err != nil {
 			return err
 		}
-		return tx.Append(&record.Entry{Type: record.TypeTokenIssued, Actor: "system",
-			Data: map[string]any{"token_id": id, "kind": store.TokenAdmin, "label": "first admin"}})
+		return tx.Append(record.TokenIssued("", "system", r.now(), id, store.TokenAdmin, "first admin"))
 	})
 	if err != nil {
 		return "", false, err
@@ -343,7 +342,7 @@ func (r *Runtime) Hire(ctx context.Context, p *Principal, yaml []byte) (*store.A
 		Manifest: yaml, ManifestHash: manifest.Hash(yaml), CreatedAt: now}
 	token, hash := newToken(agentTokenPrefix)
 	tokenID := uuid.NewString()
-	connectors := make([]any, 0, len(m.Scope.Connectors))
+	connectors := make([]string, 0, len(m.Scope.Connectors))
 	for _, c := range m.Scope.Connectors {
 		connectors = append(connectors, c.Name)
 	}
@@ -355,9 +354,8 @@ func (r *Runtime) Hire(ctx context.Context, p *Principal, yaml []byte) (*store.A
 			IssuedBy: p.Actor(), CreatedAt: now}); err != nil {
 			return err
 		}
-		return tx.Append(&record.Entry{Agent: a.ID, Type: record.TypeAgentHired, Actor: p.Actor(), Time: now,
-			Data: map[string]any{"name": a.Name, "owner": a.Owner, "manifest_hash": a.ManifestHash,
-				"connectors": connectors, "token_id": tokenID}})
+		return tx.Append(record.AgentHired(a.ID, p.Actor(), now, record.Hire{Name: a.Name, Owner: a.Owner,
+			ManifestHash: a.ManifestHash, Connectors: connectors, TokenID: tokenID}))
 	})
 	if err != nil {
 		return nil, "", r.writeFailed("hire", err)
@@ -389,8 +387,7 @@ func (r *Runtime) IssueToken(ctx context.Context, p *Principal, agentID, label s
 			IssuedBy: p.Actor(), CreatedAt: r.now()}); err != nil {
 			return err
 		}
-		return tx.Append(&record.Entry{Agent: agentID, Type: record.TypeTokenIssued, Actor: p.Actor(),
-			Data: map[string]any{"token_id": id, "label": label}})
+		return tx.Append(record.TokenIssued(agentID, p.Actor(), r.now(), id, "", label))
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return "", "", arxerr.New(arxerr.AgentNotFound, "no agent %s", agentID)
@@ -413,8 +410,7 @@ func (r *Runtime) RevokeToken(ctx context.Context, p *Principal, agentID, tokenI
 		if err := tx.RevokeToken(tokenID, r.now()); err != nil {
 			return err
 		}
-		return tx.Append(&record.Entry{Agent: agentID, Type: record.TypeTokenRevoked, Actor: p.Actor(),
-			Data: map[string]any{"token_id": tokenID}})
+		return tx.Append(record.TokenRevoked(agentID, p.Actor(), r.now(), tokenID))
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return arxerr.New(arxerr.NotFound, "no token %s for agent %s", tokenID, agentID)

@@ -3,7 +3,6 @@ package runtime
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"unicode/utf8"
 
@@ -11,10 +10,6 @@ import (
 	"github.com/arxsec/arx/internal/store"
 	"github.com/arxsec/arx/record"
 )
-
-// revokedPerEntry bounds the call ids one credential.revoked entry lists
-// (37 bytes each, well within record.MaxEntrySize).
-const revokedPerEntry = 500
 
 // TerminationResult says what one termination ended.
 type TerminationResult struct {
@@ -55,6 +50,7 @@ func (r *Runtime) Terminate(ctx context.Context, p *Principal, agentID, reason s
 	res := &TerminationResult{}
 	var woken []string
 	err := r.store.Update(ctx, func(tx store.Tx) error {
+		*res, woken = TerminationResult{}, nil // a store may run fn again
 		a, err := tx.Agent(agentID)
 		if errors.Is(err, store.ErrNotFound) {
 			return arxerr.New(arxerr.AgentNotFound, "no agent %s", truncate(agentID, 64))
@@ -68,9 +64,6 @@ func (r *Runtime) Terminate(ctx context.Context, p *Principal, agentID, reason s
 		if a.Status == store.AgentTerminated {
 			return arxerr.New(arxerr.AgentTerminated, "agent %s is already terminated", a.Name)
 		}
-		if err := tx.SetAgentStatus(a.ID, store.AgentTerminated, now); err != nil {
-			return err
-		}
 		if res.RevokedTokens, err = tx.RevokeAgentTokens(a.ID, now); err != nil {
 			return err
 		}
@@ -79,67 +72,41 @@ func (r *Runtime) Terminate(ctx context.Context, p *Principal, agentID, reason s
 			return err
 		}
 		actor := p.Actor()
+		// Pending calls end with their approvals, one entry each; every
+		// live credential dies in entries of up to RevokedCallsPerEntry
+		// calls: an agent holding a thousand live credentials is
+		// terminated in milliseconds, not in a thousand appends.
 		var revoked []string
-		// Every live credential dies in one statement; pending calls are
-		// closed one by one with their approvals.
-		n, err := tx.RevokeAgentCredentials(a.ID, now)
-		if err != nil {
-			return err
-		}
 		for i := range open {
 			c := &open[i]
-			wasPending := c.Status == store.CallPending
-			c.Status, c.CompletedAt = store.CallRevoked, &now
-			if wasPending {
-				if err := tx.UpdateCall(c); err != nil {
+			woken = append(woken, c.ID)
+			if c.Status == store.CallPending {
+				if err := tx.Append(record.ApprovalCancelled(callRef(c), actor, now, "agent terminated")); err != nil {
 					return err
 				}
-			}
-			e := record.Entry{Agent: c.AgentID, Call: c.ID, Connector: c.Connector, Action: c.Action, Risk: c.Risk, Actor: actor, Time: now}
-			if wasPending {
-				ap, err := tx.Approval(c.ID)
-				if err != nil {
-					return err
-				}
-				ap.Status, ap.DecidedBy, ap.DecidedAt, ap.Reason = store.ApprovalCancelled, actor, &now, "agent terminated"
-				if err := tx.UpdateApproval(ap); err != nil {
-					return err
-				}
-				e.Type = "approval.cancelled"
 				res.CancelledApprovals++
-			} else {
-				res.RevokedCredentials++
-				if err := r.onCallClosed(tx, c); err != nil { // connectors.go: drop the call's database role
-					return err
-				}
-				revoked = append(revoked, c.ID)
-				woken = append(woken, c.ID)
 				continue
 			}
-			e.Data = map[string]any{"reason": "agent terminated"}
-			if err := tx.Append(&e); err != nil {
-				return err
-			}
-			woken = append(woken, c.ID)
+			res.RevokedCredentials++
+			revoked = append(revoked, c.ID)
 		}
-		if n != res.RevokedCredentials {
-			return fmt.Errorf("runtime: revoked %d credentials, expected %d", n, res.RevokedCredentials)
-		}
-		// Revoked credentials are recorded in entries of up to
-		// revokedPerEntry calls: an agent holding a thousand live
-		// credentials is terminated in milliseconds, not in a thousand
-		// appends.
 		for len(revoked) > 0 {
-			n := min(len(revoked), revokedPerEntry)
-			if err := tx.Append(&record.Entry{Agent: a.ID, Type: "credential.revoked", Actor: actor, Time: now,
-				Data: map[string]any{"reason": "agent terminated", "calls": stringsAny(revoked[:n])}}); err != nil {
+			n := min(len(revoked), record.RevokedCallsPerEntry)
+			if err := tx.Append(record.CredentialsRevoked(a.ID, actor, now, "agent terminated", revoked[:n])); err != nil {
 				return err
 			}
 			revoked = revoked[n:]
 		}
-		if err := tx.Append(&record.Entry{Agent: a.ID, Type: record.TypeAgentTerminated, Actor: actor, Time: now,
-			Data: map[string]any{"reason": reason, "revoked_tokens": res.RevokedTokens,
-				"revoked_credentials": res.RevokedCredentials, "cancelled_approvals": res.CancelledApprovals}}); err != nil {
+		for i := range open {
+			if c := &open[i]; c.Status == store.CallApproved {
+				c.Status = store.CallRevoked
+				if err := r.onCallClosed(tx, c); err != nil { // connectors.go: drop the call's database role
+					return err
+				}
+			}
+		}
+		if err := tx.Append(record.AgentTerminated(a.ID, actor, now, record.Termination{Reason: reason, RevokedTokens: res.RevokedTokens,
+			RevokedCredentials: res.RevokedCredentials, CancelledApprovals: res.CancelledApprovals})); err != nil {
 			return err
 		}
 		if m, err := r.Manifest(a); err == nil {

@@ -35,6 +35,9 @@ type DatabaseConfig struct {
 	BusyTimeout  time.Duration
 	ReadTimeout  time.Duration
 	WriteTimeout time.Duration
+	// LogFault (SQLite), when set, is called before each write of the
+	// log; an error fails it as the disk would. For tests only.
+	LogFault func() error
 }
 
 // Shared keys: replicas sign one log and one kind of credential, so they
@@ -50,7 +53,8 @@ const (
 func openStore(ctx context.Context, cfg Config, logKey string, cred ed25519.PrivateKey) (store.Store, error) {
 	db := cfg.Database
 	if db.URL == "" {
-		return sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(cfg.DataDir, DatabaseFile), BusyTimeout: db.BusyTimeout, Logger: cfg.Logger})
+		return sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(cfg.DataDir, DatabaseFile), BusyTimeout: db.BusyTimeout,
+			LogFault: db.LogFault, Logger: cfg.Logger})
 	}
 	u, err := url.Parse(db.URL)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {

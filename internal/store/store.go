@@ -1,18 +1,25 @@
-// Package store is ARX's storage: agents, tokens, calls, and the log of
-// record entries, sequenced in the same transaction as the state change each
-// entry describes.
+// Package store is ARX's storage: the log of record entries, the state they
+// describe (agents, calls, approvals), and what the record does not hold
+// (tokens by hash, people, sessions, the outbox).
 //
 // The promise every implementation keeps: when Update returns nil, the
 // state changes and the record entries its function made are durable
 // together; when it returns an error, none of them happened. Entries get
 // contiguous indexes, and each names the leaf hash of its agent's previous
-// entry. Implementations live in sub-packages (sqlite, postgres) and pass the
-// conformance suite in storetest.
+// entry. The state of agents, calls and approvals is a fold of the log
+// (package state), so it can always be rebuilt from it.
+//
+// One sequencer, shared by every backend (package sequencer), orders
+// Updates and runs them against that state in memory; a backend only makes
+// a batch durable (sqlite: segment files and a database for the rest;
+// postgres: one transaction per batch). Backends pass the conformance
+// suite in storetest.
 package store
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/arxsec/arx/record"
@@ -108,14 +115,16 @@ type Call struct {
 	DurationMS     int64
 }
 
-// Entry is a record entry as stored: its canonical bytes and leaf hash.
+// Entry is a record entry as stored: its canonical bytes, its leaf hash and
+// the Merkle hashes its append stored (tlog.StoredHashes: the leaf first).
 type Entry struct {
-	Index int64
-	Agent string
-	Type  string
-	Call  string
-	Leaf  tlog.Hash
-	Data  []byte // canonical encoding (record.Entry.Marshal)
+	Index  int64
+	Agent  string
+	Type   string
+	Call   string
+	Leaf   tlog.Hash
+	Hashes []tlog.Hash // filled by Append; reads may leave it nil
+	Data   []byte      // canonical encoding (record.Entry.Marshal)
 }
 
 // Checkpoint is a signed checkpoint kept by the store.
@@ -125,30 +134,38 @@ type Checkpoint struct {
 	CreatedAt time.Time
 }
 
-// Store is the storage of one deployment.
+// Store is the storage of one deployment: the log of record entries, the
+// state they describe, and what is not in the record (people, sessions,
+// the outbox). It is the union of the role interfaces below, each of which
+// its consumers take alone (the publisher a LogReader, the login limiter
+// People, ...).
 type Store interface {
-	// Update runs fn in a read-write transaction. Concurrent Updates may be
-	// committed together (group commit), each isolated by a savepoint: an
-	// error from fn undoes only fn's changes. fn must do all its work
-	// through tx, must not block on anything else, and may be called at
-	// most once. Update returns nil only once everything fn did is durable.
-	// A Tx method's error other than ErrNotFound and ErrConflict may leave
-	// the transaction unusable (PostgreSQL): the Update then fails even if
-	// fn goes on.
+	// Update runs fn in a read-write transaction. Concurrent Updates are
+	// committed together (group commit), each isolated: an error from fn
+	// undoes only fn's changes. fn must do all its work through tx, must
+	// not block on anything else, and may be called at most once. Update
+	// returns nil only once everything fn did is durable.
+	//
+	// The state of agents, calls and approvals is what the log says: an
+	// Update changes it by appending the entries that record the change
+	// (record/events.go), and the store folds them (internal/store/state).
 	Update(ctx context.Context, fn func(tx Tx) error) error
 
-	Agent(ctx context.Context, id string) (*Agent, error)
-	Agents(ctx context.Context) ([]Agent, error)
-	TokenByHash(ctx context.Context, hash []byte) (*Token, error)
-	// AgentByToken reads an agent token and its agent in one query: the
-	// check every agent request makes.
-	AgentByToken(ctx context.Context, hash []byte) (*Token, *Agent, error)
-	Call(ctx context.Context, id string) (*Call, error)
-	// Calls lists an agent's calls, newest first.
-	Calls(ctx context.Context, agentID string, limit int) ([]Call, error)
-	// OverdueCalls lists approved calls whose expiry is before t.
-	OverdueCalls(ctx context.Context, t time.Time, limit int) ([]Call, error)
+	LogReader
+	Checkpoints
+	Agents
+	Calls
+	Approvals
+	People
+	Outbox
+	Settings
 
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// LogReader reads the log.
+type LogReader interface {
 	// Entries returns entries with start <= index < start+limit, in order.
 	Entries(ctx context.Context, start int64, limit int) ([]Entry, error)
 	// AgentEntries returns an agent's entries with index > after, in order.
@@ -160,67 +177,120 @@ type Store interface {
 	ReadHashes(ctx context.Context, indexes []int64) ([]tlog.Hash, error)
 	// LatestCheckpoint returns the newest signed checkpoint, or ErrNotFound.
 	LatestCheckpoint(ctx context.Context) (*Checkpoint, error)
+}
 
-	// Meta reads a deployment setting; ErrNotFound when unset.
-	Meta(ctx context.Context, key string) (string, error)
+// Checkpoints keeps the log's signed checkpoints. PutCheckpoint is not
+// part of an Update: a checkpoint is a statement about the log, made after
+// the entries it covers are durable, and writing it must never hold up the
+// governed calls that are being sequenced.
+type Checkpoints interface {
+	// PutCheckpoint keeps a checkpoint; one of a size already kept is
+	// ignored.
+	PutCheckpoint(ctx context.Context, c *Checkpoint) error
+}
 
-	// Failures counts the failures recorded under key (Tx.AddFailure) at
-	// or after since, outside a transaction: a cheap early refusal.
-	Failures(ctx context.Context, key []byte, since time.Time) (int, error)
+// Agents reads agents and tokens.
+type Agents interface {
+	Agent(ctx context.Context, id string) (*Agent, error)
+	Agents(ctx context.Context) ([]Agent, error)
+	TokenByHash(ctx context.Context, hash []byte) (*Token, error)
+	// AgentByToken reads an agent token and its agent: the check every
+	// agent request makes.
+	AgentByToken(ctx context.Context, hash []byte) (*Token, *Agent, error)
+}
 
-	User(ctx context.Context, id string) (*User, error)
-	UserByEmail(ctx context.Context, email string) (*User, error) // case-insensitive
-	Users(ctx context.Context) ([]User, error)
-	SessionByHash(ctx context.Context, hash []byte) (*Session, error)
+// Calls reads calls.
+type Calls interface {
+	Call(ctx context.Context, id string) (*Call, error)
+	// Calls lists an agent's calls, newest first.
+	Calls(ctx context.Context, agentID string, limit int) ([]Call, error)
+	// OverdueCalls lists approved calls whose expiry is before t.
+	OverdueCalls(ctx context.Context, t time.Time, limit int) ([]Call, error)
+}
 
+// Approvals reads approvals.
+type Approvals interface {
 	Approval(ctx context.Context, callID string) (*Approval, error)
 	// Approvals lists approvals in a status ("" for all), newest first.
 	Approvals(ctx context.Context, status string, limit int) ([]Approval, error)
 	// OverdueApprovals lists pending approvals whose expiry is before t.
 	OverdueApprovals(ctx context.Context, t time.Time, limit int) ([]Approval, error)
+}
+
+// People reads people, their sessions and the failures rate limits count.
+type People interface {
+	User(ctx context.Context, id string) (*User, error)
+	UserByEmail(ctx context.Context, email string) (*User, error) // case-insensitive
+	Users(ctx context.Context) ([]User, error)
+	SessionByHash(ctx context.Context, hash []byte) (*Session, error)
+	// Failures counts the failures recorded under key (Tx.AddFailure) at
+	// or after since, outside a transaction: a cheap early refusal.
+	Failures(ctx context.Context, key []byte, since time.Time) (int, error)
+}
+
+// Outbox reads the outbox.
+type Outbox interface {
 	// DueOutbox lists undone outbox items due at t, oldest first. A store
 	// shared by replicas may lease them: an item listed at t is not listed
 	// again before t+OutboxLease unless FinishOutbox reschedules it.
 	DueOutbox(ctx context.Context, t time.Time, limit int) ([]OutboxItem, error)
-
-	Ping(ctx context.Context) error
-	Close() error
 }
 
-// Tx is a read-write transaction.
-type Tx interface {
-	Agent(id string) (*Agent, error)
-	Call(id string) (*Call, error)
-	CallByIdempotencyKey(agentID, key string) (*Call, error)
-	// OpenCalls counts an agent's calls in status approved or pending.
-	OpenCalls(agentID string) (int, error)
-	// CallsOn is how many calls CountCall counted for an agent on a day
-	// ("2006-01-02" in the agent's time zone).
-	CallsOn(agentID, day string) (int, error)
-	// CountCall adds one to an agent's calls on a day.
-	CountCall(agentID, day string) error
-	// CountMinute adds one to an agent's calls in a minute (Unix seconds
-	// / 60) and returns that minute's count with this call, and the sum of
-	// the agent's counts in the minutes from since up to minute, excluded.
-	// Minutes before since may be forgotten.
-	CountMinute(agentID string, minute, since int64) (n, earlier int64, err error)
-	// AgentOpenCalls lists an agent's calls in status approved or pending.
-	AgentOpenCalls(agentID string) ([]Call, error)
+// Settings reads deployment settings.
+type Settings interface {
+	// Meta reads a deployment setting; ErrNotFound when unset.
+	Meta(ctx context.Context, key string) (string, error)
+}
 
+// Tx is a read-write transaction: the union of the ports below.
+type Tx interface {
+	Log
+	AgentsTx
+	CallsTx
+	PeopleTx
+	OutboxTx
+	SettingsTx
+}
+
+// Log appends to the record.
+type Log interface {
+	// Append adds e to the log. It sets e.Index, e.Prev (the leaf hash of
+	// e.Agent's previous entry) and, when zero, e.Time, and folds e into
+	// the state: an entry about a call, approval or agent that does not
+	// exist fails (and fails the Update).
+	Append(e *record.Entry) error
+}
+
+// AgentsTx reads agents and writes what the record does not hold of them:
+// an agent's profile (its manifest), and tokens (by hash).
+type AgentsTx interface {
+	Agent(id string) (*Agent, error)
+	// InsertAgent adds a hired agent's profile; its agent.hired entry,
+	// appended after, makes it active.
 	InsertAgent(a *Agent) error
-	SetAgentStatus(id, status string, at time.Time) error
 	InsertToken(t *Token) error
 	RevokeToken(id string, at time.Time) error
-	// RevokeAgentCredentials closes every approved call of an agent as
-	// revoked at t, in one statement, and counts them.
-	RevokeAgentCredentials(agentID string, at time.Time) (int, error)
 	// RevokeAgentTokens revokes every live token of an agent and counts them.
 	RevokeAgentTokens(agentID string, at time.Time) (int, error)
-	InsertCall(c *Call) error
-	UpdateCall(c *Call) error
-	SetMeta(key, value string) error
-	PutCheckpoint(c *Checkpoint) error
+}
 
+// CallsTx reads calls, approvals and the counts budgets are checked
+// against, as the log says they stand (this Update's own appends
+// included). None of them reads an agent's history.
+type CallsTx interface {
+	Call(id string) (*Call, error)
+	// CallByIdempotencyKey finds the call an agent made with a key, for
+	// as long as the store remembers keys (IdempotencyWindow).
+	CallByIdempotencyKey(agentID, key string) (*Call, error)
+	// AgentOpenCalls lists an agent's calls in status approved or pending.
+	AgentOpenCalls(agentID string) ([]Call, error)
+	// CallCounts is an agent's recent calls.
+	CallCounts(agentID string) Counts
+	Approval(callID string) (*Approval, error)
+}
+
+// PeopleTx reads and writes people, setup tokens, sessions and failures.
+type PeopleTx interface {
 	User(id string) (*User, error)
 	UserByEmail(email string) (*User, error)
 	InsertUser(u *User) error
@@ -232,15 +302,6 @@ type Tx interface {
 	DeleteSession(hash []byte) error
 	// DeleteUserSessions ends every session of a user (password reset, disable).
 	DeleteUserSessions(userID string) error
-
-	Approval(callID string) (*Approval, error)
-	InsertApproval(a *Approval) error
-	UpdateApproval(a *Approval) error
-
-	// Enqueue adds an outbox item; it becomes visible when the transaction commits.
-	Enqueue(kind string, payload []byte, at time.Time) error
-	// FinishOutbox records an attempt: done when errMsg is "", else retried at next.
-	FinishOutbox(id int64, at time.Time, errMsg string, next time.Time) error
 
 	// Failures counts the failures recorded under key at or after since.
 	// Failures are what rate limits count across replicas (login attempts);
@@ -254,20 +315,117 @@ type Tx interface {
 	DeleteFailure(id int64) error
 	// PruneFailures forgets every failure recorded before t.
 	PruneFailures(before time.Time) error
-
-	// Append adds e to the log. It sets e.Index, e.Prev (the leaf hash of
-	// e.Agent's previous entry) and, when zero, e.Time.
-	Append(e *record.Entry) error
 }
 
-// HashReader adapts a Store to tlog.HashReader for proofs.
-func HashReader(ctx context.Context, s Store) tlog.HashReader {
+// OutboxTx writes the outbox.
+type OutboxTx interface {
+	// Enqueue adds an outbox item; it becomes visible when the transaction commits.
+	Enqueue(kind string, payload []byte, at time.Time) error
+	// FinishOutbox records an attempt: done when errMsg is "", else retried at next.
+	FinishOutbox(id int64, at time.Time, errMsg string, next time.Time) error
+}
+
+// SettingsTx writes deployment settings and checkpoints.
+type SettingsTx interface {
+	SetMeta(key, value string) error
+	PutCheckpoint(c *Checkpoint) error
+}
+
+// Counting windows of Counts: calls per minute for the last RateMinutes
+// minutes, and per quarter hour for CountHours hours (a budget day in any
+// time zone starts on a quarter hour and lasts at most 25 hours).
+const (
+	RateMinutes = 60
+	CountHours  = 48
+	quarter     = 15 * 60 // seconds
+	quarters    = 50 * 4  // 50 hours
+)
+
+// Counts is an agent's recent calls: every call it asked for (refused ones
+// too) by minute, the calls it was let make or wait for (not refused) by
+// quarter hour, and how many are open now.
+type Counts struct {
+	Minutes  [RateMinutes + 1]Bucket // by minute % len
+	Quarters [quarters]Bucket        // by quarter % len
+	Open     int                     // calls approved or pending
+}
+
+// Bucket is a count of calls in one minute or quarter hour.
+type Bucket struct {
+	At int64 // Unix minute or quarter hour
+	N  int64
+}
+
+// Add counts a call asked for at t; allowed says it was not refused.
+func (c *Counts) Add(t time.Time, allowed bool) {
+	m := t.Unix() / 60
+	b := &c.Minutes[m%int64(len(c.Minutes))]
+	if b.At != m {
+		*b = Bucket{At: m}
+	}
+	b.N++
+	if !allowed {
+		return
+	}
+	q := t.Unix() / quarter
+	b = &c.Quarters[q%int64(len(c.Quarters))]
+	if b.At != q {
+		*b = Bucket{At: q}
+	}
+	b.N++
+}
+
+// Minute is the count of minute m (Unix seconds / 60), and the sum of the
+// minutes from since up to m, excluded (at most RateMinutes back).
+func (c *Counts) Minute(m, since int64) (n, earlier int64) {
+	for _, b := range c.Minutes {
+		switch {
+		case b.At == m:
+			n = b.N
+		case b.At >= since && b.At < m:
+			earlier += b.N
+		}
+	}
+	return n, earlier
+}
+
+// Since is how many calls were let through or held at or after t, counted
+// by quarter hour (t should fall on one, as every budget day's start
+// does), at most CountHours back.
+func (c *Counts) Since(t time.Time) int64 {
+	q := t.Unix() / quarter
+	var n int64
+	for _, b := range c.Quarters {
+		if b.At >= q {
+			n += b.N
+		}
+	}
+	return n
+}
+
+// CallIDFloor is the smallest call id (a UUIDv7, which sorts by time) of
+// a call made at t: calls made since t have ids at or above it.
+func CallIDFloor(t time.Time) string {
+	ms := max(t.UnixMilli(), 0)
+	h := fmt.Sprintf("%012x", ms)
+	return h[:8] + "-" + h[8:12] + "-7000-8000-000000000000"
+}
+
+// HashReader adapts a LogReader to tlog.HashReader for proofs.
+func HashReader(ctx context.Context, s LogReader) tlog.HashReader {
 	return tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) { return s.ReadHashes(ctx, idx) })
 }
 
 // OutboxLease is the longest a store may hold back an outbox item it listed
 // (DueOutbox), so that one replica delivers it while the others skip it.
 const OutboxLease = 10 * time.Minute
+
+// Prober is what a store whose log is written apart from its database
+// offers: Probe writes to the log, durably, without adding to it (a
+// readiness check that the write path of governed calls works).
+type Prober interface {
+	Probe(ctx context.Context) error
+}
 
 // Notifier is what a store shared by several replicas offers so that a
 // change committed on one wakes the others (long polls, live console

@@ -1,34 +1,29 @@
 // Package postgres is the store for several arx serve replicas sharing one
 // PostgreSQL database.
 //
-// Writes keep the promise of package store the way the SQLite store does:
-// one sequencer goroutine per process group-commits concurrent Updates in
-// one transaction, each isolated by a savepoint, and Update returns only once
-// COMMIT has returned (synchronous_commit: durable).
+// Writes go through the shared sequencer (package sequencer) as with the
+// SQLite store: Updates are decided against the in-memory state (package
+// state) and a batch is made durable in one transaction, and Update returns
+// only once COMMIT has returned (synchronous_commit: durable).
 //
 // One log, several replicas. Every batch first takes a transaction-scoped
 // advisory lock (pg_advisory_xact_lock(LogLockKey)), so exactly one batch of
-// one replica writes at a time, and every write transaction of every replica
-// is serialised behind the one before it. Under the lock the batch reads the
-// log's size; when it differs from what this process last committed (another
-// replica appended), the in-memory Merkle frontier is rebuilt from the
-// stored hashes and the cache of chain heads is dropped. So indexes stay
-// contiguous and each entry names its agent's true previous entry whichever
-// replica appends; the entries primary key refuses a duplicate index and a
-// trigger refuses a gap, whatever writes. A replica that dies mid-batch
-// loses its connection, PostgreSQL rolls its transaction back and releases
-// the lock, and the next batch of any replica goes on at once; a replica cut
+// one replica writes at a time. In the same round trip it reads the entries
+// other replicas appended since this process's last batch, and folds them
+// into its state and its Merkle frontier (or, a long way behind, reloads
+// both from the tables). Then its Updates run in memory, and the entries,
+// the state they changed and COMMIT go in one more round trip: the lock is
+// held for about two round trips a batch, whatever its size. The entries
+// primary key refuses a duplicate index and a trigger refuses a gap,
+// whatever writes. A replica that dies mid-batch loses its connection,
+// PostgreSQL rolls its transaction back and releases the lock; a replica cut
 // off without its connection closing is ended by the server after
 // idle_in_transaction_session_timeout (Config.IdleInTransactionTimeout).
 //
-// No stale authority. Nothing this store caches can outlive a committed
-// termination or revocation: reads (tokens, agents, calls, approvals,
-// sessions) go to the database every time; the only caches are the log
-// frontier and the chain heads, which describe the log alone and are
-// rebuilt whenever another replica appended. The runtime's own caches hold
-// nothing a termination changes either: parsed manifests by content hash,
-// and credential signatures already checked (the gateway reads the call and
-// the agent behind a credential in its transaction, every request).
+// No stale authority. Reads outside a batch (tokens, agents, calls,
+// approvals, sessions) go to the database every time, never to this
+// replica's memory, which only knows what it folded at its last batch: a
+// termination committed on one replica is seen on every other at once.
 //
 // Leadership. The Store is a store.Leader: a session advisory lock held on
 // a connection of its own elects one replica to run a job such as the
@@ -52,7 +47,8 @@ import (
 	"time"
 
 	"github.com/arxsec/arx/internal/store"
-	"github.com/arxsec/arx/record"
+	"github.com/arxsec/arx/internal/store/sequencer"
+	"github.com/arxsec/arx/internal/store/state"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -97,7 +93,9 @@ type Config struct {
 	// answering (a stalled network path, a hung server) is refused in
 	// seconds instead of waiting for its client to give up.
 	ReadTimeout time.Duration
-	Logger      *slog.Logger
+	// State bounds the in-memory state (idempotency keys).
+	State  state.Config
+	Logger *slog.Logger
 }
 
 // Defaults. A replica cut off from the database answers within these
@@ -136,9 +134,10 @@ type Store struct {
 	log     *slog.Logger
 	cfg     Config
 
-	ops     chan *op
+	st  *state.State
+	seq *sequencer.Sequencer
+
 	quit    chan struct{}
-	done    chan struct{}
 	closeMu sync.Once
 	bg      context.Context // ends on Close: listeners
 	stopBg  context.CancelFunc
@@ -147,21 +146,11 @@ type Store struct {
 	// each batch then asks for a durable commit.
 	forceSync bool
 
-	// Owned by the sequencer goroutine.
-	tree  *record.Tree         // nil until loaded under the log lock
-	heads map[string]tlog.Hash // committed chain heads by agent, filled on demand
-
 	listeners atomic.Int32 // listeners whose connection is down
 
 	leadMu     sync.Mutex           // leader.go
 	leadClosed bool                 // no more TryLead
 	candidates map[string]*pgx.Conn // by name: the connection of the last try that did not get the lock
-}
-
-type op struct {
-	ctx  context.Context
-	fn   func(store.Tx) error
-	done chan error
 }
 
 // Open connects, migrates the schema (once, whichever replica comes first)
@@ -231,9 +220,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	bg, stop := context.WithCancel(context.Background())
 	s := &Store{pool: pool, reads: bounded{pool, cfg.ReadTimeout}, connCfg: pc.ConnConfig.Copy(), log: cfg.Logger, cfg: cfg,
-		ops: make(chan *op, 4096), quit: make(chan struct{}), done: make(chan struct{}), bg: bg, stopBg: stop,
-		forceSync: syncCommit == "off", heads: map[string]tlog.Hash{}}
-	go s.sequence()
+		quit: make(chan struct{}), bg: bg, stopBg: stop, forceSync: syncCommit == "off", st: state.New(cfg.State)}
+	// The state and the tree are loaded by the first batch, under the log
+	// lock (Begin, with no tree yet).
+	s.seq = sequencer.New(sequencer.Config{Backend: backend{s}, State: s.st, MaxBatch: cfg.MaxBatch, Logger: cfg.Logger})
 	return s, nil
 }
 
@@ -250,7 +240,7 @@ func redact(err error) error {
 // listeners and closes the pool.
 func (s *Store) Close() error {
 	s.closeMu.Do(func() { close(s.quit) })
-	<-s.done
+	s.seq.Close()
 	s.closeLeadership()
 	s.stopBg() // leases end
 	s.pool.Close()
@@ -259,266 +249,123 @@ func (s *Store) Close() error {
 
 // Update implements store.Store.
 func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
-	o := &op{ctx: ctx, fn: fn, done: make(chan error, 1)}
-	select {
-	case <-s.quit:
-		return store.ErrClosed
-	default:
-	}
-	select {
-	case s.ops <- o:
-	case <-s.quit:
-		return store.ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	// Once queued, wait for the outcome even if ctx ends: the caller must
-	// learn whether its entries were committed.
-	select {
-	case err := <-o.done:
-		return err
-	case <-s.done:
-		select {
-		case err := <-o.done:
-			return err
-		default:
-			return store.ErrClosed
-		}
-	}
+	return s.seq.Update(ctx, fn)
 }
 
-func (s *Store) sequence() {
-	defer close(s.done)
-	batch := make([]*op, 0, s.cfg.MaxBatch)
-	for {
-		var first *op
-		select {
-		case first = <-s.ops:
-		case <-s.quit:
-			for {
-				select {
-				case o := <-s.ops:
-					s.commit([]*op{o})
-				default:
-					return
-				}
-			}
-		}
-		batch = append(batch[:0], first)
-	fill:
-		for len(batch) < s.cfg.MaxBatch {
-			select {
-			case o := <-s.ops:
-				batch = append(batch, o)
-			default:
-				break fill
-			}
-		}
-		s.commit(batch)
-	}
-}
+// Stats are the write path's counters.
+func (s *Store) Stats() *sequencer.Stats { return s.seq.Stats() }
 
-// commit runs one batch in one transaction, under the log lock.
-func (s *Store) commit(batch []*op) {
-	errs := make([]error, len(batch))
-	live := 0
-	for i, o := range batch {
-		if err := o.ctx.Err(); err != nil {
-			errs[i] = err
-		} else {
-			live++
-		}
-	}
-	finish := func(err error) {
-		for i, o := range batch {
-			if errs[i] == nil {
-				errs[i] = err
-			}
-			o.done <- errs[i]
-		}
-	}
-	if live == 0 {
-		finish(nil)
-		return
-	}
+// backend is what the store gives the shared sequencer.
+type backend struct{ s *Store }
 
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.BatchTimeout)
-	defer cancel()
+// catchUpMax bounds the entries of other replicas a batch folds; past it,
+// the state and the frontier are reloaded from the tables.
+const catchUpMax = 4096
+
+// Begin implements sequencer.Backend: it opens the batch's transaction,
+// takes the log lock and reads what other replicas appended since known,
+// in one round trip. Under READ COMMITTED each statement sees what was
+// committed before it started, so what is read after the lock was granted
+// includes every batch that held it before.
+func (b backend) Begin(ctx context.Context, known int64) (sequencer.Batch, *sequencer.Foreign, error) {
+	s := b.s
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.BatchTimeout)
 	actx, acancel := context.WithTimeout(ctx, max(acquireTimeout, s.connCfg.ConnectTimeout))
 	pc, err := s.pool.Acquire(actx)
 	acancel()
 	if err != nil {
-		finish(fmt.Errorf("postgres: connect: %w", err))
-		return
+		cancel()
+		return nil, nil, fmt.Errorf("postgres: connect: %w", err)
 	}
-	conn := pc.Conn()
-	// A connection left in an unknown state is not given back to the pool.
-	broken := func() {
-		conn.PgConn().Close(context.Background())
-		pc.Release()
-	}
-
-	if err := s.begin(ctx, conn); err != nil {
-		broken()
-		s.tree = nil // reloaded by the next batch
-		finish(err)
-		return
-	}
-
-	before := s.tree.Clone()
-	batchHeads := map[string]tlog.Hash{}
-	fail := func(err error) {
-		broken()
-		s.tree = before
-		finish(err)
-	}
-	for i, o := range batch {
-		if errs[i] != nil {
-			continue
-		}
-		opTree := s.tree.Clone()
-		t := &tx{s: s, conn: conn, ctx: ctx, batchHeads: batchHeads}
-		err := runOp(o.fn, t)
-		if err == nil {
-			err = t.failed
-		}
-		if err == nil {
-			// The op's queued writes, then its savepoint is released and
-			// the next one taken: one round trip.
-			at, serr := t.send(true)
-			switch {
-			case serr == nil:
-				for a, h := range t.heads {
-					batchHeads[a] = h
-				}
-				continue
-			case at < 0:
-				fail(fmt.Errorf("postgres: release savepoint: %w", serr))
-				return
-			}
-			err = wrapWrite(serr)
-		}
-		errs[i] = err
-		s.tree = opTree
-		if _, rerr := conn.Exec(ctx, "ROLLBACK TO SAVEPOINT op"); rerr != nil {
-			fail(fmt.Errorf("postgres: rollback to savepoint: %w", rerr))
-			return
-		}
-	}
-	if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
-		// Committed or not, this process cannot tell: the next batch reads
-		// the log's size under the lock and reloads if it moved.
-		fail(fmt.Errorf("postgres: commit: %w", err))
-		return
-	}
-	pc.Release()
-	for a, h := range batchHeads {
-		s.heads[a] = h
-	}
-	finish(nil)
-}
-
-// catchUpMax bounds the entries of other replicas a batch reads to bring
-// its frontier and chain heads up to date; past it, the frontier is
-// rebuilt from the stored hashes and the chain heads forgotten.
-const catchUpMax = 4096
-
-// begin opens the batch's transaction, takes the log lock and brings this
-// process's view of the log up to date, in one round trip: the log's size
-// and the entries other replicas appended since this process's last batch
-// (their leaf hashes extend the frontier and are their agents' new chain
-// heads). Under READ COMMITTED each statement sees what was committed
-// before it started, so what is read after the lock was granted includes
-// every batch that held it before.
-func (s *Store) begin(ctx context.Context, conn *pgx.Conn) error {
+	t := &batch{s: s, pc: pc, conn: pc.Conn(), ctx: ctx, cancel: cancel}
 	q := "BEGIN; "
 	if s.forceSync {
 		q += "SET LOCAL synchronous_commit = on; "
 	}
 	q += "SELECT pg_advisory_xact_lock(" + strconv.FormatInt(LogLockKey, 10) + "); " +
 		"SELECT COALESCE(MAX(idx) + 1, 0) FROM entries; "
-	known := int64(-1)
-	if s.tree != nil {
-		known = s.tree.Size()
-		q += fmt.Sprintf("SELECT idx, agent, encode(substring(hashes FROM 1 FOR 32), 'hex') FROM entries "+
-			"WHERE idx >= %d ORDER BY idx LIMIT %d; ", known, catchUpMax+1)
+	if known >= 0 {
+		q += fmt.Sprintf("SELECT idx, body, hashes FROM entries WHERE idx >= %d ORDER BY idx LIMIT %d; ", known, catchUpMax+1)
 	}
-	q += "SAVEPOINT op"
-	res, err := conn.PgConn().Exec(ctx, q).ReadAll()
+	res, err := t.conn.PgConn().Exec(ctx, q).ReadAll()
 	if err != nil {
-		return fmt.Errorf("postgres: begin batch: %w", err)
+		t.Abort()
+		return nil, nil, fmt.Errorf("postgres: begin batch: %w", err)
 	}
 	at := 2
 	if s.forceSync {
 		at++
 	}
-	if len(res) < at+2 || len(res[at].Rows) != 1 || len(res[at].Rows[0]) != 1 {
-		return errors.New("postgres: begin batch: no log size")
+	if len(res) <= at || len(res[at].Rows) != 1 || len(res[at].Rows[0]) != 1 {
+		t.Abort()
+		return nil, nil, errors.New("postgres: begin batch: no log size")
 	}
 	size, err := strconv.ParseInt(string(res[at].Rows[0][0]), 10, 64)
 	if err != nil {
-		return fmt.Errorf("postgres: begin batch: log size: %w", err)
+		t.Abort()
+		return nil, nil, fmt.Errorf("postgres: begin batch: log size: %w", err)
 	}
-	switch {
-	case size == known: // nobody else appended
-		return nil
-	case known >= 0 && size > known && size-known <= catchUpMax:
-		if s.catchUp(known, size, res[at+1].Rows) {
-			return nil
+	if size == known {
+		return t, nil, nil // nobody else appended
+	}
+	if known >= 0 && size > known && size-known <= catchUpMax && len(res) > at+1 {
+		if f, ok := foreign(known, size, res[at+1].Rows); ok {
+			return t, f, nil
 		}
 	}
 	// First batch, a long way behind, or a log that is not what this
-	// process saw: rebuild the frontier, forget the chain heads.
-	return s.loadTree(ctx, conn, size)
+	// process saw: reload the state and the frontier.
+	f, err := t.snapshot(size)
+	if err != nil {
+		t.Abort()
+		return nil, nil, err
+	}
+	return t, f, nil
 }
 
-// catchUp extends the frontier with the leaves of entries [known, size)
-// and records their agents' chain heads. It changes nothing and reports
-// false unless rows are exactly those entries.
-func (s *Store) catchUp(known, size int64, rows [][][]byte) bool {
+// foreign reads the entries [known, size) of rows (idx, body, hashes);
+// false unless they are exactly those.
+func foreign(known, size int64, rows [][][]byte) (*sequencer.Foreign, bool) {
 	if int64(len(rows)) != size-known {
-		return false
+		return nil, false
 	}
-	leaves := make([]tlog.Hash, len(rows))
+	f := &sequencer.Foreign{Entries: make([]store.Entry, len(rows))}
 	for i, r := range rows {
 		if len(r) != 3 || string(r[0]) != strconv.FormatInt(known+int64(i), 10) {
-			return false
+			return nil, false
 		}
-		if n, err := hex.Decode(leaves[i][:], r[2]); err != nil || n != tlog.HashSize {
-			return false
+		body, hashes, ok := decodeBytea(r[1]), decodeBytea(r[2]), true
+		if body == nil || len(hashes) == 0 || len(hashes)%tlog.HashSize != 0 {
+			ok = false
 		}
+		if !ok {
+			return nil, false
+		}
+		e := store.Entry{Index: known + int64(i), Data: body, Hashes: make([]tlog.Hash, len(hashes)/tlog.HashSize)}
+		for j := range e.Hashes {
+			e.Hashes[j] = tlog.Hash(hashes[j*tlog.HashSize:])
+		}
+		e.Leaf = e.Hashes[0]
+		f.Entries[i] = e
 	}
-	for i, r := range rows {
-		s.tree.AppendLeaf(leaves[i])
-		s.heads[string(r[1])] = leaves[i]
-	}
-	return true
+	return f, true
 }
 
-func (s *Store) loadTree(ctx context.Context, q querier, size int64) error {
-	fr, err := readHashes(ctx, q, record.FrontierIndexes(size))
-	if err != nil {
-		return fmt.Errorf("postgres: load log frontier: %w", err)
+// decodeBytea decodes a bytea in PostgreSQL's text form (hex: \x...).
+func decodeBytea(b []byte) []byte {
+	if len(b) < 2 || b[0] != '\\' || b[1] != 'x' {
+		return nil
 	}
-	t, err := record.NewTree(size, fr)
-	if err != nil {
-		return fmt.Errorf("postgres: load log frontier: %w", err)
+	out := make([]byte, hex.DecodedLen(len(b)-2))
+	if _, err := hex.Decode(out, b[2:]); err != nil {
+		return nil
 	}
-	s.tree = t
-	clear(s.heads)
-	return nil
+	return out
 }
 
-// runOp runs fn, turning a panic into an error so one bad Update cannot take
-// the sequencer down with the others in its batch.
-func runOp(fn func(store.Tx) error, t store.Tx) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("postgres: update panicked: %v", r)
-		}
-	}()
-	return fn(t)
-}
+// Committed implements sequencer.Backend: the batch wrote its changes to
+// the tables, so closed calls and decided approvals leave memory.
+func (b backend) Committed(changes *state.Txn) { b.s.st.Evict(changes.Calls, changes.Approvals) }
 
 // Ping implements store.Store: the database answers, and every listener
 // has its connection.
@@ -593,9 +440,21 @@ func readHashes(ctx context.Context, q querier, indexes []int64) ([]tlog.Hash, e
 	return out, nil
 }
 
-func nanos(t time.Time) int64 { return t.UnixNano() }
+// nanos is a time as stored: nanoseconds since the Unix epoch, 0 for the
+// zero time (which UnixNano cannot represent).
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
 
-func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
 
 func nullTime(t *time.Time) *int64 {
 	if t == nil {

@@ -23,6 +23,23 @@ func TestStore(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store { return open(t, pgtest.Database(t)) })
 }
 
+// TestReopen: a replica that restarts loads the state from the tables.
+func TestReopen(t *testing.T) {
+	pgtest.URL(t)
+	urls := map[store.Store]string{}
+	storetest.RunReopen(t, func(t *testing.T) store.Store {
+		url := pgtest.Database(t)
+		s := open(t, url)
+		urls[s] = url
+		return s
+	}, func(t *testing.T, s store.Store) store.Store {
+		s.Close()
+		r := open(t, urls[s])
+		urls[r] = urls[s]
+		return r
+	})
+}
+
 // open opens a store (a replica) on the database and closes it when the
 // test ends.
 func open(t testing.TB, url string) *Store {
@@ -45,8 +62,9 @@ func side(t *testing.T, url string) *pgx.Conn {
 	return c
 }
 
+// entry is an entry the state does not fold (a gateway request).
 func entry(agent, call string) *record.Entry {
-	return &record.Entry{Agent: agent, Type: record.TypeCallRequested, Call: call, Connector: "crm",
+	return &record.Entry{Agent: agent, Type: record.TypeGatewayRequest, Call: call, Connector: "crm",
 		Action: "account.read", Risk: "low", Actor: "agent:" + agent}
 }
 
@@ -54,8 +72,12 @@ func insertAgents(t testing.TB, s store.Store, ids ...string) {
 	t.Helper()
 	err := s.Update(t.Context(), func(tx store.Tx) error {
 		for _, id := range ids {
+			now := time.Now()
 			if err := tx.InsertAgent(&store.Agent{ID: id, Name: id, Owner: "o", Status: store.AgentActive,
-				Manifest: []byte("m"), ManifestHash: "h", CreatedAt: time.Now()}); err != nil {
+				Manifest: []byte("m"), ManifestHash: "h", CreatedAt: now}); err != nil {
+				return err
+			}
+			if err := tx.Append(record.AgentHired(id, "admin:test", now, record.Hire{Name: id})); err != nil {
 				return err
 			}
 		}
@@ -66,16 +88,17 @@ func insertAgents(t testing.TB, s store.Store, ids ...string) {
 	}
 }
 
-// callAndEntry is what the runtime does for a governed call: the call and
-// the entry that records it, in one Update.
+func ref(agent, id string) record.CallRef {
+	return record.CallRef{Agent: agent, Call: id, Connector: "crm", Action: "account.read", Risk: "low"}
+}
+
+// callAndEntry is what the runtime does for a governed call: the entry
+// that records its credential, which makes the call.
 func callAndEntry(agent, id string) func(store.Tx) error {
 	return func(tx store.Tx) error {
 		now := time.Now()
-		if err := tx.InsertCall(&store.Call{ID: id, AgentID: agent, Connector: "crm", Action: "account.read", DeclaredRisk: "low",
-			Risk: "low", Status: store.CallApproved, IdempotencyKey: id, CreatedAt: now, ExpiresAt: now.Add(time.Minute)}); err != nil {
-			return err
-		}
-		return tx.Append(entry(agent, id))
+		return tx.Append(record.CredentialIssued(ref(agent, id), "agent:"+agent, now,
+			record.Ask{DeclaredRisk: "low", IdempotencyKey: id}, now.Add(time.Minute), ""))
 	}
 }
 
@@ -125,7 +148,7 @@ func verifyLog(t *testing.T, s store.Store) []store.Entry {
 func TestReplicas(t *testing.T) {
 	url := pgtest.Database(t)
 	rs := []*Store{open(t, url), open(t, url), open(t, url)}
-	insertAgents(t, rs[0], "a", "b", "c")
+	insertAgents(t, rs[0], "a", "b", "c", "budget")
 	const writers, each = 12, 25
 	var wg sync.WaitGroup
 	var budgetOK atomic.Int32
@@ -143,14 +166,14 @@ func TestReplicas(t *testing.T) {
 				// The concurrency budget holds across replicas too.
 				if i == 0 {
 					err := r.Update(t.Context(), func(tx store.Tx) error {
-						n, err := tx.CallsOn("budget", "day")
-						if err != nil {
-							return err
-						}
-						if n >= 5 {
+						if tx.CallCounts("budget").Open >= 5 {
 							return errFull
 						}
-						return tx.CountCall("budget", "day")
+						now, c := time.Now(), ref("budget", fmt.Sprint("budget-", w))
+						if err := tx.Append(record.CallRequested(c, "agent:budget", now, record.Ask{DeclaredRisk: "low", IdempotencyKey: c.Call})); err != nil {
+							return err
+						}
+						return tx.Append(record.ApprovalRequested(c, "agent:budget", now, []string{"a@example.com"}, nil, now.Add(time.Hour)))
 					})
 					switch {
 					case err == nil:
@@ -167,8 +190,8 @@ func TestReplicas(t *testing.T) {
 		t.Errorf("%d Updates across replicas took one of 5 slots", n)
 	}
 	es := verifyLog(t, rs[1])
-	if len(es) != writers*each {
-		t.Errorf("the log has %d entries, want %d", len(es), writers*each)
+	if want := 4 + writers*each + 2*5; len(es) != want {
+		t.Errorf("the log has %d entries, want %d", len(es), want)
 	}
 	// Each replica goes on from what the others appended.
 	for i, r := range rs {
@@ -200,8 +223,10 @@ func TestTakeover(t *testing.T) {
 			if err := callAndEntry("x", "doomed")(x); err != nil {
 				return err
 			}
+			// The session that holds the log lock is this batch's.
 			var pid int32
-			if err := x.(*tx).conn.QueryRow(t.Context(), `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+			if err := side(t, url).QueryRow(t.Context(), `SELECT pid FROM pg_locks
+				WHERE locktype = 'advisory' AND granted AND classid = 0 AND objid = $1`, LogLockKey).Scan(&pid); err != nil {
 				return err
 			}
 			inside <- pid
@@ -242,8 +267,8 @@ func TestTakeover(t *testing.T) {
 		t.Fatalf("a after losing its connection: %v", err)
 	}
 	es := verifyLog(t, b)
-	if len(es) != 3 || e.Index != 2 {
-		t.Fatalf("log has %d entries and a's last is at %d; want 3 and 2", len(es), e.Index)
+	if len(es) != 4 || e.Index != 3 {
+		t.Fatalf("log has %d entries and a's last is at %d; want 4 and 3", len(es), e.Index)
 	}
 	for _, e := range es {
 		if e.Call == "doomed" {
@@ -265,7 +290,7 @@ func TestLogIsAppendOnly(t *testing.T) {
 	}
 	c := side(t, url)
 	for _, q := range []string{
-		`INSERT INTO entries (idx, agent, type, call, body, hashes) VALUES (4, 'x', 't', '', '\x00', '\x00')`,
+		`INSERT INTO entries (idx, agent, type, call, body, hashes) VALUES (5, 'x', 't', '', '\x00', '\x00')`,
 		`INSERT INTO entries (idx, agent, type, call, body, hashes) VALUES (2, 'x', 't', '', '\x00', '\x00')`,
 		`UPDATE entries SET body = '\x00' WHERE idx = 1`,
 		`DELETE FROM entries WHERE idx = 2`,
@@ -293,8 +318,8 @@ func TestForeignAppend(t *testing.T) {
 			}
 		}
 	}
-	if es := verifyLog(t, a); len(es) != 10 {
-		t.Fatalf("%d entries, want 10", len(es))
+	if es := verifyLog(t, a); len(es) != 12 {
+		t.Fatalf("%d entries, want 12", len(es))
 	}
 	// Further behind than a batch catches up entry by entry: a rebuilds
 	// its frontier from the stored hashes and forgets its chain heads.
@@ -313,7 +338,7 @@ func TestForeignAppend(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if es := verifyLog(t, b); len(es) != 10+catchUpMax+10+3 {
+	if es := verifyLog(t, b); len(es) != 12+catchUpMax+10+3 {
 		t.Fatalf("%d entries", len(es))
 	}
 }
@@ -336,8 +361,8 @@ func TestAbortedStatement(t *testing.T) {
 	if err := s.Update(t.Context(), callAndEntry("x", "after")); err != nil {
 		t.Fatal(err)
 	}
-	if es := verifyLog(t, s); len(es) != 1 || es[0].Call != "after" {
-		t.Fatalf("log = %v, want the one good entry", es)
+	if es := verifyLog(t, s); len(es) != 2 || es[1].Call != "after" {
+		t.Fatalf("log = %v, want the hire and the one good entry", es)
 	}
 }
 
@@ -505,7 +530,7 @@ func TestLockTimeout(t *testing.T) {
 	if err := s.Update(t.Context(), callAndEntry("x", "free")); err != nil {
 		t.Fatalf("after the lock is free: %v", err)
 	}
-	if es := verifyLog(t, s); len(es) != 1 || es[0].Call != "free" {
+	if es := verifyLog(t, s); len(es) != 2 || es[1].Call != "free" {
 		t.Fatalf("log = %v", es)
 	}
 }
@@ -544,7 +569,7 @@ func TestHungReplica(t *testing.T) {
 	if err := <-held; err == nil {
 		t.Fatal("the hung replica's Update returned nil after its session was ended")
 	}
-	if es := verifyLog(t, other); len(es) != 1 || es[0].Call != "other" {
+	if es := verifyLog(t, other); len(es) != 2 || es[1].Call != "other" {
 		t.Fatalf("log = %v", es)
 	}
 	// The hung replica goes on once it runs again.

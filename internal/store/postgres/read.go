@@ -123,6 +123,18 @@ func (s *Store) entries(ctx context.Context, sql string, args ...any) ([]store.E
 }
 
 // LatestCheckpoint implements store.Store.
+// PutCheckpoint implements store.Checkpoints, outside any batch: no log
+// lock is taken.
+func (s *Store) PutCheckpoint(ctx context.Context, c *store.Checkpoint) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.BatchTimeout)
+	defer cancel()
+	if _, err := s.pool.Exec(ctx, `INSERT INTO checkpoints (size, signed, created_at) VALUES ($1, $2, $3) ON CONFLICT (size) DO NOTHING`,
+		c.Size, c.Signed, nanos(c.CreatedAt)); err != nil {
+		return fmt.Errorf("postgres: write checkpoint: %w", err)
+	}
+	return nil
+}
+
 func (s *Store) LatestCheckpoint(ctx context.Context) (*store.Checkpoint, error) {
 	var c store.Checkpoint
 	var created int64

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
+
+	"github.com/arxsec/arx/internal/store"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -162,6 +165,64 @@ var migrations = []string{
 		n BIGINT NOT NULL,
 		PRIMARY KEY (agent_id, minute)
 	);`,
+
+	// The write path's rebuild: the state the log describes is kept in
+	// memory by each replica and folded from the log; agent_state keeps
+	// each agent's chain head and counts for a replica that loads it, the
+	// unique index on (agent, idempotency key) goes (keys are remembered
+	// in memory), and the counters by day and minute are agent_state's
+	// counts now (filled by migrateCounts).
+	`CREATE TABLE agent_state (
+		agent TEXT PRIMARY KEY,
+		head BYTEA NOT NULL,
+		head_idx BIGINT NOT NULL,
+		counts BYTEA
+	);
+	INSERT INTO agent_state (agent, head, head_idx)
+		SELECT DISTINCT ON (agent) agent, substring(hashes FROM 1 FOR 32), idx FROM entries ORDER BY agent, idx DESC;
+	ALTER TABLE calls DROP CONSTRAINT IF EXISTS calls_agent_id_idempotency_key_key;
+	DROP TABLE call_counts;
+	DROP TABLE call_minutes;`,
+}
+
+// afterMigration runs Go code a migration needs, in its transaction.
+var afterMigration = map[int]func(ctx context.Context, tx pgx.Tx) error{
+	3: migrateCounts,
+}
+
+// migrateCounts counts the calls of the last hours by agent into
+// agent_state, as the state does.
+func migrateCounts(ctx context.Context, tx pgx.Tx) error {
+	since := time.Now().Add(-(store.CountHours + 2) * time.Hour)
+	rows, err := tx.Query(ctx, `SELECT agent_id, created_at, status FROM calls WHERE created_at >= $1`, since.UnixNano())
+	if err != nil {
+		return err
+	}
+	counts := map[string]*store.Counts{}
+	for rows.Next() {
+		var agent, status string
+		var created int64
+		if err := rows.Scan(&agent, &created, &status); err != nil {
+			rows.Close()
+			return err
+		}
+		c := counts[agent]
+		if c == nil {
+			c = &store.Counts{}
+			counts[agent] = c
+		}
+		c.Add(fromNanos(created), status != store.CallRefused)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for agent, c := range counts {
+		if _, err := tx.Exec(ctx, `UPDATE agent_state SET counts = $1 WHERE agent = $2`, store.EncodeCounts(c), agent); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // migrate brings the schema up to date. Replicas starting together take
@@ -201,6 +262,11 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) (err error) {
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, migrations[i]); err != nil {
 				return err
+			}
+			if f := afterMigration[i+1]; f != nil {
+				if err := f(ctx, tx); err != nil {
+					return err
+				}
 			}
 			_, err := tx.Exec(ctx, `UPDATE arx_schema SET version = $1`, i+1)
 			return err

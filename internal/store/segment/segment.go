@@ -57,6 +57,10 @@ type Config struct {
 	// Sync makes written frames durable (tests may count or fail it);
 	// nil means (*os.File).Sync through fdatasync.
 	Sync func(*os.File) error
+	// Fault, when set, is called before each frame is written; an error
+	// fails the append as a failed write would (tests of what the store
+	// does when the disk refuses the log).
+	Fault func() error
 }
 
 // DefaultSegmentSize is the default Config.SegmentSize.
@@ -97,10 +101,12 @@ type Log struct {
 	cfg Config
 	log *slog.Logger
 
-	wmu    sync.Mutex // appends
-	seq    uint64     // the last write attempt's sequence number
-	failed error
-	buf    []byte
+	wmu     sync.Mutex // appends
+	seq     uint64     // the last write attempt's sequence number
+	failed  error
+	buf     []byte
+	pending bool       // a frame is written and its sync not waited for
+	idle    *sync.Cond // on wmu: signalled when pending is cleared
 
 	mu     sync.RWMutex
 	sealed []*sealedSeg // by first index
@@ -167,6 +173,7 @@ func Open(cfg Config) (*Log, error) {
 	}
 	slices.Sort(firsts)
 	l := &Log{cfg: cfg, log: cfg.Logger}
+	l.idle = sync.NewCond(&l.wmu)
 	if len(firsts) == 0 {
 		firsts = []int64{0}
 	} else if firsts[0] != 0 {
@@ -228,6 +235,14 @@ func (l *Log) openActive(first int64) error {
 		return fmt.Errorf("segment: %w", err)
 	}
 	if fi.Size() > end {
+		// A torn write can only be the last frame. Bytes that fail their
+		// check with a good frame after them are damage in the middle of
+		// the log, which must not be cut away as if it were torn.
+		if at, ok := goodFrameAfter(f, end, fi.Size(), seq); ok {
+			f.Close()
+			return fmt.Errorf("segment: %s.seg is damaged after entry %d (offset %d), and a good frame follows at offset %d: this is not a torn write; restore the log from a backup or the bucket",
+				path, first+int64(len(offs))-1, end, at)
+		}
 		// A torn or failed write at the end: cut it, so the next frame is
 		// not read after garbage at the next open either.
 		l.log.Warn("segment: cutting a torn write at the end of the log", "segment", path+".seg",
@@ -302,6 +317,34 @@ func scan(f *os.File, first int64) (offsets []int64, end int64, seq uint64, err 
 	return offsets, end, seq, nil
 }
 
+// goodFrameAfter looks for a frame that checks out (its CRC, a sequence
+// number above seq) anywhere in f after from.
+func goodFrameAfter(f *os.File, from, size int64, seq uint64) (int64, bool) {
+	const chunk = 1 << 20
+	buf := make([]byte, chunk+frameHeader)
+	for off := from + 1; off < size; off += chunk {
+		n, _ := f.ReadAt(buf, off)
+		for i := 0; i+frameHeader <= n; i++ {
+			if string(buf[i:i+4]) != magic {
+				continue
+			}
+			at := off + int64(i)
+			l := binary.BigEndian.Uint32(buf[i+4:])
+			if l < payloadHead || l > MaxFrame || at+frameHeader+int64(l) > size {
+				continue
+			}
+			p := make([]byte, l)
+			if _, err := f.ReadAt(p, at+frameHeader); err != nil {
+				continue
+			}
+			if crc32.Checksum(p, crcTable) == binary.BigEndian.Uint32(buf[i+8:]) && binary.BigEndian.Uint64(p) > seq {
+				return at, true
+			}
+		}
+	}
+	return 0, false
+}
+
 // parseRecords checks count records fill p exactly and returns their
 // offsets in p.
 func parseRecords(p []byte, count uint32) ([]int, error) {
@@ -332,35 +375,72 @@ func (l *Log) Size() int64 {
 	return l.size
 }
 
+// Probe writes an empty frame and makes it durable: whether the log takes
+// writes now (a readiness check), without adding to it. With a write in
+// flight (AppendAsync) it answers nil at once: the log is being written.
+func (l *Log) Probe() error {
+	wait, err := l.start(nil, true)
+	if err != nil {
+		return err
+	}
+	return wait()
+}
+
 // Append writes records as one frame and makes it durable. The records'
 // indexes must be Size(), Size()+1, ... An error leaves the log as it was
 // (the next Append writes over whatever this one left), except that a
 // failed sync that is not a read-only or full disk fails the log for good
 // (ErrSyncFailed).
 func (l *Log) Append(recs []Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	wait, err := l.AppendAsync(recs)
+	if err != nil {
+		return err
+	}
+	return wait()
+}
+
+// AppendAsync is Append in two steps: it writes the frame, starts making
+// it durable, and returns wait, which returns Append's error once the
+// frame is durable (or failed). The records are readable, and Size counts
+// them, only once wait returned nil. Nothing may be appended before wait
+// returns.
+func (l *Log) AppendAsync(recs []Record) (wait func() error, err error) {
+	return l.start(recs, false)
+}
+
+func (l *Log) start(recs []Record, probe bool) (func() error, error) {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	if l.failed != nil {
-		return l.failed
+		return nil, l.failed
 	}
-	if len(recs) == 0 {
-		return nil
+	if l.pending && probe {
+		return func() error { return nil }, nil // being written: it takes writes
+	}
+	for l.pending { // a probe's frame: wait for its sync
+		l.idle.Wait()
+	}
+	if l.failed != nil {
+		return nil, l.failed
 	}
 	l.mu.RLock()
 	size, a := l.size, l.active
 	l.mu.RUnlock()
 	if a.end >= l.cfg.SegmentSize {
 		if err := l.roll(); err != nil {
-			return err
+			return nil, err
 		}
 		a = l.active
 	}
 	for i, r := range recs {
 		if r.Index != size+int64(i) {
-			return fmt.Errorf("segment: append entry %d at index %d", r.Index, size+int64(i))
+			return nil, fmt.Errorf("segment: append entry %d at index %d", r.Index, size+int64(i))
 		}
 		if len(r.Hashes) == 0 || len(r.Hashes) > maxHashes {
-			return fmt.Errorf("segment: entry %d has %d stored hashes", r.Index, len(r.Hashes))
+			return nil, fmt.Errorf("segment: entry %d has %d stored hashes", r.Index, len(r.Hashes))
 		}
 	}
 	l.seq++
@@ -381,29 +461,45 @@ func (l *Log) Append(recs []Record) error {
 		b = append(b, r.Data...)
 	}
 	if len(b)-frameHeader > MaxFrame {
-		return fmt.Errorf("segment: batch of %d bytes exceeds %d", len(b), MaxFrame)
+		return nil, fmt.Errorf("segment: batch of %d bytes exceeds %d", len(b), MaxFrame)
 	}
 	binary.BigEndian.PutUint32(b[4:], uint32(len(b)-frameHeader))
 	binary.BigEndian.PutUint32(b[8:], crc32.Checksum(b[frameHeader:], crcTable))
 	l.buf = b
-	if _, err := a.f.WriteAt(b, a.end); err != nil {
-		return fmt.Errorf("segment: write: %w", err)
-	}
-	if err := l.cfg.Sync(a.f); err != nil {
-		if refused(err) {
-			return fmt.Errorf("segment: sync: %w", err)
+	if l.cfg.Fault != nil {
+		if err := l.cfg.Fault(); err != nil {
+			return nil, fmt.Errorf("segment: write: %w", err)
 		}
-		l.failed = fmt.Errorf("%w: %w", ErrSyncFailed, err)
-		l.log.Error("segment: the disk failed an fsync: refusing every append until restart", "err", err,
-			"hint", "check the disk, then restart arx serve")
-		return l.failed
 	}
-	l.mu.Lock()
-	a.end += int64(len(b))
-	a.offsets = append(a.offsets, offs...)
-	l.size += int64(len(recs))
-	l.mu.Unlock()
-	return nil
+	if _, err := a.f.WriteAt(b, a.end); err != nil {
+		return nil, fmt.Errorf("segment: write: %w", err)
+	}
+	n := int64(len(b))
+	synced := make(chan error, 1)
+	go func() { synced <- l.cfg.Sync(a.f) }()
+	l.pending = true
+	return func() error {
+		err := <-synced
+		l.wmu.Lock()
+		defer l.wmu.Unlock()
+		l.pending = false
+		l.idle.Broadcast()
+		if err != nil {
+			if refused(err) {
+				return fmt.Errorf("segment: sync: %w", err)
+			}
+			l.failed = fmt.Errorf("%w: %w", ErrSyncFailed, err)
+			l.log.Error("segment: the disk failed an fsync: refusing every write until restart", "err", err,
+				"hint", "check the disk, then restart arx serve")
+			return l.failed
+		}
+		l.mu.Lock()
+		a.end += n
+		a.offsets = append(a.offsets, offs...)
+		l.size += int64(len(recs))
+		l.mu.Unlock()
+		return nil
+	}, nil
 }
 
 // refused reports whether err says the filesystem refuses writes now
@@ -725,4 +821,48 @@ func (l *Log) Segments() (n int, bytes int64) {
 		}
 	}
 	return n, bytes
+}
+
+// Locate finds where an entry's bytes are in the log in dir, without
+// opening the log (it reads, and never changes, the files): the segment
+// file, the offset of the entry's canonical bytes in it, and their length.
+// Tools and tests that examine a log at rest use it.
+func Locate(dir string, index int64) (path string, offset int64, length int, err error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return "", 0, 0, fmt.Errorf("segment: %w", err)
+	}
+	var firsts []int64
+	for _, e := range ents {
+		if name, ok := strings.CutSuffix(e.Name(), ".seg"); ok && len(name) == 20 {
+			if n, err := strconv.ParseInt(name, 10, 64); err == nil {
+				firsts = append(firsts, n)
+			}
+		}
+	}
+	slices.Sort(firsts)
+	i := sort.Search(len(firsts), func(i int) bool { return firsts[i] > index }) - 1
+	if i < 0 {
+		return "", 0, 0, ErrNotFound
+	}
+	path = filepath.Join(dir, segName(firsts[i])+".seg")
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, 0, fmt.Errorf("segment: %w", err)
+	}
+	defer f.Close()
+	offs, _, _, err := scan(f, firsts[i])
+	if err != nil {
+		return "", 0, 0, err
+	}
+	k := index - firsts[i]
+	if k >= int64(len(offs)) {
+		return "", 0, 0, ErrNotFound
+	}
+	var head [recordHead]byte
+	if _, err := f.ReadAt(head[:], offs[k]); err != nil {
+		return "", 0, 0, fmt.Errorf("segment: %w", err)
+	}
+	n := binary.BigEndian.Uint32(head[:])
+	return path, offs[k] + recordHead + int64(head[4])*tlog.HashSize, int(n), nil
 }

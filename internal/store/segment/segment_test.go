@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -361,4 +362,63 @@ func TestConcurrentReadWrite(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestDamageNotCut: a frame that fails its check with good frames after it
+// is damage at rest, not a torn write: Open refuses, and cuts nothing.
+func TestDamageNotCut(t *testing.T) {
+	dir := t.TempDir()
+	l := open(t, dir, 0)
+	appendAll(t, l, records(0, 30), 5)
+	path := activeFile(l)
+	l.Close()
+	before, _ := os.ReadFile(path)
+	f, _ := os.OpenFile(path, os.O_RDWR, 0)
+	f.WriteAt([]byte{'!'}, 600) // in the second frame's entries
+	f.Close()
+	_, err := Open(Config{Dir: dir})
+	if err == nil || !strings.Contains(err.Error(), "not a torn write") {
+		t.Fatalf("Open of a log damaged in the middle: %v", err)
+	}
+	after, _ := os.ReadFile(path)
+	if len(after) != len(before) {
+		t.Fatalf("Open cut the damaged log from %d to %d bytes", len(before), len(after))
+	}
+}
+
+// TestProbeDuringAppends: readiness probes never get in the way of appends,
+// and add no entries.
+func TestProbeDuringAppends(t *testing.T) {
+	l := open(t, t.TempDir(), 4<<10)
+	stop := make(chan struct{})
+	probed := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				probed <- nil
+				return
+			default:
+			}
+			if err := l.Probe(); err != nil {
+				probed <- err
+				return
+			}
+		}
+	}()
+	want := records(0, 500)
+	for i := 0; i < len(want); i += 5 {
+		wait, err := l.AppendAsync(want[i : i+5])
+		if err != nil {
+			t.Fatalf("AppendAsync %d: %v", i, err)
+		}
+		if err := wait(); err != nil {
+			t.Fatalf("wait %d: %v", i, err)
+		}
+	}
+	close(stop)
+	if err := <-probed; err != nil {
+		t.Fatal(err)
+	}
+	check(t, l, want)
 }

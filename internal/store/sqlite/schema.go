@@ -1,13 +1,8 @@
 package sqlite
 
-import (
-	"context"
-	"database/sql"
-	"fmt"
-)
-
 // migrations are applied in order, each once; their position is the schema
 // version. Never edit a migration that has shipped: append a new one.
+// Version 6 and later are in migrations.go (they move data as well).
 var migrations = []string{
 	`CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 	CREATE TABLE agents (
@@ -141,37 +136,4 @@ var migrations = []string{
 		n INTEGER NOT NULL,
 		PRIMARY KEY (agent_id, minute)
 	) WITHOUT ROWID;`,
-}
-
-func migrate(ctx context.Context, db *sql.DB) error {
-	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
-		return fmt.Errorf("sqlite: migrate: %w", err)
-	}
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlite: migrate: %w", err)
-	}
-	defer tx.Rollback()
-	var v int
-	err = tx.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v)
-	switch {
-	case err == sql.ErrNoRows:
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (0)`); err != nil {
-			return fmt.Errorf("sqlite: migrate: %w", err)
-		}
-	case err != nil:
-		return fmt.Errorf("sqlite: migrate: %w", err)
-	}
-	if v > len(migrations) {
-		return fmt.Errorf("sqlite: the database has schema version %d, this arx knows only %d: upgrade arx", v, len(migrations))
-	}
-	for i := v; i < len(migrations); i++ {
-		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
-			return fmt.Errorf("sqlite: migration %d: %w", i+1, err)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, len(migrations)); err != nil {
-		return fmt.Errorf("sqlite: migrate: %w", err)
-	}
-	return tx.Commit()
 }

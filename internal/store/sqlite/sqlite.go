@@ -1,11 +1,26 @@
-// Package sqlite is the embedded store: one SQLite database file in WAL mode
-// with synchronous=FULL, so a committed transaction has reached the disk.
+// Package sqlite is the embedded store, for one arx serve: the log in
+// append-only segment files (package segment), and everything else in one
+// SQLite database file in WAL mode.
 //
-// Writes go through one connection owned by a sequencer goroutine that
-// group-commits concurrent Updates: many calls share one fsync, each isolated
-// by a savepoint, and no Update returns before its commit is durable. A
-// failed fsync fails the store for good (store.ErrStorageFailed): recovery
-// on the next open decides what reached the disk.
+// The write path. Updates go through the shared sequencer (package
+// sequencer), which decides each against the in-memory state (package
+// state) and hands a batch to this store: the batch's entries are one
+// frame, one write and one fdatasync, and nothing else touches the disk
+// for a batch of governed calls. The database keeps the state the log
+// describes, written off the commit path in batches (projector.go), and
+// what the record does not hold: people, sessions, tokens by hash, the
+// outbox. A batch that writes those too commits them through a redo log
+// (redo.go), so they and the entries that record them are durable together.
+//
+// Opening recovers: a torn write at the end of the log is cut, redo frames
+// whose entries are in the log are applied, the state is loaded from the
+// tables as of the log size they describe and the entries after it are
+// folded in. The whole log is then checked in the background (scrub.go):
+// an entry changed at rest is reported by index and the store refuses
+// writes.
+//
+// A failed fsync fails the store for good (store.ErrStorageFailed):
+// recovery on the next open decides what reached the disk.
 package sqlite
 
 import (
@@ -17,6 +32,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,8 +40,10 @@ import (
 	"time"
 
 	"github.com/arxsec/arx/internal/store"
+	"github.com/arxsec/arx/internal/store/segment"
+	"github.com/arxsec/arx/internal/store/sequencer"
+	"github.com/arxsec/arx/internal/store/state"
 	"github.com/arxsec/arx/record"
-	"golang.org/x/mod/sumdb/tlog"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -35,35 +53,62 @@ var _ store.Store = (*Store)(nil)
 // Config configures a Store.
 type Config struct {
 	Path string // the database file
+	// LogDir holds the log's segment files; default: "log" beside Path.
+	LogDir string
 	// MaxBatch bounds how many Updates share one commit.
 	MaxBatch int
 	// BusyTimeout is how long a connection waits for a lock another
 	// process holds on the database (a backup tool, a sqlite3 shell)
 	// before it gives up with SQLITE_BUSY. While the write lock is held
-	// elsewhere, an Update fails within about this long.
+	// elsewhere, an Update that writes the database fails within about
+	// this long; governed calls go on until the state tables fall
+	// MaxBehind entries behind.
 	BusyTimeout time.Duration
-	Logger      *slog.Logger
+	// FlushInterval is how often the state tables are written.
+	FlushInterval time.Duration
+	// SegmentSize is the size of one log segment file.
+	SegmentSize int64
+	// State bounds the in-memory state (idempotency keys).
+	State state.Config
+	// LogFault, when set, is called before each write of the log; an
+	// error fails it as the disk would (tests).
+	LogFault func() error
+	Logger   *slog.Logger
+	// Now is the clock (tests).
+	Now func() time.Time
 }
 
-// DefaultMaxBatch is the default group-commit batch size.
-const DefaultMaxBatch = 512
+// Defaults.
+const (
+	DefaultBusyTimeout = 10 * time.Second
+	// DefaultMaxBatch is the default group-commit batch size.
+	DefaultMaxBatch = sequencer.DefaultMaxBatch
+)
 
-// DefaultBusyTimeout is the default Config.BusyTimeout.
-const DefaultBusyTimeout = 10 * time.Second
-
-// Store is a store.Store on SQLite.
+// Store is a store.Store on SQLite and segment files.
 type Store struct {
-	read  *sql.DB
-	write *sql.DB
-	log   *slog.Logger
-	path  string
+	cfg    Config
+	read   *sql.DB // query_only pool
+	write  *sql.DB // one connection: batches' writes
+	projDB *sql.DB // one connection: the projector's flushes and WAL checkpoints
+	log    *slog.Logger
+	path   string
 
-	ops      chan *op
+	seg    *segment.Log
+	redo   *redoLog
+	st     *state.State
+	seq    *sequencer.Sequencer
+	proj   *projector
+	tokens tokenCache
+
+	// pendingRedo is a committed batch's database writes that did not
+	// commit (owned by the sequencer's goroutine: Begin applies it).
+	pendingRedo *redoFrame
+
 	quit     chan struct{}
-	done     chan struct{}
-	ckptDone chan struct{}
-	maxBatch int
 	closeMu  sync.Once
+	closeErr error
+	scrub    chan struct{} // closed when the background check ends
 
 	// failed holds the error that made the store fail for good (see
 	// failStorage); nil while it works.
@@ -72,22 +117,14 @@ type Store struct {
 	leadMu sync.Mutex
 	leases map[string]*lease // leader.go
 
-	// Owned by the sequencer goroutine.
-	tree  *record.Tree
-	heads map[string]tlog.Hash // committed chain heads by agent, filled on demand
-
 	rstmts map[string]*sql.Stmt // prepared reads
-	ckpt   *sql.DB              // one connection for WAL checkpoints
-	stmts  map[string]*sql.Stmt
+
+	// commitFault, set by tests, fails a batch's database commit after its
+	// entries are durable (a crash between the two).
+	commitFault func() error
 }
 
-type op struct {
-	ctx  context.Context
-	fn   func(store.Tx) error
-	done chan error
-}
-
-// Open opens (creating when needed) the database and migrates it.
+// Open opens (creating when needed) the store and recovers it.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = DefaultMaxBatch
@@ -98,6 +135,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.LogDir == "" {
+		cfg.LogDir = filepath.Join(filepath.Dir(cfg.Path), "log")
+	}
 	// The database holds token hashes and manifests: only its owner reads it.
 	if f, err := os.OpenFile(cfg.Path, os.O_RDWR|os.O_CREATE, 0o600); err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
@@ -105,315 +148,410 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		f.Close()
 	}
 	base := "file:" + (&url.URL{Path: cfg.Path}).EscapedPath()
-	params := fmt.Sprintf("?_pragma=busy_timeout(%d)", cfg.BusyTimeout.Milliseconds()) + "&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(ON)"
-	// The writer never checkpoints on its own: a commit then costs its WAL
-	// frames and one fsync, and checkpoints run beside it (checkpointer).
-	write, err := sql.Open("sqlite", base+params+"&_txlock=immediate&_pragma=wal_autocheckpoint(0)")
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
+	params := func(busy time.Duration) string {
+		return fmt.Sprintf("?_pragma=busy_timeout(%d)", busy.Milliseconds()) +
+			"&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(ON)"
 	}
-	write.SetMaxOpenConns(1)
-	write.SetMaxIdleConns(1)
-	write.SetConnMaxLifetime(0)
-	write.SetConnMaxIdleTime(0)
-	if err := migrate(ctx, write); err != nil {
-		write.Close()
+	// The writers never checkpoint on their own: the projector does, after
+	// its flushes. A WAL restarted is cut back to WALLimit. There are two,
+	// each waiting for SQLite's write lock on its own: the projector's,
+	// which waits the busy timeout, and the batches', which wait at most
+	// batchBusy inside the sequencer (Update waits the rest, outside it).
+	writer := func(busy time.Duration) (*sql.DB, error) {
+		db, err := sql.Open("sqlite", base+params(busy)+"&_txlock=immediate&_pragma=wal_autocheckpoint(0)"+
+			"&_pragma=temp_store(MEMORY)"+fmt.Sprintf("&_pragma=journal_size_limit(%d)", WALLimit))
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
+		}
+		db.SetMaxOpenConns(1)
+		db.SetMaxIdleConns(1)
+		db.SetConnMaxLifetime(0)
+		db.SetConnMaxIdleTime(0)
+		return db, nil
+	}
+	projDB, err := writer(cfg.BusyTimeout)
+	if err != nil {
 		return nil, err
 	}
-	read, err := sql.Open("sqlite", base+params+"&_pragma=query_only(1)")
-	if err != nil {
-		write.Close()
-		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
-	}
-	read.SetMaxOpenConns(8)
-	read.SetMaxIdleConns(8)
-	s := &Store{read: read, write: write, log: cfg.Logger, path: cfg.Path, ops: make(chan *op, 4096),
-		quit: make(chan struct{}), done: make(chan struct{}), ckptDone: make(chan struct{}), maxBatch: cfg.MaxBatch, heads: map[string]tlog.Hash{}}
-	if err := s.loadTree(ctx); err != nil {
-		s.read.Close()
-		s.write.Close()
+	s := &Store{cfg: cfg, projDB: projDB, log: cfg.Logger, path: cfg.Path, quit: make(chan struct{}), scrub: make(chan struct{})}
+	fail := func(err error) (*Store, error) {
+		s.closeFiles()
 		return nil, err
 	}
+	if err := migrate(ctx, projDB, cfg.LogDir, cfg.Logger); err != nil {
+		return fail(err)
+	}
+	if s.write, err = writer(min(batchBusy, cfg.BusyTimeout)); err != nil {
+		return fail(err)
+	}
+	if s.read, err = sql.Open("sqlite", base+params(cfg.BusyTimeout)+"&_pragma=query_only(1)"); err != nil {
+		return fail(fmt.Errorf("sqlite: open %s: %w", cfg.Path, err))
+	}
+	s.read.SetMaxOpenConns(8)
+	s.read.SetMaxIdleConns(8)
 	if err := s.prepare(ctx); err != nil {
-		s.read.Close()
-		s.write.Close()
-		return nil, err
+		return fail(err)
 	}
-	ckpt, err := sql.Open("sqlite", base+params)
+	if s.seg, err = segment.Open(segment.Config{Dir: cfg.LogDir, SegmentSize: cfg.SegmentSize, Logger: cfg.Logger, Fault: cfg.LogFault}); err != nil {
+		return fail(err)
+	}
+	if err := s.recoverRedo(ctx); err != nil {
+		return fail(err)
+	}
+	s.st = state.New(cfg.State)
+	tree, flushed, tail, err := s.recoverState(ctx)
 	if err != nil {
-		s.read.Close()
-		s.write.Close()
-		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
+		return fail(err)
 	}
-	ckpt.SetMaxOpenConns(1)
-	// Open the connection now, while the database is known to be
-	// writable, rather than at the first checkpoint (see reopenIfReadOnly).
-	if err := ckpt.PingContext(ctx); err != nil {
-		s.read.Close()
-		s.write.Close()
-		ckpt.Close()
-		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
+	s.proj = newProjector(s, flushed, cfg.FlushInterval)
+	if err := s.proj.prepare(ctx); err != nil {
+		return fail(err)
 	}
-	s.ckpt = ckpt
-	go s.sequence()
-	go s.checkpointer()
+	if tail != nil {
+		s.proj.add(tail)
+	}
+	s.seq = sequencer.New(sequencer.Config{Backend: backend{s}, State: s.st, Tree: tree, MaxBatch: cfg.MaxBatch,
+		Logger: cfg.Logger, Now: cfg.Now})
+	go s.proj.run()
+	go s.scrubLog(tree.Size())
 	return s, nil
 }
 
-func (s *Store) loadTree(ctx context.Context) error {
-	size, err := s.treeSize(ctx, s.write)
-	if err != nil {
-		return err
-	}
-	fr, err := s.readHashes(ctx, s.write, record.FrontierIndexes(size))
-	if err != nil {
-		return fmt.Errorf("sqlite: load log frontier: %w", err)
-	}
-	s.tree, err = record.NewTree(size, fr)
-	return err
-}
-
-// Close stops the sequencer after the Updates already queued and closes the
-// database.
-func (s *Store) Close() error {
-	s.closeMu.Do(func() { close(s.quit) })
-	<-s.done
-	for _, st := range s.stmts {
-		st.Close()
-	}
+// closeFiles closes what Open opened, for a failed Open.
+func (s *Store) closeFiles() {
 	for _, st := range s.rstmts {
 		st.Close()
 	}
-	<-s.ckptDone
-	// A last full checkpoint leaves a compact database file behind; not
-	// after a failed sync, when recovery on the next open decides.
-	if s.failed.Load() == nil {
-		s.ckpt.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+	if s.seg != nil {
+		s.seg.Close()
 	}
-	return errors.Join(s.write.Close(), s.read.Close(), s.ckpt.Close())
+	if s.redo != nil {
+		s.redo.close()
+	}
+	if s.read != nil {
+		s.read.Close()
+	}
+	if s.write != nil {
+		s.write.Close()
+	}
+	s.projDB.Close()
 }
 
-// Update implements store.Store.
-func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
-	o := &op{ctx: ctx, fn: fn, done: make(chan error, 1)}
-	select {
-	case <-s.quit:
-		return store.ErrClosed
-	default:
+// Statements the read path runs on every request, prepared on the read pool.
+var hotReads = map[string]string{
+	"agent": `SELECT ` + agentCols + ` FROM agents WHERE id = ?`,
+	"token": `SELECT ` + tokenCols + ` FROM tokens WHERE hash = ?`,
+	"call":  `SELECT ` + callCols + ` FROM calls WHERE id = ?`,
+}
+
+func (s *Store) prepare(ctx context.Context) error {
+	s.rstmts = make(map[string]*sql.Stmt, len(hotReads))
+	for name, q := range hotReads {
+		st, err := s.read.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("sqlite: prepare %s: %w", name, err)
+		}
+		s.rstmts[name] = st
 	}
+	return nil
+}
+
+// Close stops the sequencer after the Updates already queued, writes the
+// state tables and closes the files. It may be called more than once.
+func (s *Store) Close() error {
+	s.closeMu.Do(func() {
+		close(s.quit)
+		s.seq.Close()
+		s.proj.stop()
+		<-s.scrub
+		// A last full checkpoint leaves a compact database file behind; not
+		// after a failed sync, when recovery on the next open decides.
+		if s.failed.Load() == nil && s.seq.Failed() == nil {
+			s.projDB.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+		}
+		for _, st := range s.rstmts {
+			st.Close()
+		}
+		s.closeErr = errors.Join(s.seg.Close(), s.redo.close(), s.write.Close(), s.projDB.Close(), s.read.Close())
+	})
+	return s.closeErr
+}
+
+// batchBusy is the longest a batch waits inside the sequencer for
+// SQLite's write lock (held by the projector's flush, or by another
+// process): an Update that needs the database and does not get it in time
+// is tried again, outside the sequencer, until the busy timeout, so that
+// governed calls batched with it never wait behind a lock.
+const batchBusy = 20 * time.Millisecond
+
+// errLocked is a batch's failure to take SQLite's write lock in batchBusy.
+var errLocked = errors.New("sqlite: the database is locked")
+
+// Update implements store.Store. An Update that needs the database while
+// its write lock is held elsewhere is run again (fn is called once per
+// attempt, each a fresh start), until the lock comes free or the busy
+// timeout has passed.
+func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
+	start := time.Now()
+	wait := time.Millisecond
+	for {
+		if err := s.failed.Load(); err != nil {
+			return *err
+		}
+		err := s.seq.Update(ctx, fn)
+		if !errors.Is(err, errLocked) || time.Since(start) >= s.cfg.BusyTimeout {
+			return err
+		}
+		t := time.NewTimer(min(wait, s.cfg.BusyTimeout-time.Since(start)))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+}
+
+var _ store.Prober = (*Store)(nil)
+
+// Probe implements store.Prober: an empty frame, written and synced.
+func (s *Store) Probe(ctx context.Context) error {
 	if err := s.failed.Load(); err != nil {
 		return *err
 	}
-	select {
-	case s.ops <- o:
-	case <-s.quit:
-		return store.ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	// Once queued, wait for the outcome even if ctx ends: the caller must
-	// learn whether its entries were committed. An op queued after the
-	// sequencer drained the queue on Close is never run.
-	select {
-	case err := <-o.done:
-		return err
-	case <-s.done:
-		select {
-		case err := <-o.done:
-			return err
-		default:
-			return store.ErrClosed
-		}
-	}
-}
-
-func (s *Store) sequence() {
-	defer close(s.done)
-	batch := make([]*op, 0, s.maxBatch)
-	for {
-		var first *op
-		select {
-		case first = <-s.ops:
-		case <-s.quit:
-			// Drain what is queued, then stop.
-			for {
-				select {
-				case o := <-s.ops:
-					s.commit([]*op{o})
-				default:
-					return
-				}
-			}
-		}
-		batch = append(batch[:0], first)
-	fill:
-		for len(batch) < s.maxBatch {
-			select {
-			case o := <-s.ops:
-				batch = append(batch, o)
-			default:
-				break fill
-			}
-		}
-		s.commit(batch)
-	}
-}
-
-// commit runs one batch in one transaction.
-func (s *Store) commit(batch []*op) {
-	errs := make([]error, len(batch))
-	fail := func(err error) {
-		s.reopenIfReadOnly(s.write, "writer", err)
-		err = s.failStorage(err)
-		for _, o := range batch {
-			o.done <- err
-		}
-	}
-	if err := s.failed.Load(); err != nil {
-		// Queued before the store failed.
-		fail(*err)
-		return
-	}
-	ctx := context.Background()
-	sqlTx, err := s.write.BeginTx(ctx, nil)
-	if err != nil {
-		if isBusy(err) {
-			// Another process kept the write lock for the whole busy
-			// timeout. The Updates queued meanwhile have waited about as
-			// long: they are refused now too, rather than each after one
-			// more busy timeout, so none waits much longer than one.
-			batch = s.drain(batch)
-		}
-		fail(fmt.Errorf("sqlite: begin: %w", err))
-		return
-	}
-	before := s.tree.Clone()
-	batchHeads := map[string]tlog.Hash{}
-	exec := func(name string) error {
-		_, err := sqlTx.StmtContext(ctx, s.stmts[name]).ExecContext(ctx)
+	if err := s.seq.Failed(); err != nil {
 		return err
 	}
-	for i, o := range batch {
-		if err := o.ctx.Err(); err != nil {
-			errs[i] = err
-			continue
-		}
-		if err := exec("savepoint"); err != nil {
-			errs[i] = fmt.Errorf("sqlite: savepoint: %w", err)
-			continue
-		}
-		opTree := s.tree.Clone()
-		tx := &tx{s: s, tx: sqlTx, ctx: ctx, batchHeads: batchHeads}
-		err := runOp(o.fn, tx)
-		if err == nil {
-			err = tx.appendErr
-		}
-		if err != nil {
-			s.tree = opTree
-			if rerr := exec("rollbackTo"); rerr != nil {
-				sqlTx.Rollback()
-				s.tree = before
-				fail(fmt.Errorf("sqlite: rollback to savepoint: %w", rerr))
-				return
-			}
-			errs[i] = err
-		} else {
-			for a, h := range tx.heads {
-				batchHeads[a] = h
-			}
-		}
-		if err := exec("release"); err != nil {
-			sqlTx.Rollback()
-			s.tree = before
-			fail(fmt.Errorf("sqlite: release savepoint: %w", err))
-			return
-		}
-	}
-	if err := sqlTx.Commit(); err != nil {
-		s.tree = before
-		fail(fmt.Errorf("sqlite: commit: %w", err))
-		return
-	}
-	for a, h := range batchHeads {
-		s.heads[a] = h
-	}
-	for i, o := range batch {
-		o.done <- errs[i]
-	}
+	return s.seg.Probe()
 }
 
-// drain appends the Updates queued now to batch.
-func (s *Store) drain(batch []*op) []*op {
-	for {
-		select {
-		case o := <-s.ops:
-			batch = append(batch, o)
-		default:
-			return batch
-		}
-	}
-}
-
-// runOp runs fn, turning a panic into an error so one bad Update cannot take
-// the sequencer down with the others in its batch.
-func runOp(fn func(store.Tx) error, tx store.Tx) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("sqlite: update panicked: %v", r)
-		}
-	}()
-	return fn(tx)
-}
+// Stats are the write path's counters.
+func (s *Store) Stats() *sequencer.Stats { return s.seq.Stats() }
 
 // Ping implements store.Store.
 func (s *Store) Ping(ctx context.Context) error {
+	if err := s.failed.Load(); err != nil {
+		return *err
+	}
 	var one int
 	return s.read.QueryRowContext(ctx, "SELECT 1").Scan(&one)
 }
 
-type querier interface {
-	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+// recoverRedo applies the redo frames whose entries are in the log and
+// which the database has not applied (redo.go).
+func (s *Store) recoverRedo(ctx context.Context) error {
+	r, frames, err := openRedo(s.path + ".redo")
+	if err != nil {
+		return err
+	}
+	s.redo = r
+	applied, err := s.metaInt(ctx, metaRedoSeq)
+	if err != nil {
+		return err
+	}
+	for _, fr := range frames {
+		if int64(fr.seq) <= applied {
+			continue
+		}
+		rec, err := s.seg.Entry(fr.lastIndex)
+		if errors.Is(err, segment.ErrNotFound) || err == nil && rec.Hashes[0] != fr.lastLeaf {
+			continue // its batch never committed
+		}
+		if err != nil {
+			return err
+		}
+		s.log.Info("sqlite: applying the database writes of a batch committed before a crash", "seq", fr.seq, "statements", len(fr.stmts))
+		if err := applyRedo(ctx, s.projDB, fr); err != nil {
+			return err
+		}
+	}
+	r.seq = max(r.seq, uint64(applied))
+	r.reset()
+	return nil
 }
 
-func (s *Store) treeSize(ctx context.Context, q querier) (int64, error) {
-	var n int64
-	if err := q.QueryRowContext(ctx, "SELECT COALESCE(MAX(idx)+1, 0) FROM entries").Scan(&n); err != nil {
-		return 0, fmt.Errorf("sqlite: tree size: %w", err)
+func (s *Store) metaInt(ctx context.Context, key string) (int64, error) {
+	var v string
+	err := s.projDB.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: read meta: %w", err)
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: meta %s = %q: %w", key, v, err)
 	}
 	return n, nil
 }
 
-// TreeSize implements store.Store.
-func (s *Store) TreeSize(ctx context.Context) (int64, error) { return s.treeSize(ctx, s.read) }
-
-// ReadHashes implements store.Store. Each entry row keeps the hashes its
-// append stored (tlog.StoredHashes): the leaf, then the interior nodes it
-// completed. Stored index i is node (level, n), written by the append of
-// record (n+1)<<level - 1, at offset level.
-func (s *Store) ReadHashes(ctx context.Context, indexes []int64) ([]tlog.Hash, error) {
-	return s.readHashes(ctx, s.read, indexes)
+// recoverState loads the state as of the log size the tables describe and
+// folds the entries logged after it; it returns the log's tree, that size,
+// and the folded changes for the tables.
+func (s *Store) recoverState(ctx context.Context) (*record.Tree, int64, *state.Txn, error) {
+	size := s.seg.Size()
+	flushed, err := s.metaInt(ctx, metaProjected)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	if flushed > size {
+		return nil, 0, nil, fmt.Errorf("sqlite: the log in %s holds %d entries, but the database describes %d: entries were lost or removed; restore the log directory from a backup or the bucket",
+			s.cfg.LogDir, size, flushed)
+	}
+	snap, err := s.loadSnapshot(ctx, flushed)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	s.st.Load(snap)
+	fr, err := s.seg.ReadHashes(record.FrontierIndexes(flushed))
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("sqlite: load the log's frontier: %w", err)
+	}
+	tree, err := record.NewTree(flushed, fr)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	if flushed == size {
+		return tree, flushed, nil, nil
+	}
+	s.log.Info("sqlite: folding the entries logged after the state tables", "from", flushed, "to", size)
+	txn := s.st.Begin(&readLoader{s: s, ctx: ctx})
+	err = s.seg.Read(flushed, int(size-flushed), func(r segment.Record) error {
+		e, err := record.Parse(r.Data)
+		if err != nil {
+			return fmt.Errorf("sqlite: entry %d of the log: %w", r.Index, err)
+		}
+		if e.Index != r.Index {
+			return fmt.Errorf("sqlite: entry %d of the log says index %d", r.Index, e.Index)
+		}
+		leaf := record.LeafHash(r.Data)
+		stored := tree.Append(leaf)
+		if len(stored) != len(r.Hashes) || stored[0] != r.Hashes[0] {
+			return fmt.Errorf("sqlite: entry %d of the log: its bytes do not hash to the leaf the log stores: it was edited", r.Index)
+		}
+		for i := range stored {
+			if stored[i] != r.Hashes[i] {
+				return fmt.Errorf("sqlite: entry %d of the log: the tree hashes it stores are not the tree's: the log was edited", r.Index)
+			}
+		}
+		return txn.Apply(e, leaf)
+	})
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	txn.Commit(s.cfg.Now())
+	return tree, flushed, txn, nil
 }
 
-func (s *Store) readHashes(ctx context.Context, q querier, indexes []int64) ([]tlog.Hash, error) {
-	out := make([]tlog.Hash, len(indexes))
-	for i, x := range indexes {
-		level, n := tlog.SplitStoredHashIndex(x)
-		rec := (n+1)<<level - 1
-		var hashes []byte
-		err := q.QueryRowContext(ctx, "SELECT hashes FROM entries WHERE idx = ?", rec).Scan(&hashes)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil, fmt.Errorf("sqlite: no stored hash %d (entry %d)", x, rec)
-		}
+// readLoader reads what the state does not hold, outside a batch.
+type readLoader struct {
+	s   *Store
+	ctx context.Context
+}
+
+func (l *readLoader) Agent(id string) (*store.Agent, error) {
+	return scanAgent(l.s.rstmts["agent"].QueryRowContext(l.ctx, id))
+}
+
+func (l *readLoader) Call(id string) (*store.Call, error) {
+	return scanCall(l.s.rstmts["call"].QueryRowContext(l.ctx, id))
+}
+
+func (l *readLoader) Approval(callID string) (*store.Approval, error) {
+	return scanApproval(l.s.read.QueryRowContext(l.ctx, `SELECT `+approvalCols+` FROM approvals WHERE call_id = ?`, callID))
+}
+
+// loadSnapshot reads the state the tables describe at size.
+func (s *Store) loadSnapshot(ctx context.Context, size int64) (*state.Snapshot, error) {
+	snap := &state.Snapshot{Size: size, Counts: map[string]*store.Counts{}, Heads: map[string]state.Head{}}
+	q := func(query string, scan func(*sql.Rows) error, args ...any) error {
+		rows, err := s.projDB.QueryContext(ctx, query, args...)
 		if err != nil {
-			return nil, fmt.Errorf("sqlite: read hash: %w", err)
+			return fmt.Errorf("sqlite: load state: %w", err)
 		}
-		if len(hashes) < (level+1)*tlog.HashSize {
-			return nil, fmt.Errorf("sqlite: entry %d keeps %d bytes of hashes, need level %d", rec, len(hashes), level)
+		defer rows.Close()
+		for rows.Next() {
+			if err := scan(rows); err != nil {
+				return fmt.Errorf("sqlite: load state: %w", err)
+			}
 		}
-		copy(out[i][:], hashes[level*tlog.HashSize:])
+		return rows.Err()
 	}
-	return out, nil
+	err := q(`SELECT `+agentCols+` FROM agents`, func(r *sql.Rows) error {
+		a, err := scanAgent(r)
+		if err == nil {
+			snap.Agents = append(snap.Agents, *a)
+		}
+		return err
+	})
+	if err == nil {
+		err = q(`SELECT `+callCols+` FROM calls WHERE status IN ('approved', 'pending_approval')`, func(r *sql.Rows) error {
+			c, err := scanCall(r)
+			if err == nil {
+				snap.Calls = append(snap.Calls, *c)
+			}
+			return err
+		})
+	}
+	if err == nil {
+		err = q(`SELECT `+approvalCols+` FROM approvals WHERE status = 'pending'`, func(r *sql.Rows) error {
+			a, err := scanApproval(r)
+			if err == nil {
+				snap.Approvals = append(snap.Approvals, *a)
+			}
+			return err
+		})
+	}
+	if err == nil {
+		err = q(`SELECT agent, head, head_idx, counts FROM agent_state`, func(r *sql.Rows) error {
+			var agent string
+			var head, counts []byte
+			var idx int64
+			if err := r.Scan(&agent, &head, &idx, &counts); err != nil {
+				return err
+			}
+			if len(head) != len(state.Head{}.Hash) {
+				return fmt.Errorf("the chain head of %q has %d bytes", agent, len(head))
+			}
+			c, err := store.DecodeCounts(counts)
+			if err != nil {
+				return fmt.Errorf("agent %q: %w", agent, err)
+			}
+			h := state.Head{Index: idx}
+			copy(h.Hash[:], head)
+			snap.Heads[agent], snap.Counts[agent] = h, c
+			return nil
+		})
+	}
+	if err == nil {
+		// The idempotency keys of the window: calls are keyed by UUIDv7,
+		// which sorts by time.
+		cfg := s.cfg.State
+		window, keys := cfg.IdempotencyWindow, cfg.IdempotencyKeys
+		if window <= 0 {
+			window = state.DefaultIdempotencyWindow
+		}
+		if keys <= 0 {
+			keys = state.DefaultIdempotencyKeys
+		}
+		from := store.CallIDFloor(s.cfg.Now().Add(-window))
+		err = q(`SELECT agent_id, idempotency_key, id, created_at FROM calls WHERE id >= ? AND idempotency_key <> '' ORDER BY id DESC LIMIT ?`, func(r *sql.Rows) error {
+			var k state.Key
+			var created int64
+			if err := r.Scan(&k.Agent, &k.Key, &k.Call, &created); err != nil {
+				return err
+			}
+			k.At = fromNanos(created)
+			snap.Keys = append(snap.Keys, k)
+			return nil
+		}, from, keys)
+		for i, j := 0, len(snap.Keys)-1; i < j; i, j = i+1, j-1 {
+			snap.Keys[i], snap.Keys[j] = snap.Keys[j], snap.Keys[i]
+		}
+	}
+	return snap, err
 }
 
 // code is SQLite's extended result code of err, or 0 when err does not
@@ -448,17 +586,15 @@ func isSyncFailure(err error) bool {
 	return c == sqlite3.SQLITE_IOERR_FSYNC || c == sqlite3.SQLITE_IOERR_DIR_FSYNC
 }
 
-// failStorage makes the store fail for good when err is a failed fsync,
-// and returns the error every Update gets from now on; other errors (a
-// full or read-only disk, a lock held elsewhere) pass unchanged and the
-// store recovers by itself once they clear.
+// failStorage makes the store fail for good when err is a failed fsync of
+// the database, and returns the error every Update gets from now on; other
+// errors (a full or read-only disk, a lock held elsewhere) pass unchanged
+// and the store recovers by itself once they clear.
 //
 // After a failed fsync nothing says what reached the disk: the kernel may
-// have dropped the dirty pages and will not report it again, and WAL frames
-// of a commit SQLite refused may still be on the disk and reappear when
-// the database is next opened. Retrying could only make a lost write look
-// durable, so, as PostgreSQL does, the store stops writing and leaves the
-// decision to recovery on restart.
+// have dropped the dirty pages and will not report it again. Retrying could
+// only make a lost write look durable, so, as PostgreSQL does, the store
+// stops writing and leaves the decision to recovery on restart.
 func (s *Store) failStorage(err error) error {
 	if p := s.failed.Load(); p != nil {
 		return *p
@@ -476,11 +612,10 @@ func (s *Store) failStorage(err error) error {
 }
 
 // syncRefused reports whether fsync on the database's files fails now
-// because the filesystem refuses writes (read-only, full, over quota): a
-// commit whose frames were written just before it turned so fails in its
-// fsync, and that is the ordinary case of a read-only or full disk, which
-// clears by itself. Any other answer (EIO, or success: the kernel reports a
-// writeback error once) leaves the failed fsync fatal.
+// because the filesystem refuses writes (read-only, full, over quota): the
+// ordinary case of a read-only or full disk, which clears by itself. Any
+// other answer (EIO, or success: the kernel reports a writeback error
+// once) leaves the failed fsync fatal.
 func (s *Store) syncRefused() bool {
 	for _, p := range []string{s.path + "-wal", s.path, filepath.Dir(s.path)} {
 		f, err := os.Open(p)
@@ -509,59 +644,4 @@ func (s *Store) reopenIfReadOnly(db *sql.DB, which string, err error) {
 	s.log.Warn("sqlite: connection cannot write, reopening it", "conn", which, "err", err)
 	db.SetMaxIdleConns(0) // closes the idle connection
 	db.SetMaxIdleConns(1)
-}
-
-func nanos(t time.Time) int64 { return t.UTC().UnixNano() }
-
-func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
-
-func nullTime(t *time.Time) sql.NullInt64 {
-	if t == nil {
-		return sql.NullInt64{}
-	}
-	return sql.NullInt64{Int64: nanos(*t), Valid: true}
-}
-
-func timePtr(n sql.NullInt64) *time.Time {
-	if !n.Valid {
-		return nil
-	}
-	t := fromNanos(n.Int64)
-	return &t
-}
-
-func nullString(s string) sql.NullString {
-	if s == "" {
-		return sql.NullString{}
-	}
-	return sql.NullString{String: s, Valid: true}
-}
-
-// CheckpointInterval is how often committed WAL frames are copied into the
-// database file, off the commit path.
-const CheckpointInterval = 500 * time.Millisecond
-
-// checkpointer copies the WAL into the database file in the background
-// (PASSIVE: it never blocks the writer or readers), so commits never pay
-// for it. Once a checkpoint has caught up, SQLite starts the WAL over.
-func (s *Store) checkpointer() {
-	defer close(s.ckptDone)
-	t := time.NewTicker(CheckpointInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.quit:
-			return
-		case <-t.C:
-			if s.failed.Load() != nil {
-				return // copying on could make lost pages look durable
-			}
-			var busy, logFrames, done int
-			if err := s.ckpt.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &done); err != nil {
-				s.log.Warn("sqlite: checkpoint", "err", err)
-				s.reopenIfReadOnly(s.ckpt, "checkpointer", err)
-				s.failStorage(err)
-			}
-		}
-	}
 }

@@ -1,0 +1,178 @@
+package runtime
+
+import (
+	"math"
+	"strings"
+	"time"
+
+	"github.com/arxsec/arx/arxerr"
+	"github.com/arxsec/arx/internal/store"
+	"github.com/arxsec/arx/manifest"
+	"github.com/arxsec/arx/record"
+)
+
+// A governed call is decided in three steps, the middle one pure: gather
+// what the decision needs (the agent, its counts, a call already made with
+// the same idempotency key) in the store's transaction; decide (decideCall,
+// here: inputs in, decision out, table-tested in decide_test.go); compose
+// the entries that record the decision (callEntries); the store folds them
+// into the state. What follows the commit (metrics, wake-ups, the
+// credential) is the caller's.
+
+// Drift rules beyond the manifest's scope (manifest.Decide has those).
+const (
+	DriftOffHours      = "off_hours"      // outside budget.active_hours
+	DriftCallsPerDay   = "calls_per_day"  // more calls in the day than budget.calls_per_day
+	DriftMaxConcurrent = "max_concurrent" // more open calls than budget.max_concurrent
+	DriftCallDuration  = "call_duration"  // the work outlived its maximum duration
+	DriftRateSpike     = "rate_spike"     // far above the agent's own recent rate
+)
+
+// Spike thresholds: at least SpikeMinCalls in the current minute and more
+// than SpikeFactor times the average of the previous 59 minutes.
+const (
+	SpikeMinCalls = 120
+	SpikeFactor   = 10
+)
+
+// callInput is what a call is decided on.
+type callInput struct {
+	M        *manifest.Manifest
+	Req      CallRequest // validated
+	Declared manifest.Risk
+	Now      time.Time
+	Counts   store.Counts // the agent's, before this call
+}
+
+// callDecision is the decision.
+type callDecision struct {
+	Risk          manifest.Risk
+	Refusal       *arxerr.Error // the call is refused
+	Drift         []manifest.Drift
+	NeedsApproval bool
+	Status        string    // store.CallRefused, CallPending or CallApproved
+	ExpiresAt     time.Time // of the credential, or of the approval request
+}
+
+// decideCall applies the manifest's scope, then the rules on the agent's
+// behaviour (active hours, budgets, rate), then what on_drift says.
+func decideCall(in callInput) callDecision {
+	m, now := in.M, in.Now
+	d := m.Decide(in.Req.Connector, in.Req.Action, in.Declared)
+	out := callDecision{Risk: d.Risk, NeedsApproval: d.NeedsApproval}
+	if d.Refusal != "" {
+		out.Refusal = arxerr.New(d.Refusal, "%s", d.Message)
+		out.Status, out.ExpiresAt = store.CallRefused, now
+		return out
+	}
+	out.Drift = append(append(append(append([]manifest.Drift(nil), d.Drift...), hoursDrift(m, now)...),
+		rateDrift(m, in.Counts, now)...), budgetDrift(m, in.Counts, now)...)
+	if len(out.Drift) > 0 {
+		switch m.OnDrift {
+		case manifest.DriftRefuse:
+			rules := make([]string, len(out.Drift))
+			for i, dr := range out.Drift {
+				rules[i] = dr.Rule
+			}
+			out.Refusal = arxerr.New(arxerr.DriftRefused, "the call is outside the declared role (%s)", strings.Join(rules, ", "))
+			out.Status, out.ExpiresAt = store.CallRefused, now
+			return out
+		case manifest.DriftRequireApproval:
+			out.NeedsApproval = true
+		}
+	}
+	if out.NeedsApproval {
+		out.Status, out.ExpiresAt = store.CallPending, now.Add(m.Approval.Timeout)
+	} else {
+		out.Status, out.ExpiresAt = store.CallApproved, now.Add(m.CallTTL(in.Req.Connector, in.Req.Action))
+	}
+	return out
+}
+
+// hoursDrift: a call outside budget.active_hours.
+func hoursDrift(m *manifest.Manifest, now time.Time) []manifest.Drift {
+	if h := m.Budget.ActiveHours; h != nil && !h.Contains(now) {
+		return []manifest.Drift{{Rule: DriftOffHours, Policy: m.OnDrift, Facts: map[string]any{
+			"local_time": now.In(h.Location).Format("Mon 15:04"), "timezone": h.Timezone, "window": h.Start + "-" + h.End}}}
+	}
+	return nil
+}
+
+// budgetDrift: the day's calls and the open calls against the budget.
+func budgetDrift(m *manifest.Manifest, c store.Counts, now time.Time) []manifest.Drift {
+	var out []manifest.Drift
+	if limit := m.Budget.CallsPerDay; limit > 0 {
+		day, start := budgetDay(m, now)
+		if n := int(c.Since(start)); n >= limit {
+			out = append(out, manifest.Drift{Rule: DriftCallsPerDay, Policy: m.OnDrift, Facts: map[string]any{
+				"calls_today": n, "limit": limit, "day": day}})
+		}
+	}
+	if limit := m.Budget.MaxConcurrent; limit > 0 && c.Open >= limit {
+		out = append(out, manifest.Drift{Rule: DriftMaxConcurrent, Policy: m.OnDrift, Facts: map[string]any{
+			"open_calls": c.Open, "limit": limit}})
+	}
+	return out
+}
+
+// budgetDay is the calendar day a call counts toward, and its start: in the
+// time zone of the manifest's active hours, else UTC.
+func budgetDay(m *manifest.Manifest, now time.Time) (string, time.Time) {
+	loc := time.UTC
+	if h := m.Budget.ActiveHours; h != nil && h.Location != nil {
+		loc = h.Location
+	}
+	t := now.In(loc)
+	y, mo, d := t.Date()
+	return t.Format(time.DateOnly), time.Date(y, mo, d, 0, 0, 0, 0, loc)
+}
+
+// rateDrift: far more calls this minute than the agent's own average over
+// the hour before. Reported once per minute: when the threshold is first
+// crossed. It is a heuristic for performance reviews, not an authority.
+func rateDrift(m *manifest.Manifest, c store.Counts, now time.Time) []manifest.Drift {
+	minute := now.Unix() / 60
+	last, earlier := c.Minute(minute, minute-59)
+	last++ // this call
+	baseline := float64(earlier) / 59
+	threshold := max(float64(SpikeMinCalls), SpikeFactor*baseline)
+	if float64(last) <= threshold || float64(last-1) > threshold {
+		return nil
+	}
+	return []manifest.Drift{{Rule: DriftRateSpike, Policy: m.OnDrift, Facts: map[string]any{
+		"calls_last_minute": last, "baseline_per_minute": int64(math.Round(baseline))}}} // record data holds integers only
+}
+
+// callEntries composes the entries that record a decided call: its drift,
+// then its credential, its refusal, or its request and the approval it
+// waits for.
+func callEntries(c *store.Call, d callDecision, m *manifest.Manifest, actor string) []*record.Entry {
+	ref := record.CallRef{Agent: c.AgentID, Call: c.ID, Connector: c.Connector, Action: c.Action, Risk: c.Risk}
+	ask := record.Ask{DeclaredRisk: c.DeclaredRisk, Summary: c.Summary, IdempotencyKey: c.IdempotencyKey, RaisedBy: c.RaisedBy}
+	now := c.CreatedAt
+	var out []*record.Entry
+	for _, dr := range d.Drift {
+		out = append(out, record.DriftDetected(ref, actor, now, dr.Data()))
+	}
+	switch d.Status {
+	case store.CallRefused:
+		out = append(out, record.CredentialRefused(ref, actor, now, ask, string(d.Refusal.Code), d.Refusal.Message))
+	case store.CallPending:
+		out = append(out, record.CallRequested(ref, actor, now, ask),
+			record.ApprovalRequested(ref, actor, now, m.Approval.Approvers, m.Approval.Delegates, d.ExpiresAt))
+	default:
+		out = append(out, record.CredentialIssued(ref, actor, now, ask, d.ExpiresAt, ""))
+	}
+	return out
+}
+
+// callRef names a call in its entries.
+func callRef(c *store.Call) record.CallRef {
+	return record.CallRef{Agent: c.AgentID, Call: c.ID, Connector: c.Connector, Action: c.Action, Risk: c.Risk}
+}
+
+// durationDrift is the drift of a call whose work outlived its credential.
+func durationDrift(m *manifest.Manifest, c *store.Call, now time.Time, key string) map[string]any {
+	return manifest.Drift{Rule: DriftCallDuration, Policy: m.OnDrift, Facts: map[string]any{
+		"max_duration_ms": m.CallTTL(c.Connector, c.Action).Milliseconds(), key: now.Sub(c.CreatedAt).Milliseconds()}}.Data()
+}

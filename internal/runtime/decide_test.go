@@ -1,0 +1,193 @@
+package runtime
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/arxsec/arx/arxerr"
+	"github.com/arxsec/arx/internal/store"
+	"github.com/arxsec/arx/manifest"
+	"github.com/arxsec/arx/record"
+)
+
+const decideManifest = `apiVersion: arx.dev/v1
+kind: JobDescription
+agent:
+  name: decide
+  owner: dana@example.com
+scope:
+  connectors:
+    crm:
+      actions:
+        account.read: {risk: low}
+        account.update: {risk: high, max_duration: 30s}
+approval:
+  approvers: [dana@example.com]
+  delegates: [lee@example.com]
+  timeout: 15m
+budget:
+  calls_per_day: 3
+  max_call_duration: 2m
+  max_concurrent: 2
+  active_hours:
+    timezone: Europe/Berlin
+    days: [mon, tue, wed, thu, fri]
+    start: "07:00"
+    end: "20:00"
+termination:
+  notify: [dana@example.com]
+  revoke: all
+on_drift: %s
+`
+
+func decideFixture(t *testing.T, onDrift string) *manifest.Manifest {
+	t.Helper()
+	m, err := manifest.Parse(fmt.Appendf(nil, decideManifest, onDrift))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// Thursday 3 December 2026, 10:00 in Berlin: inside the active hours.
+var (
+	berlin, _ = time.LoadLocation("Europe/Berlin")
+	working   = time.Date(2026, 12, 3, 10, 0, 0, 0, berlin)
+)
+
+// counts is an agent's counts with calls already made today, open ones, and
+// calls in the current minute.
+func counts(now time.Time, today, open, thisMinute int) store.Counts {
+	var c store.Counts
+	for range today {
+		c.Add(now.Add(-time.Hour), true)
+	}
+	for range thisMinute {
+		c.Add(now, false) // refused ones: they count toward the rate, not the day
+	}
+	c.Open = open
+	return c
+}
+
+func TestDecideCall(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		onDrift          string
+		connector        string
+		action           string
+		declared         manifest.Risk
+		now              time.Time
+		counts           store.Counts
+		wantStatus       string
+		wantRefusal      arxerr.Code
+		wantDrift        []string
+		wantRisk         string
+		wantExpiresAfter time.Duration
+	}{
+		{name: "declared, low risk", onDrift: "record", connector: "crm", action: "account.read", now: working,
+			wantStatus: store.CallApproved, wantRisk: "low", wantExpiresAfter: 2 * time.Minute},
+		{name: "high risk waits for an approver", onDrift: "record", connector: "crm", action: "account.update", now: working,
+			wantStatus: store.CallPending, wantRisk: "high", wantDrift: []string{manifest.DriftRiskUnderdeclared}, wantExpiresAfter: 15 * time.Minute},
+		{name: "declared high risk, no drift", onDrift: "record", connector: "crm", action: "account.update", declared: manifest.RiskHigh, now: working,
+			wantStatus: store.CallPending, wantRisk: "high", wantExpiresAfter: 15 * time.Minute},
+		{name: "undeclared connector is refused whatever on_drift says", onDrift: "record", connector: "hubspot", action: "account.read", now: working,
+			wantStatus: store.CallRefused, wantRefusal: arxerr.ConnectorNotDeclared, wantRisk: "low"},
+		{name: "undeclared action is drift under record", onDrift: "record", connector: "crm", action: "account.delete", now: working,
+			wantStatus: store.CallApproved, wantDrift: []string{manifest.DriftUndeclaredAction}, wantRisk: "low", wantExpiresAfter: 2 * time.Minute},
+		{name: "undeclared action is refused under refuse", onDrift: "refuse", connector: "crm", action: "account.delete", now: working,
+			wantStatus: store.CallRefused, wantRefusal: arxerr.ActionNotDeclared, wantRisk: "low"},
+		{name: "off hours is drift", onDrift: "record", connector: "crm", action: "account.read", now: working.Add(12 * time.Hour),
+			wantStatus: store.CallApproved, wantDrift: []string{DriftOffHours}, wantRisk: "low", wantExpiresAfter: 2 * time.Minute},
+		{name: "off hours on a weekend", onDrift: "record", connector: "crm", action: "account.read", now: working.Add(48 * time.Hour),
+			wantStatus: store.CallApproved, wantDrift: []string{DriftOffHours}, wantRisk: "low", wantExpiresAfter: 2 * time.Minute},
+		{name: "off hours held for approval", onDrift: "require_approval", connector: "crm", action: "account.read", now: working.Add(12 * time.Hour),
+			wantStatus: store.CallPending, wantDrift: []string{DriftOffHours}, wantRisk: "low", wantExpiresAfter: 15 * time.Minute},
+		{name: "off hours refused", onDrift: "refuse", connector: "crm", action: "account.read", now: working.Add(12 * time.Hour),
+			wantStatus: store.CallRefused, wantRefusal: arxerr.DriftRefused, wantDrift: []string{DriftOffHours}, wantRisk: "low"},
+		{name: "calls per day reached", onDrift: "record", connector: "crm", action: "account.read", now: working, counts: counts(working, 3, 0, 0),
+			wantStatus: store.CallApproved, wantDrift: []string{DriftCallsPerDay}, wantRisk: "low", wantExpiresAfter: 2 * time.Minute},
+		{name: "calls of yesterday do not count", onDrift: "record", connector: "crm", action: "account.read", now: working.Add(-9*time.Hour - time.Minute + 10*time.Hour),
+			counts: counts(working.Add(-10*time.Hour), 3, 0, 0), wantStatus: store.CallApproved, wantRisk: "low", wantExpiresAfter: 2 * time.Minute},
+		{name: "max concurrent reached", onDrift: "record", connector: "crm", action: "account.read", now: working, counts: counts(working, 0, 2, 0),
+			wantStatus: store.CallApproved, wantDrift: []string{DriftMaxConcurrent}, wantRisk: "low", wantExpiresAfter: 2 * time.Minute},
+		{name: "max concurrent refused", onDrift: "refuse", connector: "crm", action: "account.read", now: working, counts: counts(working, 0, 2, 0),
+			wantStatus: store.CallRefused, wantRefusal: arxerr.DriftRefused, wantDrift: []string{DriftMaxConcurrent}, wantRisk: "low"},
+		{name: "rate spike on the call that crosses it", onDrift: "record", connector: "crm", action: "account.read", now: working,
+			counts: counts(working, 0, 0, SpikeMinCalls), wantStatus: store.CallApproved, wantDrift: []string{DriftRateSpike},
+			wantRisk: "low", wantExpiresAfter: 2 * time.Minute},
+		{name: "rate spike reported once a minute", onDrift: "record", connector: "crm", action: "account.read", now: working,
+			counts: counts(working, 0, 0, SpikeMinCalls+1), wantStatus: store.CallApproved, wantRisk: "low", wantExpiresAfter: 2 * time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := decideFixture(t, tc.onDrift)
+			if tc.declared == 0 {
+				tc.declared = manifest.RiskLow // what validate makes of ""
+			}
+			d := decideCall(callInput{M: m, Req: CallRequest{Connector: tc.connector, Action: tc.action, IdempotencyKey: "k"},
+				Declared: tc.declared, Now: tc.now, Counts: tc.counts})
+			if d.Status != tc.wantStatus {
+				t.Errorf("status = %s, want %s", d.Status, tc.wantStatus)
+			}
+			var code arxerr.Code
+			if d.Refusal != nil {
+				code = d.Refusal.Code
+			}
+			if code != tc.wantRefusal {
+				t.Errorf("refusal = %q, want %q", code, tc.wantRefusal)
+			}
+			var rules []string
+			for _, dr := range d.Drift {
+				rules = append(rules, dr.Rule)
+			}
+			if !slices.Equal(rules, tc.wantDrift) {
+				t.Errorf("drift = %v, want %v", rules, tc.wantDrift)
+			}
+			if d.Risk.String() != tc.wantRisk {
+				t.Errorf("risk = %s, want %s", d.Risk, tc.wantRisk)
+			}
+			if tc.wantStatus == store.CallRefused {
+				if !d.ExpiresAt.Equal(tc.now) {
+					t.Errorf("a refused call expires at %v, want at once", d.ExpiresAt)
+				}
+			} else if got := d.ExpiresAt.Sub(tc.now); got != tc.wantExpiresAfter {
+				t.Errorf("expires after %v, want %v", got, tc.wantExpiresAfter)
+			}
+		})
+	}
+}
+
+// TestCallEntries: what records each kind of decision, in order.
+func TestCallEntries(t *testing.T) {
+	m := decideFixture(t, "record")
+	c := &store.Call{ID: "c1", AgentID: "a1", Connector: "crm", Action: "account.update", DeclaredRisk: "low", Risk: "high",
+		IdempotencyKey: "k", Summary: "acct 7", RaisedBy: "user:lee@example.com", CreatedAt: working}
+	for _, tc := range []struct {
+		status string
+		drift  int
+		want   []string
+	}{
+		{store.CallApproved, 0, []string{record.TypeCredentialIssued}},
+		{store.CallPending, 1, []string{record.TypeDriftDetected, record.TypeCallRequested, record.TypeApprovalRequested}},
+		{store.CallRefused, 2, []string{record.TypeDriftDetected, record.TypeDriftDetected, record.TypeCredentialRefused}},
+	} {
+		d := callDecision{Status: tc.status, ExpiresAt: working.Add(time.Minute), Drift: make([]manifest.Drift, tc.drift)}
+		if tc.status == store.CallRefused {
+			d.Refusal = arxerr.New(arxerr.DriftRefused, "no")
+		}
+		var got []string
+		for _, e := range callEntries(c, d, m, "agent:a1") {
+			got = append(got, e.Type)
+			if e.Call != "c1" || e.Agent != "a1" || e.Risk != "high" || !e.Time.Equal(working) {
+				t.Errorf("%s: entry %+v", tc.status, e)
+			}
+			if e.Type != record.TypeDriftDetected && e.Type != record.TypeApprovalRequested && record.AskOf(e).RaisedBy != "user:lee@example.com" {
+				t.Errorf("%s: %s does not say who raised the call", tc.status, e.Type)
+			}
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: entries %v, want %v", tc.status, got, tc.want)
+		}
+	}
+}

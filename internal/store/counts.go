@@ -1,0 +1,74 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// EncodeCounts is the stored form of counts: the non-empty buckets.
+// Open is not kept: it is counted from the open calls at load.
+func EncodeCounts(c *Counts) []byte {
+	b := []byte{1}
+	put := func(bs []Bucket) {
+		n := 0
+		for _, x := range bs {
+			if x.N > 0 {
+				n++
+			}
+		}
+		b = binary.AppendUvarint(b, uint64(n))
+		for _, x := range bs {
+			if x.N > 0 {
+				b = binary.AppendVarint(b, x.At)
+				b = binary.AppendUvarint(b, uint64(x.N))
+			}
+		}
+	}
+	put(c.Minutes[:])
+	put(c.Quarters[:])
+	return b
+}
+
+func DecodeCounts(b []byte) (*Counts, error) {
+	c := &Counts{}
+	if len(b) == 0 {
+		return c, nil
+	}
+	if b[0] != 1 {
+		return nil, fmt.Errorf("counts: version %d", b[0])
+	}
+	b = b[1:]
+	read := func(bs []Bucket, size int64) error {
+		n, k := binary.Uvarint(b)
+		if k <= 0 {
+			return errors.New("counts: short")
+		}
+		b = b[k:]
+		for range n {
+			at, k := binary.Varint(b)
+			if k <= 0 {
+				return errors.New("counts: short")
+			}
+			b = b[k:]
+			v, k := binary.Uvarint(b)
+			if k <= 0 {
+				return errors.New("counts: short")
+			}
+			b = b[k:]
+			i := at % size
+			if i < 0 {
+				i += size
+			}
+			bs[i] = Bucket{At: at, N: int64(v)}
+		}
+		return nil
+	}
+	if err := read(c.Minutes[:], int64(len(c.Minutes))); err != nil {
+		return nil, err
+	}
+	if err := read(c.Quarters[:], int64(len(c.Quarters))); err != nil {
+		return nil, err
+	}
+	return c, nil
+}

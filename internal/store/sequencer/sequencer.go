@@ -1,0 +1,618 @@
+// Package sequencer is the one serial step of ARX's storage, shared by every
+// backend: it orders Updates, runs each against the in-memory state of the
+// hot path (package state), gives each appended entry its index, its chain
+// link and its Merkle hashes, and hands the batch to the backend, which makes
+// it durable with one write (sqlite: one frame and one fdatasync; postgres:
+// one transaction). Only then does any Update of the batch return, and only
+// then does the committed state change: nothing is answered, and nothing is
+// seen by a reader, before the record that describes it is durable (fail
+// closed).
+//
+// What a backend gives is small (Backend, Batch): a batch to write to, the
+// reads the state cannot answer, and the writes the record does not hold
+// (people, tokens by hash, the outbox: Cold). Tessera's storage/internal
+// plays the same part for its drivers.
+package sequencer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/arxsec/arx/internal/store"
+	"github.com/arxsec/arx/internal/store/state"
+	"github.com/arxsec/arx/record"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Backend is what a storage driver gives the sequencer.
+type Backend interface {
+	// Begin opens a batch. known is the log's size as this process knows
+	// it, or -1 when it needs a fresh snapshot (after a failed batch). A
+	// backend shared by several processes takes its log lock here and
+	// reports what the others appended since known (Foreign).
+	Begin(ctx context.Context, known int64) (Batch, *Foreign, error)
+	// Committed runs once a batch is durable and merged into the state,
+	// before its Updates return: changes holds what the batch changed.
+	Committed(changes *state.Txn)
+}
+
+// Foreign is what other processes appended to a shared log since the
+// known size: their entries, to fold; or, when that is too much or the
+// caller asked, a snapshot of the state and the log's frontier to load.
+type Foreign struct {
+	Entries  []store.Entry // with Hashes and Data
+	Snapshot *state.Snapshot
+	Frontier []tlog.Hash // with Snapshot: record.FrontierIndexes(Snapshot.Size)
+}
+
+// Batch is one batch of Updates in a backend.
+type Batch interface {
+	// Loader reads what the state does not hold, as this batch sees it.
+	state.Loader
+	// Cold writes and reads what the record does not hold.
+	Cold
+	// OpStart and OpEnd bracket each Update: OpEnd(false) undoes its cold
+	// writes (a savepoint). OpEnd(true) returns an *OpError when the
+	// Update must fail after all (a statement of it failed, though fn
+	// went on): its writes are undone, and the batch goes on. Any other
+	// error fails the batch.
+	OpStart()
+	OpEnd(ok bool) error
+	// Commit makes the batch durable: its entries, in order, with their
+	// stored hashes, and its cold writes; changes is what it changed in the
+	// state. An error wrapping store.ErrStorageFailed fails the store for
+	// good; any other leaves nothing of the batch behind.
+	Commit(ctx context.Context, entries []store.Entry, changes *state.Txn) error
+	// Abort drops the batch (after a failed Commit too).
+	Abort()
+}
+
+// Pipeliner is what a batch offers when it can be made durable while the
+// next batch runs: Start writes it and returns wait, which returns once it
+// is durable (or failed). The sequencer runs the next batch's Updates over
+// this one's changes meanwhile, and writes the next batch only after wait
+// returned; when wait fails, the next batch fails too. Pipelined says
+// whether this batch can (a SQLite batch that wrote the database holds the
+// database's transaction until it commits, and cannot).
+type Pipeliner interface {
+	Pipelined() bool
+	Start(ctx context.Context, entries []store.Entry, changes *state.Txn) (wait func() error, err error)
+}
+
+// OpError is OpEnd's answer for an Update that must fail alone.
+type OpError struct{ Err error }
+
+func (e *OpError) Error() string { return e.Err.Error() }
+func (e *OpError) Unwrap() error { return e.Err }
+
+// Cold is what a batch writes that the record does not hold, and reads of it.
+type Cold interface {
+	InsertAgent(a *store.Agent) error
+	InsertToken(t *store.Token) error
+	RevokeToken(id string, at time.Time) error
+	RevokeAgentTokens(agentID string, at time.Time) (int, error)
+	store.PeopleTx
+	store.OutboxTx
+	store.SettingsTx
+}
+
+// Config configures a Sequencer.
+type Config struct {
+	Backend Backend
+	// State is the committed state and Tree the log's tree, as the
+	// backend loaded them (both at the same size).
+	State *state.State
+	Tree  *record.Tree
+	// MaxBatch bounds how many Updates share one commit.
+	MaxBatch int
+	Logger   *slog.Logger
+	Now      func() time.Time
+}
+
+// DefaultMaxBatch is the default Config.MaxBatch.
+const DefaultMaxBatch = 512
+
+// Sequencer runs Updates.
+type Sequencer struct {
+	cfg   Config
+	state *state.State
+	tree  *record.Tree // nil after a batch that left it unknown
+	log   *slog.Logger
+
+	ops     chan *op
+	quit    chan struct{}
+	done    chan struct{}
+	closeMu sync.Once
+
+	size   atomic.Int64
+	failed atomic.Pointer[error]
+	stats  Stats
+}
+
+// Stats counts the sequencer's work.
+type Stats struct {
+	Batches atomic.Int64 // batches committed
+	Updates atomic.Int64 // Updates committed
+	Entries atomic.Int64 // entries committed
+	// RunNanos is the time spent running Updates' functions, and
+	// CommitNanos the time spent making batches durable (Backend's
+	// Commit): together, how busy the one serial step is.
+	RunNanos    atomic.Int64
+	CommitNanos atomic.Int64
+}
+
+type op struct {
+	ctx  context.Context
+	fn   func(store.Tx) error
+	done chan error
+}
+
+// New starts a sequencer.
+func New(cfg Config) *Sequencer {
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = DefaultMaxBatch
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Sequencer{cfg: cfg, state: cfg.State, tree: cfg.Tree, log: cfg.Logger,
+		ops: make(chan *op, 4096), quit: make(chan struct{}), done: make(chan struct{})}
+	if s.tree != nil {
+		s.size.Store(s.tree.Size())
+	}
+	go s.run()
+	return s
+}
+
+// Stats returns the sequencer's counters.
+func (s *Sequencer) Stats() *Stats { return &s.stats }
+
+// Size is the log's size as of the last committed batch.
+func (s *Sequencer) Size() int64 { return s.size.Load() }
+
+// Failed is the error that failed the store for good, or nil.
+func (s *Sequencer) Failed() error {
+	if p := s.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Close stops after the Updates already queued.
+func (s *Sequencer) Close() {
+	s.closeMu.Do(func() { close(s.quit) })
+	<-s.done
+}
+
+// Update implements store.Store.
+func (s *Sequencer) Update(ctx context.Context, fn func(store.Tx) error) error {
+	select {
+	case <-s.quit:
+		return store.ErrClosed
+	default:
+	}
+	if err := s.Failed(); err != nil {
+		return err
+	}
+	o := &op{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	select {
+	case s.ops <- o:
+	case <-s.quit:
+		return store.ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Once queued, wait for the outcome even if ctx ends: the caller must
+	// learn whether its entries were committed. An op queued after the
+	// sequencer drained the queue on Close is never run.
+	select {
+	case err := <-o.done:
+		return err
+	case <-s.done:
+		select {
+		case err := <-o.done:
+			return err
+		default:
+			return store.ErrClosed
+		}
+	}
+}
+
+func (s *Sequencer) run() {
+	defer close(s.done)
+	var inflight *flight
+	batch := make([]*op, 0, s.cfg.MaxBatch)
+	for {
+		// With a batch in flight, do not wait for more Updates: land it
+		// first when none are queued.
+		var first *op
+		if inflight == nil {
+			select {
+			case first = <-s.ops:
+			case <-s.quit:
+				for { // what is queued, then stop
+					select {
+					case o := <-s.ops:
+						s.now([]*op{o})
+					default:
+						return
+					}
+				}
+			}
+		} else {
+			select {
+			case first = <-s.ops:
+			default:
+				s.land(inflight)
+				inflight = nil
+				continue
+			}
+		}
+		batch = append(batch[:0], first)
+	fill:
+		for len(batch) < s.cfg.MaxBatch {
+			select {
+			case o := <-s.ops:
+				batch = append(batch, o)
+			default:
+				break fill
+			}
+		}
+		// The next batch runs while the one before it is being made
+		// durable (its fdatasync); it is written once that one landed.
+		f := s.prepare(slices.Clone(batch), inflight)
+		if inflight != nil {
+			ok := s.land(inflight)
+			inflight = nil
+			if f.over != nil && !f.landed {
+				if !ok {
+					// It ran over a batch that did not commit; the tree is
+					// back where that one began.
+					f.b.Abort()
+					f.finish(fmt.Errorf("sequencer: the batch before this one failed: %w", f.over.err))
+					continue
+				}
+				f.txn.Rebase()
+			}
+		}
+		if !f.landed {
+			if s.start(f) {
+				inflight = f
+			} else {
+				s.land(f)
+			}
+		}
+	}
+}
+
+// now runs and lands a batch, with nothing in flight.
+func (s *Sequencer) now(ops []*op) {
+	f := s.prepare(ops, nil)
+	if !f.landed {
+		s.start(f)
+		s.land(f)
+	}
+}
+
+// flight is a batch on its way to the log: run, then written, then landed
+// (its Updates answered) once durable.
+type flight struct {
+	s       *Sequencer
+	ops     []*op
+	errs    []error
+	b       Batch
+	txn     *state.Txn
+	before  *record.Tree // to go back to when it fails
+	entries []store.Entry
+	updates int
+	wait    func() error // set by start
+	err     error        // set when it failed
+	landed  bool
+	over    *flight // the batch in flight it ran over
+	started time.Time
+}
+
+// finish answers every Update of the batch that has no answer yet with err.
+func (f *flight) finish(err error) {
+	if f.landed {
+		return
+	}
+	f.landed = true
+	for i, o := range f.ops {
+		if f.errs[i] == nil {
+			f.errs[i] = err
+		}
+		o.done <- f.errs[i]
+	}
+}
+
+// abort fails a prepared batch that was not started.
+func (f *flight) abort(err error) {
+	f.b.Abort()
+	f.s.tree = f.before
+	f.finish(err)
+}
+
+// prepare runs a batch's Updates against the state: over the changes of
+// prior, a batch in flight, when there is one. It returns nil or a landed
+// flight when there is nothing to write.
+func (s *Sequencer) prepare(ops []*op, prior *flight) *flight {
+	f := &flight{s: s, ops: ops, errs: make([]error, len(ops))}
+	live := 0
+	for i, o := range ops {
+		if err := o.ctx.Err(); err != nil {
+			f.errs[i] = err
+		} else {
+			live++
+		}
+	}
+	if err := s.Failed(); err != nil {
+		f.finish(err) // queued before the store failed
+		return f
+	}
+	if live == 0 {
+		f.finish(nil)
+		return f
+	}
+	ctx := context.Background()
+	known := int64(-1)
+	if s.tree != nil {
+		known = s.tree.Size()
+	}
+	b, foreign, err := s.cfg.Backend.Begin(ctx, known)
+	if err != nil {
+		f.finish(s.fail(err))
+		return f
+	}
+	f.b = b
+	if err := s.catchUp(b, foreign); err != nil {
+		b.Abort()
+		s.tree = nil // reloaded by the next batch
+		f.finish(err)
+		return f
+	}
+	now := s.cfg.Now()
+	f.started = time.Now()
+	f.before = s.tree.Clone()
+	if prior != nil && !prior.landed {
+		f.over, f.txn = prior, prior.txn.Over(b)
+	} else {
+		f.txn = s.state.Begin(b)
+	}
+	for i, o := range ops {
+		if f.errs[i] != nil {
+			continue
+		}
+		treeBefore := s.tree.Clone()
+		t := &tx{Cold: b, s: s, op: f.txn.Child(), now: now}
+		b.OpStart()
+		err := runOp(o.fn, t)
+		if err == nil {
+			err = t.appendErr
+		}
+		if err != nil {
+			s.tree = treeBefore
+			if oerr := b.OpEnd(false); oerr != nil {
+				f.abort(oerr)
+				return f
+			}
+			f.errs[i] = err
+			continue
+		}
+		if err := b.OpEnd(true); err != nil {
+			var oe *OpError
+			if errors.As(err, &oe) {
+				s.tree = treeBefore
+				f.errs[i] = oe.Err
+				continue
+			}
+			f.abort(err)
+			return f
+		}
+		t.op.Commit(now)
+		f.entries = append(f.entries, t.entries...)
+		f.updates++
+	}
+	s.stats.RunNanos.Add(int64(time.Since(f.started)))
+	return f
+}
+
+// start hands the batch to its backend, and says whether it is in flight
+// (pipelined: being made durable while the next batch runs) or done.
+func (s *Sequencer) start(f *flight) bool {
+	t := time.Now()
+	defer func() { s.stats.CommitNanos.Add(int64(time.Since(t))) }()
+	if p, ok := f.b.(Pipeliner); ok && p.Pipelined() {
+		wait, err := p.Start(context.Background(), f.entries, f.txn)
+		if err != nil {
+			f.wait = func() error { return err }
+			return false
+		}
+		f.wait = wait
+		return true
+	}
+	err := f.b.Commit(context.Background(), f.entries, f.txn)
+	f.wait = func() error { return err }
+	return false
+}
+
+// land waits until a started batch is durable and answers its Updates; it
+// reports whether it committed.
+func (s *Sequencer) land(f *flight) bool {
+	if f.landed {
+		return f.err == nil
+	}
+	t := time.Now()
+	err := f.wait()
+	s.stats.CommitNanos.Add(int64(time.Since(t)))
+	if err != nil {
+		f.b.Abort()
+		s.tree = f.before
+		f.err = s.fail(err)
+		f.finish(f.err)
+		return false
+	}
+	f.txn.Commit(s.cfg.Now())
+	s.size.Store(f.before.Size() + int64(len(f.entries)))
+	s.stats.Batches.Add(1)
+	s.stats.Updates.Add(int64(f.updates))
+	s.stats.Entries.Add(int64(len(f.entries)))
+	s.cfg.Backend.Committed(f.txn)
+	f.finish(nil)
+	return true
+}
+
+// fail returns the error the batch's Updates get, and fails the store
+// for good when err says the disk failed.
+func (s *Sequencer) fail(err error) error {
+	if errors.Is(err, store.ErrStorageFailed) {
+		s.failed.CompareAndSwap(nil, &err)
+		return *s.failed.Load()
+	}
+	return err
+}
+
+// catchUp folds what other processes appended, or loads a snapshot.
+func (s *Sequencer) catchUp(b Batch, f *Foreign) error {
+	if f == nil {
+		return nil
+	}
+	if f.Snapshot != nil {
+		tree, err := record.NewTree(f.Snapshot.Size, f.Frontier)
+		if err != nil {
+			return err
+		}
+		s.state.Load(f.Snapshot)
+		s.tree = tree
+		s.size.Store(tree.Size())
+		return nil
+	}
+	if len(f.Entries) == 0 {
+		return nil
+	}
+	if s.tree == nil {
+		return errors.New("sequencer: entries to catch up with, but no tree")
+	}
+	tree := s.tree.Clone()
+	rp := s.state.Replay(b)
+	for _, fe := range f.Entries {
+		if fe.Index != tree.Size() {
+			return fmt.Errorf("sequencer: catching up: entry %d where %d was expected", fe.Index, tree.Size())
+		}
+		e, err := record.Parse(fe.Data)
+		if err != nil {
+			return fmt.Errorf("sequencer: catching up: entry %d: %w", fe.Index, err)
+		}
+		if e.Index != fe.Index {
+			return fmt.Errorf("sequencer: catching up: entry %d says index %d", fe.Index, e.Index)
+		}
+		leaf := record.LeafHash(fe.Data)
+		stored := tree.Append(leaf)
+		if len(fe.Hashes) > 0 && !slices.Equal(stored, fe.Hashes) {
+			return fmt.Errorf("sequencer: catching up: entry %d: its stored hashes are not the tree's", fe.Index)
+		}
+		if err := rp.Apply(e, leaf); err != nil {
+			return fmt.Errorf("sequencer: catching up: %w", err)
+		}
+	}
+	rp.Commit(s.cfg.Now())
+	s.tree = tree
+	s.size.Store(tree.Size())
+	return nil
+}
+
+// runOp runs fn, turning a panic into an error so one bad Update cannot take
+// the sequencer down with the others in its batch.
+func runOp(fn func(store.Tx) error, tx store.Tx) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("sequencer: update panicked: %v", r)
+		}
+	}()
+	return fn(tx)
+}
+
+// tx is the store.Tx an Update gets: the hot state through its layer, the
+// cold writes through the batch, appends through the sequencer.
+type tx struct {
+	Cold
+	s       *Sequencer
+	op      *state.Txn
+	now     time.Time
+	entries []store.Entry
+	// appendErr is set when an Append failed after it advanced the tree:
+	// the Update then fails even if fn ignores the error.
+	appendErr error
+}
+
+var _ store.Tx = (*tx)(nil)
+
+func (t *tx) Agent(id string) (*store.Agent, error) { return t.op.Agent(id) }
+
+func (t *tx) InsertAgent(a *store.Agent) error {
+	if _, err := t.op.Agent(a.ID); err == nil {
+		return fmt.Errorf("%w: agent %s exists", store.ErrConflict, a.ID)
+	}
+	if err := t.Cold.InsertAgent(a); err != nil {
+		return err
+	}
+	t.op.PutAgent(a)
+	return nil
+}
+
+func (t *tx) Call(id string) (*store.Call, error) { return t.op.Call(id) }
+
+func (t *tx) CallByIdempotencyKey(agentID, key string) (*store.Call, error) {
+	id, ok := t.op.CallByKey(agentID, key)
+	if !ok {
+		return nil, store.ErrNotFound
+	}
+	return t.op.Call(id)
+}
+
+func (t *tx) AgentOpenCalls(agentID string) ([]store.Call, error) {
+	out := t.op.OpenCalls(agentID)
+	slices.SortFunc(out, func(a, b store.Call) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return out, nil
+}
+
+func (t *tx) CallCounts(agentID string) store.Counts { return t.op.CountsOf(agentID) }
+
+func (t *tx) Approval(callID string) (*store.Approval, error) { return t.op.Approval(callID) }
+
+// Append implements store.Log.
+func (t *tx) Append(e *record.Entry) error {
+	e.Prev = ""
+	if h, ok := t.op.Head(e.Agent); ok {
+		e.Prev = record.HashString(h.Hash)
+	}
+	e.Index = t.s.tree.Size()
+	if e.Time.IsZero() {
+		e.Time = t.now
+	}
+	// The record keeps microseconds (record.TimeFormat): so does the state
+	// folded from it, whether from this entry or from its bytes later.
+	e.Time = e.Time.Truncate(time.Microsecond)
+	body, err := e.Marshal()
+	if err != nil {
+		return err // nothing appended
+	}
+	leaf := record.LeafHash(body)
+	if err := t.op.Apply(e, leaf); err != nil {
+		t.appendErr = err
+		return err
+	}
+	stored := t.s.tree.Append(leaf)
+	t.entries = append(t.entries, store.Entry{Index: e.Index, Agent: e.Agent, Type: e.Type, Call: e.Call, Leaf: leaf,
+		Hashes: stored, Data: body})
+	return nil
+}
