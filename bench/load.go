@@ -213,7 +213,12 @@ type closedResult struct {
 	perSec float64 // calls / the window
 	lat    latency // of those calls, request + complete
 	failed int     // failed calls, warm-up included
+	window time.Duration
 }
+
+// seconds is the measured window's length, to turn a count over it
+// into a rate.
+func (r closedResult) seconds() float64 { return r.window.Seconds() }
 
 // closedLoop runs one worker per agent, each making calls back to back for
 // warmup+dur. A call counts when it ends within the measured window (after
@@ -251,7 +256,7 @@ func closedLoop(ctx context.Context, t *target, agents []agent, warmup, dur time
 	}
 	wg.Wait()
 	all := slices.Concat(lats...)
-	return closedResult{calls: len(all), perSec: float64(len(all)) / dur.Seconds(), lat: summarize(all), failed: int(failed.Load())}
+	return closedResult{calls: len(all), perSec: float64(len(all)) / dur.Seconds(), lat: summarize(all), failed: int(failed.Load()), window: dur}
 }
 
 // openResult is what one open-loop phase measured.

@@ -19,6 +19,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -28,7 +30,8 @@ import (
 type config struct {
 	arxPath       string
 	dataDir       string
-	agents        int
+	callers       []int // closed loops, one per count: workers, one hired agent each
+	agents        int   // agents to hire (the most callers)
 	duration      time.Duration
 	warmup        time.Duration
 	rate          float64
@@ -58,6 +61,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == gatewayArg { // go run ./bench gateway: see gateway.go
 		os.Exit(gatewayMain(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == historyArg { // go run ./bench history: see history.go
+		os.Exit(historyMain(os.Args[2:]))
+	}
 	if replicasRequested(os.Args[1:]) { // -postgres URL: see replicas.go
 		os.Exit(replicasMain(os.Args[1:]))
 	}
@@ -77,7 +83,7 @@ func parseFlags(args []string) (config, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.StringVar(&cfg.arxPath, "arx", "", "arx binary to run (default: build ./cmd/arx into a temporary directory)")
 	fs.StringVar(&cfg.dataDir, "data", "", "data directory for arx serve, kept afterwards (default: a temporary one, removed)")
-	fs.IntVar(&cfg.agents, "agents", 32, "simulated agents: concurrent clients, one hired agent each")
+	callers := fs.String("callers", "16,64", "closed loops to run, by number of concurrent callers (one hired agent each), comma-separated")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "measured time of each load phase")
 	fs.DurationVar(&cfg.warmup, "warmup", 2*time.Second, "unmeasured load before each load phase")
 	fs.Float64Var(&cfg.rate, "rate", 1000, "offered governed calls per second in the open loop")
@@ -95,9 +101,15 @@ func parseFlags(args []string) (config, error) {
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	for _, f := range strings.Split(*callers, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > maxAgents {
+			return cfg, fmt.Errorf("-callers: %q is not a number of callers between 1 and %d", f, maxAgents)
+		}
+		cfg.callers = append(cfg.callers, n)
+		cfg.agents = max(cfg.agents, n)
+	}
 	switch {
-	case cfg.agents < 1 || cfg.agents > maxAgents:
-		return cfg, fmt.Errorf("-agents %d is not between 1 and %d", cfg.agents, maxAgents)
 	case cfg.runs < 1 || cfg.runs > maxRuns:
 		return cfg, fmt.Errorf("-runs %d is not between 1 and %d", cfg.runs, maxRuns)
 	case cfg.duration < 100*time.Millisecond || cfg.duration > maxDuration:
@@ -178,7 +190,7 @@ func run(ctx context.Context, cfg config) (code int) {
 	if err != nil {
 		return fail("%v", err)
 	}
-	agents, err := hireAgents(ctx, governed, adminToken, cfg.agents)
+	agents, err := hireAgents(ctx, governed, adminToken, slices.Max(cfg.callers))
 	if err != nil {
 		return fail("hire agents: %v", err)
 	}
@@ -186,8 +198,8 @@ func run(ctx context.Context, cfg config) (code int) {
 	fmt.Printf("arx serve %s (data %s), echo server %s\n", srv.url, dataDir, echo.url)
 	fmt.Printf("machine: %d CPUs, GOMAXPROCS %d, %s/%s, %s; client, arx serve and echo server share it\n",
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, runtime.Version())
-	fmt.Printf("%d agents hired; %d runs of: closed loop %s, open loop %g/s for %s, echo %s (each after %s warm-up), raw fsync %s\n\n",
-		len(agents), cfg.runs, cfg.duration, cfg.rate, cfg.duration, cfg.duration, cfg.warmup, cfg.fsyncDuration)
+	fmt.Printf("%d agents hired; %d runs of: closed loops of %v callers, governed then echo, %s each, open loop %g/s for %s (each after %s warm-up), raw fsync %s\n\n",
+		len(agents), cfg.runs, cfg.callers, cfg.duration, cfg.rate, cfg.duration, cfg.warmup, cfg.fsyncDuration)
 
 	var results []runResult
 	var entries [][]byte
@@ -195,9 +207,17 @@ func run(ctx context.Context, cfg config) (code int) {
 		var res runResult
 		tag := fmt.Sprintf("r%d", r)
 		arxPID, echoPID := srv.cmd.Process.Pid, echo.cmd.Process.Pid
-		cpu := measureCPU(ctx, arxPID, echoPID, cfg.warmup, cfg.duration)
-		res.governed = closedLoop(ctx, governed, agents, cfg.warmup, cfg.duration, tag, fails)
-		res.governedCPU = cpu()
+		for _, n := range cfg.callers {
+			c := closedPair{callers: n}
+			cpu := measureCPU(ctx, arxPID, echoPID, cfg.warmup, cfg.duration)
+			st := measureStore(ctx, srv.url, cfg.warmup, cfg.duration)
+			c.governed = closedLoop(ctx, governed, agents[:n], cfg.warmup, cfg.duration, fmt.Sprintf("%s-%d", tag, n), fails)
+			c.governedCPU, c.store = cpu(), st()
+			cpu = measureCPU(ctx, arxPID, echoPID, cfg.warmup, cfg.duration)
+			c.echo = closedLoop(ctx, echoT, agents[:n], cfg.warmup, cfg.duration, tag, fails)
+			c.echoCPU = cpu()
+			res.closed = append(res.closed, c)
+		}
 		if entries == nil && ctx.Err() == nil {
 			// The entries the load just wrote: their bytes are what the raw
 			// fsync measurement appends.
@@ -206,12 +226,9 @@ func run(ctx context.Context, cfg config) (code int) {
 				return fail("read record entries: %v", err)
 			}
 		}
-		cpu = measureCPU(ctx, arxPID, echoPID, cfg.warmup+openLoopLead, cfg.duration)
+		cpu := measureCPU(ctx, arxPID, echoPID, cfg.warmup+openLoopLead, cfg.duration)
 		res.open = openLoop(ctx, governed, agents, cfg.rate, cfg.warmup, cfg.duration, tag, fails)
 		res.openCPU = cpu()
-		cpu = measureCPU(ctx, arxPID, echoPID, cfg.warmup, cfg.duration)
-		res.echo = closedLoop(ctx, echoT, agents, cfg.warmup, cfg.duration, tag, fails)
-		res.echoCPU = cpu()
 		if ctx.Err() == nil {
 			res.fsync, err = rawFsync(ctx, dataDir, entries, cfg.fsyncDuration)
 			if err != nil {
@@ -230,7 +247,7 @@ func run(ctx context.Context, cfg config) (code int) {
 	}
 	if len(results) > 0 {
 		fmt.Println()
-		printSummary(os.Stdout, cfg, len(agents), entries, results)
+		printSummary(os.Stdout, cfg, entries, results)
 	}
 	if cfg.approvals > 0 && ctx.Err() == nil {
 		fmt.Println()
