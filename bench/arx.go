@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -70,7 +71,16 @@ type arxProc struct {
 // picks one and logs it, so no other process can take it in between) and
 // waits until /readyz answers.
 func startArx(ctx context.Context, bin, dataDir string, extra ...string) (*arxProc, error) {
-	cmd := exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0", "--data", dataDir, "--log-format", "json"}, extra...)...)
+	return startArxOn(ctx, -1, bin, dataDir, extra...)
+}
+
+// startArxOn is startArx held to one CPU (taskset; cpu < 0: any).
+func startArxOn(ctx context.Context, cpu int, bin, dataDir string, extra ...string) (*arxProc, error) {
+	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data", dataDir, "--log-format", "json"}, extra...)
+	cmd := exec.Command(bin, args...)
+	if cpu >= 0 {
+		cmd = exec.Command("taskset", append([]string{"-c", strconv.Itoa(cpu), bin}, args...)...)
+	}
 	dieWithParent(cmd)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -287,7 +287,7 @@ func runGateway(ctx context.Context, c gwConfig) error {
 	fmt.Printf("added latency, 1 caller     p50 %+.3f ms  p99 %+.3f ms  (direct p50 %.3f ms, gateway p50 %.3f ms; target < 0.300 ms at p50)\n",
 		g1-d1, g199-d199, d1, g1)
 	fmt.Println("each gateway request: credential check, call and agent read in the transaction that appends its gateway.request entry,")
-	fmt.Println("  durable (SQLite WAL, synchronous=FULL, group commit) before the request is forwarded; its gateway.response entry after.")
+	fmt.Println("  durable (a frame of the log, fdatasync, group commit) before the request is forwarded; its gateway.response entry after.")
 
 	if err := terminatePhase(ctx, client, arx.url, admin, c.termRounds, 1000); err != nil {
 		arx.reportLog(os.Stdout)

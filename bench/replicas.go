@@ -48,6 +48,7 @@ type replicasConfig struct {
 	config
 	postgres string
 	replicas []int
+	pin      bool // each replica held to a CPU of its own (taskset)
 }
 
 func replicasMain(args []string) int {
@@ -58,6 +59,7 @@ func replicasMain(args []string) int {
 	fs.StringVar(&list, "replicas", "1,2,3", "replica counts to measure on PostgreSQL, comma-separated (1 to 5)")
 	fs.StringVar(&cfg.arxPath, "arx", "", "arx binary to run (default: build ./cmd/arx into a temporary directory)")
 	fs.IntVar(&cfg.agents, "agents", 32, "simulated agents, spread over the replicas")
+	fs.BoolVar(&cfg.pin, "pin", false, "hold replica i to CPU i (taskset), so that each replica has a core of its own")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "measured time of each closed loop")
 	fs.DurationVar(&cfg.warmup, "warmup", 2*time.Second, "unmeasured load before each closed loop")
 	fs.IntVar(&cfg.approvals, "approvals", 100, "approvals per configuration in the wake-up phase (0: skip it)")
@@ -206,7 +208,11 @@ func measureDeployment(ctx context.Context, cfg replicasConfig, bin, dir, db str
 		if db != "" {
 			os.Setenv("ARX_DATABASE", db)
 		}
-		p, err := startArx(ctx, bin, d)
+		cpu := -1
+		if cfg.pin {
+			cpu = i % runtime.NumCPU()
+		}
+		p, err := startArxOn(ctx, cpu, bin, d)
 		os.Unsetenv("ARX_DATABASE")
 		if err != nil {
 			return row, fmt.Errorf("start replica %d: %v", i, err)
@@ -422,6 +428,32 @@ func printReplicaTable(w *os.File, cfg replicasConfig, rows []replicaRow) {
 			fmtMs(r.loop.lat.p50), fmtMs(r.loop.lat.p99), wake50, wake99, where, cores, perCore)
 	}
 	fmt.Fprintf(w, "cores are averages over the measured window (/proc); the client is not counted as a server; other processes share the machine\n")
+	if cfg.pin {
+		fmt.Fprintf(w, "each replica was held to a CPU of its own (taskset -c i); PostgreSQL and the client were not\n")
+	}
+	var one, two float64
+	for _, r := range rows {
+		if r.store == "PostgreSQL" && r.replicas == 1 {
+			one = r.loop.perSec
+		}
+		if r.store == "PostgreSQL" && r.replicas == 2 {
+			two = r.loop.perSec
+		}
+	}
+	if one > 0 {
+		met := "met"
+		if one < 2000 {
+			met = "NOT met"
+		}
+		fmt.Fprintf(w, "PostgreSQL, one replica: %.0f calls/s   target >= 2,000: %s\n", one, met)
+	}
+	if one > 0 && two > 0 {
+		met := "met"
+		if two < 1.5*one {
+			met = "NOT met"
+		}
+		fmt.Fprintf(w, "PostgreSQL, two replicas / one: %.2f   target >= 1.5 (each replica on a core of its own): %s\n", two/one, met)
+	}
 	if len(rows) > 0 && rows[0].wake != nil {
 		fmt.Fprintf(w, "approval wake-up: approve sent -> the waiting SDK's function starts, %d approvals per row\n", rows[0].wake.n)
 	}

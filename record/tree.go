@@ -66,6 +66,13 @@ func (t *Tree) Clone() *Tree {
 	return &Tree{size: t.size, nodes: append([]tlog.Hash(nil), t.nodes...)}
 }
 
+// CopyTo makes dst a copy of t, reusing dst's memory: a sequencer keeps
+// one to roll an Update back without allocating for each.
+func (t *Tree) CopyTo(dst *Tree) {
+	dst.size = t.size
+	dst.nodes = append(dst.nodes[:0], t.nodes...)
+}
+
 // FrontierIndexes lists the stored-hash indexes (tlog.StoredHashIndex) whose
 // hashes rebuild the Tree of the given size, highest subtree first.
 func FrontierIndexes(size int64) []int64 {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 )
 
 // EncodeCounts is the stored form of counts: the non-empty buckets.
@@ -20,7 +21,7 @@ func EncodeCounts(c *Counts) []byte {
 		b = binary.AppendUvarint(b, uint64(n))
 		for _, x := range bs {
 			if x.N > 0 {
-				b = binary.AppendVarint(b, x.At)
+				b = binary.AppendVarint(b, int64(x.At))
 				b = binary.AppendUvarint(b, uint64(x.N))
 			}
 		}
@@ -60,7 +61,12 @@ func DecodeCounts(b []byte) (*Counts, error) {
 			if i < 0 {
 				i += size
 			}
-			bs[i] = Bucket{At: at, N: int64(v)}
+			if at < 0 || at > math.MaxInt32 || v > math.MaxInt32 {
+				return errors.New("counts: out of range")
+			}
+			if bs[i].N == 0 || int64(bs[i].At) < at { // the newest bucket of a slot
+				bs[i] = Bucket{At: int32(at), N: int32(v)}
+			}
 		}
 		return nil
 	}

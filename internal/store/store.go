@@ -336,9 +336,9 @@ type SettingsTx interface {
 // time zone starts on a quarter hour and lasts at most 25 hours).
 const (
 	RateMinutes = 60
-	CountHours  = 48
-	quarter     = 15 * 60 // seconds
-	quarters    = 50 * 4  // 50 hours
+	CountHours  = 25
+	quarter     = 15 * 60            // seconds
+	quarters    = (CountHours+1) * 4 // one hour of margin
 )
 
 // Counts is an agent's recent calls: every call it asked for (refused ones
@@ -350,16 +350,17 @@ type Counts struct {
 	Open     int                     // calls approved or pending
 }
 
-// Bucket is a count of calls in one minute or quarter hour.
+// Bucket is a count of calls in one minute or quarter hour. Counts is
+// copied whenever an Update changes it: it is kept small.
 type Bucket struct {
-	At int64 // Unix minute or quarter hour
-	N  int64
+	At int32 // Unix minute or quarter hour
+	N  int32
 }
 
 // Add counts a call asked for at t; allowed says it was not refused.
 func (c *Counts) Add(t time.Time, allowed bool) {
-	m := t.Unix() / 60
-	b := &c.Minutes[m%int64(len(c.Minutes))]
+	m := int32(t.Unix() / 60)
+	b := &c.Minutes[m%int32(len(c.Minutes))]
 	if b.At != m {
 		*b = Bucket{At: m}
 	}
@@ -367,8 +368,8 @@ func (c *Counts) Add(t time.Time, allowed bool) {
 	if !allowed {
 		return
 	}
-	q := t.Unix() / quarter
-	b = &c.Quarters[q%int64(len(c.Quarters))]
+	q := int32(t.Unix() / quarter)
+	b = &c.Quarters[q%int32(len(c.Quarters))]
 	if b.At != q {
 		*b = Bucket{At: q}
 	}
@@ -379,11 +380,11 @@ func (c *Counts) Add(t time.Time, allowed bool) {
 // minutes from since up to m, excluded (at most RateMinutes back).
 func (c *Counts) Minute(m, since int64) (n, earlier int64) {
 	for _, b := range c.Minutes {
-		switch {
-		case b.At == m:
-			n = b.N
-		case b.At >= since && b.At < m:
-			earlier += b.N
+		switch at := int64(b.At); {
+		case at == m:
+			n = int64(b.N)
+		case at >= since && at < m:
+			earlier += int64(b.N)
 		}
 	}
 	return n, earlier
@@ -396,8 +397,8 @@ func (c *Counts) Since(t time.Time) int64 {
 	q := t.Unix() / quarter
 	var n int64
 	for _, b := range c.Quarters {
-		if b.At >= q {
-			n += b.N
+		if int64(b.At) >= q {
+			n += int64(b.N)
 		}
 	}
 	return n

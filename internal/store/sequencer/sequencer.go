@@ -133,6 +133,7 @@ type Sequencer struct {
 	size   atomic.Int64
 	failed atomic.Pointer[error]
 	stats  Stats
+	opTree record.Tree // the tree before the running Update (prepare)
 }
 
 // Stats counts the sequencer's work.
@@ -392,7 +393,8 @@ func (s *Sequencer) prepare(ops []*op, prior *flight) *flight {
 		if f.errs[i] != nil {
 			continue
 		}
-		treeBefore := s.tree.Clone()
+		treeBefore := &s.opTree
+		s.tree.CopyTo(treeBefore)
 		t := &tx{Cold: b, s: s, op: f.txn.Child(), now: now}
 		b.OpStart()
 		err := runOp(o.fn, t)
@@ -400,7 +402,7 @@ func (s *Sequencer) prepare(ops []*op, prior *flight) *flight {
 			err = t.appendErr
 		}
 		if err != nil {
-			s.tree = treeBefore
+			treeBefore.CopyTo(s.tree)
 			if oerr := b.OpEnd(false); oerr != nil {
 				f.abort(oerr)
 				return f
@@ -411,7 +413,7 @@ func (s *Sequencer) prepare(ops []*op, prior *flight) *flight {
 		if err := b.OpEnd(true); err != nil {
 			var oe *OpError
 			if errors.As(err, &oe) {
-				s.tree = treeBefore
+				treeBefore.CopyTo(s.tree)
 				f.errs[i] = oe.Err
 				continue
 			}
