@@ -527,38 +527,44 @@ func TestPartitionStallSequencer(t *testing.T) {
 	}()
 	time.Sleep(time.Second)
 
-	// Stall the holder of the log lock, and check that it still holds it
-	// once stalled: its transaction is then cut off midway.
+	// Catch a replica holding the log lock mid-transaction: hold the
+	// replies to one replica, whose statements still run, until its batch
+	// has taken the lock (it then waits for an answer that does not come,
+	// and its transaction stays open); then stall its path both ways. A
+	// batch holds the lock for a round trip or two, too short to stall
+	// its holder by polling pg_locks.
 	var victim *replica
 	var vp *tcpfault.Proxy
 	var stalled, confirmed time.Time
 	var pid int32
-	tries := 0
-	for victim == nil {
-		tries++
+	for tries := 1; victim == nil; tries++ {
 		if tries > 20 {
 			l.halt()
 			t.Fatal("never caught a replica holding the log lock in 20 tries")
 		}
-		var name string
-		for deadline := time.Now().Add(5 * time.Second); name == "" && time.Now().Before(deadline); {
-			name, pid = lockHolder(t, conn)
-		}
-		i := slices.IndexFunc(d.replicas, func(r *replica) bool { return r.name == name })
-		if i < 0 {
-			continue
-		}
-		px[i].Set(tcpfault.Stall)
+		i := tries % 3
+		px[i].Set(tcpfault.StallReplies)
 		stalled = time.Now()
-		time.Sleep(200 * time.Millisecond)
-		if n, p := lockHolder(t, conn); n == name && p == pid {
-			victim, vp, confirmed = d.replicas[i], px[i], time.Now()
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			var name string
+			if name, pid = lockHolder(t, conn); name != d.replicas[i].name {
+				continue
+			}
+			// Held, and still held a moment later: not a batch that got
+			// its answers just before the stall and is committing.
+			time.Sleep(200 * time.Millisecond)
+			if n, p := lockHolder(t, conn); n == name && p == pid {
+				px[i].Set(tcpfault.Stall)
+				victim, vp, confirmed = d.replicas[i], px[i], time.Now()
+				t.Logf("stalled replica %s mid-transaction (holding the log lock) after %d tries", victim.name, tries)
+			}
 			break
 		}
-		px[i].Set(tcpfault.Pass)
-		time.Sleep(100 * time.Millisecond)
+		if victim == nil {
+			px[i].Set(tcpfault.Pass)
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
-	t.Logf("stalled replica %s mid-transaction (holding the log lock) after %d tries", victim.name, tries)
 
 	// The lock is freed when PostgreSQL ends the stalled session.
 	var released time.Duration

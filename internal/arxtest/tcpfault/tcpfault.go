@@ -1,6 +1,7 @@
 // Package tcpfault is a loopback TCP proxy for tests, in front of one
 // address, with a switchable fault: pass the bytes, reset every
-// connection, or stall (keep every socket open and carry nothing). Tests
+// connection, stall (keep every socket open and carry nothing), or stall
+// the replies only. Tests
 // put it between a client and a database to cut or freeze the path.
 // Standard library only.
 package tcpfault
@@ -28,10 +29,14 @@ const (
 	// read meanwhile are held, and delivered if the proxy passes again, as
 	// TCP retransmits once a path heals.
 	Stall
+	// StallReplies forwards what clients send and holds what the target
+	// answers: a one-way partition. A database client's statements run,
+	// and it never learns so; a transaction it opened stays open, idle.
+	StallReplies
 )
 
-// String is "pass", "reset" or "stall".
-func (m Mode) String() string { return [...]string{"pass", "reset", "stall"}[m] }
+// String is "pass", "reset", "stall" or "stall-replies".
+func (m Mode) String() string { return [...]string{"pass", "reset", "stall", "stall-replies"}[m] }
 
 // Proxy is a loopback TCP proxy in front of one address. It starts in
 // Pass.
@@ -99,9 +104,10 @@ func rst(c net.Conn) {
 	c.Close()
 }
 
-// gate waits while the proxy stalls and says whether to forward (pass) or
-// to drop the connection (reset, or closed).
-func (p *Proxy) gate() bool {
+// gate waits while the proxy stalls bytes going this way (toTarget: from
+// the client to the target) and says whether to forward them (pass) or to
+// drop the connection (reset, or closed).
+func (p *Proxy) gate(toTarget bool) bool {
 	for {
 		p.mu.Lock()
 		m, ch, closed := p.mode, p.changed, p.closed
@@ -109,7 +115,7 @@ func (p *Proxy) gate() bool {
 		switch {
 		case closed || m == Reset:
 			return false
-		case m == Pass:
+		case m == Pass, m == StallReplies && toTarget:
 			return true
 		}
 		<-ch
@@ -155,7 +161,7 @@ func (p *Proxy) serve(client net.Conn) {
 	}
 	// A new connection during a stall waits here, never forwarded, until
 	// the proxy passes again (or resets).
-	if !p.gate() {
+	if !p.gate(true) {
 		p.untrack(client)
 		rst(client)
 		return
@@ -173,8 +179,8 @@ func (p *Proxy) serve(client net.Conn) {
 		return
 	}
 	var wg sync.WaitGroup
-	wg.Go(func() { p.pipe(server, client) })
-	wg.Go(func() { p.pipe(client, server) })
+	wg.Go(func() { p.pipe(server, client, true) })
+	wg.Go(func() { p.pipe(client, server, false) })
 	wg.Wait()
 	p.untrack(client, server)
 	client.Close()
@@ -183,12 +189,13 @@ func (p *Proxy) serve(client net.Conn) {
 
 // pipe copies src to dst, holding each read at the gate: during a stall
 // nothing reaches dst, and src's sender fills its buffers and waits.
-func (p *Proxy) pipe(dst, src net.Conn) {
+// toTarget says which way the bytes go.
+func (p *Proxy) pipe(dst, src net.Conn, toTarget bool) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			if !p.gate() {
+			if !p.gate(toTarget) {
 				rst(src)
 				rst(dst)
 				return
@@ -201,7 +208,7 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				// Half close: pass the FIN on, once the path is open.
-				if p.gate() {
+				if p.gate(toTarget) {
 					if tc, ok := dst.(*net.TCPConn); ok {
 						tc.CloseWrite()
 						return
