@@ -337,8 +337,8 @@ type SettingsTx interface {
 const (
 	RateMinutes = 60
 	CountHours  = 25
-	quarter     = 15 * 60            // seconds
-	quarters    = (CountHours+1) * 4 // one hour of margin
+	quarter     = 15 * 60              // seconds
+	quarters    = (CountHours + 1) * 4 // one hour of margin
 )
 
 // Counts is an agent's recent calls: every call it asked for (refused ones
