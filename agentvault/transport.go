@@ -188,10 +188,10 @@ func (c *Client) apiError(ans *answer, callID string) *Error {
 	}
 	if json.Unmarshal(ans.body, &env) == nil && env.Error != nil && env.Error.Code != "" {
 		e := &Error{
-			Code:    env.Error.Code,
+			Code:    arxerr.Code(c.scrub(string(env.Error.Code))),
 			Message: c.scrub(env.Error.Message),
 			Hint:    c.scrub(env.Error.Hint),
-			CallID:  env.Error.CallID,
+			CallID:  c.scrub(env.Error.CallID),
 			Status:  ans.status,
 		}
 		if e.CallID == "" {

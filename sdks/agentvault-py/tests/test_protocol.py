@@ -25,6 +25,7 @@ class StandIn:
         self.post_faults: List[int] = []
         self.get_script: List[str] = []  # "drop", "pending_approval", "approved"
         self.redirect = False
+        self.echo_token = False
         self.auth: List[str] = []
         outer = self
 
@@ -57,6 +58,10 @@ class StandIn:
                     self.answer(200, self.call("completed"))
                     return
                 outer.posts.append(body)
+                if outer.echo_token:
+                    tok = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                    self.answer(401, {"error": {"code": tok, "message": tok, "hint": tok, "call_id": tok}})
+                    return
                 if outer.redirect:
                     self.answer(302, {}, {"Location": "http://127.0.0.1:1/elsewhere"})
                     return
@@ -121,6 +126,15 @@ class ProtocolTest(unittest.TestCase):
             self.arx.request("crm", "account.read")
         self.assertEqual((cm.exception.code, cm.exception.status), ("internal", 302))
         self.assertEqual(len(self.s.posts), 1)
+
+    def test_a_refusal_that_echoes_the_token_is_scrubbed(self) -> None:
+        self.s.echo_token = True
+        with self.assertRaises(ArxError) as cm:
+            self.arx.request("crm", "account.read")
+        e = cm.exception
+        for field in (e.code, str(e), repr(e), e.call_id or ""):
+            self.assertNotIn(TOKEN, field)
+        self.assertEqual(e.status, 401)
 
     def test_token_goes_as_bearer(self) -> None:
         self.arx.request("crm", "account.read")

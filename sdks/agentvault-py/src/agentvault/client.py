@@ -330,8 +330,9 @@ class Client:
             code = e["code"]
             if not isinstance(code, str) or not code:
                 raise ValueError
-            return ArxError(code, self._scrub(str(e.get("message", ""))), self._scrub(str(e.get("hint", ""))),
-                            e.get("call_id") or call_id, ans.status)
+            # Every field is the server's text: the token goes, wherever it is echoed.
+            return ArxError(self._scrub(code), self._scrub(str(e.get("message", ""))), self._scrub(str(e.get("hint", ""))),
+                            self._scrub(str(e.get("call_id") or "")) or call_id, ans.status)
         except (ValueError, KeyError, TypeError):
             pass
         what = "an empty body" if not ans.body else "a body that is not an ARX error"
