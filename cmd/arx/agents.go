@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/manifest"
 	"github.com/spf13/cobra"
 )
@@ -50,7 +51,7 @@ shown once; ARX keeps only its hash.`,
 		if err := c.do(cmd.Context(), "POST", "/v1/agents", map[string]string{"manifest": string(data)}, &out); err != nil {
 			return err
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "export ARX_AGENT_ID=%s\nexport ARX_TOKEN=%s\n", out.Agent.ID, out.Token)
+		inert.Fprintf(cmd.OutOrStdout(), "export ARX_AGENT_ID=%s\nexport ARX_TOKEN=%s\n", out.Agent.ID, out.Token)
 		return nil
 	}
 	return cmd
@@ -83,9 +84,9 @@ func agentsCmd() *cobra.Command {
 			return enc.Encode(list)
 		}
 		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tOWNER\tSTATUS\tHIRED")
+		inert.Fprintln(tw, "ID\tNAME\tOWNER\tSTATUS\tHIRED")
 		for _, a := range list.Agents {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.ID, a.Name, a.Owner, a.Status, a.CreatedAt.Local().Format(time.DateTime))
+			inert.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.ID, a.Name, a.Owner, a.Status, a.CreatedAt.Local().Format(time.DateTime))
 		}
 		return tw.Flush()
 	}
@@ -123,7 +124,7 @@ when the process exits, and dies with the agent's termination.`,
 		}
 		defer func() {
 			if err := c.do(cmd.Context(), "DELETE", "/v1/agents/"+a.ID+"/tokens/"+tok.TokenID, nil, nil); err != nil {
-				fmt.Fprintf(cmd.ErrOrStderr(), "arx: warning: could not revoke the run token %s: %v\n", tok.TokenID, err)
+				inert.Fprintf(cmd.ErrOrStderr(), "arx: warning: could not revoke the run token %s: %v\n", tok.TokenID, err)
 			}
 		}()
 		child := exec.CommandContext(cmd.Context(), args[1], args[2:]...)

@@ -1,11 +1,11 @@
 package main
 
 import (
-	"fmt"
 	"net/url"
 	"text/tabwriter"
 	"time"
 
+	"github.com/arxsec/arx/internal/inert"
 	"github.com/spf13/cobra"
 )
 
@@ -63,14 +63,14 @@ func approvalsListCmd() *cobra.Command {
 			return printJSON(cmd.OutOrStdout(), out)
 		}
 		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "CALL\tAGENT\tCONNECTOR\tACTION\tRISK\tSTATUS\tTIME LEFT\tSUMMARY")
+		inert.Fprintln(tw, "CALL\tAGENT\tCONNECTOR\tACTION\tRISK\tSTATUS\tTIME LEFT\tSUMMARY")
 		now := time.Now()
 		for _, a := range out.Approvals {
 			left := "-"
 			if a.Status == "pending" {
 				left = a.ExpiresAt.Sub(now).Round(time.Second).String()
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.CallID, a.Agent.Name, a.Call.Connector, a.Call.Action, a.Call.Risk, a.Status, left, a.Call.Summary)
+			inert.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.CallID, a.Agent.Name, a.Call.Connector, a.Call.Action, a.Call.Risk, a.Status, left, a.Call.Summary)
 		}
 		return tw.Flush()
 	}
@@ -102,12 +102,12 @@ func approvalsShowCmd() *cobra.Command {
 
 func printApproval(cmd *cobra.Command, a *approvalJSON) {
 	w := cmd.OutOrStdout()
-	fmt.Fprintf(w, "call       %s\nagent      %s (%s)\naction     %s %s\nrisk       %s (declared %s)\nsummary    %s\napprovers  %v\nstatus     %s\n",
+	inert.Fprintf(w, "call       %s\nagent      %s (%s)\naction     %s %s\nrisk       %s (declared %s)\nsummary    %s\napprovers  %v\nstatus     %s\n",
 		a.CallID, a.Agent.Name, a.Agent.ID, a.Call.Connector, a.Call.Action, a.Call.Risk, a.Call.DeclaredRisk, a.Call.Summary, a.Approvers, a.Status)
 	if a.Status == "pending" {
-		fmt.Fprintf(w, "expires    %s (in %s)\n", a.ExpiresAt.Local().Format(time.DateTime), time.Until(a.ExpiresAt).Round(time.Second))
+		inert.Fprintf(w, "expires    %s (in %s)\n", a.ExpiresAt.Local().Format(time.DateTime), time.Until(a.ExpiresAt).Round(time.Second))
 	} else if a.DecidedAt != nil {
-		fmt.Fprintf(w, "decided    %s by %s\nreason     %s\n", a.DecidedAt.Local().Format(time.DateTime), a.DecidedBy, a.Reason)
+		inert.Fprintf(w, "decided    %s by %s\nreason     %s\n", a.DecidedAt.Local().Format(time.DateTime), a.DecidedBy, a.Reason)
 	}
 }
 
@@ -161,7 +161,7 @@ func terminateCmd() *cobra.Command {
 		if err := c.do(cmd.Context(), "POST", "/v1/agents/"+a.ID+"/terminate", map[string]string{"reason": reason}, &out); err != nil {
 			return err
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "terminated %s (%s): %d token(s), %d live credential(s) revoked, %d pending approval(s) cancelled\n",
+		inert.Fprintf(cmd.OutOrStdout(), "terminated %s (%s): %d token(s), %d live credential(s) revoked, %d pending approval(s) cancelled\n",
 			a.Name, a.ID, out.Tokens, out.Credentials, out.Approvals)
 		return nil
 	}

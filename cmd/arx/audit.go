@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/arxsec/arx/audit"
+	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/internal/publish"
 	"github.com/arxsec/arx/internal/publish/bucketurl"
 	"github.com/arxsec/arx/internal/publish/file"
@@ -278,42 +279,42 @@ func printAudit(out io.Writer, bucket, statePath string, rep *audit.Report, asJS
 		}{bucket, rep})
 		return
 	}
-	fmt.Fprintf(out, "bucket      %s\n", bucket)
+	inert.Fprintf(out, "bucket      %s\n", bucket)
 	if rep.Origin != "" {
-		fmt.Fprintf(out, "log         %s\ncheckpoint  %d entries, root %s\n", rep.Origin, rep.Size, rep.Root)
+		inert.Fprintf(out, "log         %s\ncheckpoint  %d entries, root %s\n", rep.Origin, rep.Size, rep.Root)
 		var ws []string
 		for _, c := range rep.Cosignatures {
 			ws = append(ws, fmt.Sprintf("%s (%s)", c.Witness, c.Time.Format(time.RFC3339)))
 		}
-		fmt.Fprintf(out, "witnesses   %d cosigned, %d required", len(rep.Cosignatures), rep.Quorum)
+		inert.Fprintf(out, "witnesses   %d cosigned, %d required", len(rep.Cosignatures), rep.Quorum)
 		if len(ws) > 0 {
-			fmt.Fprintf(out, ": %s", strings.Join(ws, ", "))
+			inert.Fprintf(out, ": %s", strings.Join(ws, ", "))
 		}
-		fmt.Fprintln(out)
+		inert.Fprintln(out)
 	}
 	switch {
 	case statePath == "":
-		fmt.Fprintf(out, "previous    not checked (pass --state FILE to check that the log only grows)\n")
+		inert.Fprintf(out, "previous    not checked (pass --state FILE to check that the log only grows)\n")
 	case rep.PreviousSize == 0 && rep.ConsistentWith == "":
-		fmt.Fprintf(out, "previous    none yet in %s\n", statePath)
+		inert.Fprintf(out, "previous    none yet in %s\n", statePath)
 	default:
-		fmt.Fprintf(out, "previous    %d entries (from %s): consistent: %s\n", rep.PreviousSize, statePath, dash(rep.ConsistentWith))
+		inert.Fprintf(out, "previous    %d entries (from %s): consistent: %s\n", rep.PreviousSize, statePath, dash(rep.ConsistentWith))
 	}
 	rate := ""
 	if s := rep.Duration.Seconds(); s > 0 && rep.Entries > 0 {
 		rate = fmt.Sprintf(" in %.2fs (%.0f entries/s)", s, float64(rep.Entries)/s)
 	}
 	if rep.OK {
-		fmt.Fprintf(out, "\nOK: %d entries from %d agents verified%s: each canonical, in its place and chained; they hash to the published tiles and the signed root\n",
+		inert.Fprintf(out, "\nOK: %d entries from %d agents verified%s: each canonical, in its place and chained; they hash to the published tiles and the signed root\n",
 			rep.Entries, rep.Agents, rate)
 		return
 	}
-	fmt.Fprintf(out, "\nFAILED: %d problem(s)\n", rep.ProblemCount)
+	inert.Fprintf(out, "\nFAILED: %d problem(s)\n", rep.ProblemCount)
 	for _, p := range rep.Problems {
-		fmt.Fprintf(out, "  %s\n", p)
+		inert.Fprintf(out, "  %s\n", p)
 	}
 	if len(rep.Problems) < rep.ProblemCount {
-		fmt.Fprintf(out, "  ... and %d more (the first %d are shown)\n", rep.ProblemCount-len(rep.Problems), len(rep.Problems))
+		inert.Fprintf(out, "  ... and %d more (the first %d are shown)\n", rep.ProblemCount-len(rep.Problems), len(rep.Problems))
 	}
 }
 
@@ -392,7 +393,7 @@ func auditProveCmd() *cobra.Command {
 			enc.SetIndent("", "  ")
 			return enc.Encode(p)
 		}
-		fmt.Fprintf(out, "entry       %s\nleaf hash   %s\ntree        %d entries, root %s\nproof       %s\n\nOK: entry %d is in the log the checkpoint commits to\n",
+		inert.Fprintf(out, "entry       %s\nleaf hash   %s\ntree        %d entries, root %s\nproof       %s\n\nOK: entry %d is in the log the checkpoint commits to\n",
 			p.Entry, p.LeafHash, p.TreeSize, p.Root, strings.Join(p.Hashes, "\n            "), p.Index)
 		return nil
 	}
@@ -424,7 +425,7 @@ func (p *progress) update(done, total int64) {
 	p.last = time.Now()
 	const width = 40
 	filled := int(done * width / max(total, 1))
-	fmt.Fprintf(p.w, "\r[%s%s] %3d%% %s/%s entries", strings.Repeat("#", filled), strings.Repeat(".", width-filled),
+	inert.Fprintf(p.w, "\r[%s%s] %3d%% %s/%s entries", strings.Repeat("#", filled), strings.Repeat(".", width-filled),
 		done*100/max(total, 1), strconv.FormatInt(done, 10), strconv.FormatInt(total, 10))
 	p.drawn = true
 }

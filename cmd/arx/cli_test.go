@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -248,5 +249,75 @@ func TestServeRefusesBadSettings(t *testing.T) {
 		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 			t.Errorf("arx serve %v wrote to the data directory before refusing", c.args)
 		}
+	}
+}
+
+// TestAgentTextIsInert: an agent writes a summary built to rewrite the
+// approver's terminal (clear the line, pose as another action and risk,
+// reverse text, hide text, set the window title). arx approvals and arx
+// record show print it escaped and visible; their JSON keeps it exact.
+func TestAgentTextIsInert(t *testing.T) {
+	s := arxtest.Start(t)
+	_, token := s.Hire(arxtest.Manifest)
+	boss := s.AddPerson("boss@example.com", "manager", "correct horse battery")
+	t.Setenv("ARX_SERVER", s.URL)
+
+	hostile := "wipe every account\r\x1b[2K\x1b[1A\nrisk       low\x1b]0;title\x07 \u202egnp.exe\u200b\u009b2J\b\x7f\u2028end"
+	r := s.Do("POST", "/v1/calls", token, map[string]string{"connector": "crm", "action": "account.delete",
+		"idempotency_key": "hostile-1", "summary": hostile})
+	if r.Status != http.StatusAccepted {
+		t.Fatalf("the hostile call: %d %s", r.Status, r.Body)
+	}
+	var call struct {
+		ID string `json:"id"`
+	}
+	r.JSON(t, &call)
+
+	active := func(out string) string {
+		for _, r := range out {
+			switch {
+			case r == '\n': // the CLI's own lines
+			case r < 0x20, r == 0x7f, r >= 0x80 && r <= 0x9f, r == 0x202e, r == 0x200b, r == 0x2028:
+				return fmt.Sprintf("%U", r)
+			}
+		}
+		return ""
+	}
+	t.Setenv("ARX_ADMIN_TOKEN", boss)
+	for _, args := range [][]string{
+		{"approvals", "list"},
+		{"approvals", "show", call.ID},
+		{"record", "show", "test-agent"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			if args[0] == "record" {
+				t.Setenv("ARX_ADMIN_TOKEN", s.AdminToken)
+			}
+			code, out, stderr := arx(t, args...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			if r := active(out); r != "" {
+				t.Errorf("the output holds %s, raw:\n%q", r, out)
+			}
+			if args[0] != "record" && !strings.Contains(out, `wipe every account\r\x1b[2K\x1b[1A\nrisk       low\x1b]0;title\x07 \u202egnp.exe\u200b\u009b2J\x08\x7f\u2028end`) {
+				t.Errorf("the summary is not shown escaped:\n%s", out)
+			}
+			for _, line := range strings.Split(out, "\n") {
+				if strings.HasPrefix(strings.TrimSpace(line), "risk       low") {
+					t.Errorf("the summary posed as a line of its own: %q", line)
+				}
+			}
+		})
+	}
+	// JSON output stays exact.
+	code, out, _ := arx(t, "approvals", "show", "--json", call.ID)
+	var a struct {
+		Call struct {
+			Summary string `json:"summary"`
+		} `json:"call"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &a) != nil || a.Call.Summary != hostile {
+		t.Errorf("approvals show --json: %d, summary %q", code, a.Call.Summary)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/arxsec/arx/internal/connector"
 	"github.com/arxsec/arx/internal/connector/connectors"
+	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/internal/server"
 	"github.com/spf13/cobra"
 )
@@ -141,24 +142,24 @@ func connectorsListCmd() *cobra.Command {
 
 func printConnectors(w io.Writer, cs []connector.Info) {
 	if len(cs) == 0 {
-		fmt.Fprintln(w, "no connectors configured (start arx serve with --connectors FILE)")
+		inert.Fprintln(w, "no connectors configured (start arx serve with --connectors FILE)")
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tKIND\tUPSTREAM\tSECRET\tAUTH\tTIMEOUT")
+	inert.Fprintln(tw, "NAME\tKIND\tUPSTREAM\tSECRET\tAUTH\tTIMEOUT")
 	for _, c := range cs {
 		auth := c.Auth
 		if auth == "" {
 			auth = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.Kind, c.Upstream, c.Secret, auth, c.Timeout)
+		inert.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.Kind, c.Upstream, c.Secret, auth, c.Timeout)
 	}
 	tw.Flush()
 	for _, c := range cs {
-		fmt.Fprintf(w, "\n%s:\n", c.Name)
+		inert.Fprintf(w, "\n%s:\n", c.Name)
 		for _, a := range c.Actions {
 			what := append(append([]string{}, a.Allow...), a.Grants...)
-			fmt.Fprintf(w, "  %-24s %s\n", a.Name, strings.Join(what, "; "))
+			inert.Fprintf(w, "  %-24s %s\n", a.Name, strings.Join(what, "; "))
 		}
 	}
 }
@@ -172,7 +173,7 @@ func connectorsLintCmd() *cobra.Command {
 			cfg, err := parseConnectorsFile(args[0])
 			var ce *connector.Error
 			if errors.As(err, &ce) {
-				fmt.Fprintln(cmd.OutOrStdout(), ce.Error())
+				inert.Fprintln(cmd.OutOrStdout(), ce.Error())
 				return exitError{code: 1}
 			}
 			if err != nil {
@@ -182,7 +183,7 @@ func connectorsLintCmd() *cobra.Command {
 			for i := range cfg.Connectors {
 				infos = append(infos, cfg.Connectors[i].Info())
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: valid\n\n", args[0])
+			inert.Fprintf(cmd.OutOrStdout(), "%s: valid\n\n", args[0])
 			printConnectors(cmd.OutOrStdout(), infos)
 			return nil
 		},

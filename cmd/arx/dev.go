@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/arxsec/arx/agentvault"
+	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/internal/server"
 	salesresearch "github.com/arxsec/arx/reference-agents/sales-research"
 	"github.com/spf13/cobra"
@@ -68,7 +69,7 @@ runtime keeps running until Ctrl-C, unless --once.`,
 				}
 				admin = strings.TrimSpace(string(b))
 			}
-			fmt.Fprintf(out, "ARX is running at %s (data in %s)\n\n", srv.URL, dataDir)
+			inert.Fprintf(out, "ARX is running at %s (data in %s)\n\n", srv.URL, dataDir)
 
 			// Hire the reference agent through the API, as an operator would.
 			c := &apiClient{server: srv.URL, token: admin, http: &http.Client{Timeout: 30 * time.Second}}
@@ -79,21 +80,21 @@ runtime keeps running until Ctrl-C, unless --once.`,
 			if err := c.do(cmd.Context(), "POST", "/v1/agents", map[string]string{"manifest": string(salesresearch.Manifest)}, &hired); err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "1. Hired %s (%s) from reference-agents/sales-research/manifests/job_description.yaml\n\n", hired.Agent.Name, hired.Agent.ID)
+			inert.Fprintf(out, "1. Hired %s (%s) from reference-agents/sales-research/manifests/job_description.yaml\n\n", hired.Agent.Name, hired.Agent.ID)
 
 			arx, err := agentvault.New(agentvault.Config{Token: hired.Token, BaseURL: srv.URL + "/v1", AgentID: hired.Agent.ID})
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "2. The agent researches three accounts in the demo CRM (%s) through the ARX gateway, one governed call per read:\n", demo.crmURL)
+			inert.Fprintf(out, "2. The agent researches three accounts in the demo CRM (%s) through the ARX gateway, one governed call per read:\n", demo.crmURL)
 			agent := &salesresearch.Agent{ARX: arx, Gateway: true, Warehouse: demo.warehouse, Out: out}
 			sum, runErr := agent.Run(cmd.Context(), salesresearch.DefaultAccounts)
-			fmt.Fprintf(out, "\n   %d governed calls, %d refusal recorded, %d failures; the CRM served %d requests, each with its API key, which ARX injected and the agent never held.\n",
+			inert.Fprintf(out, "\n   %d governed calls, %d refusal recorded, %d failures; the CRM served %d requests, each with its API key, which ARX injected and the agent never held.\n",
 				sum.Calls, sum.Refusals, sum.Failures, len(demo.crm.AccessLog()))
 			if !demo.warehouse {
-				fmt.Fprintf(out, "   (pass --postgres postgres://USER:PASSWORD@HOST/DB to add the warehouse: a database role per call)\n")
+				inert.Fprintf(out, "   (pass --postgres postgres://USER:PASSWORD@HOST/DB to add the warehouse: a database role per call)\n")
 			}
-			fmt.Fprintln(out)
+			inert.Fprintln(out)
 			if runErr != nil {
 				return runErr
 			}
@@ -102,16 +103,16 @@ runtime keeps running until Ctrl-C, unless --once.`,
 			if err := srv.Runtime.Checkpoint(cmd.Context()); err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "3. The agent's personnel record (arx record show %s):\n\n", hired.Agent.Name)
+			inert.Fprintf(out, "3. The agent's personnel record (arx record show %s):\n\n", hired.Agent.Name)
 			sub := []string{"--server", srv.URL, "--token", admin}
 			if code := run(append([]string{"record", "show", hired.Agent.ID}, sub...), nil, indent(out), cmd.ErrOrStderr()); code != 0 {
 				return exitError{code: code}
 			}
-			fmt.Fprintf(out, "\n4. The whole log, verified (arx record verify --log-key %s):\n\n", filepath.Join(dataDir, server.LogPubFile))
+			inert.Fprintf(out, "\n4. The whole log, verified (arx record verify --log-key %s):\n\n", filepath.Join(dataDir, server.LogPubFile))
 			if code := run(append([]string{"record", "verify", "--log-key", filepath.Join(dataDir, server.LogPubFile)}, sub...), nil, indent(out), cmd.ErrOrStderr()); code != 0 {
 				return exitError{code: code}
 			}
-			fmt.Fprintf(out, `
+			inert.Fprintf(out, `
 Where to look next:
   export ARX_SERVER=%s ARX_ADMIN_TOKEN=%s
   arx agents                      # who is on staff
@@ -123,7 +124,7 @@ Where to look next:
 			if once {
 				return nil
 			}
-			fmt.Fprintf(out, "\nARX keeps running at %s; press Ctrl-C to stop.\n", srv.URL)
+			inert.Fprintf(out, "\nARX keeps running at %s; press Ctrl-C to stop.\n", srv.URL)
 			stop := make(chan os.Signal, 1)
 			signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
 			defer signal.Stop(stop)

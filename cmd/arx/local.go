@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/manifest"
 	"github.com/arxsec/arx/record"
 	"github.com/spf13/cobra"
@@ -172,21 +173,21 @@ func verifyLocalRecords(cmd *cobra.Command, path string, asJSON bool) error {
 		enc.SetIndent("", "  ")
 		enc.Encode(rep)
 	} else {
-		fmt.Fprintf(out, "local records in %s (not signed: this checks their form and chains, not who wrote them)\n\n", path)
+		inert.Fprintf(out, "local records in %s (not signed: this checks their form and chains, not who wrote them)\n\n", path)
 		for _, fr := range rep.Files {
 			status := "OK"
 			if !fr.OK {
 				status = fmt.Sprintf("FAILED: %d problem(s)", fr.Count)
 			}
-			fmt.Fprintf(out, "  %s: %d entries, %d agent(s): %s\n", fr.File, fr.Entries, fr.Agents, status)
+			inert.Fprintf(out, "  %s: %d entries, %d agent(s): %s\n", fr.File, fr.Entries, fr.Agents, status)
 			for _, p := range fr.Problems {
-				fmt.Fprintf(out, "      %s\n", p)
+				inert.Fprintf(out, "      %s\n", p)
 			}
 		}
 		if rep.OK {
-			fmt.Fprintf(out, "\nOK: %d entries in %d file(s) verified: canonical, numbered by line, each agent's chain unbroken\n", rep.Entries, len(rep.Files))
+			inert.Fprintf(out, "\nOK: %d entries in %d file(s) verified: canonical, numbered by line, each agent's chain unbroken\n", rep.Entries, len(rep.Files))
 		} else {
-			fmt.Fprintf(out, "\nFAILED\n")
+			inert.Fprintf(out, "\nFAILED\n")
 		}
 	}
 	if !rep.OK {
@@ -313,7 +314,7 @@ func printCheck(out io.Writer, rep *checkReport, asJSON bool) {
 		enc.Encode(rep)
 		return
 	}
-	fmt.Fprintf(out, "manifest  %s (agent %s)\nrecords   %s: %d file(s), %d entries, %d calls\n\n", rep.Manifest, rep.Agent, rep.Records, rep.Files, rep.Entries, rep.Calls)
+	inert.Fprintf(out, "manifest  %s (agent %s)\nrecords   %s: %d file(s), %d entries, %d calls\n\n", rep.Manifest, rep.Agent, rep.Records, rep.Files, rep.Entries, rep.Calls)
 	for _, f := range rep.Findings {
 		what := f.Connector
 		if f.Action != "" {
@@ -322,25 +323,25 @@ func printCheck(out io.Writer, rep *checkReport, asJSON bool) {
 		if what != "" {
 			what += ": "
 		}
-		fmt.Fprintf(out, "%-5s  %s  %s%s\n", f.Severity, f.Kind, what, f.Message)
+		inert.Fprintf(out, "%-5s  %s  %s%s\n", f.Severity, f.Kind, what, f.Message)
 		if f.First != nil {
-			fmt.Fprintf(out, "       first at %s:%d, %s", f.First.File, f.First.Line, f.First.Time)
+			inert.Fprintf(out, "       first at %s:%d, %s", f.First.File, f.First.Line, f.First.Time)
 			if f.First.Call != "" {
-				fmt.Fprintf(out, ", call %s", f.First.Call)
+				inert.Fprintf(out, ", call %s", f.First.Call)
 			}
-			fmt.Fprintln(out)
+			inert.Fprintln(out)
 		}
 	}
 	if len(rep.Findings) > 0 {
-		fmt.Fprintln(out)
+		inert.Fprintln(out)
 	}
 	switch {
 	case rep.Errors == 0 && rep.Notes == 0:
-		fmt.Fprintln(out, "OK: the agent stayed within its job description")
+		inert.Fprintln(out, "OK: the agent stayed within its job description")
 	case rep.OK:
-		fmt.Fprintf(out, "OK: no errors, %d note(s)\n", rep.Notes)
+		inert.Fprintf(out, "OK: no errors, %d note(s)\n", rep.Notes)
 	default:
-		fmt.Fprintf(out, "FINDINGS: %d error(s), %d note(s)\n", rep.Errors, rep.Notes)
+		inert.Fprintf(out, "FINDINGS: %d error(s), %d note(s)\n", rep.Errors, rep.Notes)
 	}
 }
 
@@ -679,7 +680,7 @@ file that changed after its import is refused.`,
 		out := cmd.OutOrStdout()
 		for _, f := range files {
 			if len(f.Lines) == 0 {
-				fmt.Fprintf(out, "%s: empty, nothing to import\n", f.Path)
+				inert.Fprintf(out, "%s: empty, nothing to import\n", f.Path)
 				continue
 			}
 			chain := record.HashString(record.LeafHash(f.Lines[0]))
@@ -708,7 +709,7 @@ file that changed after its import is refused.`,
 				body := map[string]any{"source": filepath.Base(f.Path), "chain": chain, "entries": entries}
 				if err := c.do(cmd.Context(), "POST", "/v1/agents/"+a.ID+"/record/import", body, &res); err != nil {
 					if imported > 0 {
-						fmt.Fprintf(out, "%s: %d entries imported before the error; run the import again to go on\n", f.Path, imported)
+						inert.Fprintf(out, "%s: %d entries imported before the error; run the import again to go on\n", f.Path, imported)
 					}
 					return err
 				}
@@ -722,14 +723,14 @@ file that changed after its import is refused.`,
 				}
 				start = end
 			}
-			fmt.Fprintf(out, "%s: %d entries imported into the record of %s (%s)", f.Path, imported, a.Name, a.ID)
+			inert.Fprintf(out, "%s: %d entries imported into the record of %s (%s)", f.Path, imported, a.Name, a.ID)
 			if first >= 0 {
-				fmt.Fprintf(out, " at log indexes %d..%d", first, last)
+				inert.Fprintf(out, " at log indexes %d..%d", first, last)
 			}
 			if skipped > 0 {
-				fmt.Fprintf(out, "; %d imported before", skipped)
+				inert.Fprintf(out, "; %d imported before", skipped)
 			}
-			fmt.Fprintln(out)
+			inert.Fprintln(out)
 		}
 		return nil
 	}

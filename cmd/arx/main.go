@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/arxsec/arx/arxerr"
+	"github.com/arxsec/arx/internal/inert"
 	"github.com/spf13/cobra"
 )
 
@@ -44,18 +45,27 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 func printError(w io.Writer, err error) {
 	var ae *arxerr.Error
 	if errors.As(err, &ae) {
-		fmt.Fprintf(w, "arx: error: %s (%s)\n", ae.Message, ae.Code)
+		inert.Fprintf(w, "arx: error: %s (%s)\n", ae.Message, ae.Code)
 		if ae.Hint != "" {
-			fmt.Fprintf(w, "arx: hint: %s\n", ae.Hint)
+			inert.Fprintf(w, "arx: hint: %s\n", ae.Hint)
 		}
 		return
 	}
 	var he hintError
 	if errors.As(err, &he) {
-		fmt.Fprintf(w, "arx: error: %s\narx: hint: %s\n", he.err, he.hint)
+		inert.Fprintf(w, "arx: error: %s\narx: hint: %s\n", he.err, he.hint)
 		return
 	}
-	fmt.Fprintf(w, "arx: error: %s\n", err)
+	// Errors of our own may span lines (errors.Join); each line is made
+	// inert, and the lines after the first are indented, so no text
+	// inside can pass for a line of ours.
+	for i, line := range strings.Split(err.Error(), "\n") {
+		if i == 0 {
+			inert.Fprintf(w, "arx: error: %s\n", line)
+		} else {
+			inert.Fprintf(w, "       %s\n", line)
+		}
+	}
 }
 
 type hintError struct {

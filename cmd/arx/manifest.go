@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/manifest"
 	"github.com/spf13/cobra"
 )
@@ -39,7 +40,7 @@ func manifestLintCmd() *cobra.Command {
 			} else if me != nil {
 				fmt.Fprint(out, me.Error()+"\n")
 			} else {
-				fmt.Fprintf(out, "%s: valid\n", args[0])
+				inert.Fprintf(out, "%s: valid\n", args[0])
 			}
 			if me != nil {
 				return exitError{code: 1}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/arxsec/arx/agentvault"
+	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/internal/mcpgw"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/spf13/cobra"
@@ -75,7 +76,7 @@ Logs go to stderr.`,
 				var ce *mcpgw.ConfigError
 				if errors.As(err, &ce) {
 					for _, p := range ce.Problems {
-						fmt.Fprintf(cmd.ErrOrStderr(), "%s:%s\n", configFile, p)
+						inert.Fprintf(cmd.ErrOrStderr(), "%s:%s\n", configFile, p)
 					}
 					return exitError{code: 1}
 				}
@@ -232,7 +233,7 @@ func serveMCPHTTP(ctx context.Context, stderr io.Writer, g *mcpgw.Gateway, liste
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	fmt.Fprintf(stderr, "arx mcp: serving MCP (streamable HTTP) at http://%s%s\n", ln.Addr(), path)
+	inert.Fprintf(stderr, "arx mcp: serving MCP (streamable HTTP) at http://%s%s\n", ln.Addr(), path)
 	select {
 	case err := <-served:
 		return err

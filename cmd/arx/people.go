@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -14,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/arxsec/arx/internal/inert"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -64,10 +64,10 @@ func usersAddCmd() *cobra.Command {
 			if err := c.do(cmd.Context(), "POST", "/v1/auth/setup", map[string]string{"token": out.SetupToken, "password": pw}, nil); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "added %s (%s) with the password given\n", out.User.Email, out.User.Role)
+			inert.Fprintf(cmd.OutOrStdout(), "added %s (%s) with the password given\n", out.User.Email, out.User.Role)
 			return nil
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "added %s (%s). Send them this link to set a password (valid %s, once):\n\n  %s\n",
+		inert.Fprintf(cmd.OutOrStdout(), "added %s (%s). Send them this link to set a password (valid %s, once):\n\n  %s\n",
 			out.User.Email, out.User.Role, out.ExpiresIn, out.SetupURL)
 		return nil
 	}
@@ -90,7 +90,7 @@ func usersResetCmd() *cobra.Command {
 		if err := c.do(cmd.Context(), "POST", "/v1/users/"+url.PathEscape(args[0])+"/reset", map[string]string{}, &out); err != nil {
 			return err
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "link to set a new password (valid %s, once):\n\n  %s\n", out.ExpiresIn, out.SetupURL)
+		inert.Fprintf(cmd.OutOrStdout(), "link to set a new password (valid %s, once):\n\n  %s\n", out.ExpiresIn, out.SetupURL)
 		return nil
 	}
 	return cmd
@@ -122,13 +122,13 @@ func usersListCmd() *cobra.Command {
 			return printJSON(cmd.OutOrStdout(), out)
 		}
 		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "EMAIL\tROLE\tPASSWORD\tADDED")
+		inert.Fprintln(tw, "EMAIL\tROLE\tPASSWORD\tADDED")
 		for _, u := range out.Users {
 			pw := "set"
 			if !u.Set {
 				pw = "link pending"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", u.Email, u.Role, pw, u.Created.Local().Format(time.DateOnly))
+			inert.Fprintf(tw, "%s\t%s\t%s\t%s\n", u.Email, u.Role, pw, u.Created.Local().Format(time.DateOnly))
 		}
 		return tw.Flush()
 	}
@@ -218,9 +218,9 @@ your user config directory (mode 0600). Later verbs use it when neither
 			var pw string
 			var err error
 			if f, ok := cmd.InOrStdin().(*os.File); ok && !pwStdin && term.IsTerminal(int(f.Fd())) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "Password for %s: ", email)
+				inert.Fprintf(cmd.ErrOrStderr(), "Password for %s: ", email)
 				b, rerr := term.ReadPassword(int(f.Fd()))
-				fmt.Fprintln(cmd.ErrOrStderr())
+				inert.Fprintln(cmd.ErrOrStderr())
 				pw, err = string(b), rerr
 			} else {
 				pw, err = readLine(cmd.InOrStdin())
@@ -240,7 +240,7 @@ your user config directory (mode 0600). Later verbs use it when neither
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "logged in to %s as %s; token stored in %s\n", server, email, p)
+			inert.Fprintf(cmd.OutOrStdout(), "logged in to %s as %s; token stored in %s\n", server, email, p)
 			return nil
 		},
 	}

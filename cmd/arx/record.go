@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/record"
 	"github.com/spf13/cobra"
 )
@@ -49,8 +50,8 @@ func recordShowCmd() *cobra.Command {
 		out := cmd.OutOrStdout()
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		if !asJSON {
-			fmt.Fprintf(out, "Personnel record of %s (%s), owner %s, %s\n\n", a.Name, a.ID, a.Owner, a.Status)
-			fmt.Fprintln(tw, "INDEX\tTIME\tTYPE\tCONNECTOR\tACTION\tRISK\tACTOR\tDETAILS")
+			inert.Fprintf(out, "Personnel record of %s (%s), owner %s, %s\n\n", a.Name, a.ID, a.Owner, a.Status)
+			inert.Fprintln(tw, "INDEX\tTIME\tTYPE\tCONNECTOR\tACTION\tRISK\tACTOR\tDETAILS")
 		}
 		after := int64(-1)
 		for {
@@ -60,15 +61,15 @@ func recordShowCmd() *cobra.Command {
 			}
 			for _, pe := range page.Entries {
 				if asJSON {
-					fmt.Fprintf(out, "%s\n", pe.Entry)
+					fmt.Fprintf(out, "%s\n", pe.Entry) // JSON: exact
 					continue
 				}
 				e, err := record.Parse(pe.Entry)
 				if err != nil {
-					fmt.Fprintf(tw, "%d\t\t(unreadable: %v)\n", pe.Index, err)
+					inert.Fprintf(tw, "%d\t\t(unreadable: %v)\n", pe.Index, err)
 					continue
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Index, e.Time.Local().Format("2006-01-02 15:04:05.000"),
+				inert.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Index, e.Time.Local().Format("2006-01-02 15:04:05.000"),
 					e.Type, dash(e.Connector), dash(e.Action), dash(e.Risk), e.Actor, details(e.Data))
 			}
 			if page.Next == nil {
@@ -107,8 +108,8 @@ func details(d map[string]any) string {
 		if b, err := json.Marshal(d[k]); err == nil && !strings.HasPrefix(string(b), `"`) {
 			v = string(b)
 		}
-		if len(v) > 60 {
-			v = v[:57] + "..."
+		if r := []rune(v); len(r) > 60 {
+			v = string(r[:57]) + "..."
 		}
 		parts = append(parts, k+"="+v)
 	}
@@ -221,13 +222,13 @@ func printVerify(cmd *cobra.Command, rep verifyReport, asJSON bool) error {
 		enc.SetIndent("", "  ")
 		enc.Encode(rep)
 	} else {
-		fmt.Fprintf(out, "log        %s\ncheckpoint %d entries, root %s\nlog key    from %s\n", rep.Origin, rep.Size, rep.Root, rep.KeySource)
+		inert.Fprintf(out, "log        %s\ncheckpoint %d entries, root %s\nlog key    from %s\n", rep.Origin, rep.Size, rep.Root, rep.KeySource)
 		if rep.OK {
-			fmt.Fprintf(out, "\nOK: %d entries from %d agents verified: canonical, chained, and hashing to the signed root\n", rep.Verified, rep.Agents)
+			inert.Fprintf(out, "\nOK: %d entries from %d agents verified: canonical, chained, and hashing to the signed root\n", rep.Verified, rep.Agents)
 		} else {
-			fmt.Fprintf(out, "\nFAILED: %d problem(s)\n", rep.ProblemCnt)
+			inert.Fprintf(out, "\nFAILED: %d problem(s)\n", rep.ProblemCnt)
 			for _, p := range rep.Problems {
-				fmt.Fprintf(out, "  %s\n", p)
+				inert.Fprintf(out, "  %s\n", p)
 			}
 		}
 	}

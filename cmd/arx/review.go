@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/arxsec/arx/internal/inert"
 	"github.com/spf13/cobra"
 )
 
@@ -73,7 +74,7 @@ func agentsReviewCmd() *cobra.Command {
 			return err
 		}
 		if asJSON {
-			_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s\n", out.Review)
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s\n", out.Review) // JSON: exact
 			return err
 		}
 		var rv reviewJSON
@@ -88,43 +89,43 @@ func agentsReviewCmd() *cobra.Command {
 
 func printReview(cmd *cobra.Command, a *agentJSON, rv *reviewJSON) {
 	w := cmd.OutOrStdout()
-	fmt.Fprintf(w, "Performance review of %s (%s), owner %s, %s\n%s to %s\n\n", a.Name, a.ID, a.Owner, a.Status,
+	inert.Fprintf(w, "Performance review of %s (%s), owner %s, %s\n%s to %s\n\n", a.Name, a.ID, a.Owner, a.Status,
 		rv.From.Local().Format(time.DateOnly), rv.To.Local().Format(time.DateOnly))
-	fmt.Fprintf(w, "Calls      %d  (%s)\n", rv.Calls, counts(rv.Outcomes))
-	fmt.Fprintf(w, "Approvals  %s\n", dash(counts(rv.Approvals)))
-	fmt.Fprintf(w, "Drift      %d event(s)  %s\n\n", len(rv.Drift), counts(rv.DriftBy))
+	inert.Fprintf(w, "Calls      %d  (%s)\n", rv.Calls, counts(rv.Outcomes))
+	inert.Fprintf(w, "Approvals  %s\n", dash(counts(rv.Approvals)))
+	inert.Fprintf(w, "Drift      %d event(s)  %s\n\n", len(rv.Drift), counts(rv.DriftBy))
 	maxCalls := 1
 	for _, d := range rv.PerDay {
 		maxCalls = max(maxCalls, d.Calls)
 	}
-	fmt.Fprintln(w, "Calls per day")
+	inert.Fprintln(w, "Calls per day")
 	for _, d := range rv.PerDay {
 		bar := strings.Repeat("█", (d.Calls*40+maxCalls-1)/maxCalls)
 		drift := ""
 		if d.Drift > 0 {
 			drift = fmt.Sprintf("  %d drift", d.Drift)
 		}
-		fmt.Fprintf(w, "  %s %-40s %d%s\n", d.Day, bar, d.Calls, drift)
+		inert.Fprintf(w, "  %s %-40s %d%s\n", d.Day, bar, d.Calls, drift)
 	}
 	if len(rv.ByAction) > 0 {
-		fmt.Fprintln(w, "\nBy connector and action")
+		inert.Fprintln(w, "\nBy connector and action")
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  CONNECTOR\tACTION\tCALLS\tFAILED\tREFUSED")
+		inert.Fprintln(tw, "  CONNECTOR\tACTION\tCALLS\tFAILED\tREFUSED")
 		for _, s := range rv.ByAction {
-			fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\t%d\n", s.Connector, s.Action, s.Calls, s.Failed, s.Refused)
+			inert.Fprintf(tw, "  %s\t%s\t%d\t%d\t%d\n", s.Connector, s.Action, s.Calls, s.Failed, s.Refused)
 		}
 		tw.Flush()
 	}
 	if len(rv.Drift) > 0 {
-		fmt.Fprintln(w, "\nDrift (newest first; acknowledge with `arx agents ack AGENT INDEX --note ...`)")
+		inert.Fprintln(w, "\nDrift (newest first; acknowledge with `arx agents ack AGENT INDEX --note ...`)")
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  INDEX\tTIME\tRULE\tCALL\tFACTS\tACKNOWLEDGED")
+		inert.Fprintln(tw, "  INDEX\tTIME\tRULE\tCALL\tFACTS\tACKNOWLEDGED")
 		for _, d := range rv.Drift {
 			ack := "-"
 			if d.Ack != nil {
 				ack = d.Ack.By + ": " + d.Ack.Note
 			}
-			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s %s\t%s\t%s\n", d.Index, d.Time.Local().Format("01-02 15:04"), d.Rule,
+			inert.Fprintf(tw, "  %d\t%s\t%s\t%s %s\t%s\t%s\n", d.Index, d.Time.Local().Format("01-02 15:04"), d.Rule,
 				dash(d.Connector), d.Action, details(d.Facts), ack)
 		}
 		tw.Flush()
@@ -168,7 +169,7 @@ func agentsAckCmd() *cobra.Command {
 		if err := c.do(cmd.Context(), "POST", "/v1/agents/"+a.ID+"/drift/"+args[1]+"/ack", map[string]string{"note": note}, nil); err != nil {
 			return err
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "acknowledged drift event %s of %s\n", args[1], a.Name)
+		inert.Fprintf(cmd.OutOrStdout(), "acknowledged drift event %s of %s\n", args[1], a.Name)
 		return nil
 	}
 	return cmd

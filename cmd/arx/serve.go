@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/internal/runtime"
 	"github.com/arxsec/arx/internal/server"
 	"github.com/arxsec/arx/internal/store/postgres"
@@ -60,7 +61,7 @@ data directory; the first replica's admin.token serves them all.`,
 				return err
 			}
 			if s.AdminToken != "" {
-				fmt.Fprintf(cmd.ErrOrStderr(), "\nFirst start: this is the admin token. It is shown once, and kept in %s (mode 0600).\n\n  export ARX_ADMIN_TOKEN=%s\n\n",
+				inert.Fprintf(cmd.ErrOrStderr(), "\nFirst start: this is the admin token. It is shown once, and kept in %s (mode 0600).\n\n  export ARX_ADMIN_TOKEN=%s\n\n",
 					filepath.Join(cfg.DataDir, server.AdminTokenFile), s.AdminToken)
 			}
 			s.Start()

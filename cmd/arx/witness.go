@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/internal/witness"
 	"github.com/arxsec/arx/record"
 	"github.com/spf13/cobra"
@@ -64,8 +65,8 @@ their auditors. NAME identifies the witness, for example witness.example.com/w1.
 			if err := os.WriteFile(pubFile, []byte(vkey+"\n"), 0o644); err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), vkey)
-			fmt.Fprintf(cmd.ErrOrStderr(), "private key in %s (keep it secret), public key in %s\n", keyFile, pubFile)
+			inert.Fprintln(cmd.OutOrStdout(), vkey)
+			inert.Fprintf(cmd.ErrOrStderr(), "private key in %s (keep it secret), public key in %s\n", keyFile, pubFile)
 			return nil
 		},
 	}
@@ -138,7 +139,7 @@ directory, written durably before the witness answers.`,
 				return withHint(err, "another process uses that address: pass --listen 127.0.0.1:0 for a free port")
 			}
 			srv := w.Server(listen)
-			fmt.Fprintf(cmd.OutOrStdout(), "arx witness: %s listening on http://%s for %d log(s)\n", w.Name(), ln.Addr(), len(cfg.Logs))
+			inert.Fprintf(cmd.OutOrStdout(), "arx witness: %s listening on http://%s for %d log(s)\n", w.Name(), ln.Addr(), len(cfg.Logs))
 			errc := make(chan error, 1)
 			go func() { errc <- srv.Serve(ln) }()
 			stop := make(chan os.Signal, 1)

@@ -577,3 +577,33 @@ func TestShutdownEndsEventStreams(t *testing.T) {
 	body = resp.Body
 	t.Cleanup(func() { closing = time.Now() }) // runs first, just before the server closes
 }
+
+// TestAgentTextIsInert: a summary built to disguise itself (a right-to-left
+// override that reverses what follows, zero-width characters, controls)
+// shows on every page that quotes it with those characters escaped and
+// visible, never as themselves.
+func TestAgentTextIsInert(t *testing.T) {
+	s := arxtest.Start(t)
+	_, agentToken := s.Hire(testManifest)
+	addManager(t, s, "boss@example.com")
+	b := newBrowser(t, s)
+	b.mustLogin("boss@example.com")
+	c := sdk(t, s, agentToken)
+	summary := "read one account \u202etnuocca yreve eteled\u202c\u200b\x1b[8m hidden\nsecond line"
+	requestHighRisk(t, t.Context(), s, c, summary)
+	id := pendingCall(t, s, summary)
+	for _, path := range []string{"/console/approvals/" + id, "/console/approvals", "/console/"} {
+		p := b.get(path)
+		if p.Status != http.StatusOK {
+			t.Fatalf("%s: HTTP %d", path, p.Status)
+		}
+		for _, r := range []string{"\u202e", "\u202c", "\u200b", "\x1b"} {
+			if strings.Contains(p.Body, r) {
+				t.Errorf("%s shows %U raw", path, []rune(r)[0])
+			}
+		}
+		if !strings.Contains(p.Body, `read one account \u202etnuocca yreve eteled\u202c\u200b\x1b[8m hidden`) {
+			t.Errorf("%s does not show the summary escaped:\n%s", path, p.Body)
+		}
+	}
+}

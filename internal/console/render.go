@@ -13,6 +13,7 @@ import (
 
 	"github.com/arxsec/arx/arxerr"
 	"github.com/arxsec/arx/internal/api"
+	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/internal/runtime"
 	"github.com/arxsec/arx/internal/store"
 )
@@ -176,11 +177,16 @@ func templateFuncs(static *staticFiles) template.FuncMap {
 		"ago":         func(t time.Time) string { return ago(time.Since(t)) },
 		"dur":         duration,
 		"short":       shortID,
-		"clip":        func(n int, s string) string { return truncateRunes(s, n, "…") },
-		"person":      person,
-		"actor":       actorLabel,
-		"initials":    initials,
-		"join":        strings.Join,
+		// Text an agent (or an upstream, or anyone but ARX) wrote: clip
+		// for one line, inert for a quoted block. Neither lets it reorder
+		// or hide what is shown (bidi overrides, zero-width characters,
+		// controls are escaped visibly); html/template escapes the markup.
+		"clip":     func(n int, s string) string { return truncateRunes(inert.Text(s), n, "…") },
+		"inert":    inert.Block,
+		"person":   person,
+		"actor":    actorLabel,
+		"initials": initials,
+		"join":     strings.Join,
 		"statusLabel": func(s string) string {
 			if l, ok := statusLabels[s]; ok {
 				return l
@@ -385,7 +391,7 @@ func dataPairs(m map[string]any) []dataPair {
 	sort.Strings(keys)
 	out := make([]dataPair, 0, len(keys))
 	for _, k := range keys {
-		out = append(out, dataPair{Key: k, Value: truncateRunes(valueText(m[k]), 200, "…")})
+		out = append(out, dataPair{Key: inert.Text(k), Value: truncateRunes(inert.Text(valueText(m[k])), 200, "…")})
 	}
 	return out
 }

@@ -1,0 +1,141 @@
+// Package inert renders text that ARX did not write (an agent's summary,
+// an error an upstream returned, a reason, a name from a job description)
+// harmless for a terminal: nothing in it can move the cursor, clear the
+// screen, set a window title, hide what follows or reorder it.
+//
+// Text escapes, visibly and in Go's notation, every byte or rune a
+// terminal would act on rather than show: C0 controls (newlines and tabs
+// too, so one field cannot pose as several lines or columns), DEL, C1
+// controls, Unicode format characters (bidirectional overrides and
+// isolates, zero-width characters), line and paragraph separators, and
+// bytes that are not UTF-8. Everything else is left as it is, so ordinary
+// text in any script reads as written. JSON output needs none of this: it
+// is for programs, and stays exact.
+package inert
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Text returns s with everything a terminal would act on escaped.
+func Text(s string) string {
+	i := 0
+	for i < len(s) {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if active(r, n) {
+			break
+		}
+		i += n
+	}
+	if i == len(s) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 16)
+	b.WriteString(s[:i])
+	for i < len(s) {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			b.WriteString(`\x`)
+			b.WriteString(hex2(s[i]))
+		case !active(r, n):
+			b.WriteString(s[i : i+n])
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r < 0x80:
+			b.WriteString(`\x`)
+			b.WriteString(hex2(byte(r)))
+		case r <= 0xffff:
+			b.WriteString(`\u`)
+			b.WriteString(pad(strconv.FormatUint(uint64(r), 16), 4))
+		default:
+			b.WriteString(`\U`)
+			b.WriteString(pad(strconv.FormatUint(uint64(r), 16), 8))
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// Block is Text for a block of text shown as lines (a quoted summary in
+// the console): its line breaks stay, and each line is made inert.
+func Block(s string) string {
+	if !strings.Contains(s, "\n") {
+		return Text(s)
+	}
+	lines := strings.Split(s, "\n")
+	for i := range lines {
+		lines[i] = Text(lines[i])
+	}
+	return strings.Join(lines, "\n")
+}
+
+// active says whether a terminal would act on the rune (n bytes long)
+// rather than show it.
+func active(r rune, n int) bool {
+	switch {
+	case r == utf8.RuneError && n == 1: // not UTF-8
+		return true
+	case r < 0x20, r == 0x7f, r >= 0x80 && r <= 0x9f:
+		return true
+	case r < 0xa0:
+		return false
+	}
+	return unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)
+}
+
+func hex2(b byte) string {
+	const digits = "0123456789abcdef"
+	return string([]byte{digits[b>>4], digits[b&0xf]})
+}
+
+func pad(s string, n int) string {
+	return strings.Repeat("0", max(0, n-len(s))) + s
+}
+
+// Fprintf is fmt.Fprintf with every string argument made inert: strings,
+// string slices, errors and fmt.Stringers. The format is the caller's own
+// text and is written as it is.
+func Fprintf(w io.Writer, format string, args ...any) (int, error) {
+	return fmt.Fprintf(w, format, Args(args...)...)
+}
+
+// Fprintln is fmt.Fprintln with every string argument made inert.
+func Fprintln(w io.Writer, args ...any) (int, error) {
+	return fmt.Fprintln(w, Args(args...)...)
+}
+
+// Args returns args with Text applied to what prints as text; numbers,
+// booleans and other values pass as they are.
+func Args(args ...any) []any {
+	out := make([]any, len(args))
+	for i, a := range args {
+		switch v := a.(type) {
+		case string:
+			out[i] = Text(v)
+		case []string:
+			s := make([]string, len(v))
+			for j := range v {
+				s[j] = Text(v[j])
+			}
+			out[i] = s
+		case error:
+			out[i] = Text(v.Error())
+		case fmt.Stringer:
+			out[i] = Text(v.String())
+		default:
+			out[i] = a
+		}
+	}
+	return out
+}
