@@ -10,25 +10,37 @@ import (
 	"time"
 
 	"github.com/arxsec/arx/internal/arxtest"
+	"github.com/arxsec/arx/internal/runtime"
 )
 
 // TestTokenGuessingIsRateLimited: unknown tokens from one address are
-// refused, then the address is refused outright for a while, even with a
-// valid token.
+// refused, then answered request.rate_limited for a while; valid tokens
+// from that address (an agent's, the operator's terminating it) are
+// never refused by the throttle.
 func TestTokenGuessingIsRateLimited(t *testing.T) {
 	s := arxtest.Start(t)
-	_, token := s.Hire(arxtest.Manifest)
+	id, token := s.Hire(arxtest.Manifest)
 	body := map[string]string{"connector": "crm", "action": "account.read", "idempotency_key": "k"}
 	var codes []string
-	for i := 0; i < 55; i++ {
+	for i := 0; i < 2*runtime.BadTokensPerIP; i++ {
 		r := s.Do("POST", "/v1/calls", "arxa_guess"+strings.Repeat("x", i%7), body)
 		codes = append(codes, r.ErrorCode())
 	}
-	if codes[0] != "auth.invalid_token" || codes[54] != "request.rate_limited" {
-		t.Fatalf("codes: first %s, last %s", codes[0], codes[54])
+	if codes[0] != "auth.invalid_token" || codes[len(codes)-1] != "request.rate_limited" {
+		t.Fatalf("codes: first %s, last %s", codes[0], codes[len(codes)-1])
 	}
-	if r := s.Do("POST", "/v1/calls", token, body); r.ErrorCode() != "request.rate_limited" {
-		t.Fatalf("a guessing address keeps its access: %d %s", r.Status, r.Body)
+	if r := s.Do("POST", "/v1/calls", token, body); r.Status != http.StatusCreated {
+		t.Fatalf("the throttle refused a valid agent token: %d %s", r.Status, r.Body)
+	}
+	if r := s.Do("POST", "/v1/calls", "arxa_guess", body); r.ErrorCode() != "request.rate_limited" {
+		t.Fatalf("guessing goes on unthrottled: %d %s", r.Status, r.Body)
+	}
+	if r := s.Do("POST", "/v1/agents/"+id+"/terminate", s.AdminToken, map[string]string{"reason": "locked out?"}); r.Status != http.StatusOK {
+		t.Fatalf("the throttle refused the operator's termination: %d %s", r.Status, r.Body)
+	}
+	// The terminated agent's token is refused for what it is, not throttled.
+	if r := s.Do("POST", "/v1/calls", token, body); r.ErrorCode() != "agent.terminated" && r.ErrorCode() != "auth.invalid_token" {
+		t.Fatalf("the terminated agent's token: %d %s", r.Status, r.Body)
 	}
 }
 

@@ -183,28 +183,33 @@ func HashToken(token string) []byte {
 	return h[:]
 }
 
-// Bearer token guessing: at most this many unknown or revoked tokens per
-// client address per window, then every request from it is refused with
-// request.rate_limited until the window passes.
+// Bearer token guessing: after this many unknown tokens from one client
+// address in a window, its unknown tokens are answered request.rate_limited
+// (with Retry-After) until the window passes. A valid token is never
+// refused by the throttle, whatever its address sent before: the throttle
+// only changes how a token that would be refused anyway is refused, so a
+// stranger cannot lock an operator out (arx terminate included).
 const (
 	BadTokensPerIP = 50
 	BadTokenWindow = time.Minute
 )
 
 // AuthenticateFrom is Authenticate for a request from clientIP, with
-// guessing rate limited per address.
+// guessing counted per address.
 func (r *Runtime) AuthenticateFrom(ctx context.Context, token, clientIP string) (*Principal, error) {
-	key := "t:" + clientIP
-	if r.badTokens.blocked(key, r.now()) {
-		return nil, arxerr.New(arxerr.RateLimited, "too many invalid tokens from this address; wait a minute")
-	}
 	p, unknown, err := r.authenticate(ctx, token)
-	if unknown {
-		// Only tokens that never existed count as guesses: a revoked token
-		// (say, of a terminated agent) is refused without punishing the
-		// address it comes from.
-		r.badTokens.fail(key, r.now())
+	if !unknown {
+		// Valid, or refused for what it is (revoked, a terminated agent):
+		// a revoked token does not punish the address it comes from.
+		return p, err
 	}
+	key, now := "t:"+clientIP, r.now()
+	if r.badTokens.blocked(key, now) {
+		e := arxerr.New(arxerr.RateLimited, "too many unknown tokens from this address; wait a minute")
+		e.Hint = "a valid token is still accepted from this address; check the token you send"
+		return nil, e
+	}
+	r.badTokens.fail(key, now)
 	return p, err
 }
 
