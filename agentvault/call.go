@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/arxsec/arx/arxerr"
@@ -92,6 +93,14 @@ const (
 
 // maxOutcomeError is the server's limit on an outcome's error text.
 const maxOutcomeError = 1 << 10
+
+// errorText is an error's text as the server accepts it: valid UTF-8,
+// NULs shown as \x00, at most maxOutcomeError bytes. An error can carry
+// anything (bytes an upstream returned); the outcome must still land.
+func errorText(s string) string {
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", `\x00`)
+	return trunc(s, maxOutcomeError)
+}
 
 // The wire forms of docs/api.md.
 type (
@@ -271,7 +280,7 @@ func (c *Client) Complete(ctx context.Context, callID string, o Outcome) (*Call,
 		return c.completeLocal(ctx, callID, o)
 	}
 	path := "/calls/" + url.PathEscape(callID) + "/complete"
-	body := completeBody{Outcome: o.Outcome, Error: trunc(c.scrub(o.Error), maxOutcomeError), DurationMS: max(o.Duration.Milliseconds(), 0)}
+	body := completeBody{Outcome: o.Outcome, Error: errorText(c.scrub(o.Error)), DurationMS: max(o.Duration.Milliseconds(), 0)}
 	ans, err := c.send(ctx, c.retry, http.MethodPost, path, body, c.attemptTimeout)
 	if err != nil {
 		return nil, err

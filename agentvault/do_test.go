@@ -291,7 +291,8 @@ func TestDoFnError(t *testing.T) {
 	errCRM := errors.New("crm said no")
 	_, err := Do(t.Context(), c, readAccount, func(_ context.Context, cred Credential) (int, error) {
 		// A careless error that quotes the credential and the agent token, and is long.
-		return 0, fmt.Errorf("%w: sent %s and %s; %s", errCRM, cred.Token, testToken, strings.Repeat("é", 2000))
+		// It holds a NUL and bytes that are not UTF-8, which the server refuses.
+		return 0, fmt.Errorf("%w: sent %s and %s;\x00\xff %s", errCRM, cred.Token, testToken, strings.Repeat("é", 2000))
 	})
 	if !errors.Is(err, errCRM) {
 		t.Fatalf("Do() = %v, want fn's error", err)
@@ -301,7 +302,7 @@ func TestDoFnError(t *testing.T) {
 		t.Fatalf("completions %+v, want error", cs)
 	}
 	msg := cs[0].Error
-	if !strings.HasPrefix(msg, "crm said no: sent REDACTED and REDACTED; é") || len(msg) > 1024 || !utf8.ValidString(msg) {
+	if !strings.HasPrefix(msg, "crm said no: sent REDACTED and REDACTED;"+`\x00`+"\uFFFD é") || len(msg) > 1024 || !utf8.ValidString(msg) || strings.ContainsRune(msg, 0) {
 		t.Errorf("completion error (%d bytes) %.80q..., want fn's message redacted and cut to 1 KiB", len(msg), msg)
 	}
 	ps.noSecret(t, "completion error", msg)

@@ -314,7 +314,7 @@ func (c *Client) completeLocal(_ context.Context, callID string, o Outcome) (*Ca
 	if o.Outcome != outcomeSuccess {
 		status = statusFailed
 	}
-	data := map[string]any{"outcome": o.Outcome, "error": trunc(o.Error, maxOutcomeError), "duration_ms": max(o.Duration.Milliseconds(), 0)}
+	data := map[string]any{"outcome": o.Outcome, "error": errorText(o.Error), "duration_ms": max(o.Duration.Milliseconds(), 0)}
 	if lc.call.Status == statusPending {
 		typ, status = record.TypeApprovalWithdrawn, statusFailed
 	} else if !now.Before(lc.call.ExpiresAt) {
@@ -358,7 +358,7 @@ func (c *Client) recordUnreachable(a Action, cause error) error {
 	e := &record.Entry{Agent: agent, Connector: a.Connector, Action: a.Action, Risk: string(risk), Actor: "agent:" + agent,
 		Type: TypeCallUnreachable, Time: time.Now(),
 		Data: map[string]any{"declared_risk": string(risk), "summary": a.Summary, "idempotency_key": a.IdempotencyKey,
-			"server": c.baseURL, "error": trunc(c.scrub(cause.Error()), maxOutcomeError)}}
+			"server": c.baseURL, "error": errorText(c.scrub(cause.Error()))}}
 	where := "the attempt is recorded in " + file + "; attach it with `arx record import " + file + " --agent AGENT` once ARX is back"
 	if err := AppendLocalRecord(file, e); err != nil {
 		where = "recording the attempt locally failed too: " + err.Error()

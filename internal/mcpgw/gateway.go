@@ -38,6 +38,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/arxsec/arx/agentvault"
+	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/manifest"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -388,9 +389,11 @@ func (h minLevel) WithGroup(name string) slog.Handler {
 	return minLevel{h.Handler.WithGroup(name), h.level}
 }
 
-// truncateName cuts a name an agent sent to a size fit for messages and
-// the record.
+// truncateName makes a name an agent sent fit for messages and the record:
+// shown inert (controls, NULs, bidi overrides escaped, as the CLI shows
+// them) and cut to 128 bytes.
 func truncateName(s string) string {
+	s = inert.Text(s)
 	if len(s) <= 128 {
 		return s
 	}

@@ -765,3 +765,38 @@ func TestTerminationEndsAWaitingCall(t *testing.T) {
 		t.Error("the record does not show the approval cancelled by the termination")
 	}
 }
+
+// TestHostileToolName: a tool name with a NUL, controls and a bidi override
+// is refused, and the attempt is recorded with the name shown escaped.
+func TestHostileToolName(t *testing.T) {
+	h := newHarness(t, manifestFor("refuse", `        echo: {risk: low}`))
+	cs, _ := h.connect()
+	name := "get\x00env\x1b[2J\u202e"
+	_, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: name, Arguments: map[string]any{"x": 1}})
+	var je *jsonrpc.Error
+	if !errors.As(err, &je) || je.Code != jsonrpc.CodeInvalidParams {
+		t.Fatalf("%v, want an invalid-params error", err)
+	}
+	var data map[string]string
+	if err := json.Unmarshal(je.Data, &data); err != nil || data["arx.dev/call_id"] == "" {
+		t.Fatalf("error data %s (%s): the attempt was not recorded", je.Data, je.Message)
+	}
+	if strings.ContainsAny(je.Message, "\x00\x1b\u202e") {
+		t.Errorf("the error quotes the name raw: %q", je.Message)
+	}
+	es, _ := h.record()
+	var found bool
+	for _, e := range es {
+		if e.Call != data["arx.dev/call_id"] {
+			continue
+		}
+		found = true
+		sum, _ := e.Data["summary"].(string)
+		if e.Type != "credential.refused" || !strings.Contains(sum, `get\x00env\x1b[2J\u202e`) {
+			t.Errorf("recorded as %s with summary %q", e.Type, sum)
+		}
+	}
+	if !found {
+		t.Error("no entry of the attempt")
+	}
+}

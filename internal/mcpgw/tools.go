@@ -309,8 +309,12 @@ func (g *Gateway) undeclaredTool(ctx context.Context, req *mcp.CallToolRequest) 
 		Summary: "tool " + truncateName(tool) + " args " + digest + " (not declared: not forwarded)"}
 	code, callID := g.refuse(ctx, a, "tool hidden from the agent: "+why)
 	data, _ := json.Marshal(map[string]string{metaCode: string(code), metaCallID: callID})
+	recorded := "the attempt is recorded"
+	if callID == "" {
+		recorded = "ARX could not record the attempt"
+	}
 	return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Data: data,
-		Message: fmt.Sprintf("unknown tool %q: it is not in this agent's job description; the attempt is recorded (%s)", truncateName(name), code)}
+		Message: fmt.Sprintf("unknown tool %q: it is not in this agent's job description; %s (%s)", truncateName(name), recorded, code)}
 }
 
 // refuse asks ARX for a call the gateway will not make, so that the record

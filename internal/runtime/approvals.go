@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/arxsec/arx/arxerr"
 	"github.com/arxsec/arx/internal/store"
@@ -100,8 +99,8 @@ func (r *Runtime) Decide(ctx context.Context, p *Principal, callID string, grant
 		return nil, e
 	}
 	reason = strings.TrimSpace(reason)
-	if len(reason) > 1024 || !utf8.ValidString(reason) {
-		return nil, arxerr.New(arxerr.BadRequest, "reason must be valid UTF-8 of at most 1024 bytes")
+	if problem := TextProblem(reason, 1024); problem != "" {
+		return nil, arxerr.New(arxerr.BadRequest, "reason %s", problem)
 	}
 	if !grant && reason == "" {
 		e := arxerr.New(arxerr.BadRequest, "a denial needs a reason")

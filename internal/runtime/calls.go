@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/arxsec/arx/arxerr"
 	"github.com/arxsec/arx/credential"
@@ -51,9 +50,6 @@ func (req *CallRequest) validate() (manifest.Risk, error) {
 		e.Hint = "send a fresh UUID per call, and the same one when retrying it"
 		return 0, e
 	}
-	if len(req.Summary) > 512 || !utf8.ValidString(req.Summary) {
-		return 0, arxerr.New(arxerr.BadRequest, "summary must be valid UTF-8 of at most 512 bytes")
-	}
 	if req.Risk == "" {
 		req.Risk = "low"
 	}
@@ -83,6 +79,15 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 	declared, err := req.validate()
 	if err != nil {
 		return nil, err
+	}
+	// A summary that cannot be stored as it is (a NUL, bytes that are not
+	// UTF-8, too long) makes the call a recorded refusal: the record
+	// keeps the attempt, with the summary shown escaped.
+	var invalid *arxerr.Error
+	if problem := TextProblem(req.Summary, MaxSummary); problem != "" {
+		invalid = arxerr.New(arxerr.BadRequest, "summary %s", problem)
+		invalid.Hint = fmt.Sprintf("send a summary of valid UTF-8, at most %d bytes, without NUL characters", MaxSummary)
+		req.Summary = ShownText(req.Summary, MaxSummary)
 	}
 	m, err := r.Manifest(p.Agent)
 	if err != nil {
@@ -116,7 +121,7 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 		}
 		// Decide, compose, append: the store folds the entries into the
 		// call's state.
-		d = decideCall(callInput{M: m, Req: req, Declared: declared, Now: now, Counts: tx.CallCounts(c.AgentID)})
+		d = decideCall(callInput{M: m, Req: req, Declared: declared, Invalid: invalid, Now: now, Counts: tx.CallCounts(c.AgentID)})
 		c.Risk = d.Risk.String()
 		for _, e := range callEntries(c, d, m, actor) {
 			if err := tx.Append(e); err != nil {
@@ -260,8 +265,8 @@ func (r *Runtime) CompleteCall(ctx context.Context, p *Principal, id string, o O
 	default:
 		return nil, arxerr.New(arxerr.BadRequest, "outcome %q is not success, error or cancelled", truncate(o.Outcome, 32))
 	}
-	if len(o.Error) > 1024 || !utf8.ValidString(o.Error) {
-		return nil, arxerr.New(arxerr.BadRequest, "error must be valid UTF-8 of at most 1024 bytes")
+	if TextProblem(o.Error, 1024) != "" {
+		return nil, arxerr.New(arxerr.BadRequest, "error %s", TextProblem(o.Error, 1024))
 	}
 	if o.DurationMS < 0 || o.DurationMS > int64(24*time.Hour/time.Millisecond) {
 		return nil, arxerr.New(arxerr.BadRequest, "duration_ms out of range")

@@ -40,6 +40,7 @@ type callInput struct {
 	M        *manifest.Manifest
 	Req      CallRequest // validated
 	Declared manifest.Risk
+	Invalid  *arxerr.Error // what is wrong with the request's content, to refuse it recorded
 	Now      time.Time
 	Counts   store.Counts // the agent's, before this call
 }
@@ -58,6 +59,9 @@ type callDecision struct {
 // behaviour (active hours, budgets, rate), then what on_drift says.
 func decideCall(in callInput) callDecision {
 	m, now := in.M, in.Now
+	if in.Invalid != nil {
+		return callDecision{Risk: in.Declared, Refusal: in.Invalid, Status: store.CallRefused, ExpiresAt: now}
+	}
 	d := m.Decide(in.Req.Connector, in.Req.Action, in.Declared)
 	out := callDecision{Risk: d.Risk, NeedsApproval: d.NeedsApproval}
 	if d.Refusal != "" {

@@ -6,7 +6,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/arxsec/arx/arxerr"
 	"github.com/arxsec/arx/internal/store"
@@ -237,8 +236,8 @@ func asInt(v any) (int64, bool) {
 // AcknowledgeDrift records a note on a drift event of the agent.
 func (r *Runtime) AcknowledgeDrift(ctx context.Context, p *Principal, agentID string, index int64, note string) error {
 	note = strings.TrimSpace(note)
-	if note == "" || len(note) > 1024 || !utf8.ValidString(note) {
-		return arxerr.New(arxerr.BadRequest, "a note of 1 to 1024 bytes is required")
+	if problem := TextProblem(note, 1024); note == "" || problem != "" {
+		return arxerr.New(arxerr.BadRequest, "a note of 1 to 1024 bytes of valid UTF-8, without NUL characters, is required")
 	}
 	// Entries never change, so the one acknowledged is checked outside the transaction.
 	es, err := r.store.Entries(ctx, index, 1)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/arxsec/arx/arxerr"
 	"github.com/arxsec/arx/internal/store"
@@ -43,8 +42,8 @@ func (r *Runtime) Terminate(ctx context.Context, p *Principal, agentID, reason s
 		e.Hint = "pass --reason; it goes into the agent's personnel record"
 		return nil, e
 	}
-	if len(reason) > 1024 || !utf8.ValidString(reason) {
-		return nil, arxerr.New(arxerr.BadRequest, "reason must be valid UTF-8 of at most 1024 bytes")
+	if problem := TextProblem(reason, 1024); problem != "" {
+		return nil, arxerr.New(arxerr.BadRequest, "reason %s", problem)
 	}
 	now := r.now()
 	res := &TerminationResult{}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/arxsec/arx/internal/store"
@@ -379,9 +380,9 @@ func (t *batch) Commit(ctx context.Context, entries []store.Entry, changes *stat
 		for _, c := range changes.Calls {
 			c17.id, c17.agent, c17.connector, c17.action = append(c17.id, c.ID), append(c17.agent, c.AgentID), append(c17.connector, c.Connector), append(c17.action, c.Action)
 			c17.declared, c17.risk, c17.status, c17.key = append(c17.declared, c.DeclaredRisk), append(c17.risk, c.Risk), append(c17.status, c.Status), append(c17.key, c.IdempotencyKey)
-			c17.summary, c17.refusal = append(c17.summary, c.Summary), append(c17.refusal, c.Refusal)
+			c17.summary, c17.refusal = append(c17.summary, pgText(c.Summary)), append(c17.refusal, c.Refusal)
 			c17.created, c17.expires, c17.completed = append(c17.created, nanos(c.CreatedAt)), append(c17.expires, nanos(c.ExpiresAt)), append(c17.completed, nullTime(c.CompletedAt))
-			c17.outcome, c17.errs, c17.duration, c17.raised = append(c17.outcome, c.Outcome), append(c17.errs, c.Error), append(c17.duration, c.DurationMS), append(c17.raised, c.RaisedBy)
+			c17.outcome, c17.errs, c17.duration, c17.raised = append(c17.outcome, c.Outcome), append(c17.errs, pgText(c.Error)), append(c17.duration, c.DurationMS), append(c17.raised, c.RaisedBy)
 		}
 		b.Queue(`INSERT INTO calls (`+callCols+`)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
@@ -404,7 +405,7 @@ func (t *batch) Commit(ctx context.Context, entries []store.Entry, changes *stat
 			}
 			a9.call, a9.agent, a9.status, a9.approvers = append(a9.call, a.CallID), append(a9.agent, a.AgentID), append(a9.status, a.Status), append(a9.approvers, string(js))
 			a9.requested, a9.expires, a9.by = append(a9.requested, nanos(a.RequestedAt)), append(a9.expires, nanos(a.ExpiresAt)), append(a9.by, a.DecidedBy)
-			a9.decided, a9.reason = append(a9.decided, nullTime(a.DecidedAt)), append(a9.reason, a.Reason)
+			a9.decided, a9.reason = append(a9.decided, nullTime(a.DecidedAt)), append(a9.reason, pgText(a.Reason))
 		}
 		b.Queue(`INSERT INTO approvals (`+approvalCols+`)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[], $9::text[])
@@ -553,4 +554,16 @@ func (t *batch) snapshot(size int64) (*sequencer.Foreign, error) {
 		return nil, fmt.Errorf("postgres: load the log's frontier: %w", err)
 	}
 	return &sequencer.Foreign{Snapshot: snap, Frontier: fr}, nil
+}
+
+// pgText is s as PostgreSQL's text can hold it: a NUL becomes U+FFFD.
+// Defence in depth: the runtime refuses texts with a NUL
+// (runtime.TextProblem), but one that reached a batch would fail the
+// whole batch, every other caller's Updates with it. The record keeps the
+// exact text; only this projection of it differs.
+func pgText(s string) string {
+	if strings.IndexByte(s, 0) < 0 {
+		return s
+	}
+	return strings.ReplaceAll(s, "\x00", "\uFFFD")
 }

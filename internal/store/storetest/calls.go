@@ -3,6 +3,7 @@ package storetest
 import (
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -941,4 +942,39 @@ func testRequestedBeforeApproval(t *testing.T, s store.Store) {
 	update(t, s, appendAll(request("a", "c", at(0))[1]))
 	want.ExpiresAt = at(decideWithin)
 	check("once its approval is requested", want)
+}
+
+// testTextWithNUL: texts the runtime refuses (a NUL: PostgreSQL's text
+// cannot hold one) that reach the store all the same commit, and do not
+// fail the Updates batched with them. The record keeps them exact; a
+// store may show them otherwise in its tables.
+func testTextWithNUL(t *testing.T, s store.Store) {
+	hire(t, s, "a")
+	var wg sync.WaitGroup
+	errs := make([]error, 16)
+	for i := range errs {
+		wg.Go(func() {
+			ak := record.Ask{IdempotencyKey: fmt.Sprint("k", i)}
+			if i%2 == 0 {
+				ak.Summary = "a\x00b"
+			}
+			r := ref("a", fmt.Sprint("nul-", i))
+			errs[i] = s.Update(t.Context(), appendAll(
+				record.CredentialIssued(r, "agent:a", at(time.Duration(i)*time.Second), ak, at(time.Hour), ""),
+				record.CallCompleted(r, "agent:a", at(time.Minute), record.Outcome{Outcome: "error", Error: "x\x00y"}),
+			))
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("Update %d: %v", i, err)
+		}
+	}
+	for i := range errs {
+		c, err := s.Call(t.Context(), fmt.Sprint("nul-", i))
+		if err != nil || c.Status != store.CallFailed {
+			t.Errorf("call nul-%d: %+v, %v", i, c, err)
+		}
+	}
 }

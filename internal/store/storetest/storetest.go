@@ -57,6 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		// Calls, CallsTx (calls.go).
 		{"Lifecycles", testLifecycles},
 		{"Calls", testCalls},
+		{"TextWithNUL", testTextWithNUL},
 		{"IdempotencyKeys", testIdempotencyKeys},
 		{"CallQueries", testCallQueries},
 		{"AgentOpenCalls", testAgentOpenCalls},

@@ -113,7 +113,7 @@ class ServerTest(unittest.TestCase):
 
         @governed(connector="salesforce", action="account.read", client=arx, summary=lambda n: f"account {n}")
         async def failing(n: int) -> None:
-            raise ValueError(f"crm refused {n} with {arx.credential.token}")
+            raise ValueError(f"crm refused {n} with {arx.credential.token}\x00 and a NUL")
 
         with self.assertRaises(ValueError):
             asyncio.run(failing(7))
@@ -143,6 +143,8 @@ class ServerTest(unittest.TestCase):
         done = [e for e in self.srv.record(self.agent) if e["type"] == "call.completed"]
         self.assertEqual([e["data"]["outcome"] for e in done], ["error", "cancelled", "success"])
         self.assertTrue(done[0]["data"]["error"].startswith("ValueError: crm refused 7 with REDACTED"), done[0]["data"])
+        # A NUL in the error (the server refuses one) still lets the outcome land, shown as \x00.
+        self.assertIn("REDACTED\\x00 and a NUL", done[0]["data"]["error"])
         issued = [e for e in self.srv.record(self.agent) if e["type"] == "credential.issued"]
         self.assertEqual(issued[0]["data"]["summary"], "account 7")
 

@@ -473,7 +473,9 @@ class Client:
         """
         if outcome not in ("success", "error", "cancelled"):
             raise ArxError("request.invalid", f"unknown outcome {outcome!r} (want success, error or cancelled)", call_id=call_id)
-        error = _truncate(self._scrub(error), _MAX_OUTCOME_ERROR)
+        # An error can carry anything (bytes an upstream returned); the
+        # outcome must still land: NULs are shown as \x00, as the server needs.
+        error = _truncate(self._scrub(error).replace("\x00", "\\x00"), _MAX_OUTCOME_ERROR)
         ms = max(int(duration * 1000), 0)
         if self._local is not None:
             return Call.from_json(self._local.complete(call_id, outcome, error, ms))
