@@ -85,7 +85,12 @@ func TestDecideCall(t *testing.T) {
 		wantDrift        []string
 		wantRisk         string
 		wantExpiresAfter time.Duration
+		invalid          bool // the request's content is unfit (validate's verdict)
 	}{
+		{name: "unfit content is refused whatever the manifest allows", onDrift: "record", connector: "crm", action: "account.read", now: working,
+			invalid: true, wantStatus: store.CallRefused, wantRefusal: arxerr.BadRequest, wantRisk: "low"},
+		{name: "unfit content is refused before drift is looked at", onDrift: "refuse", connector: "crm", action: "account.read", now: working.Add(12 * time.Hour),
+			invalid: true, wantStatus: store.CallRefused, wantRefusal: arxerr.BadRequest, wantRisk: "low"},
 		{name: "declared, low risk", onDrift: "record", connector: "crm", action: "account.read", now: working,
 			wantStatus: store.CallApproved, wantRisk: "low", wantExpiresAfter: 2 * time.Minute},
 		{name: "high risk waits for an approver", onDrift: "record", connector: "crm", action: "account.update", now: working,
@@ -125,8 +130,12 @@ func TestDecideCall(t *testing.T) {
 			if tc.declared == 0 {
 				tc.declared = manifest.RiskLow // what validate makes of ""
 			}
+			var invalid *arxerr.Error
+			if tc.invalid {
+				invalid = arxerr.New(arxerr.BadRequest, "summary holds a NUL character")
+			}
 			d := decideCall(callInput{M: m, Req: CallRequest{Connector: tc.connector, Action: tc.action, IdempotencyKey: "k"},
-				Declared: tc.declared, Now: tc.now, Counts: tc.counts})
+				Declared: tc.declared, Invalid: invalid, Now: tc.now, Counts: tc.counts})
 			if d.Status != tc.wantStatus {
 				t.Errorf("status = %s, want %s", d.Status, tc.wantStatus)
 			}
