@@ -101,6 +101,13 @@ type Provisioner interface {
 	Resource(callID string) string
 }
 
+// Checker is what a connector offers when it can look at its upstream for
+// weaknesses that ARX cannot fix itself (the operator's to fix): each
+// warning says what and how. The runtime logs them at start.
+type Checker interface {
+	Check(ctx context.Context) (warnings []string, err error)
+}
+
 // Call is what a Provisioner needs to know about a call.
 type Call struct {
 	ID       string

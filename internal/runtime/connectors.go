@@ -169,6 +169,12 @@ func (r *Runtime) drop(ctx context.Context, j dropJob, also func(store.Tx) error
 	}
 	existed, err := p.Revoke(ctx, j.Call)
 	if err != nil {
+		if ctx.Err() == nil {
+			// Loud: what the call was given is not all gone. (A postgres
+			// role that cannot be dropped has lost its login first.)
+			r.log.Error("connector: the access of a call could not be removed; retrying", "connector", j.Connector,
+				"call", j.Call, "resource", p.Resource(j.Call), "reason", j.Reason, "err", err)
+		}
 		return err
 	}
 	err = r.store.Update(ctx, func(tx store.Tx) error {
@@ -224,6 +230,27 @@ func (r *Runtime) dropLeftovers(ctx context.Context) {
 	}
 }
 
+// checkConnectors logs what the connectors find wrong with their
+// upstreams (connector.Checker), once at start.
+func (r *Runtime) checkConnectors(ctx context.Context) {
+	for name, p := range r.conn.provisioners {
+		ch, ok := p.(connector.Checker)
+		if !ok {
+			continue
+		}
+		warnings, err := ch.Check(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.Warn("connector: check the upstream", "connector", name, "err", err)
+			}
+			continue
+		}
+		for _, w := range warnings {
+			r.log.Warn("connector: upstream weakness", "connector", name, "warning", w)
+		}
+	}
+}
+
 // startConnectors starts the connector layer's background work (writing
 // gateway.response entries, dropping leftover roles) and returns a function
 // that waits for it to end after ctx is done, with every queued entry
@@ -243,6 +270,7 @@ func (r *Runtime) startConnectors(ctx context.Context) (wait func()) {
 		if len(r.conn.provisioners) == 0 {
 			return
 		}
+		r.checkConnectors(ctx)
 		t := time.NewTicker(LeftoverInterval)
 		defer t.Stop()
 		for {

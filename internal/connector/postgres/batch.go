@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 
@@ -152,12 +153,13 @@ func (c *Connector) flushCreates(batch []*request) {
 	}
 }
 
-// flushDrops drops the roles of a batch in one transaction: under the
-// lock, which of them exist; then no new logins, membership (so that a
-// non-superuser administrator may end their sessions and drop what they
-// own; a superuser needs none, and a membership it has already is no
-// error), their sessions ended, their privileges and objects in the
-// database dropped, the roles dropped.
+// flushDrops drops the roles of a batch: access cut first, in a
+// transaction of its own (dropAccess), then what the roles own or were
+// granted in other databases (dropElsewhere), then, in one transaction
+// under the lock, their privileges and objects here and the roles
+// themselves. A role that cannot be dropped (it owns something in a
+// database ARX cannot reach) fails its own drop, loudly, and has no way in
+// meanwhile: no login, no password, no session.
 func (c *Connector) flushDrops(batch []*request) {
 	batch = live(batch)
 	if len(batch) == 0 {
@@ -166,7 +168,7 @@ func (c *Connector) flushDrops(batch []*request) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.spec.Timeout)
 	defer cancel()
 	existing, err := c.dropRoles(ctx, batch)
-	if len(batch) > 1 && refused(err) {
+	if len(batch) > 1 && err != nil {
 		for _, q := range batch {
 			c.flushDrops([]*request{q})
 		}
@@ -183,44 +185,98 @@ func (c *Connector) flushDrops(batch []*request) {
 }
 
 func (c *Connector) dropRoles(ctx context.Context, batch []*request) (map[string]bool, error) {
-	conn, err := c.pool.Acquire(ctx)
-	if err != nil {
+	existing, roles, err := c.dropAccess(ctx, batch)
+	if err != nil || len(roles) == 0 {
+		return existing, err
+	}
+	quoted := make([]string, len(roles))
+	for i, r := range roles {
+		quoted[i] = ident(r)
+	}
+	all := strings.Join(quoted, ",")
+	if err := c.dropElsewhere(ctx, roles, all); err != nil {
 		return nil, err
 	}
-	// A connection left inside a failed transaction is closed, not reused.
-	defer conn.Release()
-	pg := conn.Conn().PgConn()
+	if _, err := c.pool.Exec(ctx, "BEGIN;"+grantLock+";DROP OWNED BY "+all+";DROP ROLE "+all+";COMMIT",
+		pgx.QueryExecModeSimpleProtocol); err != nil {
+		return nil, fmt.Errorf("%w (the role cannot log in: its login and password are gone)", err)
+	}
+	return existing, nil
+}
+
+// dropAccess cuts the access of the batch's roles that exist, and commits
+// that before anything else: no login, no password (a role may have set
+// its own: PostgreSQL lets every role change its password), membership for
+// the administrator (so that a non-superuser may end their sessions and
+// drop what they own; a membership it has already is no error); then their
+// sessions are ended. A drop that fails later leaves a role that cannot
+// come back.
+func (c *Connector) dropAccess(ctx context.Context, batch []*request) (map[string]bool, []string, error) {
 	var names []string
 	for _, q := range batch {
 		names = append(names, literal(q.role))
 	}
-	res, err := pg.Exec(ctx, "BEGIN;"+grantLock+";SELECT rolname FROM pg_roles WHERE rolname IN ("+strings.Join(names, ",")+")").ReadAll()
+	rows, err := c.pool.Query(ctx, "SELECT rolname FROM pg_roles WHERE rolname IN ("+strings.Join(names, ",")+")",
+		pgx.QueryExecModeSimpleProtocol)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	roles, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, nil, err
 	}
 	existing := map[string]bool{}
-	var roles, quoted []string
-	for _, row := range res[len(res)-1].Rows {
-		r := string(row[0])
+	var lits []string
+	for _, r := range roles {
 		existing[r] = true
-		roles = append(roles, literal(r))
-		quoted = append(quoted, ident(r))
+		lits = append(lits, literal(r))
 	}
 	if len(roles) == 0 {
-		_, err = pg.Exec(ctx, "COMMIT").ReadAll()
-		return existing, err
+		return existing, nil, nil
 	}
 	var sql strings.Builder
-	for _, q := range quoted {
-		sql.WriteString("ALTER ROLE " + q + " NOLOGIN;")
+	sql.WriteString("BEGIN;")
+	for _, r := range roles {
+		sql.WriteString("ALTER ROLE " + ident(r) + " NOLOGIN PASSWORD NULL;")
 	}
-	sql.WriteString("DO $$DECLARE r text; BEGIN FOREACH r IN ARRAY ARRAY[" + strings.Join(roles, ",") + "] LOOP " +
+	sql.WriteString("DO $$DECLARE r text; BEGIN FOREACH r IN ARRAY ARRAY[" + strings.Join(lits, ",") + "] LOOP " +
 		"BEGIN EXECUTE format('GRANT %I TO CURRENT_USER', r); EXCEPTION WHEN OTHERS THEN NULL; END; END LOOP; END$$;")
-	sql.WriteString("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename IN (" + strings.Join(roles, ",") + ");")
-	all := strings.Join(quoted, ",")
-	sql.WriteString("DROP OWNED BY " + all + ";DROP ROLE " + all + ";COMMIT")
-	if _, err := pg.Exec(ctx, sql.String()).ReadAll(); err != nil {
-		return nil, err
+	sql.WriteString("COMMIT;SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename IN (" + strings.Join(lits, ",") + ")")
+	if _, err := c.pool.Exec(ctx, sql.String(), pgx.QueryExecModeSimpleProtocol); err != nil {
+		return nil, nil, fmt.Errorf("cut the access of %s: %w", strings.Join(roles, ", "), err)
 	}
-	return existing, nil
+	return existing, roles, nil
+}
+
+// dropElsewhere drops what the roles own, and the privileges they were
+// granted, in the other databases of the cluster: any role may connect to
+// a database that grants CONNECT to PUBLIC (PostgreSQL's default) and
+// make a large object there, and DROP ROLE refuses while anything
+// remains. pg_shdepend says which databases hold something.
+func (c *Connector) dropElsewhere(ctx context.Context, roles []string, all string) error {
+	rows, err := c.pool.Query(ctx, `SELECT DISTINCT d.datname FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid
+		WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid IN (SELECT oid FROM pg_roles WHERE rolname = ANY($1))
+		AND d.datname <> current_database() ORDER BY 1`, roles)
+	if err != nil {
+		return err
+	}
+	dbs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	for _, db := range dbs {
+		cfg := c.pool.Config().ConnConfig.Copy()
+		cfg.Database = db
+		conn, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("%s own or were granted something in database %s, which the connector's user cannot reach to drop it: %w",
+				strings.Join(roles, ", "), ident(db), err)
+		}
+		_, err = conn.Exec(ctx, "DROP OWNED BY "+all, pgx.QueryExecModeSimpleProtocol)
+		conn.Close(context.Background())
+		if err != nil {
+			return fmt.Errorf("drop what %s own in database %s: %w", strings.Join(roles, ", "), ident(db), err)
+		}
+	}
+	return nil
 }

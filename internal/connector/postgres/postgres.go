@@ -202,6 +202,33 @@ func (c *Connector) Provisioned(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
+var _ connector.Checker = (*Connector)(nil)
+
+// Check implements connector.Checker: the other databases of the cluster
+// that every role may connect to (CONNECT granted to PUBLIC, PostgreSQL's
+// default). A per-call role can log in there during its call and make
+// objects (a large object) that ARX then has to find and drop; a database
+// the connector's user cannot reach keeps such a role from being dropped.
+func (c *Connector) Check(ctx context.Context) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.spec.Timeout)
+	defer cancel()
+	rows, err := c.pool.Query(ctx, `SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate
+		AND datname <> current_database() AND has_database_privilege('public', datname, 'CONNECT') ORDER BY 1`)
+	if err != nil {
+		return nil, c.fail("check databases", err)
+	}
+	dbs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, c.fail("check databases", err)
+	}
+	var out []string
+	for _, db := range dbs {
+		out = append(out, fmt.Sprintf("database %s lets every role connect (CONNECT granted to PUBLIC), the per-call roles "+
+			"of connector %s included; run: REVOKE CONNECT ON DATABASE %s FROM PUBLIC", ident(db), c.spec.Name, ident(db)))
+	}
+	return out, nil
+}
+
 // fail describes a database failure without the secret, should a driver
 // ever repeat it.
 func (c *Connector) fail(what string, err error) error {

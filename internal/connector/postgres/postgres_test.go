@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -269,33 +270,139 @@ func TestConcurrentProvisionRevoke(t *testing.T) {
 	}
 }
 
-// TestBatchFailsAlone: a role that cannot be dropped (it owns an object in
-// another database, which DROP OWNED does not reach) fails its own drop,
-// not the drops that shared its transaction.
-func TestBatchFailsAlone(t *testing.T) {
+// TestRoleCannotOutliveItsCall makes the attack of a per-call role that
+// wants to stay: during its call it sets its own password, connects to
+// another database of the cluster (CONNECT is granted to PUBLIC there, as
+// by default) and makes large objects there and here, which DROP OWNED in
+// the connector's database alone does not reach. After the revocation the
+// role is gone, with what it made, and neither the DSN nor its own
+// password logs in anywhere.
+func TestRoleCannotOutliveItsCall(t *testing.T) {
 	db, c := setup(t)
 	ctx := t.Context()
-	calls := make([]connector.Call, 8)
-	for i := range calls {
-		calls[i] = connector.Call{ID: uuid.NewString(), Action: "orders.query", Expiry: time.Now().Add(time.Minute), Password: password()}
-		if _, err := c.Provision(ctx, calls[i]); err != nil {
-			t.Fatal(err)
+	other := otherDatabase(t, db, true)
+	call := connector.Call{ID: uuid.NewString(), Action: "orders.query", Expiry: time.Now().Add(time.Minute), Password: password()}
+	dsn, err := c.Provision(ctx, call)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if warnings, err := c.Check(ctx); err != nil || !slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, other) }) {
+		t.Errorf("Check: %q, %v; want a warning naming %s", warnings, err, other)
+	}
+	own := "a password of the role's own choosing"
+	in, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Exec(ctx, "ALTER ROLE CURRENT_USER PASSWORD "+literal(own)+"; SELECT lo_create(0)"); err != nil {
+		t.Fatalf("the attack's first step: %v", err)
+	}
+	elsewhere := withDatabase(t, withPassword(t, dsn, own), other)
+	there, err := pgx.Connect(ctx, elsewhere)
+	if err != nil {
+		t.Fatalf("the role connects to %s: %v", other, err)
+	}
+	if _, err := there.Exec(ctx, "SELECT lo_create(0)"); err != nil {
+		t.Fatalf("a large object in %s: %v", other, err)
+	}
+	existed, err := c.Revoke(ctx, call.ID)
+	if err != nil || !existed {
+		t.Fatalf("revoke: %v %v", existed, err)
+	}
+	for _, conn := range []*pgx.Conn{in, there} {
+		if err := conn.Ping(ctx); err == nil {
+			t.Error("a session of the role survived the revocation")
+		}
+		conn.Close(ctx)
+	}
+	for _, u := range []string{dsn, withPassword(t, dsn, own), elsewhere} {
+		if conn, err := pgx.Connect(ctx, u); err == nil {
+			conn.Close(ctx)
+			t.Errorf("%s logs in after the revocation", u[:strings.Index(u, "@")])
 		}
 	}
-	// The first call's role owns a schema in another database.
-	other := "arx_other_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
+	if ids, _ := c.Provisioned(ctx); len(ids) != 0 {
+		t.Fatalf("roles left: %v", ids)
+	}
+}
+
+// otherDatabase makes another database in the test's cluster, as the
+// superuser: reachable by every role (CONNECT to PUBLIC, the default) or
+// by none but the superuser.
+func otherDatabase(t *testing.T, db *pgtest.DB, public bool) string {
+	t.Helper()
+	ctx := t.Context()
+	name := "arx_other_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
 	super, err := pgx.Connect(ctx, db.SuperURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer super.Close(ctx)
-	if _, err := super.Exec(ctx, "CREATE DATABASE "+other); err != nil {
+	if _, err := super.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		t.Fatal(err)
 	}
-	defer super.Exec(context.Background(), "DROP DATABASE "+other+" WITH (FORCE)")
-	u, _ := url.Parse(db.SuperURL)
-	u.Path = "/" + other
-	o, err := pgx.Connect(ctx, u.String())
+	t.Cleanup(func() {
+		if s, err := pgx.Connect(context.Background(), db.SuperURL); err == nil {
+			s.Exec(context.Background(), "DROP DATABASE "+name+" WITH (FORCE)")
+			s.Close(context.Background())
+		}
+	})
+	if !public {
+		if _, err := super.Exec(ctx, "REVOKE CONNECT, TEMPORARY ON DATABASE "+name+" FROM PUBLIC"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return name
+}
+
+func withDatabase(t *testing.T, dsn, name string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+func withPassword(t *testing.T, dsn, password string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(u.User.Username(), password)
+	return u.String()
+}
+
+// TestBatchFailsAlone: a role that cannot be dropped (it owns an object in
+// a database the connector's user cannot reach) fails its own drop,
+// saying why, not the drops that shared its batch; and it cannot log in
+// meanwhile, though it set its own password.
+func TestBatchFailsAlone(t *testing.T) {
+	db, c := setup(t)
+	ctx := t.Context()
+	calls := make([]connector.Call, 8)
+	dsns := make([]string, len(calls))
+	for i := range calls {
+		calls[i] = connector.Call{ID: uuid.NewString(), Action: "orders.query", Expiry: time.Now().Add(time.Minute), Password: password()}
+		var err error
+		if dsns[i], err = c.Provision(ctx, calls[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	own := "a password of the role's own choosing"
+	in, err := pgx.Connect(ctx, dsns[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Exec(ctx, "ALTER ROLE CURRENT_USER PASSWORD "+literal(own)); err != nil {
+		t.Fatal(err)
+	}
+	in.Close(ctx)
+	// The first call's role owns a schema in a database only the
+	// superuser reaches.
+	other := otherDatabase(t, db, false)
+	superThere := withDatabase(t, db.SuperURL, other)
+	o, err := pgx.Connect(ctx, superThere)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,6 +420,9 @@ func TestBatchFailsAlone(t *testing.T) {
 	if results[0] == nil {
 		t.Fatal("the role that owns a schema elsewhere was dropped")
 	}
+	if !strings.Contains(results[0].Error(), other) || strings.Contains(results[0].Error(), db.AdminPassword) {
+		t.Errorf("the failure does not name the database, or names the secret: %v", results[0])
+	}
 	for i, err := range results[1:] {
 		if err != nil {
 			t.Errorf("drop %d failed with its neighbour: %v", i+1, err)
@@ -321,7 +431,13 @@ func TestBatchFailsAlone(t *testing.T) {
 	if ids, _ := c.Provisioned(ctx); len(ids) != 1 || ids[0] != calls[0].ID {
 		t.Fatalf("roles left: %v", ids)
 	}
-	o, err = pgx.Connect(ctx, u.String())
+	for _, u := range []string{dsns[0], withPassword(t, dsns[0], own)} {
+		if conn, err := pgx.Connect(ctx, u); err == nil {
+			conn.Close(ctx)
+			t.Error("the role that could not be dropped still logs in")
+		}
+	}
+	o, err = pgx.Connect(ctx, superThere)
 	if err != nil {
 		t.Fatal(err)
 	}
