@@ -41,7 +41,7 @@ func (s *server) gateway(w http.ResponseWriter, r *http.Request) {
 	rest := strings.TrimPrefix(r.URL.EscapedPath(), GatewayPrefix)
 	name, rawPath, _ := strings.Cut(rest, "/")
 	pass, err := s.rt.GatewayBegin(r.Context(), runtime.GatewayRequest{Connector: name, Credential: bearer(r),
-		Method: r.Method, RawPath: "/" + rawPath, HasQuery: r.URL.RawQuery != "", ContentLength: r.ContentLength})
+		Method: r.Method, RawPath: "/" + rawPath, RawQuery: r.URL.RawQuery, Header: r.Header, ContentLength: r.ContentLength})
 	if err != nil {
 		ae, ok := err.(*arxerr.Error)
 		if !ok {

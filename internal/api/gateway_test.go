@@ -276,7 +276,7 @@ func TestGatewayForwardsWithTheRealSecret(t *testing.T) {
 	agent, token := s.Hire(gatewayManifest)
 	call, cred := callCredential(t, s, token, "crm", "account.read", "k1")
 
-	resp := through(t, s, "GET", "crm/accounts/0017%20x?q=secret-query-value", cred, nil, map[string]string{
+	resp := through(t, s, "GET", "crm/accounts/%30017%20x?q=secret-query-value", cred, nil, map[string]string{
 		"Cookie": "agent=1", "Connection": "X-Hop", "X-Hop": "v", "X-Forwarded-For": "1.2.3.4", "X-Custom": "kept"})
 	body := readAll(t, resp)
 	if resp.StatusCode != http.StatusNonAuthoritativeInfo || !strings.Contains(string(body), `"/api/accounts/0017 x"`) {
@@ -286,6 +286,10 @@ func TestGatewayForwardsWithTheRealSecret(t *testing.T) {
 		t.Errorf("answer headers: %v", resp.Header)
 	}
 	in := up.last()
+	// The upstream gets the path the rules checked, escaped anew.
+	if in.URL.EscapedPath() != "/api/accounts/0017%20x" {
+		t.Errorf("upstream path %q, want /api/accounts/0017%%20x", in.URL.EscapedPath())
+	}
 	if in.Header.Get("Authorization") != "Bearer "+upstreamSecret || in.URL.RawQuery != "q=secret-query-value" ||
 		in.Header.Get("Cookie") != "" || in.Header.Get("X-Hop") != "" || in.Header.Get("X-Forwarded-For") != "" || in.Header.Get("X-Custom") != "kept" {
 		t.Errorf("upstream saw: %v %v", in.URL, in.Header)
@@ -363,6 +367,16 @@ func TestGatewayRefusals(t *testing.T) {
 		{"encoded slash", "GET", "crm/accounts/1%2Fadmin", read, nil, 400, "gateway.path_invalid", true},
 		{"empty segment", "GET", "crm/accounts//1", read, nil, 400, "gateway.path_invalid", true},
 		{"backslash", "GET", `crm/accounts/1%5C..%5Cadmin`, read, nil, 400, "gateway.path_invalid", true},
+		{"dot dot semicolon", "GET", "crm/accounts/..;/admin", read, nil, 400, "gateway.path_invalid", true},
+		{"path parameter", "GET", "crm/accounts/1;jsessionid=x", read, nil, 400, "gateway.path_invalid", true},
+		{"double-encoded dot dot", "GET", "crm/accounts/%252e%252e/admin", read, nil, 400, "gateway.path_invalid", true},
+		{"not UTF-8", "GET", "crm/accounts/%ff%fe", read, nil, 400, "gateway.path_invalid", true},
+		{"method override header", "GET", "crm/accounts/1", read, map[string]string{"X-HTTP-Method-Override": "DELETE"}, 400, "gateway.request_ambiguous", true},
+		{"method override (X-HTTP-Method)", "GET", "crm/accounts/1", read, map[string]string{"X-HTTP-Method": "DELETE"}, 400, "gateway.request_ambiguous", true},
+		{"URL rewrite header", "GET", "crm/accounts/1", read, map[string]string{"X-Original-URL": "/admin/users"}, 400, "gateway.request_ambiguous", true},
+		{"URL rewrite header (X-Rewrite-URL)", "GET", "crm/accounts/1", read, map[string]string{"X-Rewrite-URL": "/admin/users"}, 400, "gateway.request_ambiguous", true},
+		{"method parameter", "GET", "crm/accounts/1?_method=DELETE", read, nil, 400, "gateway.request_ambiguous", true},
+		{"a query that does not parse", "GET", "crm/accounts/1?a=%zz", read, nil, 400, "gateway.request_ambiguous", true},
 		{"too large", "POST", "crm/upload", export, map[string]string{"Content-Length": "100000001"}, 413, "request.too_large", false},
 		{"upstream unreachable", "GET", "down/accounts/1", down, nil, 502, "gateway.upstream_unreachable", false},
 		{"upstream timeout", "GET", "crm/slow", read, nil, 504, "gateway.upstream_timeout", false},
@@ -384,7 +398,7 @@ func TestGatewayRefusals(t *testing.T) {
 					t.Fatal(err)
 				}
 			} else {
-				resp = through(t, s, tc.method, tc.path, tc.cred, nil, nil)
+				resp = through(t, s, tc.method, tc.path, tc.cred, nil, tc.hdr)
 			}
 			b := readAll(t, resp)
 			if resp.StatusCode != tc.status || errCode(b) != tc.code {
@@ -398,6 +412,11 @@ func TestGatewayRefusals(t *testing.T) {
 				t.Errorf("%d gateway.refused entries recorded", got)
 			}
 		})
+	}
+	// None of it cost the server its readiness (a path that is not UTF-8
+	// once failed the record's write and turned /readyz 503).
+	if r := s.Do("GET", "/readyz", "", nil); r.Status != http.StatusOK {
+		t.Errorf("readyz after the refusals: %d %s", r.Status, r.Body)
 	}
 	// The failed forwards are in the record, with their codes.
 	rs := waitEntries(t, s, agent, "gateway.response", 2)

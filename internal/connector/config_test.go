@@ -2,6 +2,7 @@ package connector
 
 import (
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -176,6 +177,7 @@ func TestCleanPath(t *testing.T) {
 		{"/accounts/0017", "/accounts/0017"},
 		{"/a%20b/c/", "/a b/c/"},
 		{"/%41", "/A"},
+		{"/caf%C3%A9", "/café"},
 	} {
 		got, err := CleanPath(tc.in)
 		if err != nil || got != tc.want {
@@ -183,9 +185,53 @@ func TestCleanPath(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"/a/../b", "/..", "/a/./b", "/a/%2e%2E/b", "/a/%2E", "/a%2fb", "/a%2Fb", "/a%5cb", `/a\b`, "//a", "/a//b",
-		"/a%00b", "/a%0ab", "/a%zz", "a/b", "/" + strings.Repeat("a", MaxPathBytes)} {
+		"/a%00b", "/a%0ab", "/a%zz", "a/b", "/" + strings.Repeat("a", MaxPathBytes),
+		"/a/..;/b", "/a/..;x=1/b", "/a;jsessionid=1", "/a/%252e%252e/b", "/a/%25", "/a/%ff", "/a/%c3", "/a/\xff"} {
 		if got, err := CleanPath(bad); err == nil {
 			t.Errorf("CleanPath(%q) = %q, want refusal", bad, got)
+		}
+	}
+}
+
+func TestCheckOverrides(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		hdr   http.Header
+		query string
+		ok    bool
+	}{
+		{"plain", http.Header{"Accept": {"*/*"}}, "a=1&b=2", true},
+		{"a parameter named method is the API's own", nil, "method=card", true},
+		{"X-HTTP-Method-Override", http.Header{"X-Http-Method-Override": {"DELETE"}}, "", false},
+		{"X-HTTP-Method", http.Header{"X-Http-Method": {"DELETE"}}, "", false},
+		{"X-Method-Override", http.Header{"X-Method-Override": {"DELETE"}}, "", false},
+		{"X-Original-URL", http.Header{"X-Original-Url": {"/admin"}}, "", false},
+		{"X-Rewrite-URL", http.Header{"X-Rewrite-Url": {"/admin"}}, "", false},
+		{"an empty override header", http.Header{"X-Http-Method-Override": {""}}, "", false},
+		{"_method", nil, "_method=DELETE", false},
+		{"_METHOD", nil, "a=1&_METHOD=DELETE", false},
+		{"a query that does not parse", nil, "a=%zz", false},
+		{"semicolons", nil, "a=1;_method=DELETE", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckOverrides(tc.hdr, tc.query)
+			if (err == nil) != tc.ok {
+				t.Errorf("CheckOverrides = %v, want ok %v", err, tc.ok)
+			}
+			if err != nil && !errors.Is(err, ErrAmbiguous) {
+				t.Errorf("%v is not ErrAmbiguous", err)
+			}
+		})
+	}
+}
+
+func TestEscapePath(t *testing.T) {
+	for in, want := range map[string]string{"/a b/c": "/a%20b/c", "/café": "/caf%C3%A9", "/A": "/A", "/": "/"} {
+		if got := EscapePath(in); got != want {
+			t.Errorf("EscapePath(%q) = %q, want %q", in, got, want)
+		}
+		if back, err := CleanPath(EscapePath(in)); err != nil || back != in {
+			t.Errorf("CleanPath(EscapePath(%q)) = %q, %v", in, back, err)
 		}
 	}
 }

@@ -3,8 +3,10 @@ package connector
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
+	"unicode/utf8"
 )
 
 // MaxPathBytes bounds the path of a gateway request.
@@ -17,8 +19,12 @@ var ErrBadPath = errors.New("path refused")
 // /v1/gateway/{connector}, starting with "/") and returns it decoded. It
 // refuses what could make the upstream see another path than the one the
 // rules checked: "." and ".." segments (also percent-encoded), encoded
-// slashes and backslashes, empty segments, control characters and invalid
-// escapes. A trailing slash is kept.
+// slashes and backslashes, empty segments, control characters, invalid
+// escapes, path parameters (";": "..;" is ".." to some servers), a "%"
+// left after decoding (a double encoding: "%252e" decodes to "%2e", which
+// an upstream may decode again), and bytes that are not UTF-8. A trailing
+// slash is kept. The gateway forwards the decoded path escaped anew, so
+// the upstream gets exactly the path the rules matched.
 func CleanPath(escaped string) (string, error) {
 	if escaped == "" {
 		escaped = "/"
@@ -53,6 +59,15 @@ func CleanPath(escaped string) (string, error) {
 		if d == "." || d == ".." {
 			return "", fmt.Errorf("%w: dot segment", ErrBadPath)
 		}
+		if strings.Contains(d, ";") {
+			return "", fmt.Errorf("%w: path parameter (;)", ErrBadPath)
+		}
+		if strings.Contains(d, "%") {
+			return "", fmt.Errorf("%w: %% after decoding (double encoding)", ErrBadPath)
+		}
+		if !utf8.ValidString(d) {
+			return "", fmt.Errorf("%w: not UTF-8", ErrBadPath)
+		}
 		for _, r := range d {
 			if r < 0x20 || r == 0x7f {
 				return "", fmt.Errorf("%w: control character", ErrBadPath)
@@ -62,6 +77,49 @@ func CleanPath(escaped string) (string, error) {
 		b.WriteString(d)
 	}
 	return b.String(), nil
+}
+
+// EscapePath is a path from CleanPath escaped for the upstream.
+func EscapePath(path string) string { return (&url.URL{Path: path}).EscapedPath() }
+
+// OverrideHeaders are request headers that ask a server, or a proxy in
+// front of it, to act on another method or URL than the request line's.
+// The gateway refuses a request that carries one, and never forwards them.
+var OverrideHeaders = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override", "X-Original-Method",
+	"X-Original-Url", "X-Rewrite-Url", "X-Override-Url", "X-Forwarded-Method", "X-Forwarded-Uri", "X-Forwarded-Path",
+	"X-Forwarded-Prefix", "X-Envoy-Original-Path"}
+
+// overrideParams are query parameters that frameworks read as the method.
+var overrideParams = map[string]bool{"_method": true, "x-http-method-override": true, "x-http-method": true,
+	"x-method-override": true, "_httpmethod": true}
+
+// ErrAmbiguous is a gateway request that names another method or URL than
+// its request line, or whose query cannot be read one way only.
+var ErrAmbiguous = errors.New("request refused")
+
+// CheckOverrides refuses a request that could make the upstream act on
+// another method or URL than the one the rules checked: a method-override
+// or URL-rewrite header, a method parameter in the query, or a query that
+// does not parse (servers would each read it their way).
+func CheckOverrides(h http.Header, rawQuery string) error {
+	for _, name := range OverrideHeaders {
+		if _, ok := h[name]; ok {
+			return fmt.Errorf("%w: header %s would override the method or the URL", ErrAmbiguous, name)
+		}
+	}
+	if rawQuery == "" {
+		return nil
+	}
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return fmt.Errorf("%w: the query does not parse (use & between parameters, escape %%)", ErrAmbiguous)
+	}
+	for k := range q {
+		if overrideParams[strings.ToLower(k)] {
+			return fmt.Errorf("%w: query parameter %q would override the method", ErrAmbiguous, k)
+		}
+	}
+	return nil
 }
 
 // Rule allows some methods on paths matching a pattern: "GET /accounts/*".

@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"errors"
+	"net/http"
 	"sync"
 	"time"
 
@@ -20,15 +21,16 @@ type GatewayRequest struct {
 	Credential    string // the call's credential (bearer)
 	Method        string
 	RawPath       string // escaped, as received after the connector's name, starting with /
-	HasQuery      bool
-	ContentLength int64 // -1 when unknown
+	RawQuery      string
+	Header        http.Header // checked for method overrides and URL rewrites, never recorded
+	ContentLength int64       // -1 when unknown
 }
 
 // GatewayPass lets one request through: its gateway.request entry has
 // committed. Forward it with Gateway, then call GatewayEnd.
 type GatewayPass struct {
 	Gateway connector.Gateway
-	RawPath string
+	RawPath string // the checked path, escaped anew: what the upstream gets
 	call    *store.Call
 	index   int64 // of the gateway.request entry
 	start   time.Time
@@ -71,6 +73,8 @@ func (r *Runtime) GatewayBegin(ctx context.Context, req GatewayRequest) (*Gatewa
 	path, perr := connector.CleanPath(req.RawPath)
 	if perr != nil {
 		refusal = arxerr.New(arxerr.GatewayPathInvalid, "%v", perr)
+	} else if err := connector.CheckOverrides(req.Header, req.RawQuery); err != nil {
+		refusal = arxerr.New(arxerr.GatewayAmbiguous, "%v", err)
 	} else if err := gw.Allow(cl.Action, req.Method, path); err != nil {
 		var rf *connector.Refusal
 		code := arxerr.GatewayPath
@@ -79,7 +83,7 @@ func (r *Runtime) GatewayBegin(ctx context.Context, req GatewayRequest) (*Gatewa
 		}
 		refusal = arxerr.New(code, "%s", err.Error())
 	}
-	pass := &GatewayPass{Gateway: gw, RawPath: req.RawPath, start: now, method: req.Method}
+	pass := &GatewayPass{Gateway: gw, RawPath: connector.EscapePath(path), start: now, method: req.Method}
 	err = r.store.Update(ctx, func(tx store.Tx) error {
 		c, err := tx.Call(cl.CallID)
 		if errors.Is(err, store.ErrNotFound) {
@@ -109,7 +113,7 @@ func (r *Runtime) GatewayBegin(ctx context.Context, req GatewayRequest) (*Gatewa
 		}
 		e := &record.Entry{Agent: c.AgentID, Call: c.ID, Connector: c.Connector, Action: c.Action, Risk: c.Risk,
 			Actor: "agent:" + c.AgentID, Time: now, Type: TypeGatewayRequest,
-			Data: map[string]any{"method": req.Method, "path": path, "query": req.HasQuery, "request_bytes": req.ContentLength}}
+			Data: map[string]any{"method": req.Method, "path": path, "query": req.RawQuery != "", "request_bytes": req.ContentLength}}
 		if refusal != nil {
 			e.Type = TypeGatewayRefused
 			e.Data = map[string]any{"method": req.Method, "code": string(refusal.Code), "reason": refusal.Message}

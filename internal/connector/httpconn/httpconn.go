@@ -157,6 +157,9 @@ func (c *Connector) Forward(w http.ResponseWriter, r *http.Request, rawPath stri
 	for _, h := range requestDrop {
 		out.Header.Del(h)
 	}
+	for _, h := range connector.OverrideHeaders { // refused before; never forwarded either way
+		out.Header.Del(h)
+	}
 	out.Header.Del(c.authName)
 	out.Header.Set(c.authName, c.authValue)
 	if out.Header.Get("User-Agent") == "" {
