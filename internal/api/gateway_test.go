@@ -65,6 +65,14 @@ func newUpstream(t *testing.T) *upstream {
 				w.Write(block)
 			}
 			return
+		case r.URL.Path == "/api/echo":
+			// A careless upstream: it quotes what authenticated the request.
+			w.Header().Set("X-Debug-Auth", r.Header.Get("Authorization"))
+			if r.URL.Query().Get("chunked") == "" {
+				w.Header().Set("Content-Length", fmt.Sprint(len(`{"auth":""}`)+len(r.Header.Get("Authorization"))))
+			}
+			fmt.Fprintf(w, `{"auth":"%s"}`, r.Header.Get("Authorization"))
+			return
 		case r.URL.Path == "/api/stream":
 			w.Header().Set("Content-Type", "text/event-stream")
 			fmt.Fprint(w, "data: first\n\n")
@@ -101,7 +109,7 @@ const gatewayConfig = `connectors:
     max_request_bytes: 100000000
     actions:
       account.read:
-        allow: ["GET,HEAD /accounts/*", "GET /stream", "GET /slow", "GET /download"]
+        allow: ["GET,HEAD /accounts/*", "GET /stream", "GET /slow", "GET /download", "GET /echo"]
       account.export:
         allow: ["POST /upload", "POST /exports"]
   db:
@@ -428,6 +436,37 @@ func TestGatewayRefusals(t *testing.T) {
 	}
 	if !codes["gateway.upstream_unreachable"] || !codes["gateway.upstream_timeout"] {
 		t.Errorf("recorded failures: %v", codes)
+	}
+}
+
+// TestGatewayMasksAnEchoedSecret: an upstream that quotes the connector's
+// secret (in a header, in its body, with or without a length) does not
+// hand it to the agent: it is masked, the answer keeps its length, and the
+// record says so.
+func TestGatewayMasksAnEchoedSecret(t *testing.T) {
+	up := newUpstream(t)
+	s, _ := gatewayServer(t, up, "1s")
+	agent, token := s.Hire(gatewayManifest)
+	_, cred := callCredential(t, s, token, "crm", "account.read", "echo")
+	for _, path := range []string{"crm/echo", "crm/echo?chunked=1"} {
+		resp := through(t, s, "GET", path, cred, nil, map[string]string{"Accept-Encoding": "gzip"})
+		body := readAll(t, resp)
+		masked := strings.Repeat("*", len("Bearer "+upstreamSecret))
+		if resp.StatusCode != http.StatusOK || string(body) != `{"auth":"`+masked+`"}` {
+			t.Errorf("%s: %d %s", path, resp.StatusCode, body)
+		}
+		if strings.Contains(fmt.Sprint(resp.Header), upstreamSecret) {
+			t.Errorf("%s: the secret is in the answer's headers: %v", path, resp.Header)
+		}
+		if up.last().Header.Get("Accept-Encoding") != "" {
+			t.Errorf("%s: the upstream was asked for a compressed answer", path)
+		}
+	}
+	rs := waitEntries(t, s, agent, "gateway.response", 2)
+	for _, e := range rs {
+		if e["data"].(map[string]any)["secret_redacted"] != true {
+			t.Errorf("gateway.response does not say the secret was masked: %v", e)
+		}
 	}
 }
 

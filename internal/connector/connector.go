@@ -54,6 +54,7 @@ type Exchange struct {
 	RequestBytes  int64 // body bytes sent upstream
 	ResponseBytes int64 // body bytes sent to the agent
 	Wrote         bool  // an answer (headers at least) went to the agent
+	Redacted      bool  // the upstream's answer held the connector's secret, masked before the agent got it
 	Err           error // nil, or one of the Err* failures below (wrapped)
 }
 

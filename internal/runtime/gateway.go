@@ -146,6 +146,9 @@ func (r *Runtime) GatewayEnd(p *GatewayPass, ex connector.Exchange) *arxerr.Erro
 	var ae *arxerr.Error
 	data := map[string]any{"request": p.index, "status": ex.Status, "request_bytes": ex.RequestBytes,
 		"response_bytes": ex.ResponseBytes, "duration_ms": r.now().Sub(p.start).Milliseconds()}
+	if ex.Redacted {
+		data["secret_redacted"] = true
+	}
 	if ex.Err != nil {
 		code := arxerr.UpstreamUnreachable
 		switch {

@@ -26,6 +26,7 @@ type Connector struct {
 	base      *url.URL
 	authName  string // header that carries the secret
 	authValue string // its value: the secret, never logged
+	redact    *redactor
 	transport http.RoundTripper
 }
 
@@ -55,6 +56,7 @@ func New(spec connector.Spec, secret string, transport http.RoundTripper) (*Conn
 	default:
 		c.authName, c.authValue = "Authorization", "Bearer "+secret
 	}
+	c.redact = newRedactor(secret, c.authValue, strings.TrimPrefix(c.authValue, "Basic "))
 	if c.transport == nil {
 		c.transport = NewTransport(spec.Timeout)
 	}
@@ -162,6 +164,9 @@ func (c *Connector) Forward(w http.ResponseWriter, r *http.Request, rawPath stri
 	}
 	out.Header.Del(c.authName)
 	out.Header.Set(c.authName, c.authValue)
+	// The answer is scanned for the secret (redact.go): it must come
+	// uncompressed.
+	out.Header.Del("Accept-Encoding")
 	if out.Header.Get("User-Agent") == "" {
 		out.Header.Set("User-Agent", "arx-gateway/1")
 	}
@@ -182,13 +187,16 @@ func (c *Connector) Forward(w http.ResponseWriter, r *http.Request, rawPath stri
 	ex.Status = resp.StatusCode
 	removeHop(resp.Header)
 	resp.Header.Del("Set-Cookie")
+	ex.Redacted = c.redact.headers(resp.Header)
 	h := w.Header()
 	for k, vs := range resp.Header {
 		h[k] = vs
 	}
 	w.WriteHeader(resp.StatusCode)
 	ex.Wrote = true
-	n, err := copyBody(w, resp.Body, resp.ContentLength < 0, c.spec.MaxResponseBytes)
+	answer := c.redact.reader(resp.Body)
+	n, err := copyBody(w, answer, resp.ContentLength < 0, c.spec.MaxResponseBytes)
+	ex.Redacted = ex.Redacted || answer.Found
 	ex.ResponseBytes = n
 	ex.RequestBytes = cr.n.Load()
 	if err != nil {
