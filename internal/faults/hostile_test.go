@@ -2,6 +2,7 @@ package faults
 
 import (
 	"bufio"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -94,5 +95,60 @@ func TestSlowClientTimesOut(t *testing.T) {
 	}
 	if d := time.Since(start); d > 15*time.Second {
 		t.Fatalf("the server held a slow client for %v", d)
+	}
+}
+
+// TestRevokeOnlyInTheOwnersName: an operator's revocation names an agent
+// and a token; a token of another agent, or of a person, is not revoked in
+// that agent's name (404, nothing recorded), and keeps working.
+func TestRevokeOnlyInTheOwnersName(t *testing.T) {
+	s := arxtest.Start(t)
+	a, _ := s.Hire(arxtest.Manifest)
+	b, bToken := s.Hire(strings.Replace(arxtest.Manifest, "name: test-agent", "name: other-agent", 1))
+	tokenOf := func(agent string) string {
+		r := s.Do("GET", "/v1/agents/"+agent+"/record?limit=10", s.AdminToken, nil)
+		var page struct {
+			Entries []struct {
+				Entry struct {
+					Type string         `json:"type"`
+					Data map[string]any `json:"data"`
+				} `json:"entry"`
+			} `json:"entries"`
+		}
+		r.JSON(t, &page)
+		for _, e := range page.Entries {
+			if e.Entry.Type == "agent.hired" {
+				return e.Entry.Data["token_id"].(string)
+			}
+		}
+		t.Fatalf("no agent.hired entry for %s", agent)
+		return ""
+	}
+	entries := func(agent string) int {
+		r := s.Do("GET", "/v1/agents/"+agent+"/record?limit=100", s.AdminToken, nil)
+		var page struct {
+			Entries []json.RawMessage `json:"entries"`
+		}
+		r.JSON(t, &page)
+		return len(page.Entries)
+	}
+	bTok := tokenOf(b)
+	before := entries(a)
+	if r := s.Do("DELETE", "/v1/agents/"+a+"/tokens/"+bTok, s.AdminToken, nil); r.Status != http.StatusNotFound {
+		t.Fatalf("revoking b's token in a's name: %d %s, want 404", r.Status, r.Body)
+	}
+	if n := entries(a); n != before {
+		t.Errorf("a's record grew by %d entries", n-before)
+	}
+	body := map[string]string{"connector": "crm", "action": "account.read", "idempotency_key": "still-works"}
+	if r := s.Do("POST", "/v1/calls", bToken, body); r.Status != http.StatusCreated {
+		t.Fatalf("b's token after the refused revocation: %d %s", r.Status, r.Body)
+	}
+	// In its owner's name it is revoked, and recorded there.
+	if r := s.Do("DELETE", "/v1/agents/"+b+"/tokens/"+bTok, s.AdminToken, nil); r.Status >= 300 {
+		t.Fatalf("revoking b's token in b's name: %d %s", r.Status, r.Body)
+	}
+	if r := s.Do("POST", "/v1/calls", bToken, body); r.Status != http.StatusUnauthorized {
+		t.Fatalf("b's revoked token: %d %s", r.Status, r.Body)
 	}
 }

@@ -412,7 +412,7 @@ func (r *Runtime) RevokeToken(ctx context.Context, p *Principal, agentID, tokenI
 		if _, err := tx.Agent(agentID); err != nil {
 			return err
 		}
-		if err := tx.RevokeToken(tokenID, r.now()); err != nil {
+		if err := tx.RevokeToken(agentID, tokenID, r.now()); err != nil {
 			return err
 		}
 		return tx.Append(record.TokenRevoked(agentID, p.Actor(), r.now(), tokenID))

@@ -269,7 +269,10 @@ type AgentsTx interface {
 	// appended after, makes it active.
 	InsertAgent(a *Agent) error
 	InsertToken(t *Token) error
-	RevokeToken(id string, at time.Time) error
+	// RevokeToken revokes agent agentID's token id (keeping an earlier
+	// revocation's time); ErrNotFound when the agent has no such token, so
+	// that one agent's token is never revoked in another's name.
+	RevokeToken(agentID, id string, at time.Time) error
 	// RevokeAgentTokens revokes every live token of an agent and counts them.
 	RevokeAgentTokens(agentID string, at time.Time) (int, error)
 }

@@ -264,8 +264,8 @@ func (t *batch) InsertToken(k *store.Token) error {
 		k.ID, k.Hash, k.Kind, nullString(k.AgentID), nullString(k.UserID), k.IssuedBy, k.Label, nanos(k.CreatedAt), nullTime(k.RevokedAt))
 }
 
-func (t *batch) RevokeToken(id string, at time.Time) error {
-	return t.update(`UPDATE tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2`, nanos(at), id)
+func (t *batch) RevokeToken(agentID, id string, at time.Time) error {
+	return t.update(`UPDATE tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND agent_id = $3`, nanos(at), id, agentID)
 }
 
 func (t *batch) RevokeAgentTokens(agentID string, at time.Time) (int, error) {

@@ -95,7 +95,7 @@ func (e *OpError) Unwrap() error { return e.Err }
 type Cold interface {
 	InsertAgent(a *store.Agent) error
 	InsertToken(t *store.Token) error
-	RevokeToken(id string, at time.Time) error
+	RevokeToken(agentID, id string, at time.Time) error
 	RevokeAgentTokens(agentID string, at time.Time) (int, error)
 	store.PeopleTx
 	store.OutboxTx

@@ -319,8 +319,8 @@ func (b *batch) InsertToken(k *store.Token) error {
 	return wrapWrite(err)
 }
 
-func (b *batch) RevokeToken(id string, at time.Time) error {
-	res, err := b.exec(`UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?`, nanos(at), id)
+func (b *batch) RevokeToken(agentID, id string, at time.Time) error {
+	res, err := b.exec(`UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND agent_id = ?`, nanos(at), id, agentID)
 	if err := affected(res, err); err != nil {
 		return err
 	}

@@ -209,7 +209,7 @@ func testTokens(t *testing.T, s store.Store) {
 	// Revoking keeps the first revocation time.
 	r1, r2 := t0.Add(time.Hour+1), t0.Add(2*time.Hour)
 	for _, at := range []time.Time{r1, r2} {
-		update(t, s, func(tx store.Tx) error { return tx.RevokeToken("tok-a", at) })
+		update(t, s, func(tx store.Tx) error { return tx.RevokeToken("a", "tok-a", at) })
 		got, err := s.TokenByHash(ctx, agentTok.Hash)
 		if err != nil {
 			t.Fatalf("TokenByHash: %v", err)
@@ -221,7 +221,16 @@ func testTokens(t *testing.T, s store.Store) {
 	if got, err := s.TokenByHash(ctx, adminTok.Hash); err != nil || got.RevokedAt != nil {
 		t.Errorf("revoking one token touched another: %+v, %v", got, err)
 	}
-	mustNotFound(t, "RevokeToken(unknown)", s.Update(ctx, func(tx store.Tx) error { return tx.RevokeToken("nope", r1) }))
+	mustNotFound(t, "RevokeToken(unknown)", s.Update(ctx, func(tx store.Tx) error { return tx.RevokeToken("a", "nope", r1) }))
+	// A token is revoked only in its agent's name: not another agent's,
+	// not a person's or an operator's.
+	insertAgents(t, s, "b")
+	for _, id := range []string{"tok-a", "tok-user", "tok-admin"} {
+		mustNotFound(t, "RevokeToken(b, "+id+")", s.Update(ctx, func(tx store.Tx) error { return tx.RevokeToken("b", id, r2) }))
+	}
+	if got, err := s.TokenByHash(ctx, userTok.Hash); err != nil || got.RevokedAt != nil {
+		t.Errorf("a person's token was revoked in an agent's name: %+v, %v", got, err)
+	}
 }
 
 func testRevokeAgentTokens(t *testing.T, s store.Store) {

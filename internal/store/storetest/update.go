@@ -27,7 +27,7 @@ func writeEverything(tx store.Tx, x string, outboxID, failureID int64) error {
 		func() error {
 			return tx.InsertToken(&store.Token{ID: "tok-" + x, Hash: []byte("hash-" + x), Kind: store.TokenAgent, AgentID: x, CreatedAt: t0})
 		},
-		func() error { return tx.RevokeToken("tok-a", t0) },
+		func() error { return tx.RevokeToken("a", "tok-a", t0) },
 		func() error { return tx.SetMeta("k", "v-"+x) },
 		func() error {
 			return tx.PutCheckpoint(&store.Checkpoint{Size: 1000, Signed: []byte("cp"), CreatedAt: t0})
