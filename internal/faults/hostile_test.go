@@ -6,12 +6,15 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/arxsec/arx/internal/arxtest"
 	"github.com/arxsec/arx/internal/runtime"
+	"github.com/arxsec/arx/internal/server"
 )
 
 // TestTokenGuessingIsRateLimited: unknown tokens from one address are
@@ -150,5 +153,60 @@ func TestRevokeOnlyInTheOwnersName(t *testing.T) {
 	}
 	if r := s.Do("POST", "/v1/calls", bToken, body); r.Status != http.StatusUnauthorized {
 		t.Fatalf("b's revoked token: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestLoosePermissionsRefused: a data directory others may read, or a
+// secret in it that others may read, stops the server at start, naming the
+// file and the fix; with the modes fixed it starts.
+func TestLoosePermissionsRefused(t *testing.T) {
+	dir := t.TempDir()
+	s := arxtest.StartIn(t, dir) // creates the keys and the admin token
+	s.Close()
+	open := func() error {
+		srv, err := server.Open(t.Context(), server.Config{DataDir: dir, Listen: "127.0.0.1:0"})
+		if err == nil {
+			srv.Close()
+		}
+		return err
+	}
+	for _, tc := range []struct {
+		path string
+		mode os.FileMode
+		fix  string
+	}{
+		{dir, 0o755, "chmod 700"},
+		{filepath.Join(dir, server.LogKeyFile), 0o644, "chmod 600"},
+		{filepath.Join(dir, server.CredentialKeyFile), 0o640, "chmod 600"},
+		{filepath.Join(dir, server.AdminTokenFile), 0o604, "chmod 600"},
+	} {
+		t.Run(filepath.Base(tc.path), func(t *testing.T) {
+			fi, err := os.Stat(tc.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(tc.path, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			err = open()
+			if err == nil || !strings.Contains(err.Error(), tc.path) || !strings.Contains(err.Error(), tc.fix) {
+				t.Errorf("start with %s at %04o: %v; want a refusal naming it and %q", tc.path, tc.mode, err, tc.fix)
+			}
+			if err := os.Chmod(tc.path, fi.Mode().Perm()); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if err := open(); err != nil {
+		t.Fatalf("start with the modes fixed: %v", err)
+	}
+	// A new, empty directory made with loose modes is closed, not refused.
+	fresh := filepath.Join(t.TempDir(), "new")
+	if err := os.Mkdir(fresh, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	arxtest.StartIn(t, fresh).Close()
+	if fi, err := os.Stat(fresh); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("a new data directory: %v, %v; want mode 0700", fi.Mode(), err)
 	}
 }

@@ -120,3 +120,50 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// secretFiles are the files of the data directory that hold secrets.
+var secretFiles = []string{LogKeyFile, CredentialKeyFile, AdminTokenFile}
+
+// checkPermissions refuses a data directory that others may read, or a
+// secret in it that others may read (a new, empty directory is closed to
+// 0700 instead): ARX makes them 0700 and 0600, but a
+// directory from a copy, a backup or another tool keeps its own modes, and
+// serving with loose ones would expose the keys and the admin token to
+// every account on the host. It names the file and the command that fixes
+// it.
+func checkPermissions(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	if m := fi.Mode().Perm(); m&0o077 != 0 {
+		// A directory that holds no secret yet (made with mkdir, or
+		// handed over empty) is ARX's to close before it writes any.
+		fresh := true
+		for _, name := range secretFiles {
+			if _, err := os.Lstat(filepath.Join(dir, name)); !errors.Is(err, os.ErrNotExist) {
+				fresh = false
+			}
+		}
+		if !fresh {
+			return fmt.Errorf("data directory %s has mode %04o: others may read the keys and the database; run: chmod 700 %s", dir, m, dir)
+		}
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("data directory %s has mode %04o and cannot be closed (%w); run: chmod 700 %s", dir, m, err, dir)
+		}
+	}
+	for _, name := range secretFiles {
+		p := filepath.Join(dir, name)
+		fi, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		if m := fi.Mode().Perm(); m&0o077 != 0 {
+			return fmt.Errorf("%s has mode %04o: it holds a secret that others may read; run: chmod 600 %s", p, m, p)
+		}
+	}
+	return nil
+}

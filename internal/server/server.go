@@ -109,6 +109,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
+	if err := checkPermissions(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	if cfg.Origin == "" {
 		host, _ := os.Hostname()
 		host = strings.ToLower(strings.Map(func(r rune) rune {
