@@ -248,7 +248,7 @@ func TestEventsAndWebhooks(t *testing.T) {
 	}()
 	call := pending(t, s, token, "k1")
 	waitLine(t, lines, "event: approval.requested")
-	decide(s, boss, call, "approve", "ok")
+	decide(s, boss, call, "approve", "<!channel> ok")
 	waitLine(t, lines, "event: approval.decided")
 
 	deadline := time.Now().Add(10 * time.Second)
@@ -266,8 +266,9 @@ func TestEventsAndWebhooks(t *testing.T) {
 		}
 		mu.Unlock()
 		if n >= 5 && len(text) >= 2 && strings.Contains(strings.Join(events, ","), "approval.decided") {
-			if !strings.Contains(strings.Join(text, "\n"), "account.delete") {
-				t.Fatalf("slack payloads: %v", text)
+			all := strings.Join(text, "\n")
+			if !strings.Contains(all, "account.delete") || !strings.Contains(all, "&lt;!channel&gt; ok") || strings.Contains(all, "<!channel>") {
+				t.Fatalf("slack payloads (the reason must come escaped): %v", text)
 			}
 			break
 		}

@@ -65,7 +65,7 @@ func (r *Runtime) deliverNotice(ctx context.Context, it *store.OutboxItem) error
 		"by":    j.By, "reason": j.Reason, "at": j.At, "revoked_tokens": j.Tokens,
 		"revoked_credentials": j.Creds, "cancelled_approvals": j.Appr}
 	text := fmt.Sprintf(":stop_sign: Agent *%s* was terminated by %s: %s (%d token(s), %d live credential(s) revoked, %d pending approval(s) cancelled). Notice for %s.",
-		j.Agent, strings.TrimPrefix(j.By, "user:"), j.Reason, j.Tokens, j.Creds, j.Appr, j.Target)
+		slackEscape(j.Agent), slackEscape(strings.TrimPrefix(j.By, "user:")), slackEscape(j.Reason), j.Tokens, j.Creds, j.Appr, slackEscape(j.Target))
 	var channel string
 	switch {
 	case strings.HasPrefix(j.Target, "https://") || strings.HasPrefix(j.Target, "http://"):

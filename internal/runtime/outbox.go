@@ -11,9 +11,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/internal/store"
 	"golang.org/x/sync/errgroup"
 )
@@ -241,20 +243,39 @@ func (r *Runtime) deliver(ctx context.Context, it *store.OutboxItem) error {
 	return fmt.Errorf("unknown outbox kind %q", it.Kind)
 }
 
+// slackText is a Slack message (mrkdwn) about an approval. Every value in
+// it is someone else's text (an agent's summary, a manager's reason):
+// slackEscape keeps it from mentioning a channel or a person, making a
+// link that shows one address and opens another, or posing as lines of
+// its own.
 func slackText(p map[string]any) string {
 	agent, _ := p["agent"].(map[string]any)
 	call, _ := p["call"].(map[string]any)
 	ap, _ := p["approval"].(map[string]any)
+	v := func(m map[string]any, k string) string { return slackEscape(fmt.Sprint(m[k])) }
 	var s string
 	switch p["event"] {
 	case "approval.requested":
-		s = fmt.Sprintf(":raised_hand: *%v* asks to run *%v %v* (%v risk): %v", agent["name"], call["connector"], call["action"], call["risk"], call["summary"])
+		s = fmt.Sprintf(":raised_hand: *%s* asks to run *%s %s* (%s risk): %s", v(agent, "name"), v(call, "connector"), v(call, "action"),
+			v(call, "risk"), v(call, "summary"))
 	default:
-		s = fmt.Sprintf(":memo: The request of *%v* to run *%v %v* was *%v* by %v. %v", agent["name"], call["connector"], call["action"],
-			ap["status"], ap["decided_by"], ap["reason"])
+		s = fmt.Sprintf(":memo: The request of *%s* to run *%s %s* was *%s* by %s. %s", v(agent, "name"), v(call, "connector"),
+			v(call, "action"), v(ap, "status"), v(ap, "decided_by"), v(ap, "reason"))
 	}
 	if u, ok := p["url"].(string); ok {
-		s += "\n<" + u + "|Open in the ARX console>"
+		s += "\n<" + slackEscape(u) + "|Open in the ARX console>"
 	}
 	return s
 }
+
+// slackEscape renders text inert in a Slack message: the three characters
+// Slack's mrkdwn gives meaning (& < >) as the entities Slack asks for, so
+// that <!channel>, <@U123> and <https://a|b> stay text, and controls, line
+// breaks and bidi overrides escaped visibly (inert.Text). Emphasis marks
+// (* _ ~ `) have no escape in mrkdwn and may still change how text looks,
+// never where a link goes or whom a message notifies.
+func slackEscape(s string) string {
+	return slackEntities.Replace(inert.Text(s))
+}
+
+var slackEntities = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
