@@ -17,6 +17,7 @@ const (
 	TypeRecordImported      = "record.imported"
 	TypeUserAdded           = "user.added"
 	TypeTerminationNotified = "termination.notified"
+	TypeProcessStopped      = "agent.process_stopped"
 )
 
 // RevokedCallsPerEntry bounds the call ids one credential.revoked entry
@@ -223,6 +224,15 @@ func TokenRevoked(agent, actor string, t time.Time, tokenID string) *Entry {
 // UserAdded records a new person.
 func UserAdded(actor string, t time.Time, email, role string) *Entry {
 	return &Entry{Type: TypeUserAdded, Actor: actor, Time: t, Data: map[string]any{"user": email, "role": role}}
+}
+
+// ProcessStopped records that `arx run` stopped an agent's process group
+// once the agent was terminated: with signal (SIGTERM, or SIGKILL after the
+// grace period), tookMS from the termination seen to the group gone, and
+// the run's token.
+func ProcessStopped(agent, actor string, t time.Time, pid int, signal string, tookMS int64, tokenID string) *Entry {
+	return &Entry{Agent: agent, Type: TypeProcessStopped, Actor: actor, Time: t,
+		Data: map[string]any{"pid": pid, "signal": signal, "took_ms": tookMS, "token_id": tokenID}}
 }
 
 // TerminationNotified records a notice of termination sent to target.

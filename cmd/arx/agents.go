@@ -1,19 +1,22 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
-	"syscall"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
+	"github.com/arxsec/arx/arxerr"
+	"github.com/arxsec/arx/internal/agentrun"
 	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/manifest"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 )
 
 func hireCmd() *cobra.Command {
@@ -98,11 +101,18 @@ func runCmd() *cobra.Command {
 		Use:   "run AGENT -- COMMAND [ARG...]",
 		Short: "Start an agent process with a token of its own",
 		Long: `Start COMMAND as the agent AGENT (an id, or a name), with ARX_AGENT_ID,
-ARX_BASE_URL and a fresh token of its own in ARX_TOKEN. The token is revoked
-when the process exits, and dies with the agent's termination.`,
+ARX_BASE_URL and a fresh token of its own in ARX_TOKEN. The process gets only
+PATH, HOME, the locale (LANG, LANGUAGE, LC_*), TZ and TERM from this shell, and
+what --env names: never ARX_ADMIN_TOKEN, connector secrets or cloud keys. It
+runs in a process group of its own; when the agent is terminated, the group
+gets SIGTERM, then SIGKILL after --grace, and the record says so. The token is
+revoked when the process exits.`,
 		Args: cobra.MinimumNArgs(2),
 	}
 	client := serverFlags(cmd)
+	extra := cmd.Flags().StringArray("env", nil, "pass this variable of the current environment to the agent too (repeatable)")
+	grace := cmd.Flags().Duration("grace", 10*time.Second, "time the agent's processes have after SIGTERM on termination, before SIGKILL")
+	dataDir := cmd.Flags().String("data", "./arx-data", "arx serve's data directory, to warn when the agent could read it")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if cmd.ArgsLenAtDash() != 1 {
 			return withHint(errors.New("name the agent, then the command after --"), "arx run AGENT -- COMMAND [ARG...]")
@@ -115,6 +125,18 @@ when the process exits, and dies with the agent's termination.`,
 		if err != nil {
 			return err
 		}
+		path, err := exec.LookPath(args[1])
+		if err != nil {
+			return err
+		}
+		// The agent runs as this user: it can read what this user can.
+		secrets := []string{filepath.Join(*dataDir, "admin.token"), filepath.Join(*dataDir, "log.key"), filepath.Join(*dataDir, "credential.key")}
+		if p, err := credentialsPath(); err == nil {
+			secrets = append(secrets, p)
+		}
+		for _, p := range agentrun.Readable(secrets...) {
+			inert.Fprintf(cmd.ErrOrStderr(), "arx: warning: the agent runs as your user and can read %s; run it as a user of its own\n", p)
+		}
 		var tok struct {
 			TokenID string `json:"token_id"`
 			Token   string `json:"token"`
@@ -122,45 +144,40 @@ when the process exits, and dies with the agent's termination.`,
 		if err := c.do(cmd.Context(), "POST", "/v1/agents/"+a.ID+"/tokens", map[string]string{"label": "arx run"}, &tok); err != nil {
 			return err
 		}
-		defer func() {
-			if err := c.do(cmd.Context(), "DELETE", "/v1/agents/"+a.ID+"/tokens/"+tok.TokenID, nil, nil); err != nil {
-				inert.Fprintf(cmd.ErrOrStderr(), "arx: warning: could not revoke the run token %s: %v\n", tok.TokenID, err)
+		env, err := agentrun.Env(os.Environ(), *extra, map[string]string{"ARX_AGENT_ID": a.ID, "ARX_BASE_URL": c.server + "/v1", "ARX_TOKEN": tok.Token})
+		if err == nil {
+			var res agentrun.Result
+			res, err = agentrun.Run(cmd.Context(), agentrun.Config{Path: path, Args: args[2:], Env: env,
+				Stdin: cmd.InOrStdin(), Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(), Grace: *grace,
+				Terminated: func(ctx context.Context) (bool, error) {
+					var cur agentJSON
+					if err := c.do(ctx, "GET", "/v1/agents/"+a.ID, nil, &cur); err != nil {
+						return false, err
+					}
+					return cur.Status == "terminated", nil
+				},
+				Warn: func(format string, args ...any) {
+					inert.Fprintf(cmd.ErrOrStderr(), "arx: warning: "+format+"\n", args...)
+				}})
+			if err == nil && res.Stopped {
+				inert.Fprintf(cmd.ErrOrStderr(), "arx: agent %s was terminated: its processes were stopped (%s, %s)\n", a.Name,
+					unix.SignalName(res.Signal), res.Took.Round(time.Millisecond))
+				stop := map[string]any{"pid": res.Pid, "signal": unix.SignalName(res.Signal), "took_ms": res.Took.Milliseconds(), "token_id": tok.TokenID}
+				if rerr := c.do(context.WithoutCancel(cmd.Context()), "POST", "/v1/agents/"+a.ID+"/process-stopped", stop, nil); rerr != nil {
+					inert.Fprintf(cmd.ErrOrStderr(), "arx: warning: could not record that the processes were stopped: %v\n", rerr)
+				}
+				err = exitError{code: 1}
+			} else if err == nil && res.Exit != 0 {
+				err = exitError{code: res.Exit}
 			}
-		}()
-		child := exec.CommandContext(cmd.Context(), args[1], args[2:]...)
-		child.Stdin, child.Stdout, child.Stderr = cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()
-		child.Env = append(os.Environ(), "ARX_AGENT_ID="+a.ID, "ARX_BASE_URL="+c.server+"/v1", "ARX_TOKEN="+tok.Token)
-		child.Env = withoutEnv(child.Env, "ARX_ADMIN_TOKEN") // the agent never sees the operator's token
-		sigs := make(chan os.Signal, 1)
-		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-		defer signal.Stop(sigs)
-		if err := child.Start(); err != nil {
-			return err
 		}
-		go func() {
-			for s := range sigs {
-				child.Process.Signal(s)
+		if rerr := c.do(context.WithoutCancel(cmd.Context()), "DELETE", "/v1/agents/"+a.ID+"/tokens/"+tok.TokenID, nil, nil); rerr != nil {
+			var ae *arxerr.Error
+			if !errors.As(rerr, &ae) || ae.Code != arxerr.AgentTerminated {
+				inert.Fprintf(cmd.ErrOrStderr(), "arx: warning: could not revoke the run token %s: %v\n", tok.TokenID, rerr)
 			}
-		}()
-		err = child.Wait()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return exitError{code: ee.ExitCode()}
 		}
 		return err
 	}
 	return cmd
-}
-
-// withoutEnv drops a variable from an environment list (the last value of
-// a name wins in exec, so all are removed).
-func withoutEnv(env []string, name string) []string {
-	out := env[:0:0]
-	for _, kv := range env {
-		if len(kv) > len(name) && kv[:len(name)+1] == name+"=" {
-			continue
-		}
-		out = append(out, kv)
-	}
-	return out
 }

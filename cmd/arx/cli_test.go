@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/arxsec/arx/internal/arxtest"
 	_ "modernc.org/sqlite"
@@ -319,5 +320,65 @@ func TestAgentTextIsInert(t *testing.T) {
 	}
 	if code != 0 || json.Unmarshal([]byte(out), &a) != nil || a.Call.Summary != hostile {
 		t.Errorf("approvals show --json: %d, summary %q", code, a.Call.Summary)
+	}
+}
+
+// TestRunGivesLittleAndStopsOnTermination: arx run hands the agent only the
+// environment it needs (not the operator's token or a connector's secret
+// from the shell), and stops its whole process group, one that ignores
+// SIGTERM included, when the agent is terminated; the record says so.
+func TestRunGivesLittleAndStopsOnTermination(t *testing.T) {
+	s := arxtest.Start(t)
+	id, _ := s.Hire(arxtest.Manifest)
+	t.Setenv("ARX_SERVER", s.URL)
+	t.Setenv("ARX_ADMIN_TOKEN", s.AdminToken)
+	t.Setenv("CRM_KEY", "crm-secret-from-the-operators-shell")
+	t.Setenv("HTTPS_PROXY", "http://proxy.example:3128")
+	t.Chdir(t.TempDir())
+	envFile := filepath.Join(t.TempDir(), "env")
+	type result struct {
+		code           int
+		stdout, stderr string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, out, errs := arx(t, "run", "--grace", "300ms", "--env", "HTTPS_PROXY", "test-agent", "--",
+			"/bin/sh", "-c", "env > "+envFile+"; trap '' TERM; sleep 60 & wait; wait")
+		done <- result{code, out, errs}
+	}()
+	var env string
+	for deadline := time.Now().Add(10 * time.Second); env == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		b, _ := os.ReadFile(envFile)
+		if bytes.HasSuffix(b, []byte("\n")) {
+			env = string(b)
+		}
+	}
+	for _, want := range []string{"ARX_TOKEN=arxa_", "ARX_AGENT_ID=" + id, "ARX_BASE_URL=" + s.URL + "/v1", "PATH=", "HTTPS_PROXY=http://proxy.example:3128"} {
+		if !strings.Contains(env, want) {
+			t.Errorf("the agent's environment lacks %q:\n%s", want, env)
+		}
+	}
+	for _, never := range []string{"ARX_ADMIN_TOKEN", s.AdminToken, "CRM_KEY", "crm-secret"} {
+		if strings.Contains(env, never) {
+			t.Errorf("the agent's environment holds %q", never)
+		}
+	}
+	start := time.Now()
+	if r := s.Do("POST", "/v1/agents/"+id+"/terminate", s.AdminToken, map[string]string{"reason": "stop it"}); r.Status != http.StatusOK {
+		t.Fatalf("terminate: %d %s", r.Status, r.Body)
+	}
+	var res result
+	select {
+	case res = <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("arx run went on after the termination")
+	}
+	t.Logf("processes gone %v after the termination", time.Since(start).Round(time.Millisecond))
+	if res.code != 1 || !strings.Contains(res.stderr, "its processes were stopped (SIGKILL") {
+		t.Errorf("arx run: exit %d, stderr %s", res.code, res.stderr)
+	}
+	code, out, _ := arx(t, "record", "show", "--json", "test-agent")
+	if code != 0 || !strings.Contains(out, `"type":"agent.process_stopped"`) || !strings.Contains(out, `"signal":"SIGKILL"`) {
+		t.Errorf("the record does not say the processes were stopped:\n%s", out)
 	}
 }

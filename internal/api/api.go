@@ -87,6 +87,7 @@ func New(cfg Config) http.Handler {
 	h("GET /v1/agents/{id}/review", s.authed(s.review))
 	h("POST /v1/agents/{id}/drift/{index}/ack", s.authed(s.ackDrift))
 	h("POST /v1/agents/{id}/tokens", s.adminOnly(s.issueToken))
+	h("POST /v1/agents/{id}/process-stopped", s.adminOnly(s.processStopped))
 	h("DELETE /v1/agents/{id}/tokens/{token}", s.adminOnly(s.revokeToken))
 
 	h("GET /v1/approvals", s.authed(s.listApprovals))

@@ -357,6 +357,18 @@ func (s *server) issueToken(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+func (s *server) processStopped(w http.ResponseWriter, r *http.Request) error {
+	var req runtime.ProcessStop
+	if err := decode(r, MaxBodyBytes, &req); err != nil {
+		return err
+	}
+	if err := s.rt.RecordProcessStopped(r.Context(), principal(r), r.PathValue("id"), req); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, map[string]string{"status": "recorded"})
+	return nil
+}
+
 func (s *server) revokeToken(w http.ResponseWriter, r *http.Request) error {
 	if err := s.rt.RevokeToken(r.Context(), principal(r), r.PathValue("id"), r.PathValue("token")); err != nil {
 		return err

@@ -426,6 +426,51 @@ func (r *Runtime) RevokeToken(ctx context.Context, p *Principal, agentID, tokenI
 	return nil
 }
 
+// ProcessStop is what `arx run` reports after it stopped a terminated
+// agent's processes.
+type ProcessStop struct {
+	Pid     int    `json:"pid"`
+	Signal  string `json:"signal"` // SIGTERM or SIGKILL
+	TookMS  int64  `json:"took_ms"`
+	TokenID string `json:"token_id"`
+}
+
+// RecordProcessStopped records that an operator's `arx run` stopped the
+// processes of a terminated agent.
+func (r *Runtime) RecordProcessStopped(ctx context.Context, p *Principal, agentID string, s ProcessStop) error {
+	if !p.IsAdmin() {
+		return arxerr.New(arxerr.Forbidden, "only an operator records an agent's processes")
+	}
+	switch {
+	case s.Pid <= 0:
+		return arxerr.New(arxerr.BadRequest, "pid must be positive")
+	case s.Signal != "SIGTERM" && s.Signal != "SIGKILL":
+		return arxerr.New(arxerr.BadRequest, "signal must be SIGTERM or SIGKILL")
+	case s.TookMS < 0 || s.TookMS > int64(24*time.Hour/time.Millisecond):
+		return arxerr.New(arxerr.BadRequest, "took_ms must be between 0 and a day")
+	case TextProblem(s.TokenID, 64) != "":
+		return arxerr.New(arxerr.BadRequest, "token_id %s", TextProblem(s.TokenID, 64))
+	}
+	now := r.now()
+	err := r.store.Update(ctx, func(tx store.Tx) error {
+		a, err := tx.Agent(agentID)
+		if err != nil {
+			return err
+		}
+		if a.Status != store.AgentTerminated {
+			return arxerr.New(arxerr.Conflict, "agent %s is %s, not terminated", a.Name, a.Status)
+		}
+		return tx.Append(record.ProcessStopped(agentID, p.Actor(), now, s.Pid, s.Signal, s.TookMS, s.TokenID))
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return arxerr.New(arxerr.AgentNotFound, "no agent %s", agentID)
+	}
+	if err != nil {
+		return r.writeFailed("record process stopped", err)
+	}
+	return nil
+}
+
 // writeFailed maps a failed store update: errors the rules raised inside
 // the transaction pass through; anything else means the record could not be
 // written, so nothing happened (fail closed).
