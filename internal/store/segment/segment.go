@@ -26,6 +26,14 @@
 // Segments are sealed (their offsets written and synced, no longer written
 // to) once they pass Config.SegmentSize; the active segment's offsets are
 // kept in memory and rebuilt from its frames at open.
+//
+// The active segment is zero-filled ahead of its end (Config.Prealloc at a
+// time, made durable before a frame is written there), so that a frame's
+// fdatasync flushes data only: appending past a file's end also changes
+// its size, which makes every fdatasync commit the filesystem's journal
+// too (on ext4 here, 300 µs a frame instead of 550). Zeros after the last
+// frame are the end of the log, never damage; a sealed segment is cut to
+// its last frame.
 package segment
 
 import (
@@ -61,7 +69,13 @@ type Config struct {
 	// fails the append as a failed write would (tests of what the store
 	// does when the disk refuses the log).
 	Fault func() error
+	// Prealloc is how much of the active segment is zero-filled ahead of
+	// its end, at a time: 0 means DefaultPrealloc, a negative value none.
+	Prealloc int64
 }
+
+// DefaultPrealloc is the default Config.Prealloc.
+const DefaultPrealloc = 8 << 20
 
 // DefaultSegmentSize is the default Config.SegmentSize.
 const DefaultSegmentSize = 64 << 20
@@ -131,11 +145,13 @@ type sealedSeg struct {
 const maxOpen = 32
 
 type activeSeg struct {
-	first   int64
-	f       *os.File
-	path    string
-	end     int64   // where the next frame goes
-	offsets []int64 // of each entry's record in f
+	first     int64
+	f         *os.File
+	path      string
+	end       int64   // where the next frame goes
+	offsets   []int64 // of each entry's record in f
+	alloc     int64   // f is zero-filled, durably, up to here (on wmu)
+	extending bool    // a goroutine is zero-filling past alloc (on wmu)
 }
 
 func segName(first int64) string { return fmt.Sprintf("%020d", first) }
@@ -151,6 +167,9 @@ func Open(cfg Config) (*Log, error) {
 	}
 	if cfg.Sync == nil {
 		cfg.Sync = fdatasync
+	}
+	if cfg.Prealloc == 0 {
+		cfg.Prealloc = DefaultPrealloc
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("segment: %w", err)
@@ -234,7 +253,18 @@ func (l *Log) openActive(first int64) error {
 		f.Close()
 		return fmt.Errorf("segment: %w", err)
 	}
+	alloc := end
 	if fi.Size() > end {
+		zeros, err := zeroFrom(f, end, fi.Size())
+		if err != nil {
+			f.Close()
+			return err
+		}
+		if zeros {
+			alloc = fi.Size() // zero-filled ahead: the log ends at end
+		}
+	}
+	if alloc < fi.Size() {
 		// A torn write can only be the last frame. Bytes that fail their
 		// check with a good frame after them are damage in the middle of
 		// the log, which must not be cut away as if it were torn.
@@ -260,10 +290,31 @@ func (l *Log) openActive(first int64) error {
 		f.Close()
 		return err
 	}
-	l.active = &activeSeg{first: first, f: f, path: path, end: end, offsets: offs}
+	l.active = &activeSeg{first: first, f: f, path: path, end: end, offsets: offs, alloc: alloc}
 	l.size = first + int64(len(offs))
 	l.seq = seq
 	return nil
+}
+
+// zeroFrom says whether f holds only zero bytes from off to size.
+func zeroFrom(f *os.File, off, size int64) (bool, error) {
+	buf := make([]byte, 1<<20)
+	for off < size {
+		n, err := f.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
+		for _, c := range buf[:n] {
+			if c != 0 {
+				return false, nil
+			}
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return false, fmt.Errorf("segment: read: %w", err)
+		}
+		if n == 0 {
+			break
+		}
+		off += int64(n)
+	}
+	return true, nil
 }
 
 // scan reads the frames of a segment from offset 0 and returns the offset
@@ -471,10 +522,19 @@ func (l *Log) start(recs []Record, probe bool) (func() error, error) {
 			return nil, fmt.Errorf("segment: write: %w", err)
 		}
 	}
+	n := int64(len(b))
+	if err := l.room(a, a.end+n); err != nil {
+		return nil, err
+	}
 	if _, err := a.f.WriteAt(b, a.end); err != nil {
 		return nil, fmt.Errorf("segment: write: %w", err)
 	}
-	n := int64(len(b))
+	if l.cfg.Prealloc > 0 && !a.extending && a.alloc-(a.end+n) < l.cfg.Prealloc/2 {
+		// Zero-fill the next stretch while this frame and the next are
+		// written in the stretch before it.
+		a.extending = true
+		go l.extend(a, a.alloc)
+	}
 	synced := make(chan error, 1)
 	go func() { synced <- l.cfg.Sync(a.f) }()
 	l.pending = true
@@ -502,6 +562,66 @@ func (l *Log) start(recs []Record, probe bool) (func() error, error) {
 	}, nil
 }
 
+// room makes sure the active segment is zero-filled up to need before a
+// frame is written there (wmu held): it waits for a zero-fill in flight,
+// or zero-fills itself when none is (the first frame of a segment, or a
+// zero-fill that failed).
+func (l *Log) room(a *activeSeg, need int64) error {
+	if l.cfg.Prealloc < 0 {
+		return nil
+	}
+	for need > a.alloc {
+		if a.extending {
+			l.idle.Wait()
+			continue
+		}
+		ahead := l.cfg.Prealloc
+		err := l.zeroFill(a, a.alloc, need-a.alloc+ahead)
+		if err != nil && refused(err) {
+			// A nearly full disk may still take the frame itself.
+			ahead = 0
+			err = l.zeroFill(a, a.alloc, need-a.alloc)
+		}
+		if err != nil {
+			return err
+		}
+		a.alloc = need + ahead
+	}
+	return nil
+}
+
+// extend zero-fills a stretch of the active segment past from, in the
+// background; room waits for it.
+func (l *Log) extend(a *activeSeg, from int64) {
+	err := l.zeroFill(a, from, l.cfg.Prealloc)
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	a.extending = false
+	if err == nil {
+		a.alloc = max(a.alloc, from+l.cfg.Prealloc)
+	} else {
+		l.log.Warn("segment: could not zero-fill ahead of the log's end; the next frame will try again", "err", err)
+	}
+	l.idle.Broadcast()
+}
+
+// zeroFill writes n zero bytes at off and makes them, and the file's new
+// size, durable.
+func (l *Log) zeroFill(a *activeSeg, off, n int64) error {
+	z := make([]byte, min(n, 1<<20))
+	for done := int64(0); done < n; {
+		k := min(int64(len(z)), n-done)
+		if _, err := a.f.WriteAt(z[:k], off+done); err != nil {
+			return fmt.Errorf("segment: zero-fill: %w", err)
+		}
+		done += k
+	}
+	if err := fdatasync(a.f); err != nil {
+		return fmt.Errorf("segment: zero-fill: %w", err)
+	}
+	return nil
+}
+
 // refused reports whether err says the filesystem refuses writes now
 // (read-only, full, over quota): a condition that clears, unlike EIO.
 func refused(err error) bool {
@@ -511,6 +631,19 @@ func refused(err error) bool {
 // roll seals the active segment and starts the next one.
 func (l *Log) roll() error {
 	a := l.active
+	for a.extending {
+		l.idle.Wait()
+	}
+	if a.alloc > a.end {
+		// The zero-filled stretch is not part of a sealed segment.
+		if err := a.f.Truncate(a.end); err != nil {
+			return fmt.Errorf("segment: seal: %w", err)
+		}
+		if err := fdatasync(a.f); err != nil {
+			return fmt.Errorf("segment: seal: %w", err)
+		}
+		a.alloc = a.end
+	}
 	if err := writeOffsets(a.path+".idx", a.offsets); err != nil {
 		return err
 	}
@@ -590,6 +723,9 @@ func syncDir(dir string) error {
 func (l *Log) Close() error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
+	for l.active != nil && l.active.extending {
+		l.idle.Wait()
+	}
 	if l.failed == nil {
 		l.failed = errors.New("segment: log closed")
 	}

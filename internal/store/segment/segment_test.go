@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -180,14 +181,20 @@ func activeFile(l *Log) string { return l.active.path + ".seg" }
 func TestTornWriteCut(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		tear func(t *testing.T, path string, lastFrame int64)
+		// last is where the last frame starts, end where it ends (the
+		// file goes on with zeros: preallocated).
+		tear func(t *testing.T, path string, last, end int64)
 	}{
-		{"half a frame", func(t *testing.T, path string, last int64) {
-			fi, _ := os.Stat(path)
-			os.Truncate(path, last+(fi.Size()-last)/2)
+		{"half a frame", func(t *testing.T, path string, last, end int64) {
+			os.Truncate(path, last+(end-last)/2)
 		}},
-		{"header only", func(t *testing.T, path string, last int64) { os.Truncate(path, last+frameHeader) }},
-		{"a flipped byte", func(t *testing.T, path string, last int64) {
+		{"header only", func(t *testing.T, path string, last, end int64) { os.Truncate(path, last+frameHeader) }},
+		{"half a frame, zeros after", func(t *testing.T, path string, last, end int64) {
+			f, _ := os.OpenFile(path, os.O_RDWR, 0)
+			defer f.Close()
+			f.WriteAt(make([]byte, (end-last)/2), last+(end-last)/2)
+		}},
+		{"a flipped byte", func(t *testing.T, path string, last, end int64) {
 			f, _ := os.OpenFile(path, os.O_RDWR, 0)
 			defer f.Close()
 			b := make([]byte, 1)
@@ -195,12 +202,17 @@ func TestTornWriteCut(t *testing.T) {
 			b[0] ^= 1
 			f.WriteAt(b, last+frameHeader+30)
 		}},
-		{"garbage after", func(t *testing.T, path string, last int64) {
+		{"garbage after", func(t *testing.T, path string, last, end int64) {
 			f, _ := os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
 			defer f.Close()
 			f.Write(bytes.Repeat([]byte{0xa5}, 1000))
 		}},
-		{"zeros after", func(t *testing.T, path string, last int64) {
+		{"garbage in the zero-filled stretch", func(t *testing.T, path string, last, end int64) {
+			f, _ := os.OpenFile(path, os.O_RDWR, 0)
+			defer f.Close()
+			f.WriteAt(bytes.Repeat([]byte{0xa5}, 1000), end+100)
+		}},
+		{"zeros after", func(t *testing.T, path string, last, end int64) {
 			f, _ := os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
 			defer f.Close()
 			f.Write(make([]byte, 5000))
@@ -212,14 +224,14 @@ func TestTornWriteCut(t *testing.T) {
 			want := records(0, 20)
 			appendAll(t, l, want[:15], 5)
 			path := activeFile(l)
-			fi, _ := os.Stat(path)
-			last := fi.Size()
+			last := l.active.end
 			appendAll(t, l, want[15:], 5)
+			end := l.active.end
 			l.Close()
-			tc.tear(t, path, last)
+			tc.tear(t, path, last, end)
 			l = open(t, dir, 0)
 			keep := want
-			if tc.name != "garbage after" && tc.name != "zeros after" {
+			if !strings.Contains(tc.name, "garbage") && tc.name != "zeros after" {
 				keep = want[:15]
 			}
 			check(t, l, keep)
@@ -421,4 +433,81 @@ func TestProbeDuringAppends(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(t, l, want)
+}
+
+// TestPrealloc: the active segment is zero-filled ahead of its end, so a
+// frame's write does not change the file's size; what follows the last
+// frame is zeros; a sealed segment ends at its last frame; and a log with
+// preallocation off ends at its last frame too.
+func TestPrealloc(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(Config{Dir: dir, SegmentSize: 200 << 10, Prealloc: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	recs := records(0, 3000)
+	grew := 0
+	var last int64
+	for i := 0; i < len(recs); i += 10 {
+		if err := l.Append(recs[i : i+10]); err != nil {
+			t.Fatal(err)
+		}
+		l.wmu.Lock()
+		a := l.active
+		end, alloc := a.end, a.alloc
+		for a.extending { // let the zero-fill land, to read a settled size
+			l.idle.Wait()
+		}
+		l.wmu.Unlock()
+		fi, err := os.Stat(a.path + ".seg")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() < end || alloc < end {
+			t.Fatalf("after entry %d: file %d bytes, frames end at %d, zero-filled to %d", i+9, fi.Size(), end, alloc)
+		}
+		if fi.Size() != last {
+			grew++
+			last = fi.Size()
+		}
+		if zeros, err := zeroFrom(a.f, end, fi.Size()); err != nil || !zeros {
+			t.Fatalf("after entry %d: not zeros after the last frame (%v)", i+9, err)
+		}
+	}
+	if grew > 3000/10/4 {
+		t.Errorf("the file grew on %d of %d appends: the zero-fill does not run ahead", grew, 3000/10)
+	}
+	l.mu.RLock()
+	sealed := slices.Clone(l.sealed)
+	l.mu.RUnlock()
+	if len(sealed) == 0 {
+		t.Fatal("no segment was sealed")
+	}
+	for _, s := range sealed {
+		f, err := os.Open(s.path + ".seg")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, end, _, _ := scan(f, s.first)
+		fi, _ := f.Stat()
+		f.Close()
+		if fi.Size() != end {
+			t.Errorf("sealed %s: %d bytes, its frames end at %d", s.path, fi.Size(), end)
+		}
+	}
+	l.Close()
+	l = open(t, dir, 200<<10)
+	check(t, l, recs)
+
+	off := t.TempDir()
+	l2, err := Open(Config{Dir: off, Prealloc: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	appendAll(t, l2, records(0, 50), 10)
+	if fi, _ := os.Stat(activeFile(l2)); fi.Size() != l2.active.end {
+		t.Errorf("without preallocation: %d bytes, frames end at %d", fi.Size(), l2.active.end)
+	}
 }
