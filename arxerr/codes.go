@@ -79,6 +79,7 @@ const (
 	GatewayPath          Code = "gateway.path_not_allowed"     // the call's action does not allow this path
 	GatewayPathInvalid   Code = "gateway.path_invalid"         // dot segments, encoded slashes, empty segments
 	GatewayAmbiguous     Code = "gateway.request_ambiguous"    // a method override or URL rewrite, in a header or a parameter
+	GatewayCut           Code = "gateway.cut"                  // the call ended (completed, expired, revoked, agent terminated) while its request was in flight
 	UpstreamUnreachable  Code = "gateway.upstream_unreachable" // the upstream did not answer (recorded)
 	UpstreamTimeout      Code = "gateway.upstream_timeout"     // the upstream did not answer in time (recorded)
 	UpstreamTooLarge     Code = "gateway.upstream_too_large"   // the upstream's answer is over the connector's limit
@@ -149,6 +150,7 @@ var infos = map[Code]Info{
 	GatewayMethod:        {Status: http.StatusForbidden, Hint: "the connector's configuration lists what each action may do (`arx connectors list`)"},
 	GatewayPath:          {Status: http.StatusForbidden, Hint: "the connector's configuration lists what each action may do (`arx connectors list`)"},
 	GatewayPathInvalid:   {Status: http.StatusBadRequest, Hint: "send a plain path: no . or .. segments, encoded slashes or empty segments"},
+	GatewayCut:           {Status: http.StatusForbidden, Hint: "a call's requests end with the call: request a new call"},
 	GatewayAmbiguous:     {Status: http.StatusBadRequest, Hint: "send the method and path you mean, without method-override or URL-rewrite headers or parameters"},
 	UpstreamUnreachable:  {Status: http.StatusBadGateway, Hint: "the system of record did not answer; the attempt is in the record"},
 	UpstreamTimeout:      {Status: http.StatusGatewayTimeout, Hint: "the system of record did not answer in time; the attempt is in the record"},

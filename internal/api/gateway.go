@@ -59,7 +59,7 @@ func (s *server) gateway(w http.ResponseWriter, r *http.Request) {
 	deadline := time.Now().Add(pass.Gateway.Timeout() + 5*time.Second)
 	rc.SetReadDeadline(deadline)
 	rc.SetWriteDeadline(deadline)
-	ex := pass.Gateway.Forward(sw, r, pass.RawPath)
+	ex := pass.Gateway.Forward(sw, r.WithContext(pass.Context), pass.RawPath)
 	if ae := s.rt.GatewayEnd(pass, ex); ae != nil {
 		writeError(sw, ae)
 		return

@@ -118,7 +118,7 @@ const gatewayConfig = `connectors:
     secret: env:CRM_KEY
     actions:
       query:
-        allow: ["GET /accounts/*"]
+        allow: ["GET /accounts/*", "GET /stream"]
   down:
     kind: http
     upstream: http://%s/api
@@ -468,6 +468,138 @@ func TestGatewayMasksAnEchoedSecret(t *testing.T) {
 			t.Errorf("gateway.response does not say the secret was masked: %v", e)
 		}
 	}
+}
+
+// TestGatewayCutsInFlight: a request already forwarded (a stream that
+// would run until the agent hangs up, an upload) does not outlive its
+// call: completion, expiry and termination cut it within a second, and
+// gateway.response says it was cut and why.
+func TestGatewayCutsInFlight(t *testing.T) {
+	up := newUpstream(t)
+	s, _ := gatewayServer(t, up, "30s")
+	agent, token := s.Hire(gatewayManifest)
+	// open starts a stream and returns a channel that gets how long after
+	// cutAt it ended.
+	open := func(conn, cred string) (func(cutAt time.Time) time.Duration, func()) {
+		resp := through(t, s, "GET", conn+"/stream", cred, nil, nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("stream: %d %s", resp.StatusCode, readAll(t, resp))
+		}
+		first := make([]byte, len("data: first\n\n"))
+		if _, err := io.ReadFull(resp.Body, first); err != nil {
+			t.Fatal(err)
+		}
+		ended := make(chan time.Time, 1)
+		go func() {
+			io.Copy(io.Discard, resp.Body)
+			ended <- time.Now()
+		}()
+		wait := func(cutAt time.Time) time.Duration {
+			select {
+			case at := <-ended:
+				return at.Sub(cutAt)
+			case <-time.After(10 * time.Second):
+				t.Fatal("the stream was not cut")
+				return 0
+			}
+		}
+		return wait, func() { resp.Body.Close() }
+	}
+	cuts := func(call string) []string {
+		var out []string
+		for _, e := range recordOf(t, s, agent) {
+			if e["type"] == "gateway.response" && e["call"] == call {
+				d := e["data"].(map[string]any)
+				if d["error"] == "gateway.cut" {
+					out = append(out, fmt.Sprint(d["cut"]))
+				}
+			}
+		}
+		return out
+	}
+	waitCut := func(call, reason string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if c := cuts(call); len(c) > 0 {
+				if c[0] != reason {
+					t.Errorf("call %s cut because %q, want %q", call, c[0], reason)
+				}
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no gateway.response of call %s says it was cut", call)
+			}
+		}
+	}
+	const bound = time.Second
+
+	// Completion.
+	call, cred := callCredential(t, s, token, "crm", "account.read", "done")
+	wait, stop := open("crm", cred)
+	at := time.Now()
+	if r := s.Do("POST", "/v1/calls/"+call+"/complete", token, map[string]any{"outcome": "success"}); r.Status != 200 {
+		t.Fatalf("complete: %d %s", r.Status, r.Body)
+	}
+	if took := wait(at); took > bound {
+		t.Errorf("completion cut the stream after %v (bound %v)", took, bound)
+	}
+	stop()
+	waitCut(call, "the call was completed")
+
+	// Expiry (db query: max_duration 1s).
+	call, cred = callCredential(t, s, token, "db", "query", "expires")
+	wait, stop = open("db", cred)
+	var c struct {
+		ExpiresAt time.Time `json:"expires_at"`
+	}
+	s.Do("GET", "/v1/calls/"+call, token, nil).JSON(t, &c)
+	if took := wait(c.ExpiresAt); took > bound {
+		t.Errorf("expiry cut the stream %v after it (bound %v)", took, bound)
+	}
+	stop()
+	waitCut(call, "the call's credential expired")
+
+	// Termination: a stream, and an upload whose body is still coming.
+	call, cred = callCredential(t, s, token, "crm", "account.read", "terminated")
+	wait, stop = open("crm", cred)
+	defer stop()
+	upCall, export := callCredential(t, s, token, "crm", "account.export", "upload")
+	pr, pw := io.Pipe()
+	go func() {
+		block := bytes.Repeat([]byte{1}, 64<<10)
+		for i := 0; i < 1000; i++ {
+			if _, err := pw.Write(block); err != nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		pw.Close()
+	}()
+	upload := make(chan *http.Response, 1)
+	go func() { upload <- through(t, s, "POST", "crm/upload", export, pr, nil) }()
+	time.Sleep(300 * time.Millisecond) // the upload is under way
+	at = time.Now()
+	if r := s.Do("POST", "/v1/agents/"+agent+"/terminate", s.AdminToken, map[string]string{"reason": "cut"}); r.Status != 200 {
+		t.Fatalf("terminate: %d %s", r.Status, r.Body)
+	}
+	if took := wait(at); took > bound {
+		t.Errorf("termination cut the stream after %v (bound %v)", took, bound)
+	}
+	select {
+	case resp := <-upload:
+		b := readAll(t, resp)
+		if took := time.Since(at); took > bound+500*time.Millisecond {
+			t.Errorf("termination cut the upload after %v", took)
+		}
+		if resp.StatusCode != http.StatusForbidden || errCode(b) != "gateway.cut" {
+			t.Errorf("the cut upload: %d %s, want 403 gateway.cut", resp.StatusCode, b)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upload went on after the termination")
+	}
+	pw.CloseWithError(errors.New("done"))
+	waitCut(call, "the agent was terminated")
+	waitCut(upCall, "the agent was terminated")
 }
 
 // TestGatewayCredentialDies: a credential stops working at the gateway when

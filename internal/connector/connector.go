@@ -66,6 +66,10 @@ var (
 	ErrResponseTooLarge = errors.New("upstream answer too large")
 	ErrClientGone       = errors.New("the agent went away")
 	ErrUpstreamBroken   = errors.New("upstream answer broken off")
+	// ErrCut is the cause of a forwarded request's context that ARX ended
+	// because its call may no longer be forwarded (completed, expired,
+	// revoked, its agent terminated): "cut by ARX: REASON".
+	ErrCut = errors.New("cut by ARX")
 )
 
 // Refusal is a request a gateway rule does not allow.

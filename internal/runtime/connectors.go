@@ -45,6 +45,7 @@ type connectors struct {
 	provisioners map[string]connector.Provisioner
 	responses    chan *record.Entry
 	verified     verifiedCache
+	inflight     inflight // gateway_cut.go
 }
 
 func newConnectors(list []connector.Connector) *connectors {
@@ -140,6 +141,7 @@ func (r *Runtime) afterCallClosed(c *store.Call) {
 	if _, ok := r.conn.provisioners[c.Connector]; ok {
 		r.kickOutbox()
 	}
+	r.cutCall(c.ID, "the call was "+c.Status)
 }
 
 // deliverDropItem is the outbox's work for dropKind: drop the role, then,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +32,11 @@ type GatewayRequest struct {
 type GatewayPass struct {
 	Gateway connector.Gateway
 	RawPath string // the checked path, escaped anew: what the upstream gets
+	// Context is the request's, and ends, with a cause wrapping
+	// connector.ErrCut, when the call may no longer be forwarded
+	// (gateway_cut.go): forward with it.
+	Context context.Context
+	cancel  context.CancelCauseFunc
 	call    *store.Call
 	index   int64 // of the gateway.request entry
 	start   time.Time
@@ -134,6 +140,10 @@ func (r *Runtime) GatewayBegin(ctx context.Context, req GatewayRequest) (*Gatewa
 		refusal.CallID = cl.CallID
 		return nil, refusal
 	}
+	// A call closed between the transaction above and this is cut by the
+	// next check of the requests in flight, within CutInterval.
+	pass.Context, pass.cancel = context.WithCancelCause(ctx)
+	r.track(pass)
 	return pass, nil
 }
 
@@ -143,6 +153,7 @@ func (r *Runtime) GatewayBegin(ctx context.Context, req GatewayRequest) (*Gatewa
 // after the answer, batched with others: the promise that nothing is
 // forwarded unrecorded rests on gateway.request; this entry completes it.
 func (r *Runtime) GatewayEnd(p *GatewayPass, ex connector.Exchange) *arxerr.Error {
+	r.untrack(p)
 	var ae *arxerr.Error
 	data := map[string]any{"request": p.index, "status": ex.Status, "request_bytes": ex.RequestBytes,
 		"response_bytes": ex.ResponseBytes, "duration_ms": r.now().Sub(p.start).Milliseconds()}
@@ -162,6 +173,10 @@ func (r *Runtime) GatewayEnd(p *GatewayPass, ex connector.Exchange) *arxerr.Erro
 			code = "client_gone"
 		case errors.Is(ex.Err, connector.ErrUpstreamBroken):
 			code = "upstream_broken"
+		case errors.Is(ex.Err, connector.ErrCut):
+			code = arxerr.GatewayCut
+			_, why, _ := strings.Cut(ex.Err.Error(), ": ")
+			data["cut"] = why
 		}
 		data["error"] = string(code)
 		if !ex.Wrote && code != "client_gone" {

@@ -121,6 +121,7 @@ func (r *Runtime) Terminate(ctx context.Context, p *Principal, agentID, reason s
 		return nil, r.writeFailed("terminate", err)
 	}
 	r.kickOutbox() // database roles of the revoked calls are dropped now
+	r.cutAgent(agentID, "the agent was terminated")
 	r.broadcast(ctx, &Event{Type: "agent.updated", AgentID: agentID, Status: store.AgentTerminated, At: now}, woken...)
 	r.log.Info("agent terminated", "agent", agentID, "actor", p.Actor())
 	return res, nil

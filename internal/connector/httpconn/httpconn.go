@@ -176,6 +176,9 @@ func (c *Connector) Forward(w http.ResponseWriter, r *http.Request, rawPath stri
 	ex.RequestBytes = cr.n.Load()
 	if err != nil {
 		ex.Err = c.classify(ctx, r, cr, err)
+		if cause := context.Cause(r.Context()); errors.Is(cause, connector.ErrCut) {
+			ex.Err = cause
+		}
 		return ex
 	}
 	defer resp.Body.Close()
@@ -203,6 +206,9 @@ func (c *Connector) Forward(w http.ResponseWriter, r *http.Request, rawPath stri
 		ex.Err = err
 		if ctx.Err() != nil && r.Context().Err() == nil {
 			ex.Err = fmt.Errorf("%w: answer not complete within %s", connector.ErrTimeout, c.spec.Timeout)
+		}
+		if cause := context.Cause(r.Context()); errors.Is(cause, connector.ErrCut) {
+			ex.Err = cause
 		}
 		return ex
 	}
