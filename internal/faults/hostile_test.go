@@ -2,13 +2,16 @@ package faults
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -208,5 +211,63 @@ func TestLoosePermissionsRefused(t *testing.T) {
 	arxtest.StartIn(t, fresh).Close()
 	if fi, err := os.Stat(fresh); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("a new data directory: %v, %v; want mode 0700", fi.Mode(), err)
+	}
+}
+
+// TestStrangerCannotLockAPersonOut: a stranger's wrong passwords for an
+// approver's account, from the stranger's address, get the stranger
+// refused; the approver, from an address of their own, still logs in
+// (slowed down a little while the account is under attack), and guesses
+// from many addresses at once take turns.
+func TestStrangerCannotLockAPersonOut(t *testing.T) {
+	s := arxtest.Start(t)
+	const pw = "correct horse battery staple"
+	s.AddPerson("boss@example.com", "manager", pw)
+	from := func(ip string) *http.Client {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+		return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: d.DialContext}}
+	}
+	login := func(c *http.Client, password string) (int, string, time.Duration) {
+		b, _ := json.Marshal(map[string]string{"email": "boss@example.com", "password": password})
+		start := time.Now()
+		resp, err := c.Post(s.URL+"/v1/auth/tokens", "application/json", bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var e struct {
+			Error struct{ Code string } `json:"error"`
+		}
+		json.NewDecoder(resp.Body).Decode(&e)
+		return resp.StatusCode, e.Error.Code, time.Since(start)
+	}
+	stranger := from("127.0.0.1")
+	var codes []string
+	for range runtime.LoginFailuresPerEmail + 1 {
+		_, code, _ := login(stranger, "wrong password!")
+		codes = append(codes, code)
+	}
+	if codes[0] != "auth.login_failed" || codes[len(codes)-1] != "request.rate_limited" {
+		t.Fatalf("the stranger's attempts: %v", codes)
+	}
+	if _, code, _ := login(stranger, pw); code != "request.rate_limited" {
+		t.Errorf("the stranger's address, even with the right password: %s, want request.rate_limited", code)
+	}
+	status, code, took := login(from("127.0.0.2"), pw)
+	if status != http.StatusCreated {
+		t.Fatalf("the approver, from their own address, is locked out: %d %s", status, code)
+	}
+	if took < runtime.LoginSlowdown || took > runtime.LoginSlowdownMax+5*time.Second {
+		t.Errorf("the approver's login took %v: want it slowed (>= %v), never refused", took, runtime.LoginSlowdown)
+	}
+	// Guesses from several addresses at once take turns, each slowed.
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Go(func() { login(from(fmt.Sprintf("127.0.1.%d", i+1)), "wrong password!") })
+	}
+	wg.Wait()
+	if took := time.Since(start); took < 3*runtime.LoginSlowdown {
+		t.Errorf("3 guesses from 3 addresses took %v together: they do not take turns", took)
 	}
 }

@@ -178,6 +178,41 @@ func (r *Runtime) SetPassword(ctx context.Context, setupToken, password string) 
 	return user, nil
 }
 
+// turns lets one holder at a time per key (an account's login attempts on
+// this replica).
+type turns struct {
+	mu   sync.Mutex
+	keys map[string]*turn
+}
+
+type turn struct {
+	sync.Mutex
+	users int
+}
+
+func (t *turns) lock(key string) (unlock func()) {
+	t.mu.Lock()
+	if t.keys == nil {
+		t.keys = map[string]*turn{}
+	}
+	k := t.keys[key]
+	if k == nil {
+		k = &turn{}
+		t.keys[key] = k
+	}
+	k.users++
+	t.mu.Unlock()
+	k.Lock()
+	return func() {
+		k.Unlock()
+		t.mu.Lock()
+		if k.users--; k.users == 0 {
+			delete(t.keys, key)
+		}
+		t.mu.Unlock()
+	}
+}
+
 // limiter bounds failed logins per key in a sliding window.
 type limiter struct {
 	mu     sync.Mutex
@@ -212,14 +247,37 @@ func (l *limiter) fail(key string, now time.Time) {
 	l.fails[key] = append(l.fails[key], now)
 }
 
-// Login limits: per email and per client address, over 15 minutes. The
-// failures are counted in the store, so replicas sharing one database
-// limit together: an attacker gets no more guesses from a load balancer.
+// Login limits, over 15 minutes, counted in the store so that replicas
+// sharing one database limit together (an attacker gets no more guesses
+// from a load balancer):
+//
+//   - per account and client address: LoginFailuresPerEmail failures, then
+//     that address is refused for that account;
+//   - per client address: LoginFailuresPerIP failures, then the address is
+//     refused for every account;
+//   - per account, from every address: past LoginFailuresPerEmail failures
+//     each attempt waits (LoginSlowdown per failure over the limit, at most
+//     LoginSlowdownMax) and the account's attempts take turns on each
+//     replica. Guessing from many addresses is slowed to a crawl, and the
+//     person, from an address of their own, still gets in: a stranger can
+//     slow a login down, never lock a person out.
 const (
 	LoginFailuresPerEmail = 5
 	LoginFailuresPerIP    = 20
 	LoginWindow           = 15 * time.Minute
+	LoginSlowdown         = time.Second
+	LoginSlowdownMax      = 10 * time.Second
 )
+
+// loginDelay is how long an attempt on an account with failures failed
+// logins in the window waits before its password is checked.
+func loginDelay(failures int) time.Duration {
+	over := failures - LoginFailuresPerEmail + 1
+	if over <= 0 {
+		return 0
+	}
+	return min(time.Duration(over)*LoginSlowdown, LoginSlowdownMax)
+}
 
 // loginKey is how a login limit's key is stored: hashed, so the database
 // keeps no client address, nor an email that has no account, in clear.
@@ -239,13 +297,19 @@ func loginKey(kind, v string) []byte {
 func (r *Runtime) CheckLogin(ctx context.Context, email, password, clientIP string) (*store.User, error) {
 	now := r.now()
 	since := now.Add(-LoginWindow)
-	ekey := loginKey("email", strings.ToLower(strings.TrimSpace(email)))
+	norm := strings.ToLower(strings.TrimSpace(email))
+	ekey := loginKey("email", norm)
+	pkey := loginKey("pair", norm+"\x00"+clientIP)
 	ikey := loginKey("ip", clientIP)
 	limits := [...]struct {
 		key []byte
 		max int
-	}{{ekey, LoginFailuresPerEmail}, {ikey, LoginFailuresPerIP}}
-	limited := func() error { return arxerr.New(arxerr.RateLimited, "too many failed logins; wait a few minutes") }
+	}{{pkey, LoginFailuresPerEmail}, {ikey, LoginFailuresPerIP}}
+	limited := func() error {
+		e := arxerr.New(arxerr.RateLimited, "too many failed logins from this address; wait a few minutes")
+		e.Hint = "failed logins are limited per address; the account itself is not locked"
+		return e
+	}
 	for _, l := range limits {
 		n, err := r.store.Failures(ctx, l.key, since)
 		if err != nil {
@@ -255,9 +319,23 @@ func (r *Runtime) CheckLogin(ctx context.Context, email, password, clientIP stri
 			return nil, limited()
 		}
 	}
+	// The account's attempts take turns here, each after its delay.
+	unlock := r.loginTurns.lock(norm)
+	defer unlock()
+	accountFailures, err := r.store.Failures(ctx, ekey, since)
+	if err != nil {
+		return nil, r.ReadFailed("login", err)
+	}
+	if d := loginDelay(accountFailures); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	var over bool
 	var ids []int64
-	err := r.store.Update(ctx, func(tx store.Tx) error {
+	err = r.store.Update(ctx, func(tx store.Tx) error {
 		over, ids = false, nil
 		if err := tx.PruneFailures(since); err != nil {
 			return err
@@ -272,8 +350,8 @@ func (r *Runtime) CheckLogin(ctx context.Context, email, password, clientIP stri
 				return nil
 			}
 		}
-		for _, l := range limits {
-			id, err := tx.AddFailure(l.key, now)
+		for _, key := range [][]byte{pkey, ikey, ekey} {
+			id, err := tx.AddFailure(key, now)
 			if err != nil {
 				return err
 			}

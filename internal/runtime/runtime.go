@@ -73,6 +73,7 @@ type Runtime struct {
 	manifests  sync.Map // manifest hash -> *manifest.Manifest; content-addressed, so never stale
 	waiters    waiters
 	badTokens  limiter // unknown or revoked bearer tokens per client address
+	loginTurns turns   // an account's login attempts, one at a time
 	events     *Hub
 	webhooks   []Webhook
 	publicURL  string

@@ -3,6 +3,7 @@ package runtime
 import (
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -36,5 +37,13 @@ func TestShownText(t *testing.T) {
 	got := ShownText(long, MaxSummary)
 	if len(got) > MaxSummary || !utf8.ValidString(got) || TextProblem(got, MaxSummary) != "" || !strings.HasSuffix(got, "...") {
 		t.Errorf("ShownText of %d bytes: %d bytes, fit: %q", len(long), len(got), TextProblem(got, MaxSummary))
+	}
+}
+
+func TestLoginDelay(t *testing.T) {
+	for failures, want := range map[int]time.Duration{0: 0, 4: 0, 5: time.Second, 6: 2 * time.Second, 14: 10 * time.Second, 500: LoginSlowdownMax} {
+		if got := loginDelay(failures); got != want {
+			t.Errorf("loginDelay(%d) = %v, want %v", failures, got, want)
+		}
 	}
 }
