@@ -6,7 +6,10 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // CPU and storage accounting from /proc, so that a figure can be read with
@@ -24,6 +27,7 @@ type cpuSample struct {
 	arx, echo, self, total int64
 	ok                     bool
 	arxWritten             int64 // bytes arx serve caused to be written to storage; -1: unknown
+	devWritten             int64 // bytes the data directory's disk wrote; -1: unknown
 }
 
 // cpuUse is the average number of cores busy over an interval.
@@ -31,6 +35,7 @@ type cpuUse struct {
 	arx, echo, client, other float64
 	ok                       bool
 	arxWritten               int64 // bytes arx serve caused to be written to storage; -1: unknown
+	devWritten               int64 // bytes the data directory's disk wrote; -1: unknown
 }
 
 func (u cpuUse) String() string {
@@ -43,16 +48,17 @@ func (u cpuUse) String() string {
 func sampleCPU(arxPID, echoPID int) cpuSample {
 	s := cpuSample{at: time.Now(), ok: true}
 	s.arxWritten = writeBytes(strconv.Itoa(arxPID))
+	s.devWritten = deviceWritten(dataDevice)
 	var err error
 	if s.total, err = busyTicks(); err != nil {
-		return cpuSample{arxWritten: -1}
+		return cpuSample{arxWritten: -1, devWritten: -1}
 	}
 	for _, p := range []struct {
 		pid string
 		out *int64
 	}{{strconv.Itoa(arxPID), &s.arx}, {strconv.Itoa(echoPID), &s.echo}, {"self", &s.self}} {
 		if *p.out, err = procTicks(p.pid); err != nil {
-			return cpuSample{arxWritten: -1}
+			return cpuSample{arxWritten: -1, devWritten: -1}
 		}
 	}
 	return s
@@ -61,14 +67,17 @@ func sampleCPU(arxPID, echoPID int) cpuSample {
 func (a cpuSample) to(b cpuSample) cpuUse {
 	sec := b.at.Sub(a.at).Seconds()
 	if !a.ok || !b.ok || sec <= 0 {
-		return cpuUse{arxWritten: -1}
+		return cpuUse{arxWritten: -1, devWritten: -1}
 	}
 	cores := func(t int64) float64 { return float64(t) / userHZ / sec }
 	u := cpuUse{arx: cores(b.arx - a.arx), echo: cores(b.echo - a.echo), client: cores(b.self - a.self), ok: true}
 	u.other = max(0, cores(b.total-a.total)-u.arx-u.echo-u.client)
-	u.arxWritten = -1
+	u.arxWritten, u.devWritten = -1, -1
 	if a.arxWritten >= 0 && b.arxWritten >= 0 {
 		u.arxWritten = b.arxWritten - a.arxWritten
+	}
+	if a.devWritten >= 0 && b.devWritten >= 0 {
+		u.devWritten = b.devWritten - a.devWritten
 	}
 	return u
 }
@@ -79,7 +88,7 @@ func measureCPU(ctx context.Context, arxPID, echoPID int, warmup, dur time.Durat
 	done := make(chan cpuUse, 1)
 	go func() {
 		if !sleepCtx(ctx, warmup) {
-			done <- cpuUse{arxWritten: -1}
+			done <- cpuUse{arxWritten: -1, devWritten: -1}
 			return
 		}
 		a := sampleCPU(arxPID, echoPID)
@@ -158,4 +167,42 @@ func writeBytes(pid string) int64 {
 		}
 	}
 	return -1
+}
+
+// dataDevice is the /sys/dev/block entry of the disk that holds the data
+// directory ("" when unknown), set by findDevice.
+var dataDevice string
+
+// findDevice finds the disk that holds dir.
+func findDevice(dir string) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		return
+	}
+	p := fmt.Sprintf("/sys/dev/block/%d:%d/stat", unix.Major(uint64(st.Dev)), unix.Minor(uint64(st.Dev)))
+	if _, err := os.Stat(p); err == nil {
+		dataDevice = p
+	}
+}
+
+// deviceWritten is what the disk at p (a /sys/dev/block/M:N/stat) wrote
+// so far, in bytes: every process's writes, the filesystem's journal and
+// metadata included; -1 when unknown.
+func deviceWritten(p string) int64 {
+	if p == "" {
+		return -1
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return -1
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 7 {
+		return -1
+	}
+	n, err := strconv.ParseInt(f[6], 10, 64) // sectors written, of 512 bytes
+	if err != nil {
+		return -1
+	}
+	return n * 512
 }

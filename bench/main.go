@@ -186,6 +186,7 @@ func run(ctx context.Context, cfg config) (code int) {
 	}()
 	governed := newTarget("governed", srv.url, cfg, true)
 	echoT := newTarget("echo", echo.url, cfg, false)
+	findDevice(dataDir)
 	adminToken, err := readAdminToken(dataDir)
 	if err != nil {
 		return fail("%v", err)

@@ -47,6 +47,9 @@ func printRun(w io.Writer, r, runs int, res runResult) {
 		fmt.Fprintf(w, "  %24s%s\n", "", c.governedCPU)
 		if b := bytesPerCall(c.governedCPU, g.calls); b >= 0 {
 			fmt.Fprintf(w, "  %24sarx serve wrote %s B to storage per governed call", "", fmtInt(b))
+			if d := devicePerCall(c.governedCPU, g.calls); d >= 0 {
+				fmt.Fprintf(w, " (the disk: %s B)", fmtInt(d))
+			}
 			if pb := c.store.perBatch(); pb >= 0 {
 				fmt.Fprintf(w, "; %.1f entries per durable write (%s writes/s); sequencer busy %.0f%% running Updates, %.0f%% committing",
 					pb, fmtInt(c.store.batches/g.seconds()), 100*c.store.run/g.seconds(), 100*c.store.commit/g.seconds())
@@ -108,6 +111,10 @@ func printSummary(w io.Writer, cfg config, entries [][]byte, rs []runResult) {
 			row("  storage writes per governed call", "%s B (2 entries of %d B)   runs: %s   target <= %d B: %s",
 				fmtInt(median(written)), mean, fmtInts(written), targetBytes, verdict(median(written) <= targetBytes))
 		}
+		if dev := col(func(r runResult) float64 { return devicePerCall(c(r).governedCPU, c(r).governed.calls) }); slices.Min(dev) >= 0 {
+			row("  the disk wrote per governed call", "%s B   runs: %s   (whole device: journal, metadata and other processes included)",
+				fmtInt(median(dev)), fmtInts(dev))
+		}
 		if pb := col(func(r runResult) float64 { return c(r).store.perBatch() }); slices.Min(pb) >= 0 {
 			line := fmt.Sprintf("%.1f   runs: %s", median(pb), fmtFloats(pb, 1))
 			if n >= 64 {
@@ -144,7 +151,10 @@ func printSummary(w io.Writer, cfg config, entries [][]byte, rs []runResult) {
 	fmt.Fprintf(w, "  counts from each call's due time.\n")
 	fmt.Fprintf(w, "echo = a bare net/http server in a second process answering both round trips with the request body:\n")
 	fmt.Fprintf(w, "  the ceiling of this client, loopback HTTP and this machine, with no work behind it.\n")
-	fmt.Fprintf(w, "storage writes = write_bytes of arx serve (/proc/PID/io): the log, the state tables and their WAL.\n")
+	fmt.Fprintf(w, "storage writes = write_bytes of arx serve (/proc/PID/io): the log, the state tables and their WAL, and the\n")
+	fmt.Fprintf(w, "  zeros the log writes ahead of its end (so that each fdatasync flushes data only); the kernel counts a\n")
+	fmt.Fprintf(w, "  whole page for a frame written into one. The disk = sectors written by the data directory's device\n")
+	fmt.Fprintf(w, "  (/sys/dev/block/M:N/stat) in the same window.\n")
 	fmt.Fprintf(w, "entries per durable write = arx_store_entries_total / arx_store_batches_total over the window.\n")
 	fmt.Fprintf(w, "raw fsync/s = one write+fsync per entry of the same bytes, in the server's data directory.\n")
 	fmt.Fprintln(w)
@@ -214,6 +224,15 @@ func fmtMs(d time.Duration) string {
 		return fmt.Sprintf("%.2f ms", m)
 	}
 	return fmt.Sprintf("%.1f ms", m)
+}
+
+// devicePerCall is what the data directory's disk wrote per call in a
+// closed loop's window; -1 when unknown.
+func devicePerCall(u cpuUse, calls int) float64 {
+	if u.devWritten < 0 || calls == 0 {
+		return -1
+	}
+	return float64(u.devWritten) / float64(calls)
 }
 
 // bytesPerCall is what arx serve wrote to storage per call in a closed
