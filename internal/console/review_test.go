@@ -91,7 +91,7 @@ func TestReviewShowsDriftAndAcknowledges(t *testing.T) {
 	}
 	// An empty note is refused on the page, and nothing is recorded.
 	p = boss.post(ackPath, url.Values{"csrf": {csrf}, "note": {"  "}, "days": {"7"}})
-	if p.Status != http.StatusBadRequest || !strings.Contains(p.Body, "Your note was not recorded") || !strings.Contains(p.Body, "A note of 1 to 1024 bytes is required") {
+	if p.Status != http.StatusBadRequest || !strings.Contains(p.Body, "Your note was not recorded") || !strings.Contains(p.Body, "A note of 1 to 1024 bytes of valid UTF-8, without NUL characters, is required") {
 		t.Fatalf("empty note: %d\n%s", p.Status, p.Body)
 	}
 	// Someone not responsible for the agent is refused.

@@ -527,42 +527,50 @@ func TestPartitionStallSequencer(t *testing.T) {
 	}()
 	time.Sleep(time.Second)
 
-	// Catch a replica holding the log lock mid-transaction: hold the
-	// replies to one replica, whose statements still run, until its batch
-	// has taken the lock (it then waits for an answer that does not come,
-	// and its transaction stays open); then stall its path both ways. A
-	// batch holds the lock for a round trip or two, too short to stall
-	// its holder by polling pg_locks.
+	// Catch a replica holding the log lock mid-transaction: the test takes
+	// the entries table for itself, so the batch that wins the log lock
+	// next waits for the table while holding the lock (the others wait for
+	// the lock); its replica's path is then stalled both ways and the
+	// table let go. The batch's statements end, its answers never reach
+	// the replica, and its transaction stays open, holding the lock. (A
+	// batch holds the lock for a round trip or two, too short to stall its
+	// holder by polling pg_locks.)
 	var victim *replica
 	var vp *tcpfault.Proxy
 	var stalled, confirmed time.Time
 	var pid int32
 	for tries := 1; victim == nil; tries++ {
-		if tries > 20 {
+		if tries > 10 {
 			l.halt()
-			t.Fatal("never caught a replica holding the log lock in 20 tries")
+			t.Fatal("never caught a replica holding the log lock in 10 tries")
 		}
-		i := tries % 3
-		px[i].Set(tcpfault.StallReplies)
-		stalled = time.Now()
-		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			var name string
-			if name, pid = lockHolder(t, conn); name != d.replicas[i].name {
-				continue
+		tx, err := conn.Begin(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(t.Context(), "SET LOCAL lock_timeout = '5s'; LOCK TABLE entries IN ACCESS EXCLUSIVE MODE"); err != nil {
+			tx.Rollback(context.Background())
+			t.Fatalf("locking the entries table: %v", err)
+		}
+		var name string
+		for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if name, pid = lockHolder(t, conn); name != "" {
+				break
 			}
-			// Held, and still held a moment later: not a batch that got
-			// its answers just before the stall and is committing.
-			time.Sleep(200 * time.Millisecond)
-			if n, p := lockHolder(t, conn); n == name && p == pid {
+		}
+		for i, r := range d.replicas {
+			if name != "" && r.name == name {
 				px[i].Set(tcpfault.Stall)
-				victim, vp, confirmed = d.replicas[i], px[i], time.Now()
-				t.Logf("stalled replica %s mid-transaction (holding the log lock) after %d tries", victim.name, tries)
+				victim, vp = r, px[i]
 			}
-			break
 		}
-		if victim == nil {
-			px[i].Set(tcpfault.Pass)
-			time.Sleep(100 * time.Millisecond)
+		stalled = time.Now()
+		confirmed = stalled
+		if err := tx.Rollback(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if victim != nil {
+			t.Logf("stalled replica %s mid-transaction (holding the log lock) after %d tries", victim.name, tries)
 		}
 	}
 

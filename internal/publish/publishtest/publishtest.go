@@ -81,6 +81,11 @@ func LogKey(t testing.TB, dataDir, origin string) string {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	// A data directory holds keys: the server refuses one others may read
+	// (t.TempDir makes its directories 0755).
+	if err := os.Chmod(dataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(dataDir, server.LogKeyFile), []byte(skey+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
