@@ -426,6 +426,14 @@ func (l *Log) Size() int64 {
 	return l.size
 }
 
+// SyncFailed reports whether a failed fsync has failed the log for good
+// (ErrSyncFailed), as opposed to its being closed.
+func (l *Log) SyncFailed() bool {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	return errors.Is(l.failed, ErrSyncFailed)
+}
+
 // Probe writes an empty frame and makes it durable: whether the log takes
 // writes now (a readiness check), without adding to it. With a write in
 // flight (AppendAsync) it answers nil at once: the log is being written.

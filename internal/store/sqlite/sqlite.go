@@ -604,6 +604,11 @@ func (s *Store) failStorage(err error) error {
 	}
 	ferr := fmt.Errorf("%w: %w", store.ErrStorageFailed, err)
 	if s.failed.CompareAndSwap(nil, &ferr) {
+		if s.seg != nil && s.seg.SyncFailed() {
+			// The log's own fsync failed first and said so: the disk is
+			// the same, one alarm is enough.
+			return ferr
+		}
 		s.log.Error("sqlite: the disk failed an fsync: refusing every write until restart",
 			"err", err, "hint", "check the disk, then restart arx serve")
 		return ferr
