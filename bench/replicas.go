@@ -305,7 +305,7 @@ func crossApprovals(ctx context.Context, a, b *target, adminToken string, n int)
 	var added struct {
 		SetupToken string `json:"setup_token"`
 	}
-	body, _ := json.Marshal(map[string]string{"email": email, "role": "manager"})
+	body, _ := json.Marshal(map[string]any{"email": email, "role": "manager", "show_link": true})
 	if err := a.do(ctx, "POST", "/v1/users", adminToken, body, http.StatusCreated, &added); err != nil {
 		return res, err
 	}

@@ -16,6 +16,10 @@ const (
 	TypeRoleDropped         = "connector.role_dropped"
 	TypeRecordImported      = "record.imported"
 	TypeUserAdded           = "user.added"
+	TypeUserReset           = "user.reset"
+	TypeUserRoleChanged     = "user.role_changed"
+	TypeUserDisabled        = "user.disabled"
+	TypeUserEnabled         = "user.enabled"
 	TypeTerminationNotified = "termination.notified"
 	TypeProcessStopped      = "agent.process_stopped"
 )
@@ -222,8 +226,38 @@ func TokenRevoked(agent, actor string, t time.Time, tokenID string) *Entry {
 }
 
 // UserAdded records a new person.
-func UserAdded(actor string, t time.Time, email, role string) *Entry {
-	return &Entry{Type: TypeUserAdded, Actor: actor, Time: t, Data: map[string]any{"user": email, "role": role}}
+// link says where the person's setup link went: LinkSent (their
+// notification channel) or LinkShown (to the caller, who asked for it).
+func UserAdded(actor string, t time.Time, email, role, link string) *Entry {
+	return &Entry{Type: TypeUserAdded, Actor: actor, Time: t, Data: map[string]any{"user": email, "role": role, "link": link}}
+}
+
+// Where a setup link went.
+const (
+	LinkSent  = "sent to the person"
+	LinkShown = "shown to the caller"
+)
+
+// UserReset records a password reset: the person's sessions and tokens
+// ended, a new setup link made (link: where it went).
+func UserReset(actor string, t time.Time, email, link string, tokens int) *Entry {
+	return &Entry{Type: TypeUserReset, Actor: actor, Time: t, Data: map[string]any{"user": email, "link": link, "revoked_tokens": tokens}}
+}
+
+// UserRoleChanged records a person's new role.
+func UserRoleChanged(actor string, t time.Time, email, from, to string) *Entry {
+	return &Entry{Type: TypeUserRoleChanged, Actor: actor, Time: t, Data: map[string]any{"user": email, "from": from, "to": to}}
+}
+
+// UserDisabled records a person disabled: their sessions, tokens and setup
+// link ended.
+func UserDisabled(actor string, t time.Time, email string, tokens int) *Entry {
+	return &Entry{Type: TypeUserDisabled, Actor: actor, Time: t, Data: map[string]any{"user": email, "revoked_tokens": tokens}}
+}
+
+// UserEnabled records a disabled person enabled again.
+func UserEnabled(actor string, t time.Time, email string) *Entry {
+	return &Entry{Type: TypeUserEnabled, Actor: actor, Time: t, Data: map[string]any{"user": email}}
 }
 
 // ProcessStopped records that `arx run` stopped an agent's process group

@@ -98,6 +98,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		manifestCmd(),
 		usersCmd(),
 		loginCmd(),
+		tokensCmd(),
 		approvalsCmd(),
 		terminateCmd(),
 		witnessCmd(),

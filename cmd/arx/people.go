@@ -20,7 +20,8 @@ import (
 
 func usersCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "users", Short: "Manage the people who use the console: managers and admins"}
-	cmd.AddCommand(usersAddCmd(), usersListCmd(), usersResetCmd())
+	cmd.AddCommand(usersAddCmd(), usersListCmd(), usersResetCmd(), usersSetCmd("disable", "Disable a person: their sessions, tokens and setup link end at once", ""),
+		usersSetCmd("enable", "Let a disabled person log in again", ""), usersRoleCmd())
 	return cmd
 }
 
@@ -28,6 +29,68 @@ type setupAnswer struct {
 	SetupToken string `json:"setup_token"`
 	SetupURL   string `json:"setup_url"`
 	ExpiresIn  string `json:"setup_expires_in"`
+	Link       string `json:"link"`
+}
+
+// showLinkFlag is --show-link: the setup link to the caller, not the person.
+func showLinkFlag(cmd *cobra.Command) *bool {
+	return cmd.Flags().Bool("show-link", false, "print the setup link here instead of sending it to the person through the server's webhooks (recorded)")
+}
+
+// printLink says where a setup link went.
+func printLink(w io.Writer, what string, out setupAnswer) {
+	if out.SetupURL == "" {
+		inert.Fprintf(w, "%s; the setup link was sent to them (valid %s, once)\n", what, out.ExpiresIn)
+		return
+	}
+	inert.Fprintf(w, "%s. Send them this link to set a password (valid %s, once; the record notes it was shown to you):\n\n  %s\n",
+		what, out.ExpiresIn, out.SetupURL)
+}
+
+// usersSetCmd is a verb that changes one person: disable, enable.
+func usersSetCmd(verb, short, _ string) *cobra.Command {
+	cmd := &cobra.Command{Use: verb + " EMAIL", Short: short, Args: cobra.ExactArgs(1)}
+	client := serverFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := client()
+		if err != nil {
+			return err
+		}
+		var out struct {
+			User struct {
+				Email string `json:"email"`
+			} `json:"user"`
+		}
+		if err := c.do(cmd.Context(), "POST", "/v1/users/"+url.PathEscape(args[0])+"/"+verb, map[string]string{}, &out); err != nil {
+			return err
+		}
+		inert.Fprintf(cmd.OutOrStdout(), "%sd %s\n", verb, out.User.Email)
+		return nil
+	}
+	return cmd
+}
+
+func usersRoleCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "role EMAIL manager|admin", Short: "Change a person's role", Args: cobra.ExactArgs(2)}
+	client := serverFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := client()
+		if err != nil {
+			return err
+		}
+		var out struct {
+			User struct {
+				Email string `json:"email"`
+				Role  string `json:"role"`
+			} `json:"user"`
+		}
+		if err := c.do(cmd.Context(), "POST", "/v1/users/"+url.PathEscape(args[0])+"/role", map[string]string{"role": args[1]}, &out); err != nil {
+			return err
+		}
+		inert.Fprintf(cmd.OutOrStdout(), "%s is now %s\n", out.User.Email, out.User.Role)
+		return nil
+	}
+	return cmd
 }
 
 func usersAddCmd() *cobra.Command {
@@ -41,6 +104,7 @@ func usersAddCmd() *cobra.Command {
 	client := serverFlags(cmd)
 	cmd.Flags().StringVar(&role, "role", "manager", "manager or admin")
 	cmd.Flags().BoolVar(&pwStdin, "password-stdin", false, "set the password now, read from standard input, instead of printing a link")
+	show := showLinkFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		c, err := client()
 		if err != nil {
@@ -53,7 +117,7 @@ func usersAddCmd() *cobra.Command {
 				Role  string `json:"role"`
 			} `json:"user"`
 		}
-		if err := c.do(cmd.Context(), "POST", "/v1/users", map[string]string{"email": args[0], "role": role}, &out); err != nil {
+		if err := c.do(cmd.Context(), "POST", "/v1/users", map[string]any{"email": args[0], "role": role, "show_link": *show || pwStdin}, &out); err != nil {
 			return err
 		}
 		if pwStdin {
@@ -67,8 +131,7 @@ func usersAddCmd() *cobra.Command {
 			inert.Fprintf(cmd.OutOrStdout(), "added %s (%s) with the password given\n", out.User.Email, out.User.Role)
 			return nil
 		}
-		inert.Fprintf(cmd.OutOrStdout(), "added %s (%s). Send them this link to set a password (valid %s, once):\n\n  %s\n",
-			out.User.Email, out.User.Role, out.ExpiresIn, out.SetupURL)
+		printLink(cmd.OutOrStdout(), "added "+out.User.Email+" ("+out.User.Role+")", out.setupAnswer)
 		return nil
 	}
 	return cmd
@@ -77,20 +140,21 @@ func usersAddCmd() *cobra.Command {
 func usersResetCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "reset EMAIL",
-		Short: "Issue a new one-time password link and end the person's sessions",
+		Short: "Issue a new one-time password link (the only valid one), end the person's sessions and tokens",
 		Args:  cobra.ExactArgs(1),
 	}
 	client := serverFlags(cmd)
+	show := showLinkFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		c, err := client()
 		if err != nil {
 			return err
 		}
 		var out setupAnswer
-		if err := c.do(cmd.Context(), "POST", "/v1/users/"+url.PathEscape(args[0])+"/reset", map[string]string{}, &out); err != nil {
+		if err := c.do(cmd.Context(), "POST", "/v1/users/"+url.PathEscape(args[0])+"/reset", map[string]bool{"show_link": *show}, &out); err != nil {
 			return err
 		}
-		inert.Fprintf(cmd.OutOrStdout(), "link to set a new password (valid %s, once):\n\n  %s\n", out.ExpiresIn, out.SetupURL)
+		printLink(cmd.OutOrStdout(), "reset "+args[0], out)
 		return nil
 	}
 	return cmd
@@ -122,13 +186,17 @@ func usersListCmd() *cobra.Command {
 			return printJSON(cmd.OutOrStdout(), out)
 		}
 		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-		inert.Fprintln(tw, "EMAIL\tROLE\tPASSWORD\tADDED")
+		inert.Fprintln(tw, "EMAIL\tROLE\tPASSWORD\tADDED\tSTATUS")
 		for _, u := range out.Users {
 			pw := "set"
 			if !u.Set {
 				pw = "link pending"
 			}
-			inert.Fprintf(tw, "%s\t%s\t%s\t%s\n", u.Email, u.Role, pw, u.Created.Local().Format(time.DateOnly))
+			status := "active"
+			if u.Disabled != nil {
+				status = "disabled " + u.Disabled.Local().Format(time.DateOnly)
+			}
+			inert.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.Email, u.Role, pw, u.Created.Local().Format(time.DateOnly), status)
 		}
 		return tw.Flush()
 	}
@@ -247,5 +315,62 @@ your user config directory (mode 0600). Later verbs use it when neither
 	cmd.Flags().StringVar(&server, "server", "", "ARX server URL (env ARX_SERVER, default "+DefaultServer+")")
 	cmd.Flags().StringVar(&email, "email", "", "your email")
 	cmd.Flags().BoolVar(&pwStdin, "password-stdin", false, "read the password from standard input")
+	return cmd
+}
+
+func tokensCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "tokens", Short: "List your personal API tokens (arx login); `arx tokens revoke ID` revokes one"}
+	client := serverFlags(cmd)
+	var asJSON bool
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Args = cobra.NoArgs
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := client()
+		if err != nil {
+			return err
+		}
+		var out struct {
+			Tokens []struct {
+				ID        string     `json:"id"`
+				Label     string     `json:"label"`
+				CreatedAt time.Time  `json:"created_at"`
+				ExpiresAt time.Time  `json:"expires_at"`
+				RevokedAt *time.Time `json:"revoked_at"`
+			} `json:"tokens"`
+		}
+		if err := c.do(cmd.Context(), "GET", "/v1/auth/tokens", nil, &out); err != nil {
+			return err
+		}
+		if asJSON {
+			return printJSON(cmd.OutOrStdout(), out)
+		}
+		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+		inert.Fprintln(tw, "ID\tLABEL\tCREATED\tSTATUS")
+		for _, t := range out.Tokens {
+			status := "expires " + t.ExpiresAt.Local().Format(time.DateOnly)
+			switch {
+			case t.RevokedAt != nil:
+				status = "revoked " + t.RevokedAt.Local().Format(time.DateOnly)
+			case time.Now().After(t.ExpiresAt):
+				status = "expired"
+			}
+			inert.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.ID, t.Label, t.CreatedAt.Local().Format(time.DateOnly), status)
+		}
+		return tw.Flush()
+	}
+	revoke := &cobra.Command{Use: "revoke ID", Short: "Revoke one of your personal API tokens", Args: cobra.ExactArgs(1)}
+	rclient := serverFlags(revoke)
+	revoke.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := rclient()
+		if err != nil {
+			return err
+		}
+		if err := c.do(cmd.Context(), "DELETE", "/v1/auth/tokens/"+url.PathEscape(args[0]), nil, nil); err != nil {
+			return err
+		}
+		inert.Fprintf(cmd.OutOrStdout(), "revoked %s\n", args[0])
+		return nil
+	}
+	cmd.AddCommand(revoke)
 	return cmd
 }

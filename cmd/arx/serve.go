@@ -50,7 +50,7 @@ data directory; the first replica's admin.token serves them all.`,
 					return withHint(fmt.Errorf("webhook %d (--webhook or --slack-webhook) is not an http(s) URL", i+1), "pass --webhook https://HOST/PATH")
 				}
 			}
-			for name, d := range map[string]time.Duration{"--db-busy-timeout": cfg.Database.BusyTimeout,
+			for name, d := range map[string]time.Duration{"--db-busy-timeout": cfg.Database.BusyTimeout, "--user-token-lifetime": cfg.UserTokenLifetime,
 				"--db-read-timeout": cfg.Database.ReadTimeout, "--db-write-timeout": cfg.Database.WriteTimeout} {
 				if d <= 0 {
 					return withHint(fmt.Errorf("%s must be positive, not %s", name, d), "give a duration such as 5s")
@@ -86,6 +86,7 @@ data directory; the first replica's admin.token serves them all.`,
 	f.StringVar(&cfg.Origin, "origin", envDefault("ARX_ORIGIN", ""), "log origin naming this deployment, used when the log key is first created (env ARX_ORIGIN)")
 	f.StringVar(&cfg.TLSCert, "tls-cert", envDefault("ARX_TLS_CERT", ""), "TLS certificate file (env ARX_TLS_CERT)")
 	f.StringVar(&cfg.TLSKey, "tls-key", envDefault("ARX_TLS_KEY", ""), "TLS private key file (env ARX_TLS_KEY)")
+	f.DurationVar(&cfg.UserTokenLifetime, "user-token-lifetime", runtime.DefaultUserTokenLifetime, "how long a person's API token (arx login) lives")
 	f.StringVar(&cfg.PublicURL, "public-url", envDefault("ARX_PUBLIC_URL", ""), "URL people use to reach this server, for links (env ARX_PUBLIC_URL; default: the listen address)")
 	f.StringArrayVar(&webhooks, "webhook", nil, "URL told (generic JSON) when approvals are requested and decided; repeatable")
 	f.StringArrayVar(&slackHooks, "slack-webhook", nil, "Slack incoming-webhook URL told when approvals are requested and decided; repeatable")

@@ -99,6 +99,11 @@ func New(cfg Config) http.Handler {
 	h("POST /v1/users", s.adminOnly(s.addUser))
 	h("GET /v1/users", s.adminOnly(s.listUsers))
 	h("POST /v1/users/{email}/reset", s.adminOnly(s.resetUser))
+	h("POST /v1/users/{email}/disable", s.adminOnly(s.disableUser))
+	h("POST /v1/users/{email}/enable", s.adminOnly(s.enableUser))
+	h("POST /v1/users/{email}/role", s.adminOnly(s.setRole))
+	h("GET /v1/auth/tokens", s.authed(s.ownTokens))
+	h("DELETE /v1/auth/tokens/{id}", s.authed(s.revokeOwnToken))
 	h("POST /v1/auth/setup", s.setupPassword)
 	h("POST /v1/auth/tokens", s.loginToken)
 

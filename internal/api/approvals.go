@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
+	nurl "net/url"
 	"strconv"
 	"time"
 
@@ -150,7 +150,9 @@ func viewUser(u *store.User) userView {
 	return userView{ID: u.ID, Email: u.Email, Role: u.Role, HasLogin: u.PasswordHash != "", CreatedAt: u.CreatedAt, Disabled: u.DisabledAt}
 }
 
-func (s *server) setupURL(r *http.Request, token string) string {
+// linkTo is where a setup link goes: the caller with show_link, else
+// the person; the console's address is the public URL, or this request's.
+func (s *server) linkTo(r *http.Request, show bool) runtime.LinkTo {
 	base := s.publicURL
 	if base == "" {
 		scheme := "http"
@@ -159,23 +161,39 @@ func (s *server) setupURL(r *http.Request, token string) string {
 		}
 		base = scheme + "://" + r.Host
 	}
-	return base + "/console/setup?token=" + url.QueryEscape(token)
+	return runtime.LinkTo{Show: show, Base: base}
+}
+
+// linkAnswer says where the link went, with the link when it is shown.
+func linkAnswer(url string) map[string]any {
+	out := map[string]any{"setup_expires_in": runtime.SetupLifetime.String()}
+	if url != "" {
+		out["setup_url"], out["link"] = url, "shown"
+		if u, err := nurl.Parse(url); err == nil {
+			out["setup_token"] = u.Query().Get("token")
+		}
+	} else {
+		out["link"] = "sent to the person"
+	}
+	return out
 }
 
 func (s *server) addUser(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		Email string `json:"email"`
-		Role  string `json:"role"`
+		Email    string `json:"email"`
+		Role     string `json:"role"`
+		ShowLink bool   `json:"show_link"`
 	}
 	if err := decode(r, MaxBodyBytes, &req); err != nil {
 		return err
 	}
-	u, setup, err := s.rt.AddUser(r.Context(), principal(r), req.Email, req.Role)
+	u, link, err := s.rt.AddUser(r.Context(), principal(r), req.Email, req.Role, s.linkTo(r, req.ShowLink))
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"user": viewUser(u), "setup_token": setup, "setup_url": s.setupURL(r, setup),
-		"setup_expires_in": runtime.SetupLifetime.String()})
+	out := linkAnswer(link)
+	out["user"] = viewUser(u)
+	writeJSON(w, http.StatusCreated, out)
 	return nil
 }
 
@@ -193,12 +211,83 @@ func (s *server) listUsers(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) resetUser(w http.ResponseWriter, r *http.Request) error {
-	setup, err := s.rt.ResetUser(r.Context(), principal(r), r.PathValue("email"))
+	var req struct {
+		ShowLink bool `json:"show_link"`
+	}
+	if r.ContentLength != 0 {
+		if err := decode(r, MaxBodyBytes, &req); err != nil {
+			return err
+		}
+	}
+	link, err := s.rt.ResetUser(r.Context(), principal(r), r.PathValue("email"), s.linkTo(r, req.ShowLink))
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"setup_token": setup, "setup_url": s.setupURL(r, setup),
-		"setup_expires_in": runtime.SetupLifetime.String()})
+	writeJSON(w, http.StatusOK, linkAnswer(link))
+	return nil
+}
+
+func (s *server) disableUser(w http.ResponseWriter, r *http.Request) error {
+	u, err := s.rt.DisableUser(r.Context(), principal(r), r.PathValue("email"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"user": viewUser(u)})
+	return nil
+}
+
+func (s *server) enableUser(w http.ResponseWriter, r *http.Request) error {
+	u, err := s.rt.EnableUser(r.Context(), principal(r), r.PathValue("email"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"user": viewUser(u)})
+	return nil
+}
+
+func (s *server) setRole(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Role string `json:"role"`
+	}
+	if err := decode(r, MaxBodyBytes, &req); err != nil {
+		return err
+	}
+	u, err := s.rt.SetRole(r.Context(), principal(r), r.PathValue("email"), req.Role)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"user": viewUser(u)})
+	return nil
+}
+
+type tokenView struct {
+	ID        string     `json:"id"`
+	Label     string     `json:"label"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt time.Time  `json:"expires_at"`
+	RevokedAt *time.Time `json:"revoked_at"`
+}
+
+// ownTokens lists the caller's personal API tokens.
+func (s *server) ownTokens(w http.ResponseWriter, r *http.Request) error {
+	ts, err := s.rt.UserTokens(r.Context(), principal(r))
+	if err != nil {
+		return err
+	}
+	out := make([]tokenView, 0, len(ts))
+	for i := range ts {
+		t := &ts[i]
+		out = append(out, tokenView{ID: t.ID, Label: t.Label, CreatedAt: t.CreatedAt, ExpiresAt: s.rt.TokenExpiry(t), RevokedAt: t.RevokedAt})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tokens": out})
+	return nil
+}
+
+func (s *server) revokeOwnToken(w http.ResponseWriter, r *http.Request) error {
+	if err := s.rt.RevokeUserToken(r.Context(), principal(r), r.PathValue("id")); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "revoked"})
 	return nil
 }
 

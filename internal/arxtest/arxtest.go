@@ -168,7 +168,7 @@ func (s *Server) Hire(manifest string) (id, token string) {
 // AddPerson creates a person with a password and returns their API token.
 func (s *Server) AddPerson(email, role, password string) string {
 	s.t.Helper()
-	r := s.Do("POST", "/v1/users", s.AdminToken, map[string]string{"email": email, "role": role})
+	r := s.Do("POST", "/v1/users", s.AdminToken, map[string]any{"email": email, "role": role, "show_link": true})
 	if r.Status != http.StatusCreated {
 		s.t.Fatalf("arxtest: add user: %d %s", r.Status, r.Body)
 	}

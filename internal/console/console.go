@@ -130,6 +130,8 @@ func (c *Console) Mount(mux *http.ServeMux) {
 	mux.Handle("GET /console/agents/{id}/review", c.page(c.review))
 	mux.Handle("POST /console/agents/{id}/drift/{index}/ack", c.action(c.ackDrift))
 	mux.Handle("POST /console/agents/{id}/terminate", c.action(c.terminate))
+	mux.Handle("GET /console/people", c.page(c.people))
+	mux.Handle("POST /console/people/{email}/{verb}", c.action(c.setPerson))
 	mux.Handle("GET /console/events", c.stream())
 
 	mux.Handle("/console/", c.public(func(w http.ResponseWriter, r *http.Request) error {

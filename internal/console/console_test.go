@@ -607,3 +607,54 @@ func TestAgentTextIsInert(t *testing.T) {
 		}
 	}
 }
+
+// TestPeoplePage: an admin sees everyone, disables a manager (whose
+// session ends at once) and enables them again; a manager has no such
+// page; a crafted link cannot make the page claim a change.
+func TestPeoplePage(t *testing.T) {
+	s := arxtest.Start(t)
+	_, tok := addPerson(t, s, "admin@example.com", "admin")
+	if r := s.Do("POST", "/v1/auth/setup", "", map[string]string{"token": tok, "password": Password}); r.Status != http.StatusOK {
+		t.Fatalf("setup: %d", r.Status)
+	}
+	addManager(t, s, "boss@example.com")
+	admin, boss := newBrowser(t, s), newBrowser(t, s)
+	admin.mustLogin("admin@example.com")
+	boss.mustLogin("boss@example.com")
+
+	if p := boss.get("/console/people"); p.Status != http.StatusForbidden {
+		t.Errorf("a manager's people page: %d", p.Status)
+	}
+	if p := boss.get("/console/"); strings.Contains(p.Body, `href="/console/people"`) {
+		t.Error("a manager's navigation links to the people page")
+	}
+	p := admin.get("/console/people?done=disable&who=boss%40example.com")
+	if p.Status != http.StatusOK || !strings.Contains(p.Body, "boss@example.com") || !strings.Contains(p.Body, "Disable") {
+		t.Fatalf("people page: %d\n%s", p.Status, p.Body)
+	}
+	if strings.Contains(p.Body, "is disabled") {
+		t.Error("a crafted link made the page claim boss was disabled")
+	}
+	p = admin.post("/console/people/boss@example.com/disable", url.Values{"csrf": {p.csrf(t)}})
+	if p.Status != http.StatusSeeOther {
+		t.Fatalf("disable: %d %s", p.Status, p.Body)
+	}
+	p = admin.get(p.Location())
+	if !strings.Contains(p.Body, "boss@example.com is disabled") || !strings.Contains(p.Body, "Enable") {
+		t.Errorf("after disabling:\n%s", p.Body)
+	}
+	if q := boss.get("/console/approvals"); q.Status != http.StatusSeeOther || !strings.Contains(q.Location(), "/console/login") {
+		t.Errorf("a disabled manager's session still works: %d %s", q.Status, q.Location())
+	}
+	p = admin.post("/console/people/boss@example.com/enable", url.Values{"csrf": {p.csrf(t)}})
+	if p.Status != http.StatusSeeOther {
+		t.Fatalf("enable: %d", p.Status)
+	}
+	boss.mustLogin("boss@example.com")
+	// An admin cannot disable themselves.
+	p = admin.get("/console/people")
+	p = admin.post("/console/people/admin@example.com/disable", url.Values{"csrf": {p.csrf(t)}})
+	if p.Status != http.StatusForbidden || !strings.Contains(p.Body, "Nothing was changed") {
+		t.Errorf("self-disable: %d", p.Status)
+	}
+}

@@ -56,7 +56,7 @@ const Password = "correct horse battery staple"
 // link the API answers with.
 func addPerson(t *testing.T, s *arxtest.Server, email, role string) (setupURL, setupToken string) {
 	t.Helper()
-	r := s.Do("POST", "/v1/users", s.AdminToken, map[string]string{"email": email, "role": role})
+	r := s.Do("POST", "/v1/users", s.AdminToken, map[string]any{"email": email, "role": role, "show_link": true})
 	if r.Status != http.StatusCreated {
 		t.Fatalf("add user %s: %d %s", email, r.Status, r.Body)
 	}

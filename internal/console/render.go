@@ -44,6 +44,7 @@ var pageInfo = map[string]struct {
 	"record":    {"agents", false},
 	"review":    {"agents", false},
 	"terminate": {"agents", false},
+	"people":    {"people", false},
 }
 
 func parseTemplates(static *staticFiles) map[string]*pageTemplate {

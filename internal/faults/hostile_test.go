@@ -3,11 +3,14 @@ package faults
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -269,5 +272,201 @@ func TestStrangerCannotLockAPersonOut(t *testing.T) {
 	wg.Wait()
 	if took := time.Since(start); took < 3*runtime.LoginSlowdown {
 		t.Errorf("3 guesses from 3 addresses took %v together: they do not take turns", took)
+	}
+}
+
+// TestPeopleChangesAreRecordedAndHeld: adding a person, a reset, a role
+// change and a disable are entries with who did it; setup links go to the
+// person (the server's webhook) unless the admin asks to see one, which is
+// recorded; a new link kills the old; a disabled person's token and
+// session die at once; personal tokens are listed and revoked by their
+// owner only, and expire.
+func TestPeopleChangesAreRecordedAndHeld(t *testing.T) {
+	var mu sync.Mutex
+	var hooks []map[string]any
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var m map[string]any
+		json.NewDecoder(r.Body).Decode(&m)
+		mu.Lock()
+		hooks = append(hooks, m)
+		mu.Unlock()
+	}))
+	defer hook.Close()
+	linkFor := func(email string) string {
+		mu.Lock()
+		defer mu.Unlock()
+		for i := len(hooks) - 1; i >= 0; i-- {
+			if hooks[i]["event"] == "user.setup_link" && hooks[i]["to"] == email {
+				return hooks[i]["url"].(string)
+			}
+		}
+		return ""
+	}
+	s := arxtest.StartWith(t, t.TempDir(), func(c *server.Config) {
+		c.Webhooks = []runtime.Webhook{{URL: hook.URL, Format: "json"}}
+		c.UserTokenLifetime = 3 * time.Second
+	})
+	tokenOf := func(link string) string {
+		u, err := url.Parse(link)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u.Query().Get("token")
+	}
+	setPassword := func(link, pw string) int {
+		return s.Do("POST", "/v1/auth/setup", "", map[string]string{"token": tokenOf(link), "password": pw}).Status
+	}
+	const pw = "correct horse battery staple"
+
+	// Added: the link goes to the person, not to the admin.
+	r := s.Do("POST", "/v1/users", s.AdminToken, map[string]any{"email": "boss@example.com", "role": "manager"})
+	if r.Status != http.StatusCreated || bytes.Contains(r.Body, []byte("arxs_")) {
+		t.Fatalf("add: %d %s (the admin must not get the link)", r.Status, r.Body)
+	}
+	first := linkFor("boss@example.com")
+	if first == "" {
+		t.Fatal("the person was not sent their link")
+	}
+	// A reset: no link to the caller; the person's new link kills the old.
+	if r := s.Do("POST", "/v1/users/boss@example.com/reset", s.AdminToken, nil); r.Status != http.StatusOK || bytes.Contains(r.Body, []byte("arxs_")) {
+		t.Fatalf("reset: %d %s (the caller must not get the link)", r.Status, r.Body)
+	}
+	second := linkFor("boss@example.com")
+	if second == first || second == "" {
+		t.Fatal("no new link was sent")
+	}
+	if st := setPassword(first, pw); st != http.StatusBadRequest && st != http.StatusUnauthorized && st != http.StatusNotFound {
+		t.Errorf("the first link still works after the reset: %d", st)
+	}
+	// Only an explicit option shows the link to an admin; it is recorded.
+	r = s.Do("POST", "/v1/users/boss@example.com/reset", s.AdminToken, map[string]bool{"show_link": true})
+	var shown struct {
+		SetupURL string `json:"setup_url"`
+	}
+	r.JSON(t, &shown)
+	if r.Status != http.StatusOK || shown.SetupURL == "" {
+		t.Fatalf("reset with show_link: %d %s", r.Status, r.Body)
+	}
+	if st := setPassword(second, pw); st == http.StatusOK {
+		t.Error("the second link still works after a newer one")
+	}
+	if st := setPassword(shown.SetupURL, pw); st != http.StatusOK {
+		t.Fatalf("the shown link: %d", st)
+	}
+	login := func() (int, string) {
+		r := s.Do("POST", "/v1/auth/tokens", "", map[string]string{"email": "boss@example.com", "password": pw})
+		var out struct {
+			Token string `json:"token"`
+		}
+		json.Unmarshal(r.Body, &out)
+		return r.Status, out.Token
+	}
+	st, tok := login()
+	if st != http.StatusCreated {
+		t.Fatalf("login: %d", st)
+	}
+	// The owner lists and revokes their own tokens; not someone else's.
+	r = s.Do("GET", "/v1/auth/tokens", tok, nil)
+	var own struct {
+		Tokens []struct {
+			ID        string    `json:"id"`
+			ExpiresAt time.Time `json:"expires_at"`
+		} `json:"tokens"`
+	}
+	r.JSON(t, &own)
+	if len(own.Tokens) != 1 || time.Until(own.Tokens[0].ExpiresAt) > 3*time.Second {
+		t.Fatalf("own tokens: %s", r.Body)
+	}
+	other := s.AddPerson("other@example.com", "manager", pw)
+	if r := s.Do("DELETE", "/v1/auth/tokens/"+own.Tokens[0].ID, other, nil); r.Status != http.StatusNotFound {
+		t.Errorf("another person revoked boss's token: %d %s", r.Status, r.Body)
+	}
+	if r := s.Do("GET", "/v1/approvals", tok, nil); r.Status != http.StatusOK {
+		t.Fatalf("boss's token after another's attempt: %d", r.Status)
+	}
+	// A role change, recorded.
+	if r := s.Do("POST", "/v1/users/boss@example.com/role", s.AdminToken, map[string]string{"role": "admin"}); r.Status != http.StatusOK {
+		t.Fatalf("role: %d %s", r.Status, r.Body)
+	}
+	// Disabled: the token dies at once; enabled: a login works again.
+	if r := s.Do("POST", "/v1/users/boss@example.com/disable", s.AdminToken, nil); r.Status != http.StatusOK {
+		t.Fatalf("disable: %d %s", r.Status, r.Body)
+	}
+	if r := s.Do("GET", "/v1/approvals", tok, nil); r.Status != http.StatusUnauthorized {
+		t.Errorf("a disabled person's token: %d", r.Status)
+	}
+	if st, _ := login(); st == http.StatusCreated {
+		t.Error("a disabled person logged in")
+	}
+	if r := s.Do("POST", "/v1/users/boss@example.com/enable", s.AdminToken, nil); r.Status != http.StatusOK {
+		t.Fatalf("enable: %d %s", r.Status, r.Body)
+	}
+	st, tok = login()
+	if st != http.StatusCreated {
+		t.Fatalf("login after enable: %d", st)
+	}
+	// Personal tokens expire (3 s here).
+	if r := s.Do("GET", "/v1/approvals", tok, nil); r.Status != http.StatusOK {
+		t.Fatalf("a fresh token: %d", r.Status)
+	}
+	time.Sleep(3100 * time.Millisecond)
+	if r := s.Do("GET", "/v1/approvals", tok, nil); r.Status != http.StatusUnauthorized || !strings.Contains(string(r.Body), "expired") {
+		t.Errorf("an expired personal token: %d %s", r.Status, r.Body)
+	}
+
+	// Every change is in the log, with who did it.
+	r = s.Do("GET", "/v1/log/entries?start=0&limit=1000", s.AdminToken, nil)
+	var le struct {
+		Entries []struct {
+			Data string `json:"data"`
+		} `json:"entries"`
+	}
+	r.JSON(t, &le)
+	got := map[string][]map[string]any{}
+	for _, e := range le.Entries {
+		b, _ := base64.StdEncoding.DecodeString(e.Data)
+		var x struct {
+			Type  string         `json:"type"`
+			Actor string         `json:"actor"`
+			Data  map[string]any `json:"data"`
+		}
+		json.Unmarshal(b, &x)
+		if strings.HasPrefix(x.Type, "user.") && x.Data["user"] == "boss@example.com" {
+			if !strings.HasPrefix(x.Actor, "admin:") {
+				t.Errorf("%s recorded with actor %q", x.Type, x.Actor)
+			}
+			got[x.Type] = append(got[x.Type], x.Data)
+		}
+	}
+	if len(got["user.added"]) != 1 || got["user.added"][0]["link"] != "sent to the person" {
+		t.Errorf("user.added: %v", got["user.added"])
+	}
+	if resets := got["user.reset"]; len(resets) != 2 || resets[0]["link"] != "sent to the person" || resets[1]["link"] != "shown to the caller" {
+		t.Errorf("user.reset: %v", resets)
+	}
+	for _, typ := range []string{"user.role_changed", "user.disabled", "user.enabled"} {
+		if len(got[typ]) != 1 {
+			t.Errorf("%s: %v", typ, got[typ])
+		}
+	}
+	// The log holds no setup link.
+	for _, e := range le.Entries {
+		if b, _ := base64.StdEncoding.DecodeString(e.Data); bytes.Contains(b, []byte("arxs_")) {
+			t.Errorf("an entry holds a setup link: %s", b)
+		}
+	}
+}
+
+// TestSetupLinkNeedsAChannel: without a webhook to send the link through,
+// adding or resetting a person without --show-link is refused before
+// anything is done.
+func TestSetupLinkNeedsAChannel(t *testing.T) {
+	s := arxtest.Start(t)
+	r := s.Do("POST", "/v1/users", s.AdminToken, map[string]any{"email": "boss@example.com", "role": "manager"})
+	if r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), "show-link") {
+		t.Fatalf("add without a channel: %d %s", r.Status, r.Body)
+	}
+	if r := s.Do("GET", "/v1/users", s.AdminToken, nil); bytes.Contains(r.Body, []byte("boss@example.com")) {
+		t.Error("the refused add made the account")
 	}
 }

@@ -55,7 +55,7 @@ func TestDatabaseLocked(t *testing.T) {
 	// A write that needs the database is refused once the busy timeout
 	// has run out, and the replica says it is not ready.
 	start := time.Now()
-	code, b, err := storeFaultDo(t.Context(), p.url, "POST", "/v1/users", admin, map[string]string{"email": "locked@example.com", "role": "manager"})
+	code, b, err := storeFaultDo(t.Context(), p.url, "POST", "/v1/users", admin, map[string]any{"email": "locked@example.com", "role": "manager", "show_link": true})
 	refuse := time.Since(start)
 	if err != nil || code != 503 || !strings.Contains(string(b), "record.unavailable") {
 		t.Errorf("adding a person with the database locked: %d %s %v", code, b, err)
@@ -75,7 +75,7 @@ func TestDatabaseLocked(t *testing.T) {
 	releasedAt := time.Now()
 	storeFaultReadyz(t, p, 200, 15*time.Second)
 	recovered := time.Since(releasedAt)
-	if code, b, err := storeFaultDo(t.Context(), p.url, "POST", "/v1/users", admin, map[string]string{"email": "locked@example.com", "role": "manager"}); err != nil || code != 201 {
+	if code, b, err := storeFaultDo(t.Context(), p.url, "POST", "/v1/users", admin, map[string]any{"email": "locked@example.com", "role": "manager", "show_link": true}); err != nil || code != 201 {
 		t.Errorf("adding a person after the lock was released: %d %s %v", code, b, err)
 	}
 	load.waitAcks(t, load.acks()+20, 10*time.Second)

@@ -291,7 +291,7 @@ func TestNoSecretLeaks(t *testing.T) {
 
 	// People: dana by link (console setup), lee by password on stdin and
 	// arx login, sam by a link that is reset and never used.
-	out, idx = c.cliPlace("users add dana", cliEnv(adminEnv...), "", "users", "add", "dana@example.com", "--role", "manager")
+	out, idx = c.cliPlace("users add dana", cliEnv(adminEnv...), "", "users", "add", "dana@example.com", "--role", "manager", "--show-link")
 	danaLink := regexp.MustCompile(`https?://\S+/console/setup\?token=\S+`).FindString(out)
 	if danaLink == "" {
 		t.Fatalf("arx users add printed no link")
@@ -300,9 +300,9 @@ func TestNoSecretLeaks(t *testing.T) {
 	danaSetup := lu.Query().Get("token")
 	c.secret("setup link", "dana setup token", danaSetup, 0)
 	c.allow(idx, "dana setup token")
-	_, idx = c.cliPlace("users add sam", cliEnv(adminEnv...), "", "users", "add", "sam@example.com")
+	_, idx = c.cliPlace("users add sam", cliEnv(adminEnv...), "", "users", "add", "sam@example.com", "--show-link")
 	samSetup := c.secretLinkFrom(idx, "sam setup token")
-	_, idx = c.cliPlace("users reset sam", cliEnv(adminEnv...), "", "users", "reset", "sam@example.com")
+	_, idx = c.cliPlace("users reset sam", cliEnv(adminEnv...), "", "users", "reset", "sam@example.com", "--show-link")
 	c.secretLinkFrom(idx, "sam reset token")
 	_ = samSetup
 

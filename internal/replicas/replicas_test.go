@@ -268,7 +268,7 @@ func (d *deployment) hire(t *testing.T, on *replica, name string) (id, token str
 func (d *deployment) person(t *testing.T, email string) string {
 	t.Helper()
 	rs := d.replicas
-	r, err := do(t.Context(), "POST", rs[0].url+"/v1/users", d.admin, map[string]string{"email": email, "role": "manager"})
+	r, err := do(t.Context(), "POST", rs[0].url+"/v1/users", d.admin, map[string]any{"email": email, "role": "manager", "show_link": true})
 	var u struct {
 		SetupToken string `json:"setup_token"`
 	}

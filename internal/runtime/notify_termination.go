@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -108,6 +109,29 @@ func postJSON(ctx context.Context, url string, v any) error {
 	resp.Body.Close()
 	if resp.StatusCode >= 300 {
 		return fmt.Errorf("notice endpoint answered HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// sendLink sends a person their setup link through the server's webhooks
+// (JSON, or a Slack message), at once: a link is a secret, and is never
+// kept in the outbox.
+func (r *Runtime) sendLink(ctx context.Context, email, url, why string) error {
+	if len(r.webhooks) == 0 {
+		return errors.New("no webhook is configured")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	for _, w := range r.webhooks {
+		var body any = map[string]any{"event": "user.setup_link", "to": email, "url": url, "reason": why,
+			"expires_in": SetupLifetime.String()}
+		if w.Format == "slack" {
+			body = map[string]any{"text": fmt.Sprintf(":key: For %s: %s. Set a password within %s: <%s|open the ARX console>",
+				slackEscape(email), slackEscape(why), SetupLifetime, slackEscape(url))}
+		}
+		if err := postJSON(ctx, w.URL, body); err != nil {
+			return err
+		}
 	}
 	return nil
 }

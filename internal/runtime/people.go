@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -85,9 +86,13 @@ func normalizeEmail(e string) (string, error) {
 
 func randomToken(prefix string) (string, []byte) { return newToken(prefix) }
 
-// AddUser creates a person and returns a one-time setup token for their
-// password (valid SetupLifetime).
-func (r *Runtime) AddUser(ctx context.Context, p *Principal, email, role string) (*store.User, string, error) {
+// AddUser creates a person with a one-time setup link for their password
+// (valid SetupLifetime). The link goes to the person through the
+// deployment's notification channel (the server's webhooks, as notices
+// do); with show, and only then, it is returned to the admin instead, and
+// the record says which. Without a channel and without show, nothing is
+// done: the link must reach someone.
+func (r *Runtime) AddUser(ctx context.Context, p *Principal, email, role string, to LinkTo) (*store.User, string, error) {
 	if !p.IsAdmin() {
 		return nil, "", arxerr.New(arxerr.Forbidden, "only an admin can add people")
 	}
@@ -97,6 +102,10 @@ func (r *Runtime) AddUser(ctx context.Context, p *Principal, email, role string)
 	}
 	if role != store.RoleManager && role != store.RoleAdmin {
 		return nil, "", arxerr.New(arxerr.BadRequest, "role %q is not manager or admin", truncate(role, 16))
+	}
+	link, err := r.linkRoute(to.Show)
+	if err != nil {
+		return nil, "", err
 	}
 	now := r.now()
 	u := &store.User{ID: uuid.NewString(), Email: email, Role: role, CreatedAt: now}
@@ -111,38 +120,239 @@ func (r *Runtime) AddUser(ctx context.Context, p *Principal, email, role string)
 		if err := tx.InsertSetupToken(&store.SetupToken{Hash: hash, UserID: u.ID, ExpiresAt: now.Add(SetupLifetime)}); err != nil {
 			return err
 		}
-		return tx.Append(record.UserAdded(p.Actor(), now, email, role))
+		return tx.Append(record.UserAdded(p.Actor(), now, email, role, link))
 	})
 	if err != nil {
 		return nil, "", r.writeFailed("add user", err)
 	}
-	return u, setup, nil
+	return u, r.handOver(ctx, u, to.url(setup), link, "an account was made for you"), nil
 }
 
-// ResetUser issues a new setup token and ends the person's sessions.
-func (r *Runtime) ResetUser(ctx context.Context, p *Principal, email string) (string, error) {
+// LinkTo says where a setup link goes: to the caller (Show, which the
+// record notes), or to the person; Base is the console's address the link
+// starts with.
+type LinkTo struct {
+	Show bool
+	Base string
+}
+
+func (to LinkTo) url(token string) string {
+	return strings.TrimSuffix(to.Base, "/") + "/console/setup?token=" + url.QueryEscape(token)
+}
+
+// linkRoute says where a setup link goes: to the caller when they asked
+// (show), else to the person through the server's webhooks; an error when
+// neither is possible.
+func (r *Runtime) linkRoute(show bool) (string, error) {
+	if show {
+		return record.LinkShown, nil
+	}
+	if len(r.webhooks) == 0 {
+		e := arxerr.New(arxerr.BadRequest, "no notification channel is configured to send the setup link to the person")
+		e.Hint = "start arx serve with --webhook or --slack-webhook, or pass --show-link (show_link) to hand the link over yourself; either is recorded"
+		return "", e
+	}
+	return record.LinkSent, nil
+}
+
+// handOver sends a setup link to its person, or returns it to the caller
+// (link == record.LinkShown). A link that could not be sent is withdrawn,
+// and the failure logged: the caller resets again.
+func (r *Runtime) handOver(ctx context.Context, u *store.User, url, link, why string) string {
+	if link == record.LinkShown {
+		return url
+	}
+	err := r.sendLink(ctx, u.Email, url, why)
+	if err == nil {
+		return ""
+	}
+	r.log.Warn("people: the setup link could not be sent; it is withdrawn", "user", u.Email, "err", err)
+	if werr := r.store.Update(context.WithoutCancel(ctx), func(tx store.Tx) error { return tx.DeleteSetupTokens(u.ID) }); werr != nil {
+		r.log.Error("people: could not withdraw a setup link that was not sent", "user", u.Email, "err", werr)
+	}
+	return ""
+}
+
+// ResetUser makes a new setup link for a person (their only one: older
+// links die), ends their sessions and API tokens, and records who did it.
+// The link goes as AddUser's does.
+func (r *Runtime) ResetUser(ctx context.Context, p *Principal, email string, to LinkTo) (string, error) {
 	if !p.IsAdmin() {
 		return "", arxerr.New(arxerr.Forbidden, "only an admin can reset passwords")
 	}
+	link, err := r.linkRoute(to.Show)
+	if err != nil {
+		return "", err
+	}
 	now := r.now()
 	setup, hash := randomToken("arxs_")
-	err := r.store.Update(ctx, func(tx store.Tx) error {
-		u, err := tx.UserByEmail(strings.TrimSpace(email))
-		if errors.Is(err, store.ErrNotFound) {
-			return arxerr.New(arxerr.UserNotFound, "no account for %s", truncate(email, 64))
-		}
+	var user *store.User
+	err = r.store.Update(ctx, func(tx store.Tx) error {
+		u, err := r.userForChange(tx, email)
 		if err != nil {
 			return err
 		}
+		user = u
 		if err := tx.InsertSetupToken(&store.SetupToken{Hash: hash, UserID: u.ID, ExpiresAt: now.Add(SetupLifetime)}); err != nil {
 			return err
 		}
-		return tx.DeleteUserSessions(u.ID)
+		n, err := tx.RevokeUserTokens(u.ID, now)
+		if err != nil {
+			return err
+		}
+		if err := tx.DeleteUserSessions(u.ID); err != nil {
+			return err
+		}
+		return tx.Append(record.UserReset(p.Actor(), now, u.Email, link, n))
 	})
 	if err != nil {
 		return "", r.writeFailed("reset user", err)
 	}
-	return setup, nil
+	return r.handOver(ctx, user, to.url(setup), link, "your password was reset"), nil
+}
+
+// userForChange finds the person an admin changes.
+func (r *Runtime) userForChange(tx store.Tx, email string) (*store.User, error) {
+	u, err := tx.UserByEmail(strings.TrimSpace(email))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, arxerr.New(arxerr.UserNotFound, "no account for %s", truncate(email, 64))
+	}
+	return u, err
+}
+
+// SetRole changes a person's role, recorded with who did it. An admin
+// cannot change their own.
+func (r *Runtime) SetRole(ctx context.Context, p *Principal, email, role string) (*store.User, error) {
+	if !p.IsAdmin() {
+		return nil, arxerr.New(arxerr.Forbidden, "only an admin can change roles")
+	}
+	if role != store.RoleManager && role != store.RoleAdmin {
+		return nil, arxerr.New(arxerr.BadRequest, "role %q is not manager or admin", truncate(role, 16))
+	}
+	now := r.now()
+	var out *store.User
+	err := r.store.Update(ctx, func(tx store.Tx) error {
+		u, err := r.userForChange(tx, email)
+		if err != nil {
+			return err
+		}
+		if p.User != nil && p.User.ID == u.ID {
+			return arxerr.New(arxerr.Forbidden, "you cannot change your own role")
+		}
+		if u.Role == role {
+			out = u
+			return nil
+		}
+		from := u.Role
+		u.Role = role
+		if err := tx.UpdateUser(u); err != nil {
+			return err
+		}
+		out = u
+		return tx.Append(record.UserRoleChanged(p.Actor(), now, u.Email, from, role))
+	})
+	if err != nil {
+		return nil, r.writeFailed("set role", err)
+	}
+	return out, nil
+}
+
+// DisableUser disables a person: at once, on every replica, their sessions
+// end, their API tokens are revoked and their setup link dies; they cannot
+// log in or approve until enabled. Recorded with who did it. An admin
+// cannot disable themselves.
+func (r *Runtime) DisableUser(ctx context.Context, p *Principal, email string) (*store.User, error) {
+	return r.setDisabled(ctx, p, email, true)
+}
+
+// EnableUser lets a disabled person log in again (with the password they
+// had; reset it if it may be known).
+func (r *Runtime) EnableUser(ctx context.Context, p *Principal, email string) (*store.User, error) {
+	return r.setDisabled(ctx, p, email, false)
+}
+
+func (r *Runtime) setDisabled(ctx context.Context, p *Principal, email string, disable bool) (*store.User, error) {
+	if !p.IsAdmin() {
+		return nil, arxerr.New(arxerr.Forbidden, "only an admin can disable or enable people")
+	}
+	now := r.now()
+	var out *store.User
+	err := r.store.Update(ctx, func(tx store.Tx) error {
+		u, err := r.userForChange(tx, email)
+		if err != nil {
+			return err
+		}
+		if p.User != nil && p.User.ID == u.ID {
+			return arxerr.New(arxerr.Forbidden, "you cannot disable or enable yourself")
+		}
+		out = u
+		if (u.DisabledAt != nil) == disable {
+			return nil // already so
+		}
+		if !disable {
+			u.DisabledAt = nil
+			if err := tx.UpdateUser(u); err != nil {
+				return err
+			}
+			return tx.Append(record.UserEnabled(p.Actor(), now, u.Email))
+		}
+		u.DisabledAt = &now
+		if err := tx.UpdateUser(u); err != nil {
+			return err
+		}
+		n, err := tx.RevokeUserTokens(u.ID, now)
+		if err != nil {
+			return err
+		}
+		if err := tx.DeleteUserSessions(u.ID); err != nil {
+			return err
+		}
+		if err := tx.DeleteSetupTokens(u.ID); err != nil {
+			return err
+		}
+		return tx.Append(record.UserDisabled(p.Actor(), now, u.Email, n))
+	})
+	if err != nil {
+		return nil, r.writeFailed("disable user", err)
+	}
+	return out, nil
+}
+
+// UserTokens lists the caller's own API tokens.
+func (r *Runtime) UserTokens(ctx context.Context, p *Principal) ([]store.Token, error) {
+	if p.User == nil {
+		return nil, arxerr.New(arxerr.Forbidden, "only a person has personal tokens")
+	}
+	ts, err := r.store.UserTokens(ctx, p.User.ID)
+	if err != nil {
+		return nil, r.ReadFailed("list tokens", err)
+	}
+	return ts, nil
+}
+
+// TokenExpiry is when a person's API token stops working.
+func (r *Runtime) TokenExpiry(t *store.Token) time.Time { return t.CreatedAt.Add(r.userTokenLife) }
+
+// RevokeUserToken revokes one of the caller's own API tokens; another's is
+// not found.
+func (r *Runtime) RevokeUserToken(ctx context.Context, p *Principal, id string) error {
+	if p.User == nil {
+		return arxerr.New(arxerr.Forbidden, "only a person has personal tokens")
+	}
+	now := r.now()
+	err := r.store.Update(ctx, func(tx store.Tx) error {
+		if err := tx.RevokeUserToken(p.User.ID, id, now); err != nil {
+			return err
+		}
+		return tx.Append(record.TokenRevoked("", "user:"+p.User.Email, now, id))
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return arxerr.New(arxerr.NotFound, "you have no token %s", truncate(id, 64))
+	}
+	if err != nil {
+		return r.writeFailed("revoke token", err)
+	}
+	return nil
 }
 
 // SetPassword uses a setup token to set a person's password.

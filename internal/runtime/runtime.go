@@ -48,12 +48,16 @@ type Config struct {
 	// Connectors are the systems of record configured on this server
 	// (connectors.go); the runtime closes them when Run ends.
 	Connectors []connector.Connector
+	// UserTokenLifetime is how long a person's API token (arx login)
+	// lives; 0 means DefaultUserTokenLifetime.
+	UserTokenLifetime time.Duration
 }
 
 // Defaults.
 const (
 	DefaultCheckpointInterval = time.Second
 	DefaultSweepInterval      = time.Second
+	DefaultUserTokenLifetime  = 30 * 24 * time.Hour
 	// MaxWait bounds a long poll.
 	MaxWait = 60 * time.Second
 )
@@ -74,13 +78,15 @@ type Runtime struct {
 	waiters    waiters
 	badTokens  limiter // unknown or revoked bearer tokens per client address
 	loginTurns turns   // an account's login attempts, one at a time
-	events     *Hub
-	webhooks   []Webhook
-	publicURL  string
-	outboxKick chan struct{}
-	stopping   chan struct{} // closed by Shutdown: long polls and streams end
-	stopOnce   sync.Once
-	replica    replica // this process among replicas sharing the store (notify.go)
+
+	userTokenLife time.Duration
+	events        *Hub
+	webhooks      []Webhook
+	publicURL     string
+	outboxKick    chan struct{}
+	stopping      chan struct{} // closed by Shutdown: long polls and streams end
+	stopOnce      sync.Once
+	replica       replica // this process among replicas sharing the store (notify.go)
 	// conn are the configured connectors (connectors.go).
 	conn *connectors
 	// ready tracks whether the store takes writes (ready.go).
@@ -107,12 +113,15 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
+	if cfg.UserTokenLifetime <= 0 {
+		cfg.UserTokenLifetime = DefaultUserTokenLifetime
+	}
 	return &Runtime{store: cfg.Store, signer: cfg.LogSigner, issuer: cfg.Issuer, keys: cfg.Issuer.KeySet(),
 		log: cfg.Logger, metrics: cfg.Metrics, now: cfg.Now, cpEvery: cfg.CheckpointInterval, swEvery: cfg.SweepInterval,
 		waiters:   waiters{m: map[string][]chan struct{}{}},
 		badTokens: limiter{fails: map[string][]time.Time{}, max: BadTokensPerIP, window: BadTokenWindow},
 		events:    NewHub(), webhooks: cfg.Webhooks, publicURL: cfg.PublicURL, outboxKick: make(chan struct{}, 1), stopping: make(chan struct{}),
-		conn: newConnectors(cfg.Connectors)}, nil
+		conn: newConnectors(cfg.Connectors), userTokenLife: cfg.UserTokenLifetime}, nil
 }
 
 // Shutdown ends long polls (they answer with the call as it stands) and
@@ -257,6 +266,11 @@ func (r *Runtime) authenticate(ctx context.Context, token string) (_ *Principal,
 		return nil, false, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
 	}
 	p := &Principal{Kind: t.Kind, TokenID: t.ID, IssuedBy: t.IssuedBy}
+	if t.Kind == store.TokenUser && !r.now().Before(t.CreatedAt.Add(r.userTokenLife)) {
+		e := arxerr.New(arxerr.InvalidToken, "the token has expired")
+		e.Hint = "run `arx login` again"
+		return nil, false, e
+	}
 	if t.Kind == store.TokenUser {
 		u, err := r.store.User(ctx, t.UserID)
 		if err != nil {

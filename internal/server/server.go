@@ -51,6 +51,9 @@ type Config struct {
 	PublicURL string
 	// Webhooks are told when approvals are requested and decided.
 	Webhooks []runtime.Webhook
+	// UserTokenLifetime is how long a person's API token lives (0: the
+	// runtime's default, 30 days).
+	UserTokenLifetime time.Duration
 	// Database picks the store: SQLite in DataDir by default (database.go).
 	Database DatabaseConfig
 	// Publish, when set, streams the log to a bucket and has witnesses
@@ -166,7 +169,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
 	rt, err := runtime.New(runtime.Config{Store: st, LogSigner: signer, Issuer: issuer, Logger: cfg.Logger,
 		Metrics: runtime.NewMetrics(reg), CheckpointInterval: cfg.CheckpointInterval,
-		Webhooks: cfg.Webhooks, PublicURL: cfg.PublicURL, Connectors: cfg.Connectors})
+		Webhooks: cfg.Webhooks, PublicURL: cfg.PublicURL, Connectors: cfg.Connectors, UserTokenLifetime: cfg.UserTokenLifetime})
 	if err != nil {
 		ln.Close()
 		st.Close()

@@ -222,6 +222,9 @@ type People interface {
 	User(ctx context.Context, id string) (*User, error)
 	UserByEmail(ctx context.Context, email string) (*User, error) // case-insensitive
 	Users(ctx context.Context) ([]User, error)
+	// UserTokens lists a person's API tokens, revoked ones included,
+	// newest first.
+	UserTokens(ctx context.Context, userID string) ([]Token, error)
 	SessionByHash(ctx context.Context, hash []byte) (*Session, error)
 	// Failures counts the failures recorded under key (Tx.AddFailure) at
 	// or after since, outside a transaction: a cheap early refusal.
@@ -298,7 +301,16 @@ type PeopleTx interface {
 	UserByEmail(email string) (*User, error)
 	InsertUser(u *User) error
 	UpdateUser(u *User) error
+	// InsertSetupToken adds a person's setup token, and removes their
+	// others: one outstanding link per person.
 	InsertSetupToken(t *SetupToken) error
+	// DeleteSetupTokens removes every setup token of a person.
+	DeleteSetupTokens(userID string) error
+	// RevokeUserTokens revokes every live token of a person and counts
+	// them; RevokeUserToken revokes one, only in its owner's name
+	// (ErrNotFound otherwise).
+	RevokeUserTokens(userID string, at time.Time) (int, error)
+	RevokeUserToken(userID, id string, at time.Time) error
 	// UseSetupToken marks an unused, unexpired token used at t and returns it.
 	UseSetupToken(hash []byte, t time.Time) (*SetupToken, error)
 	InsertSession(s *Session) error

@@ -301,6 +301,9 @@ func (t *batch) UpdateUser(u *store.User) error {
 }
 
 func (t *batch) InsertSetupToken(k *store.SetupToken) error {
+	if err := t.DeleteSetupTokens(k.UserID); err != nil {
+		return err
+	}
 	return t.insert("setup token", `INSERT INTO setup_tokens (hash, user_id, expires_at, used_at) VALUES ($1,$2,$3,$4) ON CONFLICT DO NOTHING`,
 		k.Hash, k.UserID, nanos(k.ExpiresAt), nullTime(k.UsedAt))
 }
@@ -328,6 +331,19 @@ func (t *batch) InsertSession(x *store.Session) error {
 
 func (t *batch) DeleteSession(hash []byte) error {
 	return t.queue(`DELETE FROM sessions WHERE hash = $1`, hash)
+}
+
+func (t *batch) DeleteSetupTokens(userID string) error {
+	return t.queue(`DELETE FROM setup_tokens WHERE user_id = $1`, userID)
+}
+
+func (t *batch) RevokeUserTokens(userID string, at time.Time) (int, error) {
+	n, err := t.exec(`UPDATE tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL`, nanos(at), userID)
+	return int(n), err
+}
+
+func (t *batch) RevokeUserToken(userID, id string, at time.Time) error {
+	return t.update(`UPDATE tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND user_id = $3`, nanos(at), id, userID)
 }
 
 func (t *batch) DeleteUserSessions(userID string) error {

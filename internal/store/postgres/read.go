@@ -183,6 +183,15 @@ func (s *Store) UserByEmail(ctx context.Context, email string) (*store.User, err
 }
 
 // Users implements store.Store.
+// UserTokens implements store.People.
+func (s *Store) UserTokens(ctx context.Context, userID string) ([]store.Token, error) {
+	rows, err := s.list(ctx, "list tokens", `SELECT `+tokenCols+` FROM tokens WHERE user_id = $1 ORDER BY created_at DESC, id`, userID)
+	if err != nil {
+		return nil, err
+	}
+	return collect(rows, scanToken)
+}
+
 func (s *Store) Users(ctx context.Context) ([]store.User, error) {
 	rows, err := s.list(ctx, "list users", `SELECT `+userCols+` FROM users ORDER BY lower(email COLLATE "C")`)
 	if err != nil {

@@ -378,9 +378,36 @@ func (b *batch) UpdateUser(u *store.User) error {
 }
 
 func (b *batch) InsertSetupToken(t *store.SetupToken) error {
+	if err := b.DeleteSetupTokens(t.UserID); err != nil {
+		return err
+	}
 	_, err := b.exec(`INSERT INTO setup_tokens (hash, user_id, expires_at, used_at) VALUES (?,?,?,?)`,
 		t.Hash, t.UserID, nanos(t.ExpiresAt), nullTime(t.UsedAt))
 	return wrapWrite(err)
+}
+
+func (b *batch) DeleteSetupTokens(userID string) error {
+	_, err := b.exec(`DELETE FROM setup_tokens WHERE user_id = ?`, userID)
+	return wrapWrite(err)
+}
+
+func (b *batch) RevokeUserTokens(userID string, at time.Time) (int, error) {
+	res, err := b.exec(`UPDATE tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL`, nanos(at), userID)
+	if err != nil {
+		return 0, wrapWrite(err)
+	}
+	n, err := res.RowsAffected()
+	b.opRevoked = true
+	return int(n), err
+}
+
+func (b *batch) RevokeUserToken(userID, id string, at time.Time) error {
+	res, err := b.exec(`UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND user_id = ?`, nanos(at), id, userID)
+	if err := affected(res, err); err != nil {
+		return err
+	}
+	b.opRevoked = true
+	return nil
 }
 
 func (b *batch) UseSetupToken(hash []byte, at time.Time) (*store.SetupToken, error) {

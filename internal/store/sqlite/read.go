@@ -292,6 +292,24 @@ func (s *Store) UserByEmail(ctx context.Context, email string) (*store.User, err
 }
 
 // Users implements store.People.
+// UserTokens implements store.People.
+func (s *Store) UserTokens(ctx context.Context, userID string) ([]store.Token, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE user_id = ? ORDER BY created_at DESC, id`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list tokens: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Token
+	for rows.Next() {
+		t, err := scanToken(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *t)
+	}
+	return out, rows.Err()
+}
+
 func (s *Store) Users(ctx context.Context) ([]store.User, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT `+userCols+` FROM users ORDER BY email`)
 	if err != nil {

@@ -69,7 +69,7 @@ func TestRedoAfterCrash(t *testing.T) {
 			if err := tx.InsertUser(&store.User{ID: email, Email: email, Role: store.RoleManager, CreatedAt: time.Now()}); err != nil {
 				return err
 			}
-			return tx.Append(record.UserAdded("admin:test", time.Now(), email, store.RoleManager))
+			return tx.Append(record.UserAdded("admin:test", time.Now(), email, store.RoleManager, record.LinkShown))
 		}
 	}
 	// The database commit fails after the log's: the Update committed.

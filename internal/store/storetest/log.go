@@ -400,7 +400,7 @@ func testIgnoredTypes(t *testing.T, s store.Store) {
 		record.TokenRevoked("nobody", "admin:root", at(time.Second), "tok-x"),
 		record.DriftAcknowledged("nobody", "user:dana@example.com", at(time.Second), 12345, "seen"),
 		record.TerminationNotified("nobody", at(time.Second), "owner@example.com", "email"),
-		record.UserAdded("admin:root", at(time.Second), "new@example.com", store.RoleManager),
+		record.UserAdded("admin:root", at(time.Second), "new@example.com", store.RoleManager, record.LinkSent),
 		entry("nobody", "storetest.custom", "nope", map[string]any{"x": 1}),
 	}
 	update(t, s, appendAll(es...))

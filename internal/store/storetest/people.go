@@ -143,11 +143,12 @@ func insertUsers(t *testing.T, s store.Store, ids ...string) {
 
 func testSetupTokens(t *testing.T, s store.Store) {
 	ctx := t.Context()
-	insertUsers(t, s, "u1", "u2")
+	insertUsers(t, s, "u1", "u2", "u3")
 	exp := t0.Add(time.Hour).In(zone)
 	toks := []*store.SetupToken{
-		{Hash: []byte("setup-1"), UserID: "u1", ExpiresAt: exp},
-		{Hash: []byte("setup-2"), UserID: "u1", ExpiresAt: exp},
+		{Hash: []byte("setup-0"), UserID: "u1", ExpiresAt: exp},
+		{Hash: []byte("setup-1"), UserID: "u1", ExpiresAt: exp}, // replaces setup-0: one link per person
+		{Hash: []byte("setup-2"), UserID: "u3", ExpiresAt: exp},
 		{Hash: []byte("setup-3"), UserID: "u2", ExpiresAt: exp},
 	}
 	update(t, s, func(tx store.Tx) error {
@@ -177,9 +178,11 @@ func testSetupTokens(t *testing.T, s store.Store) {
 	if err != nil {
 		t.Fatalf("UseSetupToken(setup-1) a nanosecond before its expiry: %v", err)
 	}
-	want := *toks[0]
+	want := *toks[1]
 	want.UsedAt = &at
 	checkSame(t, "UseSetupToken(setup-1)", *got, want)
+	_, err = use("setup-0", at)
+	mustNotFound(t, "UseSetupToken(setup-0), replaced by setup-1", err)
 	_, err = use("setup-1", at)
 	mustNotFound(t, "UseSetupToken(setup-1) a second time", err)
 	_, err = use("setup-2", exp)
@@ -197,9 +200,80 @@ func testSetupTokens(t *testing.T, s store.Store) {
 		t.Fatalf("Update = %v, want %v", err, errBoom)
 	}
 	if got, err := use("setup-3", t0.Add(time.Minute)); err != nil {
-		t.Errorf("UseSetupToken(setup-3) after a failed Update used it: %v", err)
+		t.Errorf("UseSetupToken(setup-3) after a failed Update used it (or the refused insert above removed it): %v", err)
 	} else if got.UserID != "u2" || got.UsedAt == nil || !got.UsedAt.Equal(t0.Add(time.Minute)) {
 		t.Errorf("UseSetupToken(setup-3) = %+v", got)
+	}
+
+	// DeleteSetupTokens removes a person's link, and only theirs.
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.InsertSetupToken(&store.SetupToken{Hash: []byte("setup-4"), UserID: "u3", ExpiresAt: exp}); err != nil {
+			return err
+		}
+		if err := tx.InsertSetupToken(&store.SetupToken{Hash: []byte("setup-5"), UserID: "u1", ExpiresAt: exp}); err != nil {
+			return err
+		}
+		return tx.DeleteSetupTokens("u3")
+	})
+	_, err = use("setup-4", t0)
+	mustNotFound(t, "UseSetupToken(setup-4) after DeleteSetupTokens(u3)", err)
+	if _, err := use("setup-5", t0); err != nil {
+		t.Errorf("DeleteSetupTokens(u3) removed u1's link: %v", err)
+	}
+}
+
+// testUserTokens: a person's tokens are listed, newest first, and revoked
+// only in their owner's name.
+func testUserTokens(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	insertUsers(t, s, "u1", "u2")
+	insertAgents(t, s, "a")
+	toks := []*store.Token{
+		{ID: "t1", Hash: []byte("hash-t1"), Kind: store.TokenUser, UserID: "u1", IssuedBy: "user:u1@example.com", Label: "laptop", CreatedAt: t0.In(zone)},
+		{ID: "t2", Hash: []byte("hash-t2"), Kind: store.TokenUser, UserID: "u1", IssuedBy: "user:u1@example.com", Label: "ci", CreatedAt: t0.Add(time.Second)},
+		{ID: "t3", Hash: []byte("hash-t3"), Kind: store.TokenUser, UserID: "u2", CreatedAt: t0.Add(2 * time.Second)},
+		{ID: "ta", Hash: []byte("hash-ta"), Kind: store.TokenAgent, AgentID: "a", CreatedAt: t0},
+	}
+	update(t, s, func(tx store.Tx) error {
+		for _, k := range toks {
+			if err := tx.InsertToken(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	got, err := s.UserTokens(ctx, "u1")
+	if err != nil || len(got) != 2 || got[0].ID != "t2" || got[1].ID != "t1" {
+		t.Fatalf("UserTokens(u1) = %+v, %v; want t2, t1", got, err)
+	}
+	checkSame(t, "UserTokens(u1)[1]", got[1], *toks[0])
+	r1 := t0.Add(time.Hour)
+	for _, id := range []string{"t3", "ta", "nope"} {
+		mustNotFound(t, "RevokeUserToken(u1, "+id+")", s.Update(ctx, func(tx store.Tx) error { return tx.RevokeUserToken("u1", id, r1) }))
+	}
+	update(t, s, func(tx store.Tx) error { return tx.RevokeUserToken("u1", "t1", r1) })
+	var n int
+	update(t, s, func(tx store.Tx) error {
+		var err error
+		n, err = tx.RevokeUserTokens("u1", r1.Add(time.Minute))
+		return err
+	})
+	if n != 1 {
+		t.Errorf("RevokeUserTokens(u1) = %d, want 1 (t2; t1 was revoked already)", n)
+	}
+	got, _ = s.UserTokens(ctx, "u1")
+	for _, k := range got {
+		if k.RevokedAt == nil {
+			t.Errorf("token %s of u1 is live", k.ID)
+		}
+		if k.ID == "t1" && !k.RevokedAt.Equal(r1) {
+			t.Errorf("t1 revoked at %v, want %v (the first revocation)", k.RevokedAt, r1)
+		}
+	}
+	for _, h := range []string{"hash-t3", "hash-ta"} {
+		if k, err := s.TokenByHash(ctx, []byte(h)); err != nil || k.RevokedAt != nil {
+			t.Errorf("revoking u1's tokens touched %s: %+v, %v", h, k, err)
+		}
 	}
 }
 

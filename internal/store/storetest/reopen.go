@@ -150,7 +150,7 @@ func testReopenEverything(t *testing.T, open func() store.Store, reopen func(sto
 			return err
 		}
 		return appendAll(record.TokenIssued("", "admin:root", at(0), "tok-adm", store.TokenAdmin, "operator"),
-			record.UserAdded("admin:root", at(0), "u1@example.com", store.RoleAdmin))(tx)
+			record.UserAdded("admin:root", at(0), "u1@example.com", store.RoleAdmin, record.LinkShown))(tx)
 	})
 	sc.tokens = [][]byte{[]byte("hash-r"), []byte("hash-term"), []byte("hash-adm"), []byte("nope")}
 	sc.users = []string{"u1", "nobody"}

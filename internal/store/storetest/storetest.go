@@ -71,6 +71,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		// People, PeopleTx (people.go).
 		{"Users", testUsers},
 		{"SetupTokens", testSetupTokens},
+		{"UserTokens", testUserTokens},
 		{"Sessions", testSessions},
 		{"Failures", testFailures},
 		// Outbox, OutboxTx (outbox.go).

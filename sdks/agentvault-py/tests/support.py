@@ -165,7 +165,7 @@ class Server:
     def approver_token(self) -> str:
         """An API token of boss@example.com, the approver the test manifest names."""
         if self._approver is None:
-            status, out = self.api("POST", "/v1/users", {"email": "boss@example.com", "role": "manager"})
+            status, out = self.api("POST", "/v1/users", {"email": "boss@example.com", "role": "manager", "show_link": True})
             assert status == 201, out
             pw = "correct horse battery staple"
             status, out2 = self.api("POST", "/v1/auth/setup", {"token": out["setup_token"], "password": pw})
