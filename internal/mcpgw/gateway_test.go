@@ -800,3 +800,66 @@ func TestHostileToolName(t *testing.T) {
 		t.Error("no entry of the attempt")
 	}
 }
+
+// TestTerminationCutsARunningTool: a tool call already running upstream
+// when the agent is terminated is cancelled within a second (the upstream
+// is told, the agent gets an error, not a result), and the record closes
+// the call with what happened.
+func TestTerminationCutsARunningTool(t *testing.T) {
+	h := newHarness(t, manifestFor("record", defaultActions))
+	cs, served := h.connect()
+	done := make(chan error, 1)
+	go func() {
+		p := &mcp.CallToolParams{Name: "trigger-long-running-operation", Arguments: map[string]any{"duration": 60, "steps": 60}}
+		p.SetProgressToken("long")
+		res, err := cs.CallTool(context.Background(), p)
+		if err == nil && !res.IsError {
+			err = errors.New("the tool ran to its end after the termination")
+		}
+		done <- err
+	}()
+	select {
+	case <-h.progress: // the upstream is working
+	case <-time.After(10 * time.Second):
+		t.Fatal("no progress from the running tool")
+	}
+	start := time.Now()
+	if r := h.s.Do("POST", "/v1/agents/"+h.agentID+"/terminate", h.s.AdminToken, map[string]string{"reason": "test"}); r.Status != http.StatusOK {
+		t.Fatalf("terminate: %d %s", r.Status, r.Body)
+	}
+	select {
+	case err := <-done:
+		if err != nil && strings.Contains(err.Error(), "ran to its end") {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the running tool call outlived the termination")
+	}
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Errorf("the running tool call ended %s after the termination", d)
+	}
+	if err := <-served; !agentvault.IsCode(err, arxerr.AgentTerminated) {
+		t.Errorf("Serve returned %v", err)
+	}
+	// The record: the call's credential was issued, and the termination
+	// revoked it while the call was open, naming the call.
+	es, raw := h.record()
+	var call string
+	for _, e := range es {
+		if e.Type == "credential.issued" && e.Action == "trigger-long-running-operation" {
+			call = e.Call
+		}
+	}
+	if call == "" {
+		t.Fatalf("no credential issued for the tool in the record: %s", raw)
+	}
+	revoked := false
+	for _, e := range es {
+		if e.Type == "credential.revoked" && e.Data["reason"] == "agent terminated" && strings.Contains(fmt.Sprint(e.Data["calls"]), call) {
+			revoked = true
+		}
+	}
+	if !revoked {
+		t.Errorf("the record does not show the running call's credential revoked by the termination: %s", raw)
+	}
+}
