@@ -144,7 +144,8 @@ func (c *Connector) flushCreates(batch []*request) {
 		return
 	}
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == "42710" { // duplicate_object: made by an earlier attempt, with its grants
+	if errors.As(err, &pe) && (pe.Code == "42710" || // duplicate_object: made by an earlier attempt, with its grants
+		pe.Code == "23505" && pe.ConstraintName == "pg_authid_rolname_index") { // made by a concurrent attempt, which committed while this one waited
 		err = nil
 	}
 	for _, q := range batch {
