@@ -44,7 +44,7 @@ func writeEverything(tx store.Tx, x string, outboxID, failureID int64) error {
 			return tx.UpdateUser(u)
 		},
 		func() error {
-			return tx.InsertSetupToken(&store.SetupToken{Hash: []byte("setup-" + x), UserID: "u0", ExpiresAt: t0.Add(time.Hour)})
+			return tx.InsertSetupToken(&store.SetupToken{Hash: []byte("setup-" + x), UserID: "u-" + x, ExpiresAt: t0.Add(time.Hour)})
 		},
 		func() error { _, err := tx.UseSetupToken([]byte("setup-0"), t0); return err },
 		func() error {
