@@ -148,6 +148,14 @@ type auditor struct {
 	cp    *record.Checkpoint
 	body  string
 
+	// the tree being rebuilt, for telling a changed tile from changed
+	// entries (checkBundle)
+	ctx         context.Context
+	tree        *record.Tree
+	size        int64
+	root        tlog.Hash
+	tileChanged bool // the last bundle checked is the log's, its tile is not
+
 	// hash tiles of levels >= 1, the one being compared at each level
 	upper  [8]upperTile
 	leaf   leafHasher
@@ -282,7 +290,11 @@ func (a *auditor) run(ctx context.Context) error {
 			a.problem(KindTileMismatch, base, "%s is missing from the bucket", record.TilePath(0, n, w))
 		}
 		rep.Bytes += int64(len(fr.bundle))
+		a.ctx, a.tree, a.size, a.root = ctx, &tree, size, root
 		leaves := a.checkBundle(n, w, fr.bundle, tile)
+		if a.tileChanged {
+			tile, a.tileChanged = nil, false // the entries are the log's: hash them
+		}
 		for j := 0; j < w; j++ {
 			var leaf tlog.Hash
 			switch {
@@ -377,8 +389,91 @@ func (a *auditor) checkBundle(n int64, w int, bundle, tile []byte) []tlog.Hash {
 			a.rep.TilesChecked += int64(w)
 			return a.leaves[:w]
 		}
+		if leaves := a.entriesOverTile(n, w, bundle, parseTile(tile)); leaves != nil {
+			return leaves
+		}
 	}
 	return a.diagnose(n, w, bundle, parseTile(tile))
+}
+
+// entriesOverTile decides, for a bundle that disagrees with its hash tile,
+// whether the tile is what was changed: the bundle holds w well-formed
+// entries, each at its own index, and their leaf hashes agree with the
+// rest of the tree (the hash one level up for a full tile, the
+// checkpoint's root for the last, partial one) while the tile's do not.
+// Then it names the tile (tile_mismatch, with its path and the hashes that
+// differ), checks the entries' chains and returns their leaf hashes, for
+// the caller to hash instead of the tile's; otherwise nil, and nothing is
+// reported.
+func (a *auditor) entriesOverTile(n int64, w int, bundle []byte, tile []tlog.Hash) []tlog.Hash {
+	if len(tile) != w || a.tree == nil {
+		return nil
+	}
+	base := n * record.TileWidth
+	entries, err := record.ParseEntryBundle(bundle)
+	if err != nil || len(entries) != w {
+		return nil
+	}
+	leaves := make([]tlog.Hash, w)
+	for i, e := range entries {
+		if r, err := record.ScanEntry(e); err != nil || r.Index != base+int64(i) {
+			return nil
+		}
+		leaves[i] = record.LeafHash(e)
+	}
+	agrees := func(hs []tlog.Hash) bool {
+		if w == record.TileWidth {
+			parent, ok := a.peekUpper(1, n)
+			return ok && record.TileHash(hs, nil) == parent
+		}
+		if base+int64(w) != a.size {
+			return false
+		}
+		t := a.tree.Clone()
+		for _, h := range hs {
+			t.AppendLeaf(h)
+		}
+		return t.Root() == a.root
+	}
+	if !agrees(leaves) || agrees(tile) {
+		return nil
+	}
+	var differ []int64
+	for j := range w {
+		if leaves[j] != tile[j] {
+			differ = append(differ, base+int64(j))
+		}
+	}
+	a.problem(KindTileMismatch, differ[0], "%s was changed: its hashes for entries %v do not match the entries, which are those the log committed to (they hash to the tree one level up and to the signed root)",
+		record.TilePath(0, n, w), differ)
+	for i, e := range entries {
+		a.chain.Check(base+int64(i), e, leaves[i])
+	}
+	a.tileChanged = true
+	return leaves
+}
+
+// peekUpper reads hash idx of tree level 8*level from its published tile,
+// without reporting anything (checkUpper does, when it compares).
+func (a *auditor) peekUpper(level int, idx int64) (tlog.Hash, bool) {
+	n := idx / record.TileWidth
+	full, partial := record.TileWidthAt(a.size, level)
+	w := record.TileWidth
+	if n == full {
+		w = partial
+	}
+	if n > full || w == 0 {
+		return tlog.Hash{}, false
+	}
+	data, err := getTile(a.ctx, a.src, level, n, w)
+	if err != nil {
+		return tlog.Hash{}, false
+	}
+	hs, err := record.ParseHashTile(data)
+	if err != nil || len(hs) != w {
+		return tlog.Hash{}, false
+	}
+	return hs[idx%record.TileWidth], true
 }
 
 // tileHash is hash j of a hash tile.

@@ -87,18 +87,19 @@ type tamperCase struct {
 	name   string
 	tamper func(m memBucket)
 	want   string // "" means OK
+	only   bool   // every problem is of kind want (nothing else is blamed)
 }
 
 func tamperCases(es [][]byte) []tamperCase {
 	full0, part := record.BundlePath(0, 256), record.BundlePath(2, 88)
 	return []tamperCase{
-		{"untouched", func(m memBucket) {}, ""},
+		{"untouched", func(m memBucket) {}, "", false},
 		{"partial tile gone, full one there", func(m memBucket) {
 			// The publisher removes partial tiles once full ones exist;
 			// a reader takes the prefix of the full one.
 			m[record.TilePath(0, 2, 256)] = append(bytes.Clone(m[record.TilePath(0, 2, 88)]), make([]byte, 168*32)...)
 			delete(m, record.TilePath(0, 2, 88))
-		}, ""},
+		}, "", false},
 		{"partial bundle gone, full one there", func(m memBucket) {
 			var more [][]byte
 			for i := 600; i < 768; i++ {
@@ -106,45 +107,69 @@ func tamperCases(es [][]byte) []tamperCase {
 			}
 			setBundle(m, record.BundlePath(2, 256), append(append([][]byte(nil), es[512:600]...), more...))
 			delete(m, part)
-		}, ""},
+		}, "", false},
 		{"edited", func(m memBucket) {
 			c := append([][]byte(nil), es[:256]...)
 			c[10] = bytes.Replace(c[10], []byte(`"n":10`), []byte(`"n":11`), 1)
 			setBundle(m, full0, c)
-		}, KindEdited},
-		{"deleted", func(m memBucket) { setBundle(m, part, es[512:599]) }, KindDeleted},
-		{"bundle gone in the middle", func(m memBucket) { delete(m, record.BundlePath(1, 256)) }, KindDeleted},
-		{"tile gone in the middle", func(m memBucket) { delete(m, record.TilePath(0, 1, 256)) }, KindTileMismatch},
+		}, KindEdited, false},
+		{"deleted", func(m memBucket) { setBundle(m, part, es[512:599]) }, KindDeleted, false},
+		{"bundle gone in the middle", func(m memBucket) { delete(m, record.BundlePath(1, 256)) }, KindDeleted, false},
+		{"tile gone in the middle", func(m memBucket) { delete(m, record.TilePath(0, 1, 256)) }, KindTileMismatch, false},
 		{"tile cut short", func(m memBucket) {
 			p := record.TilePath(0, 1, 256)
 			m[p] = bytes.Clone(m[p][:255*32])
-		}, KindTileMismatch},
-		{"tile empty", func(m memBucket) { m[record.TilePath(0, 0, 256)] = []byte{} }, KindTileMismatch},
+		}, KindTileMismatch, false},
+		{"tile empty", func(m memBucket) { m[record.TilePath(0, 0, 256)] = []byte{} }, KindTileMismatch, false},
 		{"tile hash changed", func(m memBucket) {
 			p := record.TilePath(0, 1, 256)
 			b := bytes.Clone(m[p])
 			b[7*32] ^= 1
 			m[p] = b
-		}, KindEdited},
-		{"bundle empty", func(m memBucket) { m[record.BundlePath(1, 256)] = []byte{} }, KindDeleted},
+		}, KindTileMismatch, true},
+		{"partial tile hash changed", func(m memBucket) {
+			p := record.TilePath(0, 2, 88)
+			b := bytes.Clone(m[p])
+			b[87*32+31] ^= 1
+			m[p] = b
+		}, KindTileMismatch, true},
+		{"first tile hashes swapped", func(m memBucket) {
+			p := record.TilePath(0, 0, 256)
+			b := bytes.Clone(m[p])
+			h := bytes.Clone(b[:32])
+			copy(b[:32], b[32:64])
+			copy(b[32:64], h)
+			m[p] = b
+		}, KindTileMismatch, true},
+		{"entry and its tile hash changed together", func(m memBucket) {
+			c := append([][]byte(nil), es[256:512]...)
+			c[3] = bytes.Replace(c[3], []byte(`"n":259`), []byte(`"n":9`), 1)
+			setBundle(m, record.BundlePath(1, 256), c)
+			p := record.TilePath(0, 1, 256)
+			b := bytes.Clone(m[p])
+			h := record.LeafHash(c[3])
+			copy(b[3*32:], h[:])
+			m[p] = b
+		}, KindTileMismatch, false},
+		{"bundle empty", func(m memBucket) { m[record.BundlePath(1, 256)] = []byte{} }, KindDeleted, false},
 		{"bundle cut in an entry", func(m memBucket) {
 			p := record.BundlePath(1, 256)
 			m[p] = bytes.Clone(m[p][:len(m[p])-5])
-		}, record.ProblemMalformed},
-		{"truncated", func(m memBucket) { delete(m, part); delete(m, record.TilePath(0, 2, 88)) }, KindTruncated},
-		{"inserted", func(m memBucket) { setBundle(m, part, append(append([][]byte(nil), es[512:600]...), es[5])) }, KindInserted},
+		}, record.ProblemMalformed, false},
+		{"truncated", func(m memBucket) { delete(m, part); delete(m, record.TilePath(0, 2, 88)) }, KindTruncated, false},
+		{"inserted", func(m memBucket) { setBundle(m, part, append(append([][]byte(nil), es[512:600]...), es[5])) }, KindInserted, false},
 		{"reordered", func(m memBucket) {
 			c := append([][]byte(nil), es[256:512]...)
 			c[1], c[2] = c[2], c[1]
 			setBundle(m, record.BundlePath(1, 256), c)
-		}, KindReordered},
-		{"no checkpoint", func(m memBucket) { delete(m, record.CheckpointPath) }, KindReplacedCheckpoint},
+		}, KindReordered, false},
+		{"no checkpoint", func(m memBucket) { delete(m, record.CheckpointPath) }, KindReplacedCheckpoint, false},
 		{"level-1 tile rewritten", func(m memBucket) {
 			p := record.TilePath(1, 0, 2)
 			b := bytes.Clone(m[p])
 			b[0] ^= 1
 			m[p] = b
-		}, KindTileMismatch},
+		}, KindTileMismatch, false},
 	}
 }
 
@@ -165,6 +190,11 @@ func TestVerify(t *testing.T) {
 			}
 			if tc.want == "" && !rep.OK || tc.want != "" && (rep.OK || !found) {
 				t.Fatalf("ok=%v problems=%v, want %q", rep.OK, rep.Problems, tc.want)
+			}
+			for _, p := range rep.Problems {
+				if tc.only && p.Kind != tc.want {
+					t.Errorf("problem %v blamed beside %s", p, tc.want)
+				}
 			}
 			if tc.want == "" && (rep.Entries != n || rep.Agents != 3 || rep.State == nil || rep.TilesChecked < n) {
 				t.Fatalf("report %+v", rep)
