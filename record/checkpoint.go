@@ -35,6 +35,12 @@ func OpenCheckpoint(signed []byte, vkey string) (*Checkpoint, *note.Note, error)
 	if err != nil {
 		return nil, nil, fmt.Errorf("record: log key: %w", err)
 	}
+	if _, err := OpenNote(signed, note.VerifierList(v)); err != nil {
+		var invalid *note.InvalidSignatureError
+		if errors.As(err, &invalid) {
+			return nil, nil, fmt.Errorf("record: checkpoint: %w", err)
+		}
+	}
 	cp, _, n, err := log.ParseCheckpoint(signed, v.Name(), v)
 	if err != nil {
 		var unk *note.UnverifiedNoteError

@@ -110,7 +110,7 @@ func OpenCosigned(signed []byte, logVKey string, witnessVKeys []string) (*Cosign
 		if err != nil {
 			return nil, err
 		}
-		wn, err := note.Open(signed, note.VerifierList(v))
+		wn, err := OpenNote(signed, note.VerifierList(v))
 		var invalid *note.InvalidSignatureError
 		switch {
 		case errors.As(err, &invalid):
