@@ -8,12 +8,17 @@ package witness
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -111,7 +116,7 @@ func (w *Witness) Add(req *AddCheckpoint) ([]byte, error) {
 	if l == nil {
 		return nil, refuse(http.StatusNotFound, "unknown log %q", origin)
 	}
-	n, err := note.Open(req.Checkpoint, l.keys)
+	n, err := record.OpenNote(req.Checkpoint, l.keys)
 	if err != nil {
 		var unverified *note.UnverifiedNoteError
 		var invalid *note.InvalidSignatureError
@@ -139,19 +144,21 @@ func (w *Witness) Add(req *AddCheckpoint) ([]byte, error) {
 		return nil, &Error{Status: http.StatusConflict, Size: cur.Size,
 			Msg: fmt.Sprintf("old size %d is not the size of the latest cosigned checkpoint", req.OldSize)}
 	}
+	if size == 0 && root != emptyRoot {
+		return nil, refuse(http.StatusUnprocessableEntity, "a checkpoint of size 0 must have the empty tree's root")
+	}
 	switch {
+	case req.OldSize == 0:
+		if len(req.Proof) != 0 {
+			return nil, refuse(http.StatusUnprocessableEntity, "the proof must be empty when the old size is 0")
+		}
 	case req.OldSize == size:
 		if len(req.Proof) != 0 {
 			return nil, refuse(http.StatusUnprocessableEntity, "a proof between equal sizes must be empty")
 		}
-		if size > 0 && root != cur.Root {
+		if root != cur.Root {
 			w.log.Warn("fork: checkpoint of the cosigned size with another root", "origin", cp.Origin, "size", size)
-			return nil, &Error{Status: http.StatusConflict, Size: cur.Size,
-				Msg: fmt.Sprintf("checkpoint of size %d has another root than the one cosigned: a fork", size)}
-		}
-	case req.OldSize == 0:
-		if len(req.Proof) != 0 {
-			return nil, refuse(http.StatusBadRequest, "the proof must be empty when the old size is 0")
+			return nil, refuse(http.StatusUnprocessableEntity, "checkpoint of size %d has another root than the one cosigned: a fork", size)
 		}
 	default:
 		if err := tlog.CheckTree(req.Proof, size, root, req.OldSize, cur.Root); err != nil {
@@ -159,15 +166,53 @@ func (w *Witness) Add(req *AddCheckpoint) ([]byte, error) {
 			return nil, refuse(http.StatusUnprocessableEntity, "the consistency proof from size %d to %d does not verify", req.OldSize, size)
 		}
 	}
-	if err := w.state.store(cp.Origin, state{Size: size, Root: root, Checkpoint: req.Checkpoint}); err != nil {
-		return nil, err
-	}
 	line, err := record.Cosign(w.signer, n.Text)
 	if err != nil {
 		return nil, err
 	}
+	// Kept as served to monitors: the checkpoint with the log's signatures
+	// the witness verified and the cosignature it answers.
+	kept := record.AppendSignatures(verifiedOnly(req.Checkpoint, n), line)
+	if err := w.state.store(cp.Origin, state{Size: size, Root: root, Checkpoint: kept}); err != nil {
+		return nil, err
+	}
 	w.log.Info("cosigned", "origin", cp.Origin, "size", size)
 	return []byte(line), nil
+}
+
+// emptyRoot is the root of the empty tree: SHA-256 of nothing (RFC 6962).
+var emptyRoot = tlog.Hash(sha256.Sum256(nil))
+
+// verifiedOnly is signed with only the signatures n verified (the log's):
+// what others added is not the witness's to keep.
+func verifiedOnly(signed []byte, n *note.Note) []byte {
+	out := []byte(n.Text + "\n")
+	for _, sig := range n.Sigs {
+		out = fmt.Appendf(out, "— %s %s\n", sig.Name, sig.Base64)
+	}
+	return out
+}
+
+// hasOwnCosignature reports whether a kept checkpoint carries a line of
+// the witness's key (state written before the witness kept its answers
+// does not).
+func (w *Witness) hasOwnCosignature(signed []byte) bool {
+	i := bytes.LastIndex(signed, []byte("\n\n"))
+	if i < 0 {
+		return false
+	}
+	prefix := "— " + w.signer.Name() + " "
+	for line := range strings.Lines(string(signed[i+2:])) {
+		b64, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), prefix)
+		if !ok {
+			continue
+		}
+		sig, err := base64.StdEncoding.DecodeString(b64)
+		if err == nil && len(sig) >= 4 && binary.BigEndian.Uint32(sig) == w.signer.KeyHash() {
+			return true
+		}
+	}
+	return false
 }
 
 // Latest returns the latest checkpoint the witness cosigned for origin
@@ -180,47 +225,78 @@ func (w *Witness) Latest(origin string) ([]byte, error) {
 	return s.Checkpoint, err
 }
 
-// Handler serves POST /add-checkpoint (C2SP tlog-witness) and, for
-// auditors, GET /latest-checkpoint?origin=ORIGIN: the latest checkpoint the
-// witness cosigned for that log, cosigned afresh (a cosignature says "as of
-// this time, this is the largest tree I have seen"). The spec leaves that
-// monitoring call open; this one is ARX's.
+// Handler serves the C2SP tlog-witness API with one prefix for submission
+// and monitoring: POST /add-checkpoint, and GET /<origin hash>/checkpoint,
+// the latest checkpoint the witness cosigned for a log, with its
+// cosignature. GET /latest-checkpoint?origin=ORIGIN answers the same
+// (ARX's name for it before the spec had one).
 func (w *Witness) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /add-checkpoint", w.serveAdd)
 	mux.HandleFunc("GET /latest-checkpoint", w.serveLatest)
+	mux.HandleFunc("GET /{origin}/checkpoint", w.serveMonitor)
 	return mux
 }
 
-func (w *Witness) serveLatest(rw http.ResponseWriter, r *http.Request) {
-	origin := r.URL.Query().Get("origin")
-	cp, err := w.Latest(origin)
-	var e *Error
-	switch {
-	case errors.As(err, &e):
-		http.Error(rw, e.Msg, e.Status)
+// OriginHash is how the monitoring endpoint names a log: the SHA-256 of
+// its origin, lowercase hex.
+func OriginHash(origin string) string {
+	h := sha256.Sum256([]byte(origin))
+	return hex.EncodeToString(h[:])
+}
+
+// serveMonitor serves GET /<origin hash>/checkpoint (C2SP tlog-witness,
+// monitor retrieval): the latest checkpoint the witness cosigned for the
+// log, with the log's signatures it verified and the cosignature it
+// answered; 404 for a log it does not witness or never cosigned.
+func (w *Witness) serveMonitor(rw http.ResponseWriter, r *http.Request) {
+	want := r.PathValue("origin")
+	for o := range w.logs {
+		if OriginHash(o) == want {
+			w.writeLatest(rw, o)
+			return
+		}
+	}
+	http.Error(rw, "unknown log", http.StatusNotFound)
+}
+
+func (w *Witness) writeLatest(rw http.ResponseWriter, origin string) {
+	l := w.logs[origin]
+	if l == nil {
+		http.Error(rw, "unknown log", http.StatusNotFound)
 		return
+	}
+	l.mu.Lock()
+	cur, err := w.state.load(origin)
+	l.mu.Unlock()
+	switch {
 	case err != nil:
-		w.log.Error("latest-checkpoint", "err", err)
+		w.log.Error("monitor checkpoint", "err", err)
 		http.Error(rw, "internal error", http.StatusInternalServerError)
 		return
-	case cp == nil:
+	case cur.Checkpoint == nil:
 		http.Error(rw, "no checkpoint of this log cosigned yet", http.StatusNotFound)
 		return
 	}
-	i := bytes.LastIndex(cp, []byte("\n\n"))
-	if i < 0 {
-		http.Error(rw, "internal error", http.StatusInternalServerError)
-		return
-	}
-	line, err := record.Cosign(w.signer, string(cp[:i+1]))
-	if err != nil {
-		http.Error(rw, "internal error", http.StatusInternalServerError)
-		return
+	cp := cur.Checkpoint
+	if !w.hasOwnCosignature(cp) { // kept before the witness kept its answers
+		i := bytes.LastIndex(cp, []byte("\n\n"))
+		line, err := record.Cosign(w.signer, string(cp[:i+1]))
+		if err != nil {
+			http.Error(rw, "internal error", http.StatusInternalServerError)
+			return
+		}
+		cp = record.AppendSignatures(cp, line)
 	}
 	rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	rw.Header().Set("Cache-Control", "no-cache")
-	rw.Write(record.AppendSignatures(cp, line))
+	rw.Write(cp)
+}
+
+// serveLatest is the monitoring answer under the name ARX used before the
+// spec defined one (GET /latest-checkpoint?origin=ORIGIN).
+func (w *Witness) serveLatest(rw http.ResponseWriter, r *http.Request) {
+	w.writeLatest(rw, r.URL.Query().Get("origin"))
 }
 
 func (w *Witness) serveAdd(rw http.ResponseWriter, r *http.Request) {

@@ -157,7 +157,7 @@ func TestAddCheckpoint(t *testing.T) {
 		{"malformed body", []byte("old 01\n\n" + string(lg.checkpoint())), 400, "", ""},
 		{"rolled back (old checkpoint)", (&AddCheckpoint{OldSize: 10, Checkpoint: first}).Marshal(), 409, "17\n", ContentTypeSize},
 		{"stale old size", (&AddCheckpoint{OldSize: 10, Proof: lg.proof(10), Checkpoint: lg.checkpoint()}).Marshal(), 409, "17\n", ContentTypeSize},
-		{"fork of the same size", (&AddCheckpoint{OldSize: 17, Checkpoint: sameSize.checkpoint()}).Marshal(), 409, "17\n", ContentTypeSize},
+		{"fork of the same size", (&AddCheckpoint{OldSize: 17, Checkpoint: sameSize.checkpoint()}).Marshal(), 422, "", ""},
 		{"fork with a bad proof", (&AddCheckpoint{OldSize: 17, Proof: fork.proofFrom(17, lg), Checkpoint: fork.checkpoint()}).Marshal(), 422, "", ""},
 		{"garbage proof", (&AddCheckpoint{OldSize: 17, Proof: tlog.TreeProof{{1}, {2}}, Checkpoint: lg.checkpoint()}).Marshal(), 422, "", ""},
 	} {
@@ -178,7 +178,7 @@ func TestAddCheckpoint(t *testing.T) {
 	if _, err := w2.Add(&AddCheckpoint{OldSize: 0, Checkpoint: lg.checkpoint()}); err == nil || err.(*Error).Size != 20 {
 		t.Fatalf("restarted witness forgot its state: %v", err)
 	}
-	if latest, _ := w2.Latest("example.com/log"); !bytes.Equal(latest, lg.checkpoint()) {
+	if latest, _ := w2.Latest("example.com/log"); !bytes.HasPrefix(latest, lg.checkpoint()) {
 		t.Fatalf("latest = %q", latest)
 	}
 
