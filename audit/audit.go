@@ -22,6 +22,7 @@ import (
 	"hash"
 	"io/fs"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/arxsec/arx/record"
@@ -77,10 +78,30 @@ type State struct {
 	VerifiedAt time.Time `json:"verified_at"`
 }
 
-// Seen is a checkpoint someone saw: Who says who, for the report.
+// Seen is what someone saw of the log: Who says who, for the report.
+// Either a checkpoint signed by the log, which the log must extend; or,
+// when a witness only said so (AskWitness), the size of the tree it
+// cosigned (the log must not be smaller) and whether it refused the
+// bucket's checkpoint as inconsistent with that tree (a fork).
 type Seen struct {
 	Who        string
 	Checkpoint []byte
+	Size       int64
+	Fork       bool
+	// Witness and Time: the cosignature of the witness, when the
+	// checkpoint came from one.
+	Witness string
+	Time    time.Time
+}
+
+// SeenResult is the verdict on one Seen: "consistent", "rolled back" or
+// "fork".
+type SeenResult struct {
+	Who     string    `json:"who"`
+	Witness string    `json:"witness,omitempty"`
+	Size    int64     `json:"size"`
+	Time    time.Time `json:"cosigned_at,omitzero"`
+	Verdict string    `json:"verdict"`
 }
 
 // Report is the outcome of Verify.
@@ -96,6 +117,7 @@ type Report struct {
 	TilesChecked   int64                `json:"hashes_checked_against_tiles"`
 	PreviousSize   int64                `json:"previous_size,omitempty"`
 	ConsistentWith string               `json:"consistent_with_previous,omitempty"` // "yes", or why not
+	Seen           []SeenResult         `json:"witnesses_asked,omitempty"`
 	Problems       []record.Problem     `json:"problems"`
 	ProblemCount   int                  `json:"problem_count"`
 	Bytes          int64                `json:"entry_bytes"`
@@ -132,11 +154,15 @@ type seenCheck struct {
 	size  int64
 	root  tlog.Hash
 	state bool // from the auditor's state file
+	seen  int  // its SeenResult in the report; -1 none
 }
 
 func (a *auditor) seenFailed(c seenCheck, why string) {
 	if c.state {
 		a.rep.ConsistentWith = why
+	}
+	if c.seen >= 0 {
+		a.rep.Seen[c.seen].Verdict = strings.TrimPrefix(why, "no: ")
 	}
 }
 
@@ -232,15 +258,28 @@ func (a *auditor) run(ctx context.Context) error {
 		if p.Origin != cs.Checkpoint.Origin || err != nil || len(pr) != tlog.HashSize {
 			return fmt.Errorf("audit: the state file is about log %q, this checkpoint about %q", p.Origin, cs.Checkpoint.Origin)
 		}
-		checks = append(checks, seenCheck{who: "this auditor verified on " + p.VerifiedAt.Format(time.RFC3339), size: p.Size, root: tlog.Hash(pr), state: true})
+		checks = append(checks, seenCheck{who: "this auditor verified on " + p.VerifiedAt.Format(time.RFC3339), size: p.Size, root: tlog.Hash(pr), state: true, seen: -1})
 		rep.ConsistentWith = "yes"
 	}
 	for _, sc := range a.opts.Seen {
-		c, _, err := record.OpenCheckpoint(sc.Checkpoint, a.opts.LogKey)
-		if err != nil {
-			return fmt.Errorf("audit: the checkpoint %s saw: %w", sc.Who, err)
+		i := len(rep.Seen)
+		rep.Seen = append(rep.Seen, SeenResult{Who: sc.Who, Witness: sc.Witness, Size: sc.Size, Time: sc.Time, Verdict: "consistent"})
+		switch {
+		case sc.Checkpoint != nil:
+			c, _, err := record.OpenCheckpoint(sc.Checkpoint, a.opts.LogKey)
+			if err != nil {
+				return fmt.Errorf("audit: the checkpoint %s saw: %w", sc.Who, err)
+			}
+			rep.Seen[i].Size = int64(c.Size)
+			checks = append(checks, seenCheck{who: sc.Who, size: int64(c.Size), root: tlog.Hash(c.Hash), seen: i})
+		case sc.Fork:
+			rep.Seen[i].Verdict = "fork"
+			a.problem(KindFork, -1, "%s: two different logs were shown (a fork)", sc.Who)
+		case sc.Size > size:
+			rep.Seen[i].Verdict = "rolled back"
+			a.problem(KindReplacedCheckpoint, -1, "the checkpoint commits to %d entries, but %s: the log was rolled back, or its checkpoint replaced by an older one",
+				size, sc.Who)
 		}
-		checks = append(checks, seenCheck{who: sc.Who, size: int64(c.Size), root: tlog.Hash(c.Hash)})
 	}
 	pending := checks[:0:0] // checks to make while the tree is rebuilt, by size
 	for _, c := range checks {

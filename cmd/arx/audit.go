@@ -1,14 +1,11 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -22,7 +19,6 @@ import (
 	"github.com/arxsec/arx/internal/publish/file"
 	"github.com/arxsec/arx/internal/publish/s3"
 	"github.com/arxsec/arx/internal/server"
-	"github.com/arxsec/arx/record"
 	"github.com/spf13/cobra"
 )
 
@@ -153,12 +149,17 @@ func (t *trustOptions) options() (audit.Options, error) {
 	return o, nil
 }
 
+// exitIncomplete is arx audit verify's exit code when the audit could not
+// be completed.
+const exitIncomplete = 2
+
 func auditVerifyCmd() *cobra.Command {
 	var bo bucketOptions
 	var trust trustOptions
 	var statePath string
 	var witnessURLs []string
 	var asJSON bool
+	var verify func(*cobra.Command) error
 	cmd := &cobra.Command{
 		Use:   "verify --bucket URL --log-key KEY [--witness-key KEY ...] [--state FILE]",
 		Short: "Verify the whole record in a bucket",
@@ -169,15 +170,25 @@ to its agent's previous entry; the entries hash to the published tiles and to
 the signed root; and, with --state, the log only grew since the checkpoint
 verified last time (the file is updated when all holds). Names what it finds:
 edited, deleted, inserted or reordered entries, a truncated log, a replaced
-checkpoint, a fork. Exits 0 only when all holds.`,
+checkpoint, a fork. Exits 0 only when all holds, 1 when it found a problem,
+and 2 when the audit could not be completed (the bucket or a witness could
+not be read or asked).`,
 		Args: cobra.NoArgs,
 	}
 	addBucketFlags(cmd, &bo, "the bucket the record is published in")
 	addTrustFlags(cmd, &trust)
 	cmd.Flags().StringVar(&statePath, "state", "", "file keeping the checkpoint verified last time; created if missing")
-	cmd.Flags().StringArrayVar(&witnessURLs, "witness-url", nil, "ask this witness (arx witness serve) for the latest checkpoint it cosigned: the log must extend it; repeatable")
+	cmd.Flags().StringArrayVar(&witnessURLs, "witness-url", nil, "ask this C2SP witness (its URL prefix) what it cosigned: the log must extend it; a witness that cannot be asked is an error; repeatable")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		err := verify(cmd)
+		var ee exitError
+		if err != nil && !errors.As(err, &ee) {
+			return errorCode{code: exitIncomplete, err: err}
+		}
+		return err
+	}
+	verify = func(cmd *cobra.Command) error {
 		opts, err := trust.options()
 		if err != nil {
 			return err
@@ -194,13 +205,15 @@ checkpoint, a fork. Exits 0 only when all holds.`,
 			opts.Previous = st
 		}
 		for _, u := range witnessURLs {
-			seen, err := askWitness(cmd.Context(), u, opts)
+			seen, err := audit.AskWitness(cmd.Context(), nil, u, auditSource(b), opts)
+			var keyErr *audit.WitnessKeyError
+			if errors.As(err, &keyErr) {
+				return withHint(err, "pass its public key with --witness-key")
+			}
 			if err != nil {
-				return err
+				return withHint(err, "check the witness URL (the prefix its add-checkpoint is under), or leave out --witness-url")
 			}
-			if seen != nil {
-				opts.Seen = append(opts.Seen, *seen)
-			}
+			opts.Seen = append(opts.Seen, seen)
 		}
 		bar := newProgress(cmd.ErrOrStderr())
 		opts.Progress = bar.update
@@ -232,43 +245,6 @@ func auditSource(b publish.Bucket) audit.Source {
 	return b
 }
 
-// askWitness fetches the latest checkpoint a witness cosigned for the log
-// (nil when it has none) and checks it is signed by the log and cosigned by
-// a witness the auditor trusts.
-func askWitness(ctx context.Context, base string, opts audit.Options) (*audit.Seen, error) {
-	origin, _, _ := strings.Cut(opts.LogKey, "+")
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimSuffix(base, "/")+"/latest-checkpoint?origin="+url.QueryEscape(origin), nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, withHint(fmt.Errorf("witness %s: %w", base, err), "check the witness URL, or leave out --witness-url")
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode == http.StatusNotFound {
-		return nil, nil
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("witness %s: %s: %s", base, resp.Status, strings.TrimSpace(string(body)))
-	}
-	cs, err := record.OpenCosigned(body, opts.LogKey, opts.WitnessKeys)
-	if err != nil {
-		return nil, fmt.Errorf("witness %s: its checkpoint: %w", base, err)
-	}
-	if len(cs.Cosigs) == 0 {
-		return nil, withHint(fmt.Errorf("witness %s answered without the cosignature of a witness you trust", base), "pass its public key with --witness-key")
-	}
-	last := cs.Cosigs[len(cs.Cosigs)-1]
-	return &audit.Seen{Who: fmt.Sprintf("witness %s cosigned (as the latest it saw, at %s)", last.Witness, last.Time.Format(time.RFC3339)), Checkpoint: body}, nil
-}
-
 func printAudit(out io.Writer, bucket, statePath string, rep *audit.Report, asJSON bool) {
 	if asJSON {
 		enc := json.NewEncoder(out)
@@ -291,6 +267,9 @@ func printAudit(out io.Writer, bucket, statePath string, rep *audit.Report, asJS
 			inert.Fprintf(out, ": %s", strings.Join(ws, ", "))
 		}
 		inert.Fprintln(out)
+	}
+	for _, w := range rep.Seen {
+		inert.Fprintf(out, "asked       %s: %d entries: %s\n", w.Who, w.Size, w.Verdict)
 	}
 	switch {
 	case statePath == "":

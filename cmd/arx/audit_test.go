@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -346,7 +349,7 @@ func TestAuditTamperingMatrix(t *testing.T) {
 			entries [][]byte
 			status  int
 		}{
-			{"same size", forkedEntries, http.StatusConflict},
+			{"same size", forkedEntries, http.StatusUnprocessableEntity},
 			{"extended", append(forkedEntries, r.entries[len(r.entries)-1]), http.StatusUnprocessableEntity},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
@@ -403,6 +406,38 @@ func TestAuditTamperingMatrix(t *testing.T) {
 		code, out, errOut := r.verify(t, dir, ask...)
 		if ok, k := kinds(t, out); code != 1 || ok || !k["replaced_checkpoint"] || !strings.Contains(out, "witness w1.witness.test") {
 			t.Fatalf("rolled back, witnesses asked: exit %d\n%s%s", code, out, errOut)
+		}
+
+		// A witness that offers only the spec's add-checkpoint (no monitor
+		// endpoint, as some do): asked that way, it tells the size it
+		// cosigned, and the rollback is caught all the same.
+		target, _ := url.Parse(r.wit[0].URL)
+		proxy := httputil.NewSingleHostReverseProxy(target)
+		onlyAdd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if req.Method == "POST" && req.URL.Path == "/add-checkpoint" {
+				proxy.ServeHTTP(w, req)
+				return
+			}
+			http.NotFound(w, req)
+		}))
+		defer onlyAdd.Close()
+		if code, out, errOut := r.verify(t, r.bucket, "--witness-url", onlyAdd.URL); code != 0 || !strings.Contains(out, "consistent") {
+			t.Fatalf("untouched bucket, add-checkpoint-only witness asked: %d\n%s%s", code, out, errOut)
+		}
+		code, out, errOut = r.verify(t, dir, "--witness-url", onlyAdd.URL, "--json")
+		if ok, k := kinds(t, out); code != 1 || ok || !k["replaced_checkpoint"] || !strings.Contains(out, "rolled back") {
+			t.Fatalf("rolled back, add-checkpoint-only witness asked: exit %d\n%s%s", code, out, errOut)
+		}
+
+		// A witness that cannot be asked is an error naming it, never
+		// "nothing cosigned yet": a mistyped prefix, nothing listening.
+		dead := httptest.NewServer(http.NotFoundHandler())
+		dead.Close()
+		for _, u := range []string{r.wit[0].URL + "/typo", dead.URL} {
+			code, out, errOut := r.verify(t, dir, "--witness-url", u)
+			if code != 2 || !strings.Contains(errOut, u) {
+				t.Errorf("witness %s cannot be asked: exit %d, want an error naming it\n%s%s", u, code, out, errOut)
+			}
 		}
 	})
 

@@ -37,9 +37,25 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if errors.As(err, &ee) {
 		return ee.code
 	}
+	var ec errorCode
+	if errors.As(err, &ec) {
+		printError(stderr, ec.err)
+		return ec.code
+	}
 	printError(stderr, err)
 	return 1
 }
+
+// errorCode is an error printed as any other, with an exit code of its
+// own (arx audit verify: 2 when the audit could not be completed, 1 being
+// "problems found").
+type errorCode struct {
+	code int
+	err  error
+}
+
+func (e errorCode) Error() string { return e.err.Error() }
+func (e errorCode) Unwrap() error { return e.err }
 
 // printError prints "arx: error: ..." and, when there is one, "arx: hint: ...".
 func printError(w io.Writer, err error) {
