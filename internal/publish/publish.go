@@ -108,8 +108,8 @@ type Publisher struct {
 	cpTime     time.Time
 	nextCosign time.Time
 	backoff    time.Duration
-	cosignErr  error           // why the last checkpoint attempt failed; nil once one succeeds
-	partials   map[string]bool // partial objects written by this process, for cleanup
+	cosignErr  error              // why the last checkpoint attempt failed; nil once one succeeds
+	partials   map[string]tileRef // partial objects written by this process, for cleanup
 
 	status   atomic.Pointer[Status]
 	failing  bool
@@ -149,7 +149,7 @@ func New(cfg Config) (*Publisher, error) {
 	if cfg.Quorum < 0 || cfg.Quorum > len(cfg.Witnesses) {
 		return nil, fmt.Errorf("publish: a quorum of %d witnesses out of %d configured", cfg.Quorum, len(cfg.Witnesses))
 	}
-	p := &Publisher{cfg: cfg, log: cfg.Logger, partials: map[string]bool{}}
+	p := &Publisher{cfg: cfg, log: cfg.Logger, partials: map[string]tileRef{}}
 	client := &http.Client{Timeout: cfg.WitnessTimeout}
 	seen := map[string]bool{}
 	for _, w := range cfg.Witnesses {
@@ -390,12 +390,17 @@ func (p *Publisher) load(ctx context.Context) error {
 		return fmt.Errorf("publish: meta %s = %q", metaSize, size)
 	}
 	p.signed = []byte(signed)
+	// The partial objects an earlier process wrote last are cleaned up
+	// once their full tiles are in (those of its earlier rounds, whose
+	// full tiles were not in yet either, stay: a few per restart).
+	p.seedPartials(p.size)
 	if cpNote != "" {
 		cp, _, err := record.OpenCheckpoint([]byte(cpNote), p.cfg.LogKey)
 		if err != nil {
 			return fmt.Errorf("publish: the checkpoint published last: %w", err)
 		}
 		p.cpSize, p.cpRoot = int64(cp.Size), tlog.Hash(cp.Hash)
+		p.seedPartials(p.cpSize)
 		p.prevCPSize = p.cpSize
 		for _, w := range p.witnesses {
 			w.size = p.cpSize // a good first guess; a 409 corrects it
@@ -506,8 +511,8 @@ func (p *Publisher) upload(ctx context.Context, from, to int64, root tlog.Hash) 
 			if pos%record.TileWidth == 0 || pos == to {
 				n := (pos - 1) / record.TileWidth
 				w := int(pos - n*record.TileWidth)
-				p.put(up, record.BundlePath(n, w), bundle, w)
-				p.put(up, record.TilePath(0, n, w), tile, w)
+				p.put(up, record.BundlePath(n, w), bundle, tileRef{0, n, w})
+				p.put(up, record.TilePath(0, n, w), tile, tileRef{0, n, w})
 				bundle, tile = nil, nil
 			}
 		}
@@ -547,15 +552,22 @@ func (p *Publisher) upload(ctx context.Context, from, to int64, root tlog.Hash) 
 			for _, h := range fresh[l][max(first, lo)-lo : first+int64(w)-lo] {
 				data = append(data, h[:]...)
 			}
-			p.put(up, record.TilePath(l, n, w), data, w)
+			p.put(up, record.TilePath(l, n, w), data, tileRef{l, n, w})
 		}
 	}
 	return up.wait()
 }
 
-func (p *Publisher) put(up *uploader, path string, data []byte, width int) {
-	if width < record.TileWidth {
-		p.partials[path] = true
+// tileRef names a tile (or entry bundle): its level, index and width.
+type tileRef struct {
+	level int
+	n     int64
+	width int
+}
+
+func (p *Publisher) put(up *uploader, path string, data []byte, t tileRef) {
+	if t.width < record.TileWidth {
+		p.partials[path] = t
 	}
 	up.put(path, data)
 }
@@ -585,6 +597,7 @@ func (p *Publisher) publishCheckpoint(ctx context.Context) error {
 		}
 	}
 	out := signed
+	cosigned := []string{} // the witnesses whose cosignature is on it
 	if len(p.witnesses) > 0 {
 		lines, errs := cosignQuorum(ctx, p.witnesses, p.cfg.WitnessTimeout, signed, size, p.cfg.LogKey, prove)
 		for name, err := range errs {
@@ -602,6 +615,11 @@ func (p *Publisher) publishCheckpoint(ctx context.Context) error {
 			return fmt.Errorf("%d of %d witnesses cosigned the checkpoint of size %d, the quorum is %d: %s", got, len(p.witnesses), size, p.cfg.Quorum, strings.Join(why, "; "))
 		}
 		out = record.AppendSignatures(signed, lines...)
+		for _, w := range p.witnesses {
+			if errs[w.name] == nil {
+				cosigned = append(cosigned, w.name)
+			}
+		}
 	}
 	octx, cancel := context.WithTimeout(ctx, p.cfg.ObjectTimeout)
 	defer cancel()
@@ -631,24 +649,19 @@ func (p *Publisher) publishCheckpoint(ctx context.Context) error {
 	}
 	p.prevCPSize, p.cpSize, p.cpRoot, p.cpTime = p.cpSize, size, root, now
 	p.setStatus()
-	p.log.Info("checkpoint published", "bucket", p.cfg.Bucket.String(), "size", size, "cosignatures", len(p.witnesses))
+	p.log.Info("checkpoint published", "bucket", p.cfg.Bucket.String(), "size", size, "cosignatures", len(cosigned), "cosigned_by", cosigned)
 	return nil
 }
 
-// cleanup deletes partial tiles no checkpoint in the bucket needs any more:
-// those of sizes other than the published size and the last two published
-// checkpoints (an auditor may still be reading the previous one; and
-// auditors fall back to the full tile anyway).
+// cleanup deletes the partial tiles and bundles whose full tile is in the
+// bucket, as c2sp.org/tlog-tiles allows: a partial tile of a size a
+// checkpoint was published for is served until then (a reader of an older
+// checkpoint takes the prefix of the full one). p.size is what the bucket
+// holds (tiles are uploaded before the size is saved).
 func (p *Publisher) cleanup(ctx context.Context) {
-	keep := map[string]bool{}
-	for _, s := range []int64{p.size, p.cpSize, p.prevCPSize} {
-		for _, path := range PartialPaths(s) {
-			keep[path] = true
-		}
-	}
-	for path := range p.partials {
-		if keep[path] {
-			continue
+	for path, t := range p.partials {
+		if full, _ := record.TileWidthAt(p.size, t.level); t.n >= full {
+			continue // no full tile yet
 		}
 		dctx, cancel := context.WithTimeout(ctx, p.cfg.ObjectTimeout)
 		err := p.cfg.Bucket.Delete(dctx, path)
@@ -658,6 +671,22 @@ func (p *Publisher) cleanup(ctx context.Context) {
 			return
 		}
 		delete(p.partials, path)
+	}
+}
+
+// seedPartials adds the partial objects of the tree of the given size to
+// those cleanup deletes once their full tiles are in.
+func (p *Publisher) seedPartials(size int64) {
+	for l := 0; l < record.TileLevels(size); l++ {
+		full, w := record.TileWidthAt(size, l)
+		if w == 0 {
+			continue
+		}
+		t := tileRef{l, full, w}
+		if l == 0 {
+			p.partials[record.BundlePath(full, w)] = t
+		}
+		p.partials[record.TilePath(l, full, w)] = t
 	}
 }
 

@@ -178,7 +178,10 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s := &Server{Runtime: rt, LogKey: vkey, cfg: cfg, store: st, serveErr: make(chan error, 1)}
 	if cfg.Publish != nil {
 		pc := *cfg.Publish
-		pc.Store, pc.LogKey, pc.Logger, pc.Registerer = st, vkey, cfg.Logger, reg
+		pc.Store, pc.LogKey, pc.Registerer = st, vkey, reg
+		if pc.Logger == nil {
+			pc.Logger = cfg.Logger
+		}
 		pc.Leading = s.lease.check
 		if s.Publisher, err = publish.New(pc); err != nil {
 			ln.Close()
