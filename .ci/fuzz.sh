@@ -9,6 +9,19 @@ grep -rl --include='*_test.go' '^func Fuzz' . | sort | while read -r file; do
   pkg=./$(dirname "${file#./}")
   for target in $(grep -o '^func Fuzz[A-Za-z0-9_]*' "$file" | sed 's/^func //'); do
     echo "== fuzz $pkg $target ($fuzztime)"
-    go test -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzztime" "$pkg" 2>&1 | tail -3
+    out=$(mktemp)
+    if go test -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzztime" "$pkg" >"$out" 2>&1; then
+      tail -3 "$out"
+    else
+      # Everything the fuzzer said, and the input it saved, so that the
+      # failure can be reproduced from the CI log alone.
+      cat "$out"
+      git ls-files --others --exclude-standard -- "$pkg/testdata/fuzz" | while read -r f; do
+        echo "-- $f"; cat "$f"
+      done
+      rm -f "$out"
+      exit 1
+    fi
+    rm -f "$out"
   done
 done
