@@ -52,11 +52,19 @@ type Config struct {
 
 // PublishStatus is how far publishing the record to the bucket got.
 type PublishStatus struct {
-	Bucket         string    // where it is published, e.g. s3://BUCKET/PREFIX
-	Size           int64     // entries in the bucket
-	CheckpointSize int64     // entries the bucket's (cosigned) checkpoint commits to
-	CheckpointTime time.Time // when that checkpoint was published; zero: none yet
-	LastError      string    // why the last round failed; "" when it succeeded
+	Bucket         string     // where it is published, e.g. s3://BUCKET/PREFIX
+	Size           int64      // entries in the bucket
+	CheckpointSize int64      // entries the bucket's (cosigned) checkpoint commits to
+	CheckpointTime time.Time  // when that checkpoint was published; zero: none yet
+	LastError      string     // why the last round failed; "" when it succeeded
+	Cosigned       []Cosigner // the witnesses whose cosignature is on that checkpoint
+	Witnesses      int        // witnesses configured
+}
+
+// Cosigner is a witness that cosigned the checkpoint, and when.
+type Cosigner struct {
+	Name string
+	Time time.Time
 }
 
 // Limits and timeouts.

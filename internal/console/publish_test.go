@@ -10,6 +10,7 @@ import (
 	"github.com/arxsec/arx/internal/arxtest"
 	"github.com/arxsec/arx/internal/publish"
 	"github.com/arxsec/arx/internal/publish/file"
+	"github.com/arxsec/arx/internal/publish/publishtest"
 	"github.com/arxsec/arx/internal/server"
 )
 
@@ -62,6 +63,34 @@ func TestDashboardPublishing(t *testing.T) {
 		}
 		if strings.Contains(body, "alert-warn") {
 			t.Fatalf("publishing reads as failing:\n%s", body)
+		}
+	})
+
+	t.Run("witnessed", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("starts a witness process")
+		}
+		bucket, err := file.New(filepath.Join(t.TempDir(), "bucket"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := t.TempDir()
+		w := publishtest.StartWitness(t, "w.dashboard.test", publishtest.LogKey(t, data, "arx.test/dashboard"))
+		s := arxtest.StartWith(t, data, func(c *server.Config) {
+			c.Publish = &publish.Config{Bucket: bucket, PublishInterval: 20 * time.Millisecond, WitnessInterval: 20 * time.Millisecond,
+				Witnesses: []publish.Witness{{URL: w.URL, VKey: w.VKey}}}
+		})
+		addManager(t, s, "boss@example.com")
+		b := newBrowser(t, s)
+		b.mustLogin("boss@example.com")
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			body := b.get("/console/").Body
+			if strings.Contains(body, "1 of 1 witness") && strings.Contains(body, "<code>w.dashboard.test</code> <span class=\"muted\">cosigned ") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the dashboard does not show the checkpoint's witness:\n%s", body)
+			}
 		}
 	})
 }

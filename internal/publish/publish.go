@@ -89,6 +89,10 @@ type Status struct {
 	Size           int64     // entries in the bucket (with their tiles)
 	CheckpointSize int64     // entries the bucket's checkpoint commits to
 	CheckpointTime time.Time // when that checkpoint was published
+	// Cosigned are the configured witnesses whose cosignature is on that
+	// checkpoint, with the time each gave; Witnesses, all configured.
+	Cosigned  []record.Cosignature
+	Witnesses int
 }
 
 // Publisher uploads the log to a bucket.
@@ -106,6 +110,7 @@ type Publisher struct {
 	cpRoot     tlog.Hash
 	prevCPSize int64
 	cpTime     time.Time
+	cpCosigned []record.Cosignature // on the checkpoint published last
 	nextCosign time.Time
 	backoff    time.Duration
 	cosignErr  error              // why the last checkpoint attempt failed; nil once one succeeds
@@ -400,6 +405,7 @@ func (p *Publisher) load(ctx context.Context) error {
 			return fmt.Errorf("publish: the checkpoint published last: %w", err)
 		}
 		p.cpSize, p.cpRoot = int64(cp.Size), tlog.Hash(cp.Hash)
+		p.cpCosigned = p.cosigners([]byte(cpNote))
 		p.seedPartials(p.cpSize)
 		p.prevCPSize = p.cpSize
 		for _, w := range p.witnesses {
@@ -438,7 +444,7 @@ func (p *Publisher) load(ctx context.Context) error {
 }
 
 func (p *Publisher) setStatus() {
-	p.status.Store(&Status{Size: p.size, CheckpointSize: p.cpSize, CheckpointTime: p.cpTime})
+	p.status.Store(&Status{Size: p.size, CheckpointSize: p.cpSize, CheckpointTime: p.cpTime, Cosigned: p.cpCosigned, Witnesses: len(p.witnesses)})
 	p.m.published.Set(float64(p.size))
 	p.m.checkpointSize.Set(float64(p.cpSize))
 }
@@ -648,6 +654,7 @@ func (p *Publisher) publishCheckpoint(ctx context.Context) error {
 		return err
 	}
 	p.prevCPSize, p.cpSize, p.cpRoot, p.cpTime = p.cpSize, size, root, now
+	p.cpCosigned = p.cosigners(out)
 	p.setStatus()
 	p.log.Info("checkpoint published", "bucket", p.cfg.Bucket.String(), "size", size, "cosignatures", len(cosigned), "cosigned_by", cosigned)
 	return nil
@@ -672,6 +679,20 @@ func (p *Publisher) cleanup(ctx context.Context) {
 		}
 		delete(p.partials, path)
 	}
+}
+
+// cosigners are the configured witnesses whose valid cosignature is on a
+// checkpoint published.
+func (p *Publisher) cosigners(signed []byte) []record.Cosignature {
+	var keys []string
+	for _, w := range p.witnesses {
+		keys = append(keys, w.w.VKey)
+	}
+	cs, err := record.OpenCosigned(signed, p.cfg.LogKey, keys)
+	if err != nil {
+		return nil
+	}
+	return cs.Cosigs
 }
 
 // seedPartials adds the partial objects of the tree of the given size to

@@ -207,8 +207,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if p := s.Publisher; p != nil {
 		ccfg.PublishStatus = func() console.PublishStatus {
 			st := p.Status()
-			return console.PublishStatus{Bucket: p.Bucket(), Size: st.Size, CheckpointSize: st.CheckpointSize,
-				CheckpointTime: st.CheckpointTime, LastError: p.LastError()}
+			ps := console.PublishStatus{Bucket: p.Bucket(), Size: st.Size, CheckpointSize: st.CheckpointSize,
+				CheckpointTime: st.CheckpointTime, LastError: p.LastError(), Witnesses: st.Witnesses}
+			for _, c := range st.Cosigned {
+				ps.Cosigned = append(ps.Cosigned, console.Cosigner{Name: c.Witness, Time: c.Time})
+			}
+			return ps
 		}
 	}
 	con := console.New(ccfg)
