@@ -22,10 +22,11 @@ import (
 func hireCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "hire FILE",
-		Short: "Hire an agent from its job description; prints its id and token as export lines",
-		Long: `Hire an agent from its manifests/job_description.yaml. Prints exactly two lines,
-so that eval "$(arx hire FILE)" sets ARX_AGENT_ID and ARX_TOKEN. The token is
-shown once; ARX keeps only its hash.`,
+		Short: "Hire an agent from its job description; prints its id, token and ARX's URL as export lines",
+		Long: `Hire an agent from its manifests/job_description.yaml. Prints three export
+lines, so that eval "$(arx hire FILE)" sets ARX_AGENT_ID, ARX_TOKEN and
+ARX_BASE_URL (the API of the server that hired it). The token is shown once;
+ARX keeps only its hash.`,
 		Args: cobra.ExactArgs(1),
 	}
 	client := serverFlags(cmd)
@@ -54,7 +55,7 @@ shown once; ARX keeps only its hash.`,
 		if err := c.do(cmd.Context(), "POST", "/v1/agents", map[string]string{"manifest": string(data)}, &out); err != nil {
 			return err
 		}
-		inert.Fprintf(cmd.OutOrStdout(), "export ARX_AGENT_ID=%s\nexport ARX_TOKEN=%s\n", out.Agent.ID, out.Token)
+		inert.Fprintf(cmd.OutOrStdout(), "export ARX_AGENT_ID=%s\nexport ARX_TOKEN=%s\nexport ARX_BASE_URL=%s\n", out.Agent.ID, out.Token, c.server+"/v1")
 		return nil
 	}
 	return cmd

@@ -75,7 +75,7 @@ func TestHireAgentsRecord(t *testing.T) {
 
 	code, out, stderr := arx(t, "hire", manifestFile(t, arxtest.Manifest))
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if code != 0 || len(lines) != 2 || !strings.HasPrefix(lines[0], "export ARX_AGENT_ID=") || !strings.HasPrefix(lines[1], "export ARX_TOKEN=arxa_") {
+	if code != 0 || len(lines) != 3 || !strings.HasPrefix(lines[2], "export ARX_BASE_URL=http") || !strings.HasPrefix(lines[0], "export ARX_AGENT_ID=") || !strings.HasPrefix(lines[1], "export ARX_TOKEN=arxa_") {
 		t.Fatalf("hire: %d %q %s", code, out, stderr)
 	}
 	agentID := strings.TrimPrefix(lines[0], "export ARX_AGENT_ID=")

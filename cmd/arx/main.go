@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/arxsec/arx/arxerr"
@@ -44,6 +45,28 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	printError(stderr, err)
 	return 1
+}
+
+// version is the module version arx was built from (a release tag with
+// go install ...@vX, "(devel)" from a checkout), and its commit when the
+// build recorded one.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			v += " " + s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				v += " (modified)"
+			}
+		}
+	}
+	return v + " " + bi.GoVersion
 }
 
 // errorCode is an error printed as any other, with an exit code of its
@@ -98,6 +121,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "arx",
 		Short:         "ARX: the runtime between AI agents and systems of record",
+		Version:       version(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
