@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -80,13 +81,31 @@ func waitListening(t *testing.T, addr string, what string, logs func() string) {
 	}
 }
 
+// output is a process's output, read while the process writes it.
+type output struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (o *output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.Write(p)
+}
+
+func (o *output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.String()
+}
+
 // start starts a process until the test ends; its output is kept.
-func start(t *testing.T, env []string, name string, args ...string) *bytes.Buffer {
+func start(t *testing.T, env []string, name string, args ...string) *output {
 	t.Helper()
-	var out bytes.Buffer
+	out := &output{}
 	cmd := exec.Command(name, args...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +113,7 @@ func start(t *testing.T, env []string, name string, args ...string) *bytes.Buffe
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	return &out
+	return out
 }
 
 // litewitness is a running litewitness for one log.
@@ -128,7 +147,7 @@ func startLitewitness(t *testing.T, origin, logVKey string) *litewitness {
 			break
 		}
 		if i == 200 {
-			t.Fatalf("ssh-agent did not start:\n%s", agentOut)
+			t.Fatalf("ssh-agent did not start:\n%s", agentOut.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -140,7 +159,7 @@ func startLitewitness(t *testing.T, origin, logVKey string) *litewitness {
 	waitListening(t, addr, "litewitness", logs.String)
 	m := regexp.MustCompile(`vkey=(\S+)`).FindStringSubmatch(logs.String())
 	if m == nil {
-		t.Fatalf("litewitness did not log its verifier key:\n%s", logs)
+		t.Fatalf("litewitness did not log its verifier key:\n%s", logs.String())
 	}
 	return &litewitness{URL: "http://" + addr, VKey: strings.Trim(m[1], `"`)}
 }
