@@ -229,15 +229,32 @@ func TestCrashSafety(t *testing.T) {
 // and call.completed entries.
 func verifyLog(t *testing.T, p *proc, dir, admin string) (issued, completed map[string]bool, size int64) {
 	t.Helper()
-	time.Sleep(1500 * time.Millisecond) // a checkpoint interval
-	code, signed, err := call(t.Context(), p.url, "GET", "/v1/log/checkpoint", "", nil)
-	if err != nil || code != 200 {
-		t.Fatalf("checkpoint: %d %v", code, err)
-	}
+	// The checkpoint that covers the whole log: signed every second, it
+	// may lag after a fault; it must catch up.
 	vkey, _ := os.ReadFile(filepath.Join(dir, "log.pub"))
-	cp, _, err := record.OpenCheckpoint(signed, strings.TrimSpace(string(vkey)))
-	if err != nil {
-		t.Fatal(err)
+	var cp *record.Checkpoint
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		code, signed, err := call(t.Context(), p.url, "GET", "/v1/log/checkpoint", "", nil)
+		if err != nil || code != 200 {
+			t.Fatalf("checkpoint: %d %v", code, err)
+		}
+		if cp, _, err = record.OpenCheckpoint(signed, strings.TrimSpace(string(vkey))); err != nil {
+			t.Fatal(err)
+		}
+		code, b, err := call(t.Context(), p.url, "GET", fmt.Sprintf("/v1/log/entries?start=%d&limit=1", cp.Size), admin, nil)
+		if err != nil || code != 200 {
+			t.Fatalf("entries after the checkpoint: %d %v", code, err)
+		}
+		var after struct {
+			Entries []json.RawMessage `json:"entries"`
+		}
+		json.Unmarshal(b, &after)
+		if len(after.Entries) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the checkpoint stays at %d entries while the log has more:\n%s", cp.Size, p.logText())
+		}
 	}
 	var v record.Verifier
 	issued, completed = map[string]bool{}, map[string]bool{}
