@@ -36,6 +36,7 @@ const (
 	AgentNotFound   Code = "agent.not_found"
 	AgentTerminated Code = "agent.terminated"
 	AgentSuspended  Code = "agent.suspended"
+	AgentNameTaken  Code = "agent.name_taken" // an active agent already has the name
 
 	// Manifest checks on a call.
 	ManifestInvalid      Code = "manifest.invalid"
@@ -114,6 +115,7 @@ var infos = map[Code]Info{
 	AgentNotFound:   {Status: http.StatusNotFound, Hint: "list agents with `arx agents`"},
 	AgentTerminated: {Status: http.StatusForbidden, Hint: "a terminated agent can only be rehired as a new agent"},
 	AgentSuspended:  {Status: http.StatusForbidden},
+	AgentNameTaken:  {Status: http.StatusConflict, Hint: "terminate the agent on staff first (arx terminate NAME --reason ...), or hire with --replace to terminate it and hire the new one in one step"},
 
 	ManifestInvalid:      {Status: http.StatusUnprocessableEntity, Hint: "run `arx manifest lint FILE`"},
 	ConnectorNotDeclared: {Status: http.StatusForbidden, Hint: "declare the connector under scope.connectors in manifests/job_description.yaml and rehire the agent"},

@@ -26,10 +26,14 @@ func hireCmd() *cobra.Command {
 		Long: `Hire an agent from its manifests/job_description.yaml. Prints three export
 lines, so that eval "$(arx hire FILE)" sets ARX_AGENT_ID, ARX_TOKEN and
 ARX_BASE_URL (the API of the server that hired it). The token is shown once;
-ARX keeps only its hash.`,
+ARX keeps only its hash.
+
+A name already on staff is refused (agent.name_taken); --replace terminates
+the agent on staff and hires the new one in one step, both or neither.`,
 		Args: cobra.ExactArgs(1),
 	}
 	client := serverFlags(cmd)
+	replace := cmd.Flags().Bool("replace", false, "terminate the agent on staff with the same name, in the same step")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		data, err := os.ReadFile(args[0])
 		if err != nil {
@@ -52,7 +56,7 @@ ARX keeps only its hash.`,
 			Agent agentJSON `json:"agent"`
 			Token string    `json:"token"`
 		}
-		if err := c.do(cmd.Context(), "POST", "/v1/agents", map[string]string{"manifest": string(data)}, &out); err != nil {
+		if err := c.do(cmd.Context(), "POST", "/v1/agents", map[string]any{"manifest": string(data), "replace": *replace}, &out); err != nil {
 			return err
 		}
 		inert.Fprintf(cmd.OutOrStdout(), "export ARX_AGENT_ID=%s\nexport ARX_TOKEN=%s\nexport ARX_BASE_URL=%s\n", out.Agent.ID, out.Token, c.server+"/v1")

@@ -84,6 +84,10 @@ func TestHireAgentsRecord(t *testing.T) {
 	if code, out, _ := arx(t, "agents"); code != 0 || !strings.Contains(out, agentID) || !strings.Contains(out, "test-agent") {
 		t.Fatalf("agents: %d %s", code, out)
 	}
+	// The name is on staff: a second hire is refused, with the way out.
+	if code, _, stderr := arx(t, "hire", manifestFile(t, arxtest.Manifest)); code != 1 || !strings.Contains(stderr, "agent.name_taken") || !strings.Contains(stderr, "--replace") {
+		t.Fatalf("second hire of test-agent: %d %s", code, stderr)
+	}
 	// Two calls and a refusal, then show and verify.
 	for _, conn := range []string{"crm", "crm", "hubspot"} {
 		s.Do("POST", "/v1/calls", token, map[string]string{"connector": conn, "action": "account.read", "idempotency_key": conn + "-" + t.Name() + string(rune('a'+len(conn)))})

@@ -328,7 +328,7 @@ func TestRecordImport(t *testing.T) {
 	// The API refuses agents, gaps and a chain that does not match entry 0.
 	ls := strings.Split(strings.TrimSpace(string(lines)), "\n")
 	chain := record.HashString(record.LeafHash([]byte(ls[0])))
-	_, agentToken := s.Hire(arxtest.Manifest)
+	_, agentToken := s.Hire(strings.Replace(arxtest.Manifest, "name: test-agent", "name: other-agent", 1))
 	for _, tc := range []struct {
 		token, chain string
 		entries      []string

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,4 +118,48 @@ func TestAgentStatusSeesRevokedToken(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the long poll did not end with the revocation")
 	}
+}
+
+// TestHireNameOnStaff: hiring a name already on staff is refused with
+// agent.name_taken and nothing is written; with replace, the agent on staff
+// is terminated (its token dies, the record says why) and the new one
+// hired in one step; a terminated agent's name is free again.
+func TestHireNameOnStaff(t *testing.T) {
+	s := arxtest.Start(t)
+	oldID, oldToken := s.Hire(arxtest.Manifest)
+
+	r := s.Do("POST", "/v1/agents", s.AdminToken, map[string]any{"manifest": arxtest.Manifest})
+	if r.Status != http.StatusConflict || !strings.Contains(string(r.Body), `"agent.name_taken"`) || !strings.Contains(string(r.Body), "--replace") {
+		t.Fatalf("second hire of the same name: %d %s", r.Status, r.Body)
+	}
+	var list struct {
+		Agents []struct{ ID, Status string } `json:"agents"`
+	}
+	s.Do("GET", "/v1/agents", s.AdminToken, nil).JSON(t, &list)
+	if len(list.Agents) != 1 {
+		t.Fatalf("a refused hire left agents: %+v", list.Agents)
+	}
+
+	r = s.Do("POST", "/v1/agents", s.AdminToken, map[string]any{"manifest": arxtest.Manifest, "replace": true})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("hire with replace: %d %s", r.Status, r.Body)
+	}
+	var hired struct {
+		Agent struct{ ID string } `json:"agent"`
+		Token string            `json:"token"`
+	}
+	r.JSON(t, &hired)
+	if got := s.Do("GET", "/v1/agent", oldToken, nil); got.Status != http.StatusUnauthorized && got.Status != http.StatusForbidden {
+		t.Errorf("the replaced agent's token still works: %d %s", got.Status, got.Body)
+	}
+	rec := s.Do("GET", "/v1/agents/"+oldID+"/record", s.AdminToken, nil)
+	if !strings.Contains(string(rec.Body), `"agent.terminated"`) || !strings.Contains(string(rec.Body), "replaced by a new hire of the same name ("+hired.Agent.ID+")") {
+		t.Errorf("the replaced agent's record does not say it was replaced:\n%s", rec.Body)
+	}
+
+	// Terminated: the name is free again.
+	if r := s.Do("POST", "/v1/agents/"+hired.Agent.ID+"/terminate", s.AdminToken, map[string]string{"reason": "done"}); r.Status != http.StatusOK {
+		t.Fatalf("terminate: %d %s", r.Status, r.Body)
+	}
+	s.Hire(arxtest.Manifest)
 }

@@ -208,6 +208,7 @@ func (s *server) introspect(w http.ResponseWriter, r *http.Request) error {
 func (s *server) hire(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		Manifest string `json:"manifest"`
+		Replace  bool   `json:"replace"` // terminate the agents on staff of the same name in the same step
 	}
 	if err := decode(r, MaxManifestBytes, &req); err != nil {
 		return err
@@ -215,7 +216,7 @@ func (s *server) hire(w http.ResponseWriter, r *http.Request) error {
 	if strings.TrimSpace(req.Manifest) == "" {
 		return arxerr.New(arxerr.BadRequest, "manifest is empty")
 	}
-	a, token, err := s.rt.Hire(r.Context(), principal(r), []byte(req.Manifest))
+	a, token, err := s.rt.HireWith(r.Context(), principal(r), []byte(req.Manifest), req.Replace)
 	if err != nil {
 		return err
 	}

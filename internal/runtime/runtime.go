@@ -345,6 +345,14 @@ func (r *Runtime) Manifest(a *store.Agent) (*manifest.Manifest, error) {
 
 // Hire makes a new agent from a manifest and returns it with its token.
 func (r *Runtime) Hire(ctx context.Context, p *Principal, yaml []byte) (*store.Agent, string, error) {
+	return r.HireWith(ctx, p, yaml, false)
+}
+
+// HireWith is Hire; a name already on staff (an active agent of the same
+// name) is refused with agent.name_taken unless replace is set, and then
+// the agents on staff under that name are terminated in the transaction
+// that hires the new one: both happen, or neither.
+func (r *Runtime) HireWith(ctx context.Context, p *Principal, yaml []byte, replace bool) (*store.Agent, string, error) {
 	if !p.IsAdmin() {
 		return nil, "", arxerr.New(arxerr.Forbidden, "only an operator can hire agents")
 	}
@@ -366,7 +374,37 @@ func (r *Runtime) Hire(ctx context.Context, p *Principal, yaml []byte) (*store.A
 	for _, c := range m.Scope.Connectors {
 		connectors = append(connectors, c.Name)
 	}
+	all, err := r.store.Agents(ctx)
+	if err != nil {
+		return nil, "", r.ReadFailed("list agents", err)
+	}
+	var onStaff []string
+	for _, o := range all {
+		if o.Name == a.Name && o.Status != store.AgentTerminated {
+			onStaff = append(onStaff, o.ID)
+		}
+	}
+	var replaced []string
+	var woken []string
 	err = r.store.Update(ctx, func(tx store.Tx) error {
+		replaced, woken = nil, nil // a store may run fn again
+		for _, id := range onStaff {
+			o, err := tx.Agent(id)
+			if err != nil {
+				return err
+			}
+			if o.Status == store.AgentTerminated {
+				continue // terminated meanwhile
+			}
+			if !replace {
+				return arxerr.New(arxerr.AgentNameTaken, "agent %s (%s) is on staff already", o.Name, o.ID)
+			}
+			_, w, err := r.terminateIn(tx, p, o, "replaced by a new hire of the same name ("+a.ID+")", now)
+			if err != nil {
+				return err
+			}
+			replaced, woken = append(replaced, o.ID), append(woken, w...)
+		}
 		if err := tx.InsertAgent(a); err != nil {
 			return err
 		}
@@ -380,7 +418,11 @@ func (r *Runtime) Hire(ctx context.Context, p *Principal, yaml []byte) (*store.A
 	if err != nil {
 		return nil, "", r.writeFailed("hire", err)
 	}
-	r.log.Info("agent hired", "agent", a.ID, "name", a.Name, "actor", p.Actor())
+	for _, id := range replaced {
+		r.afterTerminate(ctx, p, id, woken, now)
+		woken = nil
+	}
+	r.log.Info("agent hired", "agent", a.ID, "name", a.Name, "actor", p.Actor(), "replaced", replaced)
 	return a, token, nil
 }
 

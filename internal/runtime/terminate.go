@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/arxsec/arx/arxerr"
 	"github.com/arxsec/arx/internal/store"
@@ -60,69 +61,86 @@ func (r *Runtime) Terminate(ctx context.Context, p *Principal, agentID, reason s
 		if !r.CanTerminate(p, a) {
 			return arxerr.New(arxerr.Forbidden, "only an operator, the agent's owner or its approvers can terminate it")
 		}
-		if a.Status == store.AgentTerminated {
-			return arxerr.New(arxerr.AgentTerminated, "agent %s is already terminated", a.Name)
-		}
-		if res.RevokedTokens, err = tx.RevokeAgentTokens(a.ID, now); err != nil {
-			return err
-		}
-		open, err := tx.AgentOpenCalls(a.ID)
-		if err != nil {
-			return err
-		}
-		actor := p.Actor()
-		// Pending calls end with their approvals, one entry each; every
-		// live credential dies in entries of up to RevokedCallsPerEntry
-		// calls: an agent holding a thousand live credentials is
-		// terminated in milliseconds, not in a thousand appends.
-		var revoked []string
-		for i := range open {
-			c := &open[i]
-			woken = append(woken, c.ID)
-			if c.Status == store.CallPending {
-				if err := tx.Append(record.ApprovalCancelled(callRef(c), actor, now, "agent terminated")); err != nil {
-					return err
-				}
-				res.CancelledApprovals++
-				continue
-			}
-			res.RevokedCredentials++
-			revoked = append(revoked, c.ID)
-		}
-		for len(revoked) > 0 {
-			n := min(len(revoked), record.RevokedCallsPerEntry)
-			if err := tx.Append(record.CredentialsRevoked(a.ID, actor, now, "agent terminated", revoked[:n])); err != nil {
-				return err
-			}
-			revoked = revoked[n:]
-		}
-		for i := range open {
-			if c := &open[i]; c.Status == store.CallApproved {
-				c.Status = store.CallRevoked
-				if err := r.onCallClosed(tx, c); err != nil { // connectors.go: drop the call's database role
-					return err
-				}
-			}
-		}
-		if err := tx.Append(record.AgentTerminated(a.ID, actor, now, record.Termination{Reason: reason, RevokedTokens: res.RevokedTokens,
-			RevokedCredentials: res.RevokedCredentials, CancelledApprovals: res.CancelledApprovals})); err != nil {
-			return err
-		}
-		if m, err := r.Manifest(a); err == nil {
-			if err := r.enqueueNotices(tx, m, a, actor, reason, res, now); err != nil {
-				return err
-			}
-		}
-		a.Status, a.TerminatedAt = store.AgentTerminated, &now
-		res.Agent = a
-		return nil
+		*res, woken, err = r.terminateIn(tx, p, a, reason, now)
+		return err
 	})
 	if err != nil {
 		return nil, r.writeFailed("terminate", err)
 	}
+	r.afterTerminate(ctx, p, agentID, woken, now)
+	return res, nil
+}
+
+// terminateIn terminates agent a inside tx (Terminate, and Hire with
+// replace): its tokens, credentials and pending approvals end, and
+// agent.terminated records it. It returns what it ended and the calls to
+// wake; the caller runs the effects after the commit (afterTerminate).
+func (r *Runtime) terminateIn(tx store.Tx, p *Principal, a *store.Agent, reason string, now time.Time) (TerminationResult, []string, error) {
+	var res TerminationResult
+	var woken []string
+	var err error
+	if a.Status == store.AgentTerminated {
+		return res, woken, arxerr.New(arxerr.AgentTerminated, "agent %s is already terminated", a.Name)
+	}
+	if res.RevokedTokens, err = tx.RevokeAgentTokens(a.ID, now); err != nil {
+		return res, woken, err
+	}
+	open, err := tx.AgentOpenCalls(a.ID)
+	if err != nil {
+		return res, woken, err
+	}
+	actor := p.Actor()
+	// Pending calls end with their approvals, one entry each; every
+	// live credential dies in entries of up to RevokedCallsPerEntry
+	// calls: an agent holding a thousand live credentials is
+	// terminated in milliseconds, not in a thousand appends.
+	var revoked []string
+	for i := range open {
+		c := &open[i]
+		woken = append(woken, c.ID)
+		if c.Status == store.CallPending {
+			if err := tx.Append(record.ApprovalCancelled(callRef(c), actor, now, "agent terminated")); err != nil {
+				return res, woken, err
+			}
+			res.CancelledApprovals++
+			continue
+		}
+		res.RevokedCredentials++
+		revoked = append(revoked, c.ID)
+	}
+	for len(revoked) > 0 {
+		n := min(len(revoked), record.RevokedCallsPerEntry)
+		if err := tx.Append(record.CredentialsRevoked(a.ID, actor, now, "agent terminated", revoked[:n])); err != nil {
+			return res, woken, err
+		}
+		revoked = revoked[n:]
+	}
+	for i := range open {
+		if c := &open[i]; c.Status == store.CallApproved {
+			c.Status = store.CallRevoked
+			if err := r.onCallClosed(tx, c); err != nil { // connectors.go: drop the call's database role
+				return res, woken, err
+			}
+		}
+	}
+	if err := tx.Append(record.AgentTerminated(a.ID, actor, now, record.Termination{Reason: reason, RevokedTokens: res.RevokedTokens,
+		RevokedCredentials: res.RevokedCredentials, CancelledApprovals: res.CancelledApprovals})); err != nil {
+		return res, woken, err
+	}
+	if m, err := r.Manifest(a); err == nil {
+		if err := r.enqueueNotices(tx, m, a, actor, reason, &res, now); err != nil {
+			return res, woken, err
+		}
+	}
+	a.Status, a.TerminatedAt = store.AgentTerminated, &now
+	res.Agent = a
+	return res, woken, nil
+}
+
+// afterTerminate runs a termination's effects once it committed.
+func (r *Runtime) afterTerminate(ctx context.Context, p *Principal, agentID string, woken []string, now time.Time) {
 	r.kickOutbox() // database roles of the revoked calls are dropped now
 	r.cutAgent(agentID, "the agent was terminated")
 	r.broadcast(ctx, &Event{Type: "agent.updated", AgentID: agentID, Status: store.AgentTerminated, At: now}, woken...)
 	r.log.Info("agent terminated", "agent", agentID, "actor", p.Actor())
-	return res, nil
 }
