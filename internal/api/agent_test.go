@@ -146,7 +146,7 @@ func TestHireNameOnStaff(t *testing.T) {
 	}
 	var hired struct {
 		Agent struct{ ID string } `json:"agent"`
-		Token string            `json:"token"`
+		Token string              `json:"token"`
 	}
 	r.JSON(t, &hired)
 	if got := s.Do("GET", "/v1/agent", oldToken, nil); got.Status != http.StatusUnauthorized && got.Status != http.StatusForbidden {
