@@ -163,3 +163,19 @@ func TestHireNameOnStaff(t *testing.T) {
 	}
 	s.Hire(arxtest.Manifest)
 }
+
+// TestWrongTokenHints: each kind of wrong token is told its own way out.
+func TestWrongTokenHints(t *testing.T) {
+	s := arxtest.Start(t)
+	for _, tc := range []struct{ token, hint string }{
+		{"arxa_" + strings.Repeat("x", 43), "hire the agent again"},
+		{"arxk_" + strings.Repeat("x", 43), "admin.token"},
+		{"arxu_" + strings.Repeat("x", 43), "arx login"},
+		{"sk-" + strings.Repeat("x", 40), "arxa_ (agents), arxu_ (people) or arxk_ (operators)"},
+	} {
+		r := s.Do("GET", "/v1/agents", tc.token, nil)
+		if r.Status != http.StatusUnauthorized || !strings.Contains(string(r.Body), "auth.invalid_token") || !strings.Contains(string(r.Body), tc.hint) {
+			t.Errorf("%s...: %d %s, want a hint with %q", tc.token[:5], r.Status, r.Body, tc.hint)
+		}
+	}
+}

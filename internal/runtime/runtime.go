@@ -230,25 +230,42 @@ func (r *Runtime) Authenticate(ctx context.Context, token string) (*Principal, e
 	return p, err
 }
 
+// invalidToken refuses a token, with the hint for its kind: an agent's, a
+// person's or an operator's token each has its own way out.
+func invalidToken(token string) *arxerr.Error {
+	e := arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
+	switch {
+	case strings.HasPrefix(token, agentTokenPrefix):
+		// The code's own hint: hire again, or ask the operator.
+	case strings.HasPrefix(token, adminTokenPrefix):
+		e.Hint = "this operator token is unknown or revoked: use this server's own (DATA_DIR/admin.token, in ARX_ADMIN_TOKEN)"
+	case strings.HasPrefix(token, userTokenPrefix):
+		e.Hint = "your personal token is unknown, revoked or ended (a reset or a disable ends it): run `arx login` again"
+	default:
+		e.Hint = "ARX tokens start with arxa_ (agents), arxu_ (people) or arxk_ (operators): check the token you send"
+	}
+	return e
+}
+
 // authenticate also says whether the token is unknown (never issued).
 func (r *Runtime) authenticate(ctx context.Context, token string) (_ *Principal, unknown bool, err error) {
 	if token == "" {
 		return nil, false, arxerr.New(arxerr.Unauthenticated, "missing bearer token")
 	}
 	if len(token) > 256 || !(strings.HasPrefix(token, agentTokenPrefix) || strings.HasPrefix(token, adminTokenPrefix) || strings.HasPrefix(token, userTokenPrefix)) {
-		return nil, true, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
+		return nil, true, invalidToken(token)
 	}
 	hash := HashToken(token)
 	if strings.HasPrefix(token, agentTokenPrefix) {
 		t, a, err := r.store.AgentByToken(ctx, hash)
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, true, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
+			return nil, true, invalidToken(token)
 		}
 		if err != nil {
 			return nil, false, r.ReadFailed("authenticate", err)
 		}
 		if subtle.ConstantTimeCompare(t.Hash, hash) != 1 || t.RevokedAt != nil || t.Kind != store.TokenAgent {
-			return nil, false, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
+			return nil, false, invalidToken(token)
 		}
 		if err := agentUsable(a); err != nil {
 			return nil, false, err
@@ -257,13 +274,13 @@ func (r *Runtime) authenticate(ctx context.Context, token string) (_ *Principal,
 	}
 	t, err := r.store.TokenByHash(ctx, hash)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, true, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
+		return nil, true, invalidToken(token)
 	}
 	if err != nil {
 		return nil, false, r.ReadFailed("authenticate", err)
 	}
 	if subtle.ConstantTimeCompare(t.Hash, hash) != 1 || t.RevokedAt != nil {
-		return nil, false, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
+		return nil, false, invalidToken(token)
 	}
 	p := &Principal{Kind: t.Kind, TokenID: t.ID, IssuedBy: t.IssuedBy}
 	if t.Kind == store.TokenUser && !r.now().Before(t.CreatedAt.Add(r.userTokenLife)) {
@@ -277,7 +294,7 @@ func (r *Runtime) authenticate(ctx context.Context, token string) (_ *Principal,
 			return nil, false, r.ReadFailed("authenticate", err)
 		}
 		if u.DisabledAt != nil {
-			return nil, false, arxerr.New(arxerr.InvalidToken, "unknown or revoked token")
+			return nil, false, invalidToken(token)
 		}
 		p.User = u
 	}
