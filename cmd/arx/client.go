@@ -29,7 +29,7 @@ type apiClient struct {
 // serverFlags adds --server and --token (ARX_SERVER, ARX_ADMIN_TOKEN).
 func serverFlags(cmd *cobra.Command) func() (*apiClient, error) {
 	server := cmd.Flags().String("server", "", "ARX server URL (env ARX_SERVER, default "+DefaultServer+")")
-	token := cmd.Flags().String("token", "", "operator or personal token (env ARX_ADMIN_TOKEN; else the one `arx login` stored)")
+	token := cmd.Flags().String("token", "", "operator or personal `TOKEN` (env ARX_ADMIN_TOKEN; else the one arx login stored)")
 	return func() (*apiClient, error) {
 		s := *server
 		if s == "" {
