@@ -386,3 +386,32 @@ func TestRunGivesLittleAndStopsOnTermination(t *testing.T) {
 		t.Errorf("the record does not say the processes were stopped:\n%s", out)
 	}
 }
+
+// TestManagerFromTheCLI: a manager logged in with a personal token lists the
+// agents they are responsible for (and only those), reviews one and
+// terminates it by name, as the console lets them.
+func TestManagerFromTheCLI(t *testing.T) {
+	s := arxtest.Start(t)
+	id, _ := s.Hire(arxtest.Manifest) // approvers: [boss@example.com]
+	otherID, _ := s.Hire(strings.NewReplacer("name: test-agent", "name: not-bosss", "boss@example.com", "other@example.com").Replace(arxtest.Manifest))
+	boss := s.AddPerson("boss@example.com", "manager", "correct horse battery staple")
+	t.Setenv("ARX_SERVER", s.URL)
+	t.Setenv("ARX_ADMIN_TOKEN", boss)
+
+	code, out, stderr := arx(t, "agents")
+	if code != 0 || !strings.Contains(out, id) || strings.Contains(out, otherID) {
+		t.Fatalf("agents as the manager: %d\n%s%s", code, out, stderr)
+	}
+	if code, out, stderr := arx(t, "agents", "review", "test-agent"); code != 0 || !strings.Contains(out, "test-agent") {
+		t.Fatalf("review as the manager: %d\n%s%s", code, out, stderr)
+	}
+	if code, _, stderr := arx(t, "agents", "review", otherID); code == 0 || !strings.Contains(stderr, "no agent") {
+		t.Fatalf("review of an agent the manager is not responsible for: %d %s", code, stderr)
+	}
+	if code, out, stderr := arx(t, "terminate", "test-agent", "--reason", "done"); code != 0 {
+		t.Fatalf("terminate as the manager: %d\n%s%s", code, out, stderr)
+	}
+	if r := s.Do("GET", "/v1/agents/"+id, s.AdminToken, nil); !strings.Contains(string(r.Body), `"terminated"`) {
+		t.Fatalf("after the manager's termination: %s", r.Body)
+	}
+}

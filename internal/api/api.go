@@ -78,8 +78,8 @@ func New(cfg Config) http.Handler {
 	s.agentRoutes(h) // GET /v1/agent, GET /v1/agent/status (agent.go)
 
 	h("POST /v1/agents", s.adminOnly(s.hire))
-	h("GET /v1/agents", s.adminOnly(s.listAgents))
-	h("GET /v1/agents/{id}", s.adminOnly(s.getAgent))
+	h("GET /v1/agents", s.authed(s.listAgents))
+	h("GET /v1/agents/{id}", s.authed(s.getAgent))
 	h("GET /v1/agents/{id}/calls", s.adminOnly(s.agentCalls))
 	h("GET /v1/agents/{id}/record", s.adminOnly(s.agentRecord))
 	h("POST /v1/agents/{id}/record/import", s.adminOnly(s.importRecord))

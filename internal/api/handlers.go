@@ -235,14 +235,27 @@ func (s *server) agentByPath(r *http.Request) (*store.Agent, error) {
 	return a, nil
 }
 
+// seesAgent: an operator sees every agent; a person, the agents they are
+// responsible for (owner, approver, delegate), as in the console; an
+// agent, none through these routes (GET /v1/agent is its own).
+func (s *server) seesAgent(p *runtime.Principal, a *store.Agent) bool {
+	return p.IsAdmin() || p.IsPerson() && s.rt.CanTerminate(p, a)
+}
+
 func (s *server) listAgents(w http.ResponseWriter, r *http.Request) error {
+	p := principal(r)
+	if !p.IsAdmin() && !p.IsPerson() {
+		return arxerr.New(arxerr.Forbidden, "an agent lists itself with GET /v1/agent")
+	}
 	agents, err := s.rt.Store().Agents(r.Context())
 	if err != nil {
 		return s.rt.ReadFailed("list agents", err)
 	}
 	out := make([]agentView, 0, len(agents))
 	for i := range agents {
-		out = append(out, viewAgent(&agents[i], false))
+		if s.seesAgent(p, &agents[i]) {
+			out = append(out, viewAgent(&agents[i], false))
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"agents": out})
 	return nil
@@ -252,6 +265,9 @@ func (s *server) getAgent(w http.ResponseWriter, r *http.Request) error {
 	a, err := s.agentByPath(r)
 	if err != nil {
 		return err
+	}
+	if !s.seesAgent(principal(r), a) {
+		return arxerr.New(arxerr.AgentNotFound, "no agent %s", truncate(r.PathValue("id"), 64))
 	}
 	writeJSON(w, http.StatusOK, viewAgent(a, true))
 	return nil
