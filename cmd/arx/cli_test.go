@@ -230,6 +230,20 @@ func TestDevOnce(t *testing.T) {
 	}
 }
 
+// TestDevRemovesItsDirectory: without --data, arx dev works in a throwaway
+// directory (keys, admin token) and removes it when it ends.
+func TestDevRemovesItsDirectory(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	code, out, stderr := arx(t, "dev", "--once", "--listen", "127.0.0.1:0")
+	if code != 0 || !strings.Contains(stderr, "arx dev: removed "+tmp) {
+		t.Fatalf("arx dev: %d\n%s\n%s", code, out, stderr)
+	}
+	if left, _ := filepath.Glob(filepath.Join(tmp, "arx-dev-*")); len(left) != 0 {
+		t.Fatalf("arx dev left %v", left)
+	}
+}
+
 // TestServeRefusesBadSettings: arx serve refuses settings it cannot run
 // with before it opens anything, and does not echo a webhook's URL (its
 // credential).

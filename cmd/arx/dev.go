@@ -30,7 +30,8 @@ func devCmd() *cobra.Command {
 		Long: `Start the runtime on a throwaway data directory (or --data DIR), hire the
 reference agent (reference-agents/sales-research), run it against a demo CRM
 that checks ARX credentials, and print what happened and where to look. The
-runtime keeps running until Ctrl-C, unless --once.`,
+runtime keeps running until Ctrl-C, unless --once. A throwaway data
+directory is removed when arx dev ends, however it ends.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out := cmd.OutOrStdout()
@@ -40,6 +41,16 @@ runtime keeps running until Ctrl-C, unless --once.`,
 					return err
 				}
 				dataDir = d
+				// The throwaway directory holds private keys and the admin
+				// token: it goes on every way out (registered first, so it
+				// runs after the server has closed).
+				defer func() {
+					if err := os.RemoveAll(d); err != nil {
+						inert.Fprintf(cmd.ErrOrStderr(), "arx: warning: could not remove %s: %v\n", d, err)
+						return
+					}
+					inert.Fprintf(cmd.ErrOrStderr(), "arx dev: removed %s\n", d)
+				}()
 			}
 			log, err := newLogger(cmd.ErrOrStderr(), "text", logLevel)
 			if err != nil {
