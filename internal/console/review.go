@@ -343,7 +343,8 @@ type terminateData struct {
 	Reason  string
 	Typed   string // the confirmation typed
 	Refusal *refusal
-	Blocked bool // the refusal is final: no form
+	Blocked bool     // the refusal is final: no form
+	Notify  []string // the channels notices go out on; none: nobody is told
 }
 
 // terminate is the two steps of a termination: the agent page's form
@@ -355,7 +356,7 @@ func (c *Console) terminate(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	d := &terminateData{Agent: a, Reason: r.PostForm.Get("reason"), Typed: r.PostForm.Get("confirm")}
+	d := &terminateData{Agent: a, Reason: r.PostForm.Get("reason"), Typed: r.PostForm.Get("confirm"), Notify: c.rt.NotifyChannels()}
 	if m, err := c.rt.Manifest(a); err == nil {
 		d.M = m
 	}

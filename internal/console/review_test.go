@@ -170,6 +170,13 @@ func TestTerminate(t *testing.T) {
 	path := "/console/agents/" + id + "/terminate"
 	confirm := url.Values{"csrf": {csrf}, "reason": {"replaced by v2"}, "step": {"confirm"}, "confirm": {"sales-research"}}
 
+	// The first step says who is told, and that nobody is when the server
+	// has no notification channel.
+	if p := boss.post(path, url.Values{"csrf": {csrf}, "reason": {"replaced by v2"}}); p.Status != http.StatusOK ||
+		!strings.Contains(p.Body, "dana@example.com is <strong>not</strong> told: this server has no notification channel") {
+		t.Errorf("the confirmation does not say that nobody is told:\n%s", p.Body)
+	}
+
 	// CSRF and origin are required on both steps.
 	for _, tc := range []struct {
 		name, origin string

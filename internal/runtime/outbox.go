@@ -27,6 +27,21 @@ type Webhook struct {
 	Format string // "json" (default) or "slack"
 }
 
+// NotifyChannels names the channels notices go out on ("Slack",
+// "webhook"), one per configured webhook; none when no webhook is
+// configured, and then nobody is told of anything.
+func (r *Runtime) NotifyChannels() []string {
+	var out []string
+	for _, w := range r.webhooks {
+		if w.Format == "slack" {
+			out = append(out, "Slack")
+		} else {
+			out = append(out, "webhook")
+		}
+	}
+	return out
+}
+
 // webhookJob is the outbox payload of one delivery. It names the endpoint
 // by a hash of its URL: the URL is a secret (a Slack webhook's is its only
 // credential) and stays out of the database.
