@@ -84,9 +84,10 @@ func TestDiskFull(t *testing.T) {
 	}
 	f.Sync()
 	f.Close()
-	// The log's segment is zero-filled ahead of its end (megabytes of
-	// space it holds for itself): calls go on until that is used up, then
-	// are refused. Many callers use it up quickly; bounded in time.
+	// Calls go on while the log's segment has zero-filled room left (on a
+	// nearly full disk it zero-fills only what each frame needs, leaving
+	// freed space to the state database), then are refused. Many callers
+	// use it up quickly; bounded in time.
 	var refused atomic.Int64
 	var wrong atomic.Value
 	var wg sync.WaitGroup

@@ -537,7 +537,7 @@ func (l *Log) start(recs []Record, probe bool) (func() error, error) {
 	if _, err := a.f.WriteAt(b, a.end); err != nil {
 		return nil, fmt.Errorf("segment: write: %w", err)
 	}
-	if l.cfg.Prealloc > 0 && !a.extending && a.alloc-(a.end+n) < l.cfg.Prealloc/2 {
+	if l.cfg.Prealloc > 0 && !a.extending && a.alloc-(a.end+n) < l.cfg.Prealloc/2 && l.roomAhead(l.cfg.Prealloc) {
 		// Zero-fill the next stretch while this frame and the next are
 		// written in the stretch before it.
 		a.extending = true
@@ -584,6 +584,9 @@ func (l *Log) room(a *activeSeg, need int64) error {
 			continue
 		}
 		ahead := l.cfg.Prealloc
+		if !l.roomAhead(need - a.alloc + ahead) {
+			ahead = 0
+		}
 		err := l.zeroFill(a, a.alloc, need-a.alloc+ahead)
 		if err != nil && refused(err) {
 			// A nearly full disk may still take the frame itself.
@@ -611,6 +614,20 @@ func (l *Log) extend(a *activeSeg, from int64) {
 		l.log.Warn("segment: could not zero-fill ahead of the log's end; the next frame will try again", "err", err)
 	}
 	l.idle.Broadcast()
+}
+
+// roomAhead says whether zero-filling n bytes ahead of the log's end
+// leaves the filesystem room for everything else (the state database, its
+// checkpoints, other segments): twice the stretch, at least. On a nearly
+// full disk the log takes only what each frame needs, so that the space an
+// operator frees is not swallowed by zeros.
+func (l *Log) roomAhead(n int64) bool {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(l.cfg.Dir, &st); err != nil {
+		return true // cannot tell: zero-fill, and a full disk says so
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	return free-n >= 2*max(l.cfg.Prealloc, n)
 }
 
 // zeroChunk is the size of one write of zeros: a page. Larger writes make
