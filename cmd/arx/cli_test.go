@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/arxsec/arx/internal/arxtest"
 	_ "modernc.org/sqlite"
@@ -72,6 +73,7 @@ func TestHireAgentsRecord(t *testing.T) {
 	s := arxtest.Start(t)
 	t.Setenv("ARX_SERVER", s.URL)
 	t.Setenv("ARX_ADMIN_TOKEN", s.AdminToken)
+	t.Setenv("COLUMNS", "") // whole lines, whatever the shell that runs the tests says
 
 	code, out, stderr := arx(t, "hire", manifestFile(t, arxtest.Manifest))
 	lines := strings.Split(strings.TrimSpace(out), "\n")
@@ -97,6 +99,21 @@ func TestHireAgentsRecord(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "credential.refused") || !strings.Contains(out, "credential.issued") {
 		t.Fatalf("record show: %d %s", code, out)
 	}
+	// On a terminal of 80 columns, lines are cut to fit; --wide keeps them.
+	t.Setenv("COLUMNS", "80")
+	_, out, _ = arx(t, "record", "show", "test-agent")
+	cut := false
+	for _, l := range strings.Split(out, "\n") {
+		if n := utf8.RuneCountInString(l); n > 80 {
+			t.Errorf("a line of %d characters on an 80-column terminal: %q", n, l)
+		}
+		cut = cut || strings.HasSuffix(l, "…")
+	}
+	_, wideOut, _ := arx(t, "record", "show", "test-agent", "--wide")
+	if !cut || !strings.Contains(wideOut, "idempotency_key=") {
+		t.Errorf("record show cut nothing, or --wide cut too:\n%s\n%s", out, wideOut)
+	}
+	t.Setenv("COLUMNS", "")
 	if err := s.Runtime.Checkpoint(t.Context()); err != nil {
 		t.Fatal(err)
 	}

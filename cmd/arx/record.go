@@ -4,14 +4,18 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"unicode/utf8"
 
 	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/record"
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 )
 
 func recordCmd() *cobra.Command {
@@ -30,7 +34,7 @@ type recordPage struct {
 }
 
 func recordShowCmd() *cobra.Command {
-	var asJSON bool
+	var asJSON, wide bool
 	cmd := &cobra.Command{
 		Use:   "show AGENT",
 		Short: "Show an agent's personnel record, oldest first",
@@ -38,6 +42,7 @@ func recordShowCmd() *cobra.Command {
 	}
 	client := serverFlags(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one canonical entry per line (JSON Lines)")
+	cmd.Flags().BoolVar(&wide, "wide", false, "print whole lines, however wide (on a terminal, lines are cut to its width)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		c, err := client()
 		if err != nil {
@@ -48,9 +53,15 @@ func recordShowCmd() *cobra.Command {
 			return err
 		}
 		out := cmd.OutOrStdout()
-		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		text := out // where the table goes: cut to the terminal's width, unless --wide
+		if w := terminalWidth(out); w > 0 && !wide && !asJSON {
+			cw := &clipWriter{w: out, width: w}
+			defer cw.Flush()
+			text = cw
+		}
+		tw := tabwriter.NewWriter(text, 0, 4, 2, ' ', 0)
 		if !asJSON {
-			inert.Fprintf(out, "Personnel record of %s (%s), owner %s, %s\n\n", a.Name, a.ID, a.Owner, a.Status)
+			inert.Fprintf(text, "Personnel record of %s (%s), owner %s, %s\n\n", a.Name, a.ID, a.Owner, a.Status)
 			inert.Fprintln(tw, "INDEX\tTIME\tTYPE\tCONNECTOR\tACTION\tRISK\tACTOR\tDETAILS")
 		}
 		after := int64(-1)
@@ -83,6 +94,54 @@ func recordShowCmd() *cobra.Command {
 		return tw.Flush()
 	}
 	return cmd
+}
+
+// terminalWidth is the width to cut lines to: the terminal's when out is
+// one, else $COLUMNS when set; 0 when lines are not cut (a pipe, a file).
+func terminalWidth(out io.Writer) int {
+	if f, ok := out.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		if w, _, err := term.GetSize(int(f.Fd())); err == nil && w > 20 {
+			return w
+		}
+	}
+	if n, err := strconv.Atoi(os.Getenv("COLUMNS")); err == nil && n > 20 {
+		return n
+	}
+	return 0
+}
+
+// clipWriter cuts each line to width characters, marking a cut with "…".
+type clipWriter struct {
+	w     io.Writer
+	width int
+	line  []byte
+}
+
+func (c *clipWriter) Write(p []byte) (int, error) {
+	for _, b := range p {
+		if b != '\n' {
+			c.line = append(c.line, b)
+			continue
+		}
+		if err := c.Flush(); err != nil {
+			return 0, err
+		}
+		if _, err := c.w.Write([]byte{'\n'}); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// Flush writes the line held, cut.
+func (c *clipWriter) Flush() error {
+	line := string(c.line)
+	c.line = c.line[:0]
+	if utf8.RuneCountInString(line) > c.width {
+		line = strings.TrimRight(string([]rune(line)[:c.width-1]), " ") + "…"
+	}
+	_, err := io.WriteString(c.w, line)
+	return err
 }
 
 func dash(s string) string {
