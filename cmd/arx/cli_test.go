@@ -439,6 +439,12 @@ func TestManagerFromTheCLI(t *testing.T) {
 	if code, _, stderr := arx(t, "agents", "review", otherID); code == 0 || !strings.Contains(stderr, "no agent") {
 		t.Fatalf("review of an agent the manager is not responsible for: %d %s", code, stderr)
 	}
+	if code, out, stderr := arx(t, "agents", "ack", "test-agent", "--all", "--note", "seen"); code != 0 || !strings.Contains(out, "acknowledged 0 drift events of test-agent") {
+		t.Fatalf("ack --all as the manager: %d\n%s%s", code, out, stderr)
+	}
+	if code, _, stderr := arx(t, "agents", "ack", "test-agent", "--note", "seen"); code == 0 || !strings.Contains(stderr, "--all") {
+		t.Fatalf("ack without an index or --all: %d %s", code, stderr)
+	}
 	if code, out, stderr := arx(t, "terminate", "test-agent", "--reason", "done"); code != 0 {
 		t.Fatalf("terminate as the manager: %d\n%s%s", code, out, stderr)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -147,14 +148,21 @@ func counts(m map[string]int) string {
 
 func agentsAckCmd() *cobra.Command {
 	var note string
+	var all bool
+	var days int
 	cmd := &cobra.Command{
-		Use:   "ack AGENT INDEX --note TEXT",
-		Short: "Acknowledge a drift event with a note",
-		Args:  cobra.ExactArgs(2),
+		Use:   "ack AGENT (INDEX | --all) --note TEXT",
+		Short: "Acknowledge a drift event, or every unacknowledged one of the review window, with a note",
+		Args:  cobra.RangeArgs(1, 2),
 	}
 	client := serverFlags(cmd)
 	cmd.Flags().StringVar(&note, "note", "", "what was done about it (required)")
+	cmd.Flags().BoolVar(&all, "all", false, "acknowledge every drift event of the last --days not acknowledged yet")
+	cmd.Flags().IntVar(&days, "days", 7, "with --all: how many days back")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if all == (len(args) == 2) {
+			return withHint(errors.New("name one drift event by its INDEX, or pass --all"), "take the INDEX column of `arx agents review AGENT`")
+		}
 		c, err := client()
 		if err != nil {
 			return err
@@ -162,6 +170,16 @@ func agentsAckCmd() *cobra.Command {
 		a, err := c.resolveAgent(cmd.Context(), args[0])
 		if err != nil {
 			return err
+		}
+		if all {
+			var out struct {
+				Acknowledged int `json:"acknowledged"`
+			}
+			if err := c.do(cmd.Context(), "POST", "/v1/agents/"+a.ID+"/drift/ack", map[string]any{"note": note, "days": days}, &out); err != nil {
+				return err
+			}
+			inert.Fprintf(cmd.OutOrStdout(), "acknowledged %d drift events of %s\n", out.Acknowledged, a.Name)
+			return nil
 		}
 		if _, err := strconv.ParseInt(args[1], 10, 64); err != nil {
 			return withHint(fmt.Errorf("index %q is not a number", args[1]), "take the INDEX column of `arx agents review AGENT`")

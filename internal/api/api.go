@@ -86,6 +86,7 @@ func New(cfg Config) http.Handler {
 	h("POST /v1/agents/{id}/terminate", s.authed(s.terminate))
 	h("GET /v1/agents/{id}/review", s.authed(s.review))
 	h("POST /v1/agents/{id}/drift/{index}/ack", s.authed(s.ackDrift))
+	h("POST /v1/agents/{id}/drift/ack", s.authed(s.ackAllDrift))
 	h("POST /v1/agents/{id}/tokens", s.adminOnly(s.issueToken))
 	h("POST /v1/agents/{id}/process-stopped", s.adminOnly(s.processStopped))
 	h("DELETE /v1/agents/{id}/tokens/{token}", s.adminOnly(s.revokeToken))

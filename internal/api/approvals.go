@@ -386,3 +386,24 @@ func (s *server) ackDrift(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "acknowledged"})
 	return nil
 }
+
+// ackAllDrift acknowledges every unacknowledged drift event of the review
+// window with one note.
+func (s *server) ackAllDrift(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Note string `json:"note"`
+		Days int    `json:"days"`
+	}
+	if err := decode(r, MaxBodyBytes, &req); err != nil {
+		return err
+	}
+	if req.Days == 0 {
+		req.Days = 7
+	}
+	n, err := s.rt.AcknowledgeAllDrift(r.Context(), principal(r), r.PathValue("id"), req.Days, req.Note)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"acknowledged": n})
+	return nil
+}

@@ -281,3 +281,74 @@ func TestTerminateUnderLoad(t *testing.T) {
 		t.Fatalf("second termination: %d %s", r.Status, r.Body)
 	}
 }
+
+// TestAcknowledgeAllDrift: one note acknowledges every open drift event of
+// the review window, one entry each; acknowledged ones are left alone; a
+// stranger is refused and nothing is written; a second run finds nothing.
+func TestAcknowledgeAllDrift(t *testing.T) {
+	s := arxtest.Start(t)
+	agent, token := s.Hire(arxtest.Manifest)
+	boss := s.AddPerson("boss@example.com", "manager", pw)
+	stranger := s.AddPerson("stranger@example.com", "manager", pw)
+	for i := range 4 {
+		complete(t, s, token, callID(t, request(s, token, "crm", "account.purge", "low", fmt.Sprint("p", i))))
+	}
+	type review struct {
+		Review struct {
+			Drift []struct {
+				Index int64 `json:"index"`
+				Ack   *struct {
+					By   string `json:"by"`
+					Note string `json:"note"`
+				} `json:"acknowledged"`
+			} `json:"drift"`
+		} `json:"review"`
+	}
+	var before review
+	s.Do("GET", "/v1/agents/"+agent+"/review", boss, nil).JSON(t, &before)
+	if len(before.Review.Drift) != 4 {
+		t.Fatalf("drift events: %+v", before.Review.Drift)
+	}
+	first := before.Review.Drift[0].Index
+	if r := s.Do("POST", fmt.Sprintf("/v1/agents/%s/drift/%d/ack", agent, first), boss, map[string]string{"note": "one by one"}); r.Status != 200 {
+		t.Fatalf("ack: %d %s", r.Status, r.Body)
+	}
+	if r := s.Do("POST", "/v1/agents/"+agent+"/drift/ack", stranger, map[string]any{"note": "x"}); r.ErrorCode() != "auth.forbidden" {
+		t.Fatalf("stranger's bulk ack: %d %s", r.Status, r.Body)
+	}
+	if r := s.Do("POST", "/v1/agents/"+agent+"/drift/ack", boss, map[string]any{"note": " "}); r.ErrorCode() != "request.invalid" && r.Status != 400 {
+		t.Fatalf("bulk ack without a note: %d %s", r.Status, r.Body)
+	}
+	r := s.Do("POST", "/v1/agents/"+agent+"/drift/ack", boss, map[string]any{"note": "the purge job is being added to the job description"})
+	var n struct {
+		Acknowledged int `json:"acknowledged"`
+	}
+	r.JSON(t, &n)
+	if r.Status != 200 || n.Acknowledged != 3 {
+		t.Fatalf("bulk ack: %d %s", r.Status, r.Body)
+	}
+	var after review
+	s.Do("GET", "/v1/agents/"+agent+"/review", boss, nil).JSON(t, &after)
+	for _, d := range after.Review.Drift {
+		switch {
+		case d.Ack == nil:
+			t.Errorf("event %d still open", d.Index)
+		case d.Index == first && d.Ack.Note != "one by one":
+			t.Errorf("the bulk note replaced event %d's own: %q", d.Index, d.Ack.Note)
+		case d.Index != first && (d.Ack.Note != "the purge job is being added to the job description" || d.Ack.By != "boss@example.com"):
+			t.Errorf("event %d: %+v", d.Index, d.Ack)
+		}
+	}
+	acks := 0
+	for _, e := range entries(t, s, agent) {
+		if e.Type == record.TypeDriftAcknowledged {
+			acks++
+		}
+	}
+	if acks != 4 {
+		t.Errorf("%d drift.acknowledged entries, want 4 (one per event)", acks)
+	}
+	if r := s.Do("POST", "/v1/agents/"+agent+"/drift/ack", boss, map[string]any{"note": "again"}); !strings.Contains(string(r.Body), `"acknowledged":0`) {
+		t.Errorf("a second bulk ack: %d %s", r.Status, r.Body)
+	}
+}

@@ -137,6 +137,7 @@ func (c *Console) Mount(mux *http.ServeMux) {
 	mux.Handle("GET /console/agents/{id}/record", c.page(c.record))
 	mux.Handle("GET /console/agents/{id}/review", c.page(c.review))
 	mux.Handle("POST /console/agents/{id}/drift/{index}/ack", c.action(c.ackDrift))
+	mux.Handle("POST /console/agents/{id}/drift/ack", c.action(c.ackAllDrift))
 	mux.Handle("POST /console/agents/{id}/terminate", c.action(c.terminate))
 	mux.Handle("GET /console/people", c.page(c.people))
 	mux.Handle("POST /console/people/{email}/{verb}", c.action(c.setPerson))

@@ -275,6 +275,11 @@ func (c *Console) review(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 	}
+	// After a bulk acknowledgement: said only when nothing is open now (a
+	// crafted link cannot make the page claim what did not happen).
+	if n, err := strconv.Atoi(r.URL.Query().Get("ackedall")); err == nil && n > 0 && d.Open == 0 {
+		d.Done = fmt.Sprintf("Your note is on all %d events, each in the agent's personnel record.", n)
+	}
 	return c.render(w, r, http.StatusOK, "review", "Review of "+d.Agent.Name, d)
 }
 
@@ -317,6 +322,33 @@ func (c *Console) ackDrift(w http.ResponseWriter, r *http.Request) error {
 			d.Drift[i].Typed = note
 		}
 	}
+	return c.render(w, r, errStatus(ae), "review", "Review of "+d.Agent.Name, d)
+}
+
+// ackAllDrift acknowledges every open drift event of the review window
+// with one note.
+func (c *Console) ackAllDrift(w http.ResponseWriter, r *http.Request) error {
+	v := viewerOf(r)
+	days, err := reviewDays(r.PostForm.Get("days"))
+	if err != nil {
+		days = DefaultReviewDays
+	}
+	agentID := r.PathValue("id")
+	n, aerr := c.rt.AcknowledgeAllDrift(r.Context(), v.Principal, agentID, days, r.PostForm.Get("note"))
+	if aerr == nil {
+		c.log.Info("console drift acknowledged in bulk", "user", v.User.Email, "agent", agentID, "events", n)
+		http.Redirect(w, r, fmt.Sprintf("/console/agents/%s/review?days=%d&ackedall=%d#drift-h", url.PathEscape(agentID), days, n), http.StatusSeeOther)
+		return nil
+	}
+	ae, ok := shownRefusal(aerr)
+	if !ok {
+		return aerr
+	}
+	d, err := c.reviewData(r, v, days)
+	if err != nil {
+		return err
+	}
+	d.Refusal = &refusal{Heading: "Your note was not recorded", Message: sentence(ae.Message), Hint: sentence(ae.Hint), Code: ae.Code}
 	return c.render(w, r, errStatus(ae), "review", "Review of "+d.Agent.Name, d)
 }
 

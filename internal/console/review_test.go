@@ -2,6 +2,7 @@ package console_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -251,5 +252,39 @@ func TestTerminate(t *testing.T) {
 	}
 	if p := stranger.get("/console/agents"); !strings.Contains(p.Body, "Terminated") {
 		t.Error("the agents list does not show the termination")
+	}
+}
+
+// TestAcknowledgeAllOnThePage: with several open events, the review page
+// offers one note for all; posting it acknowledges each, and the page says
+// so only once nothing is open.
+func TestAcknowledgeAllOnThePage(t *testing.T) {
+	s := arxtest.Start(t)
+	id, token := s.Hire(arxtest.Manifest)
+	c := sdk(t, s, token)
+	for i := range 3 {
+		a := agentvault.Action{Connector: "crm", Action: "account.purge", Summary: fmt.Sprint("purge account ", i)}
+		if _, err := agentvault.Do(t.Context(), c, a, func(context.Context, agentvault.Credential) (int, error) { return 1, nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addManager(t, s, "boss@example.com")
+	boss := newBrowser(t, s)
+	boss.mustLogin("boss@example.com")
+	path := "/console/agents/" + id + "/review?days=7"
+	p := boss.get(path)
+	if !strings.Contains(p.Body, "Acknowledge all 3") || !strings.Contains(p.Body, `action="/console/agents/`+id+`/drift/ack"`) {
+		t.Fatalf("no bulk form for 3 open events:\n%s", p.Body)
+	}
+	if p := boss.get(path + "&ackedall=3"); strings.Contains(p.Body, "Your note is on all") {
+		t.Error("a crafted link makes the page claim a bulk acknowledgement")
+	}
+	r := boss.post("/console/agents/"+id+"/drift/ack", url.Values{"csrf": {p.csrf(t)}, "note": {"known: purge job being added"}, "days": {"7"}})
+	if r.Status != http.StatusSeeOther {
+		t.Fatalf("bulk ack: %d\n%s", r.Status, r.Body)
+	}
+	p = boss.get(r.Location())
+	if !strings.Contains(p.Body, "Your note is on all 3 events") || strings.Contains(p.Body, "Acknowledge all") || strings.Count(p.Body, "known: purge job being added") != 3 {
+		t.Fatalf("after the bulk ack:\n%s", p.Body)
 	}
 }

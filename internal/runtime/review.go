@@ -265,3 +265,50 @@ func (r *Runtime) AcknowledgeDrift(ctx context.Context, p *Principal, agentID st
 	}
 	return nil
 }
+
+// MaxBulkAcks bounds the drift events one bulk acknowledgement covers.
+const MaxBulkAcks = 1000
+
+// AcknowledgeAllDrift acknowledges, with one note, every drift event of
+// the agent in its review window of days that is not acknowledged yet (at
+// most MaxBulkAcks, oldest first), in one transaction: one entry per event,
+// as if acknowledged one by one. It returns how many it acknowledged.
+func (r *Runtime) AcknowledgeAllDrift(ctx context.Context, p *Principal, agentID string, days int, note string) (int, error) {
+	note = strings.TrimSpace(note)
+	if problem := TextProblem(note, 1024); note == "" || problem != "" {
+		return 0, arxerr.New(arxerr.BadRequest, "a note of 1 to 1024 bytes of valid UTF-8, without NUL characters, is required")
+	}
+	rev, err := r.Review(ctx, p, agentID, days)
+	if err != nil {
+		return 0, err
+	}
+	var open []int64
+	for i := len(rev.Drift) - 1; i >= 0 && len(open) < MaxBulkAcks; i-- { // the review lists newest first
+		if rev.Drift[i].Ack == nil {
+			open = append(open, rev.Drift[i].Index)
+		}
+	}
+	if len(open) == 0 {
+		return 0, nil
+	}
+	err = r.store.Update(ctx, func(tx store.Tx) error {
+		a, err := tx.Agent(agentID)
+		if err != nil {
+			return err
+		}
+		if !r.CanTerminate(p, a) {
+			return arxerr.New(arxerr.Forbidden, "only an operator, the agent's owner or its approvers can acknowledge its drift")
+		}
+		now := r.now()
+		for _, index := range open {
+			if err := tx.Append(record.DriftAcknowledged(a.ID, p.Actor(), now, index, note)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, r.writeFailed("acknowledge drift", err)
+	}
+	return len(open), nil
+}
