@@ -98,12 +98,12 @@ func usersAddCmd() *cobra.Command {
 	var pwStdin bool
 	cmd := &cobra.Command{
 		Use:   "add EMAIL",
-		Short: "Add a person; prints a one-time link to set the password",
+		Short: "Add a person; a one-time setup link goes to them through the server's webhooks (--show-link prints it here, recorded)",
 		Args:  cobra.ExactArgs(1),
 	}
 	client := serverFlags(cmd)
 	cmd.Flags().StringVar(&role, "role", "manager", "manager or admin")
-	cmd.Flags().BoolVar(&pwStdin, "password-stdin", false, "set the password now, read from standard input, instead of printing a link")
+	cmd.Flags().BoolVar(&pwStdin, "password-stdin", false, "set the password now, read from standard input, instead of a setup link")
 	show := showLinkFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		c, err := client()
