@@ -2,6 +2,7 @@ package witness
 
 import (
 	"bytes"
+	"encoding/base64"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -48,9 +49,16 @@ func TestSpecConformance(t *testing.T) {
 	}
 	corruptDuplicate := func(cp []byte) []byte { // the log's line again, its signature broken
 		i := bytes.Index(cp, []byte("\n\n")) + 2
-		line := bytes.Clone(cp[i:])
-		line[len(line)-3] ^= 0x01
-		return append(bytes.Clone(cp), line...)
+		// "— name base64\n": flip a bit of the signature itself, not a
+		// base64 character whose low bits are only padding.
+		line := strings.TrimSuffix(string(cp[i:]), "\n")
+		sp := strings.LastIndexByte(line, ' ')
+		raw, err := base64.StdEncoding.DecodeString(line[sp+1:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw[len(raw)/2] ^= 0x01
+		return append(bytes.Clone(cp), line[:sp+1]+base64.StdEncoding.EncodeToString(raw)+"\n"...)
 	}
 
 	for _, tc := range []struct {
