@@ -1,6 +1,7 @@
 package manifest
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -65,7 +66,14 @@ func TestActiveHoursContains(t *testing.T) {
 }
 
 func TestActiveHoursFromManifest(t *testing.T) {
-	h := parseCanonical(t).Budget.ActiveHours
+	// The reference manifest keeps active_hours as a comment: switched on
+	// as written there.
+	data := strings.Replace(string(readCanonical(t)), "  #   active_hours:", "  active_hours:", 1)
+	m, err := Parse([]byte(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := m.Budget.ActiveHours
 	berlin := mustLoad(t, "Europe/Berlin")
 	if !h.Contains(time.Date(2026, 1, 7, 12, 0, 0, 0, berlin)) { // Wednesday noon
 		t.Error("canonical window does not contain Wednesday noon")

@@ -11,6 +11,12 @@ import (
 func TestJSONRoundTrip(t *testing.T) {
 	m := parseCanonical(t)
 	m.Scope.Connectors[1].Actions[0].MaxDuration = 90 * time.Second
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Budget.ActiveHours = &ActiveHours{Timezone: "Europe/Berlin", Location: berlin, Start: "07:00", End: "20:00",
+		Days: []time.Weekday{time.Monday, time.Tuesday, time.Wednesday, time.Thursday, time.Friday}}
 
 	b, err := json.Marshal(m)
 	if err != nil {

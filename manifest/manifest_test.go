@@ -39,10 +39,6 @@ func TestCanonicalExample(t *testing.T) {
 	}
 	m := parseCanonical(t)
 
-	berlin, err := time.LoadLocation("Europe/Berlin")
-	if err != nil {
-		t.Fatal(err)
-	}
 	want := &Manifest{
 		APIVersion: "arx.dev/v1",
 		Kind:       "JobDescription",
@@ -53,7 +49,7 @@ func TestCanonicalExample(t *testing.T) {
 		},
 		Scope: Scope{Connectors: []Connector{
 			{Name: "salesforce", Description: "Sales CRM", Actions: []Action{
-				{Name: "account.read", Description: "Read an account and its contacts.", Risk: RiskLow},
+				{Name: "account.read", Description: "Read an account.", Risk: RiskLow},
 				{Name: "opportunity.read", Description: "Read open opportunities of an account.", Risk: RiskLow},
 				{Name: "account.update", Description: "Write research notes back to the account.", Risk: RiskHigh},
 			}},
@@ -71,13 +67,6 @@ func TestCanonicalExample(t *testing.T) {
 			CallsPerDay:     5000,
 			MaxConcurrent:   8,
 			MaxCallDuration: 2 * time.Minute,
-			ActiveHours: &ActiveHours{
-				Timezone: "Europe/Berlin",
-				Location: berlin,
-				Days:     []time.Weekday{time.Monday, time.Tuesday, time.Wednesday, time.Thursday, time.Friday},
-				Start:    "07:00",
-				End:      "20:00",
-			},
 		},
 		Termination: Termination{Notify: []string{"dana@example.com"}, Revoke: []string{"all"}},
 		OnDrift:     DriftRecord,

@@ -92,7 +92,7 @@ func agentsCmd() *cobra.Command {
 			return enc.Encode(list)
 		}
 		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-		inert.Fprintln(tw, "ID\tNAME\tOWNER\tSTATUS\tHIRED")
+		fmt.Fprintln(tw, "ID\tNAME\tOWNER\tSTATUS\tHIRED")
 		for _, a := range list.Agents {
 			inert.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.ID, a.Name, a.Owner, a.Status, a.CreatedAt.Local().Format(time.DateTime))
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/url"
 	"text/tabwriter"
 	"time"
@@ -63,7 +64,7 @@ func approvalsListCmd() *cobra.Command {
 			return printJSON(cmd.OutOrStdout(), out)
 		}
 		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-		inert.Fprintln(tw, "CALL\tAGENT\tCONNECTOR\tACTION\tRISK\tSTATUS\tTIME LEFT\tSUMMARY")
+		fmt.Fprintln(tw, "CALL\tAGENT\tCONNECTOR\tACTION\tRISK\tSTATUS\tTIME LEFT\tSUMMARY")
 		now := time.Now()
 		for _, a := range out.Approvals {
 			left := "-"

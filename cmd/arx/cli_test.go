@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -85,6 +86,8 @@ func TestHireAgentsRecord(t *testing.T) {
 
 	if code, out, _ := arx(t, "agents"); code != 0 || !strings.Contains(out, agentID) || !strings.Contains(out, "test-agent") {
 		t.Fatalf("agents: %d %s", code, out)
+	} else {
+		header(t, out, "ID", "NAME", "OWNER", "STATUS", "HIRED")
 	}
 	// The name is on staff: a second hire is refused, with the way out.
 	if code, _, stderr := arx(t, "hire", manifestFile(t, arxtest.Manifest)); code != 1 || !strings.Contains(stderr, "agent.name_taken") || !strings.Contains(stderr, "--replace") {
@@ -99,6 +102,7 @@ func TestHireAgentsRecord(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "credential.refused") || !strings.Contains(out, "credential.issued") {
 		t.Fatalf("record show: %d %s", code, out)
 	}
+	header(t, out, "INDEX", "TIME", "TYPE", "CONNECTOR", "ACTION", "RISK", "ACTOR", "DETAILS")
 	// On a terminal of 80 columns, lines are cut to fit; --wide keeps them.
 	t.Setenv("COLUMNS", "80")
 	_, out, _ = arx(t, "record", "show", "test-agent")
@@ -240,11 +244,32 @@ func TestDevOnce(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("arx dev: %d\n%s\n%s", code, out, stderr)
 	}
-	for _, want := range []string{"Hired sales-research", "6 governed calls, 1 refusal recorded, 0 failures", "credential.refused", "OK: ", "arx record verify"} {
+	for _, want := range []string{"Hired sales-research", "7 governed calls (1 outside the role, recorded as drift), 1 refusal recorded, 0 failures",
+		"credential.refused", "drift.detected", "rule=undeclared_action", "OK: ", "arx record verify",
+		// Published to the bucket directory, cosigned by the local witness,
+		// and verified from the bucket as an auditor would.
+		"arx audit verify --bucket file://", "witnesses   1 cosigned, 1 required: arx-dev.localhost/witness", "they hash to the published tiles and the signed root"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("arx dev output lacks %q:\n%s", want, out)
 		}
 	}
+	// The demo's drift is what the agent does, not the hour it runs at.
+	if strings.Contains(out, "off_hours") {
+		t.Errorf("arx dev shows drift by the time of day:\n%s", out)
+	}
+	header(t, out, "INDEX", "TIME", "TYPE", "CONNECTOR")
+}
+
+// header checks that out has a table whose header line starts with the
+// given columns, separated by spaces as the tabwriter aligns them.
+func header(t *testing.T, out string, cols ...string) {
+	t.Helper()
+	for l := range strings.Lines(out) {
+		if f := strings.Fields(l); len(f) >= len(cols) && slices.Equal(f[:len(cols)], cols) {
+			return
+		}
+	}
+	t.Errorf("no table header %v in:\n%s", cols, out)
 }
 
 // TestDevRemovesItsDirectory: without --data, arx dev works in a throwaway
@@ -423,7 +448,10 @@ func TestRunGivesLittleAndStopsOnTermination(t *testing.T) {
 // terminates it by name, as the console lets them.
 func TestManagerFromTheCLI(t *testing.T) {
 	s := arxtest.Start(t)
-	id, _ := s.Hire(arxtest.Manifest) // approvers: [boss@example.com]
+	id, token := s.Hire(arxtest.Manifest) // approvers: [boss@example.com]
+	// A call, and one outside the role (drift), for the review's tables.
+	s.Do("POST", "/v1/calls", token, map[string]string{"connector": "crm", "action": "account.read", "idempotency_key": "a"})
+	s.Do("POST", "/v1/calls", token, map[string]string{"connector": "crm", "action": "account.merge", "idempotency_key": "b"})
 	otherID, _ := s.Hire(strings.NewReplacer("name: test-agent", "name: not-bosss", "boss@example.com", "other@example.com").Replace(arxtest.Manifest))
 	boss := s.AddPerson("boss@example.com", "manager", "correct horse battery staple")
 	t.Setenv("ARX_SERVER", s.URL)
@@ -433,13 +461,16 @@ func TestManagerFromTheCLI(t *testing.T) {
 	if code != 0 || !strings.Contains(out, id) || strings.Contains(out, otherID) {
 		t.Fatalf("agents as the manager: %d\n%s%s", code, out, stderr)
 	}
-	if code, out, stderr := arx(t, "agents", "review", "test-agent"); code != 0 || !strings.Contains(out, "test-agent") {
+	code, out, stderr = arx(t, "agents", "review", "test-agent")
+	if code != 0 || !strings.Contains(out, "test-agent") {
 		t.Fatalf("review as the manager: %d\n%s%s", code, out, stderr)
 	}
+	header(t, out, "CONNECTOR", "ACTION", "CALLS", "FAILED", "REFUSED")
+	header(t, out, "INDEX", "TIME", "RULE", "CALL", "FACTS", "ACKNOWLEDGED")
 	if code, _, stderr := arx(t, "agents", "review", otherID); code == 0 || !strings.Contains(stderr, "no agent") {
 		t.Fatalf("review of an agent the manager is not responsible for: %d %s", code, stderr)
 	}
-	if code, out, stderr := arx(t, "agents", "ack", "test-agent", "--all", "--note", "seen"); code != 0 || !strings.Contains(out, "acknowledged 0 drift events of test-agent") {
+	if code, out, stderr := arx(t, "agents", "ack", "test-agent", "--all", "--note", "seen"); code != 0 || !strings.Contains(out, "acknowledged 1 drift event of test-agent") {
 		t.Fatalf("ack --all as the manager: %d\n%s%s", code, out, stderr)
 	}
 	if code, _, stderr := arx(t, "agents", "ack", "test-agent", "--note", "seen"); code == 0 || !strings.Contains(stderr, "--all") {

@@ -146,7 +146,7 @@ func printConnectors(w io.Writer, cs []connector.Info) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	inert.Fprintln(tw, "NAME\tKIND\tUPSTREAM\tSECRET\tAUTH\tTIMEOUT")
+	fmt.Fprintln(tw, "NAME\tKIND\tUPSTREAM\tSECRET\tAUTH\tTIMEOUT")
 	for _, c := range cs {
 		auth := c.Auth
 		if auth == "" {

@@ -59,7 +59,7 @@ func TestDevWithPostgres(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("arx dev --postgres: %d\n%s\n%s", code, out, stderr)
 	}
-	for _, want := range []string{"9 governed calls, 1 refusal recorded, 0 failures", "2 orders in the warehouse, EUR 60000",
+	for _, want := range []string{"10 governed calls (1 outside the role, recorded as drift), 1 refusal recorded, 0 failures", "2 orders in the warehouse, EUR 60000",
 		"refused at the gateway", "gateway.request", "OK: "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)

@@ -62,12 +62,27 @@ directory is removed when arx dev ends, however it ends.`,
 				return err
 			}
 			defer demo.Close()
-			srv, err := server.Open(cmd.Context(), server.Config{DataDir: dataDir, Listen: listen, Logger: log, Connectors: demo.connectors})
+			// The log goes to a bucket directory, cosigned by a witness of
+			// its own (devpublish.go), as arx serve --bucket --witness does.
+			wit, err := listenDevWitness(dataDir, log)
+			if err != nil {
+				return err
+			}
+			defer wit.Close() // after the server's last publish
+			pc, err := wit.publishConfig(dataDir)
+			if err != nil {
+				return err
+			}
+			srv, err := server.Open(cmd.Context(), server.Config{DataDir: dataDir, Listen: listen, Logger: log, Connectors: demo.connectors, Publish: pc})
 			var opErr *net.OpError
 			if errors.As(err, &opErr) && opErr.Op == "listen" {
 				return withHint(err, "another process uses that address: pass --listen 127.0.0.1:0 for a free port")
 			}
 			if err != nil {
+				return err
+			}
+			if err := wit.serve(srv.Runtime.Origin(), srv.LogKey); err != nil {
+				srv.Close()
 				return err
 			}
 			srv.Start()
@@ -100,8 +115,8 @@ directory is removed when arx dev ends, however it ends.`,
 			inert.Fprintf(out, "2. The agent researches three accounts in the demo CRM (%s) through the ARX gateway, one governed call per read:\n", demo.crmURL)
 			agent := &salesresearch.Agent{ARX: arx, Gateway: true, Warehouse: demo.warehouse, Out: out}
 			sum, runErr := agent.Run(cmd.Context(), salesresearch.DefaultAccounts)
-			inert.Fprintf(out, "\n   %d governed calls, %d refusal recorded, %d failures; the CRM served %d requests, each with its API key, which ARX injected and the agent never held.\n",
-				sum.Calls, sum.Refusals, sum.Failures, len(demo.crm.AccessLog()))
+			inert.Fprintf(out, "\n   %d governed calls (%d outside the role, recorded as drift), %d refusal recorded, %d failures; the CRM served %d requests,\n   each with its API key, which ARX injected and the agent never held.\n",
+				sum.Calls, sum.Drift, sum.Refusals, sum.Failures, len(demo.crm.AccessLog()))
 			if !demo.warehouse {
 				inert.Fprintf(out, "   (pass --postgres postgres://USER:PASSWORD@HOST/DB to add the warehouse: a database role per call)\n")
 			}
@@ -123,15 +138,31 @@ directory is removed when arx dev ends, however it ends.`,
 			if code := run(append([]string{"record", "verify", "--log-key", filepath.Join(dataDir, server.LogPubFile)}, sub...), nil, indent(out), cmd.ErrOrStderr()); code != 0 {
 				return exitError{code: code}
 			}
+
+			// Upload and cosign now rather than at the next interval, then
+			// check the bucket as an auditor would: the log's key and the
+			// witness's key, nothing from the runtime.
+			if err := srv.Publisher.PublishNow(cmd.Context()); err != nil {
+				return fmt.Errorf("publishing to %s: %w", srv.Publisher.Bucket(), err)
+			}
+			logPub, witPub := filepath.Join(dataDir, server.LogPubFile), filepath.Join(wit.dir, "witness.pub")
+			audit := []string{"audit", "verify", "--bucket", srv.Publisher.Bucket(), "--log-key", logPub, "--witness-key", witPub}
+			inert.Fprintf(out, "\n5. The log as published to the bucket, cosigned by a witness (%s at %s), checked as an auditor would,\n   with the log's and the witness's public keys only (arx %s):\n\n",
+				devWitnessName, wit.url, strings.Join(audit, " "))
+			if code := run(audit, nil, indent(out), cmd.ErrOrStderr()); code != 0 {
+				return exitError{code: code}
+			}
 			inert.Fprintf(out, `
 Where to look next:
   export ARX_SERVER=%s ARX_ADMIN_TOKEN=%s
+  arx users add you@example.com --role admin --show-link  # then open the link: the console at %s/console
   arx agents                      # who is on staff
   arx record show sales-research  # the record above
   arx record verify               # check the whole log
+  arx %s
   curl %s/metrics                 # Prometheus metrics
   curl %s/.well-known/jwks.json   # the keys systems of record use to check credentials
-`, srv.URL, admin, srv.URL, srv.URL)
+`, srv.URL, admin, srv.URL, strings.Join(audit, " "), srv.URL, srv.URL)
 			if once {
 				return nil
 			}

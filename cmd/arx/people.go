@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -186,7 +187,7 @@ func usersListCmd() *cobra.Command {
 			return printJSON(cmd.OutOrStdout(), out)
 		}
 		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-		inert.Fprintln(tw, "EMAIL\tROLE\tPASSWORD\tADDED\tSTATUS")
+		fmt.Fprintln(tw, "EMAIL\tROLE\tPASSWORD\tADDED\tSTATUS")
 		for _, u := range out.Users {
 			pw := "set"
 			if !u.Set {
@@ -345,7 +346,7 @@ func tokensCmd() *cobra.Command {
 			return printJSON(cmd.OutOrStdout(), out)
 		}
 		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-		inert.Fprintln(tw, "ID\tLABEL\tCREATED\tSTATUS")
+		fmt.Fprintln(tw, "ID\tLABEL\tCREATED\tSTATUS")
 		for _, t := range out.Tokens {
 			status := "expires " + t.ExpiresAt.Local().Format(time.DateOnly)
 			switch {

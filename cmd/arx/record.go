@@ -62,7 +62,7 @@ func recordShowCmd() *cobra.Command {
 		tw := tabwriter.NewWriter(text, 0, 4, 2, ' ', 0)
 		if !asJSON {
 			inert.Fprintf(text, "Personnel record of %s (%s), owner %s, %s\n\n", a.Name, a.ID, a.Owner, a.Status)
-			inert.Fprintln(tw, "INDEX\tTIME\tTYPE\tCONNECTOR\tACTION\tRISK\tACTOR\tDETAILS")
+			fmt.Fprintln(tw, "INDEX\tTIME\tTYPE\tCONNECTOR\tACTION\tRISK\tACTOR\tDETAILS")
 		}
 		after := int64(-1)
 		for {

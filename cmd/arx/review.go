@@ -109,18 +109,18 @@ func printReview(cmd *cobra.Command, a *agentJSON, rv *reviewJSON) {
 		inert.Fprintf(w, "  %s %-40s %d%s\n", d.Day, bar, d.Calls, drift)
 	}
 	if len(rv.ByAction) > 0 {
-		inert.Fprintln(w, "\nBy connector and action")
+		fmt.Fprintln(w, "\nBy connector and action")
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		inert.Fprintln(tw, "  CONNECTOR\tACTION\tCALLS\tFAILED\tREFUSED")
+		fmt.Fprintln(tw, "  CONNECTOR\tACTION\tCALLS\tFAILED\tREFUSED")
 		for _, s := range rv.ByAction {
 			inert.Fprintf(tw, "  %s\t%s\t%d\t%d\t%d\n", s.Connector, s.Action, s.Calls, s.Failed, s.Refused)
 		}
 		tw.Flush()
 	}
 	if len(rv.Drift) > 0 {
-		inert.Fprintln(w, "\nDrift (newest first; acknowledge with `arx agents ack AGENT INDEX --note ...`)")
+		fmt.Fprintln(w, "\nDrift (newest first; acknowledge with `arx agents ack AGENT INDEX --note ...`)")
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		inert.Fprintln(tw, "  INDEX\tTIME\tRULE\tCALL\tFACTS\tACKNOWLEDGED")
+		fmt.Fprintln(tw, "  INDEX\tTIME\tRULE\tCALL\tFACTS\tACKNOWLEDGED")
 		for _, d := range rv.Drift {
 			ack := "-"
 			if d.Ack != nil {
@@ -178,7 +178,7 @@ func agentsAckCmd() *cobra.Command {
 			if err := c.do(cmd.Context(), "POST", "/v1/agents/"+a.ID+"/drift/ack", map[string]any{"note": note, "days": days}, &out); err != nil {
 				return err
 			}
-			inert.Fprintf(cmd.OutOrStdout(), "acknowledged %d drift events of %s\n", out.Acknowledged, a.Name)
+			inert.Fprintf(cmd.OutOrStdout(), "acknowledged %d drift event%s of %s\n", out.Acknowledged, plural(out.Acknowledged), a.Name)
 			return nil
 		}
 		if _, err := strconv.ParseInt(args[1], 10, 64); err != nil {
@@ -191,4 +191,12 @@ func agentsAckCmd() *cobra.Command {
 		return nil
 	}
 	return cmd
+}
+
+// plural is "s" unless n is 1.
+func plural[N int | int64](n N) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }

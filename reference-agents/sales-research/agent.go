@@ -41,6 +41,9 @@ type Summary struct {
 	// GatewayRefusals are requests the gateway refused inside a call
 	// (gateway mode only): the agent tries one path its role does not cover.
 	GatewayRefusals int
+	// Drift counts calls made, on purpose, outside the declared role: the
+	// agent reads contacts, which its job description does not list.
+	Drift int
 }
 
 // Agent does the research.
@@ -94,6 +97,25 @@ func (a *Agent) Run(ctx context.Context, accountIDs []string) (Summary, error) {
 			}
 			s.Calls++
 			fmt.Fprintf(a.Out, "  %-26s %d orders in the warehouse, EUR %d (with a database role made for this call)\n", "", n, sum)
+		}
+	}
+	if len(accountIDs) > 0 {
+		// Contacts are not in the job description: ARX lets the call
+		// through (on_drift: record) and writes a drift event for the
+		// owner's review.
+		id := accountIDs[0]
+		cs, err := agentvault.Do(ctx, a.ARX, agentvault.Action{Connector: "salesforce", Action: "contact.read", Risk: agentvault.RiskLow,
+			Summary: "contacts of account " + id + " (not in the job description)"}, func(ctx context.Context, cred agentvault.Credential) ([]Contact, error) {
+			var cs []Contact
+			return cs, a.get(ctx, cred, "/accounts/"+id+"/contacts", &cs)
+		})
+		if err != nil {
+			s.Failures++
+			fmt.Fprintf(a.Out, "  contacts of %s: %v\n", id, err)
+		} else {
+			s.Calls++
+			s.Drift++
+			fmt.Fprintf(a.Out, "  contacts of %s read: %d (an action the job description does not list: recorded as drift)\n", id, len(cs))
 		}
 	}
 	if a.Gateway {

@@ -32,6 +32,19 @@ var accounts = map[string]Account{
 	"0108": {ID: "0108", Name: "Kestrel Health Ltd", Industry: "healthcare", Country: "GB"},
 }
 
+// Contact is a person at an account.
+type Contact struct {
+	Account string `json:"account"`
+	Name    string `json:"name"`
+	Role    string `json:"role"`
+}
+
+var contacts = map[string][]Contact{
+	"0017": {{Account: "0017", Name: "Jana Weber", Role: "Head of Procurement"}},
+	"0042": {{Account: "0042", Name: "Lucía Ortega", Role: "CFO"}},
+	"0108": {},
+}
+
 var opportunities = map[string][]Opportunity{
 	"0017": {{ID: "op-1", Account: "0017", Stage: "proposal", Amount: 180000}},
 	"0042": {{ID: "op-2", Account: "0042", Stage: "discovery", Amount: 64000}, {ID: "op-3", Account: "0042", Stage: "negotiation", Amount: 250000}},
@@ -64,6 +77,7 @@ func NewCRM(v *credential.Verifier) *CRM {
 	mux := http.NewServeMux()
 	mux.Handle("GET /accounts/{id}", v.Middleware("salesforce", constant("account.read"), http.HandlerFunc(c.account)))
 	mux.Handle("GET /accounts/{id}/opportunities", v.Middleware("salesforce", constant("opportunity.read"), http.HandlerFunc(c.opportunities)))
+	mux.Handle("GET /accounts/{id}/contacts", v.Middleware("salesforce", constant("contact.read"), http.HandlerFunc(c.contacts)))
 	c.handler = mux
 	return c
 }
@@ -77,6 +91,7 @@ func NewGatewayCRM(apiKey string) *CRM {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /accounts/{id}", c.account)
 	mux.HandleFunc("GET /accounts/{id}/opportunities", c.opportunities)
+	mux.HandleFunc("GET /accounts/{id}/contacts", c.contacts)
 	mux.HandleFunc("GET /admin/export", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, accounts) })
 	c.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+apiKey)) != 1 {
@@ -108,6 +123,10 @@ func ConnectorsYAML(crmURL, keyEnv, warehouse, passwordEnv string) []byte {
         allow: ["GET /accounts/*/opportunities"]
       account.update:
         allow: ["PATCH /accounts/*"]
+      # The CRM lets contacts be read; the agent's job description does not
+      # list it, so reading them is drift (the demo does it on purpose).
+      contact.read:
+        allow: ["GET /accounts/*/contacts"]
 `, crmURL, keyEnv)
 	if warehouse != "" {
 		s += fmt.Sprintf(`  warehouse:
@@ -178,6 +197,16 @@ func (c *CRM) opportunities(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, ops)
+}
+
+func (c *CRM) contacts(w http.ResponseWriter, r *http.Request) {
+	noteClaims(w, r)
+	cs, ok := contacts[r.PathValue("id")]
+	if !ok {
+		http.Error(w, `{"error":"no such account"}`, http.StatusNotFound)
+		return
+	}
+	writeJSON(w, cs)
 }
 
 func noteClaims(w http.ResponseWriter, r *http.Request) {
