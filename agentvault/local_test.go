@@ -33,6 +33,8 @@ scope:
 approval:
   approvers: [boss@example.com]
   timeout: 10m
+budget:
+  max_call_duration: 5m
 termination:
   notify: [owner@example.com]
 `

@@ -152,6 +152,8 @@ scope:
         account.delete: {risk: high}
 approval:
   approvers: [boss@example.com]
+budget:
+  max_call_duration: 5m
 termination:
   notify: [owner@example.com]
 on_drift: ` + policy + "\n"

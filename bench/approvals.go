@@ -30,6 +30,8 @@ scope:
 approval:
   approvers: [%s]
   timeout: 10m
+budget:
+  max_call_duration: 5m
 termination:
   notify: []
 `

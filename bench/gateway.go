@@ -139,6 +139,8 @@ scope:
 budget:
   calls_per_day: 100000000
   max_call_duration: 1h
+approval:
+  approvers: [boss@example.com]
 termination:
   notify: [bench@example.com]
 `

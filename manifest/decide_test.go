@@ -21,6 +21,7 @@ scope:
         read: {risk: low}
         export: {risk: medium}
 approval: {approvers: [b@example.com]}
+budget: {max_call_duration: 1m}
 termination: {notify: [o@example.com]}
 on_drift: `
 	for _, tc := range []struct {

@@ -57,10 +57,15 @@ scope:
 termination:
   notify: []
   revoke: [hubspot]
+approval:
+  approvers: [dana@example.com]
+budget:
+  calls_per_day: 500
 `))
 	fmt.Println(err)
 	// Output:
 	// manifest:5: agent.owner: "dana" is not an email address (hint: write a plain address such as dana@example.com)
 	// manifest:11: scope.connectors["salesforce"].actions["account.read"].risk: unknown risk "extreme" (hint: use low, medium or high)
 	// manifest:14: termination.revoke[0]: connector "hubspot" is not declared in scope.connectors (hint: declare it in scope.connectors or remove it from revoke)
+	// manifest:17: budget.max_call_duration: required field is missing (hint: add max_call_duration (e.g. 2m): how long a call's credential lives, unless the action sets max_duration)
 }

@@ -23,6 +23,22 @@ termination:
   notify: []
 `
 
+// complete adds to a job description the sections every new one must
+// declare (requiredSince), where it lacks them: a test about something else
+// then parses with Parse.
+func complete(s string) string {
+	if !strings.Contains(s, "approval:") {
+		s += "approval:\n  approvers: [boss@example.com]\n"
+	}
+	switch {
+	case !strings.Contains(s, "budget:"):
+		s += "budget:\n  max_call_duration: 5m\n"
+	case !strings.Contains(s, "max_call_duration"):
+		s = strings.Replace(s, "\nbudget:\n", "\nbudget:\n  max_call_duration: 5m\n", 1)
+	}
+	return s
+}
+
 // edit returns base with each old string replaced by the new one that follows it.
 // It panics when an old string is missing, so a case cannot silently test base.
 func edit(pairs ...string) string {
@@ -223,7 +239,7 @@ func TestParseReportsEveryProblem(t *testing.T) {
 		"name: test-agent", "name: Test Agent",
 		"owner: owner@example.com", "owner: nobody",
 		"risk: low", "risk: extreme",
-	) + "budget:\n  calls_per_day: -5\nextra: true\n"
+	) + "approval:\n  approvers: [a@example.com]\nbudget:\n  max_call_duration: 1m\n  calls_per_day: -5\nextra: true\n"
 	_, err := Parse([]byte(src))
 	var e *Error
 	if !errors.As(err, &e) {
@@ -233,7 +249,7 @@ func TestParseReportsEveryProblem(t *testing.T) {
 	for _, p := range e.Problems {
 		lines = append(lines, p.Line)
 	}
-	want := []int{4, 5, 11, 15, 16}
+	want := []int{4, 5, 11, 18, 19}
 	if len(lines) != len(want) {
 		t.Fatalf("problems on lines %v, want %v:\n%v", lines, want, err)
 	}
@@ -246,7 +262,7 @@ func TestParseReportsEveryProblem(t *testing.T) {
 
 func TestParseBoundsProblems(t *testing.T) {
 	var b strings.Builder
-	b.WriteString(base)
+	b.WriteString(complete(base))
 	for i := range 300 {
 		b.WriteString("extra")
 		b.WriteString(strings.Repeat("x", i))
@@ -266,7 +282,7 @@ func TestParseBoundsProblems(t *testing.T) {
 }
 
 func TestErrorString(t *testing.T) {
-	_, err := Parse([]byte(edit("risk: low", "risk: extreme")))
+	_, err := Parse([]byte(complete(edit("risk: low", "risk: extreme"))))
 	want := `manifest:11: scope.connectors["crm"].actions["account.read"].risk: unknown risk "extreme" (hint: use low, medium or high)`
 	if err == nil || err.Error() != want {
 		t.Errorf("got  %v\nwant %s", err, want)

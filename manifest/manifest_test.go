@@ -134,8 +134,41 @@ func TestAccessors(t *testing.T) {
 	}
 }
 
+// TestRequiredSince: a new job description must declare its approval
+// policy and its runtime budget (the SDK's README: scope, approval policy,
+// runtime budget and termination), each refused with its own hint; the
+// manifest of an agent hired before that was required still parses
+// (ParseHired), with the defaults it was hired with.
+func TestRequiredSince(t *testing.T) {
+	_, err := Parse([]byte(base))
+	var e *Error
+	if !errors.As(err, &e) {
+		t.Fatalf("Parse of a job description without approval and budget: %v", err)
+	}
+	got := map[string]string{}
+	for _, p := range e.Problems {
+		got[p.Field] = p.Message + " / " + p.Hint
+	}
+	for _, f := range []string{"approval", "budget"} {
+		if !strings.Contains(got[f], "required field is missing / add a"+map[string]string{"approval": "n approval section", "budget": " budget section"}[f]) {
+			t.Errorf("%s: %q", f, got[f])
+		}
+	}
+	_, err = Parse([]byte(base + "approval: {approvers: [a@example.com]}\nbudget: {calls_per_day: 10}\n"))
+	if err == nil || !strings.Contains(err.Error(), "manifest:15: budget.max_call_duration: required field is missing (hint: add max_call_duration") {
+		t.Errorf("budget without max_call_duration: %v", err)
+	}
+	if _, err := ParseHired([]byte(base + "budget: {calls_per_day: 10}\n")); err != nil {
+		t.Errorf("ParseHired of a manifest hired before approval and budget were required: %v", err)
+	}
+	// What requiredSince relaxes and nothing else.
+	if _, err := ParseHired([]byte(edit("risk: low", "risk: extreme"))); err == nil {
+		t.Error("ParseHired accepts an unknown risk")
+	}
+}
+
 func TestDefaults(t *testing.T) {
-	m, err := Parse([]byte(base))
+	m, err := ParseHired([]byte(base))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +183,7 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("termination and drift defaults: %+v %q", m.Termination, m.OnDrift)
 	}
 
-	m, err = Parse([]byte(base + "budget:\n  active_hours: {timezone: UTC, start: \"22:00\", end: \"06:00\"}\n"))
+	m, err = Parse([]byte(complete(base + "budget:\n  active_hours: {timezone: UTC, start: \"22:00\", end: \"06:00\"}\n")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +208,7 @@ func TestParseAcceptsVariants(t *testing.T) {
 			func(m *Manifest) bool { return m.Agent.Description == "42" }},
 		{"flow style", `{apiVersion: arx.dev/v1, kind: JobDescription, agent: {name: a, owner: a@b.io},
  scope: {connectors: {db: {actions: {q: {risk: medium, max_duration: 90s}}}}}, termination: {notify: []},
- on_drift: refuse}`,
+ approval: {approvers: [a@b.io]}, budget: {max_call_duration: 1m}, on_drift: refuse}`,
 			func(m *Manifest) bool {
 				return m.CallTTL("db", "q") == 90*time.Second && m.OnDrift == DriftRefuse
 			}},
@@ -183,11 +216,11 @@ func TestParseAcceptsVariants(t *testing.T) {
 			func(m *Manifest) bool { return m.Budget.CallsPerDay == 0 }},
 		{"byte order mark", "\ufeff" + base,
 			func(m *Manifest) bool { return m.Agent.Name == "test-agent" }},
-		{"document markers", "---\n" + base + "...\n",
+		{"document markers", "---\n" + complete(base) + "...\n",
 			func(m *Manifest) bool { return m.Agent.Name == "test-agent" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m, err := Parse([]byte(tc.yaml))
+			m, err := Parse([]byte(complete(tc.yaml)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -201,7 +234,7 @@ func TestParseAcceptsVariants(t *testing.T) {
 func TestParseFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "job_description.yaml")
-	if err := os.WriteFile(path, []byte(edit("risk: low", "risk: none")), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(complete(edit("risk: low", "risk: none"))), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_, err := ParseFile(path)

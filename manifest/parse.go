@@ -46,7 +46,7 @@ type fieldSet struct {
 var (
 	rootFields = fieldSet{"",
 		[]string{"apiVersion", "kind", "agent", "scope", "approval", "budget", "termination", "on_drift"},
-		[]string{"apiVersion", "kind", "agent", "scope", "termination"}}
+		[]string{"apiVersion", "kind", "agent", "scope", "approval", "budget", "termination"}}
 	agentFields = fieldSet{"agent",
 		[]string{"name", "description", "owner"},
 		[]string{"name", "owner"}}
@@ -64,7 +64,7 @@ var (
 		[]string{"approvers"}}
 	budgetFields = fieldSet{"budget",
 		[]string{"calls_per_day", "max_call_duration", "max_concurrent", "active_hours"},
-		nil}
+		[]string{"max_call_duration"}}
 	activeHoursFields = fieldSet{"active_hours",
 		[]string{"timezone", "days", "start", "end"},
 		[]string{"timezone", "start", "end"}}
@@ -97,7 +97,19 @@ func ParseFile(path string) (*Manifest, error) {
 // Parse parses and validates a manifest and applies the defaults. When the manifest
 // is invalid the error is an *Error listing every problem found.
 func Parse(data []byte) (*Manifest, error) {
-	p := &parser{}
+	return parseWith(&parser{}, data)
+}
+
+// ParseHired parses the manifest of an agent hired earlier, as stored: it
+// is Parse, except that what earlier versions of ARX did not require yet
+// (requiredSince: approval and budget) may be missing, and gets its
+// defaults, so an agent on staff keeps working after an upgrade. Hiring,
+// linting and local mode use Parse.
+func ParseHired(data []byte) (*Manifest, error) {
+	return parseWith(&parser{hired: true}, data)
+}
+
+func parseWith(p *parser, data []byte) (*Manifest, error) {
 	m := p.parse(data)
 	if len(p.problems) > 0 {
 		return nil, p.err()
@@ -105,8 +117,20 @@ func Parse(data []byte) (*Manifest, error) {
 	return m, nil
 }
 
+// requiredSince are fields a job description must have that earlier
+// versions of ARX let it leave out (their defaults applied). A manifest
+// hired then is still read (ParseHired); a new one must declare them.
+var requiredSince = map[string]string{
+	"approval":                 "add an approval section naming who decides on risky calls, e.g. approval: {approvers: [manager@example.com]}",
+	"budget":                   "add a budget section, e.g. budget: {max_call_duration: 2m, calls_per_day: 5000}: every job description declares its runtime budget",
+	"budget.max_call_duration": "add max_call_duration (e.g. 2m): how long a call's credential lives, unless the action sets max_duration",
+}
+
 type parser struct {
 	problems []Problem
+	// hired reads a manifest hired earlier: fields in requiredSince may be
+	// missing.
+	hired bool
 
 	// The first high-risk action, for checkHighRisk: its risk and its field path.
 	firstHigh       *yaml.Node
@@ -842,7 +866,15 @@ func (p *parser) object(n, at *yaml.Node, field string, fs fieldSet) map[string]
 		out[k] = e
 	}
 	for _, r := range fs.required {
-		if _, ok := out[r]; !ok {
+		if _, ok := out[r]; ok {
+			continue
+		}
+		hint, since := requiredSince[join(field, r)]
+		switch {
+		case since && p.hired:
+		case since:
+			p.report(at, join(field, r), "required field is missing", hint)
+		default:
 			p.report(at, join(field, r), "required field is missing", "add "+r)
 		}
 	}

@@ -370,6 +370,10 @@ scope:
     bench:
       actions:
         ` + tool + `: {risk: low}
+approval:
+  approvers: [boss@example.com]
+budget:
+  max_call_duration: 5m
 termination:
   notify: [bench@example.com]
 `

@@ -140,6 +140,7 @@ approval:
 budget:
   calls_per_day: 3
   max_concurrent: 1
+  max_call_duration: 5m
   active_hours: {timezone: UTC, start: "%s", end: "%s"}
 termination:
   notify: [owner@example.com]

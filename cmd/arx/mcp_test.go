@@ -48,6 +48,8 @@ scope:
         get-sum: {risk: low}
 approval:
   approvers: [boss@example.com]
+budget:
+  max_call_duration: 5m
 termination:
   notify: [owner@example.com]
 `

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/arxsec/arx/internal/arxtest"
+	"github.com/arxsec/arx/internal/store"
 	"github.com/arxsec/arx/manifest"
 )
 
@@ -177,5 +178,32 @@ func TestWrongTokenHints(t *testing.T) {
 		if r.Status != http.StatusUnauthorized || !strings.Contains(string(r.Body), "auth.invalid_token") || !strings.Contains(string(r.Body), tc.hint) {
 			t.Errorf("%s...: %d %s, want a hint with %q", tc.token[:5], r.Status, r.Body, tc.hint)
 		}
+	}
+}
+
+// TestBudgetRequired: a job description without an approval policy or a
+// runtime budget is refused at hire, each with what to add; an agent hired
+// before they were required keeps its manifest readable, with the defaults
+// it was hired with.
+func TestBudgetRequired(t *testing.T) {
+	s := arxtest.Start(t)
+	legacy := strings.NewReplacer("approval:\n  approvers: [boss@example.com]\n  timeout: 10m\n", "",
+		"budget:\n  max_call_duration: 1m\n", "").Replace(arxtest.Manifest)
+	legacy = strings.ReplaceAll(legacy, "        account.delete: {risk: high}\n", "")
+	if strings.Contains(legacy, "budget:") || strings.Contains(legacy, "approval:") {
+		t.Fatalf("the test's manifest still has approval or budget:\n%s", legacy)
+	}
+	r := s.Do("POST", "/v1/agents", s.AdminToken, map[string]string{"manifest": legacy})
+	if r.Status != 422 || !strings.Contains(string(r.Body), "manifest.invalid") ||
+		!strings.Contains(string(r.Body), "budget: required field is missing (hint: add a budget section") ||
+		!strings.Contains(string(r.Body), "approval: required field is missing (hint: add an approval section") {
+		t.Fatalf("hire without approval and budget: %d %s", r.Status, r.Body)
+	}
+	m, err := s.Runtime.Manifest(&store.Agent{ID: "hired-earlier", Manifest: []byte(legacy), ManifestHash: manifest.Hash([]byte(legacy))})
+	if err != nil {
+		t.Fatalf("the manifest of an agent hired earlier: %v", err)
+	}
+	if m.Budget.MaxCallDuration != manifest.DefaultMaxCallDuration || m.Approval.Timeout != manifest.DefaultApprovalTimeout {
+		t.Errorf("defaults of a manifest hired earlier: %+v %+v", m.Budget, m.Approval)
 	}
 }

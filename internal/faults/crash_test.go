@@ -126,6 +126,10 @@ scope:
     crm:
       actions:
         account.read: {risk: low}
+approval:
+  approvers: [boss@example.com]
+budget:
+  max_call_duration: 5m
 termination:
   notify: []
 `

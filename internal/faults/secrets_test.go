@@ -659,6 +659,8 @@ scope:
   approvers: [dana@example.com, lee@example.com]
   timeout: 5m
   on_timeout: deny
+budget:
+  max_call_duration: 5m
 termination:
   notify: [owner@example.com]
 `

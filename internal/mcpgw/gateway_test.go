@@ -48,6 +48,8 @@ scope:
 approval:
   approvers: [boss@example.com]
   timeout: 10m
+budget:
+  max_call_duration: 5m
 termination:
   notify: [owner@example.com]
 on_drift: ` + onDrift + "\n"
@@ -674,6 +676,10 @@ scope:
     second:
       actions:
         echo: {risk: low}
+approval:
+  approvers: [boss@example.com]
+budget:
+  max_call_duration: 5m
 termination:
   notify: [owner@example.com]
 `

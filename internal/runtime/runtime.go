@@ -352,7 +352,7 @@ func (r *Runtime) Manifest(a *store.Agent) (*manifest.Manifest, error) {
 	if m, ok := r.manifests.Load(a.ManifestHash); ok {
 		return m.(*manifest.Manifest), nil
 	}
-	m, err := manifest.Parse(a.Manifest)
+	m, err := manifest.ParseHired(a.Manifest)
 	if err != nil {
 		return nil, fmt.Errorf("runtime: stored manifest of agent %s: %w", a.ID, err)
 	}

@@ -37,6 +37,8 @@ scope:
         orders.quick: {risk: low, max_duration: 1s}
 budget:
   max_call_duration: 1m
+approval:
+  approvers: [boss@example.com]
 termination:
   notify: [owner@example.com]
 `
