@@ -40,6 +40,10 @@ type pythonEnv struct {
 	arx       string
 	installed bool // installed with pip into a venv (else on PYTHONPATH)
 	how       string
+	// wheel is the platform wheel the SDK was installed from (its arx is
+	// the one the tests run), with buildPython, which has pip; empty when
+	// no wheel could be built here.
+	wheel, buildPython string
 }
 
 // setup builds arx and installs the SDK once per test binary.
@@ -81,7 +85,15 @@ func newPythonEnv() (*pythonEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &pythonEnv{arx: filepath.Join(dir(), "arx")}
+	// As a Python user installs it: the platform wheel, with arx inside.
+	e, werr := wheelEnv()
+	if werr == nil {
+		return e, nil
+	}
+	if os.Getenv("ARX_TEST_REQUIRE_SERVERS") == "1" {
+		return nil, fmt.Errorf("the Python SDK's tests run from the platform wheel in CI: %w", werr)
+	}
+	e = &pythonEnv{arx: filepath.Join(dir(), "arx")}
 	// The arx binary, built like this test binary (with -race when it is)
 	// so the build reuses its cache.
 	args := []string{"build", "-o", e.arx}
@@ -132,6 +144,53 @@ func newPythonEnv() (*pythonEnv, error) {
 	e.pythonEnv = append(base, "PYTHONPATH="+abs("src"))
 	e.how = "not installable here (" + strings.Join(notes, "; ") + "): run from src/ on PYTHONPATH"
 	return e, nil
+}
+
+// wheelEnv builds this platform's wheel with scripts/python-wheels.sh and
+// installs it with pip into a new venv that has neither pip nor setuptools,
+// as a user's would after `pip install agentvault-…whl`.
+func wheelEnv() (*pythonEnv, error) {
+	var buildPy string
+	for _, cand := range []string{"/usr/bin/python3", "python3"} {
+		if p, err := exec.LookPath(cand); err == nil {
+			if _, err := run(cleanEnv(), "", p, "-c", "import setuptools, wheel, pip"); err == nil {
+				buildPy = p
+				break
+			}
+		}
+	}
+	if buildPy == "" {
+		return nil, errors.New("no python3 with setuptools, wheel and pip to build the wheel with (Debian: python3-setuptools python3-wheel python3-pip)")
+	}
+	dist := filepath.Join(dir(), "dist")
+	env := append(cleanEnv(), "PYTHON="+buildPy)
+	if out, err := run(env, "", "bash", filepath.Join("..", "..", "scripts", "python-wheels.sh"), dist, "--host"); err != nil {
+		return nil, fmt.Errorf("scripts/python-wheels.sh --host: %v\n%s", err, out)
+	}
+	wheels, _ := filepath.Glob(filepath.Join(dist, "agentvault-*.whl"))
+	if len(wheels) != 1 {
+		return nil, fmt.Errorf("scripts/python-wheels.sh --host made %d wheels, want 1", len(wheels))
+	}
+	venv := filepath.Join(dir(), "wheel-venv")
+	if err := installWheel(buildPy, wheels[0], venv); err != nil {
+		return nil, err
+	}
+	return &pythonEnv{python: filepath.Join(venv, "bin", "python"), pythonEnv: cleanEnv(), arx: filepath.Join(venv, "bin", "arx"),
+		installed: true, wheel: wheels[0], buildPython: buildPy,
+		how: "installed from the platform wheel " + filepath.Base(wheels[0]) + " into a venv"}, nil
+}
+
+// installWheel makes a venv without pip (so without setuptools) from the
+// interpreter that has pip, and installs the wheel into it with that pip.
+func installWheel(buildPy, wheel, venv string) error {
+	if out, err := run(cleanEnv(), "", buildPy, "-m", "venv", "--without-pip", venv); err != nil {
+		return fmt.Errorf("venv: %v %s", err, out)
+	}
+	if out, err := run(cleanEnv(), "", buildPy, "-m", "pip", "--python", filepath.Join(venv, "bin", "python"),
+		"install", "--no-index", "--no-deps", "--quiet", "--disable-pip-version-check", wheel); err != nil {
+		return fmt.Errorf("pip install %s: %v %s", filepath.Base(wheel), err, out)
+	}
+	return nil
 }
 
 // cleanEnv is the environment without the ARX_ variables of whoever runs

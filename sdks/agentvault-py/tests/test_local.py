@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -219,11 +220,20 @@ class ManifestSourceTest(unittest.TestCase):
         self.json = os.path.join(self.d, "manifests", "job_description.json")
 
     def call(self, env: Dict[str, str]) -> Any:
-        with mock.patch.dict(os.environ, env):
+        # No arx means none beside the interpreter either (the platform
+        # wheel's, when the tests run from an installed wheel).
+        bundled = mock.patch("agentvault.manifest.bundled_arx", return_value=None) if env is self.no_arx else contextlib.nullcontext()
+        with mock.patch.dict(os.environ, env), bundled:
             arx = Client(local_mode=True, manifest=self.yaml, local_record_dir=os.path.join(self.d, "rec"), local_approve="allow")
             return governed(connector="db", action="query", client=arx)(lambda: "ran")()
 
     no_arx = {"ARX_BIN": "", "PATH": "/nonexistent"}
+
+    def test_bundled_arx(self) -> None:
+        # The wheel's arx, beside the interpreter, is used with nothing on
+        # PATH and no ARX_BIN.
+        with mock.patch("agentvault.manifest.bundled_arx", return_value=arx_bin()):
+            self.assertEqual(self.call({"ARX_BIN": "", "PATH": "/nonexistent"}), "ran")
 
     def test_arx_binary(self) -> None:
         self.assertEqual(self.call({"ARX_BIN": arx_bin()}), "ran")
@@ -245,8 +255,10 @@ class ManifestSourceTest(unittest.TestCase):
     def test_no_way_to_read_it(self) -> None:
         with self.assertRaises(ArxError) as cm:
             self.call(self.no_arx)
-        self.assertEqual(cm.exception.code, "manifest.invalid")
+        # Not "manifest.invalid": the manifest may be fine; arx is missing.
+        self.assertEqual(cm.exception.code, "client.arx_not_found")
         self.assertIn("ARX_BIN", cm.exception.message + cm.exception.hint)
+        self.assertIn("wheel", cm.exception.hint)
 
     def test_invalid_manifest(self) -> None:
         with open(self.yaml, "a") as f:

@@ -11,7 +11,8 @@ it came from. :func:`load_manifest` finds it, in this order:
    ``arx manifest export manifests/job_description.yaml -o manifests/job_description.json``),
    used only while its ``manifest_hash`` matches the YAML, so it is never stale;
 2. otherwise it runs ``arx manifest export`` itself, with ``arx`` from
-   ``ARX_BIN`` or ``PATH``;
+   ``ARX_BIN``, else the one the platform wheel installed beside the
+   interpreter, else ``PATH``;
 3. otherwise it fails with an error that says how to get either.
 
 :meth:`Manifest.decide` applies the runtime's rules (Go: ``manifest.Decide``);
@@ -26,6 +27,7 @@ import os
 import re
 import shutil
 import subprocess
+import sysconfig
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -165,13 +167,33 @@ def _yaml_hash(path: str) -> Optional[str]:
         return None
 
 
+def bundled_arx() -> Optional[str]:
+    """The arx binary a platform wheel installed beside this interpreter
+    (its scripts directory, as for the ``arx`` command), or None."""
+    exe = "arx.exe" if os.name == "nt" else "arx"
+    schemes = [None]
+    user = getattr(sysconfig, "get_preferred_scheme", lambda _: None)("user") or (os.name + "_user")
+    schemes.append(user)
+    for scheme in schemes:
+        try:
+            scripts = sysconfig.get_path("scripts", scheme) if scheme else sysconfig.get_path("scripts")
+        except KeyError:
+            continue
+        if scripts:
+            path = os.path.join(scripts, exe)
+            if os.path.isfile(path) and os.access(path, os.X_OK):
+                return path
+    return None
+
+
 def _arx_binary(arx_bin: Optional[str]) -> Optional[str]:
+    """ARX_BIN (or the argument), else the arx the wheel bundles, else PATH."""
     if arx_bin:
         return arx_bin
     env = os.environ.get("ARX_BIN", "").strip()
     if env:
         return env
-    return shutil.which("arx")
+    return bundled_arx() or shutil.which("arx")
 
 
 def load_manifest(path: Optional[str] = None, arx_bin: Optional[str] = None) -> Manifest:
@@ -208,9 +230,11 @@ def load_manifest(path: Optional[str] = None, arx_bin: Optional[str] = None) -> 
     if stale:
         raise ArxError("manifest.invalid", f"{exported} was exported from another version of {path}",
                        f"run `arx manifest export {path} -o {exported}` again (or put arx on PATH, or set ARX_BIN)")
-    raise ArxError("manifest.invalid",
-                   f"local-only mode reads {path} through the arx binary, and there is neither arx on PATH nor ARX_BIN nor {exported}",
-                   f"put arx on PATH, set ARX_BIN, or run `arx manifest export {path} -o {exported}` where arx is")
+    raise ArxError("client.arx_not_found",
+                   f"local-only mode reads {path} through the arx binary, and this installation has none "
+                   f"(no arx beside the interpreter, on PATH or in ARX_BIN, and no {exported})",
+                   "install the agentvault wheel for your platform (it bundles arx), put arx on PATH, set ARX_BIN, "
+                   f"or run `arx manifest export {path} -o {exported}` where arx is")
 
 
 def _read_export(path: str) -> Manifest:

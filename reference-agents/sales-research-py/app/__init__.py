@@ -1,0 +1,1 @@
+"""sales-research-py: ARX's Python reference agent (a FastAPI app)."""
