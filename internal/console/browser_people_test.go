@@ -43,6 +43,9 @@ func TestBrowserPeople(t *testing.T) {
 	}
 	admin.screenshot("people")
 
+	// Each step's page says #done; the one before is taken away first, so
+	// the wait is for the new page's.
+	admin.eval(`document.querySelector("#done")?.remove(), ""`)
 	admin.do("disable boss",
 		chromedp.Click(chromedp.CSS(`form[action="/console/people/boss@example.com/disable"] button`)),
 		chromedp.WaitVisible(chromedp.CSS("#done")),
@@ -64,6 +67,7 @@ func TestBrowserPeople(t *testing.T) {
 		t.Error("a disabled person signed in")
 	}
 
+	admin.eval(`document.querySelector("#done")?.remove(), ""`)
 	admin.do("enable boss again",
 		chromedp.Click(chromedp.CSS(`form[action="/console/people/boss@example.com/enable"] button`)),
 		chromedp.WaitVisible(chromedp.CSS("#done")),

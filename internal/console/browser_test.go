@@ -330,6 +330,14 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("decided list: %q", got)
 		}
 		boss.screenshot("approvals")
+		// On a phone, who decided is on screen, not off its right edge.
+		boss.do("phone width", chromedp.EmulateViewport(390, 844))
+		if got := boss.eval(`(() => { const c = document.querySelector("#decided .decided-by"); const r = c.getBoundingClientRect();
+			return r.width > 0 && r.left >= 0 && r.right <= window.innerWidth && document.documentElement.scrollWidth <= window.innerWidth ? c.textContent.trim() : "off screen: " + r.left + "–" + r.right + " of " + window.innerWidth })()`); !strings.Contains(got, "boss@example.com") {
+			t.Errorf("on a phone, who decided: %q", got)
+		}
+		boss.screenshot("approvals-phone")
+		boss.do("desktop width", chromedp.EmulateViewport(1280, 860))
 	})
 
 	var strangerCall string

@@ -116,8 +116,9 @@ type reviewData struct {
 	Outcomes  []countRow
 	Approvals []countRow
 	Actions   []actionRow
-	Drift     []driftRow
-	Open      int  // drift events not acknowledged
+	Drift     []driftRow // all of the window's, newest first
+	Events    driftPager // the kind and page of them shown
+	Open      int        // drift events not acknowledged
 	CanAck    bool // the viewer may acknowledge drift
 	Refusal   *refusal
 	Done      string
@@ -192,6 +193,14 @@ func (c *Console) reviewData(r *http.Request, v *viewer, days int) (*reviewData,
 		d.Drift = append(d.Drift, row)
 	}
 	d.Chart = layoutChart(rv.PerDay)
+	// The kind and page of events shown: from the query, or from the form
+	// an acknowledgement was posted with.
+	rule, pageQ := r.URL.Query().Get("rule"), r.URL.Query().Get("page")
+	if r.Method == http.MethodPost {
+		rule, pageQ = r.PostForm.Get("rule"), r.PostForm.Get("page")
+	}
+	page, _ := strconv.Atoi(pageQ)
+	d.Events = pageDrift(d.Drift, rule, page, func(rule string, page int) string { return reviewLink(a.ID, days, rule, page) })
 	return d, nil
 }
 
@@ -300,8 +309,14 @@ func (c *Console) ackDrift(w http.ResponseWriter, r *http.Request) error {
 	aerr := c.rt.AcknowledgeDrift(r.Context(), v.Principal, agentID, index, note)
 	if aerr == nil {
 		c.log.Info("console drift acknowledged", "user", v.User.Email, "agent", agentID, "index", index)
-		http.Redirect(w, r, fmt.Sprintf("/console/agents/%s/review?days=%d&acked=%d#drift-%d", url.PathEscape(agentID), days, index, index),
-			http.StatusSeeOther)
+		q := url.Values{"days": {strconv.Itoa(days)}, "acked": {strconv.FormatInt(index, 10)}}
+		if rule := r.PostForm.Get("rule"); rule != "" {
+			q.Set("rule", rule)
+		}
+		if page, err := strconv.Atoi(r.PostForm.Get("page")); err == nil && page > 1 {
+			q.Set("page", strconv.Itoa(page))
+		}
+		http.Redirect(w, r, fmt.Sprintf("/console/agents/%s/review?%s#drift-%d", url.PathEscape(agentID), q.Encode(), index), http.StatusSeeOther)
 		return nil
 	}
 	ae, ok := shownRefusal(aerr)

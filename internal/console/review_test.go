@@ -113,7 +113,7 @@ func TestReviewShowsDriftAndAcknowledges(t *testing.T) {
 	}
 
 	p = boss.post(ackPath, url.Values{"csrf": {csrf}, "note": {"Known: the purge job ships next week."}, "days": {"30"}})
-	if p.Status != http.StatusSeeOther || p.Location() != "/console/agents/"+id+"/review?days=30&acked="+index+"#drift-"+index {
+	if p.Status != http.StatusSeeOther || p.Location() != "/console/agents/"+id+"/review?acked="+index+"&days=30#drift-"+index {
 		t.Fatalf("acknowledge: %d %q\n%s", p.Status, p.Location(), p.Body)
 	}
 	p = boss.get("/console/agents/" + id + "/review?days=30&acked=" + index)
@@ -286,5 +286,61 @@ func TestAcknowledgeAllOnThePage(t *testing.T) {
 	p = boss.get(r.Location())
 	if !strings.Contains(p.Body, "Your note is on all 3 events") || strings.Contains(p.Body, "Acknowledge all") || strings.Count(p.Body, "known: purge job being added") != 3 {
 		t.Fatalf("after the bulk ack:\n%s", p.Body)
+	}
+}
+
+// TestReviewPagesDriftByKind: many performance events are grouped by kind
+// (a filter per rule, with counts) and shown a page at a time, newest
+// first; an acknowledgement keeps the manager on the kind and page they
+// were reading.
+func TestReviewPagesDriftByKind(t *testing.T) {
+	s := arxtest.Start(t)
+	id, token := s.Hire(arxtest.Manifest)
+	c := sdk(t, s, token)
+	// 25 undeclared actions and 2 risks declared lower in code than in the
+	// manifest: two kinds of events.
+	for i := range 27 {
+		a := agentvault.Action{Connector: "crm", Action: "account.purge", Summary: fmt.Sprintf("purge %d", i)}
+		if i >= 25 {
+			a = agentvault.Action{Connector: "crm", Action: "account.export", Risk: agentvault.RiskLow, Summary: fmt.Sprintf("export %d", i)}
+		}
+		if _, err := agentvault.Do(t.Context(), c, a, func(context.Context, agentvault.Credential) (int, error) { return 1, nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addManager(t, s, "boss@example.com")
+	boss := newBrowser(t, s)
+	boss.mustLogin("boss@example.com")
+
+	base := "/console/agents/" + id + "/review"
+	p := boss.get(base + "?days=7")
+	for _, want := range []string{`aria-label="Performance events by kind"`, `aria-current="true">All <span class="count">27</span>`,
+		`Outside the job description <span class="count">25</span>`, "Events 1–20 of 27, newest first", "Page 1 of 2",
+		`href="` + base + `?days=7&amp;page=2#drift-h" rel="next"`} {
+		if !strings.Contains(p.Body, want) {
+			t.Errorf("first page lacks %q", want)
+		}
+	}
+	if n := len(ackAction.FindAllString(p.Body, -1)); n != 20 {
+		t.Errorf("first page shows %d events to acknowledge, want 20", n)
+	}
+	p = boss.get(base + "?days=7&page=2")
+	if !strings.Contains(p.Body, "Events 21–27 of 27") || !strings.Contains(p.Body, `rel="prev"`) || strings.Contains(p.Body, `rel="next"`) {
+		t.Errorf("second page:\n%s", p.Body)
+	}
+	// One kind: the under-declared risks only.
+	p = boss.get(base + "?days=7&rule=risk_underdeclared")
+	if !strings.Contains(p.Body, "events 1–2 of 2") || len(ackAction.FindAllString(p.Body, -1)) != 2 {
+		t.Errorf("filtered by kind:\n%s", p.Body)
+	}
+	// Acknowledging an event on page 2 comes back to page 2.
+	p = boss.get(base + "?days=7&page=2")
+	m := ackAction.FindStringSubmatch(p.Body)
+	if m == nil {
+		t.Fatal("no acknowledge form on page 2")
+	}
+	p2 := boss.post(m[1], url.Values{"csrf": {p.csrf(t)}, "note": {"seen"}, "days": {"7"}, "page": {"2"}})
+	if p2.Status != http.StatusSeeOther || !strings.Contains(p2.Location(), "page=2") {
+		t.Errorf("acknowledge on page 2: %d %q", p2.Status, p2.Location())
 	}
 }
