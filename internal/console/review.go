@@ -119,7 +119,7 @@ type reviewData struct {
 	Drift     []driftRow // all of the window's, newest first
 	Events    driftPager // the kind and page of them shown
 	Open      int        // drift events not acknowledged
-	CanAck    bool // the viewer may acknowledge drift
+	CanAck    bool       // the viewer may acknowledge drift
 	Refusal   *refusal
 	Done      string
 }
