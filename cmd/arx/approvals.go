@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net/url"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -158,12 +159,28 @@ func terminateCmd() *cobra.Command {
 			Tokens      int `json:"revoked_tokens"`
 			Credentials int `json:"revoked_credentials"`
 			Approvals   int `json:"cancelled_approvals"`
+			Notices     []struct {
+				To  string   `json:"to"`
+				Via []string `json:"via"`
+			} `json:"notices"`
 		}
 		if err := c.do(cmd.Context(), "POST", "/v1/agents/"+a.ID+"/terminate", map[string]string{"reason": reason}, &out); err != nil {
 			return err
 		}
-		inert.Fprintf(cmd.OutOrStdout(), "terminated %s (%s): %d token(s), %d live credential(s) revoked, %d pending approval(s) cancelled\n",
+		w := cmd.OutOrStdout()
+		inert.Fprintf(w, "terminated %s (%s): %d token(s), %d live credential(s) revoked, %d pending approval(s) cancelled\n",
 			a.Name, a.ID, out.Tokens, out.Credentials, out.Approvals)
+		// Who is told, and how: said plainly when nobody can be.
+		for _, n := range out.Notices {
+			if len(n.Via) == 0 {
+				inert.Fprintf(w, "not told: %s (this server has no webhook to reach people: arx serve --webhook or --slack-webhook); recorded as undeliverable\n", n.To)
+				continue
+			}
+			inert.Fprintf(w, "telling %s via %s (each delivery is recorded as termination.notified)\n", n.To, strings.Join(n.Via, " and "))
+		}
+		if len(out.Notices) == 0 {
+			fmt.Fprintln(w, "nobody is told: the job description's termination.notify names no one")
+		}
 		return nil
 	}
 	return cmd

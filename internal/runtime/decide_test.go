@@ -200,3 +200,24 @@ func TestCallEntries(t *testing.T) {
 		}
 	}
 }
+
+func TestNoticeRoutes(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		targets  []string
+		channels []string
+		want     string
+	}{
+		{"a person, no channel", []string{"dana@example.com"}, nil, "[{dana@example.com []}]"},
+		{"a person, two channels", []string{"dana@example.com"}, []string{"webhook", "Slack"}, "[{dana@example.com [webhook Slack]}]"},
+		{"an endpoint keeps its secret path", []string{"https://hooks.example.com/T0/B0/secret?token=x"}, nil, "[{https://hooks.example.com/… [endpoint]}]"},
+		{"an endpoint without a path", []string{"https://hooks.example.com"}, []string{"Slack"}, "[{https://hooks.example.com [endpoint]}]"},
+		{"nobody", nil, []string{"Slack"}, "[]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := fmt.Sprint(noticeRoutes(tc.targets, tc.channels)); got != tc.want {
+				t.Errorf("got %s, want %s", got, tc.want)
+			}
+		})
+	}
+}

@@ -3,6 +3,8 @@ package runtime
 import (
 	"context"
 	"errors"
+	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +19,39 @@ type TerminationResult struct {
 	RevokedTokens      int
 	RevokedCredentials int
 	CancelledApprovals int
+	// Notices say how the manifest's termination.notify targets are told
+	// (queued in the same transaction, delivered after it, each delivery
+	// recorded as termination.notified).
+	Notices []NoticeRoute
+}
+
+// NoticeRoute says how a termination notice to one target goes out.
+type NoticeRoute struct {
+	// To is a person's email, or an endpoint's scheme and host (its path
+	// and query may hold a secret).
+	To string `json:"to"`
+	// Via is how: "endpoint" (the target's own URL), or the server's
+	// channels for people ("webhook", "Slack"); empty when nothing can
+	// reach the target, which is recorded as undeliverable.
+	Via []string `json:"via"`
+}
+
+// noticeRoutes decides how each target is told, given the server's
+// channels for people (NotifyChannels).
+func noticeRoutes(targets, channels []string) []NoticeRoute {
+	out := make([]NoticeRoute, 0, len(targets))
+	for _, t := range targets {
+		if u, err := url.Parse(t); err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" {
+			to := u.Scheme + "://" + u.Host
+			if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
+				to += "/…"
+			}
+			out = append(out, NoticeRoute{To: to, Via: []string{"endpoint"}})
+			continue
+		}
+		out = append(out, NoticeRoute{To: t, Via: slices.Clone(channels)})
+	}
+	return out
 }
 
 // CanTerminate says whether p may terminate agent a: an operator, the
@@ -68,6 +103,9 @@ func (r *Runtime) Terminate(ctx context.Context, p *Principal, agentID, reason s
 		return nil, r.writeFailed("terminate", err)
 	}
 	r.afterTerminate(ctx, p, agentID, woken, now)
+	if m, err := r.Manifest(res.Agent); err == nil {
+		res.Notices = noticeRoutes(m.Termination.Notify, r.NotifyChannels())
+	}
 	return res, nil
 }
 
