@@ -65,6 +65,24 @@ type arxProc struct {
 	problems []string // WARN and ERROR lines of its log, at most maxLogLines
 	nProblem int
 	other    []string // lines that are not JSON (a crash, a usage error)
+	// checked is closed when the store's background check of the log at
+	// rest has ended ("the log checks out"), at checkedAt, after checkTook.
+	checked   chan struct{}
+	checkedAt time.Time
+	checkTook string
+}
+
+// waitChecked waits (at most d) for the store's background check of the
+// log to end, and says whether it did.
+func (p *arxProc) waitChecked(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-p.checked:
+		return true
+	case <-time.After(d):
+	case <-ctx.Done():
+	case <-p.exited:
+	}
+	return false
 }
 
 // startArx starts arx serve on a free loopback port (port 0: the server
@@ -89,7 +107,7 @@ func startArxOn(ctx context.Context, cpu int, bin, dataDir string, extra ...stri
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &arxProc{cmd: cmd, exited: make(chan struct{})}
+	p := &arxProc{cmd: cmd, exited: make(chan struct{}), checked: make(chan struct{})}
 	urls := make(chan string, 1)
 	scanned := make(chan struct{})
 	go func() {
@@ -166,6 +184,7 @@ func (p *arxProc) readLog(r io.Reader, urls chan<- string) {
 			Level string `json:"level"`
 			Msg   string `json:"msg"`
 			URL   string `json:"url"`
+			Took  string `json:"took"`
 		}
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
 			line = strings.TrimSpace(line)
@@ -174,6 +193,12 @@ func (p *arxProc) readLog(r io.Reader, urls chan<- string) {
 			}
 			p.keep(&p.other, line)
 			continue
+		}
+		if rec.Msg == "sqlite: the log checks out" {
+			p.mu.Lock()
+			p.checkedAt, p.checkTook = time.Now(), rec.Took
+			p.mu.Unlock()
+			close(p.checked)
 		}
 		if rec.Msg == "arx serving" && !sent {
 			urls <- rec.URL

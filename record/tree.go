@@ -25,7 +25,13 @@ func (t *Tree) Size() int64 { return t.size }
 // node the leaf completes. They belong at tlog.StoredHashIndex(0, size-1)
 // onwards.
 func (t *Tree) Append(leaf tlog.Hash) []tlog.Hash {
-	stored := []tlog.Hash{leaf}
+	return t.AppendTo(nil, leaf)
+}
+
+// AppendTo is Append, with the stored hashes appended to dst: a check that
+// only compares them reuses one slice and allocates nothing.
+func (t *Tree) AppendTo(dst []tlog.Hash, leaf tlog.Hash) []tlog.Hash {
+	stored := append(dst, leaf)
 	h := leaf
 	for n := t.size; n&1 == 1; n >>= 1 {
 		left := t.nodes[len(t.nodes)-1]
