@@ -184,7 +184,7 @@ func (p *arxProc) readLog(r io.Reader, urls chan<- string) {
 			Level string `json:"level"`
 			Msg   string `json:"msg"`
 			URL   string `json:"url"`
-			Took  string `json:"took"`
+			Took  time.Duration `json:"took"` // slog's JSON writes a duration in nanoseconds
 		}
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
 			line = strings.TrimSpace(line)
@@ -196,7 +196,7 @@ func (p *arxProc) readLog(r io.Reader, urls chan<- string) {
 		}
 		if rec.Msg == "sqlite: the log checks out" {
 			p.mu.Lock()
-			p.checkedAt, p.checkTook = time.Now(), rec.Took
+			p.checkedAt, p.checkTook = time.Now(), rec.Took.Round(time.Millisecond).String()
 			p.mu.Unlock()
 			close(p.checked)
 		}
