@@ -181,9 +181,9 @@ func (p *arxProc) readLog(r io.Reader, urls chan<- string) {
 	for sc.Scan() {
 		line := sc.Text()
 		var rec struct {
-			Level string `json:"level"`
-			Msg   string `json:"msg"`
-			URL   string `json:"url"`
+			Level string        `json:"level"`
+			Msg   string        `json:"msg"`
+			URL   string        `json:"url"`
 			Took  time.Duration `json:"took"` // slog's JSON writes a duration in nanoseconds
 		}
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
