@@ -63,9 +63,33 @@ func New(cfg Config) http.Handler {
 	mux := http.NewServeMux()
 	if cfg.Registry != nil {
 		cfg.Registry.MustRegister(s.duration)
-		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
 	}
-	h := func(pattern string, fn handlerFunc) { mux.Handle(pattern, s.wrap(pattern, fn)) }
+	s.routes(cfg.Registry, mux.Handle)
+	if cfg.Extra != nil {
+		cfg.Extra(mux)
+	}
+	return s.withGateway(mux) // gateway.go: ANY /v1/gateway/{connector}/{path...}
+}
+
+// Routes returns the pattern of every route New registers, as
+// http.ServeMux patterns ("POST /v1/calls"; one without a method is served
+// for every method), GET /metrics and the gateway included, but not the
+// routes of Config.Extra. A ServeMux cannot list its patterns, and
+// docs/openapi.yaml is checked against this list.
+func Routes() []string {
+	var out []string
+	s := &server{}
+	s.routes(prometheus.NewRegistry(), func(pattern string, _ http.Handler) { out = append(out, pattern) })
+	return append(out, gatewayRoute)
+}
+
+// routes registers the API's routes through handle: New's mux, or the list
+// of Routes. GET /metrics is served when there is a registry.
+func (s *server) routes(reg *prometheus.Registry, handle func(pattern string, h http.Handler)) {
+	if reg != nil {
+		handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	}
+	h := func(pattern string, fn handlerFunc) { handle(pattern, s.wrap(pattern, fn)) }
 
 	h("GET /healthz", s.healthz)
 	h("GET /readyz", s.readyz)
@@ -116,10 +140,6 @@ func New(cfg Config) http.Handler {
 	h("/v1/", func(w http.ResponseWriter, r *http.Request) error {
 		return arxerr.New(arxerr.NotFound, "no route %s %s", r.Method, truncate(r.URL.Path, 128))
 	})
-	if cfg.Extra != nil {
-		cfg.Extra(mux)
-	}
-	return s.withGateway(mux) // gateway.go: ANY /v1/gateway/{connector}/{path...}
 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
