@@ -1,12 +1,16 @@
 package api_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pb33f/go-yaml"
 	"github.com/pb33f/libopenapi"
@@ -20,6 +24,8 @@ import (
 
 	"github.com/arxsec/arx/arxerr"
 	"github.com/arxsec/arx/internal/api"
+	"github.com/arxsec/arx/internal/arxtest"
+	"github.com/arxsec/arx/record"
 )
 
 // openAPIFile describes the API for machines; docs/api.md is its prose.
@@ -237,21 +243,21 @@ func TestOpenAPIExamples(t *testing.T) {
 				t.Errorf("%s: no example of the request body", route)
 			}
 		}
-		ok := 0
+		shown := 0
 		for code, resp := range op.Responses.Codes.FromOldest() {
 			n := content(route+" "+code, resp.Content)
 			for name, h := range resp.Headers.FromOldest() {
 				examples(route+" "+code+" header "+name, h.Schema, h.Example, h.Examples)
 			}
 			if strings.HasPrefix(code, "2") {
-				ok += n
+				shown += n
 			}
 		}
 		if op.Responses.Default != nil {
 			content(route+" default", op.Responses.Default.Content)
 		}
 		// The gateway answers what the upstream answers: no example.
-		if ok == 0 && !strings.Contains(route, "/v1/gateway/") {
+		if shown == 0 && !strings.Contains(route, "/v1/gateway/") {
 			t.Errorf("%s: no example of a successful answer", route)
 		}
 	})
@@ -331,4 +337,186 @@ func describe(errs []*liberrors.ValidationError) string {
 		}
 	}
 	return b.String()
+}
+
+// TestOpenAPIAnswers: the requests a real server accepts validate against
+// docs/openapi.yaml, and so do its answers, refusals included.
+func TestOpenAPIAnswers(t *testing.T) {
+	doc, _ := openAPI(t)
+	v, errs := validator.NewValidator(doc, validation...)
+	if len(errs) > 0 {
+		t.Fatalf("validator: %v", errs)
+	}
+	s, _ := gatewayServer(t, newUpstream(t), "5s")
+	do := func(method, path, token string, body any, want int) []byte {
+		t.Helper()
+		req, resp, data := exchange(t, s, method, path, token, body)
+		if resp.StatusCode != want {
+			t.Fatalf("%s %s: %d %s, want %d", method, path, resp.StatusCode, data, want)
+		}
+		if ok, errs := v.ValidateHttpResponse(req, resp); !ok {
+			t.Errorf("%s %s → %d: the answer is not as described:\n%s  answer: %s", method, path, want, describe(errs), data)
+		}
+		if want < 300 {
+			req.Body, _ = req.GetBody()
+			if ok, errs := v.ValidateHttpRequest(req); !ok {
+				t.Errorf("%s %s: the server accepted a request the description refuses:\n%s", method, path, describe(errs))
+			}
+		}
+		return data
+	}
+	var (
+		admin = s.AdminToken
+		hired struct {
+			Agent struct{ ID string }
+			Token string
+		}
+		call struct {
+			ID         string
+			Credential struct{ Token string }
+		}
+		person struct {
+			SetupToken string `json:"setup_token"`
+		}
+		login  struct{ Token string }
+		review struct {
+			Review struct{ Drift []struct{ Index int64 } }
+		}
+		issued struct {
+			TokenID string `json:"token_id"`
+		}
+		own struct{ Tokens []struct{ ID string } }
+	)
+	decode := func(b []byte, v any) {
+		t.Helper()
+		if err := json.Unmarshal(b, v); err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+	}
+
+	do("GET", "/healthz", "", nil, 200)
+	do("GET", "/readyz", "", nil, 200)
+	do("GET", "/metrics", "", nil, 200)
+	do("GET", "/.well-known/jwks.json", "", nil, 200)
+
+	decode(do("POST", "/v1/agents", admin, map[string]any{"manifest": arxtest.Manifest}, 201), &hired)
+	agent, id := hired.Token, hired.Agent.ID
+	decode(do("POST", "/v1/users", admin, map[string]any{"email": "boss@example.com", "role": "manager", "show_link": true}, 201), &person)
+	do("POST", "/v1/auth/setup", "", map[string]any{"token": person.SetupToken, "password": "correct horse battery"}, 200)
+	decode(do("POST", "/v1/auth/tokens", "", map[string]any{"email": "boss@example.com", "password": "correct horse battery", "label": "laptop"}, 201), &login)
+	boss := login.Token
+
+	do("GET", "/v1/agent", agent, nil, 200)
+	do("GET", "/v1/agent/status", agent, nil, 200)
+
+	// A call that may proceed, its retry, its credential, its end.
+	read := map[string]any{"connector": "crm", "action": "account.read", "risk": "low", "idempotency_key": "k1", "summary": "account 0017"}
+	decode(do("POST", "/v1/calls", agent, read, 201), &call)
+	do("POST", "/v1/calls", agent, read, 200)
+	do("POST", "/v1/credentials/introspect", "", map[string]any{"credential": call.Credential.Token}, 200)
+	do("GET", "/v1/calls/"+call.ID, agent, nil, 200)
+	do("POST", "/v1/calls/"+call.ID+"/complete", agent, map[string]any{"outcome": "success", "duration_ms": 12}, 200)
+	do("POST", "/v1/credentials/introspect", "", map[string]any{"credential": call.Credential.Token}, 200)
+	do("GET", "/v1/calls/"+call.ID+"?wait=1s", admin, nil, 200)
+
+	// Calls that wait for an approver (and drift: their risk is declared
+	// lower than the manifest's), granted and denied.
+	decode(do("POST", "/v1/calls", agent, map[string]any{"connector": "crm", "action": "account.delete", "idempotency_key": "k2"}, 202), &call)
+	do("GET", "/v1/approvals", boss, nil, 200)
+	do("GET", "/v1/approvals?status=pending&limit=10", admin, nil, 200)
+	do("GET", "/v1/approvals/"+call.ID, boss, nil, 200)
+	do("POST", "/v1/approvals/"+call.ID+"/approve", admin, map[string]any{"reason": "ok"}, 403)
+	do("POST", "/v1/approvals/"+call.ID+"/approve", boss, map[string]any{"reason": "checked"}, 200)
+	do("GET", "/v1/calls/"+call.ID, agent, nil, 200)
+	decode(do("POST", "/v1/calls", agent, map[string]any{"connector": "crm", "action": "account.delete", "idempotency_key": "k3"}, 202), &call)
+	do("POST", "/v1/approvals/"+call.ID+"/deny", boss, map[string]any{"reason": "not this one"}, 200)
+
+	// Refusals.
+	do("POST", "/v1/calls", agent, map[string]any{"connector": "hubspot", "action": "contact.read", "idempotency_key": "k4"}, 403)
+	do("POST", "/v1/calls", admin, read, 403)
+	do("POST", "/v1/calls", agent, map[string]any{"connector": "crm", "action": "account.read", "idempotency_key": "k5", "risk": "lowish"}, 400)
+	do("POST", "/v1/calls", agent, map[string]any{"connecter": "crm"}, 400)
+	do("GET", "/v1/agents", "", nil, 401)
+	do("GET", "/v1/agents/no-such-agent", admin, nil, 404)
+	do("GET", "/v1/gateway/crm/accounts", "", nil, 401)
+
+	// The operator's and managers' views of the agent.
+	do("GET", "/v1/agents", admin, nil, 200)
+	do("GET", "/v1/agents", boss, nil, 200)
+	do("GET", "/v1/agents/"+id, admin, nil, 200)
+	do("GET", "/v1/agents/"+id+"/calls?limit=10", admin, nil, 200)
+	do("GET", "/v1/agents/"+id+"/record?limit=3", admin, nil, 200)
+	decode(do("GET", "/v1/agents/"+id+"/review?days=7", boss, nil, 200), &review)
+	if len(review.Review.Drift) == 0 {
+		t.Fatal("no drift in the review")
+	}
+	do("POST", fmt.Sprintf("/v1/agents/%s/drift/%d/ack", id, review.Review.Drift[0].Index), boss, map[string]any{"note": "fixed"}, 200)
+	do("POST", "/v1/agents/"+id+"/drift/ack", boss, map[string]any{"note": "all seen", "days": 7}, 200)
+	do("GET", "/v1/agents/"+id+"/review", admin, nil, 200)
+	decode(do("POST", "/v1/agents/"+id+"/tokens", admin, map[string]any{"label": "run"}, 201), &issued)
+	do("DELETE", "/v1/agents/"+id+"/tokens/"+issued.TokenID, admin, nil, 200)
+	local := &record.Entry{Index: 0, Time: time.Now().UTC(), Agent: "local:test-agent", Type: "call.requested",
+		Connector: "crm", Action: "account.read", Risk: "low", Actor: "agent:local:test-agent", Data: map[string]any{}}
+	b, err := local.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	do("POST", "/v1/agents/"+id+"/record/import", admin, map[string]any{"source": "test-agent.jsonl",
+		"chain": record.HashString(record.LeafHash(b)), "entries": []string{string(b)}}, 200)
+
+	do("GET", "/v1/log/checkpoint", "", nil, 200)
+	do("GET", "/v1/log/key", "", nil, 200)
+	do("GET", "/v1/log/entries?start=0&limit=5", admin, nil, 200)
+	do("GET", "/v1/connectors", admin, nil, 200)
+
+	do("GET", "/v1/users", admin, nil, 200)
+	do("POST", "/v1/users", admin, map[string]any{"email": "temp@example.com", "role": "manager", "show_link": true}, 201)
+	do("POST", "/v1/users/temp@example.com/reset", admin, map[string]any{"show_link": true}, 200)
+	do("POST", "/v1/users/temp@example.com/role", admin, map[string]any{"role": "admin"}, 200)
+	do("POST", "/v1/users/temp@example.com/disable", admin, nil, 200)
+	do("POST", "/v1/users/temp@example.com/enable", admin, nil, 200)
+	do("POST", "/v1/users", boss, map[string]any{"email": "x@example.com", "role": "manager"}, 403)
+
+	do("POST", "/v1/agents/"+id+"/terminate", boss, map[string]any{"reason": "the test is over"}, 200)
+	do("POST", "/v1/agents/"+id+"/process-stopped", admin, map[string]any{"pid": 4242, "signal": "SIGTERM", "took_ms": 12, "token_id": ""}, 201)
+	do("GET", "/v1/agent/status", agent, nil, 401)
+
+	decode(do("GET", "/v1/auth/tokens", boss, nil, 200), &own)
+	do("DELETE", "/v1/auth/tokens/"+own.Tokens[0].ID, boss, nil, 200)
+	do("GET", "/v1/auth/tokens", boss, nil, 401)
+}
+
+// exchange sends one request and returns it and its answer, their bodies
+// readable again for the validator.
+func exchange(t *testing.T, s *arxtest.Server, method, path, token string, body any) (*http.Request, *http.Response, []byte) {
+	t.Helper()
+	var b []byte
+	if body != nil {
+		var err error
+		if b, err = json.Marshal(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req, err := http.NewRequest(method, s.URL+path, bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(data))
+	req.Body, _ = req.GetBody()
+	return req, resp, data
 }
