@@ -36,13 +36,13 @@ const (
 
 // devWitness is the local witness arx dev runs beside the runtime.
 type devWitness struct {
-	dir  string
-	vkey string
-	url  string
-	ln   net.Listener
-	srv  *http.Server
-	log  *slog.Logger
-	errc chan error
+	dir    string
+	vkey   string
+	url    string
+	signer note.Signer
+	ln     net.Listener
+	srv    *http.Server
+	log    *slog.Logger
 }
 
 // listenDevWitness loads or makes the dev witness's key (kept with the
@@ -54,20 +54,18 @@ func listenDevWitness(dataDir string, log *slog.Logger) (*devWitness, error) {
 		return nil, err
 	}
 	keyFile, pubFile := filepath.Join(dir, "witness.key"), filepath.Join(dir, "witness.pub")
-	skey, err := os.ReadFile(keyFile)
-	if errors.Is(err, fs.ErrNotExist) {
-		s, v, gerr := record.GenerateWitnessKey(devWitnessName)
-		if gerr != nil {
-			return nil, gerr
-		}
-		if err := os.WriteFile(pubFile, []byte(v+"\n"), 0o644); err != nil {
+	_, kerr := os.Stat(keyFile)
+	_, perr := os.Stat(pubFile)
+	if errors.Is(kerr, fs.ErrNotExist) || errors.Is(perr, fs.ErrNotExist) { // new, or a key half written
+		skey, vkey, err := record.GenerateWitnessKey(devWitnessName)
+		if err != nil {
 			return nil, err
 		}
-		if err := os.WriteFile(keyFile, []byte(s+"\n"), 0o600); err != nil {
+		if err := writeWitnessKey(keyFile, pubFile, skey, vkey); err != nil {
 			return nil, err
 		}
-		skey, err = []byte(s), nil
 	}
+	skey, err := os.ReadFile(keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("the dev witness's key: %w", err)
 	}
@@ -75,17 +73,16 @@ func listenDevWitness(dataDir string, log *slog.Logger) (*devWitness, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the dev witness's key: %w", err)
 	}
+	// Parsed now, so a damaged key fails before the runtime starts.
+	signer, err := record.NewCosigner(strings.TrimSpace(string(skey)))
+	if err != nil {
+		return nil, fmt.Errorf("the dev witness's key %s: %w", keyFile, err)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	w := &devWitness{dir: dir, vkey: strings.TrimSpace(string(vkey)), url: "http://" + ln.Addr().String(), ln: ln, log: log, errc: make(chan error, 1)}
-	// Checked now, so a damaged key fails before the runtime starts.
-	if _, err := record.NewCosigner(strings.TrimSpace(string(skey))); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("the dev witness's key %s: %w", keyFile, err)
-	}
-	return w, nil
+	return &devWitness{dir: dir, vkey: strings.TrimSpace(string(vkey)), url: "http://" + ln.Addr().String(), signer: signer, ln: ln, log: log}, nil
 }
 
 // publishConfig is arx dev's publish.Config: the bucket directory and this
@@ -105,25 +102,17 @@ func (w *devWitness) publishConfig(dataDir string) (*publish.Config, error) {
 
 // serve starts witnessing the log of the given origin and key.
 func (w *devWitness) serve(origin, logKey string) error {
-	skey, err := os.ReadFile(filepath.Join(w.dir, "witness.key"))
-	if err != nil {
-		return err
-	}
-	signer, err := record.NewCosigner(strings.TrimSpace(string(skey)))
-	if err != nil {
-		return err
-	}
 	v, err := note.NewVerifier(logKey)
 	if err != nil {
 		return err
 	}
-	wit, err := witness.New(witness.Config{Signer: signer, StateDir: filepath.Join(w.dir, "state"), Logger: w.log,
+	wit, err := witness.New(witness.Config{Signer: w.signer, StateDir: filepath.Join(w.dir, "state"), Logger: w.log,
 		Logs: []witness.Log{{Origin: origin, Keys: []note.Verifier{v}}}})
 	if err != nil {
 		return err
 	}
 	w.srv = wit.Server(w.ln.Addr().String())
-	go func() { w.errc <- w.srv.Serve(w.ln) }()
+	go w.srv.Serve(w.ln)
 	return nil
 }
 

@@ -59,10 +59,7 @@ their auditors. NAME identifies the witness, for example witness.example.com/w1.
 			if err != nil {
 				return err
 			}
-			if err := os.WriteFile(keyFile, []byte(skey+"\n"), 0o600); err != nil {
-				return err
-			}
-			if err := os.WriteFile(pubFile, []byte(vkey+"\n"), 0o644); err != nil {
+			if err := writeWitnessKey(keyFile, pubFile, skey, vkey); err != nil {
 				return err
 			}
 			inert.Fprintln(cmd.OutOrStdout(), vkey)
@@ -167,6 +164,14 @@ directory, written durably before the witness answers.`,
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
+}
+
+// writeWitnessKey writes a witness's private key (mode 0600) and public key.
+func writeWitnessKey(keyFile, pubFile, skey, vkey string) error {
+	if err := os.WriteFile(keyFile, []byte(skey+"\n"), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(pubFile, []byte(vkey+"\n"), 0o644)
 }
 
 // parseLogArg splits ORIGIN=VKEY; a bare VKEY's origin is its key name. A

@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/arxsec/arx/internal/arxtest"
 )
 
 // python finds an interpreter with the app's dependencies.
@@ -210,23 +212,7 @@ func TestLocalMode(t *testing.T) {
 		t.Errorf("account with an escape sequence: %d %s", code, body)
 	}
 
-	types := map[string]int{}
-	files, _ := filepath.Glob(filepath.Join(d, "arx-records", "*.jsonl"))
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for line := range strings.Lines(string(b)) {
-			var e struct {
-				Type string `json:"type"`
-			}
-			if err := json.Unmarshal([]byte(line), &e); err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
-			types[e.Type]++
-		}
-	}
+	types := arxtest.LocalRecordTypes(t, filepath.Join(d, "arx-records"))
 	// 0017: account, opportunities, contacts (drift), hubspot (refused);
 	// 9999: its account read, which the CRM does not have.
 	if types["credential.issued"] != 4 || types["drift.detected"] != 1 || types["credential.refused"] != 1 {

@@ -75,9 +75,9 @@ type CRM struct {
 func NewCRM(v *credential.Verifier) *CRM {
 	c := &CRM{}
 	mux := http.NewServeMux()
-	mux.Handle("GET /accounts/{id}", v.Middleware("salesforce", constant("account.read"), http.HandlerFunc(c.account)))
-	mux.Handle("GET /accounts/{id}/opportunities", v.Middleware("salesforce", constant("opportunity.read"), http.HandlerFunc(c.opportunities)))
-	mux.Handle("GET /accounts/{id}/contacts", v.Middleware("salesforce", constant("contact.read"), http.HandlerFunc(c.contacts)))
+	mux.Handle("GET /accounts/{id}", v.Middleware("salesforce", constant("account.read"), byAccount(accounts)))
+	mux.Handle("GET /accounts/{id}/opportunities", v.Middleware("salesforce", constant("opportunity.read"), byAccount(opportunities)))
+	mux.Handle("GET /accounts/{id}/contacts", v.Middleware("salesforce", constant("contact.read"), byAccount(contacts)))
 	c.handler = mux
 	return c
 }
@@ -89,9 +89,9 @@ func NewCRM(v *credential.Verifier) *CRM {
 func NewGatewayCRM(apiKey string) *CRM {
 	c := &CRM{}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /accounts/{id}", c.account)
-	mux.HandleFunc("GET /accounts/{id}/opportunities", c.opportunities)
-	mux.HandleFunc("GET /accounts/{id}/contacts", c.contacts)
+	mux.Handle("GET /accounts/{id}", byAccount(accounts))
+	mux.Handle("GET /accounts/{id}/opportunities", byAccount(opportunities))
+	mux.Handle("GET /accounts/{id}/contacts", byAccount(contacts))
 	mux.HandleFunc("GET /admin/export", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, accounts) })
 	c.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+apiKey)) != 1 {
@@ -179,34 +179,17 @@ type statusRecorder struct {
 func (s *statusRecorder) WriteHeader(code int)               { s.status = code; s.ResponseWriter.WriteHeader(code) }
 func (s *statusRecorder) claims() (*credential.Claims, bool) { return s.cl, s.cl != nil }
 
-func (c *CRM) account(w http.ResponseWriter, r *http.Request) {
-	noteClaims(w, r)
-	a, ok := accounts[r.PathValue("id")]
-	if !ok {
-		http.Error(w, `{"error":"no such account"}`, http.StatusNotFound)
-		return
+// byAccount serves the record of the path's account from m, or 404.
+func byAccount[T any](m map[string]T) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		noteClaims(w, r)
+		v, ok := m[r.PathValue("id")]
+		if !ok {
+			http.Error(w, `{"error":"no such account"}`, http.StatusNotFound)
+			return
+		}
+		writeJSON(w, v)
 	}
-	writeJSON(w, a)
-}
-
-func (c *CRM) opportunities(w http.ResponseWriter, r *http.Request) {
-	noteClaims(w, r)
-	ops, ok := opportunities[r.PathValue("id")]
-	if !ok {
-		http.Error(w, `{"error":"no such account"}`, http.StatusNotFound)
-		return
-	}
-	writeJSON(w, ops)
-}
-
-func (c *CRM) contacts(w http.ResponseWriter, r *http.Request) {
-	noteClaims(w, r)
-	cs, ok := contacts[r.PathValue("id")]
-	if !ok {
-		http.Error(w, `{"error":"no such account"}`, http.StatusNotFound)
-		return
-	}
-	writeJSON(w, cs)
 }
 
 func noteClaims(w http.ResponseWriter, r *http.Request) {
