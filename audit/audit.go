@@ -6,7 +6,10 @@
 // Verify checks the checkpoint's log signature and a quorum of witness
 // cosignatures, reads every entry bundle, recomputes every leaf hash and the
 // Merkle tree, compares them with the published hash tiles and the signed
-// root, checks each agent's prev chain, and, given the state of an earlier
+// root, checks each agent's prev chain, checks every passkey-signed
+// approval decision against the key the log registered for that person
+// before it (and names unsigned decisions where the agent's manifest
+// requires a signature), and, given the state of an earlier
 // run, that the log only grew since. It names what it finds: an edited,
 // deleted, inserted or reordered entry, a truncated log, a replaced
 // checkpoint, a fork.
@@ -26,6 +29,7 @@ import (
 	"time"
 
 	"github.com/arxsec/arx/record"
+	"github.com/arxsec/arx/record/passkeys"
 	"golang.org/x/mod/sumdb/tlog"
 )
 
@@ -120,6 +124,11 @@ type Report struct {
 	Seen           []SeenResult         `json:"witnesses_asked,omitempty"`
 	Problems       []record.Problem     `json:"problems"`
 	ProblemCount   int                  `json:"problem_count"`
+	// Decisions counts, per agent that was decided about or whose
+	// manifest requires passkeys, the approval decisions signed with the
+	// approver's passkey (each checked against the key the log registered
+	// before) and those not signed.
+	Decisions []passkeys.Agent `json:"approval_decisions"`
 	Bytes          int64                `json:"entry_bytes"`
 	Duration       time.Duration        `json:"duration_ns"`
 	// State is what to save for the next run: set only when all holds.
@@ -133,7 +142,17 @@ func Verify(ctx context.Context, src Source, opts Options) (*Report, error) {
 	if err := a.run(ctx); err != nil {
 		return nil, err
 	}
+	a.sig.Report = a.chain.Report
+	a.sig.Finish()
 	rep := a.rep
+	for _, ag := range a.sig.Agents() {
+		if ag.Signed+ag.Unsigned > 0 || ag.RequirePasskey {
+			rep.Decisions = append(rep.Decisions, ag)
+		}
+	}
+	if rep.Decisions == nil {
+		rep.Decisions = []passkeys.Agent{}
+	}
 	rep.Problems = a.chain.Problems()
 	rep.ProblemCount = a.chain.ProblemCount()
 	rep.Agents = a.chain.Agents()
@@ -171,6 +190,7 @@ type auditor struct {
 	opts  Options
 	rep   *Report
 	chain record.ChainChecker
+	sig   passkeys.Checker // approval decisions and the passkeys that sign them
 	cp    *record.Checkpoint
 	body  string
 
@@ -213,6 +233,21 @@ type upperTile struct {
 	n      int64 // tile index; -1 none
 	hashes []tlog.Hash
 	bad    bool // missing or malformed, reported once
+}
+
+// check checks the entry at log position pos: its chain, and, for the
+// entries about approvals and passkeys, the decisions' signatures.
+func (a *auditor) check(pos int64, e []byte, leaf tlog.Hash) {
+	r, ok := a.chain.CheckRef(pos, e, leaf)
+	if !ok || !passkeys.Wants(r.Type) {
+		return
+	}
+	if a.sig.Report == nil {
+		a.sig.Report = a.chain.Report
+	}
+	if parsed, err := record.Parse(e); err == nil {
+		a.sig.Add(pos, parsed)
+	}
 }
 
 func (a *auditor) problem(kind string, index int64, format string, args ...any) {
@@ -422,7 +457,7 @@ func (a *auditor) checkBundle(n int64, w int, bundle, tile []byte) []tlog.Hash {
 			rest = bundle
 			for j := 0; j < w; j++ {
 				e, r, _ := record.NextBundleEntry(rest)
-				a.chain.Check(base+int64(j), e, a.leaves[j])
+				a.check(base+int64(j), e, a.leaves[j])
 				rest = r
 			}
 			a.rep.TilesChecked += int64(w)
@@ -486,7 +521,7 @@ func (a *auditor) entriesOverTile(n int64, w int, bundle []byte, tile []tlog.Has
 	a.problem(KindTileMismatch, differ[0], "%s was changed: its hashes for entries %v do not match the entries, which are those the log committed to (they hash to the tree one level up and to the signed root)",
 		record.TilePath(0, n, w), differ)
 	for i, e := range entries {
-		a.chain.Check(base+int64(i), e, leaves[i])
+		a.check(base+int64(i), e, leaves[i])
 	}
 	a.tileChanged = true
 	return leaves
@@ -553,7 +588,7 @@ func (a *auditor) diagnose(n int64, w int, bundle []byte, tile []tlog.Hash) []tl
 			a.problem(kind, base, "%s holds %d entries, the checkpoint commits to %d", path, len(entries), w)
 		}
 		for i, e := range entries {
-			a.chain.Check(base+int64(i), e, leaves[i])
+			a.check(base+int64(i), e, leaves[i])
 		}
 		if len(leaves) != w {
 			return nil
@@ -646,7 +681,7 @@ func (a *auditor) diagnose(n int64, w int, bundle []byte, tile []tlog.Hash) []tl
 		} else if r, err := record.ScanEntry(e); err == nil {
 			p = r.Index
 		}
-		a.chain.Check(p, e, leaves[i])
+		a.check(p, e, leaves[i])
 	}
 	return nil
 }

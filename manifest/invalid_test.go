@@ -148,6 +148,8 @@ func invalidCases() []invalidCase {
 			16, "approval.delegates[0]", "already listed"},
 		{"on_timeout approve", base + "approval:\n  approvers: [dana@example.com]\n  on_timeout: approve\n",
 			16, "approval.on_timeout", `on_timeout "approve" is not supported`},
+		{"require_passkey as text", base + "approval:\n  approvers: [dana@example.com]\n  require_passkey: \"yes\"\n",
+			16, "approval.require_passkey", "true or false"},
 		{"high risk without approval", edit("risk: low", "risk: high"),
 			11, "approval", `scope.connectors["crm"].actions["account.read"] is high risk but no approvers are named`},
 		{"high risk with empty approvers", edit("risk: low", "risk: high") + "approval:\n  approvers: []\n",

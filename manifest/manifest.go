@@ -92,6 +92,11 @@ type Approval struct {
 	Delegates []string      `json:"delegates"` // may decide on the approvers' behalf
 	Timeout   time.Duration `json:"timeout"`
 	OnTimeout string        `json:"on_timeout"` // always "deny"
+	// RequirePasskey: a decision counts only when the approver's own
+	// passkey signed it (WebAuthn, in the console); unsigned decisions (a
+	// token, the CLI, a chat button) are refused for this agent, and the
+	// auditor flags any in the record.
+	RequirePasskey bool `json:"require_passkey,omitempty"`
 }
 
 // Budget bounds the agent's use of its scope. Zero CallsPerDay or MaxConcurrent means

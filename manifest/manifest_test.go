@@ -212,6 +212,8 @@ func TestParseAcceptsVariants(t *testing.T) {
 			func(m *Manifest) bool {
 				return m.CallTTL("db", "q") == 90*time.Second && m.OnDrift == DriftRefuse
 			}},
+		{"require_passkey", edit("risk: low", "risk: high") + "approval:\n  approvers: [dana@example.com]\n  require_passkey: true\n",
+			func(m *Manifest) bool { return m.Approval.RequirePasskey }},
 		{"calls_per_day zero", base + "budget:\n  calls_per_day: 0\n",
 			func(m *Manifest) bool { return m.Budget.CallsPerDay == 0 }},
 		{"byte order mark", "\ufeff" + base,

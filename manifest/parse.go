@@ -60,7 +60,7 @@ var (
 		[]string{"risk", "description", "max_duration"},
 		[]string{"risk"}}
 	approvalFields = fieldSet{"approval",
-		[]string{"approvers", "delegates", "timeout", "on_timeout"},
+		[]string{"approvers", "delegates", "timeout", "on_timeout", "require_passkey"},
 		[]string{"approvers"}}
 	budgetFields = fieldSet{"budget",
 		[]string{"calls_per_day", "max_call_duration", "max_concurrent", "active_hours"},
@@ -494,6 +494,9 @@ func (p *parser) approval(e entry, a *Approval) {
 			p.report(v.val, "approval.on_timeout", fmt.Sprintf("on_timeout %q is not supported", s),
 				"only deny is allowed: a timed-out approval never grants access")
 		}
+	}
+	if v, ok := f["require_passkey"]; ok {
+		a.RequirePasskey, _ = p.boolean(v.val, "approval.require_passkey")
 	}
 }
 
@@ -932,6 +935,19 @@ func (p *parser) str(n *yaml.Node, field string) (string, bool) {
 		return "", false
 	}
 	return n.Value, true
+}
+
+func (p *parser) boolean(n *yaml.Node, field string) (bool, bool) {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
+		p.wrongType(n, field, "true or false")
+		return false, false
+	}
+	var v bool
+	if err := n.Decode(&v); err != nil {
+		p.wrongType(n, field, "true or false")
+		return false, false
+	}
+	return v, true
 }
 
 func (p *parser) integer(n *yaml.Node, field string) (int, bool) {

@@ -28,6 +28,13 @@ type chainHead struct {
 // reports whether the entry is well formed (its problems, if any, are
 // recorded either way).
 func (c *ChainChecker) Check(pos int64, data []byte, leaf tlog.Hash) bool {
+	_, ok := c.CheckRef(pos, data, leaf)
+	return ok
+}
+
+// CheckRef is Check, and returns what ScanEntry read of the entry (its
+// type, for a caller that checks some types further).
+func (c *ChainChecker) CheckRef(pos int64, data []byte, leaf tlog.Hash) (r EntryRef, ok bool) {
 	r, err := ScanEntry(data)
 	if err != nil {
 		msg := err.Error()
@@ -35,7 +42,7 @@ func (c *ChainChecker) Check(pos int64, data []byte, leaf tlog.Hash) bool {
 			msg = perr.Error() // the precise reason, off the fast path
 		}
 		c.Report(Problem{Kind: ProblemMalformed, Index: pos, Message: msg})
-		return false
+		return r, false
 	}
 	switch {
 	case r.Index > pos:
@@ -56,7 +63,7 @@ func (c *ChainChecker) Check(pos int64, data []byte, leaf tlog.Hash) bool {
 				Message: "first entry of this agent in the log names a previous entry: earlier entries were deleted"})
 		}
 		c.heads[string(r.Agent)] = &chainHead{hash: leaf, index: pos}
-		return true
+		return r, true
 	}
 	if !r.PrevIs(head.hash) {
 		msg := fmt.Sprintf("prev does not match entry %d, the agent's previous entry: it or an entry between them was edited, deleted or inserted", head.index)
@@ -66,7 +73,7 @@ func (c *ChainChecker) Check(pos int64, data []byte, leaf tlog.Hash) bool {
 		c.Report(Problem{Kind: ProblemChainBroken, Index: pos, Agent: agentName(r.Agent), Message: msg})
 	}
 	head.hash, head.index = leaf, pos
-	return true
+	return r, true
 }
 
 // Report records a problem found by the caller, under the same bound.

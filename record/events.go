@@ -188,12 +188,19 @@ type Hire struct {
 	Name, Owner, ManifestHash string
 	Connectors                []string
 	TokenID                   string
+	// RequirePasskey: the manifest counts only passkey-signed decisions
+	// (approval.require_passkey); recorded so an auditor can tell an
+	// unsigned decision that should not be there.
+	RequirePasskey bool
 }
 
 // AgentHired records a hire.
 func AgentHired(agent, actor string, t time.Time, h Hire) *Entry {
-	return &Entry{Agent: agent, Type: TypeAgentHired, Actor: actor, Time: t, Data: map[string]any{"name": h.Name, "owner": h.Owner,
-		"manifest_hash": h.ManifestHash, "connectors": strs(h.Connectors), "token_id": h.TokenID}}
+	d := map[string]any{"name": h.Name, "owner": h.Owner, "manifest_hash": h.ManifestHash, "connectors": strs(h.Connectors), "token_id": h.TokenID}
+	if h.RequirePasskey {
+		d["require_passkey"] = true
+	}
+	return &Entry{Agent: agent, Type: TypeAgentHired, Actor: actor, Time: t, Data: d}
 }
 
 // Termination is what agent.terminated records.

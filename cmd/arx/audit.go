@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/arxsec/arx/audit"
+	"github.com/arxsec/arx/record/passkeys"
 	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/internal/publish"
 	"github.com/arxsec/arx/internal/publish/bucketurl"
@@ -279,6 +280,7 @@ func printAudit(out io.Writer, bucket, statePath string, rep *audit.Report, asJS
 	default:
 		inert.Fprintf(out, "previous    %d entries (from %s): consistent: %s\n", rep.PreviousSize, statePath, dash(rep.ConsistentWith))
 	}
+	printDecisions(out, rep.Decisions)
 	rate := ""
 	if s := rep.Duration.Seconds(); s > 0 && rep.Entries > 0 {
 		rate = fmt.Sprintf(" in %.2fs (%.0f entries/s)", s, float64(rep.Entries)/s)
@@ -294,6 +296,37 @@ func printAudit(out io.Writer, bucket, statePath string, rep *audit.Report, asJS
 	}
 	if len(rep.Problems) < rep.ProblemCount {
 		inert.Fprintf(out, "  ... and %d more (the first %d are shown)\n", rep.ProblemCount-len(rep.Problems), len(rep.Problems))
+	}
+}
+
+// printDecisions says, per agent, how many approval decisions were signed
+// with the approver's passkey (each checked) and how many were not.
+func printDecisions(out io.Writer, agents []passkeys.Agent) {
+	if len(agents) == 0 {
+		inert.Fprintf(out, "approvals   no decisions in the log\n")
+		return
+	}
+	var signed, unsigned int64
+	for _, a := range agents {
+		signed += a.Signed
+		unsigned += a.Unsigned
+	}
+	inert.Fprintf(out, "approvals   %d decisions signed with the approver's passkey (checked), %d not signed\n", signed, unsigned)
+	const most = 20
+	for i, a := range agents {
+		if i == most {
+			inert.Fprintf(out, "            ... and %d more agents (--json lists all)\n", len(agents)-most)
+			break
+		}
+		name := a.Name
+		if name == "" {
+			name = a.ID
+		}
+		req := ""
+		if a.RequirePasskey {
+			req = ", passkey required"
+		}
+		inert.Fprintf(out, "            %s: %d signed, %d unsigned%s\n", name, a.Signed, a.Unsigned, req)
 	}
 }
 

@@ -430,7 +430,7 @@ func (r *Runtime) HireWith(ctx context.Context, p *Principal, yaml []byte, repla
 			return err
 		}
 		return tx.Append(record.AgentHired(a.ID, p.Actor(), now, record.Hire{Name: a.Name, Owner: a.Owner,
-			ManifestHash: a.ManifestHash, Connectors: connectors, TokenID: tokenID}))
+			ManifestHash: a.ManifestHash, Connectors: connectors, TokenID: tokenID, RequirePasskey: m.Approval.RequirePasskey}))
 	})
 	if err != nil {
 		return nil, "", r.writeFailed("hire", err)
