@@ -129,8 +129,8 @@ type Report struct {
 	// approver's passkey (each checked against the key the log registered
 	// before) and those not signed.
 	Decisions []passkeys.Agent `json:"approval_decisions"`
-	Bytes          int64                `json:"entry_bytes"`
-	Duration       time.Duration        `json:"duration_ns"`
+	Bytes     int64            `json:"entry_bytes"`
+	Duration  time.Duration    `json:"duration_ns"`
 	// State is what to save for the next run: set only when all holds.
 	State *State `json:"-"`
 }

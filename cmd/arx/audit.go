@@ -13,13 +13,13 @@ import (
 	"time"
 
 	"github.com/arxsec/arx/audit"
-	"github.com/arxsec/arx/record/passkeys"
 	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/internal/publish"
 	"github.com/arxsec/arx/internal/publish/bucketurl"
 	"github.com/arxsec/arx/internal/publish/file"
 	"github.com/arxsec/arx/internal/publish/s3"
 	"github.com/arxsec/arx/internal/server"
+	"github.com/arxsec/arx/record/passkeys"
 	"github.com/spf13/cobra"
 )
 
