@@ -18,6 +18,23 @@ type User struct {
 	DisabledAt   *time.Time
 }
 
+// Passkey is a person's WebAuthn credential: what signs their approval
+// decisions. Its public half is also in the log (passkey.registered).
+type Passkey struct {
+	ID          []byte // the credential id
+	UserID      string
+	Name        string // the person's label
+	PublicKey   []byte // COSE_Key
+	Algorithm   int64  // COSE algorithm
+	Attestation string // attestation format
+	AAGUID      []byte
+	RPID        string
+	SignCount   uint32
+	Flags       uint8 // authenticator flags at registration (backup eligible, backed up)
+	CreatedAt   time.Time
+	LastUsedAt  *time.Time
+}
+
 // SetupToken lets a person set (or reset) their password once.
 type SetupToken struct {
 	Hash      []byte

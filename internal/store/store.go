@@ -225,6 +225,7 @@ type People interface {
 	// UserTokens lists a person's API tokens, revoked ones included,
 	// newest first.
 	UserTokens(ctx context.Context, userID string) ([]Token, error)
+	Passkeys(ctx context.Context, userID string) ([]Passkey, error) // oldest first
 	SessionByHash(ctx context.Context, hash []byte) (*Session, error)
 	// Failures counts the failures recorded under key (Tx.AddFailure) at
 	// or after since, outside a transaction: a cheap early refusal.
@@ -301,6 +302,14 @@ type PeopleTx interface {
 	UserByEmail(email string) (*User, error)
 	InsertUser(u *User) error
 	UpdateUser(u *User) error
+	// InsertPasskey adds a person's passkey; UserPasskeys lists them,
+	// oldest first; UsePasskey keeps the signature counter an assertion
+	// reported and when; DeletePasskey removes one, only in its owner's
+	// name (ErrNotFound otherwise).
+	InsertPasskey(k *Passkey) error
+	UserPasskeys(userID string) ([]Passkey, error)
+	UsePasskey(id []byte, signCount uint32, at time.Time) error
+	DeletePasskey(userID string, id []byte) error
 	// InsertSetupToken adds a person's setup token, and removes their
 	// others: one outstanding link per person.
 	InsertSetupToken(t *SetupToken) error

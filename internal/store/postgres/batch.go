@@ -300,6 +300,31 @@ func (t *batch) UpdateUser(u *store.User) error {
 		u.Role, u.PasswordHash, nullTime(u.DisabledAt), u.ID)
 }
 
+func (t *batch) InsertPasskey(k *store.Passkey) error {
+	return t.insert("passkey", `INSERT INTO passkeys (`+passkeyCols+`) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) ON CONFLICT DO NOTHING`,
+		k.ID, k.UserID, k.Name, k.PublicKey, k.Algorithm, k.Attestation, k.AAGUID, k.RPID, int64(k.SignCount), int32(k.Flags),
+		nanos(k.CreatedAt), nullTime(k.LastUsedAt))
+}
+
+func (t *batch) UserPasskeys(userID string) ([]store.Passkey, error) {
+	if err := t.ready(); err != nil {
+		return nil, err
+	}
+	rows, err := t.conn.Query(t.ctx, `SELECT `+passkeyCols+` FROM passkeys WHERE user_id = $1 ORDER BY created_at, id`, userID)
+	if err := t.check(err); err != nil {
+		return nil, fmt.Errorf("postgres: list passkeys: %w", err)
+	}
+	return collect(rows, scanPasskey)
+}
+
+func (t *batch) UsePasskey(id []byte, signCount uint32, at time.Time) error {
+	return t.update(`UPDATE passkeys SET sign_count = $1, last_used_at = $2 WHERE id = $3`, int64(signCount), nanos(at), id)
+}
+
+func (t *batch) DeletePasskey(userID string, id []byte) error {
+	return t.update(`DELETE FROM passkeys WHERE id = $1 AND user_id = $2`, id, userID)
+}
+
 func (t *batch) InsertSetupToken(k *store.SetupToken) error {
 	if err := t.DeleteSetupTokens(k.UserID); err != nil {
 		return err

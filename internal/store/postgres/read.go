@@ -192,6 +192,15 @@ func (s *Store) UserTokens(ctx context.Context, userID string) ([]store.Token, e
 	return collect(rows, scanToken)
 }
 
+// Passkeys implements store.People.
+func (s *Store) Passkeys(ctx context.Context, userID string) ([]store.Passkey, error) {
+	rows, err := s.list(ctx, "list passkeys", `SELECT `+passkeyCols+` FROM passkeys WHERE user_id = $1 ORDER BY created_at, id`, userID)
+	if err != nil {
+		return nil, err
+	}
+	return collect(rows, scanPasskey)
+}
+
 func (s *Store) Users(ctx context.Context) ([]store.User, error) {
 	rows, err := s.list(ctx, "list users", `SELECT `+userCols+` FROM users ORDER BY lower(email COLLATE "C")`)
 	if err != nil {

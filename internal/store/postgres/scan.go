@@ -15,6 +15,7 @@ const (
 	callCols     = `id, agent_id, connector, action, declared_risk, risk, status, idempotency_key, summary, refusal, created_at, expires_at, completed_at, outcome, error, duration_ms, raised_by`
 	tokenCols    = `id, hash, kind, agent_id, user_id, issued_by, label, created_at, revoked_at`
 	userCols     = `id, email, role, password_hash, created_at, disabled_at`
+	passkeyCols  = `id, user_id, name, public_key, algorithm, attestation, aaguid, rp_id, sign_count, flags, created_at, last_used_at`
 	approvalCols = `call_id, agent_id, status, approvers, requested_at, expires_at, decided_by, decided_at, reason`
 	outboxCols   = `id, kind, payload, created_at, attempts, next_at, done_at, last_error`
 )
@@ -89,6 +90,19 @@ func scanToken(r pgx.Row) (*store.Token, error) {
 		return nil, fmt.Errorf("postgres: read token: %w", err)
 	}
 	k.AgentID, k.UserID, k.CreatedAt, k.RevokedAt = str(agent), str(user), fromNanos(created), timePtr(revoked)
+	return &k, nil
+}
+
+func scanPasskey(r pgx.Row) (*store.Passkey, error) {
+	var k store.Passkey
+	var count, created int64
+	var flags int32
+	var used *int64
+	if err := r.Scan(&k.ID, &k.UserID, &k.Name, &k.PublicKey, &k.Algorithm, &k.Attestation, &k.AAGUID, &k.RPID,
+		&count, &flags, &created, &used); err != nil {
+		return nil, fmt.Errorf("postgres: read passkey: %w", err)
+	}
+	k.SignCount, k.Flags, k.CreatedAt, k.LastUsedAt = uint32(count), uint8(flags), fromNanos(created), timePtr(used)
 	return &k, nil
 }
 

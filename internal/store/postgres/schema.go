@@ -183,6 +183,22 @@ var migrations = []string{
 	ALTER TABLE calls DROP CONSTRAINT IF EXISTS calls_agent_id_idempotency_key_key;
 	DROP TABLE call_counts;
 	DROP TABLE call_minutes;`,
+	// People's passkeys.
+	`CREATE TABLE passkeys (
+		id BYTEA PRIMARY KEY,
+		user_id TEXT NOT NULL REFERENCES users (id),
+		name TEXT NOT NULL,
+		public_key BYTEA NOT NULL,
+		algorithm BIGINT NOT NULL,
+		attestation TEXT NOT NULL,
+		aaguid BYTEA NOT NULL,
+		rp_id TEXT NOT NULL,
+		sign_count BIGINT NOT NULL DEFAULT 0,
+		flags INTEGER NOT NULL DEFAULT 0,
+		created_at BIGINT NOT NULL,
+		last_used_at BIGINT
+	);
+	CREATE INDEX passkeys_user ON passkeys (user_id, created_at);`,
 }
 
 // afterMigration runs Go code a migration needs, in its transaction.

@@ -377,6 +377,30 @@ func (b *batch) UpdateUser(u *store.User) error {
 	return affected(res, err)
 }
 
+func (b *batch) InsertPasskey(k *store.Passkey) error {
+	_, err := b.exec(`INSERT INTO passkeys (`+passkeyCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`,
+		k.ID, k.UserID, k.Name, k.PublicKey, k.Algorithm, k.Attestation, k.AAGUID, k.RPID, int64(k.SignCount), int64(k.Flags),
+		nanos(k.CreatedAt), nullTime(k.LastUsedAt))
+	return wrapWrite(err)
+}
+
+func (b *batch) UserPasskeys(userID string) ([]store.Passkey, error) {
+	if err := b.open(); err != nil {
+		return nil, err
+	}
+	return scanPasskeys(b.tx.QueryContext(b.ctx, `SELECT `+passkeyCols+` FROM passkeys WHERE user_id = ? ORDER BY created_at, id`, userID))
+}
+
+func (b *batch) UsePasskey(id []byte, signCount uint32, at time.Time) error {
+	res, err := b.exec(`UPDATE passkeys SET sign_count = ?, last_used_at = ? WHERE id = ?`, int64(signCount), nanos(at), id)
+	return affected(res, err)
+}
+
+func (b *batch) DeletePasskey(userID string, id []byte) error {
+	res, err := b.exec(`DELETE FROM passkeys WHERE id = ? AND user_id = ?`, id, userID)
+	return affected(res, err)
+}
+
 func (b *batch) InsertSetupToken(t *store.SetupToken) error {
 	if err := b.DeleteSetupTokens(t.UserID); err != nil {
 		return err

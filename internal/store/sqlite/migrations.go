@@ -19,8 +19,27 @@ import (
 )
 
 // schemaVersion is the schema this code reads and writes: the SQL
-// migrations of schema.go, then v6.
-const schemaVersion = 6
+// migrations of schema.go, then v6, then v7.
+const schemaVersion = 7
+
+// v7 adds people's passkeys.
+const v7 = `
+CREATE TABLE passkeys (
+	id BLOB PRIMARY KEY,
+	user_id TEXT NOT NULL REFERENCES users(id),
+	name TEXT NOT NULL,
+	public_key BLOB NOT NULL,
+	algorithm INTEGER NOT NULL,
+	attestation TEXT NOT NULL,
+	aaguid BLOB NOT NULL,
+	rp_id TEXT NOT NULL,
+	sign_count INTEGER NOT NULL DEFAULT 0,
+	flags INTEGER NOT NULL DEFAULT 0,
+	created_at INTEGER NOT NULL,
+	last_used_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX passkeys_user ON passkeys(user_id, created_at);
+`
 
 // v6 is the write path's rebuild. The log leaves the database for segment
 // files (package segment); the database keeps the state the log describes,
@@ -102,6 +121,23 @@ func migrate(ctx context.Context, db *sql.DB, logDir string, log *slog.Logger) e
 		}
 		return nil
 	}
+	if v == 6 {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("sqlite: migrate: %w", err)
+		}
+		defer tx.Rollback()
+		if _, err := tx.ExecContext(ctx, v7); err != nil {
+			return fmt.Errorf("sqlite: migration 7: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, schemaVersion); err != nil {
+			return fmt.Errorf("sqlite: migrate: %w", err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("sqlite: migrate: %w", err)
+		}
+		return nil
+	}
 	// An interrupted move starts over.
 	if err := os.RemoveAll(migrating); err != nil {
 		return fmt.Errorf("sqlite: migrate: %w", err)
@@ -125,6 +161,9 @@ func migrate(ctx context.Context, db *sql.DB, logDir string, log *slog.Logger) e
 	}
 	if _, err := tx.ExecContext(ctx, v6); err != nil {
 		return fmt.Errorf("sqlite: migration 6: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, v7); err != nil {
+		return fmt.Errorf("sqlite: migration 7: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, schemaVersion); err != nil {
 		return fmt.Errorf("sqlite: migrate: %w", err)

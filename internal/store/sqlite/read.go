@@ -310,6 +310,11 @@ func (s *Store) UserTokens(ctx context.Context, userID string) ([]store.Token, e
 	return out, rows.Err()
 }
 
+// Passkeys implements store.People.
+func (s *Store) Passkeys(ctx context.Context, userID string) ([]store.Passkey, error) {
+	return scanPasskeys(s.read.QueryContext(ctx, `SELECT `+passkeyCols+` FROM passkeys WHERE user_id = ? ORDER BY created_at, id`, userID))
+}
+
 func (s *Store) Users(ctx context.Context) ([]store.User, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT `+userCols+` FROM users ORDER BY email`)
 	if err != nil {

@@ -16,6 +16,7 @@ const (
 		created_at, expires_at, completed_at, outcome, error, duration_ms, raised_by`
 	tokenCols    = `id, hash, kind, agent_id, user_id, issued_by, label, created_at, revoked_at`
 	userCols     = `id, email, role, password_hash, created_at, disabled_at`
+	passkeyCols  = `id, user_id, name, public_key, algorithm, attestation, aaguid, rp_id, sign_count, flags, created_at, last_used_at`
 	approvalCols = `call_id, agent_id, status, approvers, requested_at, expires_at, decided_by, decided_at, reason`
 	outboxCols   = `id, kind, payload, created_at, attempts, next_at, done_at, last_error`
 )
@@ -91,6 +92,26 @@ func scanToken(r scanner) (*store.Token, error) {
 	}
 	k.AgentID, k.UserID, k.CreatedAt, k.RevokedAt = agent.String, user.String, fromNanos(created), timePtr(revoked)
 	return &k, nil
+}
+
+func scanPasskeys(rows *sql.Rows, err error) ([]store.Passkey, error) {
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list passkeys: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Passkey
+	for rows.Next() {
+		var k store.Passkey
+		var count, flags, created int64
+		var used sql.NullInt64
+		if err := rows.Scan(&k.ID, &k.UserID, &k.Name, &k.PublicKey, &k.Algorithm, &k.Attestation, &k.AAGUID, &k.RPID,
+			&count, &flags, &created, &used); err != nil {
+			return nil, fmt.Errorf("sqlite: read passkey: %w", err)
+		}
+		k.SignCount, k.Flags, k.CreatedAt, k.LastUsedAt = uint32(count), uint8(flags), fromNanos(created), timePtr(used)
+		out = append(out, k)
+	}
+	return out, rows.Err()
 }
 
 func scanUser(r scanner) (*store.User, error) {

@@ -416,3 +416,58 @@ func testFailures(t *testing.T, s store.Store) {
 	wg.Wait()
 	counts("a limit under concurrency", t0, map[string]int{"three": limit})
 }
+
+// testPasskeys: a person's passkeys are listed oldest first, their
+// counter kept, a taken credential id refused, and removed only in their
+// owner's name.
+func testPasskeys(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	insertUsers(t, s, "u1", "u2")
+	used := t0.Add(time.Minute)
+	keys := []*store.Passkey{
+		{ID: []byte{1, 2, 3}, UserID: "u1", Name: "laptop", PublicKey: []byte("cose-1"), Algorithm: -7, Attestation: "none",
+			AAGUID: make([]byte, 16), RPID: "arx.example.com", SignCount: 1, Flags: 0x1d, CreatedAt: t0.In(zone)},
+		{ID: []byte{4, 5}, UserID: "u1", Name: "phone", PublicKey: []byte("cose-2"), Algorithm: -8, Attestation: "packed",
+			AAGUID: []byte{9}, RPID: "arx.example.com", CreatedAt: t0.Add(time.Second), LastUsedAt: &used},
+		{ID: []byte{6}, UserID: "u2", Name: "key", PublicKey: []byte("cose-3"), Algorithm: -257, Attestation: "none",
+			AAGUID: []byte{}, RPID: "arx.example.com", CreatedAt: t0},
+	}
+	update(t, s, func(tx store.Tx) error {
+		for _, k := range keys {
+			if err := tx.InsertPasskey(k); err != nil {
+				return err
+			}
+		}
+		got, err := tx.UserPasskeys("u1")
+		if err != nil || len(got) != 2 {
+			return fmt.Errorf("tx.UserPasskeys(u1) in the same Update = %d keys, %v; want 2", len(got), err)
+		}
+		return nil
+	})
+	got, err := s.Passkeys(ctx, "u1")
+	if err != nil || len(got) != 2 || got[0].Name != "laptop" || got[1].Name != "phone" {
+		t.Fatalf("Passkeys(u1) = %+v, %v; want laptop, phone", got, err)
+	}
+	checkSame(t, "Passkeys(u1)[0]", got[0], *keys[0])
+	checkSame(t, "Passkeys(u1)[1]", got[1], *keys[1])
+	if err := s.Update(ctx, func(tx store.Tx) error {
+		return tx.InsertPasskey(&store.Passkey{ID: []byte{6}, UserID: "u1", Name: "taken", PublicKey: []byte("x"), RPID: "r", CreatedAt: t0})
+	}); err == nil {
+		t.Error("InsertPasskey with u2's credential id succeeded")
+	}
+	later := t0.Add(time.Hour)
+	update(t, s, func(tx store.Tx) error { return tx.UsePasskey([]byte{1, 2, 3}, 7, later) })
+	mustNotFound(t, "UsePasskey(unknown)", s.Update(ctx, func(tx store.Tx) error { return tx.UsePasskey([]byte{8}, 1, later) }))
+	got, _ = s.Passkeys(ctx, "u1")
+	if got[0].SignCount != 7 || got[0].LastUsedAt == nil || !got[0].LastUsedAt.Equal(later) {
+		t.Errorf("after UsePasskey: %+v", got[0])
+	}
+	mustNotFound(t, "DeletePasskey(u1, u2's key)", s.Update(ctx, func(tx store.Tx) error { return tx.DeletePasskey("u1", []byte{6}) }))
+	update(t, s, func(tx store.Tx) error { return tx.DeletePasskey("u1", []byte{4, 5}) })
+	if got, _ := s.Passkeys(ctx, "u1"); len(got) != 1 || got[0].Name != "laptop" {
+		t.Errorf("after DeletePasskey(u1, phone): %+v", got)
+	}
+	if got, _ := s.Passkeys(ctx, "u2"); len(got) != 1 {
+		t.Errorf("Passkeys(u2) = %+v, want its key untouched", got)
+	}
+}

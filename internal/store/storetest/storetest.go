@@ -72,6 +72,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Users", testUsers},
 		{"SetupTokens", testSetupTokens},
 		{"UserTokens", testUserTokens},
+		{"Passkeys", testPasskeys},
 		{"Sessions", testSessions},
 		{"Failures", testFailures},
 		// Outbox, OutboxTx (outbox.go).
