@@ -56,8 +56,14 @@ const (
 	ApprovalNotFound Code = "approval.not_found"
 	ApprovalDecided  Code = "approval.already_decided"
 	ApprovalExpired  Code = "approval.expired"
-	NotApprover      Code = "approval.not_approver"  // the person is not named by the manifest
-	SelfApproval     Code = "approval.self_approval" // the person raised the request
+	NotApprover      Code = "approval.not_approver"     // the person is not named by the manifest
+	SelfApproval     Code = "approval.self_approval"    // the person raised the request
+	PasskeyRequired  Code = "approval.passkey_required" // the manifest counts only passkey-signed decisions
+	PasskeyInvalid   Code = "approval.passkey_invalid"  // a passkey ceremony's answer was not accepted
+
+	// Passkeys.
+	PasskeyUnavailable Code = "passkey.unavailable" // the server's public URL cannot be a WebAuthn relying party
+	PasskeyNotFound    Code = "passkey.not_found"
 
 	// People and sessions.
 	LoginFailed  Code = "auth.login_failed"
@@ -134,6 +140,12 @@ var infos = map[Code]Info{
 	ApprovalExpired:  {Status: http.StatusGone, Hint: "the agent has to ask again"},
 	NotApprover:      {Status: http.StatusForbidden, Hint: "only the approvers and delegates named in the agent's manifest can decide"},
 	SelfApproval:     {Status: http.StatusForbidden, Hint: "ask another approver named in the manifest"},
+	PasskeyRequired: {Status: http.StatusForbidden,
+		Hint: "this agent's manifest requires decisions signed with the approver's passkey: decide in the console, which asks for it"},
+	PasskeyInvalid: {Status: http.StatusBadRequest, Hint: "decide again; if it keeps failing, register the passkey again in the console"},
+	PasskeyUnavailable: {Status: http.StatusConflict,
+		Hint: "serve the console at a host name over https (arx serve --public-url https://arx.example.com), or at http://localhost:PORT on one machine"},
+	PasskeyNotFound: {Status: http.StatusNotFound, Hint: "list your passkeys on the Passkeys page of the console"},
 
 	LoginFailed:  {Status: http.StatusUnauthorized, Hint: "check the email and password, or ask an admin for a reset link (`arx users reset EMAIL`)"},
 	CSRFFailed:   {Status: http.StatusForbidden, Hint: "reload the page and submit the form again"},

@@ -94,6 +94,20 @@ func (r *Runtime) approvalView(ctx context.Context, a *store.Approval, agents ma
 // decision about a terminated agent's call is refused. Granting issues the
 // call's credential in the same transaction that records the decision.
 func (r *Runtime) Decide(ctx context.Context, p *Principal, callID string, grant bool, reason string) (*ApprovalView, error) {
+	return r.decide(ctx, p, callID, grant, reason, nil)
+}
+
+// DecideSigned is Decide with the decision signed by the person's passkey
+// (BeginDecision gave the challenge): the signature is checked before
+// anything is written, and recorded in the decision's entry.
+func (r *Runtime) DecideSigned(ctx context.Context, p *Principal, callID string, grant bool, reason string, sd *SignedDecision) (*ApprovalView, error) {
+	if sd == nil {
+		return nil, arxerr.New(arxerr.PasskeyInvalid, "the decision carries no passkey signature")
+	}
+	return r.decide(ctx, p, callID, grant, reason, sd)
+}
+
+func (r *Runtime) decide(ctx context.Context, p *Principal, callID string, grant bool, reason string, sd *SignedDecision) (*ApprovalView, error) {
 	if !p.IsPerson() {
 		e := arxerr.New(arxerr.NotApprover, "only a person named as approver can decide; tokens of agents and operators cannot")
 		return nil, e
@@ -106,6 +120,20 @@ func (r *Runtime) Decide(ctx context.Context, p *Principal, callID string, grant
 		e := arxerr.New(arxerr.BadRequest, "a denial needs a reason")
 		e.Hint = "say why, so the agent's owner can act on it"
 		return nil, e
+	}
+	var sig *record.Signature
+	var signedWith []byte
+	var signCount uint32
+	if sd != nil {
+		d, err := r.decisionToSign(ctx, p, callID, grant, reason, sd.At)
+		if err != nil {
+			return nil, err
+		}
+		s, cred, err := r.verifyDecision(ctx, p, d, sd)
+		if err != nil {
+			return nil, err
+		}
+		sig, signedWith, signCount = s, cred.ID, cred.Authenticator.SignCount
 	}
 	now := r.now()
 	actor := p.Actor()
@@ -152,17 +180,36 @@ func (r *Runtime) Decide(ctx context.Context, p *Principal, callID string, grant
 			expired = true
 			return r.expireApproval(tx, ap, c, now)
 		}
+		if err := signatureRule(m.Approval.RequirePasskey, sig != nil); err != nil {
+			return err
+		}
 		ref := callRef(c)
-		if grant {
-			if err := tx.Append(record.ApprovalGranted(ref, actor, now, p.User.Email, reason)); err != nil {
+		var entry *record.Entry
+		switch {
+		case sig != nil:
+			if err := tx.UsePasskey(signedWith, signCount, now); errors.Is(err, store.ErrNotFound) {
+				return arxerr.New(arxerr.PasskeyInvalid, "the passkey that signed was removed meanwhile")
+			} else if err != nil {
 				return err
 			}
+			verdict := record.DecisionDeny
+			if grant {
+				verdict = record.DecisionApprove
+			}
+			entry = record.ApprovalSigned(ref, actor, now, verdict, p.User.Email, reason, sig)
+		case grant:
+			entry = record.ApprovalGranted(ref, actor, now, p.User.Email, reason)
+		default:
+			entry = record.ApprovalDenied(ref, actor, now, p.User.Email, reason)
+		}
+		if err := tx.Append(entry); err != nil {
+			return err
+		}
+		if grant {
 			ask := record.Ask{DeclaredRisk: c.DeclaredRisk, Summary: c.Summary, IdempotencyKey: c.IdempotencyKey, RaisedBy: c.RaisedBy}
 			if err := tx.Append(record.CredentialIssued(ref, actor, now, ask, now.Add(m.CallTTL(c.Connector, c.Action)), p.User.Email)); err != nil {
 				return err
 			}
-		} else if err := tx.Append(record.ApprovalDenied(ref, actor, now, p.User.Email, reason)); err != nil {
-			return err
 		}
 		return r.notifyDecided(tx, a, c.ID, now)
 	})

@@ -180,3 +180,14 @@ func durationDrift(m *manifest.Manifest, c *store.Call, now time.Time, key strin
 	return manifest.Drift{Rule: DriftCallDuration, Policy: m.OnDrift, Facts: map[string]any{
 		"max_duration_ms": m.CallTTL(c.Connector, c.Action).Milliseconds(), key: now.Sub(c.CreatedAt).Milliseconds()}}.Data()
 }
+
+// signatureRule decides whether a decision may be recorded: signed with
+// the approver's passkey, or unsigned where the agent's manifest does not
+// require a signature (approval.require_passkey).
+func signatureRule(required, signed bool) error {
+	if required && !signed {
+		e := arxerr.New(arxerr.PasskeyRequired, "this agent's manifest counts only decisions signed with the approver's passkey; this one is not signed")
+		return e
+	}
+	return nil
+}

@@ -1,8 +1,10 @@
 package runtime
 
 import (
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -219,5 +221,50 @@ func TestNoticeRoutes(t *testing.T) {
 				t.Errorf("got %s, want %s", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestSignatureRule(t *testing.T) {
+	for _, tc := range []struct {
+		required, signed bool
+		want             arxerr.Code // "" allowed
+	}{
+		{false, false, ""},
+		{false, true, ""},
+		{true, true, ""},
+		{true, false, arxerr.PasskeyRequired},
+	} {
+		err := signatureRule(tc.required, tc.signed)
+		var ae *arxerr.Error
+		if tc.want == "" && err != nil || tc.want != "" && (!errors.As(err, &ae) || ae.Code != tc.want) {
+			t.Errorf("signatureRule(required %v, signed %v) = %v, want %q", tc.required, tc.signed, err, tc.want)
+		}
+	}
+}
+
+func TestRelyingParty(t *testing.T) {
+	for _, tc := range []struct {
+		url, rpID, origin string
+		err               string
+	}{
+		{"https://arx.example.com", "arx.example.com", "https://arx.example.com", ""},
+		{"https://ARX.example.com:8443/", "arx.example.com", "https://ARX.example.com:8443", ""},
+		{"http://localhost:8080", "localhost", "http://localhost:8080", ""},
+		{"http://console.localhost:8080", "console.localhost", "http://console.localhost:8080", ""},
+		{"http://127.0.0.1:8080", "", "", "IP address"},
+		{"https://[::1]:8443", "", "", "IP address"},
+		{"http://arx.example.com", "", "", "https"},
+		{"", "", "", "no public URL"},
+	} {
+		rpID, origin, err := relyingParty(tc.url)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("relyingParty(%q) = %v, want an error saying %q", tc.url, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || rpID != tc.rpID || origin != tc.origin {
+			t.Errorf("relyingParty(%q) = %q, %q, %v; want %q, %q", tc.url, rpID, origin, err, tc.rpID, tc.origin)
+		}
 	}
 }

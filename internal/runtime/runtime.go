@@ -91,6 +91,8 @@ type Runtime struct {
 	conn *connectors
 	// ready tracks whether the store takes writes (ready.go).
 	ready readiness
+	// passkeys is the WebAuthn relying party (passkeys.go).
+	passkeys passkeyState
 }
 
 // New returns a Runtime.
