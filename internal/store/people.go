@@ -73,6 +73,9 @@ type Approval struct {
 	DecidedBy   string // "user:<email>" or "system"
 	DecidedAt   *time.Time
 	Reason      string
+	// Passkey names the passkey that signed the decision (its credential
+	// id as record.EncodeID writes it); "" for an unsigned decision.
+	Passkey string
 }
 
 // OutboxItem is work that reaches outside the database (webhooks,

@@ -16,7 +16,7 @@ const (
 	tokenCols    = `id, hash, kind, agent_id, user_id, issued_by, label, created_at, revoked_at`
 	userCols     = `id, email, role, password_hash, created_at, disabled_at`
 	passkeyCols  = `id, user_id, name, public_key, algorithm, attestation, aaguid, rp_id, sign_count, flags, created_at, last_used_at`
-	approvalCols = `call_id, agent_id, status, approvers, requested_at, expires_at, decided_by, decided_at, reason`
+	approvalCols = `call_id, agent_id, status, approvers, requested_at, expires_at, decided_by, decided_at, reason, passkey`
 	outboxCols   = `id, kind, payload, created_at, attempts, next_at, done_at, last_error`
 )
 
@@ -126,7 +126,7 @@ func scanApproval(r pgx.Row) (*store.Approval, error) {
 	var approvers string
 	var requested, expires int64
 	var decided *int64
-	err := r.Scan(&a.CallID, &a.AgentID, &a.Status, &approvers, &requested, &expires, &a.DecidedBy, &decided, &a.Reason)
+	err := r.Scan(&a.CallID, &a.AgentID, &a.Status, &approvers, &requested, &expires, &a.DecidedBy, &decided, &a.Reason, &a.Passkey)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, store.ErrNotFound
 	}

@@ -183,7 +183,7 @@ var migrations = []string{
 	ALTER TABLE calls DROP CONSTRAINT IF EXISTS calls_agent_id_idempotency_key_key;
 	DROP TABLE call_counts;
 	DROP TABLE call_minutes;`,
-	// People's passkeys.
+	// People's passkeys, and the passkey that signed a decision.
 	`CREATE TABLE passkeys (
 		id BYTEA PRIMARY KEY,
 		user_id TEXT NOT NULL REFERENCES users (id),
@@ -198,7 +198,8 @@ var migrations = []string{
 		created_at BIGINT NOT NULL,
 		last_used_at BIGINT
 	);
-	CREATE INDEX passkeys_user ON passkeys (user_id, created_at);`,
+	CREATE INDEX passkeys_user ON passkeys (user_id, created_at);
+	ALTER TABLE approvals ADD COLUMN passkey TEXT NOT NULL DEFAULT '';`,
 }
 
 // afterMigration runs Go code a migration needs, in its transaction.

@@ -22,7 +22,7 @@ import (
 // migrations of schema.go, then v6, then v7.
 const schemaVersion = 7
 
-// v7 adds people's passkeys.
+// v7 adds people's passkeys, and the passkey that signed a decision.
 const v7 = `
 CREATE TABLE passkeys (
 	id BLOB PRIMARY KEY,
@@ -39,6 +39,7 @@ CREATE TABLE passkeys (
 	last_used_at INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX passkeys_user ON passkeys(user_id, created_at);
+ALTER TABLE approvals ADD COLUMN passkey TEXT NOT NULL DEFAULT '';
 `
 
 // v6 is the write path's rebuild. The log leaves the database for segment

@@ -506,6 +506,9 @@ func (t *Txn) decide(e *record.Entry, status, callStatus, reason string) error {
 	}
 	at := e.Time
 	a.Status, a.DecidedBy, a.DecidedAt, a.Reason = status, e.Actor, &at, reason
+	if s, ok := record.SignatureOf(e); ok && s != nil {
+		a.Passkey = record.EncodeID(s.CredentialID)
+	}
 	if callStatus == "" {
 		return nil
 	}

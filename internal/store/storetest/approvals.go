@@ -72,11 +72,13 @@ func testApprovals(t *testing.T, s store.Store) {
 	// Decide two: the deciding entry's actor, time and reason.
 	decided := at(-90 * time.Minute).In(zone)
 	update(t, s, appendAll(cat(grant("b", "ap-3", decided),
-		one(record.ApprovalDenied(ref("a", "ap-5"), "user:alice@example.com", decided, "alice@example.com", "not this one")))...))
+		one(record.ApprovalSigned(ref("a", "ap-5"), "user:alice@example.com", decided, record.DecisionDeny, "alice@example.com", "not this one",
+			&record.Signature{CredentialID: []byte{7, 7}, AuthenticatorData: []byte{1}, ClientData: []byte("{}"), Signature: []byte{2}, DecidedAt: decided})))...))
 	grantAp := aps[2]
 	grantAp.Status, grantAp.DecidedBy, grantAp.DecidedAt, grantAp.Reason = store.ApprovalGranted, "user:dana@example.com", &decided, "looks right"
 	denyAp := aps[4]
 	denyAp.Status, denyAp.DecidedBy, denyAp.DecidedAt, denyAp.Reason = store.ApprovalDenied, "user:alice@example.com", &decided, "not this one"
+	denyAp.Passkey = record.EncodeID([]byte{7, 7}) // the denial was signed with a passkey
 	for _, want := range []store.Approval{grantAp, denyAp} {
 		got, err := s.Approval(ctx, want.CallID)
 		if err != nil {
