@@ -218,6 +218,12 @@ type approvalData struct {
 	Refusal    *refusal
 	Typed      string // the reason typed into a refused form
 	Done       string
+	// Passkey is how the decision form signs: "required" (the manifest
+	// requires a passkey signature), "available" (the person has a
+	// passkey; signing is offered), or "" (unsigned).
+	Passkey     string
+	NeedPasskey bool   // required, and the person has no passkey yet
+	SignedWith  string // the name of the passkey that signed the decision; "" unsigned
 }
 
 var refusalHeadings = map[arxerr.Code]string{
@@ -228,6 +234,8 @@ var refusalHeadings = map[arxerr.Code]string{
 	arxerr.AgentTerminated: "The agent is terminated",
 	arxerr.AgentSuspended:  "The agent is suspended",
 	arxerr.BadRequest:      "Your decision needs a change",
+	arxerr.PasskeyRequired: "This decision needs your passkey",
+	arxerr.PasskeyInvalid:  "Your passkey signature was not accepted",
 }
 
 func (c *Console) approvalData(ctx context.Context, v *viewer, callID string) (*approvalData, error) {
@@ -244,8 +252,12 @@ func (c *Console) approvalData(ctx context.Context, v *viewer, callID string) (*
 		}
 	}
 	var delegates []string
+	required := false
 	if m, err := c.rt.Manifest(a.Agent); err == nil {
-		delegates = m.Approval.Delegates
+		delegates, required = m.Approval.Delegates, m.Approval.RequirePasskey
+	}
+	if err := c.passkeyMode(ctx, v, a, required, d); err != nil {
+		return nil, err
 	}
 	for _, e := range a.Approvers {
 		row := approverRow{Email: e, You: strings.EqualFold(e, v.User.Email)}
@@ -267,8 +279,47 @@ func (c *Console) approvalData(ctx context.Context, v *viewer, callID string) (*
 	case !d.Yours:
 		d.WhyNot = "Only the approvers and delegates named in the job description of " + a.Agent.Name +
 			" can decide, and you are not one of them."
+	case d.NeedPasskey:
+		d.WhyNot = "The job description of " + a.Agent.Name + " counts only decisions signed with the approver's passkey, and you have none yet."
 	}
 	return d, nil
+}
+
+// passkeyMode says how the decision form signs, and which passkey signed
+// a decided request.
+func (c *Console) passkeyMode(ctx context.Context, v *viewer, a *runtime.ApprovalView, required bool, d *approvalData) error {
+	if !d.Pending && a.Passkey == "" {
+		return nil
+	}
+	var keys []store.Passkey
+	var err error
+	if d.Pending {
+		keys, err = c.rt.Passkeys(ctx, v.Principal)
+	} else if u, uerr := c.rt.Store().UserByEmail(ctx, strings.TrimPrefix(a.DecidedBy, "user:")); uerr == nil {
+		keys, err = c.rt.PersonPasskeys(ctx, v.Principal, u.ID)
+	}
+	if err != nil {
+		return err
+	}
+	if !d.Pending {
+		d.SignedWith = "a passkey since removed"
+		for _, k := range keys {
+			if record.EncodeID(k.ID) == a.Passkey {
+				d.SignedWith = k.Name
+			}
+		}
+		return nil
+	}
+	available := c.rt.PasskeysAvailable() == nil
+	switch {
+	case required && (len(keys) == 0 || !available):
+		d.Passkey, d.NeedPasskey = "required", true
+	case required:
+		d.Passkey = "required"
+	case len(keys) > 0 && available:
+		d.Passkey = "available"
+	}
+	return nil
 }
 
 func (c *Console) approval(w http.ResponseWriter, r *http.Request) error {
@@ -295,9 +346,16 @@ func (c *Console) decide(w http.ResponseWriter, r *http.Request) error {
 		return arxerr.New(arxerr.BadRequest, "choose approve or deny")
 	}
 	reason := r.PostForm.Get("reason")
-	_, derr := c.rt.Decide(r.Context(), v.Principal, callID, decision == "approve", reason)
+	sd, derr := signedDecision(r)
+	switch {
+	case derr != nil:
+	case sd != nil:
+		_, derr = c.rt.DecideSigned(r.Context(), v.Principal, callID, decision == "approve", reason, sd)
+	default:
+		_, derr = c.rt.Decide(r.Context(), v.Principal, callID, decision == "approve", reason)
+	}
 	if derr == nil {
-		c.log.Info("console decision", "user", v.User.Email, "call", callID, "decision", decision)
+		c.log.Info("console decision", "user", v.User.Email, "call", callID, "decision", decision, "signed", sd != nil)
 		http.Redirect(w, r, "/console/approvals/"+callID+"?done="+decision, http.StatusSeeOther)
 		return nil
 	}

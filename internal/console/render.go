@@ -45,6 +45,7 @@ var pageInfo = map[string]struct {
 	"review":    {"agents", false},
 	"terminate": {"agents", false},
 	"people":    {"people", false},
+	"passkeys":  {"passkeys", false},
 }
 
 func parseTemplates(static *staticFiles) map[string]*pageTemplate {

@@ -83,6 +83,11 @@
           reason.focus();
           return;
         }
+        if (form.dataset.passkey && !form.dataset.signed) {
+          ev.preventDefault();
+          signDecision(form, btn);
+          return;
+        }
         form.dataset.submitting = "1";
       });
       if (reason) {
@@ -93,6 +98,133 @@
           }
         });
       }
+    });
+  }
+
+  // Passkeys (WebAuthn). The server speaks base64url; the browser
+  // ArrayBuffers.
+  function fromB64(s) {
+    s = s.replace(/-/g, "+").replace(/_/g, "/");
+    while (s.length % 4) s += "=";
+    var bin = atob(s), out = new Uint8Array(bin.length);
+    for (var i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+    return out.buffer;
+  }
+
+  function toB64(buf) {
+    var bytes = new Uint8Array(buf), bin = "";
+    for (var i = 0; i < bytes.length; i++) bin += String.fromCharCode(bytes[i]);
+    return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  function credentialJSON(cred) {
+    var r = cred.response, out = { id: cred.id, rawId: toB64(cred.rawId), type: cred.type,
+      clientExtensionResults: cred.getClientExtensionResults ? cred.getClientExtensionResults() : {},
+      response: { clientDataJSON: toB64(r.clientDataJSON) } };
+    if (cred.authenticatorAttachment) out.authenticatorAttachment = cred.authenticatorAttachment;
+    if (r.attestationObject) {
+      out.response.attestationObject = toB64(r.attestationObject);
+      if (r.getTransports) out.response.transports = r.getTransports();
+    } else {
+      out.response.authenticatorData = toB64(r.authenticatorData);
+      out.response.signature = toB64(r.signature);
+      if (r.userHandle) out.response.userHandle = toB64(r.userHandle);
+    }
+    return JSON.stringify(out);
+  }
+
+  // post sends form fields with the session's CSRF token and reads JSON.
+  function post(url, form, fields) {
+    var body = new URLSearchParams();
+    body.set("csrf", form.querySelector("input[name=csrf]").value);
+    Object.keys(fields).forEach(function (k) { body.set(k, fields[k]); });
+    return fetch(url, { method: "POST", body: body, credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (res) {
+        return res.json().catch(function () { return {}; }).then(function (j) {
+          if (!res.ok) {
+            var e = j && j.error ? j.error : { message: "The server answered " + res.status + "." };
+            throw new Error(e.message + (e.hint ? " (" + e.hint + ")" : ""));
+          }
+          return j;
+        });
+      });
+  }
+
+  function ceremonyError(err) {
+    if (err && err.name === "NotAllowedError") return "The passkey prompt was cancelled or timed out. Try again.";
+    if (err && err.name === "InvalidStateError") return "This authenticator already holds one of your passkeys.";
+    return (err && err.message) || "Something went wrong with the passkey.";
+  }
+
+  function showError(el, text) {
+    if (!el) return;
+    var slot = el.querySelector("[data-message]") || el;
+    slot.textContent = text;
+    el.hidden = false;
+    if (el.focus) el.focus();
+    announce(text);
+  }
+
+  function signDecision(form, btn) {
+    var decision = btn ? btn.value : "approve";
+    var reason = form.querySelector("textarea[name=reason]");
+    var error = form.querySelector("#passkey-error");
+    if (error) error.hidden = true;
+    if (!window.PublicKeyCredential) {
+      showError(error, "This browser cannot use passkeys; decide in a browser that can.");
+      return;
+    }
+    form.setAttribute("aria-busy", "true");
+    post(form.dataset.challenge, form, { decision: decision, reason: reason ? reason.value : "" })
+      .then(function (ch) {
+        var pk = ch.publicKey;
+        pk.challenge = fromB64(pk.challenge);
+        (pk.allowCredentials || []).forEach(function (c) { c.id = fromB64(c.id); });
+        return navigator.credentials.get({ publicKey: pk }).then(function (cred) {
+          form.querySelector("input[name=decided_at]").value = ch.decided_at;
+          form.querySelector("input[name=assertion]").value = credentialJSON(cred);
+          form.dataset.signed = "1";
+          form.removeAttribute("aria-busy");
+          form.requestSubmit(btn);
+        });
+      })
+      .catch(function (err) {
+        form.removeAttribute("aria-busy");
+        showError(error, ceremonyError(err));
+      });
+  }
+
+  function bindPasskeyRegister(root) {
+    root.querySelectorAll("form[data-passkey-register]").forEach(function (form) {
+      if (form.dataset.bound) return;
+      form.dataset.bound = "1";
+      var error = document.getElementById("passkey-error");
+      form.addEventListener("submit", function (ev) {
+        ev.preventDefault();
+        if (error) error.hidden = true;
+        if (!window.PublicKeyCredential) {
+          showError(error, "This browser cannot use passkeys.");
+          return;
+        }
+        var name = form.querySelector("input[name=name]");
+        form.setAttribute("aria-busy", "true");
+        post(form.action, form, { name: name ? name.value : "" })
+          .then(function (opts) {
+            var pk = opts.publicKey;
+            pk.challenge = fromB64(pk.challenge);
+            pk.user.id = fromB64(pk.user.id);
+            (pk.excludeCredentials || []).forEach(function (c) { c.id = fromB64(c.id); });
+            return navigator.credentials.create({ publicKey: pk });
+          })
+          .then(function (cred) {
+            return post("/console/passkeys/finish", form, { credential: credentialJSON(cred) });
+          })
+          .then(function () { window.location.assign("/console/passkeys?done=added"); })
+          .catch(function (err) {
+            form.removeAttribute("aria-busy");
+            showError(error, ceremonyError(err));
+          });
+      });
     });
   }
 
@@ -202,6 +334,7 @@
   function start() {
     localTimes(document);
     decisionForms(document);
+    bindPasskeyRegister(document);
     tick();
     window.setInterval(tick, 1000);
     var events = document.body.getAttribute("data-events");
