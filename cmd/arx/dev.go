@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -74,7 +75,8 @@ directory is removed when arx dev ends, however it ends.`,
 			if err != nil {
 				return err
 			}
-			srv, err := server.Open(cmd.Context(), server.Config{DataDir: dataDir, Listen: listen, Logger: log, Connectors: demo.connectors, Publish: pc})
+			srv, err := server.Open(cmd.Context(), server.Config{DataDir: dataDir, Listen: listen, Logger: log, Connectors: demo.connectors, Publish: pc,
+				PublicURL: localhostURL(listen)})
 			var opErr *net.OpError
 			if errors.As(err, &opErr) && opErr.Op == "listen" {
 				return withHint(err, "another process uses that address: pass --listen 127.0.0.1:0 for a free port")
@@ -163,7 +165,7 @@ Where to look next:
   arx %s
   curl %s/metrics                 # Prometheus metrics
   curl %s/.well-known/jwks.json   # the keys systems of record use to check credentials
-`, srv.URL, admin, srv.URL, strings.Join(audit, " "), srv.URL, srv.URL)
+`, srv.URL, admin, cmp.Or(localhostURL(listen), srv.URL), strings.Join(audit, " "), srv.URL, srv.URL)
 			if once {
 				return nil
 			}
@@ -210,4 +212,18 @@ func (i *indenter) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// localhostURL is http://localhost:PORT for a loopback listen address with
+// a fixed port, so that the console can use passkeys (WebAuthn needs a host
+// name); "" otherwise (the server then uses its listen address).
+func localhostURL(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil || port == "0" || port == "" {
+		return ""
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return ""
+	}
+	return "http://localhost:" + port
 }
