@@ -119,6 +119,7 @@ func (s *server) routes(reg *prometheus.Registry, handle func(pattern string, h 
 	h("GET /v1/approvals/{id}", s.authed(s.getApproval))
 	h("POST /v1/approvals/{id}/approve", s.authed(s.decide(true)))
 	h("POST /v1/approvals/{id}/deny", s.authed(s.decide(false)))
+	h("POST /v1/approvals/{id}/challenge", s.authed(s.decisionChallenge))
 	h("GET /v1/events", s.authed(s.eventStream))
 
 	h("POST /v1/users", s.adminOnly(s.addUser))

@@ -13,6 +13,7 @@ import (
 	"github.com/arxsec/arx/arxerr"
 	"github.com/arxsec/arx/internal/runtime"
 	"github.com/arxsec/arx/internal/store"
+	"github.com/arxsec/arx/record"
 )
 
 type approvalView struct {
@@ -26,12 +27,13 @@ type approvalView struct {
 	DecidedBy   string     `json:"decided_by,omitempty"`
 	DecidedAt   *time.Time `json:"decided_at"`
 	Reason      string     `json:"reason,omitempty"`
+	Passkey     string     `json:"passkey,omitempty"` // the credential id of the passkey that signed the decision
 }
 
 func viewApproval(a *runtime.ApprovalView, now time.Time) approvalView {
 	return approvalView{CallID: a.CallID, Status: a.Status, Agent: viewAgent(a.Agent, false), Call: viewCall(a.Call, "", now),
 		Approvers: a.Approvers, RequestedAt: a.RequestedAt, ExpiresAt: a.ExpiresAt, DecidedBy: a.DecidedBy,
-		DecidedAt: a.DecidedAt, Reason: a.Reason}
+		DecidedAt: a.DecidedAt, Reason: a.Reason, Passkey: a.Passkey}
 }
 
 func (s *server) listApprovals(w http.ResponseWriter, r *http.Request) error {
@@ -65,17 +67,60 @@ func (s *server) decide(grant bool) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		var req struct {
 			Reason string `json:"reason"`
+			// Passkey, when set, is the decision signed with the person's
+			// passkey: the time /challenge fixed, and the
+			// PublicKeyCredential navigator.credentials.get returned.
+			Passkey *struct {
+				DecidedAt  string          `json:"decided_at"`
+				Credential json.RawMessage `json:"credential"`
+			} `json:"passkey"`
 		}
 		if err := decode(r, MaxBodyBytes, &req); err != nil {
 			return err
 		}
-		a, err := s.rt.Decide(r.Context(), principal(r), r.PathValue("id"), grant, req.Reason)
+		var a *runtime.ApprovalView
+		var err error
+		if pk := req.Passkey; pk != nil {
+			at, perr := time.Parse(record.TimeFormat, pk.DecidedAt)
+			if perr != nil {
+				return arxerr.New(arxerr.PasskeyInvalid, "passkey.decided_at is not the time /challenge answered")
+			}
+			a, err = s.rt.DecideSigned(r.Context(), principal(r), r.PathValue("id"), grant, req.Reason,
+				&runtime.SignedDecision{At: at, Assertion: pk.Credential})
+		} else {
+			a, err = s.rt.Decide(r.Context(), principal(r), r.PathValue("id"), grant, req.Reason)
+		}
 		if err != nil {
 			return err
 		}
 		writeJSON(w, http.StatusOK, viewApproval(a, time.Now()))
 		return nil
 	}
+}
+
+// decisionChallenge answers what a person's passkey signs to decide a
+// request: WebAuthn request options whose challenge is the decision's
+// digest, and the decision's time, to send back with the signature.
+func (s *server) decisionChallenge(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Decision string `json:"decision"`
+		Reason   string `json:"reason"`
+	}
+	if err := decode(r, MaxBodyBytes, &req); err != nil {
+		return err
+	}
+	if req.Decision != record.DecisionApprove && req.Decision != record.DecisionDeny {
+		return arxerr.New(arxerr.BadRequest, "decision must be approve or deny")
+	}
+	ch, err := s.rt.BeginDecision(r.Context(), principal(r), r.PathValue("id"), req.Decision == record.DecisionApprove, req.Reason)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, struct {
+		PublicKey any    `json:"publicKey"`
+		DecidedAt string `json:"decided_at"`
+	}{ch.Options.Response, record.FormatTime(ch.At)})
+	return nil
 }
 
 // eventStream serves server-sent events: approvals requested and decided,

@@ -85,3 +85,40 @@ func (a *Authenticator) SignChallenge(challenge []byte, at time.Time) *record.Si
 	}
 	return &record.Signature{CredentialID: a.ID, AuthenticatorData: ad, ClientData: cd, Signature: sig, DecidedAt: at}
 }
+
+// Register answers a registration ceremony: options is the JSON the
+// server handed the browser ({"publicKey": {...}}); the answer is the
+// PublicKeyCredential as JSON, with a "none" attestation, as the browser
+// would post it.
+func (a *Authenticator) Register(options []byte) ([]byte, error) {
+	var o struct {
+		PublicKey struct {
+			Challenge string `json:"challenge"`
+		} `json:"publicKey"`
+	}
+	if err := json.Unmarshal(options, &o); err != nil {
+		return nil, err
+	}
+	cd, _ := json.Marshal(map[string]any{"type": "webauthn.create", "challenge": o.PublicKey.Challenge, "origin": a.Origin, "crossOrigin": false})
+	rp := sha256.Sum256([]byte(a.RPID))
+	ad := append(rp[:], a.Flags|0x40, 0, 0, 0, 0) // attested credential data follows
+	ad = append(ad, make([]byte, 16)...)          // AAGUID
+	ad = append(ad, byte(len(a.ID)>>8), byte(len(a.ID)))
+	ad = append(append(ad, a.ID...), a.COSEKey()...)
+	att, err := webauthncbor.Marshal(map[string]any{"fmt": "none", "attStmt": map[string]any{}, "authData": ad})
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(map[string]any{"id": record.EncodeID(a.ID), "rawId": record.EncodeID(a.ID), "type": "public-key",
+		"clientExtensionResults": map[string]any{},
+		"response":               map[string]any{"clientDataJSON": record.EncodeID(cd), "attestationObject": record.EncodeID(att)}})
+}
+
+// AssertionJSON is s as the browser posts it: a PublicKeyCredential.
+func AssertionJSON(s *record.Signature) []byte {
+	b, _ := json.Marshal(map[string]any{"id": record.EncodeID(s.CredentialID), "rawId": record.EncodeID(s.CredentialID), "type": "public-key",
+		"clientExtensionResults": map[string]any{},
+		"response": map[string]any{"clientDataJSON": record.EncodeID(s.ClientData), "authenticatorData": record.EncodeID(s.AuthenticatorData),
+			"signature": record.EncodeID(s.Signature)}})
+	return b
+}
