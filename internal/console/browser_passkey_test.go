@@ -110,6 +110,19 @@ func TestBrowserPasskeyApproval(t *testing.T) {
 		t.Fatalf("the approved call did not run: %+v", o)
 	}
 
+	boss.do("the record names the approvers' passkeys and the signed decision",
+		chromedp.Navigate(public+"/console/agents/"+agentID+"/record"),
+		chromedp.WaitVisible(chromedp.CSS("#approver-keys-h")),
+	)
+	if got := boss.text(".approver-keys"); !strings.Contains(got, "boss@example.com") || !strings.Contains(got, "Work laptop") ||
+		!strings.Contains(got, "deputy@example.com") || !strings.Contains(got, "No account here yet") {
+		t.Errorf("approvers' passkeys: %q", got)
+	}
+	if got := boss.text(".table-record"); !strings.Contains(got, "signed with") {
+		t.Errorf("the record does not show the signed decision: %q", got)
+	}
+	boss.screenshot("record-passkeys")
+
 	// The entry carries the assertion, which verifies against the key the
 	// log registered before it.
 	entries, err := s.Runtime.Store().AgentEntries(t.Context(), agentID, -1, 100)

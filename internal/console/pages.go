@@ -522,6 +522,17 @@ type recordData struct {
 	Newer    string
 	Older    string
 	SigCheck bool
+	// Approvers are the people the job description names to decide, with
+	// the passkeys their signed decisions are checked against.
+	Approvers      []approverKeys
+	RequirePasskey bool
+}
+
+type approverKeys struct {
+	Email    string
+	Delegate bool
+	Account  bool
+	Keys     []passkeyRow
 }
 
 func (c *Console) record(w http.ResponseWriter, r *http.Request) error {
@@ -537,6 +548,14 @@ func (c *Console) record(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	d := recordData{Agent: a, Check: check, Page: 1, SigCheck: c.logKey != ""}
+	required, approvers, err := c.rt.ApproverPasskeys(ctx, viewerOf(r).Principal, a)
+	if err != nil {
+		return err
+	}
+	d.RequirePasskey = required
+	for _, ak := range approvers {
+		d.Approvers = append(d.Approvers, approverKeys{Email: ak.Email, Delegate: ak.Delegate, Account: ak.Account, Keys: passkeyRows(ak.Keys)})
+	}
 	n := len(check.Indexes)
 	d.Pages = max(1, (n+RecordPageSize-1)/RecordPageSize)
 	if q := r.URL.Query().Get("page"); q != "" {

@@ -16,6 +16,7 @@ import (
 	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/internal/runtime"
 	"github.com/arxsec/arx/internal/store"
+	"github.com/arxsec/arx/record"
 )
 
 const minPassword = runtime.MinPasswordBytes
@@ -184,6 +185,7 @@ func templateFuncs(static *staticFiles) template.FuncMap {
 		// or hide what is shown (bidi overrides, zero-width characters,
 		// controls are escaped visibly); html/template escapes the markup.
 		"clip":     func(n int, s string) string { return truncateRunes(inert.Text(s), n, "…") },
+		"keyid":    keyID,
 		"inert":    inert.Block,
 		"person":   person,
 		"actor":    actorLabel,
@@ -275,6 +277,10 @@ func shortID(id string) string {
 	}
 	return id[len(id)-8:]
 }
+
+// keyID is a passkey's credential id (base64url) as people see it: its
+// first characters, enough to tell keys apart.
+func keyID(id string) string { return truncateRunes(id, 10, "…") }
 
 func truncateRunes(s string, n int, tail string) string {
 	r := []rune(s)
@@ -393,6 +399,13 @@ func dataPairs(m map[string]any) []dataPair {
 	sort.Strings(keys)
 	out := make([]dataPair, 0, len(keys))
 	for _, k := range keys {
+		if pk, ok := m[k].(map[string]any); ok && k == "passkey" {
+			// A signed decision: the signature's bytes say nothing to a
+			// reader; which key signed, and when, does.
+			out = append(out, dataPair{Key: "passkey", Value: inert.Text("signed with " + keyID(record.Str(pk, "credential_id")) +
+				" at " + record.Str(pk, "decided_at"))})
+			continue
+		}
 		out = append(out, dataPair{Key: inert.Text(k), Value: truncateRunes(inert.Text(valueText(m[k])), 200, "…")})
 	}
 	return out

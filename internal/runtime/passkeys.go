@@ -421,3 +421,51 @@ func webauthnReason(err error) string {
 	}
 	return truncate(err.Error(), 200)
 }
+
+// ApproverKeys is one approver or delegate of an agent and their passkeys.
+type ApproverKeys struct {
+	Email    string
+	Delegate bool
+	Account  bool // the person has an account here
+	Keys     []store.Passkey
+}
+
+// ApproverPasskeys lists the passkeys of everyone agent a's job
+// description names to decide, for people and operators: the keys their
+// signed decisions are checked against.
+func (r *Runtime) ApproverPasskeys(ctx context.Context, p *Principal, a *store.Agent) (required bool, out []ApproverKeys, err error) {
+	if !p.IsAdmin() && !p.IsPerson() {
+		return false, nil, arxerr.New(arxerr.Forbidden, "passkeys are listed for people and operators")
+	}
+	m, err := r.Manifest(a)
+	if err != nil {
+		return false, nil, err
+	}
+	add := func(email string, delegate bool) error {
+		k := ApproverKeys{Email: email, Delegate: delegate}
+		u, err := r.store.UserByEmail(ctx, email)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return r.ReadFailed("approver", err)
+		default:
+			k.Account = true
+			if k.Keys, err = r.store.Passkeys(ctx, u.ID); err != nil {
+				return r.ReadFailed("passkeys", err)
+			}
+		}
+		out = append(out, k)
+		return nil
+	}
+	for _, e := range m.Approval.Approvers {
+		if err := add(e, false); err != nil {
+			return false, nil, err
+		}
+	}
+	for _, e := range m.Approval.Delegates {
+		if err := add(e, true); err != nil {
+			return false, nil, err
+		}
+	}
+	return m.Approval.RequirePasskey, out, nil
+}
