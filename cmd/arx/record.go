@@ -14,6 +14,7 @@ import (
 
 	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/record"
+	"github.com/arxsec/arx/record/passkeys"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -185,6 +186,9 @@ type verifyReport struct {
 	Problems   []record.Problem `json:"problems"`
 	KeySource  string           `json:"key_source"`
 	ProblemCnt int              `json:"problem_count"`
+	// Decisions counts approval decisions signed with a passkey (each
+	// checked against the key the log registered) and not, per agent.
+	Decisions []passkeys.Agent `json:"approval_decisions,omitempty"`
 }
 
 func recordVerifyCmd() *cobra.Command {
@@ -241,6 +245,8 @@ each numbered by its line, each agent's chain unbroken.`,
 		}
 		rep.Origin, rep.Size, rep.Root = cp.Origin, int64(cp.Size), base64.StdEncoding.EncodeToString(cp.Hash)
 		var v record.Verifier
+		var sigProblems []record.Problem
+		sig := passkeys.Checker{Report: func(p record.Problem) { sigProblems = append(sigProblems, p) }}
 		for start := int64(0); start < int64(cp.Size); {
 			limit := min(int64(cp.Size)-start, 10000)
 			var page struct {
@@ -260,11 +266,23 @@ each numbered by its line, each agent's chain unbroken.`,
 					break
 				}
 				v.Add(e.Data)
+				if _, _, typ := record.Peek(e.Data); passkeys.Wants([]byte(typ)) {
+					if pe, err := record.Parse(e.Data); err == nil {
+						sig.Add(e.Index, pe)
+					}
+				}
 			}
 			start = v.Size()
 		}
 		rep.Problems = v.Finish(cp)
-		rep.Verified, rep.Agents, rep.ProblemCnt = v.Size(), v.Agents(), v.ProblemCount()
+		sig.Finish()
+		rep.Verified, rep.Agents, rep.ProblemCnt = v.Size(), v.Agents(), v.ProblemCount()+len(sigProblems)
+		rep.Problems = append(rep.Problems, sigProblems[:min(len(sigProblems), max(0, record.MaxProblems-len(rep.Problems)))]...)
+		for _, a := range sig.Agents() {
+			if a.Signed+a.Unsigned > 0 || a.RequirePasskey {
+				rep.Decisions = append(rep.Decisions, a)
+			}
+		}
 		rep.OK = rep.ProblemCnt == 0
 		return printVerify(cmd, rep, asJSON)
 	}
@@ -282,6 +300,9 @@ func printVerify(cmd *cobra.Command, rep verifyReport, asJSON bool) error {
 		enc.Encode(rep)
 	} else {
 		inert.Fprintf(out, "log        %s\ncheckpoint %d entries, root %s\nlog key    from %s\n", rep.Origin, rep.Size, rep.Root, rep.KeySource)
+		if rep.Decisions != nil {
+			printDecisions(out, rep.Decisions)
+		}
 		if rep.OK {
 			inert.Fprintf(out, "\nOK: %d entries from %d agents verified: canonical, chained, and hashing to the signed root\n", rep.Verified, rep.Agents)
 		} else {
