@@ -228,8 +228,10 @@ func run(ctx context.Context, cfg config) (code int) {
 			}
 		}
 		cpu := measureCPU(ctx, arxPID, echoPID, cfg.warmup+openLoopLead, cfg.duration)
+		st := measureStore(ctx, srv.url, cfg.warmup+openLoopLead, cfg.duration)
 		res.open = openLoop(ctx, governed, agents, cfg.rate, cfg.warmup, cfg.duration, tag, fails)
-		res.openCPU = cpu()
+		res.openCPU, res.openStore = cpu(), st()
+		res.openEcho = openLoop(ctx, echoT, agents, cfg.rate, cfg.warmup, cfg.duration, tag, fails)
 		if ctx.Err() == nil {
 			res.fsync, err = rawFsync(ctx, dataDir, entries, cfg.fsyncDuration)
 			if err != nil {

@@ -28,7 +28,13 @@ type runResult struct {
 	closed  []closedPair
 	open    openResult
 	openCPU cpuUse
-	fsync   fsyncResult
+	// openStore is what arx serve counted over the open loop: its own
+	// latency for each round trip, without the client's and loopback's.
+	openStore storeCounts
+	// openEcho is the same open loop against the echo server: the latency
+	// this client, loopback HTTP and this machine add with no work behind.
+	openEcho openResult
+	fsync    fsyncResult
 }
 
 // Targets of the write-path issue.
@@ -65,6 +71,13 @@ func printRun(w io.Writer, r, runs int, res runResult) {
 	fmt.Fprintf(w, "  governed, open loop    %8s/s offered, %s/s achieved   p50 %s  p90 %s  p99 %s  max %s  (%s calls, %d failed)\n",
 		fmtInt(o.offered), fmtInt(o.achieved), fmtMs(o.lat.p50), fmtMs(o.lat.p90), fmtMs(o.lat.p99), fmtMs(o.lat.max), fmtInt(float64(o.calls)), o.failed)
 	fmt.Fprintf(w, "  %24s%s\n", "", res.openCPU)
+	if s := res.openStore; len(s.served) > 0 {
+		fmt.Fprintf(w, "  %24sarx serve's own time per round trip (histogram bucket bounds): p50 <= %s  p90 <= %s  p99 <= %s  p99.9 <= %s\n", "",
+			fmtMs(s.servedQuantile(.5)), fmtMs(s.servedQuantile(.9)), fmtMs(s.servedQuantile(.99)), fmtMs(s.servedQuantile(.999)))
+	}
+	e := res.openEcho
+	fmt.Fprintf(w, "  echo, open loop        %8s/s offered, %s/s achieved   p50 %s  p90 %s  p99 %s  max %s  (%s calls, %d failed)\n",
+		fmtInt(e.offered), fmtInt(e.achieved), fmtMs(e.lat.p50), fmtMs(e.lat.p90), fmtMs(e.lat.p99), fmtMs(e.lat.max), fmtInt(float64(e.calls)), e.failed)
 	fmt.Fprintf(w, "  raw write+fsync        %8s appends/s (%s appends)\n", fmtInt(res.fsync.perSec), fmtInt(float64(res.fsync.appends)))
 }
 
@@ -138,6 +151,11 @@ func printSummary(w io.Writer, cfg config, entries [][]byte, rs []runResult) {
 	if cfg.rate == 1000 {
 		row("", "target p99 < %s at 1000/s: %s", fmtMs(targetP99), verdict(op99 < targetP99))
 	}
+	ep50 := med(func(r runResult) float64 { return ns(r.openEcho.lat.p50) })
+	ep99 := med(func(r runResult) float64 { return ns(r.openEcho.lat.p99) })
+	echoP99s := col(func(r runResult) float64 { return float64(r.openEcho.lat.p99) / float64(time.Millisecond) })
+	row(fmt.Sprintf("  echo, same open loop %s/s: p50 / p99", fmtInt(cfg.rate)), "%s / %s   runs p99: %s ms   -> governed p99 is %.1fx echo's",
+		fmtMs(ep50), fmtMs(ep99), fmtFloats(echoP99s, 2), ratio(float64(op99), float64(ep99)))
 	fsync := col(func(r runResult) float64 { return r.fsync.perSec })
 	last := len(cfg.callers) - 1
 	appends := 2 * median(col(func(r runResult) float64 { return r.closed[last].governed.perSec }))

@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"context"
+	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,7 +16,40 @@ import (
 type storeCounts struct {
 	batches, entries float64
 	run, commit      float64 // seconds the sequencer ran Updates, made batches durable
-	ok               bool
+	// served counts the governed routes' answers (POST /v1/calls and
+	// POST /v1/calls/{id}/complete) by latency bucket: upper bound in
+	// seconds → cumulative count, as arx_http_request_seconds exports it.
+	served map[float64]float64
+	ok     bool
+}
+
+// governedRoutes are the routes of a governed call.
+var governedRoutes = []string{`route="POST /v1/calls"`, `route="POST /v1/calls/{id}/complete"`}
+
+// servedQuantile estimates quantile q of the server-side latency from the
+// bucket counts: the upper bound of the bucket it falls in (0 without data).
+func (c storeCounts) servedQuantile(q float64) time.Duration {
+	bounds := make([]float64, 0, len(c.served))
+	for le := range c.served {
+		bounds = append(bounds, le)
+	}
+	slices.Sort(bounds)
+	if len(bounds) == 0 {
+		return 0
+	}
+	total := c.served[bounds[len(bounds)-1]]
+	if total <= 0 {
+		return 0
+	}
+	for _, le := range bounds {
+		if c.served[le] >= q*total {
+			if math.IsInf(le, 1) {
+				return time.Duration(math.MaxInt64)
+			}
+			return time.Duration(le * float64(time.Second))
+		}
+	}
+	return 0
 }
 
 // scrapeStore reads the counters from url's /metrics.
@@ -28,12 +63,31 @@ func scrapeStore(ctx context.Context, url string) storeCounts {
 		return storeCounts{}
 	}
 	defer resp.Body.Close()
-	var c storeCounts
+	c := storeCounts{served: map[float64]float64{}}
 	found := 0
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		name, v, ok := strings.Cut(sc.Text(), " ")
+		line := sc.Text()
+		if strings.HasPrefix(line, "arx_http_request_seconds_bucket{") {
+			for _, route := range governedRoutes {
+				if !strings.Contains(line, route) {
+					continue
+				}
+				i := strings.Index(line, `le="`)
+				j := strings.LastIndex(line, `"} `)
+				if i < 0 || j < i {
+					break
+				}
+				le, err1 := strconv.ParseFloat(line[i+4:j], 64)
+				n, err2 := strconv.ParseFloat(line[j+3:], 64)
+				if err1 == nil && err2 == nil {
+					c.served[le] += n
+				}
+			}
+			continue
+		}
+		name, v, ok := strings.Cut(line, " ")
 		if !ok {
 			continue
 		}
@@ -73,8 +127,12 @@ func measureStore(ctx context.Context, url string, warmup, dur time.Duration) (w
 			return
 		}
 		b := scrapeStore(ctx, url)
+		served := map[float64]float64{}
+		for le, n := range b.served {
+			served[le] = n - a.served[le]
+		}
 		done <- storeCounts{batches: b.batches - a.batches, entries: b.entries - a.entries, run: b.run - a.run,
-			commit: b.commit - a.commit, ok: a.ok && b.ok}
+			commit: b.commit - a.commit, served: served, ok: a.ok && b.ok}
 	}()
 	return func() storeCounts { return <-done }
 }
