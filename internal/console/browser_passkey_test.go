@@ -165,11 +165,19 @@ func TestBrowserPasskeyApproval(t *testing.T) {
 		t.Fatal(err)
 	}
 	forgedAt := time.Now()
+	ref2 := record.CallRef{Agent: agentID, Call: call2, Connector: c2.Connector, Action: c2.Action, Risk: c2.Risk}
 	if err := s.Runtime.Store().Update(t.Context(), func(tx store.Tx) error {
-		return tx.Append(record.ApprovalGranted(record.CallRef{Agent: agentID, Call: call2, Connector: c2.Connector, Action: c2.Action, Risk: c2.Risk},
-			"user:boss@example.com", forgedAt, "boss@example.com", "forged"))
+		if err := tx.Append(record.ApprovalGranted(ref2, "user:boss@example.com", forgedAt, "boss@example.com", "forged")); err != nil {
+			return err
+		}
+		return tx.Append(record.CredentialIssued(ref2, "user:boss@example.com", forgedAt,
+			record.Ask{DeclaredRisk: c2.DeclaredRisk, Summary: c2.Summary, IdempotencyKey: c2.IdempotencyKey}, forgedAt.Add(time.Minute), "boss@example.com"))
 	}); err != nil {
 		t.Fatal(err)
+	}
+	// The runtime hands out no credential on it.
+	if r := s.Do("GET", "/v1/calls/"+call2, agentToken, nil); r.ErrorCode() != "approval.passkey_required" || strings.Contains(string(r.Body), "credential\":") {
+		t.Errorf("the agent asks for the credential of the forged approval: %d %s", r.Status, r.Body)
 	}
 	size, err := s.Runtime.Store().TreeSize(t.Context())
 	if err != nil {

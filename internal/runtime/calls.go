@@ -151,7 +151,7 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 		if existing.Status == store.CallRefused {
 			return nil, r.refusalOf(existing)
 		}
-		res, err := r.result(existing)
+		res, err := r.result(ctx, existing)
 		if err != nil {
 			return nil, err
 		}
@@ -169,7 +169,7 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 		r.log.Info("call refused", "agent", c.AgentID, "call", c.ID, "connector", c.Connector, "action", c.Action, "code", refusal.Code)
 		return nil, refusal
 	}
-	return r.result(c)
+	return r.result(ctx, c)
 }
 
 func (r *Runtime) refusalOf(c *store.Call) error {
@@ -179,9 +179,14 @@ func (r *Runtime) refusalOf(c *store.Call) error {
 }
 
 // result attaches the credential when the call may proceed.
-func (r *Runtime) result(c *store.Call) (*CallResult, error) {
+func (r *Runtime) result(ctx context.Context, c *store.Call) (*CallResult, error) {
 	res := &CallResult{Call: c}
 	if c.Status == store.CallApproved && r.now().Before(c.ExpiresAt) {
+		if c.Risk == manifest.RiskHigh.String() {
+			if err := r.checkSignedApproval(ctx, c); err != nil {
+				return nil, err
+			}
+		}
 		tok, err := r.issuer.Sign(credential.Claims{AgentID: c.AgentID, CallID: c.ID, Connector: c.Connector,
 			Action: c.Action, Risk: c.Risk, IssuedAt: c.CreatedAt, Expiry: c.ExpiresAt})
 		if err != nil {
@@ -231,7 +236,7 @@ func (r *Runtime) GetCall(ctx context.Context, p *Principal, id string, wait tim
 			if p.Kind != store.TokenAgent {
 				return &CallResult{Call: c}, nil // credentials go only to the agent
 			}
-			return r.result(c)
+			return r.result(ctx, c)
 		}
 		select {
 		case <-ch:

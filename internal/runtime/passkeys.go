@@ -469,3 +469,57 @@ func (r *Runtime) ApproverPasskeys(ctx context.Context, p *Principal, a *store.A
 	}
 	return m.Approval.RequirePasskey, out, nil
 }
+
+// checkSignedApproval is the last check before a credential of an approved
+// high-risk call is handed out: where the agent's job description requires
+// passkey-signed decisions, the approval must name a passkey of the person
+// who decided. An approval written into the store behind the runtime's
+// back (without a signature) gets no credential; one with a forged
+// signature is the auditor's to catch (approval_key_unknown,
+// approval_signature_invalid).
+func (r *Runtime) checkSignedApproval(ctx context.Context, c *store.Call) error {
+	a, err := r.store.Agent(ctx, c.AgentID)
+	if err != nil {
+		return r.ReadFailed("agent", err)
+	}
+	m, err := r.Manifest(a)
+	if err != nil {
+		return err
+	}
+	if !m.Approval.RequirePasskey {
+		return nil
+	}
+	refuse := func(why string) error {
+		r.log.Warn("credential withheld: the approval is not passkey-signed", "agent", c.AgentID, "call", c.ID, "why", why)
+		e := arxerr.New(arxerr.PasskeyRequired, "the approval of call %s is not signed with the approver's passkey (%s), so no credential is issued", c.ID, why)
+		e.CallID = c.ID
+		return e
+	}
+	ap, err := r.store.Approval(ctx, c.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return refuse("there is no approval")
+	}
+	if err != nil {
+		return r.ReadFailed("approval", err)
+	}
+	if ap.Passkey == "" {
+		return refuse("it names no passkey")
+	}
+	u, err := r.store.UserByEmail(ctx, strings.TrimPrefix(ap.DecidedBy, "user:"))
+	if errors.Is(err, store.ErrNotFound) {
+		return refuse("the person who decided has no account")
+	}
+	if err != nil {
+		return r.ReadFailed("approver", err)
+	}
+	keys, err := r.store.Passkeys(ctx, u.ID)
+	if err != nil {
+		return r.ReadFailed("passkeys", err)
+	}
+	for _, k := range keys {
+		if record.EncodeID(k.ID) == ap.Passkey {
+			return nil
+		}
+	}
+	return refuse("the passkey it names is not the approver's")
+}
