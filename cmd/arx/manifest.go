@@ -12,7 +12,7 @@ import (
 
 func manifestCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "manifest", Short: "Work with job descriptions (manifests/job_description.yaml)"}
-	cmd.AddCommand(manifestLintCmd(), manifestSchemaCmd(), manifestCheckCmd(), manifestExportCmd())
+	cmd.AddCommand(manifestLintCmd(), manifestSchemaCmd(), manifestCheckCmd(), manifestExportCmd(), manifestReplayCmd())
 	return cmd
 }
 
