@@ -21,12 +21,12 @@ import (
 
 // Changes a replay reports for one call.
 const (
-	ChangeRefused         = "refused"          // went ahead or waited; would be refused
+	ChangeRefused         = "refused"           // went ahead or waited; would be refused
 	ChangeNoLongerRefused = "no_longer_refused" // was refused; would go ahead or wait
-	ChangeHeld            = "held"             // went ahead at once; would wait for an approver
-	ChangeNoLongerHeld    = "no_longer_held"   // waited for an approver; would go ahead at once
-	ChangeNewDrift        = "new_drift"        // would be drift by a rule it was not
-	ChangeDriftGone       = "drift_gone"       // was drift by a rule it would not be
+	ChangeHeld            = "held"              // went ahead at once; would wait for an approver
+	ChangeNoLongerHeld    = "no_longer_held"    // waited for an approver; would go ahead at once
+	ChangeNewDrift        = "new_drift"         // would be drift by a rule it was not
+	ChangeDriftGone       = "drift_gone"        // was drift by a rule it would not be
 )
 
 // ReplayExamples is how many examples a replay keeps per change.
