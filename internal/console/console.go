@@ -141,6 +141,8 @@ func (c *Console) Mount(mux *http.ServeMux) {
 	mux.Handle("GET /console/agents/{id}", c.page(c.agent))
 	mux.Handle("GET /console/agents/{id}/record", c.page(c.record))
 	mux.Handle("GET /console/agents/{id}/review", c.page(c.review))
+	mux.Handle("GET /console/agents/{id}/replay", c.page(c.replayPage))
+	mux.Handle("POST /console/agents/{id}/replay", c.action(c.replay))
 	mux.Handle("POST /console/agents/{id}/drift/{index}/ack", c.action(c.ackDrift))
 	mux.Handle("POST /console/agents/{id}/drift/ack", c.action(c.ackAllDrift))
 	mux.Handle("POST /console/agents/{id}/terminate", c.action(c.terminate))

@@ -47,6 +47,7 @@ var pageInfo = map[string]struct {
 	"terminate": {"agents", false},
 	"people":    {"people", false},
 	"passkeys":  {"passkeys", false},
+	"replay":    {"agents", false},
 }
 
 func parseTemplates(static *staticFiles) map[string]*pageTemplate {
@@ -211,7 +212,14 @@ func templateFuncs(static *staticFiles) template.FuncMap {
 			}
 			return fmt.Sprintf("%d %s", n, many)
 		},
-		"plural": func(n int, one, many string) string {
+		"plural": func(v any, one, many string) string {
+			var n int64
+			switch x := v.(type) {
+			case int:
+				n = int64(x)
+			case int64:
+				n = x
+			}
 			if n == 1 {
 				return fmt.Sprintf("%d %s", n, one)
 			}

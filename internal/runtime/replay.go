@@ -1,6 +1,8 @@
 package runtime
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -268,4 +270,55 @@ func (rep *ReplayReport) Summary() []string {
 		}
 	}
 	return out
+}
+
+// ReplayTimeout bounds a replay run by the server (the console's): a
+// record too long to read in it is replayed up to where it got, and the
+// report says so.
+const ReplayTimeout = 20 * time.Second
+
+// ReplayAgent replays job description yaml against the record of agent
+// agentID, for people and operators: the console's "try a changed job
+// description". Nothing is written.
+func (r *Runtime) ReplayAgent(ctx context.Context, p *Principal, agentID string, yaml []byte, since time.Time) (*ReplayReport, bool, error) {
+	if !p.IsAdmin() && !p.IsPerson() {
+		return nil, false, arxerr.New(arxerr.Forbidden, "replays are for people and operators")
+	}
+	m, err := manifest.Parse(yaml)
+	if err != nil {
+		var me *manifest.Error
+		if errors.As(err, &me) {
+			return nil, false, arxerr.New(arxerr.ManifestInvalid, "%s", strings.TrimSpace(me.Error()))
+		}
+		return nil, false, arxerr.New(arxerr.ManifestInvalid, "%v", err)
+	}
+	if _, err := r.store.Agent(ctx, agentID); errors.Is(err, store.ErrNotFound) {
+		return nil, false, arxerr.New(arxerr.AgentNotFound, "no agent %s", truncate(agentID, 64))
+	} else if err != nil {
+		return nil, false, r.ReadFailed("agent", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, ReplayTimeout)
+	defer cancel()
+	rp := &Replayer{M: m, Since: since}
+	after := int64(-1)
+	for {
+		page, err := r.store.AgentEntries(ctx, agentID, after, 1000)
+		if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+			return rp.Report(), true, nil
+		}
+		if err != nil {
+			return nil, false, r.ReadFailed("agent record", err)
+		}
+		for _, se := range page {
+			e, err := record.Parse(se.Data)
+			if err != nil {
+				return nil, false, r.ReadFailed("agent record", err)
+			}
+			rp.Add(e)
+			after = se.Index
+		}
+		if len(page) < 1000 {
+			return rp.Report(), false, nil
+		}
+	}
 }

@@ -1,0 +1,76 @@
+package console_test
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/arxsec/arx/internal/arxtest"
+	"github.com/chromedp/chromedp"
+)
+
+// TestReplayPage tries job descriptions on an agent's record from the
+// console: the one it was hired with changes nothing; one without an
+// action it used says which calls would be refused; a broken one is shown
+// with its line.
+func TestReplayPage(t *testing.T) {
+	s := arxtest.Start(t)
+	agentID, token := s.Hire(testManifest)
+	addManager(t, s, "boss@example.com")
+	for i := range 3 {
+		r := s.Do("POST", "/v1/calls", token, map[string]string{"connector": "crm", "action": "account.read", "idempotency_key": "k" + string(rune('a'+i))})
+		if r.Status != http.StatusCreated {
+			t.Fatalf("call: %d %s", r.Status, r.Body)
+		}
+	}
+	b := newBrowser(t, s)
+	b.mustLogin("boss@example.com")
+	p := b.get("/console/agents/" + agentID + "/replay")
+	if p.Status != http.StatusOK || !strings.Contains(p.Body, "account.read: {risk: low}") {
+		t.Fatalf("replay page: %d\n%s", p.Status, p.Body)
+	}
+	csrf := p.csrf(t)
+	post := func(yaml, days string) *page {
+		return b.post("/console/agents/"+agentID+"/replay", url.Values{"csrf": {csrf}, "manifest": {yaml}, "days": {days}})
+	}
+	if p := post(testManifest, "30"); p.Status != http.StatusOK || !strings.Contains(p.Body, "Nothing would change") || !strings.Contains(p.Body, "3 calls decided again") {
+		t.Errorf("the same job description:\n%s", p.Body)
+	}
+	changed := strings.Replace(testManifest, "        account.read: {risk: low}\n", "", 1) + "on_drift: refuse\n"
+	if p := post(changed, "all"); p.Status != http.StatusOK || !strings.Contains(p.Body, "3 calls would have gone otherwise") ||
+		!strings.Contains(p.Body, "3 calls would be refused (crm account.read: 3)") || !strings.Contains(p.Body, "refused (manifest.action_not_declared)") {
+		t.Errorf("a job description without account.read:\n%s", p.Body)
+	}
+	if p := post("apiVersion: arx.dev/v1\nkind: JobDescription\nagent: {name: x}\n", "7"); p.Status != http.StatusUnprocessableEntity ||
+		!strings.Contains(p.Body, "The job description is not valid") || !strings.Contains(p.Body, ":3:") {
+		t.Errorf("a broken job description: %d\n%s", p.Status, p.Body)
+	}
+}
+
+// TestBrowserReplay tries a job description from the agent's page in
+// Chromium.
+func TestBrowserReplay(t *testing.T) {
+	browser := startChromium(t)
+	s := arxtest.Start(t)
+	agentID, token := s.Hire(testManifest)
+	addManager(t, s, "boss@example.com")
+	for i, a := range []string{"account.read", "account.read", "account.update"} {
+		s.Do("POST", "/v1/calls", token, map[string]string{"connector": "crm", "action": a, "idempotency_key": "k" + string(rune('a'+i))})
+	}
+	boss := newTab(t, browser, s)
+	boss.login("boss@example.com")
+	changed := strings.Replace(testManifest, "        account.read: {risk: low}\n", "", 1) + "on_drift: require_approval\n"
+	boss.do("try a changed job description",
+		chromedp.Navigate(s.URL+"/console/agents/"+agentID),
+		chromedp.Click(chromedp.CSS(`a[href$="/replay"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#manifest")),
+		chromedp.SetValue(chromedp.CSS("#manifest"), changed),
+		chromedp.Click(chromedp.CSS(`form[action$="/replay"] button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS("#result")),
+	)
+	if got := boss.text("#result"); !strings.Contains(got, "3 calls would have gone otherwise") || !strings.Contains(got, "3 calls would wait for an approver") {
+		t.Errorf("result: %q", got)
+	}
+	boss.screenshot("replay")
+}
