@@ -84,6 +84,14 @@ type Action struct {
 	Description string        `json:"description,omitempty"`
 	Risk        Risk          `json:"risk"`
 	MaxDuration time.Duration `json:"max_duration,omitempty"` // 0: use Budget.MaxCallDuration
+	// When is a condition on the call's arguments (CEL, over args) that
+	// must hold; nil: none. Its Otherwise says what happens when it does
+	// not.
+	When *Condition `json:"when,omitempty"`
+	// RecordArgs is how the record keeps the call's arguments: "full"
+	// (the default) or "hash" (their SHA-256 only, for arguments that
+	// carry what the record must not).
+	RecordArgs string `json:"record_args,omitempty"`
 }
 
 // Approval says who decides on high-risk actions and what a timeout means.

@@ -57,7 +57,7 @@ var (
 		[]string{"description", "actions"},
 		[]string{"actions"}}
 	actionFields = fieldSet{"action",
-		[]string{"risk", "description", "max_duration"},
+		[]string{"risk", "description", "max_duration", "when", "otherwise", "record_args"},
 		[]string{"risk"}}
 	approvalFields = fieldSet{"approval",
 		[]string{"approvers", "delegates", "timeout", "on_timeout", "require_passkey"},
@@ -467,6 +467,38 @@ func (p *parser) action(e entry, field string) Action {
 	}
 	if v, ok := f["max_duration"]; ok {
 		a.MaxDuration, _ = p.duration(v.val, field+".max_duration", maxCallDuration)
+	}
+	if v, ok := f["when"]; ok {
+		if s, ok := p.str(v.val, field+".when"); ok {
+			prg, err := compileCondition(s)
+			if err != nil {
+				p.report(v.val, field+".when", "the condition does not compile: "+err.Error(),
+					"write a CEL expression of type bool over args, e.g. 'args.amount <= 500 && args.currency == \"EUR\"'")
+			} else {
+				a.When = &Condition{Expr: s, Otherwise: OtherwiseRefuse, prg: prg}
+			}
+		}
+	}
+	if v, ok := f["otherwise"]; ok {
+		if s, ok := p.str(v.val, field+".otherwise"); ok {
+			switch {
+			case s != OtherwiseRefuse && s != OtherwiseRequireApproval && s != OtherwiseDrift:
+				p.report(v.val, field+".otherwise", fmt.Sprintf("otherwise %q is not refuse, require_approval or drift", s), "")
+			case f["when"].val == nil:
+				p.report(v.key, field+".otherwise", "otherwise is set but there is no condition", "add a when: condition, or remove otherwise")
+			case a.When != nil:
+				a.When.Otherwise = s
+			}
+		}
+	}
+	if v, ok := f["record_args"]; ok {
+		if s, ok := p.str(v.val, field+".record_args"); ok {
+			if s != "full" && s != "hash" {
+				p.report(v.val, field+".record_args", fmt.Sprintf("record_args %q is not full or hash", s), "")
+			} else {
+				a.RecordArgs = s
+			}
+		}
 	}
 	return a
 }
