@@ -59,12 +59,22 @@ type Ask struct {
 	// ("user:<email>"), who may not decide its requests; "" for an
 	// operator's token.
 	RaisedBy string
+	// Args are the call's arguments (canonical JSON text of an object);
+	// "" when it had none, or when its action records their hash only.
+	// ArgsHash is their SHA-256 in hex, "" when it had none.
+	Args, ArgsHash string
 }
 
 func (a Ask) data() map[string]any {
 	d := map[string]any{"declared_risk": a.DeclaredRisk, "summary": a.Summary, "idempotency_key": a.IdempotencyKey}
 	if a.RaisedBy != "" {
 		d["raised_by"] = a.RaisedBy
+	}
+	if a.Args != "" {
+		d["args"] = a.Args
+	}
+	if a.ArgsHash != "" {
+		d["args_hash"] = a.ArgsHash
 	}
 	return d
 }
@@ -73,7 +83,8 @@ func (a Ask) data() map[string]any {
 // credential.refused entry.
 func AskOf(e *Entry) Ask {
 	return Ask{DeclaredRisk: Str(e.Data, "declared_risk"), Summary: Str(e.Data, "summary"),
-		IdempotencyKey: Str(e.Data, "idempotency_key"), RaisedBy: Str(e.Data, "raised_by")}
+		IdempotencyKey: Str(e.Data, "idempotency_key"), RaisedBy: Str(e.Data, "raised_by"), Args: Str(e.Data, "args"),
+		ArgsHash: Str(e.Data, "args_hash")}
 }
 
 // CallRequested records a call that waits for an approver.

@@ -107,12 +107,17 @@ type Call struct {
 	Summary        string
 	Refusal        string // the error code of a refused call
 	RaisedBy       string // the person whose token made the call, when a person's (arx run), else ""
-	CreatedAt      time.Time
-	ExpiresAt      time.Time
-	CompletedAt    *time.Time
-	Outcome        string
-	Error          string
-	DurationMS     int64
+	// Args are the call's arguments as recorded (canonical JSON text; ""
+	// when it had none or its action records their hash only), ArgsHash
+	// their SHA-256 (hex; "" when it had none).
+	Args        string
+	ArgsHash    string
+	CreatedAt   time.Time
+	ExpiresAt   time.Time
+	CompletedAt *time.Time
+	Outcome     string
+	Error       string
+	DurationMS  int64
 }
 
 // Entry is a record entry as stored: its canonical bytes, its leaf hash and

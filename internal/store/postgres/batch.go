@@ -416,7 +416,7 @@ func (t *batch) Commit(ctx context.Context, entries []store.Entry, changes *stat
 			id, agent, connector, action, declared, risk, status, key, summary, refusal []string
 			created, expires, duration                                                  []int64
 			completed                                                                   []*int64
-			outcome, errs, raised                                                       []string
+			outcome, errs, raised, args, argsHash                                       []string
 		}
 		for _, c := range changes.Calls {
 			c17.id, c17.agent, c17.connector, c17.action = append(c17.id, c.ID), append(c17.agent, c.AgentID), append(c17.connector, c.Connector), append(c17.action, c.Action)
@@ -424,14 +424,15 @@ func (t *batch) Commit(ctx context.Context, entries []store.Entry, changes *stat
 			c17.summary, c17.refusal = append(c17.summary, pgText(c.Summary)), append(c17.refusal, c.Refusal)
 			c17.created, c17.expires, c17.completed = append(c17.created, nanos(c.CreatedAt)), append(c17.expires, nanos(c.ExpiresAt)), append(c17.completed, nullTime(c.CompletedAt))
 			c17.outcome, c17.errs, c17.duration, c17.raised = append(c17.outcome, c.Outcome), append(c17.errs, pgText(c.Error)), append(c17.duration, c.DurationMS), append(c17.raised, c.RaisedBy)
+			c17.args, c17.argsHash = append(c17.args, pgText(c.Args)), append(c17.argsHash, c.ArgsHash)
 		}
 		b.Queue(`INSERT INTO calls (`+callCols+`)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-				$9::text[], $10::text[], $11::bigint[], $12::bigint[], $13::bigint[], $14::text[], $15::text[], $16::bigint[], $17::text[])
+				$9::text[], $10::text[], $11::bigint[], $12::bigint[], $13::bigint[], $14::text[], $15::text[], $16::bigint[], $17::text[], $18::text[], $19::text[])
 			ON CONFLICT (id) DO UPDATE SET status = excluded.status, refusal = excluded.refusal, expires_at = excluded.expires_at,
 				completed_at = excluded.completed_at, outcome = excluded.outcome, error = excluded.error, duration_ms = excluded.duration_ms`,
 			c17.id, c17.agent, c17.connector, c17.action, c17.declared, c17.risk, c17.status, c17.key, c17.summary, c17.refusal,
-			c17.created, c17.expires, c17.completed, c17.outcome, c17.errs, c17.duration, c17.raised)
+			c17.created, c17.expires, c17.completed, c17.outcome, c17.errs, c17.duration, c17.raised, c17.args, c17.argsHash)
 	}
 	if len(changes.Approvals) > 0 {
 		var a9 struct {

@@ -200,6 +200,9 @@ var migrations = []string{
 	);
 	CREATE INDEX passkeys_user ON passkeys (user_id, created_at);
 	ALTER TABLE approvals ADD COLUMN passkey TEXT NOT NULL DEFAULT '';`,
+	// A call's arguments.
+	`ALTER TABLE calls ADD COLUMN args TEXT NOT NULL DEFAULT '';
+	ALTER TABLE calls ADD COLUMN args_hash TEXT NOT NULL DEFAULT '';`,
 }
 
 // afterMigration runs Go code a migration needs, in its transaction.

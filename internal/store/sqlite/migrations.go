@@ -19,8 +19,21 @@ import (
 )
 
 // schemaVersion is the schema this code reads and writes: the SQL
-// migrations of schema.go, then v6, then v7.
-const schemaVersion = 7
+// migrations of schema.go, then v6, then the later ones (after).
+const schemaVersion = 8
+
+// callColsV6 are the columns of calls as v6 moved them.
+const callColsV6 = `id, agent_id, connector, action, declared_risk, risk, status, idempotency_key, summary, refusal,
+		created_at, expires_at, completed_at, outcome, error, duration_ms, raised_by`
+
+// v8 adds a call's arguments.
+const v8 = `
+ALTER TABLE calls ADD COLUMN args TEXT NOT NULL DEFAULT '';
+ALTER TABLE calls ADD COLUMN args_hash TEXT NOT NULL DEFAULT '';
+`
+
+// after are the migrations after v6, from v7 on.
+var after = []string{v7, v8}
 
 // v7 adds people's passkeys, and the passkey that signed a decision.
 const v7 = `
@@ -72,7 +85,7 @@ CREATE TABLE calls_v6 (
 	duration_ms INTEGER NOT NULL DEFAULT 0,
 	raised_by TEXT NOT NULL DEFAULT ''
 );
-INSERT INTO calls_v6 SELECT ` + callCols + ` FROM calls;
+INSERT INTO calls_v6 SELECT ` + callColsV6 + ` FROM calls;
 DROP TABLE calls;
 ALTER TABLE calls_v6 RENAME TO calls;
 CREATE INDEX calls_agent_created ON calls(agent_id, created_at);
@@ -122,14 +135,16 @@ func migrate(ctx context.Context, db *sql.DB, logDir string, log *slog.Logger) e
 		}
 		return nil
 	}
-	if v == 6 {
+	if v >= 6 {
 		tx, err := db.BeginTx(ctx, nil)
 		if err != nil {
 			return fmt.Errorf("sqlite: migrate: %w", err)
 		}
 		defer tx.Rollback()
-		if _, err := tx.ExecContext(ctx, v7); err != nil {
-			return fmt.Errorf("sqlite: migration 7: %w", err)
+		for i := v - 6; i < len(after); i++ {
+			if _, err := tx.ExecContext(ctx, after[i]); err != nil {
+				return fmt.Errorf("sqlite: migration %d: %w", i+7, err)
+			}
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, schemaVersion); err != nil {
 			return fmt.Errorf("sqlite: migrate: %w", err)
@@ -163,8 +178,10 @@ func migrate(ctx context.Context, db *sql.DB, logDir string, log *slog.Logger) e
 	if _, err := tx.ExecContext(ctx, v6); err != nil {
 		return fmt.Errorf("sqlite: migration 6: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, v7); err != nil {
-		return fmt.Errorf("sqlite: migration 7: %w", err)
+	for i, m := range after {
+		if _, err := tx.ExecContext(ctx, m); err != nil {
+			return fmt.Errorf("sqlite: migration %d: %w", i+7, err)
+		}
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, schemaVersion); err != nil {
 		return fmt.Errorf("sqlite: migrate: %w", err)

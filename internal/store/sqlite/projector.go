@@ -331,7 +331,8 @@ func (p *projector) write(d *delta) error {
 	calls := make([][]any, 0, len(d.calls))
 	for _, c := range d.calls {
 		calls = append(calls, []any{c.ID, c.AgentID, c.Connector, c.Action, c.DeclaredRisk, c.Risk, c.Status, c.IdempotencyKey,
-			c.Summary, c.Refusal, nanos(c.CreatedAt), nanos(c.ExpiresAt), nullTime(c.CompletedAt), c.Outcome, c.Error, c.DurationMS, c.RaisedBy})
+			c.Summary, c.Refusal, nanos(c.CreatedAt), nanos(c.ExpiresAt), nullTime(c.CompletedAt), c.Outcome, c.Error, c.DurationMS, c.RaisedBy,
+			c.Args, c.ArgsHash})
 	}
 	if err := p.write1(ctx, tx, 0, calls); err != nil {
 		return fmt.Errorf("sqlite: write calls: %w", err)
@@ -408,7 +409,7 @@ var flushStatements = []struct {
 	n    int
 	tail string
 }{
-	{`INSERT INTO calls (` + callCols + `) VALUES `, 17, ` ON CONFLICT(id) DO UPDATE SET status = excluded.status,
+	{`INSERT INTO calls (` + callCols + `) VALUES `, 19, ` ON CONFLICT(id) DO UPDATE SET status = excluded.status,
 		refusal = excluded.refusal, expires_at = excluded.expires_at, completed_at = excluded.completed_at,
 		outcome = excluded.outcome, error = excluded.error, duration_ms = excluded.duration_ms`},
 	{`INSERT INTO approvals (` + approvalCols + `) VALUES `, 10, ` ON CONFLICT(call_id) DO UPDATE SET status = excluded.status,

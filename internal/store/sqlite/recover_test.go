@@ -231,7 +231,7 @@ func v5(t *testing.T, path string, calls int) (root tlog.Hash, size int64) {
 		if i%10 == 9 {
 			status = store.CallApproved // open
 		}
-		exec(`INSERT INTO calls (`+callCols+`) VALUES (?, 'a', 'crm', 'read', 'low', 'low', ?, ?, '', '', ?, ?, NULL, '', '', 0, '')`,
+		exec(`INSERT INTO calls (`+callColsV6+`) VALUES (?, 'a', 'crm', 'read', 'low', 'low', ?, ?, '', '', ?, ?, NULL, '', '', 0, '')`,
 			id, status, "key-"+id, nanos(at), nanos(at.Add(time.Hour)))
 		add(record.CredentialIssued(ref, "agent:a", at, record.Ask{DeclaredRisk: "low", IdempotencyKey: "key-" + id}, at.Add(time.Hour), ""))
 		if status == store.CallCompleted {

@@ -13,7 +13,7 @@ import (
 const (
 	agentCols = `id, name, owner, status, manifest, manifest_hash, created_at, terminated_at`
 	callCols  = `id, agent_id, connector, action, declared_risk, risk, status, idempotency_key, summary, refusal,
-		created_at, expires_at, completed_at, outcome, error, duration_ms, raised_by`
+		created_at, expires_at, completed_at, outcome, error, duration_ms, raised_by, args, args_hash`
 	tokenCols    = `id, hash, kind, agent_id, user_id, issued_by, label, created_at, revoked_at`
 	userCols     = `id, email, role, password_hash, created_at, disabled_at`
 	passkeyCols  = `id, user_id, name, public_key, algorithm, attestation, aaguid, rp_id, sign_count, flags, created_at, last_used_at`
@@ -67,7 +67,7 @@ func scanCall(r scanner) (*store.Call, error) {
 	var created, expires int64
 	var completed sql.NullInt64
 	err := r.Scan(&c.ID, &c.AgentID, &c.Connector, &c.Action, &c.DeclaredRisk, &c.Risk, &c.Status, &c.IdempotencyKey,
-		&c.Summary, &c.Refusal, &created, &expires, &completed, &c.Outcome, &c.Error, &c.DurationMS, &c.RaisedBy)
+		&c.Summary, &c.Refusal, &created, &expires, &completed, &c.Outcome, &c.Error, &c.DurationMS, &c.RaisedBy, &c.Args, &c.ArgsHash)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, store.ErrNotFound
 	}

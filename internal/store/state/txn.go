@@ -472,7 +472,8 @@ func (t *Txn) applyAsk(e *record.Entry) error {
 		return &ApplyError{Index: e.Index, Type: e.Type, Err: fmt.Errorf("%w: call %s exists", ErrNotApplicable, e.Call)}
 	}
 	c := &store.Call{ID: e.Call, AgentID: e.Agent, Connector: e.Connector, Action: e.Action, DeclaredRisk: ask.DeclaredRisk,
-		Risk: e.Risk, IdempotencyKey: ask.IdempotencyKey, Summary: ask.Summary, RaisedBy: ask.RaisedBy, CreatedAt: e.Time}
+		Risk: e.Risk, IdempotencyKey: ask.IdempotencyKey, Summary: ask.Summary, RaisedBy: ask.RaisedBy, Args: ask.Args, ArgsHash: ask.ArgsHash,
+		CreatedAt: e.Time}
 	allowed := true
 	switch e.Type {
 	case record.TypeCredentialRefused:

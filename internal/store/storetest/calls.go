@@ -3,6 +3,7 @@ package storetest
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -393,10 +394,10 @@ func testCalls(t *testing.T, s store.Store) {
 	done := at(90 * time.Second)
 	r := record.CallRef{Agent: "a", Call: "call-full", Connector: "salesforce", Action: "account.update", Risk: "high"}
 	ak := record.Ask{DeclaredRisk: "low", Summary: "update account 42 \"quoted\" ünïcode", IdempotencyKey: "idem-1",
-		RaisedBy: "user:alice@example.com"}
+		RaisedBy: "user:alice@example.com", Args: `{"account":"42","industry":"ünïcode"}`, ArgsHash: strings.Repeat("ab", 32)}
 	full := store.Call{ID: "call-full", AgentID: "a", Connector: "salesforce", Action: "account.update", DeclaredRisk: "low",
 		Risk: "high", Status: store.CallFailed, IdempotencyKey: "idem-1", Summary: ak.Summary, RaisedBy: "user:alice@example.com",
-		CreatedAt: created, ExpiresAt: exp, CompletedAt: &done, Outcome: "error", Error: "upstream 503", DurationMS: 1234}
+		Args: ak.Args, ArgsHash: ak.ArgsHash, CreatedAt: created, ExpiresAt: exp, CompletedAt: &done, Outcome: "error", Error: "upstream 503", DurationMS: 1234}
 	rr := record.CallRef{Agent: "a", Call: "call-refused", Connector: "github", Action: "repo.delete", Risk: "high"}
 	refusedAt := at(time.Second)
 	refused := store.Call{ID: "call-refused", AgentID: "a", Connector: "github", Action: "repo.delete", DeclaredRisk: "high",
