@@ -40,6 +40,11 @@ type Action struct {
 	// (1-128 printable ASCII characters). Empty: Do and Request generate a
 	// UUIDv4 and use it for all their retries.
 	IdempotencyKey string
+	// Args are the call's arguments, sent as a JSON object: conditions in
+	// the job description (when:) are evaluated on them, approvers see
+	// them, and the record keeps them (or only their hash, where the job
+	// description says record_args: hash). Nil: none.
+	Args map[string]any
 }
 
 // Call is a governed call as the server describes it (see docs/api.md).
@@ -105,11 +110,12 @@ func errorText(s string) string {
 // The wire forms of docs/api.md.
 type (
 	requestBody struct {
-		Connector      string `json:"connector"`
-		Action         string `json:"action"`
-		Risk           Risk   `json:"risk"`
-		IdempotencyKey string `json:"idempotency_key"`
-		Summary        string `json:"summary,omitempty"`
+		Connector      string         `json:"connector"`
+		Action         string         `json:"action"`
+		Risk           Risk           `json:"risk"`
+		IdempotencyKey string         `json:"idempotency_key"`
+		Summary        string         `json:"summary,omitempty"`
+		Args           map[string]any `json:"args,omitempty"`
 	}
 	completeBody struct {
 		Outcome    string `json:"outcome"`
@@ -165,7 +171,7 @@ func (c *Client) Request(ctx context.Context, a Action) (*Call, error) {
 	if a.IdempotencyKey == "" {
 		a.IdempotencyKey = newUUID()
 	}
-	body := requestBody{Connector: a.Connector, Action: a.Action, Risk: a.Risk, IdempotencyKey: a.IdempotencyKey, Summary: a.Summary}
+	body := requestBody{Connector: a.Connector, Action: a.Action, Risk: a.Risk, IdempotencyKey: a.IdempotencyKey, Summary: a.Summary, Args: a.Args}
 	ans, err := c.send(ctx, c.retry, http.MethodPost, "/calls", body, c.attemptTimeout)
 	if err != nil {
 		if _, isAPI := errors.AsType[*Error](err); !isAPI && ctx.Err() == nil {

@@ -42,6 +42,7 @@ const (
 	ManifestInvalid      Code = "manifest.invalid"
 	ConnectorNotDeclared Code = "manifest.connector_not_declared"
 	ActionNotDeclared    Code = "manifest.action_not_declared"
+	ConditionNotMet      Code = "manifest.condition_not_met" // the call's arguments break its action's when: condition
 	InvalidRisk          Code = "manifest.invalid_risk"
 	DriftRefused         Code = "drift.refused" // outside the declared role, and on_drift is refuse
 
@@ -126,6 +127,7 @@ var infos = map[Code]Info{
 	ManifestInvalid:      {Status: http.StatusUnprocessableEntity, Hint: "run `arx manifest lint FILE`"},
 	ConnectorNotDeclared: {Status: http.StatusForbidden, Hint: "declare the connector under scope.connectors in manifests/job_description.yaml and rehire the agent"},
 	ActionNotDeclared:    {Status: http.StatusForbidden, Hint: "declare the action under its connector in manifests/job_description.yaml"},
+	ConditionNotMet:      {Status: http.StatusForbidden, Hint: "the job description allows this action only with arguments that meet its condition (when:)"},
 	InvalidRisk:          {Status: http.StatusBadRequest, Hint: "risk is one of low, medium, high"},
 	DriftRefused:         {Status: http.StatusForbidden, Hint: "the manifest's on_drift is refuse: stay within the budget and active hours, or change the job description"},
 

@@ -32,10 +32,13 @@ const (
 type Decision struct {
 	Call, Agent, Connector, Action, Risk string
 	Summary                              string
-	By                                   string // the approver's email
-	Verdict                              string // DecisionApprove or DecisionDeny
-	Reason                               string
-	At                                   time.Time // when the person decided (UTC, TimeFormat)
+	// Args and ArgsHash are the call's arguments as shown (its
+	// call.requested entry's args and args_hash); "" when none.
+	Args, ArgsHash string
+	By             string // the approver's email
+	Verdict        string // DecisionApprove or DecisionDeny
+	Reason         string
+	At             time.Time // when the person decided (UTC, TimeFormat)
 }
 
 // Bytes is the canonical JSON the digest is taken over; an auditor's own
@@ -44,6 +47,14 @@ func (d Decision) Bytes() []byte {
 	m := map[string]any{"v": DecisionVersion, "call": d.Call, "agent": d.Agent, "connector": d.Connector, "action": d.Action,
 		"risk": d.Risk, "summary": d.Summary, "by": d.By, "decision": d.Verdict, "reason": d.Reason,
 		"decided_at": FormatTime(d.At)}
+	// Only when there are any: a decision without arguments signs the
+	// same bytes as before arguments existed.
+	if d.Args != "" {
+		m["args"] = d.Args
+	}
+	if d.ArgsHash != "" {
+		m["args_hash"] = d.ArgsHash
+	}
 	for k, v := range m {
 		m[k] = strings.ToValidUTF8(v.(string), "\uFFFD") // entries hold valid UTF-8; anything else cannot match
 	}

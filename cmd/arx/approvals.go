@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"strings"
@@ -19,11 +20,13 @@ type approvalJSON struct {
 		Name string `json:"name"`
 	} `json:"agent"`
 	Call struct {
-		Connector    string `json:"connector"`
-		Action       string `json:"action"`
-		DeclaredRisk string `json:"declared_risk"`
-		Risk         string `json:"risk"`
-		Summary      string `json:"summary"`
+		Connector    string          `json:"connector"`
+		Action       string          `json:"action"`
+		DeclaredRisk string          `json:"declared_risk"`
+		Risk         string          `json:"risk"`
+		Summary      string          `json:"summary"`
+		Args         json.RawMessage `json:"args"`
+		ArgsHash     string          `json:"args_hash"`
 	} `json:"call"`
 	Approvers   []string   `json:"approvers"`
 	RequestedAt time.Time  `json:"requested_at"`
@@ -106,6 +109,12 @@ func printApproval(cmd *cobra.Command, a *approvalJSON) {
 	w := cmd.OutOrStdout()
 	inert.Fprintf(w, "call       %s\nagent      %s (%s)\naction     %s %s\nrisk       %s (declared %s)\nsummary    %s\napprovers  %v\nstatus     %s\n",
 		a.CallID, a.Agent.Name, a.Agent.ID, a.Call.Connector, a.Call.Action, a.Call.Risk, a.Call.DeclaredRisk, a.Call.Summary, a.Approvers, a.Status)
+	switch {
+	case len(a.Call.Args) > 0:
+		inert.Fprintf(w, "arguments  %s\n", a.Call.Args)
+	case a.Call.ArgsHash != "":
+		inert.Fprintf(w, "arguments  kept as their SHA-256 only: %s\n", a.Call.ArgsHash)
+	}
 	if a.Status == "pending" {
 		inert.Fprintf(w, "expires    %s (in %s)\n", a.ExpiresAt.Local().Format(time.DateTime), time.Until(a.ExpiresAt).Round(time.Second))
 	} else if a.DecidedAt != nil {

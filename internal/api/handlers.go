@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -81,6 +82,8 @@ type callView struct {
 	Refusal        string          `json:"refusal,omitempty"`
 	IdempotencyKey string          `json:"idempotency_key"`
 	Summary        string          `json:"summary"`
+	Args           json.RawMessage `json:"args,omitempty"`      // as recorded; absent when none, or only their hash is kept
+	ArgsHash       string          `json:"args_hash,omitempty"` // SHA-256 of the arguments' canonical text
 	CreatedAt      time.Time       `json:"created_at"`
 	ExpiresAt      time.Time       `json:"expires_at"`
 	CompletedAt    *time.Time      `json:"completed_at"`
@@ -94,7 +97,10 @@ func viewCall(c *store.Call, cred string, now time.Time) callView {
 	v := callView{ID: c.ID, AgentID: c.AgentID, Connector: c.Connector, Action: c.Action, DeclaredRisk: c.DeclaredRisk,
 		Risk: c.Risk, Status: runtime.EffectiveStatus(c, now), Refusal: c.Refusal, IdempotencyKey: c.IdempotencyKey,
 		Summary: c.Summary, CreatedAt: c.CreatedAt, ExpiresAt: c.ExpiresAt, CompletedAt: c.CompletedAt,
-		Outcome: c.Outcome, Error: c.Error, DurationMS: c.DurationMS}
+		Outcome: c.Outcome, Error: c.Error, DurationMS: c.DurationMS, ArgsHash: c.ArgsHash}
+	if c.Args != "" {
+		v.Args = json.RawMessage(c.Args)
+	}
 	if cred != "" {
 		v.Credential = &credentialView{Token: cred, Type: "Bearer", ExpiresAt: c.ExpiresAt}
 	}
@@ -123,17 +129,18 @@ func viewAgent(a *store.Agent, withManifest bool) agentView {
 
 func (s *server) createCall(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		Connector      string `json:"connector"`
-		Action         string `json:"action"`
-		Risk           string `json:"risk"`
-		IdempotencyKey string `json:"idempotency_key"`
-		Summary        string `json:"summary"`
+		Connector      string          `json:"connector"`
+		Action         string          `json:"action"`
+		Risk           string          `json:"risk"`
+		IdempotencyKey string          `json:"idempotency_key"`
+		Summary        string          `json:"summary"`
+		Args           json.RawMessage `json:"args"`
 	}
 	if err := decode(r, MaxBodyBytes, &req); err != nil {
 		return err
 	}
 	res, err := s.rt.RequestCall(r.Context(), principal(r), runtime.CallRequest{Connector: req.Connector, Action: req.Action,
-		Risk: req.Risk, IdempotencyKey: req.IdempotencyKey, Summary: req.Summary})
+		Risk: req.Risk, IdempotencyKey: req.IdempotencyKey, Summary: req.Summary, Args: req.Args})
 	if err != nil {
 		return err
 	}

@@ -187,6 +187,7 @@ func templateFuncs(static *staticFiles) template.FuncMap {
 		// controls are escaped visibly); html/template escapes the markup.
 		"clip":     func(n int, s string) string { return truncateRunes(inert.Text(s), n, "…") },
 		"keyid":    keyID,
+		"argsText": argsText,
 		"inert":    inert.Block,
 		"person":   person,
 		"actor":    actorLabel,
@@ -284,6 +285,16 @@ func shortID(id string) string {
 		return id
 	}
 	return id[len(id)-8:]
+}
+
+// argsText is a call's arguments (canonical JSON) indented for reading,
+// and made inert: the agent wrote them.
+func argsText(s string) string {
+	var b bytes.Buffer
+	if err := json.Indent(&b, []byte(s), "", "  "); err != nil {
+		return inert.Block(s)
+	}
+	return inert.Block(b.String())
 }
 
 // keyID is a passkey's credential id (base64url) as people see it: its

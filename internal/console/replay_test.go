@@ -74,3 +74,32 @@ func TestBrowserReplay(t *testing.T) {
 	}
 	boss.screenshot("replay")
 }
+
+// TestApprovalShowsArguments: the approver sees the call's arguments,
+// indented, and inert (text an agent wrote).
+func TestApprovalShowsArguments(t *testing.T) {
+	s := arxtest.Start(t)
+	_, token := s.Hire(testManifest)
+	addManager(t, s, "boss@example.com")
+	r := s.Do("POST", "/v1/calls", token, map[string]any{"connector": "crm", "action": "account.delete", "risk": "high", "idempotency_key": "d1",
+		"args": map[string]any{"account": "0042", "note": "\u202eevil\x1b[31m", "amount": 12.5}})
+	if r.Status != http.StatusAccepted {
+		t.Fatalf("call: %d %s", r.Status, r.Body)
+	}
+	var c struct {
+		ID string `json:"id"`
+	}
+	r.JSON(t, &c)
+	b := newBrowser(t, s)
+	b.mustLogin("boss@example.com")
+	p := b.get("/console/approvals/" + c.ID)
+	i := strings.Index(p.Body, `<pre class="args" id="call-args">`)
+	if p.Status != http.StatusOK || i < 0 {
+		t.Fatalf("approval page: %d\n%s", p.Status, p.Body)
+	}
+	args := p.Body[i : i+strings.Index(p.Body[i:], "</pre>")]
+	if !strings.Contains(args, `&#34;account&#34;: &#34;0042&#34;`) || !strings.Contains(args, `\u202e`) || !strings.Contains(args, `\u001b`) ||
+		strings.Contains(args, "\u202e") || strings.Contains(args, "\x1b") {
+		t.Errorf("arguments shown: %q", args)
+	}
+}

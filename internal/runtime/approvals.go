@@ -206,7 +206,8 @@ func (r *Runtime) decide(ctx context.Context, p *Principal, callID string, grant
 			return err
 		}
 		if grant {
-			ask := record.Ask{DeclaredRisk: c.DeclaredRisk, Summary: c.Summary, IdempotencyKey: c.IdempotencyKey, RaisedBy: c.RaisedBy}
+			ask := record.Ask{DeclaredRisk: c.DeclaredRisk, Summary: c.Summary, IdempotencyKey: c.IdempotencyKey, RaisedBy: c.RaisedBy,
+				Args: c.Args, ArgsHash: c.ArgsHash}
 			if err := tx.Append(record.CredentialIssued(ref, actor, now, ask, now.Add(m.CallTTL(c.Connector, c.Action)), p.User.Email)); err != nil {
 				return err
 			}

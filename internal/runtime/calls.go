@@ -1,12 +1,17 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/arxsec/arx/arxerr"
 	"github.com/arxsec/arx/credential"
@@ -23,6 +28,10 @@ type CallRequest struct {
 	Risk           string // declared by the code; "" means low
 	IdempotencyKey string
 	Summary        string
+	// Args are the call's arguments as the agent sent them: a JSON object
+	// (nil: none). Conditions of the job description are evaluated on
+	// them; the record keeps them, or their hash.
+	Args json.RawMessage
 }
 
 // CallResult is a call and, while it may proceed, its credential.
@@ -89,13 +98,24 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 		invalid.Hint = fmt.Sprintf("send a summary of valid UTF-8, at most %d bytes, without NUL characters", MaxSummary)
 		req.Summary = ShownText(req.Summary, MaxSummary)
 	}
+	args, err := parseArgs(req.Args)
+	if err != nil {
+		return nil, err
+	}
 	m, err := r.Manifest(p.Agent)
 	if err != nil {
 		return nil, r.internal("manifest", err)
 	}
 	now := start
 	c := &store.Call{ID: newCallID(), AgentID: p.Agent.ID, Connector: req.Connector, Action: req.Action,
-		DeclaredRisk: declared.String(), IdempotencyKey: req.IdempotencyKey, Summary: req.Summary, CreatedAt: now}
+		DeclaredRisk: declared.String(), IdempotencyKey: req.IdempotencyKey, Summary: req.Summary, CreatedAt: now,
+		Args: args.text, ArgsHash: args.hash}
+	if a, ok := m.Action(req.Connector, req.Action); ok && a.RecordArgs == "hash" {
+		c.Args = "" // the record keeps their hash only
+	}
+	// Conditions depend on the arguments and the job description alone:
+	// evaluated here, in parallel, not in the serial step.
+	unmet, unmetWhy := conditionRule(m, req.Connector, req.Action, args.value)
 	if strings.HasPrefix(p.IssuedBy, "user:") {
 		c.RaisedBy = p.IssuedBy // a person started this agent process: they cannot approve its requests
 	}
@@ -121,7 +141,8 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 		}
 		// Decide, compose, append: the store folds the entries into the
 		// call's state.
-		d = decideCall(callInput{M: m, Req: req, Declared: declared, Invalid: invalid, Now: now, Counts: tx.CallCounts(c.AgentID)})
+		d = decideCall(callInput{M: m, Req: req, Declared: declared, Invalid: invalid, Now: now, Counts: tx.CallCounts(c.AgentID),
+			Unmet: unmet, UnmetWhy: unmetWhy})
 		c.Risk = d.Risk.String()
 		for _, e := range callEntries(c, d, m, actor) {
 			if err := tx.Append(e); err != nil {
@@ -410,4 +431,92 @@ func newCallID() string {
 		return uuid.NewString()
 	}
 	return id.String()
+}
+
+// MaxArgsBytes bounds a call's arguments, as JSON.
+const MaxArgsBytes = 8 << 10
+
+// callArgs are a call's arguments, read: the value conditions see, their
+// canonical text and its SHA-256.
+type callArgs struct {
+	value      map[string]any
+	text, hash string
+}
+
+// parseArgs reads a call's arguments: a JSON object of at most
+// MaxArgsBytes, nested at most 8 deep. Numbers are int64 when whole, else
+// float64; the text is re-encoded with sorted keys (encoding/json), so the
+// same arguments always give the same text and hash.
+func parseArgs(raw json.RawMessage) (callArgs, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return callArgs{}, nil
+	}
+	bad := func(why string) error {
+		e := arxerr.New(arxerr.BadRequest, "args %s", why)
+		e.Hint = fmt.Sprintf("send the call's arguments as one JSON object of at most %d bytes", MaxArgsBytes)
+		return e
+	}
+	if len(raw) > MaxArgsBytes {
+		return callArgs{}, bad(fmt.Sprintf("are larger than %d bytes", MaxArgsBytes))
+	}
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil || d.More() {
+		return callArgs{}, bad("are not valid JSON")
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return callArgs{}, bad("are not a JSON object")
+	}
+	conv, err := argValue(obj, 0)
+	if err != nil {
+		return callArgs{}, bad(err.Error())
+	}
+	text, err := json.Marshal(conv)
+	if err != nil {
+		return callArgs{}, bad("cannot be encoded")
+	}
+	if !utf8.Valid(text) {
+		return callArgs{}, bad("are not valid UTF-8")
+	}
+	sum := sha256.Sum256(text)
+	return callArgs{value: conv.(map[string]any), text: string(text), hash: hex.EncodeToString(sum[:])}, nil
+}
+
+func argValue(v any, depth int) (any, error) {
+	if depth > 8 {
+		return nil, errors.New("are nested more than 8 deep")
+	}
+	switch x := v.(type) {
+	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			return i, nil
+		}
+		f, err := x.Float64()
+		if err != nil {
+			return nil, fmt.Errorf("hold a number out of range (%s)", truncate(string(x), 32))
+		}
+		return f, nil
+	case map[string]any:
+		for k, e := range x {
+			c, err := argValue(e, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			x[k] = c
+		}
+		return x, nil
+	case []any:
+		for i, e := range x {
+			c, err := argValue(e, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			x[i] = c
+		}
+		return x, nil
+	}
+	return v, nil
 }

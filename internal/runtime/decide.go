@@ -43,6 +43,12 @@ type callInput struct {
 	Invalid  *arxerr.Error // what is wrong with the request's content, to refuse it recorded
 	Now      time.Time
 	Counts   store.Counts // the agent's, before this call
+	// Unmet is the condition of the call's action its arguments do not
+	// meet (nil: none, or met), and UnmetWhy why its evaluation failed
+	// (" (…)"; "" when it ran): conditionRule, evaluated before the
+	// serial step.
+	Unmet    *manifest.Condition
+	UnmetWhy string
 }
 
 // callDecision is the decision.
@@ -69,8 +75,25 @@ func decideCall(in callInput) callDecision {
 		out.Status, out.ExpiresAt = store.CallRefused, now
 		return out
 	}
+	cond, condDrift := in.Unmet, in.UnmetWhy
+	switch {
+	case cond != nil && cond.Otherwise == manifest.OtherwiseRefuse:
+		out.Refusal = arxerr.New(arxerr.ConditionNotMet, "the arguments of %s %s do not meet its condition %s%s", in.Req.Connector, in.Req.Action,
+			cond.Expr, condDrift)
+		out.Status, out.ExpiresAt = store.CallRefused, now
+		return out
+	case cond != nil && cond.Otherwise == manifest.OtherwiseRequireApproval:
+		out.NeedsApproval = true
+	}
 	out.Drift = append(append(append(append([]manifest.Drift(nil), d.Drift...), hoursDrift(m, now)...),
 		rateDrift(m, in.Counts, now)...), budgetDrift(m, in.Counts, now)...)
+	if cond != nil && cond.Otherwise == manifest.OtherwiseDrift {
+		facts := map[string]any{"condition": cond.Expr}
+		if condDrift != "" {
+			facts["error"] = strings.TrimPrefix(condDrift, " (")
+		}
+		out.Drift = append(out.Drift, manifest.Drift{Rule: manifest.DriftConditionNotMet, Policy: m.OnDrift, Facts: facts})
+	}
 	if len(out.Drift) > 0 {
 		switch m.OnDrift {
 		case manifest.DriftRefuse:
@@ -91,6 +114,24 @@ func decideCall(in callInput) callDecision {
 		out.Status, out.ExpiresAt = store.CallApproved, now.Add(m.CallTTL(in.Req.Connector, in.Req.Action))
 	}
 	return out
+}
+
+// conditionRule evaluates the condition of the call's action on its
+// arguments: nil when there is none or it holds; else the condition, and
+// why it failed when its evaluation did (" (…)"; it then fails closed).
+func conditionRule(m *manifest.Manifest, connector, action string, args map[string]any) (*manifest.Condition, string) {
+	c := m.Condition(connector, action)
+	if c == nil {
+		return nil, ""
+	}
+	ok, err := c.Holds(args)
+	switch {
+	case err != nil:
+		return c, " (" + truncate(err.Error(), 200) + ")"
+	case !ok:
+		return c, ""
+	}
+	return nil, ""
 }
 
 // hoursDrift: a call outside budget.active_hours.
@@ -152,7 +193,8 @@ func rateDrift(m *manifest.Manifest, c store.Counts, now time.Time) []manifest.D
 // waits for.
 func callEntries(c *store.Call, d callDecision, m *manifest.Manifest, actor string) []*record.Entry {
 	ref := record.CallRef{Agent: c.AgentID, Call: c.ID, Connector: c.Connector, Action: c.Action, Risk: c.Risk}
-	ask := record.Ask{DeclaredRisk: c.DeclaredRisk, Summary: c.Summary, IdempotencyKey: c.IdempotencyKey, RaisedBy: c.RaisedBy}
+	ask := record.Ask{DeclaredRisk: c.DeclaredRisk, Summary: c.Summary, IdempotencyKey: c.IdempotencyKey, RaisedBy: c.RaisedBy,
+		Args: c.Args, ArgsHash: c.ArgsHash}
 	now := c.CreatedAt
 	var out []*record.Entry
 	for _, dr := range d.Drift {

@@ -87,7 +87,8 @@ func TestDecideCall(t *testing.T) {
 		wantDrift        []string
 		wantRisk         string
 		wantExpiresAfter time.Duration
-		invalid          bool // the request's content is unfit (validate's verdict)
+		invalid          bool
+		unmet            string // the otherwise of an unmet condition // the request's content is unfit (validate's verdict)
 	}{
 		{name: "unfit content is refused whatever the manifest allows", onDrift: "record", connector: "crm", action: "account.read", now: working,
 			invalid: true, wantStatus: store.CallRefused, wantRefusal: arxerr.BadRequest, wantRisk: "low"},
@@ -124,6 +125,15 @@ func TestDecideCall(t *testing.T) {
 		{name: "rate spike on the call that crosses it", onDrift: "record", connector: "crm", action: "account.read", now: working,
 			counts: counts(working, 0, 0, SpikeMinCalls), wantStatus: store.CallApproved, wantDrift: []string{DriftRateSpike},
 			wantRisk: "low", wantExpiresAfter: 2 * time.Minute},
+		{name: "unmet condition refused", onDrift: "record", connector: "crm", action: "account.read", now: working, unmet: manifest.OtherwiseRefuse,
+			wantStatus: store.CallRefused, wantRefusal: arxerr.ConditionNotMet, wantRisk: "low"},
+		{name: "unmet condition held for approval", onDrift: "record", connector: "crm", action: "account.read", now: working,
+			unmet: manifest.OtherwiseRequireApproval, wantStatus: store.CallPending, wantRisk: "low", wantExpiresAfter: 15 * time.Minute},
+		{name: "unmet condition is drift", onDrift: "record", connector: "crm", action: "account.read", now: working, unmet: manifest.OtherwiseDrift,
+			wantStatus: store.CallApproved, wantDrift: []string{manifest.DriftConditionNotMet}, wantRisk: "low", wantExpiresAfter: 2 * time.Minute},
+		{name: "unmet condition as drift, refused by on_drift", onDrift: "refuse", connector: "crm", action: "account.read", now: working,
+			unmet: manifest.OtherwiseDrift, wantStatus: store.CallRefused, wantRefusal: arxerr.DriftRefused,
+			wantDrift: []string{manifest.DriftConditionNotMet}, wantRisk: "low"},
 		{name: "rate spike reported once a minute", onDrift: "record", connector: "crm", action: "account.read", now: working,
 			counts: counts(working, 0, 0, SpikeMinCalls+1), wantStatus: store.CallApproved, wantRisk: "low", wantExpiresAfter: 2 * time.Minute},
 	} {
@@ -136,8 +146,12 @@ func TestDecideCall(t *testing.T) {
 			if tc.invalid {
 				invalid = arxerr.New(arxerr.BadRequest, "summary holds a NUL character")
 			}
+			var unmet *manifest.Condition
+			if tc.unmet != "" {
+				unmet = &manifest.Condition{Expr: "args.amount <= 500", Otherwise: tc.unmet}
+			}
 			d := decideCall(callInput{M: m, Req: CallRequest{Connector: tc.connector, Action: tc.action, IdempotencyKey: "k"},
-				Declared: tc.declared, Invalid: invalid, Now: tc.now, Counts: tc.counts})
+				Declared: tc.declared, Invalid: invalid, Now: tc.now, Counts: tc.counts, Unmet: unmet})
 			if d.Status != tc.wantStatus {
 				t.Errorf("status = %s, want %s", d.Status, tc.wantStatus)
 			}
@@ -266,5 +280,38 @@ func TestRelyingParty(t *testing.T) {
 		if err != nil || rpID != tc.rpID || origin != tc.origin {
 			t.Errorf("relyingParty(%q) = %q, %q, %v; want %q, %q", tc.url, rpID, origin, err, tc.rpID, tc.origin)
 		}
+	}
+}
+
+func TestParseArgs(t *testing.T) {
+	for _, tc := range []struct {
+		in, text, err string
+	}{
+		{``, ``, ``},
+		{`null`, ``, ``},
+		{`{"b": 2, "a": "x", "n": 1.5, "big": 9007199254740993}`, `{"a":"x","b":2,"big":9007199254740993,"n":1.5}`, ``},
+		{` {"nested": {"list": [1, 2.5, "three", null, true]}} `, `{"nested":{"list":[1,2.5,"three",null,true]}}`, ``},
+		{`[1, 2]`, ``, `not a JSON object`},
+		{`"text"`, ``, `not a JSON object`},
+		{`{"a": 1} {"b": 2}`, ``, `not valid JSON`},
+		{`{"a": `, ``, `not valid JSON`},
+		{`{"a": 1e999}`, ``, `out of range`},
+		{`{"a":` + strings.Repeat(`[`, 10) + strings.Repeat(`]`, 10) + `}`, ``, `nested more than 8 deep`},
+		{`{"a": "` + strings.Repeat("x", MaxArgsBytes) + `"}`, ``, `larger than`},
+	} {
+		got, err := parseArgs([]byte(tc.in))
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("parseArgs(%.40q) = %v, want an error with %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got.text != tc.text || (tc.text == "") != (got.hash == "") {
+			t.Errorf("parseArgs(%.40q) = %q %q, %v; want %q", tc.in, got.text, got.hash, err, tc.text)
+		}
+	}
+	a, _ := parseArgs([]byte(`{"n": 9007199254740993, "f": 0.5}`))
+	if a.value["n"] != int64(9007199254740993) || a.value["f"] != 0.5 {
+		t.Errorf("values: %#v", a.value)
 	}
 }

@@ -350,7 +350,7 @@ func (r *Runtime) decisionToSign(ctx context.Context, p *Principal, callID strin
 	}
 	ref := callRef(c)
 	return record.Decision{Call: c.ID, Agent: c.AgentID, Connector: ref.Connector, Action: ref.Action, Risk: ref.Risk,
-		Summary: c.Summary, By: p.User.Email, Verdict: verdict, Reason: reason, At: at}, nil
+		Summary: c.Summary, Args: c.Args, ArgsHash: c.ArgsHash, By: p.User.Email, Verdict: verdict, Reason: reason, At: at}, nil
 }
 
 // verifyDecision checks a signed decision before it is recorded: the

@@ -143,7 +143,17 @@ func (r *Replayer) call(e *record.Entry, was, code string) {
 	if err != nil {
 		declared = manifest.RiskLow
 	}
-	d := decideCall(callInput{M: r.M, Req: CallRequest{Connector: e.Connector, Action: e.Action}, Declared: declared, Now: e.Time, Counts: counts})
+	// A condition is evaluated on the arguments the record kept; where it
+	// kept only their hash, it cannot be, and counts as met.
+	var unmet *manifest.Condition
+	var why string
+	if ask := record.AskOf(e); ask.Args != "" || ask.ArgsHash == "" {
+		if args, err := parseArgs([]byte(ask.Args)); err == nil {
+			unmet, why = conditionRule(r.M, e.Connector, e.Action, args.value)
+		}
+	}
+	d := decideCall(callInput{M: r.M, Req: CallRequest{Connector: e.Connector, Action: e.Action}, Declared: declared, Now: e.Time, Counts: counts,
+		Unmet: unmet, UnmetWhy: why})
 	rules := make([]string, len(d.Drift))
 	for i, dr := range d.Drift {
 		rules[i] = dr.Rule

@@ -31,7 +31,7 @@ type key struct {
 }
 
 type shown struct {
-	connector, action, risk, summary string
+	connector, action, risk, summary, args, argsHash string
 }
 
 type use struct {
@@ -91,7 +91,7 @@ func (c *Checker) Add(index int64, e *record.Entry) {
 		a.Name = record.Str(e.Data, "name")
 		a.RequirePasskey, _ = e.Data["require_passkey"].(bool)
 	case record.TypeCallRequested:
-		c.shown[e.Call] = shown{e.Connector, e.Action, e.Risk, record.Str(e.Data, "summary")}
+		c.shown[e.Call] = shown{e.Connector, e.Action, e.Risk, record.Str(e.Data, "summary"), record.Str(e.Data, "args"), record.Str(e.Data, "args_hash")}
 	case record.TypeApprovalExpired, record.TypeApprovalWithdrawn, record.TypeApprovalCancelled:
 		delete(c.shown, e.Call)
 	case record.TypePasskeyRegistered:
@@ -163,7 +163,7 @@ func (c *Checker) decision(index int64, e *record.Entry) {
 		verdict = record.DecisionDeny
 	}
 	d := record.Decision{Call: e.Call, Agent: e.Agent, Connector: sh.connector, Action: sh.action, Risk: sh.risk, Summary: sh.summary,
-		By: by, Verdict: verdict, Reason: record.Str(e.Data, "reason"), At: s.DecidedAt}
+		Args: sh.args, ArgsHash: sh.argsHash, By: by, Verdict: verdict, Reason: record.Str(e.Data, "reason"), At: s.DecidedAt}
 	if err := Verify(k.Passkey, d, s); err != nil {
 		c.report(index, e.Agent, KindSignatureInvalid, "the decision by %s: %v", by, strings.TrimPrefix(err.Error(), ErrSignature.Error()+": "))
 	}

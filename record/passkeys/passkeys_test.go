@@ -181,6 +181,23 @@ func TestChecker(t *testing.T) {
 			ask(l, "c1", "delete 0017")
 			return signed(l, "c1", "delete 0018", bossKey, boss, record.DecisionApprove, "")
 		}, passkeys.KindSignatureInvalid},
+		{"signed over other arguments than shown", func(l *log) int64 {
+			hire(l, true)
+			register(l, boss, bossKey)
+			l.add(record.CallRequested(ref("c1"), "agent:a1", at, record.Ask{DeclaredRisk: "high", Summary: "refund", Args: `{"amount":9000}`}))
+			d := record.Decision{Call: "c1", Agent: "a1", Connector: "crm", Action: "account.delete", Risk: "high", Summary: "refund",
+				Args: `{"amount":90}`, By: boss, Verdict: record.DecisionApprove, At: at}
+			return l.add(record.ApprovalSigned(ref("c1"), "user:"+boss, at, record.DecisionApprove, boss, "", bossKey.Sign(d)))
+		}, passkeys.KindSignatureInvalid},
+		{"signed over the arguments shown", func(l *log) int64 {
+			hire(l, true)
+			register(l, boss, bossKey)
+			l.add(record.CallRequested(ref("c1"), "agent:a1", at, record.Ask{DeclaredRisk: "high", Summary: "refund", Args: `{"amount":9000}`}))
+			d := record.Decision{Call: "c1", Agent: "a1", Connector: "crm", Action: "account.delete", Risk: "high", Summary: "refund",
+				Args: `{"amount":9000}`, By: boss, Verdict: record.DecisionApprove, At: at}
+			l.add(record.ApprovalSigned(ref("c1"), "user:"+boss, at, record.DecisionApprove, boss, "", bossKey.Sign(d)))
+			return -1
+		}, ""},
 		{"a deny signed, recorded as a grant", func(l *log) int64 {
 			hire(l, true)
 			register(l, boss, bossKey)
