@@ -1,7 +1,10 @@
 package agentvault
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -106,4 +109,39 @@ var dsnPassword = regexp.MustCompile(`(postgres(?:ql)?://[^:/@\s]*:)[^@\s]+@`)
 // scrubDSN removes passwords of postgres URLs (a call's DSN) from s.
 func scrubDSN(s string) string {
 	return dsnPassword.ReplaceAllString(s, "${1}"+redacted+"@")
+}
+
+// RequestArgs declares one gateway request as a call's arguments:
+// {"request": {"method", "path", "query", "body"}} (query and body only
+// when present; the body must be JSON). Put it in Action.Args: the gateway
+// then lets exactly that request through under the call's credential, and
+// an approver who approves the call approves that request, not any other
+// the action would allow. A high-risk call an approver decides must
+// declare its request this way to use the gateway. RequestArgs reads the
+// body and puts it back, so req can be sent afterwards.
+func RequestArgs(req *http.Request) (map[string]any, error) {
+	m := map[string]any{"method": req.Method, "path": req.URL.Path}
+	if m["path"] == "" {
+		m["path"] = "/"
+	}
+	if req.URL.RawQuery != "" {
+		m["query"] = req.URL.RawQuery
+	}
+	if req.Body != nil && req.Body != http.NoBody {
+		b, err := io.ReadAll(req.Body)
+		req.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		req.Body = io.NopCloser(bytes.NewReader(b))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+		if len(b) > 0 {
+			var v any
+			if err := json.Unmarshal(b, &v); err != nil {
+				return nil, errors.New("agentvault: a declared request's body must be JSON")
+			}
+			m["body"] = v
+		}
+	}
+	return map[string]any{"request": m}, nil
 }

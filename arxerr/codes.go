@@ -87,6 +87,7 @@ const (
 	GatewayPath          Code = "gateway.path_not_allowed"     // the call's action does not allow this path
 	GatewayPathInvalid   Code = "gateway.path_invalid"         // dot segments, encoded slashes, empty segments
 	GatewayAmbiguous     Code = "gateway.request_ambiguous"    // a method override or URL rewrite, in a header or a parameter
+	GatewayNotApproved   Code = "gateway.not_approved"         // not the request the call's arguments declared (and an approver approved)
 	GatewayCut           Code = "gateway.cut"                  // the call ended (completed, expired, revoked, agent terminated) while its request was in flight
 	UpstreamUnreachable  Code = "gateway.upstream_unreachable" // the upstream did not answer (recorded)
 	UpstreamTimeout      Code = "gateway.upstream_timeout"     // the upstream did not answer in time (recorded)
@@ -168,9 +169,11 @@ var infos = map[Code]Info{
 	GatewayPathInvalid:   {Status: http.StatusBadRequest, Hint: "send a plain path: no . or .. segments, encoded slashes or empty segments"},
 	GatewayCut:           {Status: http.StatusForbidden, Hint: "a call's requests end with the call: request a new call"},
 	GatewayAmbiguous:     {Status: http.StatusBadRequest, Hint: "send the method and path you mean, without method-override or URL-rewrite headers or parameters"},
-	UpstreamUnreachable:  {Status: http.StatusBadGateway, Hint: "the system of record did not answer; the attempt is in the record"},
-	UpstreamTimeout:      {Status: http.StatusGatewayTimeout, Hint: "the system of record did not answer in time; the attempt is in the record"},
-	UpstreamTooLarge:     {Status: http.StatusBadGateway, Hint: "ask for less at a time"},
+	GatewayNotApproved: {Status: http.StatusForbidden,
+		Hint: "send exactly the request the call declared in args.request (agentvault.RequestArgs builds it); another request needs a call of its own"},
+	UpstreamUnreachable: {Status: http.StatusBadGateway, Hint: "the system of record did not answer; the attempt is in the record"},
+	UpstreamTimeout:     {Status: http.StatusGatewayTimeout, Hint: "the system of record did not answer in time; the attempt is in the record"},
+	UpstreamTooLarge:    {Status: http.StatusBadGateway, Hint: "ask for less at a time"},
 
 	RecordUnavailable: {Status: http.StatusServiceUnavailable, Hint: "the personnel record cannot be written; no credential was issued; retry later"},
 

@@ -33,14 +33,17 @@ const MaxTokenSize = 4096
 
 // Claims are what a credential asserts.
 type Claims struct {
-	Issuer    string    // the ARX deployment
-	AgentID   string    // sub
-	CallID    string    // jti
-	Connector string    // cnr; aud is AudiencePrefix + Connector
-	Action    string    // act
-	Risk      string    // effective risk
-	IssuedAt  time.Time // iat and nbf
-	Expiry    time.Time // exp
+	Issuer    string // the ARX deployment
+	AgentID   string // sub
+	CallID    string // jti
+	Connector string // cnr; aud is AudiencePrefix + Connector
+	Action    string // act
+	Risk      string // effective risk
+	// ArgsHash is the SHA-256 (hex) of the call's arguments, as recorded
+	// and approved ("args"; absent when it had none).
+	ArgsHash string
+	IssuedAt time.Time // iat and nbf
+	Expiry   time.Time // exp
 }
 
 type wireClaims struct {
@@ -48,6 +51,7 @@ type wireClaims struct {
 	Connector string `json:"cnr"`
 	Action    string `json:"act"`
 	Risk      string `json:"risk"`
+	ArgsHash  string `json:"args,omitempty"`
 }
 
 // Errors a verifier decides on.
@@ -185,7 +189,7 @@ func (k *KeySet) Verify(token string, now time.Time) (*Claims, error) {
 		return nil, fmt.Errorf("%w: audience does not match the connector", ErrInvalid)
 	}
 	c := &Claims{Issuer: w.Issuer, AgentID: w.Subject, CallID: w.ID, Connector: w.Connector, Action: w.Action,
-		Risk: w.Risk, IssuedAt: w.NotBefore.Time(), Expiry: w.Expiry.Time()}
+		Risk: w.Risk, ArgsHash: w.ArgsHash, IssuedAt: w.NotBefore.Time(), Expiry: w.Expiry.Time()}
 	if !now.Before(c.Expiry) {
 		return c, ErrExpired
 	}

@@ -58,6 +58,10 @@ func (i *Issuer) sign(c Claims) string {
 func (i *Issuer) appendPayload(b []byte, c Claims) []byte {
 	b = append(b, `{"act":`...)
 	b = appendString(b, c.Action)
+	if c.ArgsHash != "" {
+		b = append(b, `,"args":`...)
+		b = appendString(b, c.ArgsHash)
+	}
 	b = append(b, `,"aud":`...)
 	b = appendString2(b, AudiencePrefix, c.Connector)
 	b = append(b, `,"cnr":`...)

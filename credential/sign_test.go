@@ -56,6 +56,7 @@ func signCases() []signCase {
 	long := strings.Repeat("é\"<", 100) // past the on-stack buffers, under MaxTokenSize
 	return []signCase{
 		{name: "plain", issuer: "arx.test/origin", c: base(nil)},
+		{name: "with arguments", issuer: "arx.test/origin", c: base(func(c *Claims) { c.ArgsHash = strings.Repeat("ab", 32) })},
 		{name: "quotes", issuer: sQuotes, c: all(sQuotes)},
 		{name: "backslashes", issuer: sBacksl, c: all(sBacksl)},
 		{name: "control characters", issuer: sControl, c: all(sControl)},
@@ -123,7 +124,7 @@ func joseWire(issuer string, c Claims) wireClaims {
 			NotBefore: jwt.NewNumericDate(c.IssuedAt),
 			Expiry:    jwt.NewNumericDate(c.Expiry),
 		},
-		Connector: c.Connector, Action: c.Action, Risk: c.Risk,
+		Connector: c.Connector, Action: c.Action, Risk: c.Risk, ArgsHash: c.ArgsHash,
 	}
 }
 
@@ -203,7 +204,7 @@ func TestSignClaims(t *testing.T) {
 				key     string
 				present bool
 			}{{"iss", tc.issuer != ""}, {"sub", c.AgentID != ""}, {"jti", c.CallID != ""},
-				{"iat", !c.IssuedAt.IsZero()}, {"nbf", !c.IssuedAt.IsZero()}, {"exp", !c.Expiry.IsZero()}} {
+				{"iat", !c.IssuedAt.IsZero()}, {"nbf", !c.IssuedAt.IsZero()}, {"exp", !c.Expiry.IsZero()}, {"args", c.ArgsHash != ""}} {
 				if o.present {
 					keys = append(keys, o.key)
 				}

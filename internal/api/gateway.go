@@ -1,7 +1,9 @@
 package api
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -40,8 +42,22 @@ func (s *server) gateway(w http.ResponseWriter, r *http.Request) {
 	}()
 	rest := strings.TrimPrefix(r.URL.EscapedPath(), GatewayPrefix)
 	name, rawPath, _ := strings.Cut(rest, "/")
+	var readBody func(int64) ([]byte, error)
+	if r.Body != nil && r.Body != http.NoBody {
+		readBody = func(limit int64) ([]byte, error) {
+			b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+			if err != nil {
+				return nil, fmt.Errorf("the body could not be read: %w", err)
+			}
+			if int64(len(b)) > limit {
+				return nil, fmt.Errorf("the body exceeds the connector's limit of %d bytes", limit)
+			}
+			return b, nil
+		}
+	}
 	pass, err := s.rt.GatewayBegin(r.Context(), runtime.GatewayRequest{Connector: name, Credential: bearer(r),
-		Method: r.Method, RawPath: "/" + rawPath, RawQuery: r.URL.RawQuery, Header: r.Header, ContentLength: r.ContentLength})
+		Method: r.Method, RawPath: "/" + rawPath, RawQuery: r.URL.RawQuery, Header: r.Header, ContentLength: r.ContentLength,
+		ReadBody: readBody})
 	if err != nil {
 		ae, ok := err.(*arxerr.Error)
 		if !ok {
@@ -59,7 +75,11 @@ func (s *server) gateway(w http.ResponseWriter, r *http.Request) {
 	deadline := time.Now().Add(pass.Gateway.Timeout() + 5*time.Second)
 	rc.SetReadDeadline(deadline)
 	rc.SetWriteDeadline(deadline)
-	ex := pass.Gateway.Forward(sw, r.WithContext(pass.Context), pass.RawPath)
+	fr := r.WithContext(pass.Context)
+	if pass.Body != nil { // read to check it against the declared request: forward what was checked
+		fr.Body, fr.ContentLength = io.NopCloser(bytes.NewReader(pass.Body)), int64(len(pass.Body))
+	}
+	ex := pass.Gateway.Forward(sw, fr, pass.RawPath)
 	if ae := s.rt.GatewayEnd(pass, ex); ae != nil {
 		writeError(sw, ae)
 		return

@@ -202,6 +202,9 @@ func (r *Runtime) decide(ctx context.Context, p *Principal, callID string, grant
 		default:
 			entry = record.ApprovalDenied(ref, actor, now, p.User.Email, reason)
 		}
+		if c.ArgsHash != "" {
+			entry.Data["args_hash"] = c.ArgsHash // the approval covers exactly these arguments
+		}
 		if err := tx.Append(entry); err != nil {
 			return err
 		}

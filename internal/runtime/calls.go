@@ -209,7 +209,7 @@ func (r *Runtime) result(ctx context.Context, c *store.Call) (*CallResult, error
 			}
 		}
 		tok, err := r.issuer.Sign(credential.Claims{AgentID: c.AgentID, CallID: c.ID, Connector: c.Connector,
-			Action: c.Action, Risk: c.Risk, IssuedAt: c.CreatedAt, Expiry: c.ExpiresAt})
+			Action: c.Action, Risk: c.Risk, ArgsHash: c.ArgsHash, IssuedAt: c.CreatedAt, Expiry: c.ExpiresAt})
 		if err != nil {
 			return nil, r.internal("sign credential", err)
 		}

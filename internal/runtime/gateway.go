@@ -25,6 +25,10 @@ type GatewayRequest struct {
 	RawQuery      string
 	Header        http.Header // checked for method overrides and URL rewrites, never recorded
 	ContentLength int64       // -1 when unknown
+	// ReadBody reads the request's body, at most limit bytes (more is an
+	// error): for a call bound to one request (args.request), whose body
+	// must be the one declared. Nil: the request has none.
+	ReadBody func(limit int64) ([]byte, error)
 }
 
 // GatewayPass lets one request through: its gateway.request entry has
@@ -41,6 +45,10 @@ type GatewayPass struct {
 	index   int64 // of the gateway.request entry
 	start   time.Time
 	method  string
+	// Body is the request's body when the gateway read it to check it
+	// against the call's declared request: forward these bytes. Nil: the
+	// body was not read (stream it).
+	Body []byte
 }
 
 // GatewayBegin decides a gateway request. Everything that makes a
@@ -90,6 +98,19 @@ func (r *Runtime) GatewayBegin(ctx context.Context, req GatewayRequest) (*Gatewa
 		refusal = arxerr.New(code, "%s", err.Error())
 	}
 	pass := &GatewayPass{Gateway: gw, RawPath: connector.EscapePath(path), start: now, method: req.Method}
+	if refusal == nil {
+		// A call bound to one request (approved, or declaring it) is
+		// checked here, before the serial step: its arguments never change.
+		body, err := r.checkBinding(ctx, cl.CallID, req, path, gw.MaxRequestBytes())
+		var ae *arxerr.Error
+		switch {
+		case errors.As(err, &ae):
+			refusal = ae
+		case err != nil:
+			return nil, err
+		}
+		pass.Body = body
+	}
 	err = r.store.Update(ctx, func(tx store.Tx) error {
 		c, err := tx.Call(cl.CallID)
 		if errors.Is(err, store.ErrNotFound) {
