@@ -105,6 +105,9 @@ type Approval struct {
 	// token, the CLI, a chat button) are refused for this agent, and the
 	// auditor flags any in the record.
 	RequirePasskey bool `json:"require_passkey,omitempty"`
+	// Quorum is how many different approvers (or delegates) must grant
+	// a call before it proceeds; 0 or 1: one. A single denial ends it.
+	Quorum int `json:"quorum,omitempty"`
 }
 
 // Budget bounds the agent's use of its scope. Zero CallsPerDay or MaxConcurrent means

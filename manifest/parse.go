@@ -60,7 +60,7 @@ var (
 		[]string{"risk", "description", "max_duration", "when", "otherwise", "record_args"},
 		[]string{"risk"}}
 	approvalFields = fieldSet{"approval",
-		[]string{"approvers", "delegates", "timeout", "on_timeout", "require_passkey"},
+		[]string{"approvers", "delegates", "timeout", "on_timeout", "require_passkey", "quorum"},
 		[]string{"approvers"}}
 	budgetFields = fieldSet{"budget",
 		[]string{"calls_per_day", "max_call_duration", "max_concurrent", "active_hours"},
@@ -529,6 +529,19 @@ func (p *parser) approval(e entry, a *Approval) {
 	}
 	if v, ok := f["require_passkey"]; ok {
 		a.RequirePasskey, _ = p.boolean(v.val, "approval.require_passkey")
+	}
+	if v, ok := f["quorum"]; ok {
+		if n, ok := p.integer(v.val, "approval.quorum"); ok {
+			switch people := len(a.Approvers) + len(a.Delegates); {
+			case n < 1:
+				p.report(v.val, "approval.quorum", fmt.Sprintf("quorum %d is less than 1", n), "")
+			case n > people:
+				p.report(v.val, "approval.quorum", fmt.Sprintf("quorum %d is more than the %d approvers and delegates named", n, people),
+					"name more approvers, or ask fewer")
+			default:
+				a.Quorum = n
+			}
+		}
 	}
 }
 

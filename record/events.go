@@ -116,6 +116,16 @@ func ApprovalRequested(c CallRef, actor string, t time.Time, approvers, delegate
 		"expires_at": FormatTime(expires)})
 }
 
+// ApprovalRequestedQuorum is ApprovalRequested for a call that needs
+// quorum different approvers to grant (more than one).
+func ApprovalRequestedQuorum(c CallRef, actor string, t time.Time, approvers, delegates []string, expires time.Time, quorum int) *Entry {
+	e := ApprovalRequested(c, actor, t, approvers, delegates, expires)
+	if quorum > 1 {
+		e.Data["quorum"] = quorum
+	}
+	return e
+}
+
 // ApprovalGranted records an approval by a person (by is their email;
 // actor is "user:<email>").
 func ApprovalGranted(c CallRef, actor string, t time.Time, by, reason string) *Entry {

@@ -28,12 +28,14 @@ type approvalView struct {
 	DecidedAt   *time.Time `json:"decided_at"`
 	Reason      string     `json:"reason,omitempty"`
 	Passkey     string     `json:"passkey,omitempty"` // the credential id of the passkey that signed the decision
+	Quorum      int        `json:"quorum,omitempty"`  // approvers who must grant, when more than one
+	Grants      []string   `json:"grants,omitempty"`  // those who granted so far
 }
 
 func viewApproval(a *runtime.ApprovalView, now time.Time) approvalView {
 	return approvalView{CallID: a.CallID, Status: a.Status, Agent: viewAgent(a.Agent, false), Call: viewCall(a.Call, "", now),
 		Approvers: a.Approvers, RequestedAt: a.RequestedAt, ExpiresAt: a.ExpiresAt, DecidedBy: a.DecidedBy,
-		DecidedAt: a.DecidedAt, Reason: a.Reason, Passkey: a.Passkey}
+		DecidedAt: a.DecidedAt, Reason: a.Reason, Passkey: a.Passkey, Quorum: a.Quorum, Grants: a.Grants}
 }
 
 func (s *server) listApprovals(w http.ResponseWriter, r *http.Request) error {

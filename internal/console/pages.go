@@ -3,7 +3,9 @@ package console
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,8 +29,9 @@ func (c *Console) requests(v *viewer, list []runtime.ApprovalView) []request {
 	out := make([]request, 0, len(list))
 	for _, a := range list {
 		self := a.Call.RaisedBy != "" && strings.EqualFold(a.Call.RaisedBy, v.Actor())
+		granted := slices.ContainsFunc(a.Grants, func(g string) bool { return strings.EqualFold(g, v.User.Email) })
 		out = append(out, request{ApprovalView: a, Self: self,
-			Yours: !self && a.Agent.Status == store.AgentActive && c.rt.CanDecide(v.Principal, a.Agent)})
+			Yours: !self && !granted && a.Agent.Status == store.AgentActive && c.rt.CanDecide(v.Principal, a.Agent)})
 	}
 	return out
 }
@@ -199,6 +202,7 @@ type approverRow struct {
 	Email    string
 	Delegate bool
 	You      bool
+	Granted  bool // granted this request (a quorum of several)
 }
 
 type refusal struct {
@@ -224,6 +228,10 @@ type approvalData struct {
 	Passkey     string
 	NeedPasskey bool   // required, and the person has no passkey yet
 	SignedWith  string // the name of the passkey that signed the decision; "" unsigned
+	// Quorum is how many approvers must grant (0: one), Granted how many
+	// did; YouGranted: the viewer is one of them.
+	Quorum, Granted int
+	YouGranted      bool
 }
 
 var refusalHeadings = map[arxerr.Code]string{
@@ -259,8 +267,15 @@ func (c *Console) approvalData(ctx context.Context, v *viewer, callID string) (*
 	if err := c.passkeyMode(ctx, v, a, required, d); err != nil {
 		return nil, err
 	}
+	d.Quorum, d.Granted = a.Quorum, len(a.Grants)
 	for _, e := range a.Approvers {
 		row := approverRow{Email: e, You: strings.EqualFold(e, v.User.Email)}
+		for _, g := range a.Grants {
+			if strings.EqualFold(g, e) {
+				row.Granted = true
+				d.YouGranted = d.YouGranted || row.You
+			}
+		}
 		for _, dg := range delegates {
 			if strings.EqualFold(dg, e) {
 				row.Delegate = true
@@ -276,6 +291,8 @@ func (c *Console) approvalData(ctx context.Context, v *viewer, callID string) (*
 		d.WhyNot = "The agent is " + a.Agent.Status + ", so its requests can no longer be granted."
 	case d.Self:
 		d.WhyNot = "You raised this request, so another approver has to decide it."
+	case d.YouGranted:
+		d.WhyNot = fmt.Sprintf("You granted this request. It needs %d approvals; %d more must come from other approvers.", d.Quorum, d.Quorum-d.Granted)
 	case !d.Yours:
 		d.WhyNot = "Only the approvers and delegates named in the job description of " + a.Agent.Name +
 			" can decide, and you are not one of them."

@@ -183,6 +183,10 @@ func (r *Runtime) decide(ctx context.Context, p *Principal, callID string, grant
 		if err := signatureRule(m.Approval.RequirePasskey, sig != nil); err != nil {
 			return err
 		}
+		grants, enough, err := quorumRule(ap, p.User.Email, grant)
+		if err != nil {
+			return err
+		}
 		ref := callRef(c)
 		var entry *record.Entry
 		switch {
@@ -205,10 +209,13 @@ func (r *Runtime) decide(ctx context.Context, p *Principal, callID string, grant
 		if c.ArgsHash != "" {
 			entry.Data["args_hash"] = c.ArgsHash // the approval covers exactly these arguments
 		}
+		if grant && ap.Quorum > 1 {
+			entry.Data["grants"], entry.Data["quorum"] = grants, ap.Quorum
+		}
 		if err := tx.Append(entry); err != nil {
 			return err
 		}
-		if grant {
+		if grant && enough {
 			ask := record.Ask{DeclaredRisk: c.DeclaredRisk, Summary: c.Summary, IdempotencyKey: c.IdempotencyKey, RaisedBy: c.RaisedBy,
 				Args: c.Args, ArgsHash: c.ArgsHash}
 			if err := tx.Append(record.CredentialIssued(ref, actor, now, ask, now.Add(m.CallTTL(c.Connector, c.Action)), p.User.Email)); err != nil {

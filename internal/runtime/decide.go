@@ -205,7 +205,7 @@ func callEntries(c *store.Call, d callDecision, m *manifest.Manifest, actor stri
 		out = append(out, record.CredentialRefused(ref, actor, now, ask, string(d.Refusal.Code), d.Refusal.Message))
 	case store.CallPending:
 		out = append(out, record.CallRequested(ref, actor, now, ask),
-			record.ApprovalRequested(ref, actor, now, m.Approval.Approvers, m.Approval.Delegates, d.ExpiresAt))
+			record.ApprovalRequestedQuorum(ref, actor, now, m.Approval.Approvers, m.Approval.Delegates, d.ExpiresAt, m.Approval.Quorum))
 	default:
 		out = append(out, record.CredentialIssued(ref, actor, now, ask, d.ExpiresAt, ""))
 	}
@@ -232,4 +232,23 @@ func signatureRule(required, signed bool) error {
 		return e
 	}
 	return nil
+}
+
+// quorumRule decides a person's grant or denial of an approval that may
+// need several approvers: no person counts twice; a denial ends it at
+// once; a grant counts, and is enough when the quorum is reached. It
+// returns the grants counting this one.
+func quorumRule(ap *store.Approval, email string, grant bool) (grants int, enough bool, err error) {
+	for _, g := range ap.Grants {
+		if strings.EqualFold(g, email) {
+			e := arxerr.New(arxerr.ApprovalDecided, "%s already granted this request; %d more of the approvers must", email, ap.Quorum-len(ap.Grants))
+			e.Hint = "ask another approver named in the job description"
+			return len(ap.Grants), false, e
+		}
+	}
+	if !grant {
+		return len(ap.Grants), false, nil
+	}
+	grants = len(ap.Grants) + 1
+	return grants, grants >= max(1, ap.Quorum), nil
 }

@@ -315,3 +315,30 @@ func TestParseArgs(t *testing.T) {
 		t.Errorf("values: %#v", a.value)
 	}
 }
+
+func TestQuorumRule(t *testing.T) {
+	for _, tc := range []struct {
+		quorum int
+		grants []string
+		email  string
+		grant  bool
+		want   int
+		enough bool
+		err    arxerr.Code
+	}{
+		{0, nil, "a@x", true, 1, true, ""},
+		{1, nil, "a@x", true, 1, true, ""},
+		{2, nil, "a@x", true, 1, false, ""},
+		{2, []string{"a@x"}, "b@x", true, 2, true, ""},
+		{2, []string{"a@x"}, "A@X", true, 1, false, arxerr.ApprovalDecided},
+		{2, []string{"a@x"}, "a@x", false, 1, false, arxerr.ApprovalDecided},
+		{3, []string{"a@x"}, "b@x", true, 2, false, ""},
+		{2, []string{"a@x"}, "b@x", false, 1, false, ""},
+	} {
+		n, enough, err := quorumRule(&store.Approval{Quorum: tc.quorum, Grants: tc.grants}, tc.email, tc.grant)
+		var ae *arxerr.Error
+		if n != tc.want || enough != tc.enough || (tc.err == "") != (err == nil) || err != nil && (!errors.As(err, &ae) || ae.Code != tc.err) {
+			t.Errorf("quorumRule(%d, %v, %s, %v) = %d, %v, %v; want %d, %v, %q", tc.quorum, tc.grants, tc.email, tc.grant, n, enough, err, tc.want, tc.enough, tc.err)
+		}
+	}
+}

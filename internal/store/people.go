@@ -76,6 +76,10 @@ type Approval struct {
 	// Passkey names the passkey that signed the decision (its credential
 	// id as record.EncodeID writes it); "" for an unsigned decision.
 	Passkey string
+	// Quorum is how many different approvers must grant (0 or 1: one);
+	// Grants are the emails of those who granted so far.
+	Quorum int
+	Grants []string
 }
 
 // OutboxItem is work that reaches outside the database (webhooks,

@@ -436,9 +436,10 @@ func (t *batch) Commit(ctx context.Context, entries []store.Entry, changes *stat
 	}
 	if len(changes.Approvals) > 0 {
 		var a9 struct {
-			call, agent, status, approvers, by, reason, passkey []string
-			requested, expires                                  []int64
-			decided                                             []*int64
+			call, agent, status, approvers, by, reason, passkey, grants []string
+			quorum                                                      []int32
+			requested, expires                                          []int64
+			decided                                                     []*int64
 		}
 		for _, a := range changes.Approvals {
 			js, err := json.Marshal(a.Approvers)
@@ -449,12 +450,20 @@ func (t *batch) Commit(ctx context.Context, entries []store.Entry, changes *stat
 			a9.requested, a9.expires, a9.by = append(a9.requested, nanos(a.RequestedAt)), append(a9.expires, nanos(a.ExpiresAt)), append(a9.by, a.DecidedBy)
 			a9.decided, a9.reason = append(a9.decided, nullTime(a.DecidedAt)), append(a9.reason, pgText(a.Reason))
 			a9.passkey = append(a9.passkey, a.Passkey)
+			gs, err := json.Marshal(a.Grants)
+			if err != nil {
+				return err
+			}
+			if a.Grants == nil {
+				gs = []byte("[]")
+			}
+			a9.quorum, a9.grants = append(a9.quorum, int32(a.Quorum)), append(a9.grants, string(gs))
 		}
 		b.Queue(`INSERT INTO approvals (`+approvalCols+`)
-			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[], $9::text[], $10::text[])
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[], $9::text[], $10::text[], $11::int[], $12::text[])
 			ON CONFLICT (call_id) DO UPDATE SET status = excluded.status, decided_by = excluded.decided_by,
-				decided_at = excluded.decided_at, reason = excluded.reason, passkey = excluded.passkey`,
-			a9.call, a9.agent, a9.status, a9.approvers, a9.requested, a9.expires, a9.by, a9.decided, a9.reason, a9.passkey)
+				decided_at = excluded.decided_at, reason = excluded.reason, passkey = excluded.passkey, grants = excluded.grants`,
+			a9.call, a9.agent, a9.status, a9.approvers, a9.requested, a9.expires, a9.by, a9.decided, a9.reason, a9.passkey, a9.quorum, a9.grants)
 	}
 	for _, a := range changes.Agents {
 		b.Queue(`UPDATE agents SET status = $1, terminated_at = $2 WHERE id = $3`, a.Status, nullTime(a.TerminatedAt), a.ID)

@@ -16,7 +16,7 @@ const (
 	tokenCols    = `id, hash, kind, agent_id, user_id, issued_by, label, created_at, revoked_at`
 	userCols     = `id, email, role, password_hash, created_at, disabled_at`
 	passkeyCols  = `id, user_id, name, public_key, algorithm, attestation, aaguid, rp_id, sign_count, flags, created_at, last_used_at`
-	approvalCols = `call_id, agent_id, status, approvers, requested_at, expires_at, decided_by, decided_at, reason, passkey`
+	approvalCols = `call_id, agent_id, status, approvers, requested_at, expires_at, decided_by, decided_at, reason, passkey, quorum, grants`
 	outboxCols   = `id, kind, payload, created_at, attempts, next_at, done_at, last_error`
 )
 
@@ -123,10 +123,13 @@ func scanUser(r pgx.Row) (*store.User, error) {
 
 func scanApproval(r pgx.Row) (*store.Approval, error) {
 	var a store.Approval
-	var approvers string
+	var approvers, grants string
 	var requested, expires int64
 	var decided *int64
-	err := r.Scan(&a.CallID, &a.AgentID, &a.Status, &approvers, &requested, &expires, &a.DecidedBy, &decided, &a.Reason, &a.Passkey)
+	var quorum int32
+	err := r.Scan(&a.CallID, &a.AgentID, &a.Status, &approvers, &requested, &expires, &a.DecidedBy, &decided, &a.Reason, &a.Passkey,
+		&quorum, &grants)
+	a.Quorum = int(quorum)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, store.ErrNotFound
 	}
@@ -135,6 +138,12 @@ func scanApproval(r pgx.Row) (*store.Approval, error) {
 	}
 	if err := json.Unmarshal([]byte(approvers), &a.Approvers); err != nil {
 		return nil, fmt.Errorf("postgres: approval %s: approvers: %w", a.CallID, err)
+	}
+	if err := json.Unmarshal([]byte(grants), &a.Grants); err != nil {
+		return nil, fmt.Errorf("postgres: approval %s: grants: %w", a.CallID, err)
+	}
+	if len(a.Grants) == 0 {
+		a.Grants = nil
 	}
 	a.RequestedAt, a.ExpiresAt, a.DecidedAt = fromNanos(requested), fromNanos(expires), timePtr(decided)
 	return &a, nil

@@ -203,6 +203,9 @@ var migrations = []string{
 	// A call's arguments.
 	`ALTER TABLE calls ADD COLUMN args TEXT NOT NULL DEFAULT '';
 	ALTER TABLE calls ADD COLUMN args_hash TEXT NOT NULL DEFAULT '';`,
+	// Approvals that need several approvers.
+	`ALTER TABLE approvals ADD COLUMN quorum INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE approvals ADD COLUMN grants TEXT NOT NULL DEFAULT '[]';`,
 }
 
 // afterMigration runs Go code a migration needs, in its transaction.

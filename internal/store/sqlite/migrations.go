@@ -20,7 +20,7 @@ import (
 
 // schemaVersion is the schema this code reads and writes: the SQL
 // migrations of schema.go, then v6, then the later ones (after).
-const schemaVersion = 8
+const schemaVersion = 9
 
 // callColsV6 are the columns of calls as v6 moved them.
 const callColsV6 = `id, agent_id, connector, action, declared_risk, risk, status, idempotency_key, summary, refusal,
@@ -32,8 +32,14 @@ ALTER TABLE calls ADD COLUMN args TEXT NOT NULL DEFAULT '';
 ALTER TABLE calls ADD COLUMN args_hash TEXT NOT NULL DEFAULT '';
 `
 
+// v9 adds approvals that need several approvers.
+const v9 = `
+ALTER TABLE approvals ADD COLUMN quorum INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE approvals ADD COLUMN grants TEXT NOT NULL DEFAULT '[]';
+`
+
 // after are the migrations after v6, from v7 on.
-var after = []string{v7, v8}
+var after = []string{v7, v8, v9}
 
 // v7 adds people's passkeys, and the passkey that signed a decision.
 const v7 = `

@@ -343,8 +343,12 @@ func (p *projector) write(d *delta) error {
 		if err != nil {
 			return err
 		}
+		gs, err := json.Marshal(nonNil(a.Grants))
+		if err != nil {
+			return err
+		}
 		approvals = append(approvals, []any{a.CallID, a.AgentID, a.Status, string(js), nanos(a.RequestedAt), nanos(a.ExpiresAt),
-			a.DecidedBy, nullTime(a.DecidedAt), a.Reason, a.Passkey})
+			a.DecidedBy, nullTime(a.DecidedAt), a.Reason, a.Passkey, int64(a.Quorum), string(gs)})
 	}
 	if err := p.write1(ctx, tx, 1, approvals); err != nil {
 		return fmt.Errorf("sqlite: write approvals: %w", err)
@@ -412,8 +416,9 @@ var flushStatements = []struct {
 	{`INSERT INTO calls (` + callCols + `) VALUES `, 19, ` ON CONFLICT(id) DO UPDATE SET status = excluded.status,
 		refusal = excluded.refusal, expires_at = excluded.expires_at, completed_at = excluded.completed_at,
 		outcome = excluded.outcome, error = excluded.error, duration_ms = excluded.duration_ms`},
-	{`INSERT INTO approvals (` + approvalCols + `) VALUES `, 10, ` ON CONFLICT(call_id) DO UPDATE SET status = excluded.status,
-		decided_by = excluded.decided_by, decided_at = excluded.decided_at, reason = excluded.reason, passkey = excluded.passkey`},
+	{`INSERT INTO approvals (` + approvalCols + `) VALUES `, 12, ` ON CONFLICT(call_id) DO UPDATE SET status = excluded.status,
+		decided_by = excluded.decided_by, decided_at = excluded.decided_at, reason = excluded.reason, passkey = excluded.passkey,
+		grants = excluded.grants`},
 	{`INSERT INTO agent_state (agent, head, head_idx, counts) VALUES `, 4, ` ON CONFLICT(agent) DO UPDATE SET head = excluded.head,
 		head_idx = excluded.head_idx, counts = COALESCE(excluded.counts, agent_state.counts)`},
 	{`INSERT OR IGNORE INTO agent_log (agent, first, idx) VALUES `, 3, ``},
@@ -459,4 +464,12 @@ func (p *projector) checkpoint() {
 		s.reopenIfReadOnly(s.projDB, "projector", err)
 		s.failStorage(err)
 	}
+}
+
+// nonNil is s, or an empty list for nil (stored as [], not null).
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }

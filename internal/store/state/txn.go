@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 	"time"
 
@@ -364,8 +365,16 @@ func (t *Txn) Apply(e *record.Entry, leaf tlog.Hash) error {
 		c.ExpiresAt = exp
 		approvers := append(record.Strs(e.Data, "approvers"), record.Strs(e.Data, "delegates")...)
 		t.Approvals = put(t.Approvals, e.Call, &store.Approval{CallID: e.Call, AgentID: e.Agent, Status: store.ApprovalPending,
-			Approvers: approvers, RequestedAt: e.Time, ExpiresAt: exp})
+			Approvers: approvers, RequestedAt: e.Time, ExpiresAt: exp, Quorum: int(record.Int(e.Data, "quorum"))})
 	case record.TypeApprovalGranted:
+		a, err := t.writableApproval(e.Call)
+		if err != nil {
+			return t.notApplicable(e, err)
+		}
+		a.Grants = append(slices.Clone(a.Grants), record.Str(e.Data, "by"))
+		if len(a.Grants) < a.Quorum {
+			return nil // more approvers must grant: still pending
+		}
 		return t.decide(e, store.ApprovalGranted, "", record.Str(e.Data, "reason"))
 	case record.TypeApprovalDenied:
 		return t.decide(e, store.ApprovalDenied, store.CallDenied, record.Str(e.Data, "reason"))

@@ -76,6 +76,7 @@ func testApprovals(t *testing.T, s store.Store) {
 			&record.Signature{CredentialID: []byte{7, 7}, AuthenticatorData: []byte{1}, ClientData: []byte("{}"), Signature: []byte{2}, DecidedAt: decided})))...))
 	grantAp := aps[2]
 	grantAp.Status, grantAp.DecidedBy, grantAp.DecidedAt, grantAp.Reason = store.ApprovalGranted, "user:dana@example.com", &decided, "looks right"
+	grantAp.Grants = []string{"dana@example.com"}
 	denyAp := aps[4]
 	denyAp.Status, denyAp.DecidedBy, denyAp.DecidedAt, denyAp.Reason = store.ApprovalDenied, "user:alice@example.com", &decided, "not this one"
 	denyAp.Passkey = record.EncodeID([]byte{7, 7}) // the denial was signed with a passkey

@@ -182,6 +182,7 @@ var lifecycles = []lifecycle{
 func granted(ap *store.Approval, T func(time.Duration) time.Time) {
 	decided := T(time.Second)
 	ap.Status, ap.DecidedBy, ap.DecidedAt, ap.Reason = store.ApprovalGranted, "user:dana@example.com", &decided, "looks right"
+	ap.Grants = []string{"dana@example.com"}
 }
 
 func open(status string) bool { return status == store.CallApproved || status == store.CallPending }
