@@ -108,6 +108,34 @@ class ServerTest(unittest.TestCase):
         self.assertEqual(types(refused), ["credential.refused"])
         self.assertEqual(refused[0]["data"]["code"], "manifest.connector_not_declared")
 
+    def test_arguments_go_with_the_call(self) -> None:
+        class Account:
+            def __str__(self) -> str:
+                return "account 0017"
+
+        @governed(connector="salesforce", action="account.read", client=self.arx)
+        def read(account_id: str, fields: List[str], *, limit: int = 10, who: object = None, ratio: float = float("nan")) -> str:
+            return account_id
+
+        @governed(connector="salesforce", action="account.read", client=self.arx, args=lambda account_id, secret: {"id": account_id})
+        def chosen(account_id: str, secret: str) -> str:
+            return account_id
+
+        @governed(connector="salesforce", action="account.read", client=self.arx, args=False)
+        def none(account_id: str) -> str:
+            return account_id
+
+        self.assertEqual(read("0017", ["name", "industry"], who=Account()), "0017")
+        chosen("0018", "hunter2")
+        none("0019")
+        got = [c.get("args") for c in sorted(self.srv.calls(self.agent), key=lambda c: c["created_at"])]
+        self.assertEqual(got, [{"account_id": "0017", "fields": ["name", "industry"], "limit": 10, "who": "account 0017", "ratio": "nan"},
+                               {"id": "0018"}, None])
+        with self.assertRaises(ArxError) as cm:
+            read("x" * 9000, [])
+        self.assertEqual(cm.exception.code, "request.invalid")
+        self.assertIn("args=False", cm.exception.hint)
+
     def test_errors_and_cancellation_are_outcomes(self) -> None:
         arx = self.arx
 

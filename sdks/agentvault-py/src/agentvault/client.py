@@ -362,7 +362,7 @@ class Client:
             _http.sleep(d, None)
 
     def request(self, connector: str, action: str, risk: str = "low", summary: str = "",
-                idempotency_key: Optional[str] = None) -> Call:
+                idempotency_key: Optional[str] = None, args: Optional[Dict[str, Any]] = None) -> Call:
         """Ask ARX for a call (``POST /calls``).
 
         Returns the call: ``approved`` with a credential, or
@@ -371,7 +371,9 @@ class Client:
         5xx, 429) reuse one idempotency key, so they never make a second call.
         When ARX cannot be reached the call fails closed with
         :class:`ArxUnreachableError`, and the attempt is recorded under
-        ``local_record_dir``.
+        ``local_record_dir``. ``args`` are the call's arguments, a dict
+        JSON can carry: the job description's conditions are evaluated on
+        them (local-only mode does not send them anywhere).
         """
         risk = risk or "low"
         key = idempotency_key or str(uuid.uuid4())
@@ -384,6 +386,8 @@ class Client:
         body = {"connector": connector, "action": action, "risk": risk, "idempotency_key": key}
         if summary:
             body["summary"] = summary
+        if args:
+            body["args"] = args
         try:
             ans = self._send("POST", "/calls", body)
         except _http.TransportError as err:

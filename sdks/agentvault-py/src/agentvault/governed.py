@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import json
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +24,10 @@ log = logging.getLogger("agentvault")
 F = TypeVar("F", bound=Callable[..., Any])
 
 Summary = Union[str, Callable[..., str], None]
+Args = Union[bool, Callable[..., Any]]
+
+# MAX_ARGS_BYTES bounds the arguments a call carries, as JSON (the server's limit).
+MAX_ARGS_BYTES = 8 << 10
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,7 @@ class _Spec:
     risk: str
     summary: Summary
     client: Optional[Client]
+    args: Args = True
 
     def resolve(self) -> Client:
         return self.client if self.client is not None else default_client()
@@ -42,9 +49,54 @@ class _Spec:
             return str(self.summary(*args, **kwargs))
         return self.summary
 
+    def arguments(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Optional[dict]:
+        """The call's arguments, as the server gets them (``args`` in ``POST /calls``)."""
+        if self.args is False or self.args is None:
+            return None
+        if callable(self.args) and self.args is not True:
+            v = self.args(*args, **kwargs)
+            out = {str(k): _jsonable(x) for k, x in dict(v).items()} if v else None
+        else:
+            try:
+                sig = inspect.signature(fn)
+                bound = sig.bind_partial(*args, **kwargs)
+            except (TypeError, ValueError):
+                return None
+            bound.apply_defaults()
+            out = {}
+            for name, value in bound.arguments.items():
+                kind = sig.parameters[name].kind
+                if name in ("self", "cls"):
+                    continue
+                if kind is inspect.Parameter.VAR_KEYWORD:
+                    out.update({str(k): _jsonable(x) for k, x in value.items()})
+                else:
+                    out[name] = _jsonable(value)
+        if not out:
+            return None
+        if len(json.dumps(out, ensure_ascii=False).encode("utf-8")) > MAX_ARGS_BYTES:
+            raise ArxError("request.invalid", f"the arguments of {self.connector} {self.action} are larger than {MAX_ARGS_BYTES} bytes as JSON",
+                           hint="pass args=False, or args=lambda ...: {...} with what the job description's conditions need, to @governed")
+        return out
+
+
+def _jsonable(v: Any, depth: int = 0) -> Any:
+    """A value as JSON can carry it: JSON's own types as they are, anything else as its text."""
+    if depth > 8:
+        return str(v)[:256]
+    if v is None or isinstance(v, (bool, str, int)):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else str(v)
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x, depth + 1) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x, depth + 1) for k, x in v.items()}
+    return str(v)[:256]
+
 
 def governed(connector: str, action: str, risk: str = "low", *, summary: Summary = None,
-             client: Optional[Client] = None) -> Callable[[F], F]:
+             client: Optional[Client] = None, args: Args = True) -> Callable[[F], F]:
     """Run the decorated function as one governed call of ``action`` on ``connector``.
 
     Each call of the function asks ARX for a call (one idempotency key for
@@ -77,6 +129,13 @@ def governed(connector: str, action: str, risk: str = "low", *, summary: Summary
             uses the higher of it and the manifest's.
         summary: shown to approvers, never secrets: a string, or a function
             called with the decorated function's arguments.
+        args: the call's arguments: by default the decorated function's own
+            (by name; ``self`` left out; values JSON cannot carry sent as
+            text), which the job description's conditions (``when:``) are
+            evaluated on and approvers see; the record keeps them, or only
+            their hash where the action says ``record_args: hash``. A
+            function called with the same arguments returning a dict sends
+            that instead; ``False`` sends none.
         client: the :class:`~agentvault.Client` to use; by default the one
             ``Client.from_env()`` made last (see ``set_default_client``),
             looked up at each call.
@@ -85,7 +144,7 @@ def governed(connector: str, action: str, risk: str = "low", *, summary: Summary
         raise ValueError(f"agentvault: risk {risk!r} is not low, medium or high")
     if not connector or not action:
         raise ValueError("agentvault: @governed needs a connector and an action")
-    spec = _Spec(connector, action, risk, summary, client)
+    spec = _Spec(connector, action, risk, summary, client, args)
 
     def decorate(fn: F) -> F:
         if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
@@ -134,7 +193,7 @@ _CANCELLED = (KeyboardInterrupt, SystemExit, asyncio.CancelledError)
 
 def _run_sync(spec: _Spec, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     c = spec.resolve()
-    call = c.request(spec.connector, spec.action, spec.risk, spec.summarize(args, kwargs))
+    call = c.request(spec.connector, spec.action, spec.risk, spec.summarize(args, kwargs), args=spec.arguments(fn, args, kwargs))
     if call.status == "pending_approval":
         try:
             call = c.wait(call.id)
@@ -192,8 +251,9 @@ def _close_orphan(c: Client, fut: "asyncio.Future[Call]") -> None:
 
 async def _run_async(spec: _Spec, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> Any:
     c = spec.resolve()
-    req = asyncio.ensure_future(asyncio.to_thread(c.request, spec.connector, spec.action, spec.risk,
-                                                  spec.summarize(args, kwargs)))
+    call_args = spec.arguments(fn, args, kwargs)
+    req = asyncio.ensure_future(asyncio.to_thread(functools.partial(c.request, spec.connector, spec.action, spec.risk,
+                                                                    spec.summarize(args, kwargs), args=call_args)))
     try:
         call = await asyncio.shield(req)
     except asyncio.CancelledError:
