@@ -129,8 +129,11 @@ type Report struct {
 	// approver's passkey (each checked against the key the log registered
 	// before) and those not signed.
 	Decisions []passkeys.Agent `json:"approval_decisions"`
-	Bytes     int64            `json:"entry_bytes"`
-	Duration  time.Duration    `json:"duration_ns"`
+	// Receipts counts the termination receipts checked against the
+	// terminations they follow.
+	Receipts int64         `json:"termination_receipts"`
+	Bytes    int64         `json:"entry_bytes"`
+	Duration time.Duration `json:"duration_ns"`
 	// State is what to save for the next run: set only when all holds.
 	State *State `json:"-"`
 }
@@ -153,6 +156,7 @@ func Verify(ctx context.Context, src Source, opts Options) (*Report, error) {
 	if rep.Decisions == nil {
 		rep.Decisions = []passkeys.Agent{}
 	}
+	rep.Receipts = a.terms.n
 	rep.Problems = a.chain.Problems()
 	rep.ProblemCount = a.chain.ProblemCount()
 	rep.Agents = a.chain.Agents()
@@ -191,6 +195,7 @@ type auditor struct {
 	rep   *Report
 	chain record.ChainChecker
 	sig   passkeys.Checker // approval decisions and the passkeys that sign them
+	terms terminations     // termination receipts against their terminations
 	cp    *record.Checkpoint
 	body  string
 
@@ -239,7 +244,15 @@ type upperTile struct {
 // entries about approvals and passkeys, the decisions' signatures.
 func (a *auditor) check(pos int64, e []byte, leaf tlog.Hash) {
 	r, ok := a.chain.CheckRef(pos, e, leaf)
-	if !ok || !passkeys.Wants(r.Type) {
+	if !ok {
+		return
+	}
+	if t := string(r.Type); t == record.TypeAgentTerminated || t == record.TypeTerminationReceipt {
+		if parsed, err := record.Parse(e); err == nil {
+			a.terms.add(pos, parsed, a.problem)
+		}
+	}
+	if !passkeys.Wants(r.Type) {
 		return
 	}
 	if a.sig.Report == nil {

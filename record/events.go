@@ -363,3 +363,70 @@ func strs(s []string) []any {
 	}
 	return out
 }
+
+// TypeTerminationReceipt is what a termination confirmed and what it could
+// not, written after it (TerminationReceipt).
+const TypeTerminationReceipt = "termination.receipt"
+
+// ReceiptItem is one line of a termination receipt: something the
+// termination ended (What: tokens_revoked, credentials_revoked,
+// approvals_cancelled, gateway_requests_cut, database_role_dropped,
+// process_stopped), confirmed At, or, unconfirmed, Why not.
+type ReceiptItem struct {
+	What      string    `json:"what"`
+	Connector string    `json:"connector,omitempty"`
+	Count     int       `json:"count"`
+	Detail    string    `json:"detail,omitempty"` // a database role, a process id
+	At        time.Time `json:"at,omitzero"`
+	Why       string    `json:"why,omitempty"`
+}
+
+func (i ReceiptItem) data() map[string]any {
+	d := map[string]any{"what": i.What}
+	if i.Connector != "" {
+		d["connector"] = i.Connector
+	}
+	if i.Count != 0 {
+		d["count"] = i.Count
+	}
+	if i.Detail != "" {
+		d["detail"] = i.Detail
+	}
+	if !i.At.IsZero() {
+		d["at"] = FormatTime(i.At)
+	}
+	if i.Why != "" {
+		d["why"] = i.Why
+	}
+	return d
+}
+
+// TerminationReceipt records what the termination of agent (at
+// terminated) confirmed, and what it could not.
+func TerminationReceipt(agent, actor string, t, terminated time.Time, confirmed, unconfirmed []ReceiptItem) *Entry {
+	list := func(items []ReceiptItem) []any {
+		out := make([]any, len(items))
+		for i, it := range items {
+			out[i] = it.data()
+		}
+		return out
+	}
+	return &Entry{Agent: agent, Type: TypeTerminationReceipt, Actor: actor, Time: t, Data: map[string]any{
+		"terminated_at": FormatTime(terminated), "confirmed": list(confirmed), "unconfirmed": list(unconfirmed)}}
+}
+
+// ReceiptItemsOf reads the confirmed (or unconfirmed) items of a
+// termination.receipt entry.
+func ReceiptItemsOf(e *Entry, key string) []ReceiptItem {
+	raw, _ := e.Data[key].([]any)
+	out := make([]ReceiptItem, 0, len(raw))
+	for _, x := range raw {
+		m, ok := x.(map[string]any)
+		if !ok {
+			continue
+		}
+		out = append(out, ReceiptItem{What: Str(m, "what"), Connector: Str(m, "connector"), Count: int(Int(m, "count")),
+			Detail: Str(m, "detail"), At: Time(m, "at"), Why: Str(m, "why")})
+	}
+	return out
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -147,7 +148,8 @@ func approvalsDecideCmd(grant bool) *cobra.Command {
 }
 
 func terminateCmd() *cobra.Command {
-	var reason string
+	var reason, receiptFile string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "terminate AGENT --reason TEXT",
 		Short: "Terminate an agent: its tokens, credentials and pending approvals end at once, everywhere",
@@ -155,6 +157,8 @@ func terminateCmd() *cobra.Command {
 	}
 	client := serverFlags(cmd)
 	cmd.Flags().StringVar(&reason, "reason", "", "why (required); recorded in the agent's personnel record")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the server's answer, receipt included, as JSON")
+	cmd.Flags().StringVar(&receiptFile, "receipt", "", "write the receipt, signed with the log key, to this file (check it with arx audit receipt FILE --log-key KEY)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		c, err := client()
 		if err != nil {
@@ -164,7 +168,14 @@ func terminateCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
+		var raw json.RawMessage
 		var out struct {
+			Receipt *struct {
+				Index       int64         `json:"index"`
+				Confirmed   []receiptItem `json:"confirmed"`
+				Unconfirmed []receiptItem `json:"unconfirmed"`
+				Note        string        `json:"note"`
+			} `json:"receipt"`
 			Tokens      int `json:"revoked_tokens"`
 			Credentials int `json:"revoked_credentials"`
 			Approvals   int `json:"cancelled_approvals"`
@@ -173,10 +184,25 @@ func terminateCmd() *cobra.Command {
 				Via []string `json:"via"`
 			} `json:"notices"`
 		}
-		if err := c.do(cmd.Context(), "POST", "/v1/agents/"+a.ID+"/terminate", map[string]string{"reason": reason}, &out); err != nil {
+		if err := c.do(cmd.Context(), "POST", "/v1/agents/"+a.ID+"/terminate", map[string]string{"reason": reason}, &raw); err != nil {
 			return err
 		}
+		if err := json.Unmarshal(raw, &out); err != nil {
+			return fmt.Errorf("the server's answer does not read: %w", err)
+		}
 		w := cmd.OutOrStdout()
+		if receiptFile != "" && out.Receipt != nil && out.Receipt.Note != "" {
+			if err := os.WriteFile(receiptFile, []byte(out.Receipt.Note), 0o644); err != nil {
+				return err
+			}
+		}
+		if asJSON {
+			var v any
+			json.Unmarshal(raw, &v)
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			return enc.Encode(v)
+		}
 		inert.Fprintf(w, "terminated %s (%s): %d token(s), %d live credential(s) revoked, %d pending approval(s) cancelled\n",
 			a.Name, a.ID, out.Tokens, out.Credentials, out.Approvals)
 		// Who is told, and how: said plainly when nobody can be.
@@ -190,7 +216,46 @@ func terminateCmd() *cobra.Command {
 		if len(out.Notices) == 0 {
 			fmt.Fprintln(w, "nobody is told: the job description's termination.notify names no one")
 		}
+		if rc := out.Receipt; rc != nil {
+			inert.Fprintf(w, "receipt (record entry %d, signed with the log key%s):\n", rc.Index, map[bool]string{true: ", saved to " + receiptFile, false: ""}[receiptFile != ""])
+			for _, it := range rc.Confirmed {
+				inert.Fprintf(w, "  confirmed    %s\n", it)
+			}
+			for _, it := range rc.Unconfirmed {
+				inert.Fprintf(w, "  unconfirmed  %s\n", it)
+			}
+		}
 		return nil
 	}
 	return cmd
+}
+
+// receiptItem is one line of a termination receipt, as the API answers it.
+type receiptItem struct {
+	What      string    `json:"what"`
+	Connector string    `json:"connector"`
+	Count     int       `json:"count"`
+	Detail    string    `json:"detail"`
+	At        time.Time `json:"at"`
+	Why       string    `json:"why"`
+}
+
+func (i receiptItem) String() string {
+	s := strings.ReplaceAll(i.What, "_", " ")
+	if i.Connector != "" {
+		s += " on " + i.Connector
+	}
+	switch {
+	case i.Detail != "":
+		s += ": " + i.Detail
+	case i.Why == "":
+		s += fmt.Sprintf(": %d", i.Count)
+	}
+	if !i.At.IsZero() {
+		s += " at " + i.At.Local().Format("15:04:05.000")
+	}
+	if i.Why != "" {
+		s += " (" + i.Why + ")"
+	}
+	return s
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/arxsec/arx/internal/publish/file"
 	"github.com/arxsec/arx/internal/publish/s3"
 	"github.com/arxsec/arx/internal/server"
+	"github.com/arxsec/arx/record"
 	"github.com/arxsec/arx/record/passkeys"
 	"github.com/spf13/cobra"
 )
@@ -113,7 +114,7 @@ func auditCmd() *cobra.Command {
 and check it against the public keys of the log and of the witnesses you
 trust. They do not talk to ARX.`,
 	}
-	cmd.AddCommand(auditVerifyCmd(), auditProveCmd())
+	cmd.AddCommand(auditVerifyCmd(), auditProveCmd(), auditReceiptCmd())
 	return cmd
 }
 
@@ -281,6 +282,9 @@ func printAudit(out io.Writer, bucket, statePath string, rep *audit.Report, asJS
 		inert.Fprintf(out, "previous    %d entries (from %s): consistent: %s\n", rep.PreviousSize, statePath, dash(rep.ConsistentWith))
 	}
 	printDecisions(out, rep.Decisions)
+	if rep.Receipts > 0 {
+		inert.Fprintf(out, "receipts    %d termination receipts, each checked against its termination\n", rep.Receipts)
+	}
 	rate := ""
 	if s := rep.Duration.Seconds(); s > 0 && rep.Entries > 0 {
 		rate = fmt.Sprintf(" in %.2fs (%.0f entries/s)", s, float64(rep.Entries)/s)
@@ -297,6 +301,43 @@ func printAudit(out io.Writer, bucket, statePath string, rep *audit.Report, asJS
 	if len(rep.Problems) < rep.ProblemCount {
 		inert.Fprintf(out, "  ... and %d more (the first %d are shown)\n", rep.ProblemCount-len(rep.Problems), len(rep.Problems))
 	}
+}
+
+func auditReceiptCmd() *cobra.Command {
+	var logKey string
+	cmd := &cobra.Command{
+		Use:   "receipt FILE --log-key KEY",
+		Short: "Check a termination receipt (arx terminate --receipt FILE): signed with the log key, and what it confirms",
+		Args:  cobra.ExactArgs(1),
+	}
+	cmd.Flags().StringVar(&logKey, "log-key", "", "the log's public key, or a file holding it (log.pub)")
+	cmd.MarkFlagRequired("log-key")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		signed, err := os.ReadFile(args[0])
+		if err != nil {
+			return err
+		}
+		key := strings.TrimSpace(logKey)
+		if b, err := os.ReadFile(key); err == nil {
+			key = strings.TrimSpace(string(b))
+		}
+		e, err := audit.VerifyReceipt(signed, key)
+		if err != nil {
+			return errorCode{code: 1, err: err}
+		}
+		w := cmd.OutOrStdout()
+		inert.Fprintf(w, "OK: a termination receipt signed with the log key: agent %s, terminated at %s, record entry %d\n",
+			e.Agent, record.Str(e.Data, "terminated_at"), e.Index)
+		inert.Fprintf(w, "(check it is in the log: arx audit prove --index %d)\n", e.Index)
+		for _, it := range record.ReceiptItemsOf(e, "confirmed") {
+			inert.Fprintf(w, "  confirmed    %s\n", receiptItem{What: it.What, Connector: it.Connector, Count: it.Count, Detail: it.Detail, At: it.At})
+		}
+		for _, it := range record.ReceiptItemsOf(e, "unconfirmed") {
+			inert.Fprintf(w, "  unconfirmed  %s\n", receiptItem{What: it.What, Connector: it.Connector, Detail: it.Detail, Why: it.Why})
+		}
+		return nil
+	}
+	return cmd
 }
 
 // printDecisions says, per agent, how many approval decisions were signed

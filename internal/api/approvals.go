@@ -399,7 +399,8 @@ func (s *server) terminate(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"agent": viewAgent(res.Agent, false), "revoked_tokens": res.RevokedTokens,
-		"revoked_credentials": res.RevokedCredentials, "cancelled_approvals": res.CancelledApprovals, "notices": res.Notices})
+		"revoked_credentials": res.RevokedCredentials, "cancelled_approvals": res.CancelledApprovals, "notices": res.Notices,
+		"receipt": res.Receipt})
 	return nil
 }
 

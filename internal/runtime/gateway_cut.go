@@ -56,7 +56,7 @@ func (r *Runtime) untrack(p *GatewayPass) {
 }
 
 // cut ends the requests in flight that match, with reason.
-func (r *Runtime) cut(match func(*GatewayPass) bool, reason string) {
+func (r *Runtime) cut(match func(*GatewayPass) bool, reason string) int {
 	f := &r.conn.inflight
 	f.mu.Lock()
 	var hit []*GatewayPass
@@ -69,6 +69,7 @@ func (r *Runtime) cut(match func(*GatewayPass) bool, reason string) {
 	for _, p := range hit {
 		p.cancel(fmt.Errorf("%w: %s", connector.ErrCut, reason))
 	}
+	return len(hit)
 }
 
 // cutCall and cutAgent cut at once what this process forwards for a call,
@@ -77,8 +78,8 @@ func (r *Runtime) cutCall(id, reason string) {
 	r.cut(func(p *GatewayPass) bool { return p.call.ID == id }, reason)
 }
 
-func (r *Runtime) cutAgent(id, reason string) {
-	r.cut(func(p *GatewayPass) bool { return p.call.AgentID == id }, reason)
+func (r *Runtime) cutAgent(id, reason string) int {
+	return r.cut(func(p *GatewayPass) bool { return p.call.AgentID == id }, reason)
 }
 
 // checkInflight looks at the calls of the requests in flight every

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/url"
-	"slices"
 	"strings"
 	"time"
 
@@ -23,6 +22,12 @@ type TerminationResult struct {
 	// (queued in the same transaction, delivered after it, each delivery
 	// recorded as termination.notified).
 	Notices []NoticeRoute
+	// Receipt is what the termination confirmed, and what it could not,
+	// as its termination.receipt entry records it, signed with the log key.
+	Receipt *Receipt
+
+	drops []store.Call // revoked calls whose connector made something for them (a database role)
+	at    time.Time
 }
 
 // NoticeRoute says how a termination notice to one target goes out.
@@ -49,7 +54,7 @@ func noticeRoutes(targets, channels []string) []NoticeRoute {
 			out = append(out, NoticeRoute{To: to, Via: []string{"endpoint"}})
 			continue
 		}
-		out = append(out, NoticeRoute{To: t, Via: slices.Clone(channels)})
+		out = append(out, NoticeRoute{To: t, Via: append([]string{}, channels...)})
 	}
 	return out
 }
@@ -84,7 +89,11 @@ func (r *Runtime) Terminate(ctx context.Context, p *Principal, agentID, reason s
 	now := r.now()
 	res := &TerminationResult{}
 	var woken []string
-	err := r.store.Update(ctx, func(tx store.Tx) error {
+	logSize, err := r.store.TreeSize(ctx) // the receipt looks for confirmations after this
+	if err != nil {
+		return nil, r.ReadFailed("log size", err)
+	}
+	err = r.store.Update(ctx, func(tx store.Tx) error {
 		*res, woken = TerminationResult{}, nil // a store may run fn again
 		a, err := tx.Agent(agentID)
 		if errors.Is(err, store.ErrNotFound) {
@@ -102,10 +111,11 @@ func (r *Runtime) Terminate(ctx context.Context, p *Principal, agentID, reason s
 	if err != nil {
 		return nil, r.writeFailed("terminate", err)
 	}
-	r.afterTerminate(ctx, p, agentID, woken, now)
+	cut := r.afterTerminate(ctx, p, agentID, woken, now)
 	if m, err := r.Manifest(res.Agent); err == nil {
 		res.Notices = noticeRoutes(m.Termination.Notify, r.NotifyChannels())
 	}
+	res.Receipt = r.receipt(ctx, p, res, cut, logSize)
 	return res, nil
 }
 
@@ -155,6 +165,9 @@ func (r *Runtime) terminateIn(tx store.Tx, p *Principal, a *store.Agent, reason 
 	}
 	for i := range open {
 		if c := &open[i]; c.Status == store.CallApproved {
+			if _, ok := r.conn.provisioners[c.Connector]; ok {
+				res.drops = append(res.drops, *c)
+			}
 			c.Status = store.CallRevoked
 			if err := r.onCallClosed(tx, c); err != nil { // connectors.go: drop the call's database role
 				return res, woken, err
@@ -171,14 +184,15 @@ func (r *Runtime) terminateIn(tx store.Tx, p *Principal, a *store.Agent, reason 
 		}
 	}
 	a.Status, a.TerminatedAt = store.AgentTerminated, &now
-	res.Agent = a
+	res.Agent, res.at = a, now
 	return res, woken, nil
 }
 
 // afterTerminate runs a termination's effects once it committed.
-func (r *Runtime) afterTerminate(ctx context.Context, p *Principal, agentID string, woken []string, now time.Time) {
+func (r *Runtime) afterTerminate(ctx context.Context, p *Principal, agentID string, woken []string, now time.Time) (cut int) {
 	r.kickOutbox() // database roles of the revoked calls are dropped now
-	r.cutAgent(agentID, "the agent was terminated")
+	cut = r.cutAgent(agentID, "the agent was terminated")
 	r.broadcast(ctx, &Event{Type: "agent.updated", AgentID: agentID, Status: store.AgentTerminated, At: now}, woken...)
 	r.log.Info("agent terminated", "agent", agentID, "actor", p.Actor())
+	return cut
 }
