@@ -116,8 +116,7 @@ func scrubDSN(s string) string {
 // when present; the body must be JSON). Put it in Action.Args: the gateway
 // then lets exactly that request through under the call's credential, and
 // an approver who approves the call approves that request, not any other
-// the action would allow. A high-risk call an approver decides must
-// declare its request this way to use the gateway. RequestArgs reads the
+// the action would allow. RequestArgs reads the
 // body and puts it back, so req can be sent afterwards.
 func RequestArgs(req *http.Request) (map[string]any, error) {
 	m := map[string]any{"method": req.Method, "path": req.URL.Path}

@@ -2,6 +2,8 @@ package runtime
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -13,9 +15,10 @@ import (
 // Approvals bound to the request: a call may declare, in its arguments,
 // the one request it will send through the gateway
 // (args.request: {method, path, query, body}). Every gateway request of
-// such a call must be exactly that one; and a call an approver approved
-// must have declared it, so that the approval covers what is sent, not
-// "any request of this action" for the credential's lifetime.
+// such a call must be exactly that one, so an approver who approves it
+// approves that request, not "any request of this action" for the
+// credential's lifetime. (A call that declares none is not bound, as
+// before arguments existed.)
 
 // requestArgs is the request a gateway request is, as args.request writes
 // it: the method, the cleaned path after the connector's name, the raw
@@ -79,18 +82,12 @@ func (r *Runtime) checkBinding(ctx context.Context, callID string, req GatewayRe
 	if err != nil {
 		return nil, arxerr.New(arxerr.GatewayNotApproved, "the call's declared request does not read: %v", err)
 	}
+	if want == "" && !hashedOnly {
+		return nil, nil // not bound to a request
+	}
 	approved := false
 	if ap, err := r.store.Approval(ctx, c.ID); err == nil && ap.Status == store.ApprovalGranted {
 		approved = true
-	}
-	switch {
-	case want == "" && !approved:
-		return nil, nil // not bound
-	case want == "" && hashedOnly:
-		return nil, arxerr.New(arxerr.GatewayNotApproved, "call %s was approved with arguments kept as a hash only, so its requests cannot be checked against them", c.ID)
-	case want == "":
-		e := arxerr.New(arxerr.GatewayNotApproved, "call %s was approved without declaring its request (args.request), so the approval covers no request", c.ID)
-		return nil, e
 	}
 	var body []byte
 	if req.ReadBody != nil {
@@ -102,6 +99,14 @@ func (r *Runtime) checkBinding(ctx context.Context, callID string, req GatewayRe
 	if err != nil {
 		return nil, arxerr.New(arxerr.GatewayNotApproved, "%v", err)
 	}
+	if hashedOnly {
+		// Kept as a hash only: the arguments must be exactly the request.
+		sum := sha256.Sum256([]byte(got))
+		if hex.EncodeToString(sum[:]) != c.ArgsHash {
+			return nil, arxerr.New(arxerr.GatewayNotApproved, "call %s keeps its arguments as a hash only, and this request does not hash to them (with record_args: hash, a call through the gateway declares only its request)", c.ID)
+		}
+		return nonNilBody(body), nil
+	}
 	if got != want {
 		what := "call"
 		if approved {
@@ -112,10 +117,14 @@ func (r *Runtime) checkBinding(ctx context.Context, callID string, req GatewayRe
 		return nil, arxerr.New(arxerr.GatewayNotApproved, "this request is not the one the %s %s declared: its %s differ", what, c.ID,
 			strings.Join(differingParts(got, want), ", "))
 	}
-	if body == nil {
-		body = []byte{}
+	return nonNilBody(body), nil
+}
+
+func nonNilBody(b []byte) []byte {
+	if b == nil {
+		return []byte{}
 	}
-	return body, nil
+	return b
 }
 
 // differingParts names the parts (method, path, query, body) in which two
