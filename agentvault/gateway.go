@@ -135,8 +135,10 @@ func RequestArgs(req *http.Request) (map[string]any, error) {
 		req.Body = io.NopCloser(bytes.NewReader(b))
 		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
 		if len(b) > 0 {
+			d := json.NewDecoder(bytes.NewReader(b))
+			d.UseNumber() // numbers as written, never rounded
 			var v any
-			if err := json.Unmarshal(b, &v); err != nil {
+			if err := d.Decode(&v); err != nil || d.More() {
 				return nil, errors.New("agentvault: a declared request's body must be JSON")
 			}
 			m["body"] = v

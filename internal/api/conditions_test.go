@@ -57,6 +57,10 @@ func TestConditionsOnArguments(t *testing.T) {
 	if r.Status != http.StatusCreated || v.Status != "approved" || string(v.Args) != `{"amount":120.5,"currency":"EUR","order":"A-1001"}` || len(v.ArgsHash) != 64 {
 		t.Fatalf("within the condition: %d %s", r.Status, r.Body)
 	}
+	// The same idempotency key with other arguments is another call.
+	if r := call("refund.create", "r1", map[string]any{"amount": 121, "currency": "EUR", "order": "A-1001"}); r.Status != http.StatusConflict {
+		t.Errorf("a retry with other arguments: %d %s", r.Status, r.Body)
+	}
 	// Over it: held for an approver, who sees the arguments.
 	r = call("refund.create", "r2", map[string]any{"amount": 9000, "currency": "EUR"})
 	v = callView{}

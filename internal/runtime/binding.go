@@ -1,12 +1,16 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/arxsec/arx/arxerr"
 	"github.com/arxsec/arx/internal/store"
@@ -20,10 +24,11 @@ import (
 // credential's lifetime. (A call that declares none is not bound, as
 // before arguments existed.)
 
-// requestArgs is the request a gateway request is, as args.request writes
-// it: the method, the cleaned path after the connector's name, the raw
-// query ("" absent), the JSON body (absent when empty).
-func requestArgs(method, path, rawQuery string, body []byte) (string, error) {
+// requestArgsParsed is the request a gateway request is, as args.request
+// writes it, in the form parseArgs gives call arguments (whose hash a
+// call keeps): the method, the cleaned path after the connector's name,
+// the raw query ("" absent), the JSON body (absent when empty).
+func requestArgsParsed(method, path, rawQuery string, body []byte) (string, error) {
 	m := map[string]any{"method": method, "path": path}
 	if rawQuery != "" {
 		m["query"] = rawQuery
@@ -60,11 +65,17 @@ func declaredRequest(c *store.Call) (string, bool, error) {
 	if !ok {
 		return "", false, nil
 	}
-	a, err := parseArgs(append(append([]byte(`{"request":`), req...), '}'))
-	if err != nil {
-		return "", false, err
+	var r struct {
+		Method string          `json:"method"`
+		Path   string          `json:"path"`
+		Query  string          `json:"query"`
+		Body   json.RawMessage `json:"body"`
 	}
-	return a.text, false, nil
+	if err := json.Unmarshal(req, &r); err != nil {
+		return "", false, fmt.Errorf("args.request is not {method, path, query, body}: %w", err)
+	}
+	text, _, err := requestArgs(r.Method, r.Path, r.Query, r.Body)
+	return text, false, err
 }
 
 // checkBinding reads the call of a gateway request and, when the call is
@@ -95,17 +106,24 @@ func (r *Runtime) checkBinding(ctx context.Context, callID string, req GatewayRe
 			return nil, arxerr.New(arxerr.BodyTooLarge, "%v", err)
 		}
 	}
-	got, err := requestArgs(req.Method, path, req.RawQuery, body)
-	if err != nil {
-		return nil, arxerr.New(arxerr.GatewayNotApproved, "%v", err)
-	}
 	if hashedOnly {
 		// Kept as a hash only: the arguments must be exactly the request.
+		got, err := requestArgsParsed(req.Method, path, req.RawQuery, body)
+		if err != nil {
+			return nil, arxerr.New(arxerr.GatewayNotApproved, "%v", err)
+		}
+		if err := noDuplicateKeys(body); len(body) > 0 && err != nil {
+			return nil, arxerr.New(arxerr.GatewayNotApproved, "%v", err)
+		}
 		sum := sha256.Sum256([]byte(got))
 		if hex.EncodeToString(sum[:]) != c.ArgsHash {
 			return nil, arxerr.New(arxerr.GatewayNotApproved, "call %s keeps its arguments as a hash only, and this request does not hash to them (with record_args: hash, a call through the gateway declares only its request)", c.ID)
 		}
 		return nonNilBody(body), nil
+	}
+	got, canonical, err := requestArgs(req.Method, path, req.RawQuery, body)
+	if err != nil {
+		return nil, arxerr.New(arxerr.GatewayNotApproved, "%v", err)
 	}
 	if got != want {
 		what := "call"
@@ -117,7 +135,9 @@ func (r *Runtime) checkBinding(ctx context.Context, callID string, req GatewayRe
 		return nil, arxerr.New(arxerr.GatewayNotApproved, "this request is not the one the %s %s declared: its %s differ", what, c.ID,
 			strings.Join(differingParts(got, want), ", "))
 	}
-	return nonNilBody(body), nil
+	// Forward what was checked: the canonical body, not bytes another
+	// parser might read otherwise.
+	return nonNilBody(canonical), nil
 }
 
 func nonNilBody(b []byte) []byte {
@@ -145,4 +165,103 @@ func differingParts(a, b string) []string {
 		out = append(out, "arguments")
 	}
 	return out
+}
+
+// canonicalJSON is a JSON value re-encoded for comparison: object keys
+// sorted, numbers exactly as written (never rounded through float64), and
+// refused when it is not valid UTF-8 or an object names a key twice (two
+// parsers could read it two ways).
+func canonicalJSON(raw []byte) ([]byte, error) {
+	if !utf8.Valid(raw) {
+		return nil, errors.New("the body is not valid UTF-8")
+	}
+	if err := noDuplicateKeys(raw); err != nil {
+		return nil, err
+	}
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil || d.More() {
+		return nil, errors.New("the body is not JSON, so it cannot be matched with a declared request")
+	}
+	return json.Marshal(v)
+}
+
+// noDuplicateKeys refuses a JSON text with an object that names a key
+// twice.
+func noDuplicateKeys(raw []byte) error {
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	type frame struct {
+		keys   map[string]bool
+		object bool
+		key    bool // the next string token is a key
+	}
+	var stack []*frame
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return errors.New("the body is not JSON, so it cannot be matched with a declared request")
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				if top != nil && top.object {
+					top.key = true
+				}
+				stack = append(stack, &frame{keys: map[string]bool{}, object: true, key: true})
+			case '[':
+				if top != nil && top.object {
+					top.key = true
+				}
+				stack = append(stack, &frame{})
+			default:
+				stack = stack[:len(stack)-1]
+			}
+		default:
+			if top != nil && top.object {
+				if top.key {
+					k, _ := t.(string)
+					if top.keys[k] {
+						return fmt.Errorf("the body names the key %q twice", truncate(k, 32))
+					}
+					top.keys[k] = true
+					top.key = false
+				} else {
+					top.key = true
+				}
+			}
+		}
+	}
+}
+
+// requestArgs is requestArgsParsed with the body as canonicalJSON keeps
+// it: what a declared request is compared with. It returns the canonical
+// body too (nil when none): what is forwarded.
+func requestArgs(method, path, rawQuery string, body []byte) (string, []byte, error) {
+	m := map[string]any{"method": method, "path": path}
+	if rawQuery != "" {
+		m["query"] = rawQuery
+	}
+	var cb []byte
+	if len(body) > 0 {
+		var err error
+		if cb, err = canonicalJSON(body); err != nil {
+			return "", nil, err
+		}
+		m["body"] = json.RawMessage(cb)
+	}
+	raw, err := json.Marshal(map[string]any{"request": m})
+	if err != nil {
+		return "", nil, err
+	}
+	return string(raw), cb, nil
 }

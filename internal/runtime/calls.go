@@ -166,13 +166,14 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 		return nil, r.writeFailed("request call", err)
 	}
 	if existing != nil {
-		if existing.Connector != c.Connector || existing.Action != c.Action || existing.DeclaredRisk != c.DeclaredRisk {
+		if existing.Connector != c.Connector || existing.Action != c.Action || existing.DeclaredRisk != c.DeclaredRisk ||
+			existing.ArgsHash != c.ArgsHash {
 			return nil, arxerr.New(arxerr.Conflict, "idempotency_key %q was used for a different call", truncate(c.IdempotencyKey, 64))
 		}
 		if existing.Status == store.CallRefused {
 			return nil, r.refusalOf(existing)
 		}
-		res, err := r.result(ctx, existing)
+		res, err := r.result(ctx, existing, true)
 		if err != nil {
 			return nil, err
 		}
@@ -190,7 +191,7 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 		r.log.Info("call refused", "agent", c.AgentID, "call", c.ID, "connector", c.Connector, "action", c.Action, "code", refusal.Code)
 		return nil, refusal
 	}
-	return r.result(ctx, c)
+	return r.result(ctx, c, false)
 }
 
 func (r *Runtime) refusalOf(c *store.Call) error {
@@ -199,11 +200,13 @@ func (r *Runtime) refusalOf(c *store.Call) error {
 	return e
 }
 
-// result attaches the credential when the call may proceed.
-func (r *Runtime) result(ctx context.Context, c *store.Call) (*CallResult, error) {
+// result attaches the credential when the call may proceed. decided says
+// the call may have waited for an approver (not one just decided at once):
+// its approval is checked first.
+func (r *Runtime) result(ctx context.Context, c *store.Call, decided bool) (*CallResult, error) {
 	res := &CallResult{Call: c}
 	if c.Status == store.CallApproved && r.now().Before(c.ExpiresAt) {
-		if c.Risk == manifest.RiskHigh.String() {
+		if decided || c.Risk == manifest.RiskHigh.String() {
 			if err := r.checkSignedApproval(ctx, c); err != nil {
 				return nil, err
 			}
@@ -257,7 +260,7 @@ func (r *Runtime) GetCall(ctx context.Context, p *Principal, id string, wait tim
 			if p.Kind != store.TokenAgent {
 				return &CallResult{Call: c}, nil // credentials go only to the agent
 			}
-			return r.result(ctx, c)
+			return r.result(ctx, c, true)
 		}
 		select {
 		case <-ch:

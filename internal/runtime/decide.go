@@ -127,6 +127,10 @@ func conditionRule(m *manifest.Manifest, connector, action string, args map[stri
 	ok, err := c.Holds(args)
 	switch {
 	case err != nil:
+		if a, _ := m.Action(connector, action); a != nil && a.RecordArgs == "hash" {
+			// The error may quote an argument, which the record must not hold.
+			return c, " (its evaluation failed)"
+		}
 		return c, " (" + truncate(err.Error(), 200) + ")"
 	case !ok:
 		return c, ""

@@ -12,6 +12,7 @@ import (
 
 	"github.com/arxsec/arx/arxerr"
 	"github.com/arxsec/arx/internal/store"
+	"github.com/arxsec/arx/manifest"
 	"github.com/arxsec/arx/record"
 	"github.com/arxsec/arx/record/passkeys"
 	"github.com/go-webauthn/webauthn/protocol"
@@ -478,6 +479,15 @@ func (r *Runtime) ApproverPasskeys(ctx context.Context, p *Principal, a *store.A
 // signature is the auditor's to catch (approval_key_unknown,
 // approval_signature_invalid).
 func (r *Runtime) checkSignedApproval(ctx context.Context, c *store.Call) error {
+	ap, err := r.store.Approval(ctx, c.ID)
+	switch {
+	case errors.Is(err, store.ErrNotFound) && c.Risk != manifest.RiskHigh.String():
+		return nil // approved at once: nobody decided
+	case errors.Is(err, store.ErrNotFound):
+		ap = nil // a high-risk call is always decided: checked below
+	case err != nil:
+		return r.ReadFailed("approval", err)
+	}
 	a, err := r.store.Agent(ctx, c.AgentID)
 	if err != nil {
 		return r.ReadFailed("agent", err)
@@ -495,12 +505,8 @@ func (r *Runtime) checkSignedApproval(ctx context.Context, c *store.Call) error 
 		e.CallID = c.ID
 		return e
 	}
-	ap, err := r.store.Approval(ctx, c.ID)
-	if errors.Is(err, store.ErrNotFound) {
+	if ap == nil {
 		return refuse("there is no approval")
-	}
-	if err != nil {
-		return r.ReadFailed("approval", err)
 	}
 	if ap.Passkey == "" {
 		return refuse("it names no passkey")

@@ -84,6 +84,7 @@ type Replayer struct {
 // refused otherwise (bad content, a suspended agent) is not replayed.
 var replayableRefusals = map[string]bool{
 	string(arxerr.ConnectorNotDeclared): true, string(arxerr.ActionNotDeclared): true, string(arxerr.DriftRefused): true,
+	string(arxerr.ConditionNotMet): true,
 }
 
 // Add folds one entry of the agent's record.

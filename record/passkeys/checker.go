@@ -127,7 +127,10 @@ func (c *Checker) decision(index int64, e *record.Entry) {
 	by := record.Str(e.Data, "by")
 	s, ok := record.SignatureOf(e)
 	sh, requested := c.shown[e.Call]
-	delete(c.shown, e.Call)
+	// A grant short of its quorum leaves the call waiting for more.
+	if q := record.Int(e.Data, "quorum"); e.Type == record.TypeApprovalDenied || q <= 1 || record.Int(e.Data, "grants") >= q {
+		delete(c.shown, e.Call)
+	}
 	switch {
 	case !ok:
 		a.Signed++

@@ -198,6 +198,23 @@ func TestChecker(t *testing.T) {
 			l.add(record.ApprovalSigned(ref("c1"), "user:"+boss, at, record.DecisionApprove, boss, "", bossKey.Sign(d)))
 			return -1
 		}, ""},
+		{"two signed grants of a quorum of two", func(l *log) int64 {
+			hire(l, true)
+			register(l, boss, bossKey)
+			register(l, deputy, deputyKey)
+			ask(l, "c1", "delete 0017")
+			for i, who := range []struct {
+				a     *passkeytest.Authenticator
+				email string
+			}{{bossKey, boss}, {deputyKey, deputy}} {
+				d := record.Decision{Call: "c1", Agent: "a1", Connector: "crm", Action: "account.delete", Risk: "high", Summary: "delete 0017",
+					By: who.email, Verdict: record.DecisionApprove, At: at}
+				e := record.ApprovalSigned(ref("c1"), "user:"+who.email, at, record.DecisionApprove, who.email, "", who.a.Sign(d))
+				e.Data["grants"], e.Data["quorum"] = i+1, 2
+				l.add(e)
+			}
+			return -1
+		}, ""},
 		{"a deny signed, recorded as a grant", func(l *log) int64 {
 			hire(l, true)
 			register(l, boss, bossKey)

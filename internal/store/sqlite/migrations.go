@@ -126,11 +126,12 @@ func migrate(ctx context.Context, db *sql.DB, logDir string, log *slog.Logger) e
 		return err
 	}
 	migrating := logDir + ".migrating"
-	if v >= schemaVersion {
-		if v > schemaVersion {
-			return fmt.Errorf("sqlite: the database has schema version %d, this arx knows only %d: upgrade arx", v, schemaVersion)
-		}
-		// Committed, but the log directory was not renamed yet.
+	if v > schemaVersion {
+		return fmt.Errorf("sqlite: the database has schema version %d, this arx knows only %d: upgrade arx", v, schemaVersion)
+	}
+	if v >= 6 {
+		// The move to segment files committed (v6), but the log directory
+		// was not renamed yet: finish it before anything else.
 		if _, err := os.Stat(migrating); err == nil {
 			if _, err := os.Stat(logDir); err == nil {
 				return fmt.Errorf("sqlite: both %s and %s exist: keep the one the database was migrated with (%s) and remove the other", logDir, migrating, migrating)
@@ -139,6 +140,8 @@ func migrate(ctx context.Context, db *sql.DB, logDir string, log *slog.Logger) e
 				return fmt.Errorf("sqlite: migrate: %w", err)
 			}
 		}
+	}
+	if v == schemaVersion {
 		return nil
 	}
 	if v >= 6 {
