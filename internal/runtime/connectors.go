@@ -201,6 +201,10 @@ func (r *Runtime) drop(ctx context.Context, j dropJob, also func(store.Tx) error
 // behind by a crash, a drop that gave up, or a connector that was down.
 // Roles of calls this deployment does not know are left alone.
 func (r *Runtime) dropLeftovers(ctx context.Context) {
+	// A call that ends from now on has its role dropped by the outbox:
+	// only what ended before is left over (racing the outbox would record
+	// the drop under the wrong reason).
+	start := r.now()
 	for name, p := range r.conn.provisioners {
 		ids, err := p.Provisioned(ctx)
 		if err != nil {
@@ -221,6 +225,9 @@ func (r *Runtime) dropLeftovers(ctx context.Context) {
 			}
 			if c.Connector != name || EffectiveStatus(c, r.now()) == store.CallApproved {
 				continue
+			}
+			if ended := c.CompletedAt; ended != nil && !ended.Before(start) || ended == nil && !c.ExpiresAt.Before(start) {
+				continue // ended after this sweep began: the outbox drops it
 			}
 			jobs = append(jobs, dropJob{Connector: name, Call: c.ID, Agent: c.AgentID, Action: c.Action, Risk: c.Risk, Reason: "leftover"})
 		}
