@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"net/url"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,8 +60,19 @@ func Database(t testing.TB) string {
 			return
 		}
 		defer conn.Close(context.Background())
-		if _, err := conn.Exec(ctx, `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`); err != nil {
-			t.Errorf("pgtest: drop database %s: %v", name, err)
+		// FORCE ends the test's own sessions; it may not end an
+		// autovacuum worker (the superuser's) that a busy test started:
+		// that one finishes soon, so try again a while.
+		for {
+			_, err := conn.Exec(ctx, `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`)
+			if err == nil {
+				return
+			}
+			if ctx.Err() != nil || !strings.Contains(err.Error(), "42501") {
+				t.Errorf("pgtest: drop database %s: %v", name, err)
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
 	})
 	u, err := url.Parse(base)
