@@ -142,10 +142,10 @@ type Report struct {
 func Verify(ctx context.Context, src Source, opts Options) (*Report, error) {
 	start := time.Now()
 	a := &auditor{src: src, opts: opts, rep: &Report{Quorum: opts.Quorum}}
+	a.sig.Report = a.chain.Report
 	if err := a.run(ctx); err != nil {
 		return nil, err
 	}
-	a.sig.Report = a.chain.Report
 	a.sig.Finish()
 	rep := a.rep
 	for _, ag := range a.sig.Agents() {
@@ -254,9 +254,6 @@ func (a *auditor) check(pos int64, e []byte, leaf tlog.Hash) {
 	}
 	if !passkeys.Wants(r.Type) {
 		return
-	}
-	if a.sig.Report == nil {
-		a.sig.Report = a.chain.Report
 	}
 	if parsed, err := record.Parse(e); err == nil {
 		a.sig.Add(pos, parsed)

@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/arxsec/arx/record"
+	"io"
 	"net/url"
 	"os"
 	"strings"
@@ -171,10 +173,10 @@ func terminateCmd() *cobra.Command {
 		var raw json.RawMessage
 		var out struct {
 			Receipt *struct {
-				Index       int64         `json:"index"`
-				Confirmed   []receiptItem `json:"confirmed"`
-				Unconfirmed []receiptItem `json:"unconfirmed"`
-				Note        string        `json:"note"`
+				Index       int64                `json:"index"`
+				Confirmed   []record.ReceiptItem `json:"confirmed"`
+				Unconfirmed []record.ReceiptItem `json:"unconfirmed"`
+				Note        string               `json:"note"`
 			} `json:"receipt"`
 			Tokens      int `json:"revoked_tokens"`
 			Credentials int `json:"revoked_credentials"`
@@ -218,29 +220,25 @@ func terminateCmd() *cobra.Command {
 		}
 		if rc := out.Receipt; rc != nil {
 			inert.Fprintf(w, "receipt (record entry %d, signed with the log key%s):\n", rc.Index, map[bool]string{true: ", saved to " + receiptFile, false: ""}[receiptFile != ""])
-			for _, it := range rc.Confirmed {
-				inert.Fprintf(w, "  confirmed    %s\n", it)
-			}
-			for _, it := range rc.Unconfirmed {
-				inert.Fprintf(w, "  unconfirmed  %s\n", it)
-			}
+			printReceiptItems(w, rc.Confirmed, rc.Unconfirmed)
 		}
 		return nil
 	}
 	return cmd
 }
 
-// receiptItem is one line of a termination receipt, as the API answers it.
-type receiptItem struct {
-	What      string    `json:"what"`
-	Connector string    `json:"connector"`
-	Count     int       `json:"count"`
-	Detail    string    `json:"detail"`
-	At        time.Time `json:"at"`
-	Why       string    `json:"why"`
+// printReceiptItems prints a termination receipt's lines: what was
+// confirmed, and when; what was not, and why.
+func printReceiptItems(w io.Writer, confirmed, unconfirmed []record.ReceiptItem) {
+	for _, it := range confirmed {
+		inert.Fprintf(w, "  confirmed    %s\n", receiptLine(it))
+	}
+	for _, it := range unconfirmed {
+		inert.Fprintf(w, "  unconfirmed  %s\n", receiptLine(it))
+	}
 }
 
-func (i receiptItem) String() string {
+func receiptLine(i record.ReceiptItem) string {
 	s := strings.ReplaceAll(i.What, "_", " ")
 	if i.Connector != "" {
 		s += " on " + i.Connector

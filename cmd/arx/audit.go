@@ -317,11 +317,7 @@ func auditReceiptCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		key := strings.TrimSpace(logKey)
-		if b, err := os.ReadFile(key); err == nil {
-			key = strings.TrimSpace(string(b))
-		}
-		e, err := audit.VerifyReceipt(signed, key)
+		e, err := audit.VerifyReceipt(signed, keyArg(logKey))
 		if err != nil {
 			return errorCode{code: 1, err: err}
 		}
@@ -329,12 +325,7 @@ func auditReceiptCmd() *cobra.Command {
 		inert.Fprintf(w, "OK: a termination receipt signed with the log key: agent %s, terminated at %s, record entry %d\n",
 			e.Agent, record.Str(e.Data, "terminated_at"), e.Index)
 		inert.Fprintf(w, "(check it is in the log: arx audit prove --index %d)\n", e.Index)
-		for _, it := range record.ReceiptItemsOf(e, "confirmed") {
-			inert.Fprintf(w, "  confirmed    %s\n", receiptItem{What: it.What, Connector: it.Connector, Count: it.Count, Detail: it.Detail, At: it.At})
-		}
-		for _, it := range record.ReceiptItemsOf(e, "unconfirmed") {
-			inert.Fprintf(w, "  unconfirmed  %s\n", receiptItem{What: it.What, Connector: it.Connector, Detail: it.Detail, Why: it.Why})
-		}
+		printReceiptItems(w, record.ReceiptItemsOf(e, "confirmed"), record.ReceiptItemsOf(e, "unconfirmed"))
 		return nil
 	}
 	return cmd

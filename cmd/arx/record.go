@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -26,12 +27,35 @@ func recordCmd() *cobra.Command {
 }
 
 type recordPage struct {
-	Entries []struct {
-		Index    int64           `json:"index"`
-		LeafHash string          `json:"leaf_hash"`
-		Entry    json.RawMessage `json:"entry"`
-	} `json:"entries"`
-	Next *int64 `json:"next"`
+	Entries []recordEntry `json:"entries"`
+	Next    *int64        `json:"next"`
+}
+
+type recordEntry struct {
+	Index    int64           `json:"index"`
+	LeafHash string          `json:"leaf_hash"`
+	Entry    json.RawMessage `json:"entry"`
+}
+
+// eachRecordEntry calls fn with each entry of an agent's record, oldest
+// first, a page of a thousand at a time.
+func (c *apiClient) eachRecordEntry(ctx context.Context, agentID string, fn func(recordEntry) error) error {
+	after := int64(-1)
+	for {
+		var page recordPage
+		if err := c.do(ctx, "GET", fmt.Sprintf("/v1/agents/%s/record?after=%d&limit=1000", agentID, after), nil, &page); err != nil {
+			return err
+		}
+		for _, pe := range page.Entries {
+			if err := fn(pe); err != nil {
+				return err
+			}
+		}
+		if page.Next == nil {
+			return nil
+		}
+		after = *page.Next
+	}
 }
 
 func recordShowCmd() *cobra.Command {
@@ -65,29 +89,22 @@ func recordShowCmd() *cobra.Command {
 			inert.Fprintf(text, "Personnel record of %s (%s), owner %s, %s\n\n", a.Name, a.ID, a.Owner, a.Status)
 			fmt.Fprintln(tw, "INDEX\tTIME\tTYPE\tCONNECTOR\tACTION\tRISK\tACTOR\tDETAILS")
 		}
-		after := int64(-1)
-		for {
-			var page recordPage
-			if err := c.do(cmd.Context(), "GET", fmt.Sprintf("/v1/agents/%s/record?after=%d&limit=1000", a.ID, after), nil, &page); err != nil {
-				return err
+		err = c.eachRecordEntry(cmd.Context(), a.ID, func(pe recordEntry) error {
+			if asJSON {
+				fmt.Fprintf(out, "%s\n", pe.Entry) // JSON: exact
+				return nil
 			}
-			for _, pe := range page.Entries {
-				if asJSON {
-					fmt.Fprintf(out, "%s\n", pe.Entry) // JSON: exact
-					continue
-				}
-				e, err := record.Parse(pe.Entry)
-				if err != nil {
-					inert.Fprintf(tw, "%d\t\t(unreadable: %v)\n", pe.Index, err)
-					continue
-				}
-				inert.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Index, e.Time.Local().Format("2006-01-02 15:04:05.000"),
-					e.Type, dash(e.Connector), dash(e.Action), dash(e.Risk), e.Actor, details(e.Data))
+			e, err := record.Parse(pe.Entry)
+			if err != nil {
+				inert.Fprintf(tw, "%d\t\t(unreadable: %v)\n", pe.Index, err)
+				return nil
 			}
-			if page.Next == nil {
-				break
-			}
-			after = *page.Next
+			inert.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Index, e.Time.Local().Format("2006-01-02 15:04:05.000"),
+				e.Type, dash(e.Connector), dash(e.Action), dash(e.Risk), e.Actor, details(e.Data))
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		if asJSON {
 			return nil

@@ -66,23 +66,16 @@ replay could not be made.`,
 			return err
 		}
 		r := &runtime.Replayer{M: m, Since: from}
-		after := int64(-1)
-		for {
-			var page recordPage
-			if err := c.do(cmd.Context(), "GET", fmt.Sprintf("/v1/agents/%s/record?after=%d&limit=1000", a.ID, after), nil, &page); err != nil {
-				return err
+		err = c.eachRecordEntry(cmd.Context(), a.ID, func(pe recordEntry) error {
+			e, err := record.Parse(pe.Entry)
+			if err != nil {
+				return fmt.Errorf("entry %d of the record does not parse: %w", pe.Index, err)
 			}
-			for _, pe := range page.Entries {
-				e, err := record.Parse(pe.Entry)
-				if err != nil {
-					return fmt.Errorf("entry %d of the record does not parse: %w", pe.Index, err)
-				}
-				r.Add(e)
-			}
-			if page.Next == nil {
-				break
-			}
-			after = *page.Next
+			r.Add(e)
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		rep := r.Report()
 		out := cmd.OutOrStdout()

@@ -217,6 +217,14 @@ func writeError(w http.ResponseWriter, e *arxerr.Error) {
 	writeJSON(w, status, arxerr.Body{Error: e})
 }
 
+// WriteJSON answers v as JSON with status, as every API route does (the
+// console's JSON steps too).
+func WriteJSON(w http.ResponseWriter, status int, v any) { writeJSON(w, status, v) }
+
+// WriteError answers an error as every API route does: its code, message
+// (tokens redacted) and hint, with its status.
+func WriteError(w http.ResponseWriter, e *arxerr.Error) { writeError(w, e) }
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

@@ -118,10 +118,7 @@ func (s *server) decisionChallenge(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, struct {
-		PublicKey any    `json:"publicKey"`
-		DecidedAt string `json:"decided_at"`
-	}{ch.Options.Response, record.FormatTime(ch.At)})
+	writeJSON(w, http.StatusOK, ch)
 	return nil
 }
 

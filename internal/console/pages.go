@@ -312,8 +312,8 @@ func (c *Console) passkeyMode(ctx context.Context, v *viewer, a *runtime.Approva
 	var err error
 	if d.Pending {
 		keys, err = c.rt.Passkeys(ctx, v.Principal)
-	} else if u, uerr := c.rt.Store().UserByEmail(ctx, strings.TrimPrefix(a.DecidedBy, "user:")); uerr == nil {
-		keys, err = c.rt.PersonPasskeys(ctx, v.Principal, u.ID)
+	} else {
+		keys, err = c.rt.PersonPasskeys(ctx, v.Principal, strings.TrimPrefix(a.DecidedBy, "user:"))
 	}
 	if err != nil {
 		return err

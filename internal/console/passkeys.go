@@ -1,12 +1,12 @@
 package console
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"time"
 
 	"github.com/arxsec/arx/arxerr"
+	"github.com/arxsec/arx/internal/api"
 	"github.com/arxsec/arx/internal/runtime"
 	"github.com/arxsec/arx/internal/store"
 	"github.com/arxsec/arx/record"
@@ -56,24 +56,14 @@ func (c *Console) passkeysPage(w http.ResponseWriter, r *http.Request) error {
 	return c.render(w, r, http.StatusOK, "passkeys", "Your passkeys", d)
 }
 
-// writeJSON answers a ceremony step; errors as the API writes them.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
-}
-
+// writeJSONError answers a ceremony step's refusal as the API does; an
+// internal or storage error gets the error page (logged).
 func writeJSONError(w http.ResponseWriter, err error) error {
 	var ae *arxerr.Error
 	if !errors.As(err, &ae) || ae.Code == arxerr.Internal || ae.Code == arxerr.RecordUnavailable {
-		return err // the error page, logged
+		return err
 	}
-	status := ae.Status
-	if status == 0 {
-		status = arxerr.Lookup(ae.Code).Status
-	}
-	writeJSON(w, status, arxerr.Body{Error: ae})
+	api.WriteError(w, ae)
 	return nil
 }
 
@@ -83,7 +73,7 @@ func (c *Console) beginPasskey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return writeJSONError(w, err)
 	}
-	writeJSON(w, http.StatusOK, creation)
+	api.WriteJSON(w, http.StatusOK, creation)
 	return nil
 }
 
@@ -94,7 +84,7 @@ func (c *Console) finishPasskey(w http.ResponseWriter, r *http.Request) error {
 		return writeJSONError(w, err)
 	}
 	c.log.Info("console passkey added", "user", v.User.Email, "passkey", record.EncodeID(k.ID))
-	writeJSON(w, http.StatusOK, map[string]string{"id": record.EncodeID(k.ID), "name": k.Name})
+	api.WriteJSON(w, http.StatusOK, map[string]string{"id": record.EncodeID(k.ID), "name": k.Name})
 	return nil
 }
 
@@ -119,10 +109,7 @@ func (c *Console) decisionChallenge(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return writeJSONError(w, err)
 	}
-	writeJSON(w, http.StatusOK, struct {
-		PublicKey any    `json:"publicKey"`
-		DecidedAt string `json:"decided_at"`
-	}{ch.Options.Response, record.FormatTime(ch.At)})
+	api.WriteJSON(w, http.StatusOK, ch)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package console
 import (
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/arxsec/arx/arxerr"
@@ -44,10 +45,10 @@ func (c *Console) replay(w http.ResponseWriter, r *http.Request) error {
 	d := replayData{Agent: a, YAML: r.PostForm.Get("manifest"), Days: r.PostForm.Get("days"), Ranges: []string{"7", "30", "90", "all"}}
 	var since time.Time
 	switch d.Days {
-	case "7", "30", "90":
-		n := map[string]int{"7": 7, "30": 30, "90": 90}[d.Days]
-		since = time.Now().AddDate(0, 0, -n)
 	case "all":
+	case "7", "30", "90":
+		n, _ := strconv.Atoi(d.Days)
+		since = time.Now().AddDate(0, 0, -n)
 	default:
 		d.Days = "30"
 		since = time.Now().AddDate(0, 0, -30)

@@ -96,10 +96,6 @@ func (r *Runtime) checkBinding(ctx context.Context, callID string, req GatewayRe
 	if want == "" && !hashedOnly {
 		return nil, nil // not bound to a request
 	}
-	approved := false
-	if ap, err := r.store.Approval(ctx, c.ID); err == nil && ap.Status == store.ApprovalGranted {
-		approved = true
-	}
 	var body []byte
 	if req.ReadBody != nil {
 		if body, err = req.ReadBody(limit); err != nil {
@@ -126,13 +122,9 @@ func (r *Runtime) checkBinding(ctx context.Context, callID string, req GatewayRe
 		return nil, arxerr.New(arxerr.GatewayNotApproved, "%v", err)
 	}
 	if got != want {
-		what := "call"
-		if approved {
-			what = "approved call"
-		}
 		// Which parts differ, never their values: the refusal is recorded,
 		// and queries and bodies are not.
-		return nil, arxerr.New(arxerr.GatewayNotApproved, "this request is not the one the %s %s declared: its %s differ", what, c.ID,
+		return nil, arxerr.New(arxerr.GatewayNotApproved, "this request is not the one call %s declared (and an approver approved, if one did): its %s differ", c.ID,
 			strings.Join(differingParts(got, want), ", "))
 	}
 	// Forward what was checked: the canonical body, not bytes another

@@ -110,12 +110,13 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 	c := &store.Call{ID: newCallID(), AgentID: p.Agent.ID, Connector: req.Connector, Action: req.Action,
 		DeclaredRisk: declared.String(), IdempotencyKey: req.IdempotencyKey, Summary: req.Summary, CreatedAt: now,
 		Args: args.text, ArgsHash: args.hash}
-	if a, ok := m.Action(req.Connector, req.Action); ok && a.RecordArgs == "hash" {
+	act, _ := m.Action(req.Connector, req.Action)
+	if act != nil && act.RecordArgs == "hash" {
 		c.Args = "" // the record keeps their hash only
 	}
 	// Conditions depend on the arguments and the job description alone:
 	// evaluated here, in parallel, not in the serial step.
-	unmet, unmetWhy := conditionRule(m, req.Connector, req.Action, args.value)
+	unmet, unmetWhy := conditionRule(act, args.value)
 	if strings.HasPrefix(p.IssuedBy, "user:") {
 		c.RaisedBy = p.IssuedBy // a person started this agent process: they cannot approve its requests
 	}

@@ -116,18 +116,19 @@ func decideCall(in callInput) callDecision {
 	return out
 }
 
-// conditionRule evaluates the condition of the call's action on its
+// conditionRule evaluates the condition of the call's action (a; nil for
+// an undeclared one) on its
 // arguments: nil when there is none or it holds; else the condition, and
 // why it failed when its evaluation did (" (…)"; it then fails closed).
-func conditionRule(m *manifest.Manifest, connector, action string, args map[string]any) (*manifest.Condition, string) {
-	c := m.Condition(connector, action)
-	if c == nil {
+func conditionRule(a *manifest.Action, args map[string]any) (*manifest.Condition, string) {
+	if a == nil || a.When == nil {
 		return nil, ""
 	}
+	c := a.When
 	ok, err := c.Holds(args)
 	switch {
 	case err != nil:
-		if a, _ := m.Action(connector, action); a != nil && a.RecordArgs == "hash" {
+		if a.RecordArgs == "hash" {
 			// The error may quote an argument, which the record must not hold.
 			return c, " (its evaluation failed)"
 		}

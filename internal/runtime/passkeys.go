@@ -136,33 +136,55 @@ func (r *Runtime) person(ctx context.Context, p *Principal) (waUser, error) {
 	return waUser{u: p.User, keys: keys}, nil
 }
 
+// ceremony is what every passkey step starts with: the relying party,
+// and the person with their passkeys.
+func (r *Runtime) ceremony(ctx context.Context, p *Principal) (*webauthn.WebAuthn, string, waUser, error) {
+	wa, rpID, err := r.relyingParty()
+	if err != nil {
+		return nil, "", waUser{}, err
+	}
+	u, err := r.person(ctx, p)
+	return wa, rpID, u, err
+}
+
 // Passkeys lists the person's own passkeys.
 func (r *Runtime) Passkeys(ctx context.Context, p *Principal) ([]store.Passkey, error) {
 	u, err := r.person(ctx, p)
 	return u.keys, err
 }
 
-// PersonPasskeys lists anyone's passkeys, for people and operators (the
-// console's people page): public keys, nothing secret.
-func (r *Runtime) PersonPasskeys(ctx context.Context, p *Principal, userID string) ([]store.Passkey, error) {
+// PersonPasskeys lists anyone's passkeys by email, for people and
+// operators (which key signed a decision): public keys, nothing secret.
+// None when nobody has that email.
+func (r *Runtime) PersonPasskeys(ctx context.Context, p *Principal, email string) ([]store.Passkey, error) {
 	if !p.IsAdmin() && !p.IsPerson() {
 		return nil, arxerr.New(arxerr.Forbidden, "passkeys are listed for people and operators")
 	}
-	keys, err := r.store.Passkeys(ctx, userID)
-	if err != nil {
-		return nil, r.ReadFailed("passkeys", err)
+	keys, _, err := r.passkeysOf(ctx, email)
+	return keys, err
+}
+
+// passkeysOf reads the passkeys of the person with that email, and
+// whether there is such a person.
+func (r *Runtime) passkeysOf(ctx context.Context, email string) ([]store.Passkey, bool, error) {
+	u, err := r.store.UserByEmail(ctx, email)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, false, nil
 	}
-	return keys, nil
+	if err != nil {
+		return nil, false, r.ReadFailed("person", err)
+	}
+	keys, err := r.store.Passkeys(ctx, u.ID)
+	if err != nil {
+		return nil, true, r.ReadFailed("passkeys", err)
+	}
+	return keys, true, nil
 }
 
 // BeginPasskey starts registering a passkey named name for the person:
 // the options to hand to navigator.credentials.create.
 func (r *Runtime) BeginPasskey(ctx context.Context, p *Principal, name string) (*protocol.CredentialCreation, error) {
-	wa, _, err := r.relyingParty()
-	if err != nil {
-		return nil, err
-	}
-	u, err := r.person(ctx, p)
+	wa, _, u, err := r.ceremony(ctx, p)
 	if err != nil {
 		return nil, err
 	}
@@ -206,11 +228,7 @@ func (r *Runtime) BeginPasskey(ctx context.Context, p *Principal, name string) (
 // PublicKeyCredential as JSON), and records the passkey: its public half
 // in the log (passkey.registered), the key in the state.
 func (r *Runtime) FinishPasskey(ctx context.Context, p *Principal, body []byte) (*store.Passkey, error) {
-	wa, rpID, err := r.relyingParty()
-	if err != nil {
-		return nil, err
-	}
-	u, err := r.person(ctx, p)
+	wa, rpID, u, err := r.ceremony(ctx, p)
 	if err != nil {
 		return nil, err
 	}
@@ -301,19 +319,17 @@ type SignedDecision struct {
 }
 
 // DecisionChallenge is what BeginDecision hands the browser.
+// It is answered as JSON as it is: publicKey for
+// navigator.credentials.get, and the decision's time to send back.
 type DecisionChallenge struct {
-	Options *protocol.CredentialAssertion
-	At      time.Time
+	PublicKey protocol.PublicKeyCredentialRequestOptions `json:"publicKey"`
+	DecidedAt string                                     `json:"decided_at"` // record.FormatTime of the decision's time
 }
 
 // BeginDecision prepares the person's passkey signature of a decision on
 // callID: the decision's time is fixed now, its digest is the challenge.
 func (r *Runtime) BeginDecision(ctx context.Context, p *Principal, callID string, grant bool, reason string) (*DecisionChallenge, error) {
-	wa, _, err := r.relyingParty()
-	if err != nil {
-		return nil, err
-	}
-	u, err := r.person(ctx, p)
+	wa, _, u, err := r.ceremony(ctx, p)
 	if err != nil {
 		return nil, err
 	}
@@ -333,7 +349,7 @@ func (r *Runtime) BeginDecision(ctx context.Context, p *Principal, callID string
 	if err != nil {
 		return nil, r.internal("begin passkey signature", err)
 	}
-	return &DecisionChallenge{Options: opts, At: at}, nil
+	return &DecisionChallenge{PublicKey: opts.Response, DecidedAt: record.FormatTime(at)}, nil
 }
 
 // decisionToSign is the decision on callID as it is shown to the person.
@@ -359,7 +375,7 @@ func (r *Runtime) decisionToSign(ctx context.Context, p *Principal, callID strin
 // library, then the record's own rule (record/passkeys), which the auditor
 // runs later. It returns the signature for the entry and the key used.
 func (r *Runtime) verifyDecision(ctx context.Context, p *Principal, d record.Decision, sd *SignedDecision) (*record.Signature, *webauthn.Credential, error) {
-	wa, rpID, err := r.relyingParty()
+	wa, rpID, u, err := r.ceremony(ctx, p)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -375,10 +391,6 @@ func (r *Runtime) verifyDecision(ctx context.Context, p *Principal, d record.Dec
 	parsed, err := protocol.ParseCredentialRequestResponseBytes(sd.Assertion)
 	if err != nil {
 		return nil, nil, arxerr.New(arxerr.PasskeyInvalid, "the authenticator's answer does not parse: %s", webauthnReason(err))
-	}
-	u, err := r.person(ctx, p)
-	if err != nil {
-		return nil, nil, err
 	}
 	digest := d.Digest()
 	allowed := make([][]byte, len(u.keys))
@@ -444,16 +456,9 @@ func (r *Runtime) ApproverPasskeys(ctx context.Context, p *Principal, a *store.A
 	}
 	add := func(email string, delegate bool) error {
 		k := ApproverKeys{Email: email, Delegate: delegate}
-		u, err := r.store.UserByEmail(ctx, email)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-		case err != nil:
-			return r.ReadFailed("approver", err)
-		default:
-			k.Account = true
-			if k.Keys, err = r.store.Passkeys(ctx, u.ID); err != nil {
-				return r.ReadFailed("passkeys", err)
-			}
+		var err error
+		if k.Keys, k.Account, err = r.passkeysOf(ctx, email); err != nil {
+			return err
 		}
 		out = append(out, k)
 		return nil
@@ -511,16 +516,12 @@ func (r *Runtime) checkSignedApproval(ctx context.Context, c *store.Call) error 
 	if ap.Passkey == "" {
 		return refuse("it names no passkey")
 	}
-	u, err := r.store.UserByEmail(ctx, strings.TrimPrefix(ap.DecidedBy, "user:"))
-	if errors.Is(err, store.ErrNotFound) {
+	keys, account, err := r.passkeysOf(ctx, strings.TrimPrefix(ap.DecidedBy, "user:"))
+	if err != nil {
+		return err
+	}
+	if !account {
 		return refuse("the person who decided has no account")
-	}
-	if err != nil {
-		return r.ReadFailed("approver", err)
-	}
-	keys, err := r.store.Passkeys(ctx, u.ID)
-	if err != nil {
-		return r.ReadFailed("passkeys", err)
 	}
 	for _, k := range keys {
 		if record.EncodeID(k.ID) == ap.Passkey {

@@ -33,14 +33,13 @@ type Receipt struct {
 	Confirmed   []record.ReceiptItem `json:"confirmed"`
 	Unconfirmed []record.ReceiptItem `json:"unconfirmed"`
 	Index       int64                `json:"index"` // of its termination.receipt entry; -1 when it could not be written
-	Entry       *record.Entry        `json:"-"`     // as written (nil when it could not be)
 	// Note is the receipt's entry data, canonical JSON, in a note signed
 	// with the log key: `arx audit` tools verify it with log.pub.
 	Note string `json:"note,omitempty"`
 }
 
 func (r *Runtime) receipt(ctx context.Context, p *Principal, res *TerminationResult, cut int, logSize int64) *Receipt {
-	at := res.at
+	at := *res.Agent.TerminatedAt
 	confirmed := []record.ReceiptItem{
 		{What: "tokens_revoked", Count: res.RevokedTokens, At: at},
 		{What: "credentials_revoked", Count: res.RevokedCredentials, At: at},
@@ -107,7 +106,7 @@ func (r *Runtime) receipt(ctx context.Context, p *Principal, res *TerminationRes
 	if err := r.store.Update(ctx, func(tx store.Tx) error { return tx.Append(e) }); err != nil {
 		r.log.Error("termination receipt not recorded", "agent", res.Agent.ID, "err", err)
 	} else {
-		rc.Entry, rc.Index = e, e.Index
+		rc.Index = e.Index
 	}
 	body, err := e.Marshal()
 	if err == nil {

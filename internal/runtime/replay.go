@@ -150,7 +150,8 @@ func (r *Replayer) call(e *record.Entry, was, code string) {
 	var why string
 	if ask := record.AskOf(e); ask.Args != "" || ask.ArgsHash == "" {
 		if args, err := parseArgs([]byte(ask.Args)); err == nil {
-			unmet, why = conditionRule(r.M, e.Connector, e.Action, args.value)
+			act, _ := r.M.Action(e.Connector, e.Action)
+			unmet, why = conditionRule(act, args.value)
 		}
 	}
 	d := decideCall(callInput{M: r.M, Req: CallRequest{Connector: e.Connector, Action: e.Action}, Declared: declared, Now: e.Time, Counts: counts,

@@ -27,7 +27,6 @@ type TerminationResult struct {
 	Receipt *Receipt
 
 	drops []store.Call // revoked calls whose connector made something for them (a database role)
-	at    time.Time
 }
 
 // NoticeRoute says how a termination notice to one target goes out.
@@ -184,7 +183,7 @@ func (r *Runtime) terminateIn(tx store.Tx, p *Principal, a *store.Agent, reason 
 		}
 	}
 	a.Status, a.TerminatedAt = store.AgentTerminated, &now
-	res.Agent, res.at = a, now
+	res.Agent = a
 	return res, woken, nil
 }
 

@@ -197,12 +197,3 @@ func (c *Checker) Agents() []Agent {
 	}
 	return out
 }
-
-// Signed and Unsigned are the decisions counted over all agents.
-func (c *Checker) Totals() (signed, unsigned int64) {
-	for _, a := range c.agents {
-		signed += a.Signed
-		unsigned += a.Unsigned
-	}
-	return signed, unsigned
-}
