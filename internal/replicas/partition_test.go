@@ -493,7 +493,8 @@ func lockHolder(t *testing.T, conn *pgx.Conn) (string, int32) {
 	var name string
 	var pid int32
 	err := conn.QueryRow(t.Context(), `SELECT a.application_name, a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-		WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = $1`, uint32(postgres.LogLockKey)).Scan(&name, &pid)
+		WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = $1
+		AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`, uint32(postgres.LogLockKey)).Scan(&name, &pid)
 	if err != nil && err != pgx.ErrNoRows {
 		t.Fatal(err)
 	}

@@ -619,7 +619,8 @@ func TestKillSequencer(t *testing.T) {
 	var holder string
 	for deadline := time.Now().Add(10 * time.Second); holder == "" && time.Now().Before(deadline); {
 		err := conn.QueryRow(t.Context(), `SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-			WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = $1`, uint32(postgres.LogLockKey)).Scan(&holder)
+			WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = $1
+			AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`, uint32(postgres.LogLockKey)).Scan(&holder)
 		if err != nil && err != pgx.ErrNoRows {
 			t.Fatal(err)
 		}

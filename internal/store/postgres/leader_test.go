@@ -92,7 +92,8 @@ func TestLeader(t *testing.T) {
 	ended := time.Now()
 	var n int
 	if err := side.QueryRow(t.Context(), `SELECT count(pg_terminate_backend(pid)) FROM pg_locks
-		WHERE locktype = 'advisory' AND objsubid = 2 AND classid::int8 = $1`, int64(LeaderLockSpace)).Scan(&n); err != nil || n != 1 {
+		WHERE locktype = 'advisory' AND objsubid = 2 AND classid::int8 = $1
+		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, int64(LeaderLockSpace)).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("terminate the leader's session: %d, %v", n, err)
 	}
 	lost := waitDone(t, lb, 10*time.Second, "session ended")

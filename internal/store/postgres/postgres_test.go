@@ -226,7 +226,8 @@ func TestTakeover(t *testing.T) {
 			// The session that holds the log lock is this batch's.
 			var pid int32
 			if err := side(t, url).QueryRow(t.Context(), `SELECT pid FROM pg_locks
-				WHERE locktype = 'advisory' AND granted AND classid = 0 AND objid = $1`, LogLockKey).Scan(&pid); err != nil {
+				WHERE locktype = 'advisory' AND granted AND classid = 0 AND objid = $1
+				AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, LogLockKey).Scan(&pid); err != nil {
 				return err
 			}
 			inside <- pid
