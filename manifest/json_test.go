@@ -2,6 +2,7 @@ package manifest
 
 import (
 	"encoding/json"
+	"github.com/arxsec/arx/record"
 	"reflect"
 	"strings"
 	"testing"
@@ -17,6 +18,10 @@ func TestJSONRoundTrip(t *testing.T) {
 	}
 	m.Budget.ActiveHours = &ActiveHours{Timezone: "Europe/Berlin", Location: berlin, Start: "07:00", End: "20:00",
 		Days: []time.Weekday{time.Monday, time.Tuesday, time.Wednesday, time.Thursday, time.Friday}}
+	m.Budget.Spend = &SpendLimit{PerDay: record.Money{Micros: 50_000_000, Currency: "USD"}, NotifyAt: 80}
+	m.Budget.Tokens = &TokenLimit{PerDay: 2_000_000, NotifyAt: 90}
+	m.Budget.OnBudget = OnBudgetRefuse
+	m.Scope.Connectors[0].Actions[0].Cost = &record.Money{Micros: 20_000, Currency: "USD"}
 
 	b, err := json.Marshal(m)
 	if err != nil {
@@ -35,6 +40,10 @@ func TestJSONRoundTrip(t *testing.T) {
 		`"timezone":"Europe/Berlin"`,
 		`"revoke":["all"]`,
 		`"on_drift":"record"`,
+		`"spend":{"per_day":"50.00 USD","notify_at":80}`,
+		`"tokens":{"per_day":2000000,"notify_at":90}`,
+		`"on_budget":"refuse"`,
+		`"cost":"0.02 USD"`,
 	} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("JSON lacks %s:\n%s", want, b)

@@ -19,6 +19,8 @@ import (
 	// Time zones in active_hours must validate the same way on every host, including
 	// minimal containers without /usr/share/zoneinfo.
 	_ "time/tzdata"
+
+	"github.com/arxsec/arx/record"
 )
 
 // Schema is the JSON Schema (2020-12) of the job description format, for editors
@@ -92,6 +94,10 @@ type Action struct {
 	// (the default) or "hash" (their SHA-256 only, for arguments that
 	// carry what the record must not).
 	RecordArgs string `json:"record_args,omitempty"`
+	// Cost is what one call of the action costs, charged to
+	// budget.spend when the call is let through (or held for approval);
+	// nil: the call costs what the agent reports when it completes it.
+	Cost *record.Money `json:"cost,omitempty"`
 }
 
 // Approval says who decides on high-risk actions and what a timeout means.
@@ -117,6 +123,42 @@ type Budget struct {
 	MaxConcurrent   int           `json:"max_concurrent"`
 	MaxCallDuration time.Duration `json:"max_call_duration"`
 	ActiveHours     *ActiveHours  `json:"active_hours,omitempty"`
+	// Spend and Tokens cap what the agent spends in a day (the budget day
+	// of calls_per_day); nil: no cap. OnBudget says what a call at a cap
+	// does (OnBudgetRequireApproval, the default, or OnBudgetRefuse).
+	Spend    *SpendLimit `json:"spend,omitempty"`
+	Tokens   *TokenLimit `json:"tokens,omitempty"`
+	OnBudget string      `json:"on_budget,omitempty"`
+}
+
+// SpendLimit caps an agent's spending in a day. At NotifyAt percent of
+// PerDay (0: never) the agent's owner is told, once a day.
+type SpendLimit struct {
+	PerDay   record.Money `json:"per_day"`
+	NotifyAt int          `json:"notify_at"`
+}
+
+// TokenLimit caps the tokens an agent uses in a day (as its completion
+// reports say). At NotifyAt percent of PerDay (0: never) its owner is told.
+type TokenLimit struct {
+	PerDay   int64 `json:"per_day"`
+	NotifyAt int   `json:"notify_at"`
+}
+
+// What a call does when the day's spend or tokens are at the cap.
+const (
+	OnBudgetRequireApproval = "require_approval" // held for an approver
+	OnBudgetRefuse          = "refuse"           // refused (budget.exceeded)
+	DefaultNotifyAt         = 80                 // percent
+	MaxTokensPerDay         = 1_000_000_000_000_000
+)
+
+// OnBudgetPolicy is what a call at a cap does: OnBudget, or its default.
+func (b *Budget) OnBudgetPolicy() string {
+	if b.OnBudget == "" {
+		return OnBudgetRequireApproval
+	}
+	return b.OnBudget
 }
 
 // Termination says who is told when the agent is terminated and what is revoked.

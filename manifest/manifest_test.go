@@ -2,6 +2,7 @@ package manifest
 
 import (
 	"errors"
+	"github.com/arxsec/arx/record"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -320,5 +321,26 @@ func BenchmarkParse(b *testing.B) {
 		if _, err := Parse(data); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestBudgetCaps(t *testing.T) {
+	m, err := Parse([]byte(complete(edit("          risk: low\n", "          risk: low\n          cost: 0.02 USD\n") +
+		"budget:\n  spend:\n    per_day: 50 USD\n  tokens:\n    per_day: 2000000\n    notify_at: 95%\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := m.Budget
+	if b.Spend == nil || b.Spend.PerDay != (record.Money{Micros: 50_000_000, Currency: "USD"}) || b.Spend.NotifyAt != DefaultNotifyAt {
+		t.Errorf("spend = %+v", b.Spend)
+	}
+	if b.Tokens == nil || b.Tokens.PerDay != 2_000_000 || b.Tokens.NotifyAt != 95 {
+		t.Errorf("tokens = %+v", b.Tokens)
+	}
+	if b.OnBudgetPolicy() != OnBudgetRequireApproval {
+		t.Errorf("on_budget defaults to %q", b.OnBudgetPolicy())
+	}
+	if a, _ := m.Action("crm", "account.read"); a.Cost == nil || a.Cost.String() != "0.02 USD" {
+		t.Errorf("cost = %v", a.Cost)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/arxsec/arx/record"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -57,14 +58,20 @@ var (
 		[]string{"description", "actions"},
 		[]string{"actions"}}
 	actionFields = fieldSet{"action",
-		[]string{"risk", "description", "max_duration", "when", "otherwise", "record_args"},
+		[]string{"risk", "description", "max_duration", "when", "otherwise", "record_args", "cost"},
 		[]string{"risk"}}
 	approvalFields = fieldSet{"approval",
 		[]string{"approvers", "delegates", "timeout", "on_timeout", "require_passkey", "quorum"},
 		[]string{"approvers"}}
 	budgetFields = fieldSet{"budget",
-		[]string{"calls_per_day", "max_call_duration", "max_concurrent", "active_hours"},
+		[]string{"calls_per_day", "max_call_duration", "max_concurrent", "active_hours", "spend", "tokens", "on_budget"},
 		[]string{"max_call_duration"}}
+	spendFields = fieldSet{"spend",
+		[]string{"per_day", "notify_at"},
+		[]string{"per_day"}}
+	tokensFields = fieldSet{"tokens",
+		[]string{"per_day", "notify_at"},
+		[]string{"per_day"}}
 	activeHoursFields = fieldSet{"active_hours",
 		[]string{"timezone", "days", "start", "end"},
 		[]string{"timezone", "start", "end"}}
@@ -73,7 +80,7 @@ var (
 		[]string{"notify"}}
 
 	allFieldSets = []fieldSet{rootFields, agentFields, scopeFields, connectorFields,
-		actionFields, approvalFields, budgetFields, activeHoursFields, terminationFields}
+		actionFields, approvalFields, budgetFields, activeHoursFields, terminationFields, spendFields, tokensFields}
 )
 
 // ParseFile reads and parses the manifest at path. Problems name the file.
@@ -135,6 +142,14 @@ type parser struct {
 	// The first high-risk action, for checkHighRisk: its risk and its field path.
 	firstHigh       *yaml.Node
 	firstHighAction string
+	// The actions' declared costs, for checkBudget.
+	costs []declaredCost
+}
+
+type declaredCost struct {
+	at    *yaml.Node
+	field string
+	cost  record.Money
 }
 
 func (p *parser) report(n *yaml.Node, field, msg, hint string) {
@@ -363,6 +378,7 @@ func (p *parser) manifest(root *yaml.Node) *Manifest {
 		}
 	}
 	p.checkHighRisk(m, f)
+	p.checkBudget(m, f)
 	return m
 }
 
@@ -500,7 +516,41 @@ func (p *parser) action(e entry, field string) Action {
 			}
 		}
 	}
+	if v, ok := f["cost"]; ok {
+		if m, ok := p.money(v.val, field+".cost"); ok {
+			a.Cost = &m
+			p.costs = append(p.costs, declaredCost{v.val, field + ".cost", m})
+		}
+	}
 	return a
+}
+
+// money reads an amount and its currency ("0.02 USD").
+func (p *parser) money(n *yaml.Node, field string) (record.Money, bool) {
+	s, ok := p.str(n, field)
+	if !ok {
+		return record.Money{}, false
+	}
+	m, err := record.ParseMoney(s)
+	if err != nil {
+		p.report(n, field, err.Error(), `write an amount and an ISO 4217 currency code, such as "0.02 USD"`)
+		return record.Money{}, false
+	}
+	return m, true
+}
+
+// percent reads a share of a budget ("80%"), 1 to 100.
+func (p *parser) percent(n *yaml.Node, field string) (int, bool) {
+	s, ok := p.str(n, field)
+	if !ok {
+		return 0, false
+	}
+	v, err := strconv.Atoi(strings.TrimSuffix(s, "%"))
+	if !strings.HasSuffix(s, "%") || err != nil || v < 1 || v > 100 || strings.HasPrefix(s, "+") {
+		p.report(n, field, fmt.Sprintf("%q is not a percentage from 1%% to 100%%", s), `write it as "80%"`)
+		return 0, false
+	}
+	return v, true
 }
 
 func (p *parser) approval(e entry, a *Approval) {
@@ -603,6 +653,76 @@ func (p *parser) budget(e entry, b *Budget) {
 	}
 	if v, ok := f["active_hours"]; ok {
 		b.ActiveHours = p.activeHours(v)
+	}
+	if v, ok := f["spend"]; ok {
+		l := &SpendLimit{NotifyAt: DefaultNotifyAt}
+		g := p.object(v.val, v.key, "budget.spend", spendFields)
+		if w, ok := g["per_day"]; ok {
+			if m, ok := p.money(w.val, "budget.spend.per_day"); ok {
+				if m.Micros == 0 {
+					p.report(w.val, "budget.spend.per_day", "the daily spend is zero", "set a positive amount, or remove spend for no cap")
+				}
+				l.PerDay = m
+			}
+		}
+		if w, ok := g["notify_at"]; ok {
+			l.NotifyAt, _ = p.percent(w.val, "budget.spend.notify_at")
+		}
+		b.Spend = l
+	}
+	if v, ok := f["tokens"]; ok {
+		l := &TokenLimit{NotifyAt: DefaultNotifyAt}
+		g := p.object(v.val, v.key, "budget.tokens", tokensFields)
+		if w, ok := g["per_day"]; ok {
+			if n, ok := p.integer(w.val, "budget.tokens.per_day"); ok {
+				switch {
+				case n < 1:
+					p.report(w.val, "budget.tokens.per_day", "must be at least 1", "remove tokens for no cap")
+				case n > MaxTokensPerDay:
+					p.report(w.val, "budget.tokens.per_day", fmt.Sprintf("must be at most %d", MaxTokensPerDay), "")
+				}
+				l.PerDay = int64(n)
+			}
+		}
+		if w, ok := g["notify_at"]; ok {
+			l.NotifyAt, _ = p.percent(w.val, "budget.tokens.notify_at")
+		}
+		b.Tokens = l
+	}
+	if v, ok := f["on_budget"]; ok {
+		if s, ok := p.str(v.val, "budget.on_budget"); ok {
+			switch {
+			case s != OnBudgetRequireApproval && s != OnBudgetRefuse:
+				p.report(v.val, "budget.on_budget", fmt.Sprintf("on_budget %q is not require_approval or refuse", s), "")
+			case b.Spend == nil && b.Tokens == nil:
+				p.report(v.key, "budget.on_budget", "on_budget is set but there is no spend or tokens cap",
+					"add budget.spend or budget.tokens, or remove on_budget")
+			default:
+				b.OnBudget = s
+			}
+		}
+	}
+}
+
+// checkBudget: declared costs are in the spend cap's currency, and a cap
+// that holds calls for approval has someone to approve them.
+func (p *parser) checkBudget(m *Manifest, f map[string]entry) {
+	b := &m.Budget
+	if b.Spend != nil && b.Spend.PerDay.Currency != "" {
+		for _, c := range p.costs {
+			if c.cost.Currency != b.Spend.PerDay.Currency {
+				p.report(c.at, c.field, fmt.Sprintf("the cost is in %s but budget.spend.per_day is in %s", c.cost.Currency, b.Spend.PerDay.Currency),
+					"write every cost in the spend cap's currency")
+			}
+		}
+	}
+	if (b.Spend != nil || b.Tokens != nil) && b.OnBudgetPolicy() == OnBudgetRequireApproval && len(m.Approval.Approvers) == 0 {
+		at, where := f["budget"].key, "budget"
+		if e := findKey(f["budget"].val, "on_budget"); e != nil {
+			at, where = e.val, "budget.on_budget"
+		}
+		p.report(at, where, "calls at the budget's cap wait for an approver, but no approvers are named",
+			"name an approver in approval.approvers, or set budget.on_budget: refuse")
 	}
 }
 
