@@ -63,6 +63,10 @@ type Ask struct {
 	// "" when it had none, or when its action records their hash only.
 	// ArgsHash is their SHA-256 in hex, "" when it had none.
 	Args, ArgsHash string
+	// Cost is the action's declared cost ("0.02 USD"); "" for none. A
+	// credential.issued entry charges it to the agent's budget; on
+	// call.requested it says what the call will cost once approved.
+	Cost string
 }
 
 func (a Ask) data() map[string]any {
@@ -76,6 +80,9 @@ func (a Ask) data() map[string]any {
 	if a.ArgsHash != "" {
 		d["args_hash"] = a.ArgsHash
 	}
+	if a.Cost != "" {
+		d["cost"] = a.Cost
+	}
 	return d
 }
 
@@ -84,7 +91,7 @@ func (a Ask) data() map[string]any {
 func AskOf(e *Entry) Ask {
 	return Ask{DeclaredRisk: Str(e.Data, "declared_risk"), Summary: Str(e.Data, "summary"),
 		IdempotencyKey: Str(e.Data, "idempotency_key"), RaisedBy: Str(e.Data, "raised_by"), Args: Str(e.Data, "args"),
-		ArgsHash: Str(e.Data, "args_hash")}
+		ArgsHash: Str(e.Data, "args_hash"), Cost: Str(e.Data, "cost")}
 }
 
 // CallRequested records a call that waits for an approver.
@@ -155,6 +162,12 @@ type Outcome struct {
 	Error      string
 	DurationMS int64
 	Late       bool // the work outlived the credential
+	// What the agent reported the call used: Tokens, and Amount ("0.013
+	// USD"; "" when not reported). Charged is the amount charged to the
+	// budget (the reported one, unless the action declares its cost,
+	// which was charged when the call began); "" for none.
+	Tokens          int64
+	Amount, Charged string
 }
 
 func (o Outcome) data() map[string]any {
@@ -162,13 +175,23 @@ func (o Outcome) data() map[string]any {
 	if o.Late {
 		d["late"] = true
 	}
+	if o.Tokens != 0 {
+		d["tokens"] = o.Tokens
+	}
+	if o.Amount != "" {
+		d["amount"] = o.Amount
+	}
+	if o.Charged != "" {
+		d["charged"] = o.Charged
+	}
 	return d
 }
 
 // OutcomeOf reads the outcome of a call.completed or approval.withdrawn entry.
 func OutcomeOf(e *Entry) Outcome {
 	late, _ := e.Data["late"].(bool)
-	return Outcome{Outcome: Str(e.Data, "outcome"), Error: Str(e.Data, "error"), DurationMS: Int(e.Data, "duration_ms"), Late: late}
+	return Outcome{Outcome: Str(e.Data, "outcome"), Error: Str(e.Data, "error"), DurationMS: Int(e.Data, "duration_ms"), Late: late,
+		Tokens: Int(e.Data, "tokens"), Amount: Str(e.Data, "amount"), Charged: Str(e.Data, "charged")}
 }
 
 // CallCompleted records the end of a call the agent reported.
@@ -179,6 +202,16 @@ func CallCompleted(c CallRef, actor string, t time.Time, o Outcome) *Entry {
 // ApprovalWithdrawn records an agent giving up on a pending request.
 func ApprovalWithdrawn(c CallRef, actor string, t time.Time, o Outcome) *Entry {
 	return c.entry(TypeApprovalWithdrawn, actor, t, o.data())
+}
+
+// TypeBudgetThreshold is the day's spend or tokens passing the share of
+// their cap (budget.*.notify_at) at which the agent's owner is told.
+const TypeBudgetThreshold = "budget.threshold_reached"
+
+// BudgetThreshold records a threshold passed by the call's charge; facts
+// are budget ("spend" or "tokens"), notify_at, used_today, limit, day.
+func BudgetThreshold(c CallRef, t time.Time, facts map[string]any) *Entry {
+	return c.entry(TypeBudgetThreshold, "system", t, facts)
 }
 
 // CallExpired records a credential that ran out before its call ended.

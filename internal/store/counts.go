@@ -10,7 +10,7 @@ import (
 // EncodeCounts is the stored form of counts: the non-empty buckets.
 // Open is not kept: it is counted from the open calls at load.
 func EncodeCounts(c *Counts) []byte {
-	b := []byte{1}
+	b := []byte{2}
 	put := func(bs []Bucket) {
 		n := 0
 		for _, x := range bs {
@@ -28,6 +28,20 @@ func EncodeCounts(c *Counts) []byte {
 	}
 	put(c.Minutes[:])
 	put(c.Quarters[:])
+	n := 0
+	for _, u := range c.Usage {
+		if u.Micros != 0 || u.Tokens != 0 {
+			n++
+		}
+	}
+	b = binary.AppendUvarint(b, uint64(n))
+	for _, u := range c.Usage {
+		if u.Micros != 0 || u.Tokens != 0 {
+			b = binary.AppendVarint(b, int64(u.At))
+			b = binary.AppendVarint(b, u.Micros)
+			b = binary.AppendVarint(b, u.Tokens)
+		}
+	}
 	return b
 }
 
@@ -36,7 +50,8 @@ func DecodeCounts(b []byte) (*Counts, error) {
 	if len(b) == 0 {
 		return c, nil
 	}
-	if b[0] != 1 {
+	version := b[0]
+	if version != 1 && version != 2 { // 1: before usage was counted
 		return nil, fmt.Errorf("counts: version %d", b[0])
 	}
 	b = b[1:]
@@ -75,6 +90,31 @@ func DecodeCounts(b []byte) (*Counts, error) {
 	}
 	if err := read(c.Quarters[:], int64(len(c.Quarters))); err != nil {
 		return nil, err
+	}
+	if version == 1 {
+		return c, nil
+	}
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(c.Usage))*4 {
+		return nil, errors.New("counts: short")
+	}
+	b = b[k:]
+	for range n {
+		var v [3]int64
+		for i := range v {
+			x, k := binary.Varint(b)
+			if k <= 0 {
+				return nil, errors.New("counts: short")
+			}
+			v[i], b = x, b[k:]
+		}
+		if v[0] < 0 || v[0] > math.MaxInt32 {
+			return nil, errors.New("counts: out of range")
+		}
+		i := v[0] % int64(len(c.Usage))
+		if u := c.Usage[i]; (u.Micros == 0 && u.Tokens == 0) || int64(u.At) < v[0] {
+			c.Usage[i] = Usage{At: int32(v[0]), Micros: v[1], Tokens: v[2]}
+		}
 	}
 	return c, nil
 }

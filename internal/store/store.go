@@ -377,6 +377,45 @@ type Counts struct {
 	Minutes  [RateMinutes + 1]Bucket // by minute % len
 	Quarters [quarters]Bucket        // by quarter % len
 	Open     int                     // calls approved or pending
+	// Usage is what the calls cost, by quarter hour % len: declared costs
+	// when calls were let through or held, reported costs and tokens
+	// when they were completed.
+	Usage [quarters]Usage
+}
+
+// Usage is what calls cost in one quarter hour: money in millionths of
+// the budget's currency, and tokens.
+type Usage struct {
+	At     int32 // Unix quarter hour
+	Micros int64
+	Tokens int64
+}
+
+// Charge counts a cost at t.
+func (c *Counts) Charge(t time.Time, micros, tokens int64) {
+	if micros == 0 && tokens == 0 {
+		return
+	}
+	q := int32(t.Unix() / quarter)
+	u := &c.Usage[q%int32(len(c.Usage))]
+	if u.At != q {
+		*u = Usage{At: q}
+	}
+	u.Micros += micros
+	u.Tokens += tokens
+}
+
+// Spent is what was charged at or after t, by quarter hour (t should fall
+// on one), at most CountHours back.
+func (c *Counts) Spent(t time.Time) (micros, tokens int64) {
+	q := t.Unix() / quarter
+	for _, u := range c.Usage {
+		if int64(u.At) >= q {
+			micros += u.Micros
+			tokens += u.Tokens
+		}
+	}
+	return micros, tokens
 }
 
 // Bucket is a count of calls in one minute or quarter hour. Counts is

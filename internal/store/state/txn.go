@@ -389,6 +389,7 @@ func (t *Txn) Apply(e *record.Entry, leaf tlog.Hash) error {
 		c, _ := t.writableCall(e.Call) // owned by this layer now
 		o := record.OutcomeOf(e)
 		c.Outcome, c.Error, c.DurationMS = o.Outcome, o.Error, o.DurationMS
+		t.charge(e, o)
 	case record.TypeCallCompleted:
 		c, err := t.writableCall(e.Call)
 		if err != nil {
@@ -401,6 +402,7 @@ func (t *Txn) Apply(e *record.Entry, leaf tlog.Hash) error {
 		}
 		t.close(c, status, e.Time)
 		c.Outcome, c.Error, c.DurationMS = o.Outcome, o.Error, o.DurationMS
+		t.charge(e, o)
 	case record.TypeCallExpired:
 		c, err := t.writableCall(e.Call)
 		if err != nil {
@@ -469,6 +471,7 @@ func (t *Txn) applyAsk(e *record.Entry) error {
 			return &ApplyError{Index: e.Index, Type: e.Type, Err: fmt.Errorf("%w: call %s is %s, not pending", ErrNotApplicable, c.ID, c.Status)}
 		}
 		c.Status, c.ExpiresAt = store.CallApproved, record.Time(e.Data, "expires_at")
+		t.chargeCost(e, ask)
 		return nil
 	}
 	// A new call, of a known agent; its id must be new (the ids are
@@ -500,12 +503,37 @@ func (t *Txn) applyAsk(e *record.Entry) error {
 	if allowed {
 		n.Open++
 	}
+	if e.Type == record.TypeCredentialIssued {
+		t.chargeCost(e, ask)
+	}
 	if ask.IdempotencyKey != "" {
 		k := KeyOf(e.Agent, ask.IdempotencyKey)
 		t.idem = put(t.idem, k, c.ID)
 		t.newKeys = append(t.newKeys, idemSeen{key: k, call: c.ID, at: e.Time})
 	}
 	return nil
+}
+
+// chargeCost counts an action's declared cost, charged with the call's
+// credential.
+func (t *Txn) chargeCost(e *record.Entry, ask record.Ask) {
+	if ask.Cost == "" {
+		return
+	}
+	cost, _ := record.ParseMoney(ask.Cost) // the runtime wrote it
+	t.writableCounts(e.Agent).Charge(e.Time, cost.Micros, 0)
+}
+
+// charge counts what a completed call used against its agent's budget.
+func (t *Txn) charge(e *record.Entry, o record.Outcome) {
+	if o.Charged == "" && o.Tokens == 0 {
+		return
+	}
+	var m record.Money
+	if o.Charged != "" {
+		m, _ = record.ParseMoney(o.Charged) // the runtime wrote it
+	}
+	t.writableCounts(e.Agent).Charge(e.Time, m.Micros, max(o.Tokens, 0))
 }
 
 // decide folds an approval's end, and the call's when callStatus is set.

@@ -1,0 +1,47 @@
+package store
+
+import (
+	"testing"
+	"time"
+)
+
+func TestCountsUsage(t *testing.T) {
+	day := time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)
+	var c Counts
+	c.Add(day.Add(-time.Hour), true)
+	c.Charge(day.Add(-time.Hour), 7_000_000, 100) // yesterday
+	c.Charge(day.Add(time.Minute), 20_000, 0)
+	c.Charge(day.Add(3*time.Hour), 1_500_000, 2_000)
+	c.Charge(day.Add(3*time.Hour+time.Minute), 500_000, 0) // same quarter
+	c.Charge(day.Add(4*time.Hour), 0, 0)                   // nothing
+	if m, tk := c.Spent(day); m != 2_020_000 || tk != 2_000 {
+		t.Errorf("Spent(day) = %d, %d; want 2020000, 2000", m, tk)
+	}
+	if m, tk := c.Spent(day.Add(-24 * time.Hour)); m != 9_020_000 || tk != 2_100 {
+		t.Errorf("Spent(day before) = %d, %d", m, tk)
+	}
+	// A quarter a ring's length later takes the slot over.
+	later := day.Add(time.Duration(len(c.Usage)) * 15 * time.Minute)
+	c.Charge(later, 1, 1)
+	if m, _ := c.Spent(day); m != 2_000_001 { // the first quarter of the day is gone
+		t.Errorf("after the ring turned: Spent(day) = %d, want 2000001", m)
+	}
+
+	back, err := DecodeCounts(EncodeCounts(&c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *back != c {
+		t.Errorf("round trip changed the counts:\n got %+v\nwant %+v", back.Usage, c.Usage)
+	}
+	// Counts stored before usage was counted (version 1) read as no usage.
+	v1 := []byte{1, 0, 0}
+	if old, err := DecodeCounts(v1); err != nil || *old != (Counts{}) {
+		t.Errorf("version 1: %+v, %v", old, err)
+	}
+	for _, bad := range [][]byte{{2, 0, 0}, {2, 0, 0, 1, 2}, {3, 0, 0, 0}, {2, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}} {
+		if _, err := DecodeCounts(bad); err == nil {
+			t.Errorf("DecodeCounts(%x) succeeded", bad)
+		}
+	}
+}
