@@ -44,7 +44,9 @@ const (
 	ActionNotDeclared    Code = "manifest.action_not_declared"
 	ConditionNotMet      Code = "manifest.condition_not_met" // the call's arguments break its action's when: condition
 	InvalidRisk          Code = "manifest.invalid_risk"
-	DriftRefused         Code = "drift.refused" // outside the declared role, and on_drift is refuse
+	DriftRefused         Code = "drift.refused"   // outside the declared role, and on_drift is refuse
+	BudgetExceeded       Code = "budget.exceeded" // the day's spend or tokens are at the cap, and on_budget is refuse
+	UsageInvalid         Code = "usage.invalid"   // a completion's reported usage is malformed or in another currency
 
 	// Calls.
 	CallNotFound Code = "call.not_found"
@@ -131,6 +133,8 @@ var infos = map[Code]Info{
 	ConditionNotMet:      {Status: http.StatusForbidden, Hint: "the job description allows this action only with arguments that meet its condition (when:)"},
 	InvalidRisk:          {Status: http.StatusBadRequest, Hint: "risk is one of low, medium, high"},
 	DriftRefused:         {Status: http.StatusForbidden, Hint: "the manifest's on_drift is refuse: stay within the budget and active hours, or change the job description"},
+	BudgetExceeded:       {Status: http.StatusForbidden, Hint: "the day's spend or token cap (budget.spend, budget.tokens) is reached: wait for the next budget day, or raise the cap in the job description"},
+	UsageInvalid:         {Status: http.StatusBadRequest, Hint: "report usage as {\"tokens\": 1200, \"amount\": \"0.013 USD\"}: whole tokens, an amount with at most six decimals in the spend cap's currency"},
 
 	CallNotFound: {Status: http.StatusNotFound},
 	CallClosed:   {Status: http.StatusConflict, Hint: "start a new call"},

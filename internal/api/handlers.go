@@ -116,6 +116,9 @@ type agentView struct {
 	CreatedAt    time.Time  `json:"created_at"`
 	TerminatedAt *time.Time `json:"terminated_at"`
 	Manifest     string     `json:"manifest,omitempty"`
+	// Usage is the day's spend and tokens against the caps (GET of one
+	// agent whose job description has caps).
+	Usage *runtime.AgentUsage `json:"usage,omitempty"`
 }
 
 func viewAgent(a *store.Agent, withManifest bool) agentView {
@@ -181,12 +184,19 @@ func (s *server) completeCall(w http.ResponseWriter, r *http.Request) error {
 		Outcome    string `json:"outcome"`
 		Error      string `json:"error"`
 		DurationMS int64  `json:"duration_ms"`
+		Usage      *struct {
+			Tokens int64  `json:"tokens"`
+			Amount string `json:"amount"`
+		} `json:"usage"`
 	}
 	if err := decode(r, MaxBodyBytes, &req); err != nil {
 		return err
 	}
-	c, err := s.rt.CompleteCall(r.Context(), principal(r), r.PathValue("id"),
-		runtime.Outcome{Outcome: req.Outcome, Error: req.Error, DurationMS: req.DurationMS})
+	o := runtime.Outcome{Outcome: req.Outcome, Error: req.Error, DurationMS: req.DurationMS}
+	if req.Usage != nil {
+		o.Usage = &runtime.Usage{Tokens: req.Usage.Tokens, Amount: req.Usage.Amount}
+	}
+	c, err := s.rt.CompleteCall(r.Context(), principal(r), r.PathValue("id"), o)
 	if err != nil {
 		return err
 	}
@@ -276,7 +286,11 @@ func (s *server) getAgent(w http.ResponseWriter, r *http.Request) error {
 	if !s.seesAgent(principal(r), a) {
 		return arxerr.New(arxerr.AgentNotFound, "no agent %s", truncate(r.PathValue("id"), 64))
 	}
-	writeJSON(w, http.StatusOK, viewAgent(a, true))
+	v := viewAgent(a, true)
+	if v.Usage, err = s.rt.Usage(r.Context(), a); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
 	return nil
 }
 

@@ -218,8 +218,17 @@ func (r *Runtime) decide(ctx context.Context, p *Principal, callID string, grant
 		if grant && enough {
 			ask := record.Ask{DeclaredRisk: c.DeclaredRisk, Summary: c.Summary, IdempotencyKey: c.IdempotencyKey, RaisedBy: c.RaisedBy,
 				Args: c.Args, ArgsHash: c.ArgsHash}
+			if act, ok := m.Action(c.Connector, c.Action); ok && act.Cost != nil {
+				ask.Cost = act.Cost.String() // charged with the credential
+			}
+			before := tx.CallCounts(c.AgentID)
 			if err := tx.Append(record.CredentialIssued(ref, actor, now, ask, now.Add(m.CallTTL(c.Connector, c.Action)), p.User.Email)); err != nil {
 				return err
+			}
+			if ask.Cost != "" {
+				if err := r.recordThresholds(tx, a, m, ref, before, now); err != nil {
+					return err
+				}
 			}
 		}
 		return r.notifyDecided(tx, a, c.ID, now)

@@ -117,6 +117,10 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 	// Conditions depend on the arguments and the job description alone:
 	// evaluated here, in parallel, not in the serial step.
 	unmet, unmetWhy := conditionRule(act, args.value)
+	var cost *record.Money
+	if act != nil {
+		cost = act.Cost
+	}
 	if strings.HasPrefix(p.IssuedBy, "user:") {
 		c.RaisedBy = p.IssuedBy // a person started this agent process: they cannot approve its requests
 	}
@@ -142,11 +146,17 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 		}
 		// Decide, compose, append: the store folds the entries into the
 		// call's state.
-		d = decideCall(callInput{M: m, Req: req, Declared: declared, Invalid: invalid, Now: now, Counts: tx.CallCounts(c.AgentID),
-			Unmet: unmet, UnmetWhy: unmetWhy})
+		counts := tx.CallCounts(c.AgentID)
+		d = decideCall(callInput{M: m, Req: req, Declared: declared, Invalid: invalid, Now: now, Counts: counts,
+			Unmet: unmet, UnmetWhy: unmetWhy, Cost: cost})
 		c.Risk = d.Risk.String()
 		for _, e := range callEntries(c, d, m, actor) {
 			if err := tx.Append(e); err != nil {
+				return err
+			}
+		}
+		if d.Cost != "" && d.Status == store.CallApproved {
+			if err := r.recordThresholds(tx, a, m, callRef(c), counts, now); err != nil {
 				return err
 			}
 		}
@@ -283,6 +293,45 @@ type Outcome struct {
 	Outcome    string // success, error, cancelled
 	Error      string
 	DurationMS int64
+	// Usage is what the call used, as the agent reports it (nil: not
+	// reported): charged to the agent's daily spend and token caps.
+	Usage *Usage
+}
+
+// Usage is what a call used: tokens, and an amount ("0.013 USD").
+type Usage struct {
+	Tokens int64
+	Amount string
+}
+
+// MaxUsageTokens bounds the tokens one completion may report.
+const MaxUsageTokens = 1_000_000_000_000
+
+// usageRule checks a completion's reported usage against the call's job
+// description and says what it charges: the amount (unless the action
+// declares its cost, charged when the call began) and the tokens.
+func usageRule(m *manifest.Manifest, c *store.Call, u *Usage) (amount, charged string, tokens int64, err error) {
+	if u == nil {
+		return "", "", 0, nil
+	}
+	if u.Tokens < 0 || u.Tokens > MaxUsageTokens {
+		return "", "", 0, arxerr.New(arxerr.UsageInvalid, "usage.tokens %d is not between 0 and %d", u.Tokens, int64(MaxUsageTokens))
+	}
+	if u.Amount == "" {
+		return "", "", u.Tokens, nil
+	}
+	money, err := record.ParseMoney(u.Amount)
+	if err != nil {
+		return "", "", 0, arxerr.New(arxerr.UsageInvalid, "usage.amount: %s", err.Error())
+	}
+	if l := m.Budget.Spend; l != nil && money.Currency != l.PerDay.Currency {
+		return "", "", 0, arxerr.New(arxerr.UsageInvalid, "usage.amount is in %s but this agent's spend cap is in %s", money.Currency, l.PerDay.Currency)
+	}
+	amount = money.String()
+	if a, ok := m.Action(c.Connector, c.Action); !ok || a.Cost == nil {
+		charged = amount
+	}
+	return amount, charged, u.Tokens, nil
 }
 
 // CompleteCall closes a call; its credential dies with the commit.
@@ -334,6 +383,26 @@ func (r *Runtime) CompleteCall(ctx context.Context, p *Principal, id string, o O
 		}
 		ref, actor := callRef(c), p.Actor()
 		outcome := record.Outcome{Outcome: o.Outcome, Error: o.Error, DurationMS: o.DurationMS}
+		var m *manifest.Manifest
+		var a *store.Agent
+		manifestOf := func() (*manifest.Manifest, error) {
+			if m != nil {
+				return m, nil
+			}
+			if a, err = tx.Agent(c.AgentID); err != nil {
+				return nil, err
+			}
+			m, err = r.Manifest(a)
+			return m, err
+		}
+		if o.Usage != nil {
+			if _, err := manifestOf(); err != nil {
+				return err
+			}
+			if outcome.Amount, outcome.Charged, outcome.Tokens, err = usageRule(m, c, o.Usage); err != nil {
+				return err
+			}
+		}
 		var e *record.Entry
 		switch {
 		case c.Status == store.CallPending:
@@ -343,12 +412,7 @@ func (r *Runtime) CompleteCall(ctx context.Context, p *Principal, id string, o O
 			outcome.Late = true // recorded as drift when it expired
 		case !now.Before(c.ExpiresAt):
 			outcome.Late = true // the work outlived its credential
-			a, err := tx.Agent(c.AgentID)
-			if err != nil {
-				return err
-			}
-			m, err := r.Manifest(a)
-			if err != nil {
+			if _, err := manifestOf(); err != nil {
 				return err
 			}
 			if err := tx.Append(record.DriftDetected(ref, "system", now, durationDrift(m, c, now, "completed_after_ms"))); err != nil {
@@ -358,8 +422,17 @@ func (r *Runtime) CompleteCall(ctx context.Context, p *Principal, id string, o O
 		if e == nil {
 			e = record.CallCompleted(ref, actor, now, outcome)
 		}
+		var before store.Counts
+		if outcome.Charged != "" || outcome.Tokens > 0 {
+			before = tx.CallCounts(c.AgentID)
+		}
 		if err := tx.Append(e); err != nil {
 			return err
+		}
+		if outcome.Charged != "" || outcome.Tokens > 0 {
+			if err := r.recordThresholds(tx, a, m, ref, before, now); err != nil {
+				return err
+			}
 		}
 		if out, err = tx.Call(id); err != nil {
 			return err

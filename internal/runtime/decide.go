@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"time"
@@ -26,6 +27,8 @@ const (
 	DriftMaxConcurrent = "max_concurrent" // more open calls than budget.max_concurrent
 	DriftCallDuration  = "call_duration"  // the work outlived its maximum duration
 	DriftRateSpike     = "rate_spike"     // far above the agent's own recent rate
+	DriftSpendPerDay   = "spend_per_day"  // the day's spend at budget.spend.per_day
+	DriftTokensPerDay  = "tokens_per_day" // the day's tokens at budget.tokens.per_day
 )
 
 // Spike thresholds: at least SpikeMinCalls in the current minute and more
@@ -49,6 +52,8 @@ type callInput struct {
 	// serial step.
 	Unmet    *manifest.Condition
 	UnmetWhy string
+	// Cost is the action's declared cost (nil: none).
+	Cost *record.Money
 }
 
 // callDecision is the decision.
@@ -59,6 +64,7 @@ type callDecision struct {
 	NeedsApproval bool
 	Status        string    // store.CallRefused, CallPending or CallApproved
 	ExpiresAt     time.Time // of the credential, or of the approval request
+	Cost          string    // the declared cost, charged with the call's credential; "" for none
 }
 
 // decideCall applies the manifest's scope, then the rules on the agent's
@@ -94,7 +100,10 @@ func decideCall(in callInput) callDecision {
 		}
 		out.Drift = append(out.Drift, manifest.Drift{Rule: manifest.DriftConditionNotMet, Policy: m.OnDrift, Facts: facts})
 	}
-	if len(out.Drift) > 0 {
+	drifted := len(out.Drift) > 0
+	caps := capDrift(m, in.Counts, in.Cost, now) // handled as on_budget says, not on_drift
+	out.Drift = append(out.Drift, caps...)
+	if drifted {
 		switch m.OnDrift {
 		case manifest.DriftRefuse:
 			rules := make([]string, len(out.Drift))
@@ -107,6 +116,17 @@ func decideCall(in callInput) callDecision {
 		case manifest.DriftRequireApproval:
 			out.NeedsApproval = true
 		}
+	}
+	if len(caps) > 0 {
+		if m.Budget.OnBudgetPolicy() == manifest.OnBudgetRefuse {
+			out.Refusal = arxerr.New(arxerr.BudgetExceeded, "the day's %s", capText(caps))
+			out.Status, out.ExpiresAt = store.CallRefused, now
+			return out
+		}
+		out.NeedsApproval = true
+	}
+	if in.Cost != nil {
+		out.Cost = in.Cost.String()
 	}
 	if out.NeedsApproval {
 		out.Status, out.ExpiresAt = store.CallPending, now.Add(m.Approval.Timeout)
@@ -165,6 +185,83 @@ func budgetDrift(m *manifest.Manifest, c store.Counts, now time.Time) []manifest
 	return out
 }
 
+// capDrift: the day's spend and tokens against budget.spend and
+// budget.tokens. A call is at the spend cap when what was spent already
+// reaches it, or its declared cost would take the day past it; at the
+// token cap when the day's tokens reach it (tokens are known only when
+// calls complete). Its policy is on_budget's.
+func capDrift(m *manifest.Manifest, c store.Counts, cost *record.Money, now time.Time) []manifest.Drift {
+	b := &m.Budget
+	if b.Spend == nil && b.Tokens == nil {
+		return nil
+	}
+	day, start := budgetDay(m, now)
+	spent, tokens := c.Spent(start)
+	policy := manifest.DriftPolicy(b.OnBudgetPolicy())
+	var out []manifest.Drift
+	if l := b.Spend; l != nil {
+		var add int64
+		if cost != nil {
+			add = cost.Micros
+		}
+		if spent >= l.PerDay.Micros || spent+add > l.PerDay.Micros {
+			cur := l.PerDay.Currency
+			facts := map[string]any{"spent_today": record.Money{Micros: spent, Currency: cur}.String(), "limit": l.PerDay.String(), "day": day}
+			if cost != nil {
+				facts["cost"] = cost.String()
+			}
+			out = append(out, manifest.Drift{Rule: DriftSpendPerDay, Policy: policy, Facts: facts})
+		}
+	}
+	if l := b.Tokens; l != nil && tokens >= l.PerDay {
+		out = append(out, manifest.Drift{Rule: DriftTokensPerDay, Policy: policy, Facts: map[string]any{
+			"tokens_today": tokens, "limit": l.PerDay, "day": day}})
+	}
+	return out
+}
+
+// thresholdRule: the notify_at shares of the daily caps that the day's
+// usage passed from before to after (an agent's counts around one
+// charge), each as the facts its budget.threshold_reached entry records.
+// Usage only grows within a day, so each share is passed once a day.
+func thresholdRule(m *manifest.Manifest, before, after store.Counts, now time.Time) []map[string]any {
+	day, start := budgetDay(m, now)
+	m0, t0 := before.Spent(start)
+	m1, t1 := after.Spent(start)
+	var out []map[string]any
+	if l := m.Budget.Spend; l != nil && l.NotifyAt > 0 {
+		if at := max(l.PerDay.Micros*int64(l.NotifyAt)/100, 1); m0 < at && m1 >= at {
+			out = append(out, map[string]any{"budget": "spend", "notify_at": int64(l.NotifyAt), "day": day,
+				"used_today": record.Money{Micros: m1, Currency: l.PerDay.Currency}.String(), "limit": l.PerDay.String()})
+		}
+	}
+	if l := m.Budget.Tokens; l != nil && l.NotifyAt > 0 {
+		if at := max(l.PerDay*int64(l.NotifyAt)/100, 1); t0 < at && t1 >= at {
+			out = append(out, map[string]any{"budget": "tokens", "notify_at": int64(l.NotifyAt), "day": day,
+				"used_today": t1, "limit": l.PerDay})
+		}
+	}
+	return out
+}
+
+// capText says which caps a call is at.
+func capText(caps []manifest.Drift) string {
+	var parts []string
+	for _, d := range caps {
+		switch d.Rule {
+		case DriftSpendPerDay:
+			s := "spend is at its cap of " + d.Facts["limit"].(string) + " (spent " + d.Facts["spent_today"].(string)
+			if c, ok := d.Facts["cost"].(string); ok {
+				s += ", this call costs " + c
+			}
+			parts = append(parts, s+")")
+		case DriftTokensPerDay:
+			parts = append(parts, fmt.Sprintf("tokens are at their cap of %d (used %d)", d.Facts["limit"], d.Facts["tokens_today"]))
+		}
+	}
+	return strings.Join(parts, "; and the day's ")
+}
+
 // budgetDay is the calendar day a call counts toward, and its start: in the
 // time zone of the manifest's active hours, else UTC.
 func budgetDay(m *manifest.Manifest, now time.Time) (string, time.Time) {
@@ -209,9 +306,11 @@ func callEntries(c *store.Call, d callDecision, m *manifest.Manifest, actor stri
 	case store.CallRefused:
 		out = append(out, record.CredentialRefused(ref, actor, now, ask, string(d.Refusal.Code), d.Refusal.Message))
 	case store.CallPending:
+		ask.Cost = d.Cost
 		out = append(out, record.CallRequested(ref, actor, now, ask),
 			record.ApprovalRequestedQuorum(ref, actor, now, m.Approval.Approvers, m.Approval.Delegates, d.ExpiresAt, m.Approval.Quorum))
 	default:
+		ask.Cost = d.Cost
 		out = append(out, record.CredentialIssued(ref, actor, now, ask, d.ExpiresAt, ""))
 	}
 	return out

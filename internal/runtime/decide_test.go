@@ -342,3 +342,119 @@ func TestQuorumRule(t *testing.T) {
 		}
 	}
 }
+
+const capsManifest = `apiVersion: arx.dev/v1
+kind: JobDescription
+agent:
+  name: caps
+  owner: dana@example.com
+scope:
+  connectors:
+    llm:
+      actions:
+        search: {risk: low, cost: 0.50 USD}
+        read: {risk: low}
+approval:
+  approvers: [dana@example.com]
+budget:
+  max_call_duration: 2m
+  spend:
+    per_day: 50 USD
+  tokens:
+    per_day: 1000
+  on_budget: %s
+  active_hours:
+    timezone: UTC
+    start: "06:00"
+    end: "22:00"
+termination:
+  notify: [dana@example.com]
+on_drift: %s
+`
+
+// TestDecideBudgetCaps: the day's spend and tokens against their caps,
+// handled as on_budget says (not on_drift).
+func TestDecideBudgetCaps(t *testing.T) {
+	noon := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	spent := func(micros, tokens int64, at time.Time) store.Counts {
+		var c store.Counts
+		c.Charge(at, micros, tokens)
+		return c
+	}
+	for _, tc := range []struct {
+		name, onBudget, onDrift, action string
+		now                             time.Time
+		counts                          store.Counts
+		wantStatus                      string
+		wantRefusal                     arxerr.Code
+		wantDrift                       []string
+		wantCost                        string
+	}{
+		{name: "under the cap, the declared cost is charged", onBudget: "require_approval", onDrift: "record", action: "search", now: noon,
+			counts: spent(10_000_000, 0, noon.Add(-time.Hour)), wantStatus: store.CallApproved, wantCost: "0.50 USD"},
+		{name: "a cost that would pass the cap is held", onBudget: "require_approval", onDrift: "record", action: "search", now: noon,
+			counts: spent(49_800_000, 0, noon.Add(-time.Hour)), wantStatus: store.CallPending, wantDrift: []string{DriftSpendPerDay}, wantCost: "0.50 USD"},
+		{name: "a cost that reaches the cap exactly passes", onBudget: "require_approval", onDrift: "record", action: "search", now: noon,
+			counts: spent(49_500_000, 0, noon.Add(-time.Hour)), wantStatus: store.CallApproved, wantCost: "0.50 USD"},
+		{name: "at the cap, a call without a declared cost is held", onBudget: "require_approval", onDrift: "record", action: "read", now: noon,
+			counts: spent(50_000_000, 0, noon.Add(-time.Hour)), wantStatus: store.CallPending, wantDrift: []string{DriftSpendPerDay}},
+		{name: "below the cap, a call without a declared cost passes", onBudget: "require_approval", onDrift: "record", action: "read", now: noon,
+			counts: spent(49_999_999, 0, noon.Add(-time.Hour)), wantStatus: store.CallApproved},
+		{name: "tokens at the cap hold the call", onBudget: "require_approval", onDrift: "record", action: "read", now: noon,
+			counts: spent(0, 1000, noon.Add(-time.Hour)), wantStatus: store.CallPending, wantDrift: []string{DriftTokensPerDay}},
+		{name: "both caps", onBudget: "require_approval", onDrift: "record", action: "search", now: noon,
+			counts: spent(50_000_000, 5000, noon.Add(-time.Hour)), wantStatus: store.CallPending, wantDrift: []string{DriftSpendPerDay, DriftTokensPerDay}, wantCost: "0.50 USD"},
+		{name: "on_budget refuse refuses, and records why", onBudget: "refuse", onDrift: "record", action: "search", now: noon,
+			counts: spent(50_000_000, 0, noon.Add(-time.Hour)), wantStatus: store.CallRefused, wantRefusal: arxerr.BudgetExceeded, wantDrift: []string{DriftSpendPerDay}},
+		{name: "yesterday's spend does not count", onBudget: "refuse", onDrift: "record", action: "search", now: noon,
+			counts: spent(500_000_000, 9000, noon.Add(-13*time.Hour)), wantStatus: store.CallApproved, wantCost: "0.50 USD"},
+		{name: "on_drift refuse does not refuse a call at a cap", onBudget: "require_approval", onDrift: "refuse", action: "read", now: noon,
+			counts: spent(60_000_000, 0, noon), wantStatus: store.CallPending, wantDrift: []string{DriftSpendPerDay}},
+		{name: "other drift under on_drift refuse is refused, the cap recorded too", onBudget: "require_approval", onDrift: "refuse", action: "read", now: noon.Add(11 * time.Hour),
+			counts: spent(60_000_000, 0, noon), wantStatus: store.CallRefused, wantRefusal: arxerr.DriftRefused, wantDrift: []string{DriftOffHours, DriftSpendPerDay}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := manifest.Parse(fmt.Appendf(nil, capsManifest, tc.onBudget, tc.onDrift))
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, _ := m.Action("llm", tc.action)
+			d := decideCall(callInput{M: m, Req: CallRequest{Connector: "llm", Action: tc.action}, Declared: manifest.RiskLow, Now: tc.now,
+				Counts: tc.counts, Cost: a.Cost})
+			if d.Status != tc.wantStatus {
+				t.Errorf("status %s, want %s", d.Status, tc.wantStatus)
+			}
+			var code arxerr.Code
+			if d.Refusal != nil {
+				code = d.Refusal.Code
+			}
+			if code != tc.wantRefusal {
+				t.Errorf("refusal %v, want %s", d.Refusal, tc.wantRefusal)
+			}
+			var rules []string
+			for _, dr := range d.Drift {
+				rules = append(rules, dr.Rule)
+			}
+			if !slices.Equal(rules, tc.wantDrift) {
+				t.Errorf("drift %v, want %v", rules, tc.wantDrift)
+			}
+			if d.Status != store.CallRefused && d.Cost != tc.wantCost {
+				t.Errorf("cost %q, want %q", d.Cost, tc.wantCost)
+			}
+		})
+	}
+	// The refusal says what the caps are.
+	m, _ := manifest.Parse(fmt.Appendf(nil, capsManifest, "refuse", "record"))
+	a, _ := m.Action("llm", "search")
+	d := decideCall(callInput{M: m, Req: CallRequest{Connector: "llm", Action: "search"}, Declared: manifest.RiskLow, Now: noon,
+		Counts: spent(49_800_000, 1200, noon), Cost: a.Cost})
+	want := "the day's spend is at its cap of 50.00 USD (spent 49.80 USD, this call costs 0.50 USD); and the day's tokens are at their cap of 1000 (used 1200)"
+	if d.Refusal == nil || d.Refusal.Message != want {
+		t.Errorf("refusal %v\nwant %s", d.Refusal, want)
+	}
+	if data := d.Drift[0].Data(); data["policy"] != "refuse" {
+		t.Errorf("drift data %v", data)
+	} else if f, _ := data["facts"].(map[string]any); f["spent_today"] != "49.80 USD" || f["limit"] != "50.00 USD" || f["cost"] != "0.50 USD" {
+		t.Errorf("drift facts %v", f)
+	}
+}

@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -267,9 +269,18 @@ func slackText(p map[string]any) string {
 	agent, _ := p["agent"].(map[string]any)
 	call, _ := p["call"].(map[string]any)
 	ap, _ := p["approval"].(map[string]any)
-	v := func(m map[string]any, k string) string { return slackEscape(fmt.Sprint(m[k])) }
+	v := func(m map[string]any, k string) string {
+		if f, ok := m[k].(float64); ok && f == math.Trunc(f) && math.Abs(f) < 1<<53 {
+			return strconv.FormatInt(int64(f), 10) // a count, after the payload's JSON round trip
+		}
+		return slackEscape(fmt.Sprint(m[k]))
+	}
 	var s string
 	switch p["event"] {
+	case "budget.threshold_reached":
+		b, _ := p["budget"].(map[string]any)
+		s = fmt.Sprintf(":money_with_wings: *%s* (owner %s) has used %s of its daily %s cap of %s (%s%%) on %s", v(agent, "name"), v(agent, "owner"),
+			v(b, "used_today"), v(b, "budget"), v(b, "limit"), v(b, "notify_at"), v(b, "day"))
 	case "approval.requested":
 		s = fmt.Sprintf(":raised_hand: *%s* asks to run *%s %s* (%s risk): %s", v(agent, "name"), v(call, "connector"), v(call, "action"),
 			v(call, "risk"), v(call, "summary"))
