@@ -75,6 +75,20 @@ type Outcome struct {
 	Error string
 	// Duration is how long the work took; sent in milliseconds.
 	Duration time.Duration
+	// Usage is what the call used (nil: nothing to report). Do sends what
+	// fn reported with ReportUsage.
+	Usage *Usage
+}
+
+// Usage is what a call used, charged to the agent's daily caps in its job
+// description (budget.tokens, budget.spend).
+type Usage struct {
+	// Tokens used (by a model, for example).
+	Tokens int64 `json:"tokens,omitempty"`
+	// Amount spent, with at most six decimals and the spend cap's
+	// currency: "0.013 USD". It counts unless the action declares its
+	// cost in the job description (cost:), which is charged instead.
+	Amount string `json:"amount,omitempty"`
 }
 
 // Call statuses (docs/api.md).
@@ -121,6 +135,7 @@ type (
 		Outcome    string `json:"outcome"`
 		Error      string `json:"error"`
 		DurationMS int64  `json:"duration_ms"`
+		Usage      *Usage `json:"usage,omitempty"`
 	}
 	wireCall struct {
 		ID             string     `json:"id"`
@@ -286,7 +301,7 @@ func (c *Client) Complete(ctx context.Context, callID string, o Outcome) (*Call,
 		return c.completeLocal(ctx, callID, o)
 	}
 	path := "/calls/" + url.PathEscape(callID) + "/complete"
-	body := completeBody{Outcome: o.Outcome, Error: errorText(c.scrub(o.Error)), DurationMS: max(o.Duration.Milliseconds(), 0)}
+	body := completeBody{Outcome: o.Outcome, Error: errorText(c.scrub(o.Error)), DurationMS: max(o.Duration.Milliseconds(), 0), Usage: o.Usage}
 	ans, err := c.send(ctx, c.retry, http.MethodPost, path, body, c.attemptTimeout)
 	if err != nil {
 		return nil, err

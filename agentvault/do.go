@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/arxsec/arx/record"
 )
 
 // completeTimeout bounds the completion of a call whose context is already
@@ -79,6 +82,62 @@ func Do[T any](ctx context.Context, c *Client, a Action, fn func(ctx context.Con
 	return run(ctx, c, cred, fn)
 }
 
+// usageKey carries, in the context Do gives fn, where ReportUsage adds up.
+type usageKey struct{}
+
+type usageBox struct {
+	mu     sync.Mutex
+	usage  Usage
+	amount int64 // millionths, in currency
+	cur    string
+	set    bool
+}
+
+// ReportUsage adds what the governed call running in ctx used (tokens,
+// and an amount such as "0.013 USD") to what Do reports when it completes
+// the call; ARX charges it to the agent's daily caps (budget.tokens,
+// budget.spend). Call it from the function Do runs, with the context Do
+// gave it, as often as the work spends (each model call, say). Outside
+// Do's function it returns an error and reports nothing.
+func ReportUsage(ctx context.Context, u Usage) error {
+	b, _ := ctx.Value(usageKey{}).(*usageBox)
+	if b == nil {
+		return errors.New("agentvault: ReportUsage outside a governed call (call it with the context Do gives your function)")
+	}
+	if u.Tokens < 0 {
+		return fmt.Errorf("agentvault: usage of %d tokens is negative", u.Tokens)
+	}
+	var m record.Money
+	if u.Amount != "" {
+		var err error
+		if m, err = record.ParseMoney(u.Amount); err != nil {
+			return fmt.Errorf("agentvault: usage amount: %w", err)
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if u.Amount != "" {
+		if b.cur != "" && b.cur != m.Currency {
+			return fmt.Errorf("agentvault: usage amount in %s after amounts in %s", m.Currency, b.cur)
+		}
+		b.cur, b.amount = m.Currency, b.amount+m.Micros
+		b.usage.Amount = record.Money{Micros: b.amount, Currency: b.cur}.String()
+	}
+	b.usage.Tokens += u.Tokens
+	b.set = true
+	return nil
+}
+
+func (b *usageBox) reported() *Usage {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.set {
+		return nil
+	}
+	u := b.usage
+	return &u
+}
+
 // run runs fn under the credential's deadline and completes the call with
 // its outcome, also when fn panics or exits its goroutine.
 func run[T any](ctx context.Context, c *Client, cred Credential, fn func(context.Context, Credential) (T, error)) (T, error) {
@@ -90,6 +149,8 @@ func run[T any](ctx context.Context, c *Client, cred Credential, fn func(context
 		fctx, cancel = context.WithDeadline(ctx, cred.ExpiresAt)
 	}
 	defer cancel()
+	box := &usageBox{}
+	fctx = context.WithValue(fctx, usageKey{}, box)
 	start := time.Now()
 	returned := false
 	defer func() {
@@ -101,14 +162,14 @@ func run[T any](ctx context.Context, c *Client, cred Credential, fn func(context
 		if r != nil {
 			msg = fmt.Sprintf("panic: %v", r)
 		}
-		_ = c.finish(ctx, cred.CallID, cred.Token, Outcome{Outcome: outcomeError, Error: msg, Duration: time.Since(start)})
+		_ = c.finish(ctx, cred.CallID, cred.Token, Outcome{Outcome: outcomeError, Error: msg, Duration: time.Since(start), Usage: box.reported()})
 		if r != nil {
 			panic(r)
 		}
 	}()
 	res, err := fn(fctx, cred)
 	returned = true
-	o := Outcome{Outcome: outcomeSuccess, Duration: time.Since(start)}
+	o := Outcome{Outcome: outcomeSuccess, Duration: time.Since(start), Usage: box.reported()}
 	if err != nil {
 		o.Outcome, o.Error = outcomeError, err.Error()
 		if ctx.Err() != nil {
