@@ -84,7 +84,7 @@ type Replayer struct {
 // refused otherwise (bad content, a suspended agent) is not replayed.
 var replayableRefusals = map[string]bool{
 	string(arxerr.ConnectorNotDeclared): true, string(arxerr.ActionNotDeclared): true, string(arxerr.DriftRefused): true,
-	string(arxerr.ConditionNotMet): true,
+	string(arxerr.ConditionNotMet): true, string(arxerr.BudgetExceeded): true,
 }
 
 // Add folds one entry of the agent's record.
@@ -108,18 +108,40 @@ func (r *Replayer) Add(e *record.Entry) {
 		if st, ok := r.open[e.Call]; ok {
 			if st == store.CallPending {
 				r.open[e.Call] = store.CallApproved // approved after waiting: not a new call
+				r.chargeCost(e)
 			}
 			return
 		}
-		r.call(e, store.CallApproved, "")
-	case record.TypeCallCompleted, record.TypeCallExpired, record.TypeApprovalDenied, record.TypeApprovalExpired,
-		record.TypeApprovalWithdrawn, record.TypeApprovalCancelled:
+		r.call(e, store.CallApproved, "") // decided before its own cost is charged
+		r.chargeCost(e)
+	case record.TypeCallCompleted, record.TypeApprovalWithdrawn:
+		// What the call used, priced as the new job description prices
+		// it: a reported amount counts unless the action now declares
+		// its cost.
+		o := record.OutcomeOf(e)
+		var micros int64
+		if a, ok := r.M.Action(e.Connector, e.Action); o.Amount != "" && (!ok || a.Cost == nil) {
+			m, _ := record.ParseMoney(o.Amount)
+			micros = m.Micros
+		}
+		r.counts.Charge(e.Time, micros, max(o.Tokens, 0))
+		delete(r.open, e.Call)
+		delete(r.drift, e.Call)
+	case record.TypeCallExpired, record.TypeApprovalDenied, record.TypeApprovalExpired, record.TypeApprovalCancelled:
 		delete(r.open, e.Call)
 		delete(r.drift, e.Call)
 	case record.TypeCredentialRevoked:
 		for _, id := range record.Strs(e.Data, "calls") {
 			delete(r.open, id)
 		}
+	}
+}
+
+// chargeCost charges a credential with its action's cost under the new
+// job description.
+func (r *Replayer) chargeCost(e *record.Entry) {
+	if a, ok := r.M.Action(e.Connector, e.Action); ok && a.Cost != nil {
+		r.counts.Charge(e.Time, a.Cost.Micros, 0)
 	}
 }
 
@@ -154,8 +176,12 @@ func (r *Replayer) call(e *record.Entry, was, code string) {
 			unmet, why = conditionRule(act, args.value)
 		}
 	}
+	var cost *record.Money
+	if a, ok := r.M.Action(e.Connector, e.Action); ok {
+		cost = a.Cost
+	}
 	d := decideCall(callInput{M: r.M, Req: CallRequest{Connector: e.Connector, Action: e.Action}, Declared: declared, Now: e.Time, Counts: counts,
-		Unmet: unmet, UnmetWhy: why})
+		Unmet: unmet, UnmetWhy: why, Cost: cost})
 	rules := make([]string, len(d.Drift))
 	for i, dr := range d.Drift {
 		rules[i] = dr.Rule

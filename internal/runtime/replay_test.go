@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -142,5 +143,50 @@ on_drift: require_approval
 	// refused (a connector off the job description always is).
 	if held.Changed != 1 || len(held.ByChange) != 2 || held.ByChange[ChangeHeld] != 1 || held.ByChange[ChangeNewDrift] != 1 {
 		t.Errorf("held: %+v", held)
+	}
+}
+
+// TestReplayBudget: spend caps are replayed with what the calls used,
+// priced as the new job description prices them.
+func TestReplayBudget(t *testing.T) {
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	var log []*record.Entry
+	add := func(e *record.Entry) { e.Time = at; at = at.Add(time.Minute); log = append(log, e) }
+	for _, id := range []string{"r1", "r2"} {
+		ref := record.CallRef{Agent: "a", Call: id, Connector: "crm", Action: "account.read", Risk: "low"}
+		add(record.CredentialIssued(ref, "agent:a", at, record.Ask{DeclaredRisk: "low"}, at.Add(time.Minute), ""))
+		add(record.CallCompleted(ref, "agent:a", at, record.Outcome{Outcome: "success", Tokens: 100, Amount: "0.60 USD", Charged: "0.60 USD"}))
+	}
+	const yaml = `apiVersion: arx.dev/v1
+kind: JobDescription
+agent: {name: sales, owner: dana@example.com}
+scope:
+  connectors:
+    crm:
+      actions:
+        account.read: {risk: low%s}
+approval: {approvers: [boss@example.com]}
+budget:
+  max_call_duration: 1m
+  spend: {per_day: 0.50 USD}
+termination: {notify: []}
+`
+	for _, tc := range []struct{ name, cost string }{
+		{"reported amounts", ""},
+		{"declared costs", ", cost: 0.30 USD"},
+	} {
+		m, err := manifest.Parse(fmt.Appendf(nil, yaml, tc.cost))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &Replayer{M: m}
+		for _, e := range log {
+			r.Add(e)
+		}
+		rep := r.Report()
+		if rep.Calls != 2 || rep.Changed != 1 || rep.ByChange[ChangeHeld] != 1 || rep.ByChange[ChangeNewDrift] != 1 ||
+			len(rep.Examples) != 1 || rep.Examples[0].Call != "r2" || !slices.Equal(rep.Examples[0].Drift, []string{DriftSpendPerDay}) {
+			t.Errorf("%s: %+v", tc.name, rep)
+		}
 	}
 }
