@@ -143,3 +143,19 @@ class ProtocolTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class MoneyTest(unittest.TestCase):
+    """Amounts read and written as the server does (record/money_test.go)."""
+
+    def test_parse_and_format(self) -> None:
+        from agentvault.client import format_money, parse_money
+        for text, micros, cur, shown in [("50 USD", 50_000_000, "USD", "50.00 USD"), ("0.013 EUR", 13_000, "EUR", "0.013 EUR"),
+                                         ("12.5 GBP", 12_500_000, "GBP", "12.50 GBP"), ("0.000001 USD", 1, "USD", "0.000001 USD"),
+                                         ("1000000000 USD", 1_000_000_000_000_000, "USD", "1000000000.00 USD")]:
+            self.assertEqual(parse_money(text), (micros, cur))
+            self.assertEqual(format_money(micros, cur), shown)
+        for bad in ["", "50", "50 usd", "-5 USD", "5. USD", ".5 USD", "0.0000001 USD", "1e3 USD", "5,00 EUR",
+                    "1000000000.01 USD", "5  USD", " 5 USD", "5 USD\n"]:
+            with self.assertRaises(ValueError, msg=bad):
+                parse_money(bad)

@@ -136,6 +136,31 @@ class ServerTest(unittest.TestCase):
         self.assertEqual(cm.exception.code, "request.invalid")
         self.assertIn("args=False", cm.exception.hint)
 
+    def test_usage_goes_with_the_completion(self) -> None:
+        arx = self.arx
+
+        @governed(connector="salesforce", action="account.read", client=arx)
+        def draft(n: int) -> str:
+            for _ in range(n):
+                arx.report_usage(tokens=700, amount="0.10 USD")
+            arx.report_usage(amount="0.000001 USD")
+            return "ok"
+
+        @governed(connector="salesforce", action="account.read", client=arx)
+        async def summarize() -> str:
+            arx.report_usage(tokens=42)
+            with self.assertRaisesRegex(ValueError, "after amounts in|at most six decimals"):
+                arx.report_usage(amount="0.0000001 USD")
+            return "ok"
+
+        draft(2)
+        asyncio.run(summarize())
+        with self.assertRaises(NotInGovernedCall):
+            arx.report_usage(tokens=1)
+        done = [e["data"] for e in self.srv.record(self.agent) if e["type"] == "call.completed"]
+        self.assertEqual([(d.get("tokens"), d.get("amount"), d.get("charged")) for d in done[-2:]],
+                         [(1400, "0.200001 USD", "0.200001 USD"), (42, None, None)])
+
     def test_errors_and_cancellation_are_outcomes(self) -> None:
         arx = self.arx
 

@@ -6,12 +6,13 @@ import contextvars
 import json
 import logging
 import os
+import re
 import threading
 import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from . import _http
 from ._local import APPROVE_PROMPT, CREDENTIAL_PREFIX, LocalBackend, record_unreachable
@@ -161,6 +162,44 @@ class _Scope:
     client: "Client"
     call: Call
     credential: Credential
+    # What the call used, as report_usage adds it up.
+    tokens: int = 0
+    micros: int = 0
+    currency: str = ""
+    reported: bool = False
+
+    def usage(self) -> Optional[Dict[str, Any]]:
+        if not self.reported:
+            return None
+        u: Dict[str, Any] = {}
+        if self.tokens:
+            u["tokens"] = self.tokens
+        if self.currency:
+            u["amount"] = format_money(self.micros, self.currency)
+        return u
+
+
+_MONEY = re.compile(r"([0-9]+)(?:\.([0-9]{1,6}))? ([A-Z]{3})")
+_MAX_MONEY = 1_000_000_000 * 1_000_000
+
+
+def parse_money(s: str) -> Tuple[int, str]:
+    """Read an amount such as ``"0.013 USD"``: (millionths of the unit, currency).
+
+    At most six decimals and an ISO 4217 code, as ARX reads them."""
+    m = _MONEY.fullmatch(s) if isinstance(s, str) else None
+    if m is None:
+        raise ValueError(f"{s!r} is not an amount with at most six decimals and a currency, such as \"12.50 USD\"")
+    micros = int(m.group(1)) * 1_000_000 + int((m.group(2) or "").ljust(6, "0"))
+    if micros > _MAX_MONEY:
+        raise ValueError(f"{s!r} is more than {_MAX_MONEY // 1_000_000} {m.group(3)}")
+    return micros, m.group(3)
+
+
+def format_money(micros: int, currency: str) -> str:
+    """The text form of an amount, as ARX writes it: two decimals at least, six at most."""
+    frac = f"{micros % 1_000_000:06d}".rstrip("0").ljust(2, "0")
+    return f"{micros // 1_000_000}.{frac} {currency}"
 
 
 # The governed call running in this context: asyncio tasks and threads each
@@ -302,6 +341,28 @@ class Client:
     def current_call(self) -> Call:
         """The governed call running in this context (see :attr:`credential`)."""
         return self._scope().call
+
+    def report_usage(self, tokens: int = 0, amount: Optional[str] = None) -> None:
+        """Add what the governed call running in this context used.
+
+        ``tokens`` (a model's, say) and ``amount`` (``"0.013 USD"``, in the
+        currency of the job description's spend cap) are summed over the
+        call and sent when it completes; ARX charges them to the agent's
+        daily caps (``budget.tokens``, ``budget.spend``). An action that
+        declares its ``cost:`` is charged that instead of the amount.
+        Raises :class:`NotInGovernedCall` outside a governed function's body.
+        """
+        scope = self._scope()
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+            raise ValueError(f"tokens must be a whole number of at least 0, not {tokens!r}")
+        micros, currency = (0, "") if amount is None else parse_money(amount)
+        if currency and scope.currency and currency != scope.currency:
+            raise ValueError(f"usage amount in {currency} after amounts in {scope.currency}")
+        scope.tokens += tokens
+        if currency:
+            scope.micros += micros
+            scope.currency = currency
+        scope.reported = True
 
     def _scope(self) -> _Scope:
         s = _current.get()
@@ -468,12 +529,15 @@ class Client:
                     raise ArxError("call.pending_approval", f"stopped waiting for call {call_id}", call_id=call_id)
                 return last
 
-    def complete(self, call_id: str, outcome: str, error: str = "", duration: float = 0.0) -> Call:
+    def complete(self, call_id: str, outcome: str, error: str = "", duration: float = 0.0,
+                 usage: Optional[Dict[str, Any]] = None) -> Call:
         """Close a call (``POST /calls/{id}/complete``); its credential dies with it.
 
         ``outcome`` is ``success``, ``error`` or ``cancelled``; ``error`` (cut
         to 1 KiB, the token removed) says briefly what went wrong; ``duration``
-        is in seconds.
+        is in seconds; ``usage`` (``{"tokens": 1200, "amount": "0.013 USD"}``)
+        is what the call used (a ``@governed`` function reports it with
+        :meth:`report_usage`).
         """
         if outcome not in ("success", "error", "cancelled"):
             raise ArxError("request.invalid", f"unknown outcome {outcome!r} (want success, error or cancelled)", call_id=call_id)
@@ -484,7 +548,10 @@ class Client:
         if self._local is not None:
             return Call.from_json(self._local.complete(call_id, outcome, error, ms))
         path = f"/calls/{urllib.parse.quote(call_id, safe='')}/complete"
-        ans = self._send("POST", path, {"outcome": outcome, "error": error, "duration_ms": ms})
+        body: Dict[str, Any] = {"outcome": outcome, "error": error, "duration_ms": ms}
+        if usage:
+            body["usage"] = usage
+        ans = self._send("POST", path, body)
         if ans.status not in (200, 201):
             raise self._api_error(ans, call_id)
         return self._parse_call(ans, "POST /calls/{id}/complete")

@@ -11,7 +11,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Optional, TypeVar, Union, cast
+from typing import Any, Awaitable, Callable, Dict, Optional, TypeVar, Union, cast
 
 from .client import Call, Client, Credential, _current, _decided, _Scope, default_client
 from .errors import ArxError, CompletionError
@@ -174,10 +174,11 @@ def _describe(e: BaseException, cred: Optional[Credential]) -> str:
     return msg
 
 
-def _finish(c: Client, call_id: str, outcome: str, error: str, duration: float) -> Optional[BaseException]:
+def _finish(c: Client, call_id: str, outcome: str, error: str, duration: float,
+            usage: Optional[Dict[str, Any]] = None) -> Optional[BaseException]:
     """Complete a call; return (and log) the error instead of raising it."""
     try:
-        c.complete(call_id, outcome, error, duration)
+        c.complete(call_id, outcome, error, duration, usage)
         return None
     except Exception as err:  # noqa: BLE001
         log.warning("arx: completing call %s with %r failed; the record may lack its completion: %s", call_id, outcome, err)
@@ -207,17 +208,18 @@ def _run_sync(spec: _Spec, fn: Callable[..., Any], args: Any, kwargs: Any) -> An
         _decided(call)
     cred = call.credential
     assert cred is not None
-    token = _current.set(_Scope(c, call, cred))
+    scope = _Scope(c, call, cred)
+    token = _current.set(scope)
     start = time.monotonic()
     try:
         result = fn(*args, **kwargs)
     except BaseException as e:
         _current.reset(token)
         outcome = "cancelled" if isinstance(e, _CANCELLED) else "error"
-        _finish(c, call.id, outcome, _describe(e, cred), time.monotonic() - start)
+        _finish(c, call.id, outcome, _describe(e, cred), time.monotonic() - start, scope.usage())
         raise
     _current.reset(token)
-    err = _finish(c, call.id, "success", "", time.monotonic() - start)
+    err = _finish(c, call.id, "success", "", time.monotonic() - start, scope.usage())
     if err is not None:
         raise _completion_failed(call, result, err)
     return result
@@ -229,9 +231,10 @@ def _retrieve(fut: "asyncio.Future[Any]") -> None:
         fut.exception()
 
 
-async def _finish_async(c: Client, call_id: str, outcome: str, error: str, duration: float) -> Optional[BaseException]:
+async def _finish_async(c: Client, call_id: str, outcome: str, error: str, duration: float,
+                        usage: Optional[Dict[str, Any]] = None) -> Optional[BaseException]:
     # Shielded: once started, a completion is sent even if the task is cancelled again.
-    fut = asyncio.ensure_future(asyncio.to_thread(_finish, c, call_id, outcome, error, duration))
+    fut = asyncio.ensure_future(asyncio.to_thread(_finish, c, call_id, outcome, error, duration, usage))
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
@@ -276,7 +279,8 @@ async def _run_async(spec: _Spec, fn: Callable[..., Awaitable[Any]], args: Any, 
         _decided(call)
     cred = call.credential
     assert cred is not None
-    token = _current.set(_Scope(c, call, cred))
+    scope = _Scope(c, call, cred)
+    token = _current.set(scope)
     start = time.monotonic()
     try:
         result = await fn(*args, **kwargs)
@@ -284,12 +288,12 @@ async def _run_async(spec: _Spec, fn: Callable[..., Awaitable[Any]], args: Any, 
         _current.reset(token)
         outcome = "cancelled" if isinstance(e, _CANCELLED) else "error"
         try:
-            await _finish_async(c, call.id, outcome, _describe(e, cred), time.monotonic() - start)
+            await _finish_async(c, call.id, outcome, _describe(e, cred), time.monotonic() - start, scope.usage())
         except asyncio.CancelledError:
             pass
         raise
     _current.reset(token)
-    err = await _finish_async(c, call.id, "success", "", time.monotonic() - start)
+    err = await _finish_async(c, call.id, "success", "", time.monotonic() - start, scope.usage())
     if err is not None:
         raise _completion_failed(call, result, err)
     return result
