@@ -173,7 +173,7 @@ func TestBrowser(t *testing.T) {
 	browser := startChromium(t)
 	start := time.Now()
 	s := arxtest.Start(t)
-	agentID, agentToken := s.Hire(testManifest)
+	agentID, agentToken := s.Hire(strings.Replace(testManifest, "budget:\n", "budget:\n  spend:\n    per_day: 25 USD\n  tokens:\n    per_day: 2000000\n", 1))
 	setupURL, _ := addPerson(t, s, "boss@example.com", "manager")
 	addManager(t, s, "stranger@example.com")
 	client := sdk(t, s, agentToken)
@@ -183,7 +183,9 @@ func TestBrowser(t *testing.T) {
 		{Connector: "warehouse", Action: "query", Summary: "pipeline by region, Q3"},
 		{Connector: "crm", Action: "account.update", Risk: agentvault.RiskMedium, Summary: "account 0017: industry to Manufacturing"},
 	} {
-		if _, err := agentvault.Do(t.Context(), client, a, func(context.Context, agentvault.Credential) (int, error) { return 1, nil }); err != nil {
+		if _, err := agentvault.Do(t.Context(), client, a, func(ctx context.Context, _ agentvault.Credential) (int, error) {
+			return 1, agentvault.ReportUsage(ctx, agentvault.Usage{Tokens: 412_000, Amount: "4.80 USD"})
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -658,3 +658,27 @@ func TestPeoplePage(t *testing.T) {
 		t.Errorf("self-disable: %d", p.Status)
 	}
 }
+
+// TestAgentPageShowsUsage: the Budget card shows the day's spend and
+// tokens against the caps, and what a call at a cap does.
+func TestAgentPageShowsUsage(t *testing.T) {
+	s := arxtest.Start(t)
+	id, agentToken := s.Hire(strings.Replace(testManifest, "budget:\n", "budget:\n  spend:\n    per_day: 2 USD\n    notify_at: 75%\n  tokens:\n    per_day: 2000000\n  on_budget: refuse\n", 1))
+	addManager(t, s, "boss@example.com")
+	b := newBrowser(t, s)
+	b.mustLogin("boss@example.com")
+	c := sdk(t, s, agentToken)
+	if _, err := agentvault.Do(t.Context(), c, agentvault.Action{Connector: "crm", Action: "account.read", Summary: "account 7"},
+		func(ctx context.Context, _ agentvault.Credential) (int, error) {
+			return 1, agentvault.ReportUsage(ctx, agentvault.Usage{Tokens: 1_250_000, Amount: "1.60 USD"})
+		}); err != nil {
+		t.Fatal(err)
+	}
+	p := b.get("/console/agents/" + id)
+	for _, want := range []string{"Spent today", "1.60 USD <span class=\"muted\">of 2.00 USD", `low="75"`, `value="80"`,
+		"Tokens today", "1,250,000 <span class=\"muted\">of 2,000,000", `value="62"`, "A call is refused"} {
+		if !strings.Contains(p.Body, want) {
+			t.Errorf("agent page lacks %q", want)
+		}
+	}
+}

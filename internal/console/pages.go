@@ -444,6 +444,48 @@ type agentData struct {
 	CanTerminate bool
 	Termination  *termination // of a terminated agent, from its record
 	Done         string
+	// Usage is the day's spend and tokens against the caps (nil: no caps,
+	// or a terminated agent).
+	Usage *usageView
+}
+
+// usageView is the day's usage of a capped budget, for the Budget card.
+type usageView struct {
+	*runtime.AgentUsage
+	SpendPct, TokensPct int    // of the cap, 0 to 100 (meters are drawn up to full)
+	SpendAt, TokensAt   int    // notify_at, where the meters turn
+	OnBudget            string // what a call at a cap does, in words
+}
+
+func notifyAt(p int) int {
+	if p == 0 {
+		return 100
+	}
+	return p
+}
+
+func viewUsage(u *runtime.AgentUsage, m *manifest.Manifest) *usageView {
+	if u == nil {
+		return nil
+	}
+	pct := func(used, limit int64) int {
+		if limit <= 0 {
+			return 0
+		}
+		return int(min(used*100/limit, 100))
+	}
+	v := &usageView{AgentUsage: u, OnBudget: "waits for an approver"}
+	if l := m.Budget.Spend; l != nil {
+		spent, _ := record.ParseMoney(u.SpentToday)
+		v.SpendPct, v.SpendAt = pct(spent.Micros, l.PerDay.Micros), notifyAt(l.NotifyAt)
+	}
+	if l := m.Budget.Tokens; l != nil {
+		v.TokensPct, v.TokensAt = pct(u.TokensToday, u.TokensLimit), notifyAt(l.NotifyAt)
+	}
+	if m.Budget.OnBudgetPolicy() == manifest.OnBudgetRefuse {
+		v.OnBudget = "is refused"
+	}
+	return v
 }
 
 func (c *Console) agent(w http.ResponseWriter, r *http.Request) error {
@@ -459,6 +501,13 @@ func (c *Console) agent(w http.ResponseWriter, r *http.Request) error {
 		d.M = m
 		d.Hours = activeHours(m.Budget.ActiveHours)
 		d.YouApprove = a.Status == store.AgentActive && m.IsApprover(v.User.Email)
+		if a.Status != store.AgentTerminated {
+			u, err := c.rt.Usage(ctx, a)
+			if err != nil {
+				return err
+			}
+			d.Usage = viewUsage(u, m)
+		}
 	}
 	d.CanTerminate = a.Status == store.AgentActive && c.rt.CanTerminate(v.Principal, a)
 	if a.Status == store.AgentTerminated {

@@ -8,6 +8,7 @@ import (
 	"html/template"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -207,6 +208,7 @@ func templateFuncs(static *staticFiles) template.FuncMap {
 			}
 			return strings.ToUpper(s[:1]) + s[1:]
 		},
+		"count64": count64,
 		"plural64": func(n int64, one, many string) string {
 			if n == 1 {
 				return fmt.Sprintf("%d %s", n, one)
@@ -456,4 +458,22 @@ func valueText(v any) string {
 		return fmt.Sprint(v)
 	}
 	return string(b)
+}
+
+// count64 writes a count with thousands separated: 2,000,000.
+func count64(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(r)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
 }
