@@ -344,3 +344,27 @@ func TestBudgetCaps(t *testing.T) {
 		t.Errorf("cost = %v", a.Cost)
 	}
 }
+
+// TestREADMEExample: the job description the README shows is valid.
+func TestREADMEExample(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "## The job description")
+	if !ok {
+		t.Fatal("README has no job description section")
+	}
+	_, rest, ok = strings.Cut(rest, "```yaml\n")
+	yaml, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("README's job description section has no yaml block")
+	}
+	m, err := Parse([]byte(yaml))
+	if err != nil {
+		t.Fatalf("README's job description: %v", err)
+	}
+	if m.Budget.Spend == nil || m.Budget.Tokens == nil {
+		t.Error("README's job description lost its caps")
+	}
+}
