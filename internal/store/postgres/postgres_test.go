@@ -344,6 +344,46 @@ func TestForeignAppend(t *testing.T) {
 	}
 }
 
+// TestForeignUsage: what calls cost, charged by one replica's entries, is
+// in every replica's counts: a budget cap holds across replicas.
+func TestForeignUsage(t *testing.T) {
+	url := pgtest.Database(t)
+	a, b := open(t, url), open(t, url)
+	insertAgents(t, a, "x")
+	spent := func(s *Store) (micros, tokens int64) {
+		if err := s.Update(t.Context(), func(tx store.Tx) error {
+			c := tx.CallCounts("x")
+			micros, tokens = c.Spent(time.Now().Add(-time.Hour).Truncate(15 * time.Minute))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return micros, tokens
+	}
+	for i, s := range []*Store{a, b, a} {
+		id := fmt.Sprint("u", i)
+		if err := s.Update(t.Context(), func(tx store.Tx) error {
+			now := time.Now()
+			if err := tx.Append(record.CredentialIssued(ref("x", id), "agent:x", now,
+				record.Ask{DeclaredRisk: "low", IdempotencyKey: id, Cost: "0.40 USD"}, now.Add(time.Minute), "")); err != nil {
+				return err
+			}
+			return tx.Append(record.CallCompleted(ref("x", id), "agent:x", now, record.Outcome{Outcome: "success", Tokens: 100, Amount: "0.10 USD"}))
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range []*Store{a, b} {
+			if m, tk := spent(r); m != int64(i+1)*400_000 || tk != int64(i+1)*100 {
+				t.Fatalf("after %d calls: %d, %d; want %d, %d", i+1, m, tk, (i+1)*400_000, (i+1)*100)
+			}
+		}
+	}
+	// A replica opened later reads them from the tables and the log.
+	if m, tk := spent(open(t, url)); m != 1_200_000 || tk != 300 {
+		t.Fatalf("a new replica: %d, %d", m, tk)
+	}
+}
+
 // TestAbortedStatement: once a statement fails inside an Update, the
 // Update fails even if its function ignores the error, and the others in
 // the batch commit.

@@ -132,6 +132,39 @@ func testCallCounts(t *testing.T, s store.Store) {
 	})
 }
 
+// testCallUsage: what calls cost is counted by quarter hour from the
+// entries that charge it (a declared cost with the credential, at once or
+// when granted; a reported amount and tokens with the completion), and
+// nothing else: a call held and denied costs nothing.
+func testCallUsage(t *testing.T, s store.Store) {
+	hire(t, s, "u")
+	T := func(d time.Duration) time.Time { return th.Add(d) }
+	costed := func(e *record.Entry) *record.Entry { e.Data["cost"] = "0.40 USD"; return e }
+	used := func(call string, at time.Time, tokens int64, amount, charged string) *record.Entry {
+		return record.CallCompleted(ref("u", call), "agent:u", at, record.Outcome{Outcome: "success", Tokens: tokens, Amount: amount, Charged: charged})
+	}
+	update(t, s, appendAll(costed(issue("u", "u1", T(time.Minute))), used("u1", T(2*time.Minute), 1000, "5.00 USD", "")))
+	update(t, s, appendAll(issue("u", "u2", T(3*time.Minute)), used("u2", T(20*time.Minute), 250, "0.013 USD", "0.013 USD")))
+	held := request("u", "u3", T(4*time.Minute))
+	held[0].Data["cost"] = "0.40 USD" // what it will cost once approved
+	update(t, s, appendAll(held...))
+	g := grant("u", "u3", T(5*time.Minute))
+	update(t, s, appendAll(g[0], costed(g[1])))
+	denied := request("u", "u4", T(6*time.Minute))
+	denied[0].Data["cost"] = "0.40 USD"
+	update(t, s, appendAll(append(denied, record.ApprovalDenied(ref("u", "u4"), "user:dana@example.com", T(7*time.Minute), "dana@example.com", "no"))...))
+	probe(t, s, func(tx store.Tx) error {
+		c := tx.CallCounts("u")
+		if m, tk := c.Spent(T(0)); m != 813_000 || tk != 1250 {
+			t.Errorf("Spent(th) = %d, %d; want 813000 (two costs and one report), 1250", m, tk)
+		}
+		if m, tk := c.Spent(T(15 * time.Minute)); m != 13_000 || tk != 250 {
+			t.Errorf("Spent(th+15m) = %d, %d; want 13000, 250", m, tk)
+		}
+		return nil
+	})
+}
+
 // testCallMinutes: concurrent Updates each read an agent's count of a
 // minute and ask in it: each sees the others' asks, as if run one at a
 // time (the rate-spike rule fires once).

@@ -92,10 +92,15 @@ func testReopenEverything(t *testing.T, open func() store.Store, reopen func(sto
 	for i := range 12 {
 		T, c := th.Add(time.Duration(i)*7*time.Minute), fmt.Sprintf("cnt-%02d", i)
 		e := issue("cnt", c, T)
+		e.Data["cost"] = "0.25 USD" // charged with the credential
 		if i%3 == 0 {
 			e = refuse("cnt", c, T)
 		}
 		update(t, s, appendAll(e))
+		if i%3 == 1 { // what the call reported using, charged with its completion
+			update(t, s, appendAll(record.CallCompleted(ref("cnt", c), "agent:cnt", T.Add(time.Second),
+				record.Outcome{Outcome: "success", Tokens: int64(100 * i), Amount: "0.013 USD", Charged: "0.013 USD"})))
+		}
 		sc.calls = append(sc.calls, c)
 		sc.keys = append(sc.keys, [2]string{"cnt", key(c)})
 	}

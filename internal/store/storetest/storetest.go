@@ -67,6 +67,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Approvals", testApprovals},
 		// CallsTx.CallCounts (counts.go).
 		{"CallCounts", testCallCounts},
+		{"CallUsage", testCallUsage},
 		{"CallMinutes", testCallMinutes},
 		// People, PeopleTx (people.go).
 		{"Users", testUsers},

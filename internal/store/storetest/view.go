@@ -98,7 +98,15 @@ func countsLine(c store.Counts) string {
 		}
 		return b.String()
 	}
-	return fmt.Sprintf("open %d; minutes%s; quarters%s", c.Open, buckets(c.Minutes[:]), buckets(c.Quarters[:]))
+	usage := slices.Clone(c.Usage[:])
+	slices.SortFunc(usage, func(a, b store.Usage) int { return int(a.At - b.At) })
+	var u strings.Builder
+	for _, x := range usage {
+		if x.Micros != 0 || x.Tokens != 0 {
+			fmt.Fprintf(&u, " %d:%d/%d", x.At, x.Micros, x.Tokens)
+		}
+	}
+	return fmt.Sprintf("open %d; minutes%s; quarters%s; usage%s", c.Open, buckets(c.Minutes[:]), buckets(c.Quarters[:]), u.String())
 }
 
 func entriesLine(es []store.Entry, err error) string {
