@@ -463,3 +463,60 @@ func ReceiptItemsOf(e *Entry, key string) []ReceiptItem {
 	}
 	return out
 }
+
+// Job descriptions applied after the hire, and shadowed ones.
+const (
+	// TypeManifestShadowed: a job description is evaluated beside the
+	// agent's own on every call, without being enforced.
+	TypeManifestShadowed = "manifest.shadowed"
+	// TypeManifestShadowCleared: the shadow job description is dropped.
+	TypeManifestShadowCleared = "manifest.shadow_cleared"
+	// TypeManifestChanged: the agent is held to another job description
+	// from this entry on (its shadow is dropped).
+	TypeManifestChanged = "manifest.changed"
+	// TypeShadowDiffers: the shadow job description would have decided a
+	// call otherwise than the enforced one did.
+	TypeShadowDiffers = "shadow.differs"
+)
+
+// ManifestShadowed records a shadow job description (by its hash).
+func ManifestShadowed(agent, actor string, t time.Time, hash, enforced string) *Entry {
+	return &Entry{Agent: agent, Type: TypeManifestShadowed, Actor: actor, Time: t,
+		Data: map[string]any{"manifest_hash": hash, "enforced_hash": enforced}}
+}
+
+// ManifestShadowCleared records a shadow job description dropped.
+func ManifestShadowCleared(agent, actor string, t time.Time, hash, reason string) *Entry {
+	return &Entry{Agent: agent, Type: TypeManifestShadowCleared, Actor: actor, Time: t,
+		Data: map[string]any{"manifest_hash": hash, "reason": reason}}
+}
+
+// ManifestChange is what a manifest.changed entry says: the new job
+// description (its hash, its connectors, whether it requires passkey-signed
+// decisions, as agent.hired says of the first), the one it replaces, and
+// whether it was the shadow.
+type ManifestChange struct {
+	ManifestHash, PreviousHash string
+	Connectors                 []string
+	RequirePasskey             bool
+	FromShadow                 bool
+}
+
+// ManifestChanged records an agent held to another job description.
+func ManifestChanged(agent, actor string, t time.Time, c ManifestChange) *Entry {
+	return &Entry{Agent: agent, Type: TypeManifestChanged, Actor: actor, Time: t, Data: map[string]any{
+		"manifest_hash": c.ManifestHash, "previous_hash": c.PreviousHash, "connectors": strs(c.Connectors),
+		"require_passkey": c.RequirePasskey, "from_shadow": c.FromShadow}}
+}
+
+// ShadowDiffers records a call the shadow job description (hash) would
+// have decided otherwise: what the enforced one did and what the shadow
+// would have done ("proceeded", "held for approval", "refused (code)"),
+// the changes (as policy replay names them) and the shadow's drift rules.
+func ShadowDiffers(c CallRef, t time.Time, hash, enforced, shadow string, changes, drift []string) *Entry {
+	d := map[string]any{"manifest_hash": hash, "enforced": enforced, "shadow": shadow, "changes": strs(changes)}
+	if len(drift) > 0 {
+		d["drift"] = strs(drift)
+	}
+	return c.entry(TypeShadowDiffers, "system", t, d)
+}

@@ -57,7 +57,13 @@ type Agent struct {
 	Owner        string
 	Status       string
 	Manifest     []byte // the job_description.yaml as hired
+	// ManifestHash names the job description it is held to now: the
+	// hired one's (Manifest), or one applied later (manifest.changed),
+	// whose text ManifestText reads. ShadowHash names a job description
+	// evaluated beside it on every call without being enforced; "" none.
 	ManifestHash string
+	ShadowHash   string
+	ShadowSince  int64 // the log index of the entry that set ShadowHash
 	CreatedAt    time.Time
 	TerminatedAt *time.Time
 }
@@ -202,6 +208,9 @@ type Agents interface {
 	// AgentByToken reads an agent token and its agent: the check every
 	// agent request makes.
 	AgentByToken(ctx context.Context, hash []byte) (*Token, *Agent, error)
+	// ManifestText reads a job description stored with PutManifest by
+	// its hash (manifest.Hash); ErrNotFound when there is none.
+	ManifestText(ctx context.Context, hash string) ([]byte, error)
 }
 
 // Calls reads calls.
@@ -284,6 +293,10 @@ type AgentsTx interface {
 	RevokeToken(agentID, id string, at time.Time) error
 	// RevokeAgentTokens revokes every live token of an agent and counts them.
 	RevokeAgentTokens(agentID string, at time.Time) (int, error)
+	// PutManifest keeps a job description's text under its hash
+	// (manifest.Hash of text), for agents to be held to it or shadowed by
+	// it once an entry says so; storing the same one again is harmless.
+	PutManifest(hash string, text []byte) error
 }
 
 // CallsTx reads calls, approvals and the counts budgets are checked

@@ -53,7 +53,7 @@ type Agent struct {
 // record.ScanEntry returns it; it allocates nothing).
 func Wants(typ []byte) bool {
 	switch string(typ) {
-	case record.TypeApprovalGranted, record.TypeApprovalDenied, record.TypeCallRequested, record.TypeAgentHired,
+	case record.TypeApprovalGranted, record.TypeApprovalDenied, record.TypeCallRequested, record.TypeAgentHired, record.TypeManifestChanged,
 		record.TypePasskeyRegistered, record.TypePasskeyRemoved, record.TypeApprovalExpired, record.TypeApprovalWithdrawn,
 		record.TypeApprovalCancelled:
 		return true
@@ -90,6 +90,8 @@ func (c *Checker) Add(index int64, e *record.Entry) {
 		a := c.agent(e.Agent)
 		a.Name = record.Str(e.Data, "name")
 		a.RequirePasskey, _ = e.Data["require_passkey"].(bool)
+	case record.TypeManifestChanged: // held to another job description from here on
+		c.agent(e.Agent).RequirePasskey, _ = e.Data["require_passkey"].(bool)
 	case record.TypeCallRequested:
 		c.shown[e.Call] = shown{e.Connector, e.Action, e.Risk, record.Str(e.Data, "summary"), record.Str(e.Data, "args"), record.Str(e.Data, "args_hash")}
 	case record.TypeApprovalExpired, record.TypeApprovalWithdrawn, record.TypeApprovalCancelled:

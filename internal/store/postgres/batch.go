@@ -255,8 +255,12 @@ func (t *batch) PruneFailures(before time.Time) error {
 }
 
 func (t *batch) InsertAgent(a *store.Agent) error {
-	return t.insert("agent "+a.ID, `INSERT INTO agents (`+agentCols+`) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT DO NOTHING`,
-		a.ID, a.Name, a.Owner, a.Status, a.Manifest, a.ManifestHash, nanos(a.CreatedAt), nullTime(a.TerminatedAt))
+	return t.insert("agent "+a.ID, `INSERT INTO agents (`+agentCols+`) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT DO NOTHING`,
+		a.ID, a.Name, a.Owner, a.Status, a.Manifest, a.ManifestHash, nanos(a.CreatedAt), nullTime(a.TerminatedAt), a.ShadowHash, a.ShadowSince)
+}
+
+func (t *batch) PutManifest(hash string, text []byte) error {
+	return t.queue(`INSERT INTO manifests (hash, text) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING`, hash, text)
 }
 
 func (t *batch) InsertToken(k *store.Token) error {
@@ -466,7 +470,8 @@ func (t *batch) Commit(ctx context.Context, entries []store.Entry, changes *stat
 			a9.call, a9.agent, a9.status, a9.approvers, a9.requested, a9.expires, a9.by, a9.decided, a9.reason, a9.passkey, a9.quorum, a9.grants)
 	}
 	for _, a := range changes.Agents {
-		b.Queue(`UPDATE agents SET status = $1, terminated_at = $2 WHERE id = $3`, a.Status, nullTime(a.TerminatedAt), a.ID)
+		b.Queue(`UPDATE agents SET status = $1, terminated_at = $2, manifest_hash = $3, shadow_hash = $4, shadow_since = $5 WHERE id = $6`,
+			a.Status, nullTime(a.TerminatedAt), a.ManifestHash, a.ShadowHash, a.ShadowSince, a.ID)
 	}
 	if n := len(changes.Heads); n > 0 {
 		agents, heads, idx, counts := make([]string, 0, n), make([][]byte, 0, n), make([]int64, 0, n), make([][]byte, 0, n)

@@ -52,9 +52,10 @@ func (s *Store) AgentByToken(ctx context.Context, hash []byte) (*store.Token, *s
 	var kCreated, aCreated int64
 	var revoked, term *int64
 	err := s.reads.QueryRow(ctx, `SELECT t.id, t.hash, t.kind, t.agent_id, t.user_id, t.issued_by, t.label, t.created_at, t.revoked_at,
-		a.id, a.name, a.owner, a.status, a.manifest, a.manifest_hash, a.created_at, a.terminated_at
+		a.id, a.name, a.owner, a.status, a.manifest, a.manifest_hash, a.created_at, a.terminated_at, a.shadow_hash, a.shadow_since
 		FROM tokens t JOIN agents a ON a.id = t.agent_id WHERE t.hash = $1`, hash).Scan(&k.ID, &k.Hash, &k.Kind, &agentID, &userID,
-		&k.IssuedBy, &k.Label, &kCreated, &revoked, &a.ID, &a.Name, &a.Owner, &a.Status, &a.Manifest, &a.ManifestHash, &aCreated, &term)
+		&k.IssuedBy, &k.Label, &kCreated, &revoked, &a.ID, &a.Name, &a.Owner, &a.Status, &a.Manifest, &a.ManifestHash, &aCreated, &term,
+		&a.ShadowHash, &a.ShadowSince)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil, store.ErrNotFound
 	}
@@ -332,4 +333,17 @@ func (r *boundedRows) Next() bool {
 func (r *boundedRows) Close() {
 	r.Rows.Close()
 	r.cancel()
+}
+
+// ManifestText implements store.Agents.
+func (s *Store) ManifestText(ctx context.Context, hash string) ([]byte, error) {
+	var text []byte
+	err := s.reads.QueryRow(ctx, `SELECT text FROM manifests WHERE hash = $1`, hash).Scan(&text)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres: read manifest: %w", err)
+	}
+	return text, nil
 }

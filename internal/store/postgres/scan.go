@@ -11,7 +11,7 @@ import (
 )
 
 const (
-	agentCols    = `id, name, owner, status, manifest, manifest_hash, created_at, terminated_at`
+	agentCols    = `id, name, owner, status, manifest, manifest_hash, created_at, terminated_at, shadow_hash, shadow_since`
 	callCols     = `id, agent_id, connector, action, declared_risk, risk, status, idempotency_key, summary, refusal, created_at, expires_at, completed_at, outcome, error, duration_ms, raised_by, args, args_hash`
 	tokenCols    = `id, hash, kind, agent_id, user_id, issued_by, label, created_at, revoked_at`
 	userCols     = `id, email, role, password_hash, created_at, disabled_at`
@@ -50,7 +50,7 @@ func scanAgent(r pgx.Row) (*store.Agent, error) {
 	var a store.Agent
 	var created int64
 	var term *int64
-	err := r.Scan(&a.ID, &a.Name, &a.Owner, &a.Status, &a.Manifest, &a.ManifestHash, &created, &term)
+	err := r.Scan(&a.ID, &a.Name, &a.Owner, &a.Status, &a.Manifest, &a.ManifestHash, &created, &term, &a.ShadowHash, &a.ShadowSince)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, store.ErrNotFound
 	}

@@ -206,6 +206,10 @@ var migrations = []string{
 	// Approvals that need several approvers.
 	`ALTER TABLE approvals ADD COLUMN quorum INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE approvals ADD COLUMN grants TEXT NOT NULL DEFAULT '[]';`,
+	// Job descriptions applied after the hire, and shadowed ones.
+	`CREATE TABLE manifests (hash TEXT PRIMARY KEY, text BYTEA NOT NULL);
+	ALTER TABLE agents ADD COLUMN shadow_hash TEXT NOT NULL DEFAULT '';
+	ALTER TABLE agents ADD COLUMN shadow_since BIGINT NOT NULL DEFAULT -1;`,
 }
 
 // afterMigration runs Go code a migration needs, in its transaction.

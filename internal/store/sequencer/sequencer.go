@@ -97,6 +97,7 @@ type Cold interface {
 	InsertToken(t *store.Token) error
 	RevokeToken(agentID, id string, at time.Time) error
 	RevokeAgentTokens(agentID string, at time.Time) (int, error)
+	PutManifest(hash string, text []byte) error
 	store.PeopleTx
 	store.OutboxTx
 	store.SettingsTx

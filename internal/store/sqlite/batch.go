@@ -308,8 +308,13 @@ func (b *batch) Approval(callID string) (*store.Approval, error) {
 // Cold writes.
 
 func (b *batch) InsertAgent(a *store.Agent) error {
-	_, err := b.exec(`INSERT INTO agents (`+agentCols+`) VALUES (?,?,?,?,?,?,?,?)`,
-		a.ID, a.Name, a.Owner, a.Status, a.Manifest, a.ManifestHash, nanos(a.CreatedAt), nullTime(a.TerminatedAt))
+	_, err := b.exec(`INSERT INTO agents (`+agentCols+`) VALUES (?,?,?,?,?,?,?,?,?,?)`,
+		a.ID, a.Name, a.Owner, a.Status, a.Manifest, a.ManifestHash, nanos(a.CreatedAt), nullTime(a.TerminatedAt), a.ShadowHash, a.ShadowSince)
+	return wrapWrite(err)
+}
+
+func (b *batch) PutManifest(hash string, text []byte) error {
+	_, err := b.exec(`INSERT INTO manifests (hash, text) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, hash, text)
 	return wrapWrite(err)
 }
 

@@ -20,7 +20,7 @@ import (
 
 // schemaVersion is the schema this code reads and writes: the SQL
 // migrations of schema.go, then v6, then the later ones (after).
-const schemaVersion = 9
+const schemaVersion = 10
 
 // callColsV6 are the columns of calls as v6 moved them.
 const callColsV6 = `id, agent_id, connector, action, declared_risk, risk, status, idempotency_key, summary, refusal,
@@ -38,8 +38,16 @@ ALTER TABLE approvals ADD COLUMN quorum INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE approvals ADD COLUMN grants TEXT NOT NULL DEFAULT '[]';
 `
 
+// v10 adds job descriptions applied to agents after their hire, and
+// shadowed ones.
+const v10 = `
+CREATE TABLE manifests (hash TEXT PRIMARY KEY, text BLOB NOT NULL) WITHOUT ROWID;
+ALTER TABLE agents ADD COLUMN shadow_hash TEXT NOT NULL DEFAULT '';
+ALTER TABLE agents ADD COLUMN shadow_since INTEGER NOT NULL DEFAULT -1;
+`
+
 // after are the migrations after v6, from v7 on.
-var after = []string{v7, v8, v9}
+var after = []string{v7, v8, v9, v10}
 
 // v7 adds people's passkeys, and the passkey that signed a decision.
 const v7 = `

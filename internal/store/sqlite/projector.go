@@ -354,7 +354,8 @@ func (p *projector) write(d *delta) error {
 		return fmt.Errorf("sqlite: write approvals: %w", err)
 	}
 	for _, a := range d.agents {
-		if _, err := tx.ExecContext(ctx, `UPDATE agents SET status = ?, terminated_at = ? WHERE id = ?`, a.Status, nullTime(a.TerminatedAt), a.ID); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE agents SET status = ?, terminated_at = ?, manifest_hash = ?, shadow_hash = ?, shadow_since = ? WHERE id = ?`,
+			a.Status, nullTime(a.TerminatedAt), a.ManifestHash, a.ShadowHash, a.ShadowSince, a.ID); err != nil {
 			return fmt.Errorf("sqlite: write agents: %w", err)
 		}
 	}

@@ -365,3 +365,16 @@ func (s *Store) DueOutbox(ctx context.Context, t time.Time, limit int) ([]store.
 	}
 	return out, rows.Err()
 }
+
+// ManifestText implements store.Agents.
+func (s *Store) ManifestText(ctx context.Context, hash string) ([]byte, error) {
+	var text []byte
+	err := s.read.QueryRowContext(ctx, `SELECT text FROM manifests WHERE hash = ?`, hash).Scan(&text)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: read manifest: %w", err)
+	}
+	return text, nil
+}

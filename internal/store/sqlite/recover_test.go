@@ -204,7 +204,7 @@ func v5(t *testing.T, path string, calls int) (root tlog.Hash, size int64) {
 		exec(m)
 	}
 	now := time.Now().Add(-time.Hour)
-	exec(`INSERT INTO agents (`+agentCols+`) VALUES ('a', 'a', 'o', 'active', 'm', 'h', ?, NULL)`, nanos(now))
+	exec(`INSERT INTO agents (id, name, owner, status, manifest, manifest_hash, created_at, terminated_at) VALUES ('a', 'a', 'o', 'active', 'm', 'h', ?, NULL)`, nanos(now))
 	var tree record.Tree
 	heads := map[string]string{}
 	add := func(e *record.Entry) {

@@ -423,6 +423,20 @@ func (t *Txn) Apply(e *record.Entry, leaf tlog.Hash) error {
 			return t.notApplicable(e, err)
 		}
 		a.Status = store.AgentActive
+	case record.TypeManifestShadowed, record.TypeManifestShadowCleared, record.TypeManifestChanged:
+		a, err := t.writableAgent(e.Agent)
+		if err != nil {
+			return t.notApplicable(e, err)
+		}
+		switch e.Type {
+		case record.TypeManifestShadowed:
+			a.ShadowHash, a.ShadowSince = record.Str(e.Data, "manifest_hash"), e.Index
+		case record.TypeManifestChanged:
+			a.ManifestHash = record.Str(e.Data, "manifest_hash")
+			fallthrough
+		default:
+			a.ShadowHash, a.ShadowSince = "", -1
+		}
 	case record.TypeAgentTerminated:
 		a, err := t.writableAgent(e.Agent)
 		if err != nil {
