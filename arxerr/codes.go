@@ -37,6 +37,7 @@ const (
 	AgentTerminated Code = "agent.terminated"
 	AgentSuspended  Code = "agent.suspended"
 	AgentNameTaken  Code = "agent.name_taken" // an active agent already has the name
+	ShadowNotFound  Code = "agent.no_shadow"  // the agent has no shadow job description to promote or discard
 
 	// Manifest checks on a call.
 	ManifestInvalid      Code = "manifest.invalid"
@@ -123,6 +124,7 @@ var infos = map[Code]Info{
 	Forbidden:       {Status: http.StatusForbidden},
 
 	AgentNotFound:   {Status: http.StatusNotFound, Hint: "list agents with `arx agents`"},
+	ShadowNotFound:  {Status: http.StatusConflict, Hint: "apply a job description in shadow first: arx manifest apply --shadow FILE --agent NAME"},
 	AgentTerminated: {Status: http.StatusForbidden, Hint: "a terminated agent can only be rehired as a new agent"},
 	AgentSuspended:  {Status: http.StatusForbidden},
 	AgentNameTaken:  {Status: http.StatusConflict, Hint: "terminate the agent on staff first (arx terminate NAME --reason ...), or hire with --replace to terminate it and hire the new one in one step"},

@@ -113,16 +113,20 @@ type agentView struct {
 	Owner        string     `json:"owner"`
 	Status       string     `json:"status"`
 	ManifestHash string     `json:"manifest_hash"`
+	ShadowHash   string     `json:"shadow_hash,omitempty"`
 	CreatedAt    time.Time  `json:"created_at"`
 	TerminatedAt *time.Time `json:"terminated_at"`
 	Manifest     string     `json:"manifest,omitempty"`
+	// ShadowManifest is the job description evaluated in shadow (GET of
+	// one agent that has one).
+	ShadowManifest string `json:"shadow_manifest,omitempty"`
 	// Usage is the day's spend and tokens against the caps (GET of one
 	// agent whose job description has caps).
 	Usage *runtime.AgentUsage `json:"usage,omitempty"`
 }
 
 func viewAgent(a *store.Agent, withManifest bool) agentView {
-	v := agentView{ID: a.ID, Name: a.Name, Owner: a.Owner, Status: a.Status, ManifestHash: a.ManifestHash,
+	v := agentView{ID: a.ID, Name: a.Name, Owner: a.Owner, Status: a.Status, ManifestHash: a.ManifestHash, ShadowHash: a.ShadowHash,
 		CreatedAt: a.CreatedAt, TerminatedAt: a.TerminatedAt}
 	if withManifest {
 		v.Manifest = string(a.Manifest)
@@ -286,7 +290,18 @@ func (s *server) getAgent(w http.ResponseWriter, r *http.Request) error {
 	if !s.seesAgent(principal(r), a) {
 		return arxerr.New(arxerr.AgentNotFound, "no agent %s", truncate(r.PathValue("id"), 64))
 	}
-	v := viewAgent(a, true)
+	return s.writeAgent(w, r, a)
+}
+
+// writeAgent answers with one agent: its job descriptions' texts (the one
+// it is held to, and its shadow) and its usage today.
+func (s *server) writeAgent(w http.ResponseWriter, r *http.Request, a *store.Agent) error {
+	v := viewAgent(a, false)
+	enforced, shadow, err := s.rt.ManifestText(a)
+	if err != nil {
+		return err
+	}
+	v.Manifest, v.ShadowManifest = string(enforced), string(shadow)
 	if v.Usage, err = s.rt.Usage(r.Context(), a); err != nil {
 		return err
 	}

@@ -76,6 +76,49 @@ func truncate(s string, n int) string {
 	return s[:n] + "..."
 }
 
+// callRules is what a call's decision needs from a job description that
+// depends on the call alone: its action's condition on the arguments, its
+// declared cost, whether the record keeps the arguments' hash only; for
+// the enforced job description and, when the agent has one, its shadow.
+type callRules struct {
+	m        *manifest.Manifest
+	hash     string
+	unmet    *manifest.Condition
+	unmetWhy string
+	cost     *record.Money
+	hashOnly bool
+
+	shadowHash string
+	shadow     *callRules
+}
+
+func (r *Runtime) callRules(a *store.Agent, req CallRequest, args callArgs) (*callRules, error) {
+	m, err := r.Manifest(a)
+	if err != nil {
+		return nil, err
+	}
+	rules := rulesOf(m, req, args)
+	rules.hash = a.ManifestHash
+	if a.ShadowHash != "" {
+		sm, err := r.manifestByHash(a.ShadowHash, nil)
+		if err != nil {
+			return nil, fmt.Errorf("shadow job description of agent %s: %w", a.ID, err)
+		}
+		rules.shadowHash, rules.shadow = a.ShadowHash, rulesOf(sm, req, args)
+	}
+	return rules, nil
+}
+
+func rulesOf(m *manifest.Manifest, req CallRequest, args callArgs) *callRules {
+	act, _ := m.Action(req.Connector, req.Action)
+	rules := &callRules{m: m}
+	rules.unmet, rules.unmetWhy = conditionRule(act, args.value)
+	if act != nil {
+		rules.cost, rules.hashOnly = act.Cost, act.RecordArgs == "hash"
+	}
+	return rules
+}
+
 // RequestCall decides a call: refused (and recorded) when its connector is
 // not on the manifest, pending when it needs an approver, otherwise approved
 // with a credential. The credential is signed only after the entry that
@@ -102,7 +145,10 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 	if err != nil {
 		return nil, err
 	}
-	m, err := r.Manifest(p.Agent)
+	// What depends on the arguments and the job descriptions alone is
+	// evaluated here, in parallel, not in the serial step (again there
+	// only when the agent's job description changed meanwhile).
+	rules, err := r.callRules(p.Agent, req, args)
 	if err != nil {
 		return nil, r.internal("manifest", err)
 	}
@@ -110,17 +156,6 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 	c := &store.Call{ID: newCallID(), AgentID: p.Agent.ID, Connector: req.Connector, Action: req.Action,
 		DeclaredRisk: declared.String(), IdempotencyKey: req.IdempotencyKey, Summary: req.Summary, CreatedAt: now,
 		Args: args.text, ArgsHash: args.hash}
-	act, _ := m.Action(req.Connector, req.Action)
-	if act != nil && act.RecordArgs == "hash" {
-		c.Args = "" // the record keeps their hash only
-	}
-	// Conditions depend on the arguments and the job description alone:
-	// evaluated here, in parallel, not in the serial step.
-	unmet, unmetWhy := conditionRule(act, args.value)
-	var cost *record.Money
-	if act != nil {
-		cost = act.Cost
-	}
 	if strings.HasPrefix(p.IssuedBy, "user:") {
 		c.RaisedBy = p.IssuedBy // a person started this agent process: they cannot approve its requests
 	}
@@ -137,6 +172,16 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 		if err := agentUsable(a); err != nil {
 			return err
 		}
+		if a.ManifestHash != rules.hash || a.ShadowHash != rules.shadowHash {
+			if rules, err = r.callRules(a, req, args); err != nil {
+				return err
+			}
+		}
+		m := rules.m
+		c.Args = args.text
+		if rules.hashOnly {
+			c.Args = "" // the record keeps their hash only
+		}
 		// A retry finds the call its first request made.
 		if prior, err := tx.CallByIdempotencyKey(c.AgentID, c.IdempotencyKey); err == nil {
 			existing = prior
@@ -147,10 +192,18 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 		// Decide, compose, append: the store folds the entries into the
 		// call's state.
 		counts := tx.CallCounts(c.AgentID)
-		d = decideCall(callInput{M: m, Req: req, Declared: declared, Invalid: invalid, Now: now, Counts: counts,
-			Unmet: unmet, UnmetWhy: unmetWhy, Cost: cost})
+		in := callInput{M: m, Req: req, Declared: declared, Invalid: invalid, Now: now, Counts: counts,
+			Unmet: rules.unmet, UnmetWhy: rules.unmetWhy, Cost: rules.cost}
+		d = decideCall(in)
 		c.Risk = d.Risk.String()
-		for _, e := range callEntries(c, d, m, actor) {
+		entries := callEntries(c, d, m, actor)
+		if s := rules.shadow; s != nil {
+			in.M, in.Unmet, in.UnmetWhy, in.Cost = s.m, s.unmet, s.unmetWhy, s.cost
+			if e := shadowRule(callRef(c), now, rules.shadowHash, d, decideCall(in)); e != nil {
+				entries = append(entries, e)
+			}
+		}
+		for _, e := range entries {
 			if err := tx.Append(e); err != nil {
 				return err
 			}

@@ -349,17 +349,48 @@ func (r *Runtime) EnsureAdminToken(ctx context.Context) (token string, created b
 	return token, true, nil
 }
 
-// Manifest returns the parsed manifest of an agent.
+// Manifest returns the parsed job description an agent is held to now.
 func (r *Runtime) Manifest(a *store.Agent) (*manifest.Manifest, error) {
-	if m, ok := r.manifests.Load(a.ManifestHash); ok {
-		return m.(*manifest.Manifest), nil
-	}
-	m, err := manifest.ParseHired(a.Manifest)
+	m, err := r.manifestByHash(a.ManifestHash, a.Manifest)
 	if err != nil {
 		return nil, fmt.Errorf("runtime: stored manifest of agent %s: %w", a.ID, err)
 	}
-	r.manifests.Store(a.ManifestHash, m)
 	return m, nil
+}
+
+// manifestByHash parses the job description of a hash: hired, when it is
+// that text, else the one stored under the hash (an agent's later job
+// description, or its shadow). Job descriptions are content-addressed, so
+// each is read and parsed once.
+func (r *Runtime) manifestByHash(hash string, hired []byte) (*manifest.Manifest, error) {
+	if m, ok := r.manifests.Load(hash); ok {
+		return m.(*manifest.Manifest), nil
+	}
+	text, err := r.manifestText(hash, hired)
+	if err != nil {
+		return nil, err
+	}
+	m, err := manifest.ParseHired(text)
+	if err != nil {
+		return nil, err
+	}
+	r.manifests.Store(hash, m)
+	return m, nil
+}
+
+// manifestText is the text of the job description of a hash.
+func (r *Runtime) manifestText(hash string, hired []byte) ([]byte, error) {
+	if hired != nil && manifest.Hash(hired) == hash {
+		return hired, nil
+	}
+	text, err := r.store.ManifestText(context.Background(), hash)
+	if err != nil {
+		return nil, fmt.Errorf("job description %s: %w", hash, err)
+	}
+	if manifest.Hash(text) != hash {
+		return nil, fmt.Errorf("job description %s: the stored text has another hash", hash)
+	}
+	return text, nil
 }
 
 // Hire makes a new agent from a manifest and returns it with its token.
