@@ -52,11 +52,11 @@ const (
 
 // Agent is a hired agent.
 type Agent struct {
-	ID           string
-	Name         string
-	Owner        string
-	Status       string
-	Manifest     []byte // the job_description.yaml as hired
+	ID       string
+	Name     string
+	Owner    string
+	Status   string
+	Manifest []byte // the job_description.yaml as hired
 	// ManifestHash names the job description it is held to now: the
 	// hired one's (Manifest), or one applied later (manifest.changed),
 	// whose text ManifestText reads. ShadowHash names a job description
