@@ -175,6 +175,21 @@ func TestChecker(t *testing.T) {
 			l.add(record.ApprovalGranted(ref("c1"), "user:"+boss, at, boss, ""))
 			return -1
 		}, ""},
+		{"unsigned after a job description that requires a passkey was applied", func(l *log) int64 {
+			hire(l, false)
+			ask(l, "c1", "delete 0017")
+			l.add(record.ApprovalGranted(ref("c1"), "user:"+boss, at, boss, "")) // before: fine
+			l.add(record.ManifestChanged("a1", "admin:root", at, record.ManifestChange{ManifestHash: "sha256:2", RequirePasskey: true}))
+			ask(l, "c2", "delete 0018")
+			return l.add(record.ApprovalGranted(ref("c2"), "user:"+boss, at, boss, ""))
+		}, passkeys.KindUnsigned},
+		{"unsigned after a job description that no longer requires one was applied", func(l *log) int64 {
+			hire(l, true)
+			l.add(record.ManifestChanged("a1", "admin:root", at, record.ManifestChange{ManifestHash: "sha256:2", FromShadow: true}))
+			ask(l, "c1", "delete 0017")
+			l.add(record.ApprovalGranted(ref("c1"), "user:"+boss, at, boss, ""))
+			return -1
+		}, ""},
 		{"signed over another summary than shown", func(l *log) int64 {
 			hire(l, true)
 			register(l, boss, bossKey)
