@@ -112,6 +112,7 @@ type agentJSON struct {
 	Owner        string     `json:"owner"`
 	Status       string     `json:"status"`
 	ManifestHash string     `json:"manifest_hash"`
+	ShadowHash   string     `json:"shadow_hash,omitempty"`
 	CreatedAt    time.Time  `json:"created_at"`
 	TerminatedAt *time.Time `json:"terminated_at"`
 	Manifest     string     `json:"manifest,omitempty"`

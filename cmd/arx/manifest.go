@@ -12,7 +12,8 @@ import (
 
 func manifestCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "manifest", Short: "Work with job descriptions (manifests/job_description.yaml)"}
-	cmd.AddCommand(manifestLintCmd(), manifestSchemaCmd(), manifestCheckCmd(), manifestExportCmd(), manifestReplayCmd())
+	cmd.AddCommand(manifestLintCmd(), manifestSchemaCmd(), manifestCheckCmd(), manifestExportCmd(), manifestReplayCmd(),
+		manifestApplyCmd(), manifestShadowCmd(), manifestPromoteCmd(), manifestDiscardCmd())
 	return cmd
 }
 
