@@ -122,7 +122,7 @@ examples. Exits 0 when nothing differed, 1 when something did.`,
 			if rep.Truncated {
 				inert.Fprintf(w, "  (counted over the first %d entries since)\n", runtime.ShadowScanMax)
 			}
-			for _, line := range (&runtime.ReplayReport{ByChange: rep.ByChange}).Summary() {
+			for _, line := range rep.Summary() {
 				inert.Fprintf(w, "  %s\n", line)
 			}
 			if len(rep.Examples) > 0 {

@@ -447,6 +447,14 @@ type agentData struct {
 	// Usage is the day's spend and tokens against the caps (nil: no caps,
 	// or a terminated agent).
 	Usage *usageView
+	// Shadow is what the agent's shadow job description would have
+	// changed (nil: none), ShadowLines its summary and ShadowYAML its text.
+	Shadow      *runtime.ShadowReport
+	ShadowLines []string
+	ShadowYAML  string
+	// CanChange: the viewer may change the agent's job description (an
+	// admin, the agent not terminated).
+	CanChange bool
 }
 
 // usageView is the day's usage of a capped budget, for the Budget card.
@@ -494,7 +502,27 @@ func (c *Console) agent(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	d := agentData{Agent: a, Raw: string(a.Manifest)}
+	d := agentData{Agent: a}
+	enforced, shadow, err := c.rt.ManifestText(a)
+	if err != nil {
+		return err
+	}
+	d.Raw, d.ShadowYAML = string(enforced), string(shadow)
+	d.CanChange = v.IsAdmin() && a.Status != store.AgentTerminated
+	if a.ShadowHash != "" {
+		if d.Shadow, err = c.rt.Shadow(ctx, v.Principal, a.ID); err != nil {
+			return err
+		}
+		d.ShadowLines = d.Shadow.Summary()
+	}
+	switch r.URL.Query().Get("done") {
+	case "shadowed":
+		d.Done = "The job description is tried in shadow: every call is also decided by it, and only recorded where it would differ. Nothing enforced changed."
+	case "applied", "promoted":
+		d.Done = a.Name + " is held to the new job description from now on."
+	case "discarded":
+		d.Done = "The shadow job description is dropped. Nothing enforced changed."
+	}
 	if m, err := c.rt.Manifest(a); err != nil {
 		d.Problem = "The stored job description does not parse; it is shown as hired below."
 	} else {

@@ -103,3 +103,62 @@ func TestApprovalShowsArguments(t *testing.T) {
 		t.Errorf("arguments shown: %q", args)
 	}
 }
+
+// TestBrowserShadowRollout: an admin tries a stricter job description on
+// live calls from the replay page, reads what it would change on the
+// agent's page, and enforces it, in Chromium; a manager sees the shadow
+// but cannot change it.
+func TestBrowserShadowRollout(t *testing.T) {
+	browser := startChromium(t)
+	s := arxtest.Start(t)
+	agentID, token := s.Hire(testManifest)
+	addManager(t, s, "boss@example.com")
+	_, setup := addPerson(t, s, "ops@example.com", "admin")
+	if r := s.Do("POST", "/v1/auth/setup", "", map[string]string{"token": setup, "password": Password}); r.Status != http.StatusOK {
+		t.Fatalf("admin password: %d %s", r.Status, r.Body)
+	}
+	ops := newTab(t, browser, s)
+	ops.login("ops@example.com")
+	strict := strings.Replace(testManifest, "        account.update: {risk: medium, max_duration: 30s}\n", "", 1) + "on_drift: refuse\n"
+	if strict == testManifest+"on_drift: refuse\n" {
+		t.Fatal("the test manifest has no account.update line to drop")
+	}
+	ops.do("try it in shadow",
+		chromedp.Navigate(s.URL+"/console/agents/"+agentID+"/replay"),
+		chromedp.WaitVisible(chromedp.CSS("#manifest")),
+		chromedp.SetValue(chromedp.CSS("#manifest"), strict),
+		chromedp.Click(chromedp.CSS(`form[action$="/replay"] button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS("#result")),
+		chromedp.Click(chromedp.CSS(`form[action$="/manifest"] button[value=shadow]`)),
+		chromedp.WaitVisible(chromedp.CSS("#shadow-h")),
+	)
+	for i, a := range []string{"account.read", "account.update", "account.update"} {
+		if r := s.Do("POST", "/v1/calls", token, map[string]string{"connector": "crm", "action": a, "risk": "medium", "idempotency_key": "k" + string(rune('a'+i))}); r.Status != http.StatusCreated {
+			t.Fatalf("%s: %d %s", a, r.Status, r.Body)
+		}
+	}
+	ops.do("read the shadow", chromedp.Navigate(s.URL+"/console/agents/"+agentID), chromedp.WaitVisible(chromedp.CSS("#shadow-h")))
+	if got := ops.text(".card-shadow"); !strings.Contains(got, "2 calls of 3 would have gone otherwise") ||
+		!strings.Contains(got, "2 calls would be refused (crm account.update: 2)") || !strings.Contains(got, "refused (manifest.action_not_declared)") {
+		t.Errorf("shadow card: %q", got)
+	}
+	ops.screenshot("agent-shadow")
+
+	boss := newTab(t, browser, s)
+	boss.login("boss@example.com")
+	boss.do("a manager's view", chromedp.Navigate(s.URL+"/console/agents/"+agentID), chromedp.WaitVisible(chromedp.CSS("#shadow-h")))
+	if got := boss.text(".card-shadow"); strings.Contains(got, "Enforce it") {
+		t.Errorf("a manager is offered to enforce the shadow: %q", got)
+	}
+
+	ops.do("enforce it",
+		chromedp.Click(chromedp.CSS(`form[action$="/shadow/promote"] button`)),
+		chromedp.WaitVisible(chromedp.CSS(".alert-ok")),
+	)
+	if got := ops.text(".alert-ok"); !strings.Contains(got, "is held to the new job description") {
+		t.Errorf("after enforcing: %q", got)
+	}
+	if r := s.Do("POST", "/v1/calls", token, map[string]string{"connector": "crm", "action": "account.update", "risk": "medium", "idempotency_key": "kz"}); r.Status != http.StatusForbidden {
+		t.Errorf("account.update once enforced: %d %s", r.Status, r.Body)
+	}
+}

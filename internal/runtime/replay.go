@@ -304,7 +304,11 @@ func (rep *ReplayReport) Summary() []string {
 			if c == 1 {
 				noun = "call"
 			}
-			out = append(out, fmt.Sprintf("%d %s %s (%s)", c, noun, n.text, strings.Join(acts, ", ")))
+			line := fmt.Sprintf("%d %s %s", c, noun, n.text)
+			if len(acts) > 0 {
+				line += " (" + strings.Join(acts, ", ") + ")"
+			}
+			out = append(out, line)
 		}
 	}
 	return out

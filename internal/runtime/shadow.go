@@ -1,8 +1,10 @@
 package runtime
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -210,6 +212,8 @@ type ShadowReport struct {
 	// ByChange counts the differing calls by change (a call may count
 	// under several): refused, held, no_longer_refused, ...
 	ByChange map[string]int64 `json:"by_change"`
+	// ByAction counts calls and changes per connector and action.
+	ByAction []ReplayAction `json:"by_action"`
 	// Examples are the latest differing calls, newest first.
 	Examples []ShadowExample `json:"examples"`
 	// Truncated: the record since is longer than ShadowScanMax entries;
@@ -228,6 +232,11 @@ type ShadowExample struct {
 	Shadow    string    `json:"shadow"`
 	Changes   []string  `json:"changes"`
 	Drift     []string  `json:"drift,omitempty"`
+}
+
+// Summary is the report in one line per change, for people.
+func (rep *ShadowReport) Summary() []string {
+	return (&ReplayReport{ByChange: rep.ByChange, ByAction: rep.ByAction}).Summary()
 }
 
 // Bounds of a shadow report.
@@ -256,6 +265,14 @@ func (r *Runtime) Shadow(ctx context.Context, p *Principal, agentID string) (*Sh
 	}
 	rep := &ShadowReport{Agent: a.ID, ManifestHash: a.ShadowHash, ByChange: map[string]int64{}}
 	var latest []ShadowExample
+	actions := map[[2]string]*ReplayAction{}
+	action := func(e *record.Entry) *ReplayAction {
+		k := [2]string{e.Connector, e.Action}
+		if actions[k] == nil {
+			actions[k] = &ReplayAction{Connector: e.Connector, Action: e.Action, Changes: map[string]int64{}}
+		}
+		return actions[k]
+	}
 	after, read := a.ShadowSince-1, 0
 	for read < ShadowScanMax {
 		page, err := r.store.AgentEntries(ctx, a.ID, after, min(1000, ShadowScanMax-read))
@@ -274,11 +291,13 @@ func (r *Runtime) Shadow(ctx context.Context, p *Principal, agentID string) (*Sh
 			case e.Type == record.TypeCredentialRefused || e.Type == record.TypeCallRequested ||
 				e.Type == record.TypeCredentialIssued && record.Str(e.Data, "approved_by") == "":
 				rep.Calls++
+				action(e).Calls++
 			case e.Type == record.TypeShadowDiffers && record.Str(e.Data, "manifest_hash") == a.ShadowHash:
 				rep.Differ++
 				changes := record.Strs(e.Data, "changes")
 				for _, c := range changes {
 					rep.ByChange[c]++
+					action(e).Changes[c]++
 				}
 				latest = append(latest, ShadowExample{Index: e.Index, Call: e.Call, Time: e.Time, Connector: e.Connector, Action: e.Action,
 					Enforced: record.Str(e.Data, "enforced"), Shadow: record.Str(e.Data, "shadow"), Changes: changes, Drift: record.Strs(e.Data, "drift")})
@@ -292,6 +311,16 @@ func (r *Runtime) Shadow(ctx context.Context, p *Principal, agentID string) (*Sh
 		}
 	}
 	rep.Truncated = read >= ShadowScanMax
+	rep.ByAction = make([]ReplayAction, 0, len(actions))
+	for _, a := range actions {
+		rep.ByAction = append(rep.ByAction, *a)
+	}
+	slices.SortFunc(rep.ByAction, func(x, y ReplayAction) int {
+		if x.Calls != y.Calls {
+			return cmp.Compare(y.Calls, x.Calls)
+		}
+		return cmp.Compare(x.Connector+"\x00"+x.Action, y.Connector+"\x00"+y.Action)
+	})
 	for i := len(latest) - 1; i >= 0; i-- {
 		rep.Examples = append(rep.Examples, latest[i])
 	}
