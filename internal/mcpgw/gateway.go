@@ -11,7 +11,11 @@
 //   - a call that needs a named approver waits, and the agent is told with
 //     MCP progress notifications while it does;
 //   - the record gets the tool's name and a SHA-256 digest of its canonical
-//     arguments (ArgumentsDigest), never the arguments;
+//     arguments (ArgumentsDigest), not the arguments, unless the tool's
+//     action has a condition on them (when:) or says how the record keeps
+//     them (record_args): then ARX gets the arguments, decides on them,
+//     records them or their hash as record_args says, and the gateway
+//     forwards exactly the arguments decided on;
 //   - once the agent is terminated (or its token revoked) every session ends,
 //     within about a second even when idle: the gateway long-polls ARX for the
 //     agent's status.

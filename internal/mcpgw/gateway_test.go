@@ -869,3 +869,41 @@ func TestTerminationCutsARunningTool(t *testing.T) {
 		t.Errorf("the record does not show the running call's credential revoked by the termination: %s", raw)
 	}
 }
+
+// TestToolConditionOnArguments: a tool whose action has a condition on its
+// arguments gets them checked by ARX: a call that breaks it is refused and
+// never reaches the upstream; the record keeps their hash only, as the
+// action's record_args says.
+func TestToolConditionOnArguments(t *testing.T) {
+	h := newHarness(t, manifestFor("record", `        echo: {risk: low, when: 'args.message.startsWith("ok ")', record_args: hash}
+        get-env: {risk: low}`))
+	cs, _ := h.connect()
+	const secretArg = "arg-secret-91cc"
+	res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "ok " + secretArg}})
+	if err != nil || res.IsError || text(res) != "Echo: ok "+secretArg {
+		t.Fatalf("echo meeting the condition: %v %+v", err, res)
+	}
+	res, err = cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "rm -rf " + secretArg}})
+	if err != nil || !res.IsError || !strings.Contains(text(res), "manifest.condition_not_met") || strings.Contains(text(res), "Echo:") {
+		t.Fatalf("echo breaking the condition: %v %+v", err, res)
+	}
+	es, raw := h.record()
+	var hashed, refused int
+	for _, e := range es {
+		if e.Action != "echo" {
+			continue
+		}
+		if e.Data["args_hash"] != nil {
+			hashed++
+		}
+		if e.Type == "credential.refused" && e.Data["code"] == "manifest.condition_not_met" {
+			refused++
+		}
+	}
+	if hashed != 2 || refused != 1 {
+		t.Errorf("record: %d entries with the arguments' hash, %d refusals", hashed, refused)
+	}
+	if strings.Contains(raw, secretArg) {
+		t.Error("the record holds the call's arguments")
+	}
+}

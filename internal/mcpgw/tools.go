@@ -210,6 +210,14 @@ func (g *Gateway) callTool(ctx context.Context, req *mcp.CallToolRequest, r *rou
 	}
 	a := agentvault.Action{Connector: r.up.cfg.Name, Action: r.action, Risk: agentvault.Risk(r.risk.String()),
 		Summary: "tool " + r.tool.Name + " args " + digest}
+	if act, ok := g.manifest.Action(r.up.cfg.Name, r.action); ok && (act.When != nil || act.RecordArgs != "") {
+		// The job description decides on the arguments (when:) or says
+		// how the record keeps them (record_args): ARX gets them, and
+		// this gateway forwards exactly what it decided on.
+		if err := json.Unmarshal(req.Params.Arguments, &a.Args); err != nil && len(req.Params.Arguments) > 0 {
+			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: "arx mcp: tool " + r.name + ": arguments are not a JSON object"}
+		}
+	}
 	sink := newProgressSink(ctx, req.Session, req.Params.GetProgressToken())
 	var (
 		res    *mcp.CallToolResult
