@@ -82,6 +82,7 @@ func (s *server) selfStatus(w http.ResponseWriter, r *http.Request) error {
 		return answer()
 	}
 	token := bearer(r)
+	defer s.rt.Watch(p.Agent.ID)()
 	events, stop := s.rt.Events().Subscribe()
 	defer stop()
 	down := shuttingDown(r)

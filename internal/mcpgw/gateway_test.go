@@ -481,8 +481,28 @@ func TestTerminationEndsTheSession(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond) // idle, with the status long poll open
 	start := time.Now()
-	if r := h.s.Do("POST", "/v1/agents/"+h.agentID+"/terminate", h.s.AdminToken, map[string]string{"reason": "test"}); r.Status != http.StatusOK {
+	r := h.s.Do("POST", "/v1/agents/"+h.agentID+"/terminate", h.s.AdminToken, map[string]string{"reason": "test"})
+	if r.Status != http.StatusOK {
 		t.Fatalf("terminate: %d %s", r.Status, r.Body)
+	}
+	// The receipt says the gateway watching the agent was told.
+	var res struct {
+		Receipt struct {
+			Confirmed []struct {
+				What  string `json:"what"`
+				Count int    `json:"count"`
+			} `json:"confirmed"`
+		} `json:"receipt"`
+	}
+	r.JSON(t, &res)
+	told := -1
+	for _, it := range res.Receipt.Confirmed {
+		if it.What == "status_watchers_told" {
+			told = it.Count
+		}
+	}
+	if told != 1 {
+		t.Errorf("receipt: status_watchers_told %d, want 1 (the gateway's long poll): %s", told, r.Body)
 	}
 	ended := make(chan error, 1)
 	go func() { ended <- cs.Wait() }()

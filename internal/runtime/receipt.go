@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/arxsec/arx/audit"
@@ -45,6 +46,11 @@ func (r *Runtime) receipt(ctx context.Context, p *Principal, res *TerminationRes
 		{What: "credentials_revoked", Count: res.RevokedCredentials, At: at},
 		{What: "approvals_cancelled", Count: res.CancelledApprovals, At: at},
 		{What: "gateway_requests_cut", Count: cut, At: r.now()},
+		// Told, not confirmed ended: each watcher (an arx mcp gateway
+		// ends every session of the agent on hearing) was woken by the
+		// termination on this replica; other replicas wake theirs.
+		{What: "status_watchers_told", Count: r.watching(res.Agent.ID), At: at,
+			Detail: "status long polls of the agent on this replica (arx mcp gateways end the agent's MCP sessions on hearing)"},
 	}
 	var unconfirmed []record.ReceiptItem
 	// Database roles: the outbox drops them (kicked by afterTerminate) and
@@ -115,4 +121,19 @@ func (r *Runtime) receipt(ctx context.Context, p *Principal, res *TerminationRes
 		}
 	}
 	return rc
+}
+
+// Watch counts a status long poll of an agent until done is called.
+func (r *Runtime) Watch(agentID string) (done func()) {
+	v, _ := r.watchers.LoadOrStore(agentID, new(atomic.Int64))
+	n := v.(*atomic.Int64)
+	n.Add(1)
+	return func() { n.Add(-1) }
+}
+
+func (r *Runtime) watching(agentID string) int {
+	if v, ok := r.watchers.Load(agentID); ok {
+		return int(v.(*atomic.Int64).Load())
+	}
+	return 0
 }

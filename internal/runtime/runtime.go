@@ -64,6 +64,11 @@ const (
 
 // Runtime applies the rules.
 type Runtime struct {
+	// watchers counts, per agent, the status long polls waiting on this
+	// replica (arx mcp gateways, SDK watchers): a termination wakes them,
+	// and its receipt says how many were told.
+	watchers sync.Map // agent id → *atomic.Int64 (receipt.go)
+
 	store   store.Store
 	signer  note.Signer
 	issuer  *credential.Issuer
