@@ -143,6 +143,7 @@ func Verify(ctx context.Context, src Source, opts Options) (*Report, error) {
 	start := time.Now()
 	a := &auditor{src: src, opts: opts, rep: &Report{Quorum: opts.Quorum}}
 	a.sig.Report = a.chain.Report
+	a.sig.Entry = func(index int64) ([]byte, error) { return a.entryAt(ctx, index) }
 	if err := a.run(ctx); err != nil {
 		return nil, err
 	}
@@ -251,6 +252,16 @@ func (a *auditor) check(pos int64, e []byte, leaf tlog.Hash) {
 		if parsed, err := record.Parse(e); err == nil {
 			a.terms.add(pos, parsed, a.problem)
 		}
+	}
+	switch string(r.Type) {
+	case record.TypeCallRequested: // what it showed matters only to a signed decision: kept, parsed if one comes
+		if call := record.PeekCall(e); call != nil {
+			a.sig.AddRequested(pos, leaf, call)
+		}
+		return
+	case record.TypeCredentialIssued, record.TypeCallCompleted, record.TypeCallExpired, record.TypeCredentialRefused:
+		a.sig.Closed(record.PeekCall(e))
+		return
 	}
 	if !passkeys.Wants(r.Type) {
 		return
@@ -741,4 +752,28 @@ func (a *auditor) checkUpper(ctx context.Context, level int, idx int64, h tlog.H
 		return
 	}
 	a.rep.TilesChecked++
+}
+
+// entryAt reads the entry at index from its bundle again (the passkey
+// checker, for what a call showed: the caller checks its leaf hash).
+func (a *auditor) entryAt(ctx context.Context, index int64) ([]byte, error) {
+	n := index / record.TileWidth
+	w := int(min(record.TileWidth, a.size-n*record.TileWidth))
+	if index < 0 || w <= 0 {
+		return nil, fmt.Errorf("entry %d is not in the log", index)
+	}
+	bundle, err := getBundle(ctx, a.src, n, w)
+	if err != nil {
+		return nil, err
+	}
+	for i := int64(0); ; i++ {
+		e, rest, err := record.NextBundleEntry(bundle)
+		if err != nil {
+			return nil, err
+		}
+		if n*record.TileWidth+i == index {
+			return e, nil
+		}
+		bundle = rest
+	}
 }

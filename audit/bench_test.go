@@ -40,7 +40,7 @@ func buildLog(tb testing.TB, dir string, n int) (logKey string, bytes int64) {
 	for i := 0; i < n; i++ {
 		a := i % len(heads)
 		e := &record.Entry{Index: int64(i), Time: t0.Add(time.Duration(i) * time.Millisecond), Agent: fmt.Sprintf("agent-%08d-0000-0000-0000-000000000000", a),
-			Prev: heads[a], Type: record.TypeCredentialIssued, Call: fmt.Sprintf("call-%08d-0000-0000-0000-000000000000", i/2), Connector: "salesforce",
+			Prev: heads[a], Type: []string{record.TypeCallRequested, record.TypeCredentialIssued, record.TypeCallCompleted}[i%3], Call: fmt.Sprintf("call-%08d-0000-0000-0000-000000000000", i/2), Connector: "salesforce",
 			Action: "account.read", Risk: "low", Actor: "agent:x", Data: map[string]any{"summary": "account 0017 (read)", "expires_at": t0.Format(record.TimeFormat)}}
 		b, err := e.Marshal()
 		if err != nil {

@@ -18,6 +18,26 @@ func Peek(data []byte) (agent, call, typ string) {
 	return agent, call, typ
 }
 
+// PeekCall reads an entry's call as Peek does, without copying it (nil
+// when there is none).
+func PeekCall(data []byte) []byte {
+	key := []byte(`,"call":"`)
+	i := bytes.Index(data, key)
+	if i < 0 {
+		return nil
+	}
+	v := data[i+len(key):]
+	for end := 0; end < len(v); end++ {
+		switch v[end] {
+		case '\\':
+			return nil // call ids are plain: an escape is not one of them
+		case '"':
+			return v[:end]
+		}
+	}
+	return nil
+}
+
 func peekString(data, key []byte, last bool) string {
 	var i int
 	if last {

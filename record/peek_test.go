@@ -27,3 +27,19 @@ func TestPeek(t *testing.T) {
 		t.Errorf("Peek of garbage = %q %q %q", a, c, ty)
 	}
 }
+
+func TestPeekCall(t *testing.T) {
+	e := &Entry{Index: 3, Agent: "a1", Type: TypeCallCompleted, Call: "c-42", Data: map[string]any{"summary": `,"call":"not-this"`}}
+	b, err := e.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := PeekCall(b); string(got) != "c-42" {
+		t.Errorf("PeekCall = %q", got)
+	}
+	for _, bad := range []string{`{}`, `{"index":1,"call":"unterminated`, `{"x":1,"call":"a\"b"}`} {
+		if got := PeekCall([]byte(bad)); got != nil {
+			t.Errorf("PeekCall(%s) = %q", bad, got)
+		}
+	}
+}

@@ -1,11 +1,13 @@
 package passkeys
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/arxsec/arx/record"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // Checker checks, over a log read in order, every approval decision
@@ -16,6 +18,9 @@ import (
 type Checker struct {
 	// Report receives each problem found (an index, a kind, a message).
 	Report func(record.Problem)
+	// Entry reads the entry at an index again (AddRequested); nil when
+	// entries are given with Add only.
+	Entry func(index int64) ([]byte, error)
 
 	keys    map[string]*key   // credential id → the key the log registered
 	shown   map[string]shown  // call id → what its call.requested showed
@@ -31,7 +36,38 @@ type key struct {
 }
 
 type shown struct {
+	// Of a call.requested noted by AddRequested: where it is, and its
+	// leaf hash, until a signed decision needs what it showed.
+	lazy  bool
+	index int64
+	leaf  tlog.Hash
+
 	connector, action, risk, summary, args, argsHash string
+}
+
+// fields reads what the call showed, once: from the call.requested entry
+// read again (Entry), which must have the leaf hash it had.
+func (c *Checker) fields(s *shown) error {
+	if !s.lazy {
+		return nil
+	}
+	if c.Entry == nil {
+		return errors.New("the checker cannot read entries again")
+	}
+	raw, err := c.Entry(s.index)
+	if err != nil {
+		return err
+	}
+	if record.LeafHash(raw) != s.leaf {
+		return fmt.Errorf("entry %d read again is not the entry checked before", s.index)
+	}
+	e, err := record.Parse(raw)
+	if err != nil {
+		return err
+	}
+	*s = shown{connector: e.Connector, action: e.Action, risk: e.Risk, summary: record.Str(e.Data, "summary"),
+		args: record.Str(e.Data, "args"), argsHash: record.Str(e.Data, "args_hash")}
+	return nil
 }
 
 type use struct {
@@ -80,11 +116,32 @@ func (c *Checker) agent(id string) *Agent {
 	return a
 }
 
-// Add checks entry e, at log index index.
-func (c *Checker) Add(index int64, e *record.Entry) {
+// AddRequested notes the call.requested entry of call at index, with its
+// leaf hash, without parsing it: only a signed decision needs what it
+// showed, and then Entry reads it again. Add does the same from a parsed
+// entry.
+func (c *Checker) AddRequested(index int64, leaf tlog.Hash, call []byte) {
+	c.init()
+	c.shown[string(call)] = shown{lazy: true, index: index, leaf: leaf}
+}
+
+// Closed says a call can have no more decisions (its credential was
+// issued, or it ended), so that what it showed is forgotten.
+func (c *Checker) Closed(call []byte) {
+	if len(c.shown) > 0 {
+		delete(c.shown, string(call))
+	}
+}
+
+func (c *Checker) init() {
 	if c.keys == nil {
 		c.keys, c.shown, c.early = map[string]*key{}, map[string]shown{}, map[string][]use{}
 	}
+}
+
+// Add checks entry e, at log index index.
+func (c *Checker) Add(index int64, e *record.Entry) {
+	c.init()
 	switch e.Type {
 	case record.TypeAgentHired:
 		a := c.agent(e.Agent)
@@ -93,7 +150,8 @@ func (c *Checker) Add(index int64, e *record.Entry) {
 	case record.TypeManifestChanged: // held to another job description from here on
 		c.agent(e.Agent).RequirePasskey, _ = e.Data["require_passkey"].(bool)
 	case record.TypeCallRequested:
-		c.shown[e.Call] = shown{e.Connector, e.Action, e.Risk, record.Str(e.Data, "summary"), record.Str(e.Data, "args"), record.Str(e.Data, "args_hash")}
+		c.shown[e.Call] = shown{connector: e.Connector, action: e.Action, risk: e.Risk, summary: record.Str(e.Data, "summary"),
+			args: record.Str(e.Data, "args"), argsHash: record.Str(e.Data, "args_hash")}
 	case record.TypeApprovalExpired, record.TypeApprovalWithdrawn, record.TypeApprovalCancelled:
 		delete(c.shown, e.Call)
 	case record.TypePasskeyRegistered:
@@ -161,6 +219,10 @@ func (c *Checker) decision(index int64, e *record.Entry) {
 		return
 	case !requested:
 		c.report(index, e.Agent, KindSignatureInvalid, "the decision by %s is about call %s, which no call.requested before it showed", by, e.Call)
+		return
+	}
+	if err := c.fields(&sh); err != nil {
+		c.report(index, e.Agent, KindSignatureInvalid, "the decision by %s could not be checked: reading what call %s showed: %v", by, e.Call, err)
 		return
 	}
 	verdict := record.DecisionApprove
