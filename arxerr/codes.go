@@ -39,6 +39,12 @@ const (
 	AgentNameTaken  Code = "agent.name_taken" // an active agent already has the name
 	ShadowNotFound  Code = "agent.no_shadow"  // the agent has no shadow job description to promote or discard
 
+	// Decisions from chat tools (Slack, signed webhooks).
+	ChatNotLinked     Code = "chat.not_linked"        // the chat account is linked to no person
+	ChatLinkInvalid   Code = "chat.link_invalid"      // a link code is malformed, forged or expired
+	ChatSignature     Code = "chat.signature_invalid" // the request's signature or timestamp does not verify
+	ChatNotConfigured Code = "chat.not_configured"    // the server has no signing secret for this chat tool
+
 	// Manifest checks on a call.
 	ManifestInvalid      Code = "manifest.invalid"
 	ConnectorNotDeclared Code = "manifest.connector_not_declared"
@@ -123,11 +129,16 @@ var infos = map[Code]Info{
 	InvalidToken:    {Status: http.StatusUnauthorized, Hint: "the token is unknown or revoked: hire the agent again or ask the operator for a new token"},
 	Forbidden:       {Status: http.StatusForbidden},
 
-	AgentNotFound:   {Status: http.StatusNotFound, Hint: "list agents with `arx agents`"},
-	ShadowNotFound:  {Status: http.StatusConflict, Hint: "apply a job description in shadow first: arx manifest apply --shadow FILE --agent NAME"},
-	AgentTerminated: {Status: http.StatusForbidden, Hint: "a terminated agent can only be rehired as a new agent"},
-	AgentSuspended:  {Status: http.StatusForbidden},
-	AgentNameTaken:  {Status: http.StatusConflict, Hint: "terminate the agent on staff first (arx terminate NAME --reason ...), or hire with --replace to terminate it and hire the new one in one step"},
+	AgentNotFound:  {Status: http.StatusNotFound, Hint: "list agents with `arx agents`"},
+	ShadowNotFound: {Status: http.StatusConflict, Hint: "apply a job description in shadow first: arx manifest apply --shadow FILE --agent NAME"},
+
+	ChatNotLinked:     {Status: http.StatusForbidden, Hint: "link the chat account to a person once: open the link ARX sent to the account, signed in to the console as that person"},
+	ChatLinkInvalid:   {Status: http.StatusBadRequest, Hint: "ask for a new link from the chat tool (click Approve or Deny again); a link lasts 10 minutes"},
+	ChatSignature:     {Status: http.StatusUnauthorized, Hint: "sign the request with the configured signing secret; its timestamp must be within five minutes of the server's clock"},
+	ChatNotConfigured: {Status: http.StatusNotFound, Hint: "start arx serve with --slack-signing-secret-file (Slack) or --chat-signing-secret-file (other chat tools)"},
+	AgentTerminated:   {Status: http.StatusForbidden, Hint: "a terminated agent can only be rehired as a new agent"},
+	AgentSuspended:    {Status: http.StatusForbidden},
+	AgentNameTaken:    {Status: http.StatusConflict, Hint: "terminate the agent on staff first (arx terminate NAME --reason ...), or hire with --replace to terminate it and hire the new one in one step"},
 
 	ManifestInvalid:      {Status: http.StatusUnprocessableEntity, Hint: "run `arx manifest lint FILE`"},
 	ConnectorNotDeclared: {Status: http.StatusForbidden, Hint: "declare the connector under scope.connectors in manifests/job_description.yaml and rehire the agent"},

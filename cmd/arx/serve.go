@@ -6,9 +6,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/arxsec/arx/internal/chat"
 	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/internal/runtime"
 	"github.com/arxsec/arx/internal/server"
@@ -21,6 +23,7 @@ func serveCmd() *cobra.Command {
 	var cfg server.Config
 	var logFormat, logLevel string
 	var webhooks, slackHooks []string
+	var slackSecretFile, slackBotTokenFile, chatSecretFile string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the ARX runtime: agent API, credentials, the record",
@@ -49,6 +52,26 @@ data directory; the first replica's admin.token serves them all.`,
 					// Not echoed: a webhook's URL is its credential.
 					return withHint(fmt.Errorf("webhook %d (--webhook or --slack-webhook) is not an http(s) URL", i+1), "pass --webhook https://HOST/PATH")
 				}
+			}
+			for _, sf := range []struct {
+				flag, file string
+				to         *[]byte
+			}{{"--slack-signing-secret-file", slackSecretFile, &cfg.Slack.SigningSecret}, {"--chat-signing-secret-file", chatSecretFile, &cfg.ChatSecret}} {
+				if sf.file == "" {
+					continue
+				}
+				b, err := readSecretFile(sf.file)
+				if err != nil {
+					return withHint(fmt.Errorf("%s: %w", sf.flag, err), "name a file that holds the secret, readable by this user only (chmod 600)")
+				}
+				*sf.to = b
+			}
+			if slackBotTokenFile != "" {
+				b, err := readSecretFile(slackBotTokenFile)
+				if err != nil {
+					return withHint(fmt.Errorf("--slack-bot-token-file: %w", err), "name a file that holds the bot token (xoxb-...)")
+				}
+				cfg.Slack.BotToken = string(b)
 			}
 			for name, d := range map[string]time.Duration{"--db-busy-timeout": cfg.Database.BusyTimeout, "--user-token-lifetime": cfg.UserTokenLifetime,
 				"--db-read-timeout": cfg.Database.ReadTimeout, "--db-write-timeout": cfg.Database.WriteTimeout} {
@@ -90,6 +113,11 @@ data directory; the first replica's admin.token serves them all.`,
 	f.StringVar(&cfg.PublicURL, "public-url", envDefault("ARX_PUBLIC_URL", ""), "URL people use to reach this server, for links (env ARX_PUBLIC_URL; default: the listen address)")
 	f.StringArrayVar(&webhooks, "webhook", nil, "URL told (generic JSON) when approvals are requested and decided; repeatable")
 	f.StringArrayVar(&slackHooks, "slack-webhook", nil, "Slack incoming-webhook URL told when approvals are requested and decided; repeatable")
+	f.StringVar(&slackSecretFile, "slack-signing-secret-file", "", "file holding the Slack app's signing secret: approval messages get Approve and Deny buttons, taken at /v1/slack/interactions")
+	f.StringVar(&slackBotTokenFile, "slack-bot-token-file", "", "file holding the Slack app's bot token (xoxb-...), to ask for a denial's reason in a modal")
+	f.StringVar(&cfg.Slack.API, "slack-api-url", chat.DefaultSlackAPI, "Slack's Web API (GovSlack, or a stand-in)")
+	f.StringVar(&cfg.Slack.Hooks, "slack-hooks-url", chat.DefaultSlackHooks, "the prefix of the response URLs Slack's interactions may name; ARX posts to no other")
+	f.StringVar(&chatSecretFile, "chat-signing-secret-file", "", "file holding the secret that signs decisions from other chat tools at /v1/chat/interactions")
 	f.StringVar(&logFormat, "log-format", envDefault("ARX_LOG_FORMAT", "text"), "log format: text or json (env ARX_LOG_FORMAT)")
 	f.StringVar(&logLevel, "log-level", envDefault("ARX_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env ARX_LOG_LEVEL)")
 	publishFlags(cmd, &cfg) // --bucket, --witness, ...: see audit.go
@@ -104,4 +132,28 @@ data directory; the first replica's admin.token serves them all.`,
 	f.DurationVar(&cfg.Database.ReadTimeout, "db-read-timeout", postgres.DefaultReadTimeout, "PostgreSQL: longest wait for one read; a replica cut off from its database refuses within it")
 	f.DurationVar(&cfg.Database.WriteTimeout, "db-write-timeout", postgres.DefaultBatchTimeout, "PostgreSQL: longest wait for one batch of writes to commit, the log lock included")
 	return cmd
+}
+
+// readSecretFile reads a secret from a file: trimmed of the line end an
+// editor adds, not empty, at most 4 KiB, and readable by its owner only.
+func readSecretFile(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s is readable by others (mode %#o)", path, fi.Mode().Perm())
+	}
+	if fi.Size() > 4096 {
+		return nil, fmt.Errorf("%s is larger than a secret", path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	b = []byte(strings.TrimSpace(string(b)))
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%s is empty", path)
+	}
+	return b, nil
 }

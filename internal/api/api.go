@@ -40,14 +40,21 @@ type Config struct {
 	Extra func(mux *http.ServeMux)
 	// PublicURL is where people reach this deployment (setup links).
 	PublicURL string
+	// Slack takes Slack's interactions (nil: POST /v1/slack/interactions
+	// answers chat.not_configured); ChatSecret signs the generic chat
+	// webhook (empty: not configured).
+	Slack      *SlackConfig
+	ChatSecret []byte
 }
 
 type server struct {
-	rt        *runtime.Runtime
-	publicURL string
-	logKey    string
-	log       *slog.Logger
-	duration  *prometheus.HistogramVec
+	rt         *runtime.Runtime
+	publicURL  string
+	logKey     string
+	log        *slog.Logger
+	duration   *prometheus.HistogramVec
+	slack      *SlackConfig
+	chatSecret []byte
 }
 
 // New returns the API handler.
@@ -55,7 +62,7 @@ func New(cfg Config) http.Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &server{rt: cfg.Runtime, logKey: cfg.LogKey, log: cfg.Logger, publicURL: cfg.PublicURL}
+	s := &server{rt: cfg.Runtime, logKey: cfg.LogKey, log: cfg.Logger, publicURL: cfg.PublicURL, slack: cfg.Slack, chatSecret: cfg.ChatSecret}
 	s.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "arx_http_request_seconds", Help: "HTTP requests by route and status.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .5, 1, 5, 30},
@@ -99,7 +106,9 @@ func (s *server) routes(reg *prometheus.Registry, handle func(pattern string, h 
 	h("GET /v1/calls/{id}", s.authed(s.getCall))
 	h("POST /v1/calls/{id}/complete", s.agentOnly(s.completeCall))
 	h("POST /v1/credentials/introspect", s.introspect)
-	s.agentRoutes(h) // GET /v1/agent, GET /v1/agent/status (agent.go)
+	h("POST /v1/slack/interactions", s.slackInteractions) // chat.go: signed by Slack
+	h("POST /v1/chat/interactions", s.chatInteractions)   // signed with the chat secret
+	s.agentRoutes(h)                                      // GET /v1/agent, GET /v1/agent/status (agent.go)
 
 	h("POST /v1/agents", s.adminOnly(s.hire))
 	h("GET /v1/agents", s.authed(s.listAgents))

@@ -256,8 +256,9 @@ func TestOpenAPIExamples(t *testing.T) {
 		if op.Responses.Default != nil {
 			content(route+" default", op.Responses.Default.Content)
 		}
-		// The gateway answers what the upstream answers: no example.
-		if shown == 0 && !strings.Contains(route, "/v1/gateway/") {
+		// The gateway answers what the upstream answers, and Slack's
+		// interactions get Slack's empty 200: no example.
+		if shown == 0 && !strings.Contains(route, "/v1/gateway/") && route != "POST /v1/slack/interactions" {
 			t.Errorf("%s: no example of a successful answer", route)
 		}
 	})

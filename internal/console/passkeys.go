@@ -27,6 +27,9 @@ type passkeyRow struct {
 
 type passkeysData struct {
 	Keys        []passkeyRow
+	Chats       []store.ChatLink // the person's chat accounts
+	Linked      bool
+	Unlinked    bool
 	Unavailable string // why passkeys cannot be used here; "" when they can
 	Added       bool
 	Removed     bool
@@ -46,7 +49,12 @@ func (c *Console) passkeysPage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	d := passkeysData{Keys: passkeyRows(keys), Added: r.URL.Query().Get("done") == "added", Removed: r.URL.Query().Get("done") == "removed"}
+	chats, err := c.rt.ChatLinks(r.Context(), v.Principal)
+	if err != nil {
+		return err
+	}
+	done := r.URL.Query().Get("done")
+	d := passkeysData{Keys: passkeyRows(keys), Chats: chats, Added: done == "added", Removed: done == "removed", Linked: done == "linked", Unlinked: done == "unlinked"}
 	if err := c.rt.PasskeysAvailable(); err != nil {
 		var ae *arxerr.Error
 		if errors.As(err, &ae) {

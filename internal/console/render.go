@@ -49,6 +49,7 @@ var pageInfo = map[string]struct {
 	"people":    {"people", false},
 	"passkeys":  {"passkeys", false},
 	"replay":    {"agents", false},
+	"link":      {"passkeys", false},
 }
 
 func parseTemplates(static *staticFiles) map[string]*pageTemplate {

@@ -94,7 +94,7 @@ func (r *Runtime) approvalView(ctx context.Context, a *store.Approval, agents ma
 // decision about a terminated agent's call is refused. Granting issues the
 // call's credential in the same transaction that records the decision.
 func (r *Runtime) Decide(ctx context.Context, p *Principal, callID string, grant bool, reason string) (*ApprovalView, error) {
-	return r.decide(ctx, p, callID, grant, reason, nil)
+	return r.decide(ctx, p, callID, grant, reason, nil, nil)
 }
 
 // DecideSigned is Decide with the decision signed by the person's passkey
@@ -104,10 +104,12 @@ func (r *Runtime) DecideSigned(ctx context.Context, p *Principal, callID string,
 	if sd == nil {
 		return nil, arxerr.New(arxerr.PasskeyInvalid, "the decision carries no passkey signature")
 	}
-	return r.decide(ctx, p, callID, grant, reason, sd)
+	return r.decide(ctx, p, callID, grant, reason, sd, nil)
 }
 
-func (r *Runtime) decide(ctx context.Context, p *Principal, callID string, grant bool, reason string, sd *SignedDecision) (*ApprovalView, error) {
+// decide records a person's decision: signed with a passkey (sd), or made
+// in a chat tool (via: the account the person linked), or neither.
+func (r *Runtime) decide(ctx context.Context, p *Principal, callID string, grant bool, reason string, sd *SignedDecision, via *ChatAccount) (*ApprovalView, error) {
 	if !p.IsPerson() {
 		e := arxerr.New(arxerr.NotApprover, "only a person named as approver can decide; tokens of agents and operators cannot")
 		return nil, e
@@ -208,6 +210,9 @@ func (r *Runtime) decide(ctx context.Context, p *Principal, callID string, grant
 		}
 		if c.ArgsHash != "" {
 			entry.Data["args_hash"] = c.ArgsHash // the approval covers exactly these arguments
+		}
+		if via != nil {
+			entry.Data["via"] = map[string]any{"provider": via.Provider, "subject": via.Subject}
 		}
 		if grant && ap.Quorum > 1 {
 			entry.Data["grants"], entry.Data["quorum"] = grants, ap.Quorum

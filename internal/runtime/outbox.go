@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/arxsec/arx/internal/chat"
 	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/internal/store"
 	"golang.org/x/sync/errgroup"
@@ -233,7 +234,12 @@ func (r *Runtime) deliver(ctx context.Context, it *store.OutboxItem) error {
 		}
 		body := j.Payload
 		if j.Format == "slack" {
-			body = map[string]any{"text": slackText(j.Payload)}
+			text := slackText(j.Payload)
+			body = map[string]any{"text": text}
+			call, _ := j.Payload["call"].(map[string]any)
+			if id, _ := call["id"].(string); r.slackButtons && j.Payload["event"] == "approval.requested" && id != "" {
+				body["blocks"] = chat.ApprovalBlocks(text, id)
+			}
 		}
 		u, err := r.webhookURL(&j)
 		if err != nil {

@@ -51,6 +51,9 @@ type Config struct {
 	// UserTokenLifetime is how long a person's API token (arx login)
 	// lives; 0 means DefaultUserTokenLifetime.
 	UserTokenLifetime time.Duration
+	// SlackButtons: approval requests sent to Slack webhooks carry
+	// Approve and Deny buttons (the server takes Slack's interactions).
+	SlackButtons bool
 }
 
 // Defaults.
@@ -87,6 +90,7 @@ type Runtime struct {
 	userTokenLife time.Duration
 	events        *Hub
 	webhooks      []Webhook
+	slackButtons  bool
 	publicURL     string
 	outboxKick    chan struct{}
 	stopping      chan struct{} // closed by Shutdown: long polls and streams end
@@ -127,7 +131,7 @@ func New(cfg Config) (*Runtime, error) {
 		log: cfg.Logger, metrics: cfg.Metrics, now: cfg.Now, cpEvery: cfg.CheckpointInterval, swEvery: cfg.SweepInterval,
 		waiters:   waiters{m: map[string][]chan struct{}{}},
 		badTokens: limiter{fails: map[string][]time.Time{}, max: BadTokensPerIP, window: BadTokenWindow},
-		events:    NewHub(), webhooks: cfg.Webhooks, publicURL: cfg.PublicURL, outboxKick: make(chan struct{}, 1), stopping: make(chan struct{}),
+		events:    NewHub(), webhooks: cfg.Webhooks, slackButtons: cfg.SlackButtons, publicURL: cfg.PublicURL, outboxKick: make(chan struct{}, 1), stopping: make(chan struct{}),
 		conn: newConnectors(cfg.Connectors), userTokenLife: cfg.UserTokenLifetime}, nil
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/arxsec/arx/credential"
 	"github.com/arxsec/arx/internal/api"
 	"github.com/arxsec/arx/internal/connector"
+	"github.com/arxsec/arx/internal/chat"
 	"github.com/arxsec/arx/internal/console"
 	"github.com/arxsec/arx/internal/publish"
 	"github.com/arxsec/arx/internal/runtime"
@@ -51,6 +52,11 @@ type Config struct {
 	PublicURL string
 	// Webhooks are told when approvals are requested and decided.
 	Webhooks []runtime.Webhook
+	// Slack, when its signing secret is set, takes Slack's interactions
+	// (Approve and Deny buttons on the approval messages sent to Slack
+	// webhooks); ChatSecret signs the generic chat webhook.
+	Slack      SlackConfig
+	ChatSecret []byte
 	// UserTokenLifetime is how long a person's API token lives (0: the
 	// runtime's default, 30 days).
 	UserTokenLifetime time.Duration
@@ -169,7 +175,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
 	rt, err := runtime.New(runtime.Config{Store: st, LogSigner: signer, Issuer: issuer, Logger: cfg.Logger,
 		Metrics: runtime.NewMetrics(reg), CheckpointInterval: cfg.CheckpointInterval,
-		Webhooks: cfg.Webhooks, PublicURL: cfg.PublicURL, Connectors: cfg.Connectors, UserTokenLifetime: cfg.UserTokenLifetime})
+		Webhooks: cfg.Webhooks, PublicURL: cfg.PublicURL, Connectors: cfg.Connectors, UserTokenLifetime: cfg.UserTokenLifetime,
+		SlackButtons: len(cfg.Slack.SigningSecret) > 0})
 	if err != nil {
 		ln.Close()
 		st.Close()
@@ -216,8 +223,13 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	con := console.New(ccfg)
+	var slack *api.SlackConfig
+	if len(cfg.Slack.SigningSecret) > 0 {
+		slack = &api.SlackConfig{SigningSecret: cfg.Slack.SigningSecret,
+			Client: &chat.Client{API: cfg.Slack.API, Hooks: cfg.Slack.Hooks, BotToken: cfg.Slack.BotToken}}
+	}
 	handler := api.New(api.Config{Runtime: rt, LogKey: vkey, Logger: cfg.Logger, Registry: reg, PublicURL: cfg.PublicURL,
-		Extra: con.Mount})
+		Extra: con.Mount, Slack: slack, ChatSecret: cfg.ChatSecret})
 	s.http = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -302,4 +314,11 @@ func (s *Server) Close() error {
 		s.Publisher.SetLeading(false)
 	}
 	return errors.Join(err, s.store.Close())
+}
+
+// SlackConfig configures Slack's interactions.
+type SlackConfig struct {
+	SigningSecret []byte // the app's signing secret; nil: no interactions
+	BotToken      string // for the reason modal (views.open); "": denials go to the console
+	API, Hooks    string // Slack's Web API and response URLs (chat.DefaultSlackAPI, chat.DefaultSlackHooks)
 }

@@ -68,6 +68,20 @@ type Agent struct {
 	TerminatedAt *time.Time
 }
 
+// ChatLink is a person's account in a chat tool, linked to the person
+// once, from the console: a decision made there by that account is the
+// person's. Provider is "slack" or the name a signed-webhook integration
+// gives; Subject the account's stable id there (Slack: team/user ids),
+// never a display name; Name is what the chat tool showed as its name
+// when it was linked, for people to recognise it.
+type ChatLink struct {
+	Provider  string
+	Subject   string
+	UserID    string
+	Name      string
+	CreatedAt time.Time
+}
+
 // Token kinds.
 const (
 	TokenAgent = "agent" // an agent's bearer token (ARX_TOKEN)
@@ -240,6 +254,10 @@ type People interface {
 	// newest first.
 	UserTokens(ctx context.Context, userID string) ([]Token, error)
 	Passkeys(ctx context.Context, userID string) ([]Passkey, error) // oldest first
+	// ChatLink finds the person a chat account is linked to; ChatLinks
+	// lists a person's, oldest first.
+	ChatLink(ctx context.Context, provider, subject string) (*ChatLink, error)
+	ChatLinks(ctx context.Context, userID string) ([]ChatLink, error)
 	SessionByHash(ctx context.Context, hash []byte) (*Session, error)
 	// Failures counts the failures recorded under key (Tx.AddFailure) at
 	// or after since, outside a transaction: a cheap early refusal.
@@ -340,6 +358,11 @@ type PeopleTx interface {
 	RevokeUserToken(userID, id string, at time.Time) error
 	// UseSetupToken marks an unused, unexpired token used at t and returns it.
 	UseSetupToken(hash []byte, t time.Time) (*SetupToken, error)
+	// LinkChat links a chat account to a person, replacing an earlier
+	// link of the same account; UnlinkChat removes one, only in its
+	// owner's name (ErrNotFound otherwise).
+	LinkChat(l *ChatLink) error
+	UnlinkChat(userID, provider, subject string) error
 	InsertSession(s *Session) error
 	DeleteSession(hash []byte) error
 	// DeleteUserSessions ends every session of a user (password reset, disable).

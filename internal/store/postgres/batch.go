@@ -329,6 +329,16 @@ func (t *batch) DeletePasskey(userID string, id []byte) error {
 	return t.update(`DELETE FROM passkeys WHERE id = $1 AND user_id = $2`, id, userID)
 }
 
+func (t *batch) LinkChat(l *store.ChatLink) error {
+	return t.queue(`INSERT INTO chat_links (provider, subject, user_id, name, created_at) VALUES ($1,$2,$3,$4,$5)
+		ON CONFLICT (provider, subject) DO UPDATE SET user_id = excluded.user_id, name = excluded.name, created_at = excluded.created_at`,
+		l.Provider, l.Subject, l.UserID, l.Name, nanos(l.CreatedAt))
+}
+
+func (t *batch) UnlinkChat(userID, provider, subject string) error {
+	return t.update(`DELETE FROM chat_links WHERE provider = $1 AND subject = $2 AND user_id = $3`, provider, subject, userID)
+}
+
 func (t *batch) InsertSetupToken(k *store.SetupToken) error {
 	if err := t.DeleteSetupTokens(k.UserID); err != nil {
 		return err

@@ -347,3 +347,36 @@ func (s *Store) ManifestText(ctx context.Context, hash string) ([]byte, error) {
 	}
 	return text, nil
 }
+
+func scanChatLink(r pgx.Row) (*store.ChatLink, error) {
+	var l store.ChatLink
+	var created int64
+	if err := r.Scan(&l.Provider, &l.Subject, &l.UserID, &l.Name, &created); err != nil {
+		return nil, err
+	}
+	l.CreatedAt = fromNanos(created)
+	return &l, nil
+}
+
+// ChatLink implements store.People.
+func (s *Store) ChatLink(ctx context.Context, provider, subject string) (*store.ChatLink, error) {
+	l, err := scanChatLink(s.reads.QueryRow(ctx, `SELECT provider, subject, user_id, name, created_at FROM chat_links WHERE provider = $1 AND subject = $2`,
+		provider, subject))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres: read chat link: %w", err)
+	}
+	return l, nil
+}
+
+// ChatLinks implements store.People.
+func (s *Store) ChatLinks(ctx context.Context, userID string) ([]store.ChatLink, error) {
+	rows, err := s.list(ctx, "list chat links", `SELECT provider, subject, user_id, name, created_at FROM chat_links WHERE user_id = $1
+		ORDER BY created_at, provider COLLATE "C", subject COLLATE "C"`, userID)
+	if err != nil {
+		return nil, err
+	}
+	return collect(rows, scanChatLink)
+}

@@ -210,6 +210,16 @@ var migrations = []string{
 	`CREATE TABLE manifests (hash TEXT PRIMARY KEY, text BYTEA NOT NULL);
 	ALTER TABLE agents ADD COLUMN shadow_hash TEXT NOT NULL DEFAULT '';
 	ALTER TABLE agents ADD COLUMN shadow_since BIGINT NOT NULL DEFAULT -1;`,
+	// People's chat accounts.
+	`CREATE TABLE chat_links (
+		provider TEXT NOT NULL,
+		subject TEXT NOT NULL,
+		user_id TEXT NOT NULL REFERENCES users(id),
+		name TEXT NOT NULL,
+		created_at BIGINT NOT NULL,
+		PRIMARY KEY (provider, subject)
+	);
+	CREATE INDEX chat_links_user ON chat_links (user_id, created_at);`,
 }
 
 // afterMigration runs Go code a migration needs, in its transaction.

@@ -406,6 +406,18 @@ func (b *batch) DeletePasskey(userID string, id []byte) error {
 	return affected(res, err)
 }
 
+func (b *batch) LinkChat(l *store.ChatLink) error {
+	_, err := b.exec(`INSERT INTO chat_links (provider, subject, user_id, name, created_at) VALUES (?,?,?,?,?)
+		ON CONFLICT (provider, subject) DO UPDATE SET user_id = excluded.user_id, name = excluded.name, created_at = excluded.created_at`,
+		l.Provider, l.Subject, l.UserID, l.Name, nanos(l.CreatedAt))
+	return wrapWrite(err)
+}
+
+func (b *batch) UnlinkChat(userID, provider, subject string) error {
+	res, err := b.exec(`DELETE FROM chat_links WHERE provider = ? AND subject = ? AND user_id = ?`, provider, subject, userID)
+	return affected(res, err)
+}
+
 func (b *batch) InsertSetupToken(t *store.SetupToken) error {
 	if err := b.DeleteSetupTokens(t.UserID); err != nil {
 		return err

@@ -20,7 +20,7 @@ import (
 
 // schemaVersion is the schema this code reads and writes: the SQL
 // migrations of schema.go, then v6, then the later ones (after).
-const schemaVersion = 10
+const schemaVersion = 11
 
 // callColsV6 are the columns of calls as v6 moved them.
 const callColsV6 = `id, agent_id, connector, action, declared_risk, risk, status, idempotency_key, summary, refusal,
@@ -46,8 +46,21 @@ ALTER TABLE agents ADD COLUMN shadow_hash TEXT NOT NULL DEFAULT '';
 ALTER TABLE agents ADD COLUMN shadow_since INTEGER NOT NULL DEFAULT -1;
 `
 
+// v11 adds people's chat accounts.
+const v11 = `
+CREATE TABLE chat_links (
+	provider TEXT NOT NULL,
+	subject TEXT NOT NULL,
+	user_id TEXT NOT NULL REFERENCES users(id),
+	name TEXT NOT NULL,
+	created_at INTEGER NOT NULL,
+	PRIMARY KEY (provider, subject)
+) WITHOUT ROWID;
+CREATE INDEX chat_links_user ON chat_links(user_id, created_at);
+`
+
 // after are the migrations after v6, from v7 on.
-var after = []string{v7, v8, v9, v10}
+var after = []string{v7, v8, v9, v10, v11}
 
 // v7 adds people's passkeys, and the passkey that signed a decision.
 const v7 = `

@@ -378,3 +378,39 @@ func (s *Store) ManifestText(ctx context.Context, hash string) ([]byte, error) {
 	}
 	return text, nil
 }
+
+// ChatLink implements store.People.
+func (s *Store) ChatLink(ctx context.Context, provider, subject string) (*store.ChatLink, error) {
+	var l store.ChatLink
+	var created int64
+	err := s.read.QueryRowContext(ctx, `SELECT provider, subject, user_id, name, created_at FROM chat_links WHERE provider = ? AND subject = ?`,
+		provider, subject).Scan(&l.Provider, &l.Subject, &l.UserID, &l.Name, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: read chat link: %w", err)
+	}
+	l.CreatedAt = fromNanos(created)
+	return &l, nil
+}
+
+// ChatLinks implements store.People.
+func (s *Store) ChatLinks(ctx context.Context, userID string) ([]store.ChatLink, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT provider, subject, user_id, name, created_at FROM chat_links WHERE user_id = ? ORDER BY created_at, provider, subject`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list chat links: %w", err)
+	}
+	defer rows.Close()
+	var out []store.ChatLink
+	for rows.Next() {
+		var l store.ChatLink
+		var created int64
+		if err := rows.Scan(&l.Provider, &l.Subject, &l.UserID, &l.Name, &created); err != nil {
+			return nil, fmt.Errorf("sqlite: list chat links: %w", err)
+		}
+		l.CreatedAt = fromNanos(created)
+		out = append(out, l)
+	}
+	return out, rows.Err()
+}

@@ -471,3 +471,43 @@ func testPasskeys(t *testing.T, s store.Store) {
 		t.Errorf("Passkeys(u2) = %+v, want its key untouched", got)
 	}
 }
+
+// testChatLinks: a chat account links to one person at a time (a new link
+// replaces the old); only its owner unlinks it.
+func testChatLinks(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	insertUsers(t, s, "u1", "u2")
+	a := &store.ChatLink{Provider: "slack", Subject: "T1/U1", UserID: "u1", Name: "dana", CreatedAt: t0.In(zone)}
+	b := &store.ChatLink{Provider: "teams", Subject: "29:abc", UserID: "u1", Name: "Dana B.", CreatedAt: t0.Add(time.Second)}
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.LinkChat(a); err != nil {
+			return err
+		}
+		return tx.LinkChat(b)
+	})
+	got, err := s.ChatLink(ctx, "slack", "T1/U1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSame(t, "ChatLink(slack, T1/U1)", *got, *a)
+	if _, err := s.ChatLink(ctx, "slack", "T1/U2"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("ChatLink of an unlinked account: %v", err)
+	}
+	if l, err := s.ChatLinks(ctx, "u1"); err != nil || len(l) != 2 || l[0].Provider != "slack" || l[1].Provider != "teams" {
+		t.Errorf("ChatLinks(u1) = %+v, %v", l, err)
+	}
+	// Linked again, by another person: theirs now.
+	update(t, s, func(tx store.Tx) error {
+		return tx.LinkChat(&store.ChatLink{Provider: "slack", Subject: "T1/U1", UserID: "u2", Name: "lee", CreatedAt: t0.Add(time.Minute)})
+	})
+	if got, err := s.ChatLink(ctx, "slack", "T1/U1"); err != nil || got.UserID != "u2" || got.Name != "lee" {
+		t.Errorf("after the new link: %+v, %v", got, err)
+	}
+	if err := s.Update(ctx, func(tx store.Tx) error { return tx.UnlinkChat("u1", "slack", "T1/U1") }); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("unlinking another person's account: %v", err)
+	}
+	update(t, s, func(tx store.Tx) error { return tx.UnlinkChat("u2", "slack", "T1/U1") })
+	if _, err := s.ChatLink(ctx, "slack", "T1/U1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("after unlinking: %v", err)
+	}
+}

@@ -74,6 +74,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SetupTokens", testSetupTokens},
 		{"UserTokens", testUserTokens},
 		{"Passkeys", testPasskeys},
+		{"ChatLinks", testChatLinks},
 		{"Sessions", testSessions},
 		{"Failures", testFailures},
 		// Outbox, OutboxTx (outbox.go).
