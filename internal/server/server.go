@@ -21,8 +21,8 @@ import (
 
 	"github.com/arxsec/arx/credential"
 	"github.com/arxsec/arx/internal/api"
-	"github.com/arxsec/arx/internal/connector"
 	"github.com/arxsec/arx/internal/chat"
+	"github.com/arxsec/arx/internal/connector"
 	"github.com/arxsec/arx/internal/console"
 	"github.com/arxsec/arx/internal/publish"
 	"github.com/arxsec/arx/internal/runtime"
