@@ -18,6 +18,7 @@ import (
 	"github.com/arxsec/arx/internal/chat"
 	"github.com/arxsec/arx/internal/runtime"
 	"github.com/arxsec/arx/internal/server"
+	"github.com/chromedp/chromedp"
 )
 
 // slackStandIn stands in for Slack: the incoming webhook approval
@@ -220,4 +221,24 @@ func agentOf(t *testing.T, s *arxtest.Server) string {
 	}
 	s.Do("GET", "/v1/agents", s.AdminToken, nil).JSON(t, &out)
 	return out.Agents[0].ID
+}
+
+// TestBrowserChatLink: the page that links a chat account, in Chromium.
+func TestBrowserChatLink(t *testing.T) {
+	browser := startChromium(t)
+	s := arxtest.Start(t)
+	addManager(t, s, "boss@example.com")
+	code, err := s.Runtime.ChatLinkCode(t.Context(), runtime.ChatAccount{Provider: "slack", Subject: "T0123ABCD/U0456EFGH", Name: "dana.b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	boss := newTab(t, browser, s)
+	boss.login("boss@example.com")
+	boss.do("open the link", chromedp.Navigate(s.URL+"/console/link?code="+url.QueryEscape(code)), chromedp.WaitVisible(chromedp.CSS("#link-h")))
+	boss.screenshot("chat-link")
+	boss.do("confirm", chromedp.Click(chromedp.CSS(`form[action="/console/link"] button`)), chromedp.WaitVisible(chromedp.CSS("#chats-h")))
+	if got := boss.text("#done"); !strings.Contains(got, "Your chat account is linked") {
+		t.Errorf("after linking: %q", got)
+	}
+	boss.screenshot("passkeys-chat")
 }
