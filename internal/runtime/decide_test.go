@@ -458,3 +458,37 @@ func TestDecideBudgetCaps(t *testing.T) {
 		t.Errorf("drift facts %v", f)
 	}
 }
+
+// BenchmarkDecideShadow measures what a shadow job description adds to a
+// call's decision: the second decideCall and the comparison (shadowRule),
+// beside the enforced decision alone.
+func BenchmarkDecideShadow(b *testing.B) {
+	m, err := manifest.Parse(fmt.Appendf(nil, capsManifest, "require_approval", "record"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	strict, err := manifest.Parse(fmt.Appendf(nil, strings.Replace(capsManifest, "        read: {risk: low}\n", "", 1), "refuse", "refuse"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	noon := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	var c store.Counts
+	c.Charge(noon, 10_000_000, 100)
+	in := callInput{M: m, Req: CallRequest{Connector: "llm", Action: "read"}, Declared: manifest.RiskLow, Now: noon, Counts: c}
+	ref := record.CallRef{Agent: "a", Call: "c", Connector: "llm", Action: "read", Risk: "low"}
+	b.Run("enforced", func(b *testing.B) {
+		for b.Loop() {
+			decideCall(in)
+		}
+	})
+	b.Run("enforced+shadow", func(b *testing.B) {
+		for b.Loop() {
+			d := decideCall(in)
+			s := in
+			s.M = strict
+			if shadowRule(ref, noon, "sha256:x", d, decideCall(s)) == nil {
+				b.Fatal("the shadow agrees")
+			}
+		}
+	})
+}
