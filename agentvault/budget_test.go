@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/arxsec/arx/agentvault"
-	"github.com/arxsec/arx/arxerr"
 	"github.com/arxsec/arx/internal/arxtest"
 	"github.com/arxsec/arx/internal/runtime"
 	"github.com/arxsec/arx/internal/server"
@@ -141,14 +140,21 @@ func TestE2EBudgetCaps(t *testing.T) {
 		t.Errorf("record charges or notices more than once:\n%s", rec)
 	}
 
-	// A report in another currency is refused, and the call stays open.
+	// A report in another currency is not counted, and says so; the call
+	// is closed all the same.
 	call, err = c.Request(ctx, agentvault.Action{Connector: "llm", Action: "complete", Summary: "one more"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.Complete(ctx, call.ID, agentvault.Outcome{Outcome: "success", Usage: &agentvault.Usage{Amount: "0.01 EUR"}})
-	if !agentvault.IsCode(err, arxerr.UsageInvalid) {
-		t.Fatalf("completion in EUR: %v", err)
+	if done, err := c.Complete(ctx, call.ID, agentvault.Outcome{Outcome: "success", Usage: &agentvault.Usage{Amount: "0.01 EUR"}}); err != nil || done.Status != "completed" {
+		t.Fatalf("completion in EUR: %+v, %v", done, err)
+	}
+	if rec := string(s.Do("GET", "/v1/agents/"+agentID+"/record", s.AdminToken, nil).Body); !strings.Contains(rec, `"usage_refused":"usage.amount is in EUR but this agent's spend cap is in USD"`) {
+		t.Errorf("record lacks why the usage was not counted")
+	}
+	call, err = c.Request(ctx, agentvault.Action{Connector: "llm", Action: "complete", Summary: "and another"})
+	if err != nil {
+		t.Fatal(err)
 	}
 	if _, err := c.Complete(ctx, call.ID, agentvault.Outcome{Outcome: "success", Usage: &agentvault.Usage{Amount: "0.01 USD"}}); err != nil {
 		t.Fatal(err)

@@ -120,10 +120,10 @@ func ReportUsage(ctx context.Context, u Usage) error {
 		if b.cur != "" && b.cur != m.Currency {
 			return fmt.Errorf("agentvault: usage amount in %s after amounts in %s", m.Currency, b.cur)
 		}
-		b.cur, b.amount = m.Currency, b.amount+m.Micros
+		b.cur, b.amount = m.Currency, min(b.amount+m.Micros, record.MaxMoney) // each is at most MaxMoney: no wrap
 		b.usage.Amount = record.Money{Micros: b.amount, Currency: b.cur}.String()
 	}
-	b.usage.Tokens += u.Tokens
+	b.usage.Tokens = min(b.usage.Tokens+min(u.Tokens, 1<<50), 1<<50)
 	b.set = true
 	return nil
 }

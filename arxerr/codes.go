@@ -53,7 +53,7 @@ const (
 	InvalidRisk          Code = "manifest.invalid_risk"
 	DriftRefused         Code = "drift.refused"   // outside the declared role, and on_drift is refuse
 	BudgetExceeded       Code = "budget.exceeded" // the day's spend or tokens are at the cap, and on_budget is refuse
-	UsageInvalid         Code = "usage.invalid"   // a completion's reported usage is malformed or in another currency
+	UsageInvalid         Code = "usage.invalid"   // a reported usage that cannot be counted (recorded as usage_refused, not answered)
 
 	// Calls.
 	CallNotFound Code = "call.not_found"

@@ -168,6 +168,9 @@ type Outcome struct {
 	// which was charged when the call began); "" for none.
 	Tokens          int64
 	Amount, Charged string
+	// UsageRefused says why a reported usage was not counted ("" when it
+	// was, or none was reported).
+	UsageRefused string
 }
 
 func (o Outcome) data() map[string]any {
@@ -184,6 +187,9 @@ func (o Outcome) data() map[string]any {
 	if o.Charged != "" {
 		d["charged"] = o.Charged
 	}
+	if o.UsageRefused != "" {
+		d["usage_refused"] = o.UsageRefused
+	}
 	return d
 }
 
@@ -191,7 +197,7 @@ func (o Outcome) data() map[string]any {
 func OutcomeOf(e *Entry) Outcome {
 	late, _ := e.Data["late"].(bool)
 	return Outcome{Outcome: Str(e.Data, "outcome"), Error: Str(e.Data, "error"), DurationMS: Int(e.Data, "duration_ms"), Late: late,
-		Tokens: Int(e.Data, "tokens"), Amount: Str(e.Data, "amount"), Charged: Str(e.Data, "charged")}
+		Tokens: Int(e.Data, "tokens"), Amount: Str(e.Data, "amount"), Charged: Str(e.Data, "charged"), UsageRefused: Str(e.Data, "usage_refused")}
 }
 
 // CallCompleted records the end of a call the agent reported.

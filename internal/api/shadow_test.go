@@ -137,3 +137,27 @@ func TestShadowRollout(t *testing.T) {
 		t.Errorf("agent after the restart: %+v", a)
 	}
 }
+
+// TestGrantAfterTightening: a call held before its agent's job description
+// was tightened is not granted when the new one refuses it; it can still
+// be denied.
+func TestGrantAfterTightening(t *testing.T) {
+	s := arxtest.Start(t)
+	id, token := s.Hire(arxtest.Manifest)
+	boss := personToken(t, s, "boss@example.com")
+	var c callJSON
+	request(s, token, "crm", "account.delete", "high", "d1").JSON(t, &c)
+	if c.Status != "pending_approval" {
+		t.Fatalf("call: %+v", c)
+	}
+	tight := strings.Replace(arxtest.Manifest, "        account.delete: {risk: high}\n", "", 1) + "on_drift: refuse\n"
+	if r := s.Do("POST", "/v1/agents/"+id+"/manifest", s.AdminToken, map[string]any{"manifest": tight}); r.Status != http.StatusOK {
+		t.Fatalf("apply: %d %s", r.Status, r.Body)
+	}
+	if r := s.Do("POST", "/v1/approvals/"+c.ID+"/approve", boss, map[string]string{"reason": "ok"}); r.ErrorCode() != "manifest.action_not_declared" {
+		t.Fatalf("grant after tightening: %d %s", r.Status, r.Body)
+	}
+	if r := s.Do("POST", "/v1/approvals/"+c.ID+"/deny", boss, map[string]string{"reason": "no longer in its job"}); r.Status != http.StatusOK {
+		t.Fatalf("deny: %d %s", r.Status, r.Body)
+	}
+}

@@ -185,6 +185,16 @@ func (r *Runtime) decide(ctx context.Context, p *Principal, callID string, grant
 		if err := signatureRule(m.Approval.RequirePasskey, sig != nil); err != nil {
 			return err
 		}
+		if grant {
+			// The job description may have changed since the call was
+			// held (manifest.changed): a call it now refuses is not granted.
+			declared, _ := manifest.ParseRisk(c.DeclaredRisk)
+			if d := m.Decide(c.Connector, c.Action, declared); d.Refusal != "" {
+				e := arxerr.New(d.Refusal, "the job description %s is held to now refuses this call (%s); it cannot be granted", a.Name, d.Message)
+				e.Hint = "deny it, or let it expire"
+				return e
+			}
+		}
 		grants, enough, err := quorumRule(ap, p.User.Email, grant)
 		if err != nil {
 			return err
@@ -223,7 +233,7 @@ func (r *Runtime) decide(ctx context.Context, p *Principal, callID string, grant
 		if grant && enough {
 			ask := record.Ask{DeclaredRisk: c.DeclaredRisk, Summary: c.Summary, IdempotencyKey: c.IdempotencyKey, RaisedBy: c.RaisedBy,
 				Args: c.Args, ArgsHash: c.ArgsHash}
-			if act, ok := m.Action(c.Connector, c.Action); ok && act.Cost != nil {
+			if act, ok := m.Action(c.Connector, c.Action); ok && act.Cost != nil && m.Budget.Spend != nil {
 				ask.Cost = act.Cost.String() // charged with the credential
 			}
 			before := tx.CallCounts(c.AgentID)

@@ -381,8 +381,8 @@ func usageRule(m *manifest.Manifest, c *store.Call, u *Usage) (amount, charged s
 		return "", "", 0, arxerr.New(arxerr.UsageInvalid, "usage.amount is in %s but this agent's spend cap is in %s", money.Currency, l.PerDay.Currency)
 	}
 	amount = money.String()
-	if a, ok := m.Action(c.Connector, c.Action); !ok || a.Cost == nil {
-		charged = amount
+	if a, ok := m.Action(c.Connector, c.Action); m.Budget.Spend != nil && (!ok || a.Cost == nil) {
+		charged = amount // counted only against a cap, in its currency
 	}
 	return amount, charged, u.Tokens, nil
 }
@@ -452,8 +452,15 @@ func (r *Runtime) CompleteCall(ctx context.Context, p *Principal, id string, o O
 			if _, err := manifestOf(); err != nil {
 				return err
 			}
+			// A report ARX cannot count does not keep the call open: the
+			// completion is recorded with why its usage was not counted.
 			if outcome.Amount, outcome.Charged, outcome.Tokens, err = usageRule(m, c, o.Usage); err != nil {
-				return err
+				var ae *arxerr.Error
+				if !errors.As(err, &ae) {
+					return err
+				}
+				outcome.UsageRefused = truncate(ae.Message, 200)
+				r.log.Warn("call completed with usage that is not counted", "agent", c.AgentID, "call", c.ID, "why", ae.Message)
 			}
 		}
 		var e *record.Entry

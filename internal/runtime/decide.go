@@ -125,7 +125,7 @@ func decideCall(in callInput) callDecision {
 		}
 		out.NeedsApproval = true
 	}
-	if in.Cost != nil {
+	if in.Cost != nil && m.Budget.Spend != nil { // money is counted only against a cap, in its currency
 		out.Cost = in.Cost.String()
 	}
 	if out.NeedsApproval {

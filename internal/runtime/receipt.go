@@ -39,7 +39,7 @@ type Receipt struct {
 	Note string `json:"note,omitempty"`
 }
 
-func (r *Runtime) receipt(ctx context.Context, p *Principal, res *TerminationResult, cut int, logSize int64) *Receipt {
+func (r *Runtime) receipt(ctx context.Context, p *Principal, res *TerminationResult, cut, watchers int, logSize int64) *Receipt {
 	at := *res.Agent.TerminatedAt
 	confirmed := []record.ReceiptItem{
 		{What: "tokens_revoked", Count: res.RevokedTokens, At: at},
@@ -49,7 +49,7 @@ func (r *Runtime) receipt(ctx context.Context, p *Principal, res *TerminationRes
 		// Told, not confirmed ended: each watcher (an arx mcp gateway
 		// ends every session of the agent on hearing) was woken by the
 		// termination on this replica; other replicas wake theirs.
-		{What: "status_watchers_told", Count: r.watching(res.Agent.ID), At: at,
+		{What: "status_watchers_told", Count: watchers, At: at,
 			Detail: "status long polls of the agent on this replica (arx mcp gateways end the agent's MCP sessions on hearing)"},
 	}
 	var unconfirmed []record.ReceiptItem

@@ -110,11 +110,12 @@ func (r *Runtime) Terminate(ctx context.Context, p *Principal, agentID, reason s
 	if err != nil {
 		return nil, r.writeFailed("terminate", err)
 	}
+	watchers := r.watching(agentID) // counted before they are woken and leave
 	cut := r.afterTerminate(ctx, p, agentID, woken, now)
 	if m, err := r.Manifest(res.Agent); err == nil {
 		res.Notices = noticeRoutes(m.Termination.Notify, r.NotifyChannels())
 	}
-	res.Receipt = r.receipt(ctx, p, res, cut, logSize)
+	res.Receipt = r.receipt(ctx, p, res, cut, watchers, logSize)
 	return res, nil
 }
 

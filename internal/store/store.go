@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/arxsec/arx/record"
@@ -437,8 +438,16 @@ func (c *Counts) Charge(t time.Time, micros, tokens int64) {
 	if u.At != q {
 		*u = Usage{At: q}
 	}
-	u.Micros += micros
-	u.Tokens += tokens
+	u.Micros = satAdd(u.Micros, micros)
+	u.Tokens = satAdd(u.Tokens, tokens)
+}
+
+// satAdd adds without wrapping: a day's usage stops at the largest int64.
+func satAdd(a, b int64) int64 {
+	if b > 0 && a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 // Spent is what was charged at or after t, by quarter hour (t should fall
@@ -447,8 +456,8 @@ func (c *Counts) Spent(t time.Time) (micros, tokens int64) {
 	q := t.Unix() / quarter
 	for _, u := range c.Usage {
 		if int64(u.At) >= q {
-			micros += u.Micros
-			tokens += u.Tokens
+			micros = satAdd(micros, u.Micros)
+			tokens = satAdd(tokens, u.Tokens)
 		}
 	}
 	return micros, tokens
