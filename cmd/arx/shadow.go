@@ -117,7 +117,7 @@ examples. Exits 0 when nothing differed, 1 when something did.`,
 			enc.SetIndent("", "  ")
 			enc.Encode(rep)
 		} else {
-			inert.Fprintf(w, "Shadow %s of %s, since %s\n", short(rep.ManifestHash), a.Name, rep.Since.Local().Format("2006-01-02 15:04"))
+			inert.Fprintf(w, "Shadow %s of %s, since %s\n", rep.ManifestHash, a.Name, rep.Since.Local().Format("2006-01-02 15:04"))
 			inert.Fprintf(w, "  %d calls decided; the shadow would have decided %d of them otherwise\n", rep.Calls, rep.Differ)
 			if rep.Truncated {
 				inert.Fprintf(w, "  (counted over the first %d entries since)\n", runtime.ShadowScanMax)
@@ -145,14 +145,15 @@ examples. Exits 0 when nothing differed, 1 when something did.`,
 }
 
 func manifestPromoteCmd() *cobra.Command {
-	var agent string
+	var agent, hash string
 	cmd := &cobra.Command{
-		Use:   "promote --agent NAME",
+		Use:   "promote --agent NAME [--hash SHA256]",
 		Short: "Enforce the agent's shadow job description from now on",
 		Args:  cobra.NoArgs,
 	}
 	client := serverFlags(cmd)
 	cmd.Flags().StringVar(&agent, "agent", "", "the agent (name or id)")
+	cmd.Flags().StringVar(&hash, "hash", "", "the shadow you reviewed (its sha256:..., as `arx manifest shadow` prints it): refused if another was applied since")
 	cmd.MarkFlagRequired("agent")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		c, err := client()
@@ -164,7 +165,7 @@ func manifestPromoteCmd() *cobra.Command {
 			return err
 		}
 		var out agentJSON
-		if err := c.do(cmd.Context(), "POST", "/v1/agents/"+a.ID+"/shadow/promote", nil, &out); err != nil {
+		if err := c.do(cmd.Context(), "POST", "/v1/agents/"+a.ID+"/shadow/promote", map[string]string{"manifest_hash": hash}, &out); err != nil {
 			return err
 		}
 		inert.Fprintf(cmd.OutOrStdout(), "%s is held to %s from now on.\n", out.Name, short(out.ManifestHash))

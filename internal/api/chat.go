@@ -66,6 +66,14 @@ func (s *server) slackInteractions(w http.ResponseWriter, r *http.Request) error
 		return arxerr.New(arxerr.BadRequest, "%v", err)
 	}
 	acct := runtime.ChatAccount{Provider: "slack", Subject: in.Subject(), Name: in.User.Username}
+	if team, _, _ := strings.Cut(acct.Subject, "/"); !s.slack.Client.TeamAllowed(team) {
+		s.log.Warn("slack: an interaction from a workspace not allowed", "team", team)
+		if in.Type == "block_actions" {
+			s.slackAnswer(r.Context(), in.ResponseURL, chat.Message{ResponseType: "ephemeral", Text: "This Slack workspace may not decide ARX requests."})
+		}
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
 	switch {
 	case in.Type == "block_actions" && len(in.Actions) > 0 && in.Actions[0].ActionID == chat.ActionApprove:
 		s.slackDecide(r.Context(), acct, in.ResponseURL, in.Actions[0].Value, true, "")

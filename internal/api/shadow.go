@@ -30,7 +30,15 @@ func (s *server) applyManifest(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) promoteShadow(w http.ResponseWriter, r *http.Request) error {
-	a, err := s.rt.PromoteShadow(r.Context(), principal(r), r.PathValue("id"))
+	var req struct {
+		ManifestHash string `json:"manifest_hash"` // the shadow reviewed; "": whichever it is
+	}
+	if r.ContentLength != 0 {
+		if err := decode(r, MaxBodyBytes, &req); err != nil {
+			return err
+		}
+	}
+	a, err := s.rt.PromoteShadow(r.Context(), principal(r), r.PathValue("id"), req.ManifestHash)
 	if err != nil {
 		return err
 	}

@@ -161,3 +161,22 @@ func TestGrantAfterTightening(t *testing.T) {
 		t.Fatalf("deny: %d %s", r.Status, r.Body)
 	}
 }
+
+// TestPromoteWhatWasReviewed: promoting names the shadow reviewed; one
+// applied meanwhile is not enforced in its place.
+func TestPromoteWhatWasReviewed(t *testing.T) {
+	s := arxtest.Start(t)
+	id, _ := s.Hire(arxtest.Manifest)
+	reviewed := manifest.Hash([]byte(shadowManifest))
+	s.Do("POST", "/v1/agents/"+id+"/manifest", s.AdminToken, map[string]any{"manifest": shadowManifest, "shadow": true})
+	other := strings.Replace(shadowManifest, "timeout: 10m", "timeout: 5m", 1)
+	s.Do("POST", "/v1/agents/"+id+"/manifest", s.AdminToken, map[string]any{"manifest": other, "shadow": true})
+	if r := s.Do("POST", "/v1/agents/"+id+"/shadow/promote", s.AdminToken, map[string]string{"manifest_hash": reviewed}); r.ErrorCode() != "request.conflict" {
+		t.Fatalf("promote of a replaced shadow: %d %s", r.Status, r.Body)
+	}
+	var a agentJSON
+	s.Do("POST", "/v1/agents/"+id+"/shadow/promote", s.AdminToken, map[string]string{"manifest_hash": manifest.Hash([]byte(other))}).JSON(t, &a)
+	if a.ManifestHash != manifest.Hash([]byte(other)) {
+		t.Fatalf("promote of the reviewed shadow: %+v", a)
+	}
+}

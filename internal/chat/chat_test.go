@@ -48,3 +48,28 @@ func TestVerifySlackExample(t *testing.T) {
 		}
 	}
 }
+
+func TestResponseURLAndTeams(t *testing.T) {
+	for _, c := range []struct {
+		target, base string
+		ok           bool
+	}{
+		{"https://hooks.slack.com/actions/T1/123/abc", "https://hooks.slack.com/", true},
+		{"https://hooks.slack.com/actions/T1/123/abc", "https://hooks.slack.com", true},
+		{"https://hooks.slack.com.evil.example/actions", "https://hooks.slack.com", false},
+		{"http://hooks.slack.com/actions", "https://hooks.slack.com/", false},
+		{"https://user@hooks.slack.com/actions", "https://hooks.slack.com/", false},
+		{"https://hooks.slack.com/actions", "https://hooks.slack.com/commands/", false},
+		{"https://evil.example/?https://hooks.slack.com/", "https://hooks.slack.com/", false},
+		{"::", "https://hooks.slack.com/", false},
+	} {
+		if got := under(c.target, c.base); got != c.ok {
+			t.Errorf("under(%q, %q) = %v", c.target, c.base, got)
+		}
+	}
+	any := &Client{}
+	some := &Client{Teams: []string{"T1", "T2"}}
+	if !any.TeamAllowed("T9") || !some.TeamAllowed("T2") || some.TeamAllowed("T9") || some.TeamAllowed("") {
+		t.Error("TeamAllowed")
+	}
+}

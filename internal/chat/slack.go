@@ -102,7 +102,7 @@ func ApprovalBlocks(text, call string) []any {
 			"action_id": id, "value": call, "style": style}
 	}
 	return []any{
-		map[string]any{"type": "section", "text": map[string]any{"type": "mrkdwn", "text": text}},
+		map[string]any{"type": "section", "text": map[string]any{"type": "mrkdwn", "text": clip(text, 2900)}}, // Slack takes 3,000
 		map[string]any{"type": "actions", "block_id": "arx.decide", "elements": []any{
 			button("Approve", ActionApprove, "primary"), button("Deny", ActionDeny, "danger")}},
 	}
@@ -122,9 +122,26 @@ type Client struct {
 	// every response_url must have (DefaultSlackHooks): ARX posts to no
 	// other address an interaction names.
 	API, Hooks string
-	// BotToken authorises views.open; "" when the app has none, and then
-	// a denial is made in the console instead.
+	// BotToken authorises views.open and users.info; "" when the app has
+	// none, and then a denial is made in the console instead and no Slack
+	// account can be linked.
 	BotToken string
+	// Teams are the Slack workspaces (team ids) whose interactions count;
+	// none: any the signing secret signs for.
+	Teams []string
+}
+
+// TeamAllowed says whether an interaction from team counts.
+func (c *Client) TeamAllowed(team string) bool {
+	if len(c.Teams) == 0 {
+		return true
+	}
+	for _, t := range c.Teams {
+		if t == team {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Client) http() *http.Client {
@@ -134,17 +151,66 @@ func (c *Client) http() *http.Client {
 	return &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
-// Respond posts a message to an interaction's response_url.
+// Respond posts a message to an interaction's response_url, which must be
+// under Hooks: same scheme and host, and under its path.
 func (c *Client) Respond(ctx context.Context, responseURL string, m Message) error {
 	hooks := c.Hooks
 	if hooks == "" {
 		hooks = DefaultSlackHooks
 	}
-	if !strings.HasPrefix(responseURL, hooks) {
+	if !under(responseURL, hooks) {
 		return fmt.Errorf("chat: the response URL is not under %s", hooks)
 	}
 	_, err := c.post(ctx, responseURL, "", m)
 	return err
+}
+
+func under(target, base string) bool {
+	t, err1 := url.Parse(target)
+	b, err2 := url.Parse(base)
+	if err1 != nil || err2 != nil || t.User != nil || t.Scheme != b.Scheme || t.Host != b.Host {
+		return false
+	}
+	return strings.HasPrefix(t.Path, strings.TrimSuffix(b.Path, "/")+"/")
+}
+
+// VerifyEmail checks that the Slack account subject ("team/user") has the
+// email address email, as Slack's users.info says (the bot token needs
+// users:read and users:read.email): an account is linked to a person only
+// when Slack says it is theirs.
+func (c *Client) VerifyEmail(ctx context.Context, subject, email string) error {
+	if c.BotToken == "" {
+		return errors.New("linking a Slack account needs the app's bot token (arx serve --slack-bot-token-file, scopes users:read and users:read.email), to check the account's email")
+	}
+	_, user, ok := strings.Cut(subject, "/")
+	if !ok || user == "" {
+		return errors.New("the Slack account id names no user")
+	}
+	api := c.API
+	if api == "" {
+		api = DefaultSlackAPI
+	}
+	b, err := c.post(ctx, strings.TrimSuffix(api, "/")+"/users.info?user="+url.QueryEscape(user), c.BotToken, map[string]any{})
+	if err != nil {
+		return err
+	}
+	var ans struct {
+		OK   bool   `json:"ok"`
+		Err  string `json:"error"`
+		User struct {
+			Deleted bool `json:"deleted"`
+			Profile struct {
+				Email string `json:"email"`
+			} `json:"profile"`
+		} `json:"user"`
+	}
+	if json.Unmarshal(b, &ans) != nil || !ans.OK {
+		return fmt.Errorf("Slack's users.info: %s", clip(ans.Err, 100))
+	}
+	if ans.User.Deleted || !strings.EqualFold(ans.User.Profile.Email, email) {
+		return fmt.Errorf("Slack says this account's email is not %s: only your own Slack account can be linked to you", email)
+	}
+	return nil
 }
 
 // OpenDenyModal opens the modal asking the clicker why they deny the call.

@@ -45,6 +45,14 @@ func newSlackStandIn(t *testing.T) *slackStandIn {
 			s.posted = append(s.posted, m)
 		case strings.HasPrefix(r.URL.Path, "/hooks/"):
 			s.answers = append(s.answers, m)
+		case r.URL.Path == "/api/users.info":
+			email := map[string]string{"U1": "boss@example.com", "U9": "mallory@example.com"}[r.URL.Query().Get("user")]
+			if r.Header.Get("Authorization") != "Bearer xoxb-test" || email == "" {
+				w.Write([]byte(`{"ok":false,"error":"user_not_found"}`))
+				return
+			}
+			json.NewEncoder(w).Encode(map[string]any{"ok": true, "user": map[string]any{"profile": map[string]any{"email": email}}})
+			return
 		case r.URL.Path == "/api/views.open":
 			if r.Header.Get("Authorization") != "Bearer xoxb-test" {
 				s.badToken++
@@ -152,9 +160,20 @@ func TestSlackApprovals(t *testing.T) {
 	if approvalStatus(t, s, call) != "pending" {
 		t.Fatal("an unlinked account decided")
 	}
-	// Its owner opens the link signed in, sees the account, confirms.
+	// Another Slack account's link, forwarded to boss, does not link:
+	// Slack says the account is someone else's.
+	click(t, s, button(slack, "U9", chat.ActionApprove, call, "m1"), slackSecret, time.Now())
+	ans9 := slack.wait(t, "answer", &slack.answers, 1)
+	m9 := linkURL.FindStringSubmatch(ans9["text"].(string))
 	b2 := newBrowser(t, s)
 	b2.mustLogin("boss@example.com")
+	p9 := b2.get(strings.ReplaceAll(strings.TrimPrefix(m9[1], s.URL), "&amp;", "&"))
+	code9 := regexp.MustCompile(`name="code" value="([^"]+)"`).FindStringSubmatch(p9.Body)[1]
+	if p := b2.post("/console/link", url.Values{"csrf": {p9.csrf(t)}, "code": {code9}}); p.Status != http.StatusBadRequest ||
+		!strings.Contains(p.Body, "only your own Slack account") {
+		t.Fatalf("linking another person's Slack account: %d\n%s", p.Status, p.Body)
+	}
+	// Its owner opens the link signed in, sees the account, confirms.
 	link := strings.TrimPrefix(m[1], s.URL)
 	p := b2.get(strings.ReplaceAll(link, "&amp;", "&"))
 	if p.Status != http.StatusOK || !strings.Contains(p.Body, "T1/U1") || !strings.Contains(p.Body, "boss@example.com") {
@@ -170,7 +189,7 @@ func TestSlackApprovals(t *testing.T) {
 
 	// Approve: decided as boss, the message updated, the work done.
 	click(t, s, button(slack, "U1", chat.ActionApprove, call, "a2"), slackSecret, time.Now())
-	ans = slack.wait(t, "answer", &slack.answers, 1)
+	ans = slack.wait(t, "answer", &slack.answers, 2)
 	if ans["replace_original"] != true || !strings.Contains(ans["text"].(string), "boss@example.com approved") {
 		t.Errorf("answer after approving: %v", ans)
 	}
@@ -201,7 +220,7 @@ func TestSlackApprovals(t *testing.T) {
 		t.Fatal("denied without a reason")
 	}
 	submit("not before the audit")
-	ans = slack.wait(t, "answer", &slack.answers, 2)
+	ans = slack.wait(t, "answer", &slack.answers, 3)
 	if !strings.Contains(ans["text"].(string), "boss@example.com denied") || !strings.Contains(ans["text"].(string), "not before the audit") {
 		t.Errorf("answer after denying: %v", ans)
 	}
@@ -228,7 +247,7 @@ func TestBrowserChatLink(t *testing.T) {
 	browser := startChromium(t)
 	s := arxtest.Start(t)
 	addManager(t, s, "boss@example.com")
-	code, err := s.Runtime.ChatLinkCode(t.Context(), runtime.ChatAccount{Provider: "slack", Subject: "T0123ABCD/U0456EFGH", Name: "dana.b"})
+	code, err := s.Runtime.ChatLinkCode(t.Context(), runtime.ChatAccount{Provider: "teams", Subject: "29:1a2b3c4d", Name: "Dana B."})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -111,7 +111,7 @@ func (c *Console) endShadow(promote bool) func(http.ResponseWriter, *http.Reques
 		}
 		done := "promoted"
 		if promote {
-			_, err = c.rt.PromoteShadow(r.Context(), v.Principal, a.ID)
+			_, err = c.rt.PromoteShadow(r.Context(), v.Principal, a.ID, r.PostForm.Get("manifest_hash"))
 		} else {
 			done = "discarded"
 			_, err = c.rt.DiscardShadow(r.Context(), v.Principal, a.ID, r.PostForm.Get("reason"))

@@ -141,6 +141,19 @@ func (r *Runtime) LinkChat(ctx context.Context, p *Principal, code string) (*sto
 	if err != nil {
 		return nil, err
 	}
+	verify := r.chatVerifiers[a.Provider]
+	if verify == nil && a.Provider == "slack" {
+		verify = func(context.Context, string, string) error {
+			return errors.New("this server cannot check a Slack account's owner: it needs the Slack app's bot token (arx serve --slack-bot-token-file)")
+		}
+	}
+	if verify != nil {
+		if err := verify(ctx, a.Subject, p.User.Email); err != nil {
+			e := arxerr.New(arxerr.ChatLinkInvalid, "the %s account was not linked: %s", a.Provider, truncate(err.Error(), 300))
+			e.Hint = "link only your own account, whose email in " + a.Provider + " is the one you sign in to ARX with"
+			return nil, e
+		}
+	}
 	now := r.now()
 	l := &store.ChatLink{Provider: a.Provider, Subject: a.Subject, UserID: p.User.ID, Name: a.Name, CreatedAt: now}
 	err = r.store.Update(ctx, func(tx store.Tx) error {

@@ -54,6 +54,11 @@ type Config struct {
 	// SlackButtons: approval requests sent to Slack webhooks carry
 	// Approve and Deny buttons (the server takes Slack's interactions).
 	SlackButtons bool
+	// ChatVerifiers check, before a chat account is linked to a person,
+	// that the chat tool says the account is that person's (by provider:
+	// "slack" checks the account's email with Slack). A Slack account is
+	// never linked without one.
+	ChatVerifiers map[string]func(ctx context.Context, subject, email string) error
 }
 
 // Defaults.
@@ -91,6 +96,7 @@ type Runtime struct {
 	events        *Hub
 	webhooks      []Webhook
 	slackButtons  bool
+	chatVerifiers map[string]func(ctx context.Context, subject, email string) error
 	publicURL     string
 	outboxKick    chan struct{}
 	stopping      chan struct{} // closed by Shutdown: long polls and streams end
@@ -131,7 +137,7 @@ func New(cfg Config) (*Runtime, error) {
 		log: cfg.Logger, metrics: cfg.Metrics, now: cfg.Now, cpEvery: cfg.CheckpointInterval, swEvery: cfg.SweepInterval,
 		waiters:   waiters{m: map[string][]chan struct{}{}},
 		badTokens: limiter{fails: map[string][]time.Time{}, max: BadTokensPerIP, window: BadTokenWindow},
-		events:    NewHub(), webhooks: cfg.Webhooks, slackButtons: cfg.SlackButtons, publicURL: cfg.PublicURL, outboxKick: make(chan struct{}, 1), stopping: make(chan struct{}),
+		events:    NewHub(), webhooks: cfg.Webhooks, slackButtons: cfg.SlackButtons, chatVerifiers: cfg.ChatVerifiers, publicURL: cfg.PublicURL, outboxKick: make(chan struct{}, 1), stopping: make(chan struct{}),
 		conn: newConnectors(cfg.Connectors), userTokenLife: cfg.UserTokenLifetime}, nil
 }
 

@@ -84,9 +84,11 @@ func (r *Runtime) ApplyManifest(ctx context.Context, p *Principal, agentID strin
 	return out, nil
 }
 
-// PromoteShadow holds an agent to its shadow job description from now on.
-func (r *Runtime) PromoteShadow(ctx context.Context, p *Principal, agentID string) (*store.Agent, error) {
-	return r.endShadow(ctx, p, agentID, true, "")
+// PromoteShadow holds an agent to its shadow job description from now on;
+// expect, when not "", is the hash of the shadow the caller reviewed, and
+// another one is refused (someone applied another meanwhile).
+func (r *Runtime) PromoteShadow(ctx context.Context, p *Principal, agentID, expect string) (*store.Agent, error) {
+	return r.endShadow(ctx, p, agentID, true, "", expect)
 }
 
 // DiscardShadow drops an agent's shadow job description.
@@ -94,10 +96,10 @@ func (r *Runtime) DiscardShadow(ctx context.Context, p *Principal, agentID, reas
 	if problem := TextProblem(reason, 1024); problem != "" {
 		return nil, arxerr.New(arxerr.BadRequest, "reason %s", problem)
 	}
-	return r.endShadow(ctx, p, agentID, false, reason)
+	return r.endShadow(ctx, p, agentID, false, reason, "")
 }
 
-func (r *Runtime) endShadow(ctx context.Context, p *Principal, agentID string, promote bool, reason string) (*store.Agent, error) {
+func (r *Runtime) endShadow(ctx context.Context, p *Principal, agentID string, promote bool, reason, expect string) (*store.Agent, error) {
 	if !p.IsAdmin() {
 		return nil, arxerr.New(arxerr.Forbidden, "only an operator can change an agent's job description")
 	}
@@ -115,6 +117,11 @@ func (r *Runtime) endShadow(ctx context.Context, p *Principal, agentID string, p
 			return e
 		}
 		hash = a.ShadowHash
+		if expect != "" && expect != hash {
+			e := arxerr.New(arxerr.Conflict, "agent %s's shadow job description is now %s, not %s", a.Name, hash, truncate(expect, 80))
+			e.Hint = "someone applied another one meanwhile: review it, then enforce it"
+			return e
+		}
 		e := record.ManifestShadowCleared(a.ID, p.Actor(), now, hash, reason)
 		if promote {
 			m, err := r.manifestByHash(hash, nil)

@@ -176,7 +176,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	rt, err := runtime.New(runtime.Config{Store: st, LogSigner: signer, Issuer: issuer, Logger: cfg.Logger,
 		Metrics: runtime.NewMetrics(reg), CheckpointInterval: cfg.CheckpointInterval,
 		Webhooks: cfg.Webhooks, PublicURL: cfg.PublicURL, Connectors: cfg.Connectors, UserTokenLifetime: cfg.UserTokenLifetime,
-		SlackButtons: len(cfg.Slack.SigningSecret) > 0})
+		SlackButtons: len(cfg.Slack.SigningSecret) > 0, ChatVerifiers: chatVerifiers(cfg.Slack)})
 	if err != nil {
 		ln.Close()
 		st.Close()
@@ -225,8 +225,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	con := console.New(ccfg)
 	var slack *api.SlackConfig
 	if len(cfg.Slack.SigningSecret) > 0 {
-		slack = &api.SlackConfig{SigningSecret: cfg.Slack.SigningSecret,
-			Client: &chat.Client{API: cfg.Slack.API, Hooks: cfg.Slack.Hooks, BotToken: cfg.Slack.BotToken}}
+		slack = &api.SlackConfig{SigningSecret: cfg.Slack.SigningSecret, Client: slackClient(cfg.Slack)}
 	}
 	handler := api.New(api.Config{Runtime: rt, LogKey: vkey, Logger: cfg.Logger, Registry: reg, PublicURL: cfg.PublicURL,
 		Extra: con.Mount, Slack: slack, ChatSecret: cfg.ChatSecret})
@@ -318,7 +317,21 @@ func (s *Server) Close() error {
 
 // SlackConfig configures Slack's interactions.
 type SlackConfig struct {
-	SigningSecret []byte // the app's signing secret; nil: no interactions
-	BotToken      string // for the reason modal (views.open); "": denials go to the console
-	API, Hooks    string // Slack's Web API and response URLs (chat.DefaultSlackAPI, chat.DefaultSlackHooks)
+	SigningSecret []byte   // the app's signing secret; nil: no interactions
+	BotToken      string   // for the reason modal (views.open); "": denials go to the console
+	API, Hooks    string   // Slack's Web API and response URLs (chat.DefaultSlackAPI, chat.DefaultSlackHooks)
+	Teams         []string // the Slack workspaces (team ids) whose clicks count; none: any
+}
+
+func slackClient(c SlackConfig) *chat.Client {
+	return &chat.Client{API: c.API, Hooks: c.Hooks, BotToken: c.BotToken, Teams: c.Teams}
+}
+
+// chatVerifiers check a Slack account's email with Slack before it is
+// linked, when the server takes Slack's interactions.
+func chatVerifiers(c SlackConfig) map[string]func(ctx context.Context, subject, email string) error {
+	if len(c.SigningSecret) == 0 || c.BotToken == "" {
+		return nil
+	}
+	return map[string]func(ctx context.Context, subject, email string) error{"slack": slackClient(c).VerifyEmail}
 }
