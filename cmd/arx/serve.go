@@ -69,7 +69,7 @@ data directory; the first replica's admin.token serves them all.`,
 			if slackBotTokenFile != "" {
 				b, err := readSecretFile(slackBotTokenFile)
 				if err != nil {
-					return withHint(fmt.Errorf("--slack-bot-token-file: %w", err), "name a file that holds the bot token (xoxb-...)")
+					return withHint(fmt.Errorf("--slack-bot-token-file: %w", err), "name a file that holds the bot token (xoxb-...), readable by this user only (chmod 600)")
 				}
 				cfg.Slack.BotToken = string(b)
 			}
