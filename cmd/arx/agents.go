@@ -35,17 +35,8 @@ the agent on staff and hires the new one in one step, both or neither.`,
 	client := serverFlags(cmd)
 	replace := cmd.Flags().Bool("replace", false, "terminate the agent on staff with the same name, in the same step")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		data, err := os.ReadFile(args[0])
+		data, err := readManifest(cmd, args[0])
 		if err != nil {
-			return err
-		}
-		// Lint locally first: the same parser, with the file's name in the problems.
-		if _, err := manifest.ParseFile(args[0]); err != nil {
-			var me *manifest.Error
-			if errors.As(err, &me) {
-				fmt.Fprint(cmd.ErrOrStderr(), me.Error()+"\n")
-				return withHint(errors.New("the manifest is not valid"), "run `arx manifest lint "+args[0]+"`")
-			}
 			return err
 		}
 		c, err := client()
@@ -185,4 +176,22 @@ revoked when the process exits.`,
 		return err
 	}
 	return cmd
+}
+
+// readManifest reads a job description file and lints it locally first
+// (the server's parser, with the file's name in the problems).
+func readManifest(cmd *cobra.Command, path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := manifest.ParseFile(path); err != nil {
+		var me *manifest.Error
+		if errors.As(err, &me) {
+			fmt.Fprint(cmd.ErrOrStderr(), me.Error()+"\n")
+			return nil, withHint(errors.New("the manifest is not valid"), "run `arx manifest lint "+path+"`")
+		}
+		return nil, err
+	}
+	return data, nil
 }

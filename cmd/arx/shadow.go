@@ -2,14 +2,10 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
-	"fmt"
-	"os"
 	"strings"
 
 	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/internal/runtime"
-	"github.com/arxsec/arx/manifest"
 	"github.com/spf13/cobra"
 )
 
@@ -40,16 +36,8 @@ Try it first: ` + "`arx manifest replay FILE --agent NAME`" + ` over the record,
 	cmd.Flags().BoolVar(&shadow, "shadow", false, "evaluate FILE beside the enforced job description without enforcing it")
 	cmd.MarkFlagRequired("agent")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		data, err := os.ReadFile(args[0])
+		data, err := readManifest(cmd, args[0])
 		if err != nil {
-			return err
-		}
-		if _, err := manifest.ParseFile(args[0]); err != nil {
-			var me *manifest.Error
-			if errors.As(err, &me) {
-				fmt.Fprint(cmd.ErrOrStderr(), me.Error()+"\n")
-				return withHint(errors.New("the manifest is not valid"), "run `arx manifest lint "+args[0]+"`")
-			}
 			return err
 		}
 		c, err := client()
@@ -145,45 +133,33 @@ examples. Exits 0 when nothing differed, 1 when something did.`,
 }
 
 func manifestPromoteCmd() *cobra.Command {
-	var agent, hash string
-	cmd := &cobra.Command{
-		Use:   "promote --agent NAME [--hash SHA256]",
-		Short: "Enforce the agent's shadow job description from now on",
-		Args:  cobra.NoArgs,
-	}
-	client := serverFlags(cmd)
-	cmd.Flags().StringVar(&agent, "agent", "", "the agent (name or id)")
+	var hash string
+	cmd := shadowEndCmd("promote --agent NAME [--hash SHA256]", "Enforce the agent's shadow job description from now on", "promote",
+		func() any { return map[string]string{"manifest_hash": hash} },
+		func(out agentJSON) string {
+			return out.Name + " is held to " + short(out.ManifestHash) + " from now on.\n"
+		})
 	cmd.Flags().StringVar(&hash, "hash", "", "the shadow you reviewed (its sha256:..., as `arx manifest shadow` prints it): refused if another was applied since")
-	cmd.MarkFlagRequired("agent")
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		c, err := client()
-		if err != nil {
-			return err
-		}
-		a, err := c.resolveAgent(cmd.Context(), agent)
-		if err != nil {
-			return err
-		}
-		var out agentJSON
-		if err := c.do(cmd.Context(), "POST", "/v1/agents/"+a.ID+"/shadow/promote", map[string]string{"manifest_hash": hash}, &out); err != nil {
-			return err
-		}
-		inert.Fprintf(cmd.OutOrStdout(), "%s is held to %s from now on.\n", out.Name, short(out.ManifestHash))
-		return nil
-	}
 	return cmd
 }
 
 func manifestDiscardCmd() *cobra.Command {
-	var agent, reason string
-	cmd := &cobra.Command{
-		Use:   "discard --agent NAME [--reason TEXT]",
-		Short: "Drop the agent's shadow job description; nothing enforced changes",
-		Args:  cobra.NoArgs,
-	}
+	var reason string
+	cmd := shadowEndCmd("discard --agent NAME [--reason TEXT]", "Drop the agent's shadow job description; nothing enforced changes", "discard",
+		func() any { return map[string]string{"reason": reason} },
+		func(out agentJSON) string {
+			return out.Name + " has no shadow job description; it is held to " + short(out.ManifestHash) + " as before.\n"
+		})
+	cmd.Flags().StringVar(&reason, "reason", "", "why, for the record")
+	return cmd
+}
+
+// shadowEndCmd is promote or discard: POST .../shadow/VERB with body().
+func shadowEndCmd(use, summary, verb string, body func() any, done func(agentJSON) string) *cobra.Command {
+	var agent string
+	cmd := &cobra.Command{Use: use, Short: summary, Args: cobra.NoArgs}
 	client := serverFlags(cmd)
 	cmd.Flags().StringVar(&agent, "agent", "", "the agent (name or id)")
-	cmd.Flags().StringVar(&reason, "reason", "", "why, for the record")
 	cmd.MarkFlagRequired("agent")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		c, err := client()
@@ -195,10 +171,10 @@ func manifestDiscardCmd() *cobra.Command {
 			return err
 		}
 		var out agentJSON
-		if err := c.do(cmd.Context(), "POST", "/v1/agents/"+a.ID+"/shadow/discard", map[string]string{"reason": reason}, &out); err != nil {
+		if err := c.do(cmd.Context(), "POST", "/v1/agents/"+a.ID+"/shadow/"+verb, body(), &out); err != nil {
 			return err
 		}
-		inert.Fprintf(cmd.OutOrStdout(), "%s has no shadow job description; it is held to %s as before.\n", out.Name, short(out.ManifestHash))
+		inert.Fprintf(cmd.OutOrStdout(), "%s", done(out))
 		return nil
 	}
 	return cmd
