@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"strings"
 
 	"github.com/arxsec/arx/internal/inert"
@@ -101,9 +100,7 @@ examples. Exits 0 when nothing differed, 1 when something did.`,
 		}
 		w := cmd.OutOrStdout()
 		if asJSON {
-			enc := json.NewEncoder(w)
-			enc.SetIndent("", "  ")
-			enc.Encode(rep)
+			printJSON(w, rep)
 		} else {
 			inert.Fprintf(w, "Shadow %s of %s, since %s\n", rep.ManifestHash, a.Name, rep.Since.Local().Format("2006-01-02 15:04"))
 			inert.Fprintf(w, "  %d calls decided; the shadow would have decided %d of them otherwise\n", rep.Calls, rep.Differ)

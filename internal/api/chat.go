@@ -126,7 +126,7 @@ func (s *server) slackDeny(ctx context.Context, acct runtime.ChatAccount, in *ch
 		s.log.Warn("slack: the reason modal did not open", "err", err.Error())
 		link := s.publicURL + "/console/approvals/" + url.PathEscape(callID)
 		s.slackAnswer(ctx, in.ResponseURL, chat.Message{ResponseType: "ephemeral",
-			Text: "A denial needs a reason: deny it in the console, <" + slackEscape(link) + "|here>."})
+			Text: "A denial needs a reason: deny it in the console, <" + chat.Escape(link) + "|here>."})
 	}
 }
 
@@ -157,33 +157,30 @@ func (s *server) chatRefusal(ctx context.Context, acct runtime.ChatAccount, call
 			return "Your " + acct.Provider + " account is not linked to a person in ARX, and no link could be made now. Try again."
 		}
 		link := s.publicURL + "/console/link?code=" + url.QueryEscape(code)
-		return "Your " + acct.Provider + " account is not linked to a person in ARX. Open <" + slackEscape(link) +
+		return "Your " + acct.Provider + " account is not linked to a person in ARX. Open <" + chat.Escape(link) +
 			"|this link> signed in to the ARX console as yourself to link it, then decide again. The link lasts 10 minutes; do not pass it on."
 	}
 	msg := ae.Message
 	if ae.Hint != "" {
 		msg += " (" + ae.Hint + ")"
 	}
-	return "Not decided: " + slackEscape(inert.Text(msg)) + " [" + string(ae.Code) + "]"
+	return "Not decided: " + chat.Escape(msg) + " [" + string(ae.Code) + "]"
 }
 
 func decidedText(v *runtime.ApprovalView, p *runtime.Principal, grant bool, reason string) string {
 	what := ""
 	if v != nil && v.Call != nil && v.Agent != nil {
-		what = " the request of *" + slackEscape(inert.Text(v.Agent.Name)) + "* to run *" + slackEscape(v.Call.Connector+" "+v.Call.Action) + "*"
+		what = " the request of *" + chat.Escape(v.Agent.Name) + "* to run *" + chat.Escape(v.Call.Connector+" "+v.Call.Action) + "*"
 	}
 	if grant {
-		s := ":white_check_mark: " + slackEscape(p.User.Email) + " approved" + what + " in Slack."
+		s := ":white_check_mark: " + chat.Escape(p.User.Email) + " approved" + what + " in Slack."
 		if v != nil && v.Status == "pending" {
 			s += fmt.Sprintf(" %d of %d approvals so far.", len(v.Grants), v.Quorum)
 		}
 		return s
 	}
-	return ":no_entry: " + slackEscape(p.User.Email) + " denied" + what + " in Slack: " + slackEscape(inert.Text(reason))
+	return ":no_entry: " + chat.Escape(p.User.Email) + " denied" + what + " in Slack: " + chat.Escape(reason)
 }
-
-// slackEscape: the three characters Slack's mrkdwn gives meaning.
-var slackEscape = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace
 
 // chatInteractions is the generic signed webhook: a chat tool's
 // integration sends the account and the decision as JSON, signed

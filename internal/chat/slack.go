@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/arxsec/arx/internal/inert"
 )
 
 // Slack's block action and view ids ARX uses.
@@ -285,3 +287,13 @@ func clip(s string, n int) string {
 }
 
 func utf8Start(b byte) bool { return b&0xC0 != 0x80 }
+
+// Escape renders text inert in a Slack message: the three characters
+// Slack's mrkdwn gives meaning (& < >) as the entities Slack asks for, so
+// that <!channel>, <@U123> and <https://a|b> stay text, and controls, line
+// breaks and bidi overrides escaped visibly (inert.Text). Emphasis marks
+// (* _ ~ `) have no escape in mrkdwn and may still change how text looks,
+// never where a link goes or whom a message notifies.
+func Escape(s string) string { return entities.Replace(inert.Text(s)) }
+
+var entities = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")

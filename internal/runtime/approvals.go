@@ -241,7 +241,7 @@ func (r *Runtime) decide(ctx context.Context, p *Principal, callID string, grant
 				return err
 			}
 			if ask.Cost != "" {
-				if err := r.recordThresholds(tx, a, m, ref, before, now); err != nil {
+				if err := r.recordThresholds(tx, a, m, ref, &before, now); err != nil {
 					return err
 				}
 			}

@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"context"
-	"encoding/json"
 	"time"
 
 	"github.com/arxsec/arx/internal/store"
@@ -22,11 +21,12 @@ import (
 // recordThresholds records, and tells the agent's owner of, each
 // notify_at share of a daily cap that the entries just appended made the
 // day's usage pass (before: the agent's counts before them).
-func (r *Runtime) recordThresholds(tx store.Tx, a *store.Agent, m *manifest.Manifest, ref record.CallRef, before store.Counts, now time.Time) error {
+func (r *Runtime) recordThresholds(tx store.Tx, a *store.Agent, m *manifest.Manifest, ref record.CallRef, before *store.Counts, now time.Time) error {
 	if m.Budget.Spend == nil && m.Budget.Tokens == nil {
 		return nil
 	}
-	for _, facts := range thresholdRule(m, before, tx.CallCounts(ref.Agent), now) {
+	after := tx.CallCounts(ref.Agent)
+	for _, facts := range thresholdRule(m, before, &after, now) {
 		if err := tx.Append(record.BudgetThreshold(ref, now, facts)); err != nil {
 			return err
 		}
@@ -48,16 +48,7 @@ func (r *Runtime) notifyBudget(tx store.Tx, a *store.Agent, facts map[string]any
 	if r.publicURL != "" {
 		p["url"] = r.publicURL + "/console/agents/" + a.ID
 	}
-	for _, w := range r.webhooks {
-		b, err := json.Marshal(webhookJob{Hook: webhookRef(w.URL), Format: w.Format, Payload: p})
-		if err != nil {
-			return err
-		}
-		if err := tx.Enqueue("webhook", b, now); err != nil {
-			return err
-		}
-	}
-	return nil
+	return r.enqueueWebhooks(tx, p, now)
 }
 
 // AgentUsage is what an agent used in its current budget day, against
@@ -88,11 +79,11 @@ func (r *Runtime) Usage(ctx context.Context, a *store.Agent) (*AgentUsage, error
 	}); err != nil {
 		return nil, r.ReadFailed("usage", err)
 	}
-	return usageOf(m, c, r.now()), nil
+	return usageOf(m, &c, r.now()), nil
 }
 
 // usageOf reads the day's usage from an agent's counts.
-func usageOf(m *manifest.Manifest, c store.Counts, now time.Time) *AgentUsage {
+func usageOf(m *manifest.Manifest, c *store.Counts, now time.Time) *AgentUsage {
 	day, start := budgetDay(m, now)
 	micros, tokens := c.Spent(start)
 	u := &AgentUsage{Day: day, TokensToday: tokens}

@@ -191,8 +191,7 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 		}
 		// Decide, compose, append: the store folds the entries into the
 		// call's state.
-		counts := tx.CallCounts(c.AgentID)
-		in := callInput{M: m, Req: req, Declared: declared, Invalid: invalid, Now: now, Counts: counts,
+		in := callInput{M: m, Req: req, Declared: declared, Invalid: invalid, Now: now, Counts: tx.CallCounts(c.AgentID),
 			Unmet: rules.unmet, UnmetWhy: rules.unmetWhy, Cost: rules.cost}
 		d = decideCall(in)
 		c.Risk = d.Risk.String()
@@ -209,7 +208,7 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 			}
 		}
 		if d.Cost != "" && d.Status == store.CallApproved {
-			if err := r.recordThresholds(tx, a, m, callRef(c), counts, now); err != nil {
+			if err := r.recordThresholds(tx, a, m, callRef(c), &in.Counts, now); err != nil {
 				return err
 			}
 		}
@@ -490,7 +489,7 @@ func (r *Runtime) CompleteCall(ctx context.Context, p *Principal, id string, o O
 			return err
 		}
 		if outcome.Charged != "" || outcome.Tokens > 0 {
-			if err := r.recordThresholds(tx, a, m, ref, before, now); err != nil {
+			if err := r.recordThresholds(tx, a, m, ref, &before, now); err != nil {
 				return err
 			}
 		}

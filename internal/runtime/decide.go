@@ -92,7 +92,7 @@ func decideCall(in callInput) callDecision {
 		out.NeedsApproval = true
 	}
 	out.Drift = append(append(append(append([]manifest.Drift(nil), d.Drift...), hoursDrift(m, now)...),
-		rateDrift(m, in.Counts, now)...), budgetDrift(m, in.Counts, now)...)
+		rateDrift(m, &in.Counts, now)...), budgetDrift(m, &in.Counts, now)...)
 	if cond != nil && cond.Otherwise == manifest.OtherwiseDrift {
 		facts := map[string]any{"condition": cond.Expr}
 		if condDrift != "" {
@@ -101,7 +101,7 @@ func decideCall(in callInput) callDecision {
 		out.Drift = append(out.Drift, manifest.Drift{Rule: manifest.DriftConditionNotMet, Policy: m.OnDrift, Facts: facts})
 	}
 	drifted := len(out.Drift) > 0
-	caps := capDrift(m, in.Counts, in.Cost, now) // handled as on_budget says, not on_drift
+	caps := capDrift(m, &in.Counts, in.Cost, now) // handled as on_budget says, not on_drift
 	out.Drift = append(out.Drift, caps...)
 	if drifted {
 		switch m.OnDrift {
@@ -169,7 +169,7 @@ func hoursDrift(m *manifest.Manifest, now time.Time) []manifest.Drift {
 }
 
 // budgetDrift: the day's calls and the open calls against the budget.
-func budgetDrift(m *manifest.Manifest, c store.Counts, now time.Time) []manifest.Drift {
+func budgetDrift(m *manifest.Manifest, c *store.Counts, now time.Time) []manifest.Drift {
 	var out []manifest.Drift
 	if limit := m.Budget.CallsPerDay; limit > 0 {
 		day, start := budgetDay(m, now)
@@ -190,7 +190,7 @@ func budgetDrift(m *manifest.Manifest, c store.Counts, now time.Time) []manifest
 // reaches it, or its declared cost would take the day past it; at the
 // token cap when the day's tokens reach it (tokens are known only when
 // calls complete). Its policy is on_budget's.
-func capDrift(m *manifest.Manifest, c store.Counts, cost *record.Money, now time.Time) []manifest.Drift {
+func capDrift(m *manifest.Manifest, c *store.Counts, cost *record.Money, now time.Time) []manifest.Drift {
 	b := &m.Budget
 	if b.Spend == nil && b.Tokens == nil {
 		return nil
@@ -224,7 +224,7 @@ func capDrift(m *manifest.Manifest, c store.Counts, cost *record.Money, now time
 // usage passed from before to after (an agent's counts around one
 // charge), each as the facts its budget.threshold_reached entry records.
 // Usage only grows within a day, so each share is passed once a day.
-func thresholdRule(m *manifest.Manifest, before, after store.Counts, now time.Time) []map[string]any {
+func thresholdRule(m *manifest.Manifest, before, after *store.Counts, now time.Time) []map[string]any {
 	day, start := budgetDay(m, now)
 	m0, t0 := before.Spent(start)
 	m1, t1 := after.Spent(start)
@@ -277,7 +277,7 @@ func budgetDay(m *manifest.Manifest, now time.Time) (string, time.Time) {
 // rateDrift: far more calls this minute than the agent's own average over
 // the hour before. Reported once per minute: when the threshold is first
 // crossed. It is a heuristic for performance reviews, not an authority.
-func rateDrift(m *manifest.Manifest, c store.Counts, now time.Time) []manifest.Drift {
+func rateDrift(m *manifest.Manifest, c *store.Counts, now time.Time) []manifest.Drift {
 	minute := now.Unix() / 60
 	last, earlier := c.Minute(minute, minute-59)
 	last++ // this call

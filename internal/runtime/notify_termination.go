@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/arxsec/arx/internal/chat"
 	"io"
 	"net/http"
 	"strings"
@@ -66,7 +67,7 @@ func (r *Runtime) deliverNotice(ctx context.Context, it *store.OutboxItem) error
 		"by":    j.By, "reason": j.Reason, "at": j.At, "revoked_tokens": j.Tokens,
 		"revoked_credentials": j.Creds, "cancelled_approvals": j.Appr}
 	text := fmt.Sprintf(":stop_sign: Agent *%s* was terminated by %s: %s (%d token(s), %d live credential(s) revoked, %d pending approval(s) cancelled). Notice for %s.",
-		slackEscape(j.Agent), slackEscape(strings.TrimPrefix(j.By, "user:")), slackEscape(j.Reason), j.Tokens, j.Creds, j.Appr, slackEscape(j.Target))
+		chat.Escape(j.Agent), chat.Escape(strings.TrimPrefix(j.By, "user:")), chat.Escape(j.Reason), j.Tokens, j.Creds, j.Appr, chat.Escape(j.Target))
 	var channel string
 	switch {
 	case strings.HasPrefix(j.Target, "https://") || strings.HasPrefix(j.Target, "http://"):
@@ -127,7 +128,7 @@ func (r *Runtime) sendLink(ctx context.Context, email, url, why string) error {
 			"expires_in": SetupLifetime.String()}
 		if w.Format == "slack" {
 			body = map[string]any{"text": fmt.Sprintf(":key: For %s: %s. Set a password within %s: <%s|open the ARX console>",
-				slackEscape(email), slackEscape(why), SetupLifetime, slackEscape(url))}
+				chat.Escape(email), chat.Escape(why), SetupLifetime, chat.Escape(url))}
 		}
 		if err := postJSON(ctx, w.URL, body); err != nil {
 			return err

@@ -13,12 +13,10 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/arxsec/arx/internal/chat"
-	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/internal/store"
 	"golang.org/x/sync/errgroup"
 )
@@ -102,6 +100,12 @@ func (r *Runtime) notify(tx store.Tx, event string, a *store.Agent, c *store.Cal
 	if r.publicURL != "" {
 		p["url"] = r.publicURL + "/console/approvals/" + c.ID
 	}
+	return r.enqueueWebhooks(tx, p, now)
+}
+
+// enqueueWebhooks queues, in the transaction, the delivery of payload p to
+// every configured webhook.
+func (r *Runtime) enqueueWebhooks(tx store.Tx, p map[string]any, now time.Time) error {
 	for _, w := range r.webhooks {
 		b, err := json.Marshal(webhookJob{Hook: webhookRef(w.URL), Format: w.Format, Payload: p})
 		if err != nil {
@@ -268,7 +272,7 @@ func (r *Runtime) deliver(ctx context.Context, it *store.OutboxItem) error {
 
 // slackText is a Slack message (mrkdwn) about an approval. Every value in
 // it is someone else's text (an agent's summary, a manager's reason):
-// slackEscape keeps it from mentioning a channel or a person, making a
+// chat.Escape keeps it from mentioning a channel or a person, making a
 // link that shows one address and opens another, or posing as lines of
 // its own.
 func slackText(p map[string]any) string {
@@ -279,7 +283,7 @@ func slackText(p map[string]any) string {
 		if f, ok := m[k].(float64); ok && f == math.Trunc(f) && math.Abs(f) < 1<<53 {
 			return strconv.FormatInt(int64(f), 10) // a count, after the payload's JSON round trip
 		}
-		return slackEscape(fmt.Sprint(m[k]))
+		return chat.Escape(fmt.Sprint(m[k]))
 	}
 	var s string
 	switch p["event"] {
@@ -295,19 +299,7 @@ func slackText(p map[string]any) string {
 			v(call, "action"), v(ap, "status"), v(ap, "decided_by"), v(ap, "reason"))
 	}
 	if u, ok := p["url"].(string); ok {
-		s += "\n<" + slackEscape(u) + "|Open in the ARX console>"
+		s += "\n<" + chat.Escape(u) + "|Open in the ARX console>"
 	}
 	return s
 }
-
-// slackEscape renders text inert in a Slack message: the three characters
-// Slack's mrkdwn gives meaning (& < >) as the entities Slack asks for, so
-// that <!channel>, <@U123> and <https://a|b> stay text, and controls, line
-// breaks and bidi overrides escaped visibly (inert.Text). Emphasis marks
-// (* _ ~ `) have no escape in mrkdwn and may still change how text looks,
-// never where a link goes or whom a message notifies.
-func slackEscape(s string) string {
-	return slackEntities.Replace(inert.Text(s))
-}
-
-var slackEntities = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")

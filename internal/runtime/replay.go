@@ -326,13 +326,9 @@ func (r *Runtime) ReplayAgent(ctx context.Context, p *Principal, agentID string,
 	if !p.IsAdmin() && !p.IsPerson() {
 		return nil, false, arxerr.New(arxerr.Forbidden, "replays are for people and operators")
 	}
-	m, err := manifest.Parse(yaml)
+	m, err := parseManifest(yaml)
 	if err != nil {
-		var me *manifest.Error
-		if errors.As(err, &me) {
-			return nil, false, arxerr.New(arxerr.ManifestInvalid, "%s", strings.TrimSpace(me.Error()))
-		}
-		return nil, false, arxerr.New(arxerr.ManifestInvalid, "%v", err)
+		return nil, false, err
 	}
 	if _, err := r.store.Agent(ctx, agentID); errors.Is(err, store.ErrNotFound) {
 		return nil, false, arxerr.New(arxerr.AgentNotFound, "no agent %s", truncate(agentID, 64))

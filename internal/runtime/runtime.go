@@ -408,6 +408,20 @@ func (r *Runtime) manifestText(hash string, hired []byte) ([]byte, error) {
 	return text, nil
 }
 
+// parseManifest parses a job description sent to the API: its problems
+// are one manifest.invalid error.
+func parseManifest(yaml []byte) (*manifest.Manifest, error) {
+	m, err := manifest.Parse(yaml)
+	if err == nil {
+		return m, nil
+	}
+	var me *manifest.Error
+	if errors.As(err, &me) {
+		return nil, arxerr.New(arxerr.ManifestInvalid, "%s", strings.TrimSpace(me.Error()))
+	}
+	return nil, arxerr.New(arxerr.ManifestInvalid, "%v", err)
+}
+
 // Hire makes a new agent from a manifest and returns it with its token.
 func (r *Runtime) Hire(ctx context.Context, p *Principal, yaml []byte) (*store.Agent, string, error) {
 	return r.HireWith(ctx, p, yaml, false)
@@ -421,14 +435,9 @@ func (r *Runtime) HireWith(ctx context.Context, p *Principal, yaml []byte, repla
 	if !p.IsAdmin() {
 		return nil, "", arxerr.New(arxerr.Forbidden, "only an operator can hire agents")
 	}
-	m, err := manifest.Parse(yaml)
+	m, err := parseManifest(yaml)
 	if err != nil {
-		var me *manifest.Error
-		if errors.As(err, &me) {
-			e := arxerr.New(arxerr.ManifestInvalid, "%s", strings.TrimSpace(me.Error()))
-			return nil, "", e
-		}
-		return nil, "", arxerr.New(arxerr.ManifestInvalid, "%v", err)
+		return nil, "", err
 	}
 	now := r.now()
 	a := &store.Agent{ID: uuid.NewString(), Name: m.Agent.Name, Owner: m.Agent.Owner, Status: store.AgentActive,

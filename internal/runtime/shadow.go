@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/arxsec/arx/arxerr"
@@ -34,13 +33,9 @@ func (r *Runtime) ApplyManifest(ctx context.Context, p *Principal, agentID strin
 	if !p.IsAdmin() {
 		return nil, arxerr.New(arxerr.Forbidden, "only an operator can change an agent's job description")
 	}
-	m, err := manifest.Parse(yaml)
+	m, err := parseManifest(yaml)
 	if err != nil {
-		var me *manifest.Error
-		if errors.As(err, &me) {
-			return nil, arxerr.New(arxerr.ManifestInvalid, "%s", strings.TrimSpace(me.Error()))
-		}
-		return nil, arxerr.New(arxerr.ManifestInvalid, "%v", err)
+		return nil, err
 	}
 	hash := manifest.Hash(yaml)
 	r.manifests.Store(hash, m)

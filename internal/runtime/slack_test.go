@@ -3,6 +3,8 @@ package runtime
 import (
 	"strings"
 	"testing"
+
+	"github.com/arxsec/arx/internal/chat"
 )
 
 func TestSlackEscape(t *testing.T) {
@@ -16,7 +18,7 @@ func TestSlackEscape(t *testing.T) {
 		{"a bidi override", "fdp.\u202eexe", `fdp.\u202eexe`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := slackEscape(tc.in); got != tc.want {
+			if got := chat.Escape(tc.in); got != tc.want {
 				t.Errorf("slackEscape(%q) = %q, want %q", tc.in, got, tc.want)
 			}
 		})
