@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for a short, fixed time (FUZZTIME, default 3s).
+# Runs every fuzz target for a short, fixed budget (FUZZTIME, default 3s;
+# a count such as 50000x runs that many inputs and sets no deadline).
 # Crashes the fuzzer finds are written under the package's testdata/fuzz and
 # become regression tests that `go test` runs on every build.
 set -euo pipefail
