@@ -79,6 +79,11 @@ const (
 	LoginFailed  Code = "auth.login_failed"
 	CSRFFailed   Code = "auth.csrf"
 	SetupInvalid Code = "auth.setup_token_invalid"
+	SSOFailed    Code = "auth.sso_failed"         // the identity provider's answer could not be used
+	SSONoRole    Code = "auth.sso_no_role"        // the identity provider puts the person in no ARX group
+	SSORequired  Code = "auth.sso_required"       // local passwords are off: people sign in through the identity provider
+	SSOUnknown   Code = "auth.sso_unknown_person" // no such person in ARX, and no groups claim to add them
+	SSONotOn     Code = "auth.sso_not_configured"
 	UserExists   Code = "user.exists"
 	UserNotFound Code = "user.not_found"
 	WeakPassword Code = "user.weak_password"
@@ -170,6 +175,12 @@ var infos = map[Code]Info{
 	LoginFailed:  {Status: http.StatusUnauthorized, Hint: "check the email and password, or ask an admin for a reset link (`arx users reset EMAIL`)"},
 	CSRFFailed:   {Status: http.StatusForbidden, Hint: "reload the page and submit the form again"},
 	SetupInvalid: {Status: http.StatusBadRequest, Hint: "ask an admin for a new link (`arx users reset EMAIL`)"},
+	SSOFailed:    {Status: http.StatusUnauthorized, Hint: "sign in again; if it keeps failing, the server's log names what the identity provider answered"},
+	SSONoRole:    {Status: http.StatusForbidden, Hint: "ask your identity provider's admin to add you to one of the groups ARX maps to a role"},
+	SSORequired: {Status: http.StatusForbidden,
+		Hint: "this server takes no local passwords: sign in with single sign-on (the console's button, or `arx login --sso`)"},
+	SSOUnknown:   {Status: http.StatusForbidden, Hint: "ask an ARX admin to add you (`arx users add EMAIL`), then sign in again"},
+	SSONotOn:     {Status: http.StatusNotFound, Hint: "start arx serve with --oidc-issuer, --oidc-client-id and --oidc-client-secret-file"},
 	UserExists:   {Status: http.StatusConflict},
 	UserNotFound: {Status: http.StatusNotFound, Hint: "list people with `arx users list`"},
 	WeakPassword: {Status: http.StatusBadRequest, Hint: "use at least 12 characters"},

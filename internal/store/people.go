@@ -50,6 +50,10 @@ type Session struct {
 	CSRF      string // the synchronizer token of this session's forms
 	CreatedAt time.Time
 	ExpiresAt time.Time
+	// IdPIssuer and IdPSubject name who the identity provider said signed
+	// in (single sign-on); empty for a session started with a password.
+	IdPIssuer  string
+	IdPSubject string
 }
 
 // Approval statuses.

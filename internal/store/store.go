@@ -368,6 +368,10 @@ type PeopleTx interface {
 	DeleteSession(hash []byte) error
 	// DeleteUserSessions ends every session of a user (password reset, disable).
 	DeleteUserSessions(userID string) error
+	// EndLocalPasswords ends what local passwords opened, when the server
+	// turns them off: every session not started through the identity
+	// provider, and every person's API token. It returns both counts.
+	EndLocalPasswords(at time.Time) (sessions, tokens int, err error)
 
 	// Failures counts the failures recorded under key at or after since.
 	// Failures are what rate limits count across replicas (login attempts);

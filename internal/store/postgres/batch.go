@@ -364,8 +364,18 @@ func (t *batch) UseSetupToken(hash []byte, at time.Time) (*store.SetupToken, err
 }
 
 func (t *batch) InsertSession(x *store.Session) error {
-	return t.insert("session", `INSERT INTO sessions (hash, user_id, csrf, created_at, expires_at) VALUES ($1,$2,$3,$4,$5) ON CONFLICT DO NOTHING`,
-		x.Hash, x.UserID, x.CSRF, nanos(x.CreatedAt), nanos(x.ExpiresAt))
+	return t.insert("session", `INSERT INTO sessions (hash, user_id, csrf, created_at, expires_at, idp_issuer, idp_subject)
+		VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT DO NOTHING`,
+		x.Hash, x.UserID, x.CSRF, nanos(x.CreatedAt), nanos(x.ExpiresAt), x.IdPIssuer, x.IdPSubject)
+}
+
+func (t *batch) EndLocalPasswords(at time.Time) (sessions, tokens int, err error) {
+	n, err := t.exec(`DELETE FROM sessions WHERE idp_subject = ''`)
+	if err != nil {
+		return 0, 0, err
+	}
+	m, err := t.exec(`UPDATE tokens SET revoked_at = $1 WHERE kind = $2 AND revoked_at IS NULL`, nanos(at), store.TokenUser)
+	return int(n), int(m), err
 }
 
 func (t *batch) DeleteSession(hash []byte) error {

@@ -214,8 +214,8 @@ func (s *Store) Users(ctx context.Context) ([]store.User, error) {
 func (s *Store) SessionByHash(ctx context.Context, hash []byte) (*store.Session, error) {
 	var x store.Session
 	var created, expires int64
-	err := s.reads.QueryRow(ctx, `SELECT hash, user_id, csrf, created_at, expires_at FROM sessions WHERE hash = $1`, hash).
-		Scan(&x.Hash, &x.UserID, &x.CSRF, &created, &expires)
+	err := s.reads.QueryRow(ctx, `SELECT hash, user_id, csrf, created_at, expires_at, idp_issuer, idp_subject FROM sessions WHERE hash = $1`, hash).
+		Scan(&x.Hash, &x.UserID, &x.CSRF, &created, &expires, &x.IdPIssuer, &x.IdPSubject)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, store.ErrNotFound
 	}

@@ -220,6 +220,9 @@ var migrations = []string{
 		PRIMARY KEY (provider, subject)
 	);
 	CREATE INDEX chat_links_user ON chat_links (user_id, created_at);`,
+	// Who the identity provider said signed in, on a session.
+	`ALTER TABLE sessions ADD COLUMN idp_issuer TEXT NOT NULL DEFAULT '';
+	ALTER TABLE sessions ADD COLUMN idp_subject TEXT NOT NULL DEFAULT '';`,
 }
 
 // afterMigration runs Go code a migration needs, in its transaction.

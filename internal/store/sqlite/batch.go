@@ -478,9 +478,24 @@ func (b *batch) UseSetupToken(hash []byte, at time.Time) (*store.SetupToken, err
 }
 
 func (b *batch) InsertSession(s *store.Session) error {
-	_, err := b.exec(`INSERT INTO sessions (hash, user_id, csrf, created_at, expires_at) VALUES (?,?,?,?,?)`,
-		s.Hash, s.UserID, s.CSRF, nanos(s.CreatedAt), nanos(s.ExpiresAt))
+	_, err := b.exec(`INSERT INTO sessions (hash, user_id, csrf, created_at, expires_at, idp_issuer, idp_subject) VALUES (?,?,?,?,?,?,?)`,
+		s.Hash, s.UserID, s.CSRF, nanos(s.CreatedAt), nanos(s.ExpiresAt), s.IdPIssuer, s.IdPSubject)
 	return wrapWrite(err)
+}
+
+func (b *batch) EndLocalPasswords(at time.Time) (sessions, tokens int, err error) {
+	res, err := b.exec(`DELETE FROM sessions WHERE idp_subject = ''`)
+	if err != nil {
+		return 0, 0, wrapWrite(err)
+	}
+	n, _ := res.RowsAffected()
+	res, err = b.exec(`UPDATE tokens SET revoked_at = ? WHERE kind = ? AND revoked_at IS NULL`, nanos(at), store.TokenUser)
+	if err != nil {
+		return 0, 0, wrapWrite(err)
+	}
+	m, _ := res.RowsAffected()
+	b.opRevoked = true
+	return int(n), int(m), nil
 }
 
 func (b *batch) DeleteSession(hash []byte) error {

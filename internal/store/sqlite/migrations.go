@@ -20,7 +20,7 @@ import (
 
 // schemaVersion is the schema this code reads and writes: the SQL
 // migrations of schema.go, then v6, then the later ones (after).
-const schemaVersion = 11
+const schemaVersion = 12
 
 // callColsV6 are the columns of calls as v6 moved them.
 const callColsV6 = `id, agent_id, connector, action, declared_risk, risk, status, idempotency_key, summary, refusal,
@@ -59,8 +59,14 @@ CREATE TABLE chat_links (
 CREATE INDEX chat_links_user ON chat_links(user_id, created_at);
 `
 
+// v12 names, on a session, who the identity provider said signed in.
+const v12 = `
+ALTER TABLE sessions ADD COLUMN idp_issuer TEXT NOT NULL DEFAULT '';
+ALTER TABLE sessions ADD COLUMN idp_subject TEXT NOT NULL DEFAULT '';
+`
+
 // after are the migrations after v6, from v7 on.
-var after = []string{v7, v8, v9, v10, v11}
+var after = []string{v7, v8, v9, v10, v11, v12}
 
 // v7 adds people's passkeys, and the passkey that signed a decision.
 const v7 = `

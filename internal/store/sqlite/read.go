@@ -336,8 +336,8 @@ func (s *Store) Users(ctx context.Context) ([]store.User, error) {
 func (s *Store) SessionByHash(ctx context.Context, hash []byte) (*store.Session, error) {
 	var ss store.Session
 	var created, expires int64
-	err := s.read.QueryRowContext(ctx, `SELECT hash, user_id, csrf, created_at, expires_at FROM sessions WHERE hash = ?`, hash).
-		Scan(&ss.Hash, &ss.UserID, &ss.CSRF, &created, &expires)
+	err := s.read.QueryRowContext(ctx, `SELECT hash, user_id, csrf, created_at, expires_at, idp_issuer, idp_subject FROM sessions WHERE hash = ?`, hash).
+		Scan(&ss.Hash, &ss.UserID, &ss.CSRF, &created, &expires, &ss.IdPIssuer, &ss.IdPSubject)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, store.ErrNotFound
 	}

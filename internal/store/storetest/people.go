@@ -283,7 +283,8 @@ func testSessions(t *testing.T, s store.Store) {
 	sess := []*store.Session{
 		{Hash: []byte("sess-1"), UserID: "u1", CSRF: "csrf-1", CreatedAt: t0.In(zone), ExpiresAt: t0.Add(12*time.Hour + 1)},
 		{Hash: []byte("sess-2"), UserID: "u1", CSRF: "csrf-2", CreatedAt: t0.Add(1), ExpiresAt: t0.Add(time.Hour)},
-		{Hash: []byte("sess-3"), UserID: "u2", CSRF: "csrf-3", CreatedAt: t0.Add(2), ExpiresAt: t0.Add(time.Hour)},
+		{Hash: []byte("sess-3"), UserID: "u2", CSRF: "csrf-3", CreatedAt: t0.Add(2), ExpiresAt: t0.Add(time.Hour),
+			IdPIssuer: "https://idp.example.com/", IdPSubject: "00u1 with spaces and ünïcode"},
 	}
 	update(t, s, func(tx store.Tx) error {
 		for _, x := range sess {
@@ -321,6 +322,71 @@ func testSessions(t *testing.T, s store.Store) {
 		t.Errorf("DeleteUserSessions(u1) touched u2's session: %+v, %v", got, err)
 	}
 	update(t, s, func(tx store.Tx) error { return tx.DeleteUserSessions("nobody") })
+}
+
+// testEndLocalPasswords: turning local passwords off ends the sessions
+// not started through the identity provider and revokes every person's
+// API token, and nothing else (agents' and operators' tokens, sessions
+// from the provider, other tables).
+func testEndLocalPasswords(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	insertUsers(t, s, "u1", "u2")
+	insertAgents(t, s, "a")
+	sess := []*store.Session{
+		{Hash: []byte("pw-1"), UserID: "u1", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)},
+		{Hash: []byte("pw-2"), UserID: "u2", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)},
+		{Hash: []byte("sso-1"), UserID: "u1", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour), IdPIssuer: "https://idp/", IdPSubject: "s1"},
+	}
+	toks := []*store.Token{
+		{ID: "user-1", Hash: []byte("hash-user-1"), Kind: store.TokenUser, UserID: "u1", IssuedBy: "user:u1", CreatedAt: t0},
+		{ID: "user-2", Hash: []byte("hash-user-2"), Kind: store.TokenUser, UserID: "u2", IssuedBy: "user:u2", CreatedAt: t0},
+		{ID: "agent", Hash: []byte("hash-agent"), Kind: store.TokenAgent, AgentID: "a", IssuedBy: "admin:root", CreatedAt: t0},
+		{ID: "admin", Hash: []byte("hash-admin"), Kind: store.TokenAdmin, CreatedAt: t0},
+	}
+	update(t, s, func(tx store.Tx) error {
+		for _, x := range sess {
+			if err := tx.InsertSession(x); err != nil {
+				return err
+			}
+		}
+		for _, k := range toks {
+			if err := tx.InsertToken(k); err != nil {
+				return err
+			}
+		}
+		return tx.RevokeUserToken("u2", "user-2", t0) // revoked already: not counted again
+	})
+	var ns, nt int
+	at := t0.Add(time.Minute)
+	update(t, s, func(tx store.Tx) (err error) { ns, nt, err = tx.EndLocalPasswords(at); return err })
+	if ns != 2 || nt != 1 {
+		t.Errorf("EndLocalPasswords ended %d sessions and %d tokens, want 2 and 1", ns, nt)
+	}
+	for _, h := range []string{"pw-1", "pw-2"} {
+		_, err := s.SessionByHash(ctx, []byte(h))
+		mustNotFound(t, "SessionByHash("+h+") after EndLocalPasswords", err)
+	}
+	if got, err := s.SessionByHash(ctx, []byte("sso-1")); err != nil || got.IdPSubject != "s1" {
+		t.Errorf("EndLocalPasswords ended the identity provider's session: %+v, %v", got, err)
+	}
+	for _, k := range toks {
+		got, err := s.TokenByHash(ctx, k.Hash)
+		if err != nil {
+			t.Fatalf("TokenByHash(%s): %v", k.ID, err)
+		}
+		switch revoked := got.RevokedAt != nil; {
+		case k.Kind == store.TokenUser && !revoked:
+			t.Errorf("person's token %s not revoked", k.ID)
+		case k.Kind != store.TokenUser && revoked:
+			t.Errorf("%s token %s revoked", k.Kind, k.ID)
+		case k.ID == "user-2" && !got.RevokedAt.Equal(t0):
+			t.Errorf("token revoked before keeps its time: %v, want %v", got.RevokedAt, t0)
+		}
+	}
+	update(t, s, func(tx store.Tx) (err error) { ns, nt, err = tx.EndLocalPasswords(at); return err })
+	if ns != 0 || nt != 0 {
+		t.Errorf("EndLocalPasswords again ended %d sessions and %d tokens, want none", ns, nt)
+	}
 }
 
 // testFailures: failures are counted per key from a time on, in and out of

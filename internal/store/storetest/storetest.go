@@ -76,6 +76,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Passkeys", testPasskeys},
 		{"ChatLinks", testChatLinks},
 		{"Sessions", testSessions},
+		{"EndLocalPasswords", testEndLocalPasswords},
 		{"Failures", testFailures},
 		// Outbox, OutboxTx (outbox.go).
 		{"Outbox", testOutbox},
