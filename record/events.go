@@ -303,6 +303,7 @@ func UserAdded(actor string, t time.Time, email, role, link string) *Entry {
 const (
 	LinkSent  = "sent to the person"
 	LinkShown = "shown to the caller"
+	LinkNone  = "none: the person signs in through the identity provider"
 )
 
 // UserReset records a password reset: the person's sessions and tokens

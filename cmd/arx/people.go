@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/arxsec/arx/internal/inert"
+	"github.com/arxsec/arx/internal/sso"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -268,19 +269,40 @@ func storeToken(server, token string) (string, error) {
 
 func loginCmd() *cobra.Command {
 	var server, email string
-	var pwStdin bool
+	var pwStdin, useSSO bool
 	cmd := &cobra.Command{
 		Use:   "login",
 		Short: "Log in as a person and store an API token for the CLI",
 		Long: `Log in with your email and password and store an API token for this server in
 your user config directory (mode 0600). Later verbs use it when neither
---token nor ARX_ADMIN_TOKEN is given.`,
+--token nor ARX_ADMIN_TOKEN is given.
+
+With --sso, sign in through the server's identity provider instead: open the
+URL it prints in a browser on this machine; the browser comes back to a
+loopback port this command listens on (five minutes at most).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if server == "" {
 				server = envDefault("ARX_SERVER", DefaultServer)
 			}
 			server = strings.TrimSuffix(server, "/")
+			host, _ := os.Hostname()
+			if useSSO {
+				c := &apiClient{server: server, http: &http.Client{Timeout: 30 * time.Second}}
+				l := &sso.Login{Server: server, Label: "arx login --sso on " + host, Call: c.do, Show: func(u string) {
+					inert.Fprintf(cmd.ErrOrStderr(), "Open this address in a browser on this machine to sign in:\n\n  %s\n\nWaiting for the browser...\n", u)
+				}}
+				res, err := l.Run(cmd.Context())
+				if err != nil {
+					return err
+				}
+				p, err := storeToken(server, res.Token)
+				if err != nil {
+					return err
+				}
+				inert.Fprintf(cmd.OutOrStdout(), "logged in to %s as %s (%s) through single sign-on; token stored in %s\n", server, res.Email, res.Role, p)
+				return nil
+			}
 			if email == "" {
 				return withHint(errors.New("no email"), "pass --email you@example.com")
 			}
@@ -301,7 +323,6 @@ your user config directory (mode 0600). Later verbs use it when neither
 			var out struct {
 				Token string `json:"token"`
 			}
-			host, _ := os.Hostname()
 			if err := c.do(cmd.Context(), "POST", "/v1/auth/tokens", map[string]string{"email": email, "password": pw, "label": "arx login on " + host}, &out); err != nil {
 				return err
 			}
@@ -316,6 +337,7 @@ your user config directory (mode 0600). Later verbs use it when neither
 	cmd.Flags().StringVar(&server, "server", "", "ARX server URL (env ARX_SERVER, default "+DefaultServer+")")
 	cmd.Flags().StringVar(&email, "email", "", "your email")
 	cmd.Flags().BoolVar(&pwStdin, "password-stdin", false, "read the password from standard input")
+	cmd.Flags().BoolVar(&useSSO, "sso", false, "sign in through the server's identity provider, in a browser")
 	return cmd
 }
 

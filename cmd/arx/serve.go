@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -23,7 +24,8 @@ func serveCmd() *cobra.Command {
 	var cfg server.Config
 	var logFormat, logLevel string
 	var webhooks, slackHooks []string
-	var slackSecretFile, slackBotTokenFile, chatSecretFile string
+	var slackSecretFile, slackBotTokenFile, chatSecretFile, oidcSecretFile string
+	var localPasswords bool
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the ARX runtime: agent API, credentials, the record",
@@ -66,6 +68,18 @@ data directory; the first replica's admin.token serves them all.`,
 				}
 				*sf.to = b
 			}
+			if oidcSecretFile != "" {
+				b, err := readSecretFile(oidcSecretFile)
+				if err != nil {
+					return withHint(fmt.Errorf("--oidc-client-secret-file: %w", err), "name a file that holds the OIDC client's secret, readable by this user only (chmod 600)")
+				}
+				cfg.SSO.ClientSecret = b
+			}
+			if cfg.SSO.Issuer != "" && (cfg.SSO.ClientID == "" || oidcSecretFile == "") {
+				return withHint(errors.New("--oidc-issuer needs --oidc-client-id and --oidc-client-secret-file"),
+					"register ARX as a web application with the identity provider; its redirect URI is PUBLIC_URL/console/sso/callback")
+			}
+			cfg.NoLocalPasswords = !localPasswords
 			if slackBotTokenFile != "" {
 				b, err := readSecretFile(slackBotTokenFile)
 				if err != nil {
@@ -115,6 +129,14 @@ data directory; the first replica's admin.token serves them all.`,
 	f.StringArrayVar(&slackHooks, "slack-webhook", nil, "Slack incoming-webhook URL told when approvals are requested and decided; repeatable")
 	f.StringVar(&slackSecretFile, "slack-signing-secret-file", "", "file holding the Slack app's signing secret: approval messages get Approve and Deny buttons, taken at /v1/slack/interactions")
 	f.StringVar(&slackBotTokenFile, "slack-bot-token-file", "", "file holding the Slack app's bot token (xoxb-..., scopes users:read, users:read.email): checks whose a Slack account is before it is linked, and asks for a denial's reason in a modal")
+	f.StringVar(&cfg.SSO.Issuer, "oidc-issuer", envDefault("ARX_OIDC_ISSUER", ""), "OpenID Connect identity provider's issuer URL: people sign in through it (env ARX_OIDC_ISSUER); needs --public-url, whose /console/sso/callback is the redirect URI to register")
+	f.StringVar(&cfg.SSO.ClientID, "oidc-client-id", envDefault("ARX_OIDC_CLIENT_ID", ""), "ARX's client id at the identity provider (env ARX_OIDC_CLIENT_ID)")
+	f.StringVar(&oidcSecretFile, "oidc-client-secret-file", "", "file holding ARX's client secret at the identity provider (mode 0600)")
+	f.StringVar(&cfg.SSO.Name, "oidc-name", "", "how the console's sign-in button names the identity provider (\"Okta\"); default: single sign-on")
+	f.StringVar(&cfg.SSO.GroupsClaim, "oidc-groups-claim", "groups", "the ID token claim that lists a person's groups")
+	f.StringArrayVar(&cfg.SSO.AdminGroups, "oidc-admin-group", nil, "a group whose members sign in as admins; repeatable. With any group named, groups decide roles at every sign-in and add people ARX does not know")
+	f.StringArrayVar(&cfg.SSO.ManagerGroups, "oidc-manager-group", nil, "a group whose members sign in as managers; repeatable")
+	f.BoolVar(&localPasswords, "local-passwords", true, "let people sign in with ARX passwords; --local-passwords=false (with --oidc-issuer) makes the identity provider the only way in, and ends password sessions and people's API tokens at start")
 	f.StringVar(&cfg.Slack.API, "slack-api-url", chat.DefaultSlackAPI, "Slack's Web API (GovSlack, or a stand-in)")
 	f.StringArrayVar(&cfg.Slack.Teams, "slack-team", nil, "a Slack workspace (team id, T...) whose clicks count; repeatable; none: any the signing secret signs for")
 	f.StringVar(&cfg.Slack.Hooks, "slack-hooks-url", chat.DefaultSlackHooks, "the prefix of the response URLs Slack's interactions may name; ARX posts to no other")

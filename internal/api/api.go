@@ -145,6 +145,8 @@ func (s *server) routes(reg *prometheus.Registry, handle func(pattern string, h 
 	h("DELETE /v1/auth/tokens/{id}", s.authed(s.revokeOwnToken))
 	h("POST /v1/auth/setup", s.setupPassword)
 	h("POST /v1/auth/tokens", s.loginToken)
+	h("GET /v1/auth/sso", s.ssoInfo)
+	h("POST /v1/auth/sso/tokens", s.ssoToken)
 
 	h("GET /v1/log/checkpoint", s.checkpoint)
 	h("GET /v1/log/key", s.key)

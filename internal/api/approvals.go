@@ -236,6 +236,9 @@ func (s *server) addUser(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	out := linkAnswer(link)
+	if !s.rt.LocalPasswords() {
+		out = map[string]any{"link": "none"} // the person signs in through the identity provider
+	}
 	out["user"] = viewUser(u)
 	writeJSON(w, http.StatusCreated, out)
 	return nil
@@ -367,6 +370,36 @@ func (s *server) loginToken(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	token, err := s.rt.IssueUserToken(r.Context(), u, req.Label)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"token": token, "user": viewUser(u)})
+	return nil
+}
+
+// ssoInfo says how people sign in: whether the server has an identity
+// provider (and where a sign-in starts), and whether it takes passwords.
+func (s *server) ssoInfo(w http.ResponseWriter, r *http.Request) error {
+	out := map[string]any{"enabled": false, "local_passwords": s.rt.LocalPasswords()}
+	if p := s.rt.SSO(); p != nil {
+		out["enabled"], out["name"], out["issuer"], out["start"] = true, p.Name(), p.Issuer(), "/console/sso/start"
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// ssoToken redeems the code a single sign-on for `arx login --sso` sent to
+// the CLI's loopback address, with the verifier of the challenge the CLI
+// started it with, for a personal API token.
+func (s *server) ssoToken(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Code     string `json:"code"`
+		Verifier string `json:"verifier"`
+	}
+	if err := decode(r, MaxBodyBytes, &req); err != nil {
+		return err
+	}
+	token, u, err := s.rt.SSORedeem(r.Context(), req.Code, req.Verifier)
 	if err != nil {
 		return err
 	}

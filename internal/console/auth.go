@@ -11,6 +11,7 @@ import (
 
 	"github.com/arxsec/arx/arxerr"
 	"github.com/arxsec/arx/internal/api"
+	"github.com/arxsec/arx/internal/runtime"
 	"github.com/arxsec/arx/internal/store"
 )
 
@@ -133,6 +134,10 @@ type loginData struct {
 	CSRF   string
 	Error  string
 	Notice string
+	// SSO names the identity provider on its button ("" without one);
+	// Passwords says whether the password form is shown.
+	SSO       string
+	Passwords bool
 }
 
 func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) error {
@@ -141,7 +146,7 @@ func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) error {
 		http.Redirect(w, r, next, http.StatusSeeOther)
 		return nil
 	}
-	d := loginData{Next: next, CSRF: c.loginToken(w, r)}
+	d := c.withSSO(loginData{Next: next, CSRF: c.loginToken(w, r)})
 	switch {
 	case r.URL.Query().Has("out"):
 		d.Notice = "You are signed out."
@@ -160,11 +165,14 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) error {
 	u, err := c.rt.CheckLogin(r.Context(), email, r.PostForm.Get("password"), api.ClientIP(r))
 	if err != nil {
 		var ae *arxerr.Error
+		if errors.As(err, &ae) && ae.Code == arxerr.SSORequired {
+			return c.ssoFailed(w, r, err)
+		}
 		if !errors.As(err, &ae) || ae.Code != arxerr.RateLimited && ae.Code != arxerr.LoginFailed {
 			return err
 		}
 		c.log.Info("console sign-in refused", "client", api.ClientIP(r), "code", ae.Code)
-		d := loginData{Email: truncate(email, 254), Next: next, CSRF: c.loginToken(w, r)}
+		d := c.withSSO(loginData{Email: truncate(email, 254), Next: next, CSRF: c.loginToken(w, r)})
 		status := http.StatusUnauthorized
 		if ae.Code == arxerr.RateLimited {
 			status = http.StatusTooManyRequests
@@ -175,7 +183,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) error {
 		}
 		return c.render(w, r, status, "login", "Sign in", d)
 	}
-	if err := c.startSession(w, r, u); err != nil {
+	if err := c.startSession(w, r, u, nil); err != nil {
 		return err
 	}
 	http.Redirect(w, r, next, http.StatusSeeOther)
@@ -183,12 +191,13 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) error {
 }
 
 // startSession logs u in: a new session (never one the browser brought), its
-// cookie, and the end of any previous session of this browser.
-func (c *Console) startSession(w http.ResponseWriter, r *http.Request, u *store.User) error {
+// cookie, and the end of any previous session of this browser. idp names
+// who the identity provider said signed in (nil: a password).
+func (c *Console) startSession(w http.ResponseWriter, r *http.Request, u *store.User, idp *runtime.IdP) error {
 	if old := viewerOf(r); old != nil {
 		c.rt.EndSession(r.Context(), old.cookie)
 	}
-	cookie, s, err := c.rt.NewSession(r.Context(), u)
+	cookie, s, err := c.rt.NewSession(r.Context(), u, idp)
 	if err != nil {
 		return err
 	}
@@ -243,6 +252,8 @@ func (c *Console) setup(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		switch ae.Code {
+		case arxerr.SSORequired:
+			return c.ssoFailed(w, r, err)
 		case arxerr.WeakPassword:
 			d.Error = "Choose a longer password: " + ae.Message + "."
 		case arxerr.SetupInvalid:
@@ -252,7 +263,7 @@ func (c *Console) setup(w http.ResponseWriter, r *http.Request) error {
 		}
 		return c.render(w, r, ae.Status, "setup", "Set your password", d)
 	}
-	if err := c.startSession(w, r, u); err != nil {
+	if err := c.startSession(w, r, u, nil); err != nil {
 		return err
 	}
 	http.Redirect(w, r, "/console/?welcome=1", http.StatusSeeOther)

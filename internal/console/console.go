@@ -126,6 +126,8 @@ func (c *Console) Mount(mux *http.ServeMux) {
 	mux.Handle("POST /console/login", c.public(c.login))
 	mux.Handle("GET /console/setup", c.public(c.setupPage))
 	mux.Handle("POST /console/setup", c.public(c.setup))
+	mux.Handle("GET /console/sso/start", c.public(c.ssoStart))
+	mux.Handle("GET /console/sso/callback", c.public(c.ssoCallback))
 	mux.Handle("POST /console/logout", c.action(c.logout))
 
 	mux.Handle("GET /console/{$}", c.page(c.dashboard))

@@ -224,6 +224,9 @@ func (r *Runtime) decide(ctx context.Context, p *Principal, callID string, grant
 		if via != nil {
 			entry.Data["via"] = map[string]any{"provider": via.Provider, "subject": via.Subject}
 		}
+		if p.IdP != nil { // the person as the identity provider named them when they signed in
+			entry.Data["idp"] = map[string]any{"issuer": p.IdP.Issuer, "subject": p.IdP.Subject}
+		}
 		if grant && ap.Quorum > 1 {
 			entry.Data["grants"], entry.Data["quorum"] = grants, ap.Quorum
 		}

@@ -57,24 +57,30 @@ func validChat(a ChatAccount) error {
 	return nil
 }
 
-// chatKey is the deployment's key for link codes: made once, kept in the
-// store's settings, so that every replica checks the codes of the others.
+// chatKey is the deployment's key for link codes.
 func (r *Runtime) chatKey(ctx context.Context) ([]byte, error) {
-	if k, err := r.store.Meta(ctx, "chat_link_key"); err == nil {
+	return r.deploymentKey(ctx, "chat_link_key")
+}
+
+// deploymentKey is one of the deployment's MAC keys (for link codes, sign-in
+// flows): made once, kept in the store's settings under name, so that
+// every replica checks what the others signed.
+func (r *Runtime) deploymentKey(ctx context.Context, name string) ([]byte, error) {
+	if k, err := r.store.Meta(ctx, name); err == nil {
 		return hex.DecodeString(k)
 	} else if !errors.Is(err, store.ErrNotFound) {
-		return nil, r.ReadFailed("chat link key", err)
+		return nil, r.ReadFailed(name, err)
 	}
 	var b [32]byte
 	rand.Read(b[:])
-	err := r.store.Update(ctx, func(tx store.Tx) error { return tx.SetMeta("chat_link_key", hex.EncodeToString(b[:])) })
+	err := r.store.Update(ctx, func(tx store.Tx) error { return tx.SetMeta(name, hex.EncodeToString(b[:])) })
 	if err != nil {
-		return nil, r.writeFailed("chat link key", err)
+		return nil, r.writeFailed(name, err)
 	}
 	// Another replica may have made one at the same time: the stored one wins.
-	k, err := r.store.Meta(ctx, "chat_link_key")
+	k, err := r.store.Meta(ctx, name)
 	if err != nil {
-		return nil, r.ReadFailed("chat link key", err)
+		return nil, r.ReadFailed(name, err)
 	}
 	return hex.DecodeString(k)
 }

@@ -103,9 +103,13 @@ func (r *Runtime) AddUser(ctx context.Context, p *Principal, email, role string,
 	if role != store.RoleManager && role != store.RoleAdmin {
 		return nil, "", arxerr.New(arxerr.BadRequest, "role %q is not manager or admin", truncate(role, 16))
 	}
-	link, err := r.linkRoute(to.Show)
-	if err != nil {
-		return nil, "", err
+	// With local passwords off there is no password to set: the person
+	// signs in through the identity provider.
+	link := record.LinkNone
+	if !r.noLocalPasswords {
+		if link, err = r.linkRoute(to.Show); err != nil {
+			return nil, "", err
+		}
 	}
 	now := r.now()
 	u := &store.User{ID: uuid.NewString(), Email: email, Role: role, CreatedAt: now}
@@ -117,13 +121,18 @@ func (r *Runtime) AddUser(ctx context.Context, p *Principal, email, role string,
 		if err := tx.InsertUser(u); err != nil {
 			return err
 		}
-		if err := tx.InsertSetupToken(&store.SetupToken{Hash: hash, UserID: u.ID, ExpiresAt: now.Add(SetupLifetime)}); err != nil {
-			return err
+		if link != record.LinkNone {
+			if err := tx.InsertSetupToken(&store.SetupToken{Hash: hash, UserID: u.ID, ExpiresAt: now.Add(SetupLifetime)}); err != nil {
+				return err
+			}
 		}
 		return tx.Append(record.UserAdded(p.Actor(), now, email, role, link))
 	})
 	if err != nil {
 		return nil, "", r.writeFailed("add user", err)
+	}
+	if link == record.LinkNone {
+		return u, "", nil
 	}
 	return u, r.handOver(ctx, u, to.url(setup), link, "an account was made for you"), nil
 }
@@ -179,6 +188,9 @@ func (r *Runtime) handOver(ctx context.Context, u *store.User, url, link, why st
 func (r *Runtime) ResetUser(ctx context.Context, p *Principal, email string, to LinkTo) (string, error) {
 	if !p.IsAdmin() {
 		return "", arxerr.New(arxerr.Forbidden, "only an admin can reset passwords")
+	}
+	if r.noLocalPasswords {
+		return "", ssoRequired()
 	}
 	link, err := r.linkRoute(to.Show)
 	if err != nil {
@@ -357,6 +369,9 @@ func (r *Runtime) RevokeUserToken(ctx context.Context, p *Principal, id string) 
 
 // SetPassword uses a setup token to set a person's password.
 func (r *Runtime) SetPassword(ctx context.Context, setupToken, password string) (*store.User, error) {
+	if r.noLocalPasswords {
+		return nil, ssoRequired()
+	}
 	if len(password) < MinPasswordBytes || len(password) > 1024 {
 		return nil, arxerr.New(arxerr.WeakPassword, "the password must have %d to 1024 characters", MinPasswordBytes)
 	}
@@ -505,6 +520,9 @@ func loginKey(kind, v string) []byte {
 // limit. A cheap read refuses first while a limit is reached, so a flood
 // of refused attempts writes nothing.
 func (r *Runtime) CheckLogin(ctx context.Context, email, password, clientIP string) (*store.User, error) {
+	if r.noLocalPasswords {
+		return nil, ssoRequired()
+	}
 	now := r.now()
 	since := now.Add(-LoginWindow)
 	norm := strings.ToLower(strings.TrimSpace(email))
@@ -604,12 +622,22 @@ func (r *Runtime) CheckLogin(ctx context.Context, email, password, clientIP stri
 }
 
 // NewSession starts a console session; the cookie value is returned once.
-func (r *Runtime) NewSession(ctx context.Context, u *store.User) (cookie string, s *store.Session, err error) {
+// idp names who the identity provider said signed in (nil: a password).
+func (r *Runtime) NewSession(ctx context.Context, u *store.User, idp *IdP) (cookie string, s *store.Session, err error) {
+	if idp == nil && r.noLocalPasswords {
+		return "", nil, ssoRequired()
+	}
+	if idp != nil && !validIdP(idp) {
+		return "", nil, arxerr.New(arxerr.SSOFailed, "the identity provider's subject for you is empty or too long")
+	}
 	cookie, hash := newToken("arxc_")
 	now := r.now()
 	// The CSRF token is derived from the cookie, not stored: the database
 	// keeps no session secret in clear (SECURITY.md, stolen database copy).
 	s = &store.Session{Hash: hash, UserID: u.ID, CreatedAt: now, ExpiresAt: now.Add(SessionLifetime)}
+	if idp != nil {
+		s.IdPIssuer, s.IdPSubject = idp.Issuer, idp.Subject
+	}
 	err = r.store.Update(ctx, func(tx store.Tx) error { return tx.InsertSession(s) })
 	if err != nil {
 		return "", nil, r.writeFailed("new session", err)
@@ -651,7 +679,13 @@ func (r *Runtime) Session(ctx context.Context, cookie string) (*Principal, *stor
 	if s.CSRF == "" { // sessions started before tokens were derived keep their stored one
 		s.CSRF = sessionCSRF(cookie)
 	}
-	return &Principal{Kind: store.TokenUser, User: u}, s, nil
+	p := &Principal{Kind: store.TokenUser, User: u}
+	if s.IdPSubject != "" {
+		p.IdP = &IdP{Issuer: s.IdPIssuer, Subject: s.IdPSubject}
+	} else if r.noLocalPasswords {
+		return nil, nil, arxerr.New(arxerr.Unauthenticated, "the session was started with a password, and local passwords are off")
+	}
+	return p, s, nil
 }
 
 // EndSession logs out.
@@ -659,8 +693,18 @@ func (r *Runtime) EndSession(ctx context.Context, cookie string) error {
 	return r.store.Update(ctx, func(tx store.Tx) error { return tx.DeleteSession(HashToken(cookie)) })
 }
 
-// IssueUserToken makes an API token for a person who scripts (arx login).
+// IssueUserToken makes an API token for a person who scripts (arx login
+// with a password).
 func (r *Runtime) IssueUserToken(ctx context.Context, u *store.User, label string) (string, error) {
+	if r.noLocalPasswords {
+		return "", ssoRequired()
+	}
+	return r.issueUserToken(ctx, u, label, nil)
+}
+
+// issueUserToken makes a person's API token; idp, when the identity
+// provider vouched for the person, is named in the token's entry.
+func (r *Runtime) issueUserToken(ctx context.Context, u *store.User, label string, idp *IdP) (string, error) {
 	if len(label) > 128 {
 		return "", arxerr.New(arxerr.BadRequest, "label is longer than 128 characters")
 	}
@@ -671,7 +715,11 @@ func (r *Runtime) IssueUserToken(ctx context.Context, u *store.User, label strin
 			Label: label, CreatedAt: r.now()}); err != nil {
 			return err
 		}
-		return tx.Append(record.TokenIssued("", "user:"+u.Email, r.now(), id, store.TokenUser, label))
+		e := record.TokenIssued("", "user:"+u.Email, r.now(), id, store.TokenUser, label)
+		if idp != nil {
+			e.Data["idp"] = map[string]any{"issuer": idp.Issuer, "subject": idp.Subject}
+		}
+		return tx.Append(e)
 	})
 	if err != nil {
 		return "", r.writeFailed("issue user token", err)

@@ -21,6 +21,7 @@ import (
 	"github.com/arxsec/arx/arxerr"
 	"github.com/arxsec/arx/credential"
 	"github.com/arxsec/arx/internal/connector"
+	"github.com/arxsec/arx/internal/sso"
 	"github.com/arxsec/arx/internal/store"
 	"github.com/arxsec/arx/manifest"
 	"github.com/arxsec/arx/record"
@@ -59,6 +60,12 @@ type Config struct {
 	// "slack" checks the account's email with Slack). A Slack account is
 	// never linked without one.
 	ChatVerifiers map[string]func(ctx context.Context, subject, email string) error
+	// SSO is the deployment's OpenID Connect identity provider (sso.go);
+	// nil for none.
+	SSO *sso.Client
+	// NoLocalPasswords turns ARX's own passwords off: people sign in only
+	// through SSO.
+	NoLocalPasswords bool
 }
 
 // Defaults.
@@ -108,6 +115,9 @@ type Runtime struct {
 	ready readiness
 	// passkeys is the WebAuthn relying party (passkeys.go).
 	passkeys passkeyState
+	// sso is the identity provider, if any (sso.go).
+	sso              *sso.Client
+	noLocalPasswords bool
 }
 
 // New returns a Runtime.
@@ -138,7 +148,7 @@ func New(cfg Config) (*Runtime, error) {
 		waiters:   waiters{m: map[string][]chan struct{}{}},
 		badTokens: limiter{fails: map[string][]time.Time{}, max: BadTokensPerIP, window: BadTokenWindow},
 		events:    NewHub(), webhooks: cfg.Webhooks, slackButtons: cfg.SlackButtons, chatVerifiers: cfg.ChatVerifiers, publicURL: cfg.PublicURL, outboxKick: make(chan struct{}, 1), stopping: make(chan struct{}),
-		conn: newConnectors(cfg.Connectors), userTokenLife: cfg.UserTokenLifetime}, nil
+		conn: newConnectors(cfg.Connectors), userTokenLife: cfg.UserTokenLifetime, sso: cfg.SSO, noLocalPasswords: cfg.NoLocalPasswords}, nil
 }
 
 // Shutdown ends long polls (they answer with the call as it stands) and
@@ -165,6 +175,7 @@ type Principal struct {
 	IssuedBy string       // for agent tokens: who asked for the token
 	Agent    *store.Agent // for agents
 	User     *store.User  // for people
+	IdP      *IdP         // for people signed in through the identity provider (a console session)
 }
 
 // Actor names the principal in record entries.

@@ -26,6 +26,7 @@ import (
 	"github.com/arxsec/arx/internal/console"
 	"github.com/arxsec/arx/internal/publish"
 	"github.com/arxsec/arx/internal/runtime"
+	"github.com/arxsec/arx/internal/sso"
 	"github.com/arxsec/arx/internal/store"
 	"github.com/arxsec/arx/record"
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,6 +58,11 @@ type Config struct {
 	// webhooks); ChatSecret signs the generic chat webhook.
 	Slack      SlackConfig
 	ChatSecret []byte
+	// SSO, when its issuer is set, signs people in through an OpenID
+	// Connect identity provider; NoLocalPasswords then turns ARX's own
+	// passwords off.
+	SSO              SSOConfig
+	NoLocalPasswords bool
 	// UserTokenLifetime is how long a person's API token lives (0: the
 	// runtime's default, 30 days).
 	UserTokenLifetime time.Duration
@@ -173,7 +179,13 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.PublicURL = listenURL
 	}
 	cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
-	rt, err := runtime.New(runtime.Config{Store: st, LogSigner: signer, Issuer: issuer, Logger: cfg.Logger,
+	idp, err := cfg.SSO.client(cfg.PublicURL, cfg.NoLocalPasswords)
+	if err != nil {
+		ln.Close()
+		st.Close()
+		return nil, err
+	}
+	rt, err := runtime.New(runtime.Config{Store: st, LogSigner: signer, Issuer: issuer, Logger: cfg.Logger, SSO: idp, NoLocalPasswords: cfg.NoLocalPasswords,
 		Metrics: runtime.NewMetrics(reg), CheckpointInterval: cfg.CheckpointInterval,
 		Webhooks: cfg.Webhooks, PublicURL: cfg.PublicURL, Connectors: cfg.Connectors, UserTokenLifetime: cfg.UserTokenLifetime,
 		SlackButtons: len(cfg.Slack.SigningSecret) > 0, ChatVerifiers: chatVerifiers(cfg.Slack)})
@@ -195,6 +207,11 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 			st.Close()
 			return nil, err
 		}
+	}
+	if err := rt.ApplyPasswordPolicy(ctx); err != nil {
+		ln.Close()
+		st.Close()
+		return nil, fmt.Errorf("local passwords: %w", err)
 	}
 	token, created, err := rt.EnsureAdminToken(ctx)
 	if err != nil {
@@ -334,4 +351,29 @@ func chatVerifiers(c SlackConfig) map[string]func(ctx context.Context, subject, 
 		return nil
 	}
 	return map[string]func(ctx context.Context, subject, email string) error{"slack": slackClient(c).VerifyEmail}
+}
+
+// SSOConfig is the deployment's OpenID Connect identity provider.
+type SSOConfig struct {
+	Issuer        string
+	ClientID      string
+	ClientSecret  []byte
+	Name          string   // the sign-in button's name for it
+	GroupsClaim   string   // the claim that lists a person's groups
+	AdminGroups   []string // groups whose members are admins
+	ManagerGroups []string // groups whose members are managers
+}
+
+// client makes the identity provider's client (nil without an issuer);
+// people come back to publicURL's /console/sso/callback.
+func (c SSOConfig) client(publicURL string, noPasswords bool) (*sso.Client, error) {
+	if c.Issuer == "" {
+		if noPasswords {
+			return nil, errors.New("local passwords can be turned off only with an identity provider (--oidc-issuer)")
+		}
+		return nil, nil
+	}
+	return sso.New(sso.Config{Issuer: c.Issuer, ClientID: c.ClientID, ClientSecret: string(c.ClientSecret), Name: c.Name,
+		RedirectURL: publicURL + "/console/sso/callback",
+		Roles:       sso.Roles{Claim: c.GroupsClaim, Admin: c.AdminGroups, Manager: c.ManagerGroups}})
 }

@@ -195,9 +195,9 @@ func (c *Client) Exchange(ctx context.Context, f *Flow, code string) (*Identity,
 }
 
 type claims struct {
-	Email    string    `json:"email"`
-	Verified *boolish  `json:"email_verified"`
-	Name     string    `json:"name"`
+	Email    string   `json:"email"`
+	Verified *boolish `json:"email_verified"`
+	Name     string   `json:"name"`
 }
 
 // boolish reads email_verified as a JSON boolean, or as the string "true"
