@@ -10,6 +10,7 @@ import (
 const (
 	TypeCredentialRevoked   = "credential.revoked"
 	TypeApprovalCancelled   = "approval.cancelled"
+	TypeApprovalGrantVoided = "approval.grant_voided"
 	TypeDriftAcknowledged   = "drift.acknowledged"
 	TypeGatewayRefused      = "gateway.refused"
 	TypeGatewayResponse     = "gateway.response"
@@ -154,6 +155,13 @@ func ApprovalExpired(c CallRef, t, expiredAt time.Time, onTimeout string) *Entry
 // termination.
 func ApprovalCancelled(c CallRef, actor string, t time.Time, reason string) *Entry {
 	return c.entry(TypeApprovalCancelled, actor, t, map[string]any{"reason": reason})
+}
+
+// ApprovalGrantVoided records that a grant toward a quorum no longer
+// counts: the person who gave it was disabled (by an admin, or
+// deprovisioned by the identity provider) before the quorum was reached.
+func ApprovalGrantVoided(c CallRef, actor string, t time.Time, by, reason string) *Entry {
+	return c.entry(TypeApprovalGrantVoided, actor, t, map[string]any{"by": by, "reason": reason})
 }
 
 // Outcome is how the agent says a call ended.

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/mail"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -287,14 +288,34 @@ func (r *Runtime) setDisabled(ctx context.Context, p *Principal, email string, d
 	if !p.IsAdmin() {
 		return nil, arxerr.New(arxerr.Forbidden, "only an admin can disable or enable people")
 	}
+	self := ""
+	if p.User != nil {
+		self = p.User.ID
+	}
+	return r.changeDisabled(ctx, p.Actor(), self, func(tx store.Tx) (*store.User, error) { return r.userForChange(tx, email) }, disable)
+}
+
+// changeDisabled disables or enables the person find returns, in actor's
+// name (an admin, or the identity provider through SCIM); self, the
+// acting person's id, cannot change themselves. Disabling ends the
+// person's sessions, API tokens and set-up link at once, and their grants
+// toward a quorum not yet reached stop counting (approval.grant_voided).
+func (r *Runtime) changeDisabled(ctx context.Context, actor, self string, find func(store.Tx) (*store.User, error), disable bool) (*store.User, error) {
+	var pending []store.Approval
+	if disable {
+		var err error
+		if pending, err = r.store.Approvals(ctx, store.ApprovalPending, maxPendingScan); err != nil {
+			return nil, r.ReadFailed("disable user", err)
+		}
+	}
 	now := r.now()
 	var out *store.User
 	err := r.store.Update(ctx, func(tx store.Tx) error {
-		u, err := r.userForChange(tx, email)
+		u, err := find(tx)
 		if err != nil {
 			return err
 		}
-		if p.User != nil && p.User.ID == u.ID {
+		if self != "" && self == u.ID {
 			return arxerr.New(arxerr.Forbidden, "you cannot disable or enable yourself")
 		}
 		out = u
@@ -306,7 +327,7 @@ func (r *Runtime) setDisabled(ctx context.Context, p *Principal, email string, d
 			if err := tx.UpdateUser(u); err != nil {
 				return err
 			}
-			return tx.Append(record.UserEnabled(p.Actor(), now, u.Email))
+			return tx.Append(record.UserEnabled(actor, now, u.Email))
 		}
 		u.DisabledAt = &now
 		if err := tx.UpdateUser(u); err != nil {
@@ -322,13 +343,33 @@ func (r *Runtime) setDisabled(ctx context.Context, p *Principal, email string, d
 		if err := tx.DeleteSetupTokens(u.ID); err != nil {
 			return err
 		}
-		return tx.Append(record.UserDisabled(p.Actor(), now, u.Email, n))
+		if err := tx.Append(record.UserDisabled(actor, now, u.Email, n)); err != nil {
+			return err
+		}
+		for _, listed := range pending {
+			ap, err := tx.Approval(listed.CallID)
+			if err != nil || ap.Status != store.ApprovalPending || !slices.ContainsFunc(ap.Grants, func(g string) bool { return strings.EqualFold(g, u.Email) }) {
+				continue
+			}
+			c, err := tx.Call(ap.CallID)
+			if err != nil {
+				return err
+			}
+			if err := tx.Append(record.ApprovalGrantVoided(callRef(c), actor, now, u.Email, "the person was disabled")); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, r.writeFailed("disable user", err)
 	}
 	return out, nil
 }
+
+// maxPendingScan bounds the pending approvals a disable looks through for
+// the person's grants.
+const maxPendingScan = 10000
 
 // UserTokens lists the caller's own API tokens.
 func (r *Runtime) UserTokens(ctx context.Context, p *Principal) ([]store.Token, error) {

@@ -53,16 +53,23 @@ func Decide(roles Roles, id Identity, p Person) Decision {
 		}
 		return Decision{Role: p.Role}
 	}
-	role := ""
-	switch {
-	case overlaps(id.Groups, roles.Admin):
-		role = "admin"
-	case overlaps(id.Groups, roles.Manager):
-		role = "manager"
-	default:
+	role := roles.Of(id.Groups)
+	if role == "" {
 		return Decision{Refuse: arxerr.SSONoRole, Why: "your identity provider puts you in none of the groups ARX maps to a role"}
 	}
 	return Decision{Role: role, Create: !p.Exists, SetRole: p.Exists && p.Role != role}
+}
+
+// Of is the role of someone in groups: admin in an admin group, else
+// manager in a manager group, else "" (no role).
+func (r Roles) Of(groups []string) string {
+	switch {
+	case overlaps(groups, r.Admin):
+		return "admin"
+	case overlaps(groups, r.Manager):
+		return "manager"
+	}
+	return ""
 }
 
 func overlaps(have, want []string) bool {

@@ -83,6 +83,17 @@ type ChatLink struct {
 	CreatedAt time.Time
 }
 
+// Group is a group of people an identity provider keeps in ARX through
+// SCIM: its members' roles follow it where the server maps the group's
+// name to a role.
+type Group struct {
+	ID         string
+	Name       string
+	ExternalID string
+	Members    []string // user ids, sorted
+	CreatedAt  time.Time
+}
+
 // Token kinds.
 const (
 	TokenAgent = "agent" // an agent's bearer token (ARX_TOKEN)
@@ -259,6 +270,8 @@ type People interface {
 	// lists a person's, oldest first.
 	ChatLink(ctx context.Context, provider, subject string) (*ChatLink, error)
 	ChatLinks(ctx context.Context, userID string) ([]ChatLink, error)
+	// Groups lists the groups SCIM keeps, by name.
+	Groups(ctx context.Context) ([]Group, error)
 	SessionByHash(ctx context.Context, hash []byte) (*Session, error)
 	// Failures counts the failures recorded under key (Tx.AddFailure) at
 	// or after since, outside a transaction: a cheap early refusal.
@@ -364,6 +377,12 @@ type PeopleTx interface {
 	// owner's name (ErrNotFound otherwise).
 	LinkChat(l *ChatLink) error
 	UnlinkChat(userID, provider, subject string) error
+	// Groups lists the groups (by name); PutGroup adds or replaces one
+	// (ErrConflict when another group has its name); DeleteGroup removes
+	// one (ErrNotFound otherwise).
+	Groups() ([]Group, error)
+	PutGroup(g *Group) error
+	DeleteGroup(id string) error
 	InsertSession(s *Session) error
 	DeleteSession(hash []byte) error
 	// DeleteUserSessions ends every session of a user (password reset, disable).

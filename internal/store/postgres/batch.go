@@ -644,3 +644,28 @@ func pgText(s string) string {
 	}
 	return strings.ReplaceAll(s, "\x00", "\uFFFD")
 }
+
+func (t *batch) Groups() ([]store.Group, error) {
+	if err := t.ready(); err != nil {
+		return nil, err
+	}
+	rows, err := t.conn.Query(t.ctx, `SELECT `+groupCols+` FROM groups ORDER BY name COLLATE "C", id COLLATE "C"`)
+	if err := t.check(err); err != nil {
+		return nil, fmt.Errorf("postgres: list groups: %w", err)
+	}
+	return collect(rows, scanGroup)
+}
+
+func (t *batch) PutGroup(g *store.Group) error {
+	members := slices.Compact(slices.Sorted(slices.Values(g.Members)))
+	if members == nil {
+		members = []string{}
+	}
+	return t.insert("group", `INSERT INTO groups (`+groupCols+`) VALUES ($1,$2,$3,$4,$5)
+		ON CONFLICT (id) DO UPDATE SET name = excluded.name, external_id = excluded.external_id, members = excluded.members`,
+		g.ID, g.Name, g.ExternalID, members, nanos(g.CreatedAt))
+}
+
+func (t *batch) DeleteGroup(id string) error {
+	return t.update(`DELETE FROM groups WHERE id = $1`, id)
+}

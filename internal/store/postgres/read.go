@@ -380,3 +380,24 @@ func (s *Store) ChatLinks(ctx context.Context, userID string) ([]store.ChatLink,
 	}
 	return collect(rows, scanChatLink)
 }
+
+const groupCols = `id, name, external_id, members, created_at`
+
+func scanGroup(r pgx.Row) (*store.Group, error) {
+	var g store.Group
+	var created int64
+	if err := r.Scan(&g.ID, &g.Name, &g.ExternalID, &g.Members, &created); err != nil {
+		return nil, err
+	}
+	g.CreatedAt = fromNanos(created)
+	return &g, nil
+}
+
+// Groups implements store.People.
+func (s *Store) Groups(ctx context.Context) ([]store.Group, error) {
+	rows, err := s.list(ctx, "list groups", `SELECT `+groupCols+` FROM groups ORDER BY name COLLATE "C", id COLLATE "C"`)
+	if err != nil {
+		return nil, err
+	}
+	return collect(rows, scanGroup)
+}

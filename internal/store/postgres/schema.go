@@ -223,6 +223,14 @@ var migrations = []string{
 	// Who the identity provider said signed in, on a session.
 	`ALTER TABLE sessions ADD COLUMN idp_issuer TEXT NOT NULL DEFAULT '';
 	ALTER TABLE sessions ADD COLUMN idp_subject TEXT NOT NULL DEFAULT '';`,
+	// The groups SCIM keeps.
+	`CREATE TABLE groups (
+		id TEXT PRIMARY KEY,
+		name TEXT NOT NULL UNIQUE,
+		external_id TEXT NOT NULL,
+		members TEXT[] NOT NULL,
+		created_at BIGINT NOT NULL
+	);`,
 }
 
 // afterMigration runs Go code a migration needs, in its transaction.

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -548,5 +549,28 @@ func (b *batch) FinishOutbox(id int64, at time.Time, errMsg string, next time.Ti
 	} else {
 		res, err = b.exec(`UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ? WHERE id = ?`, nanos(next), errMsg, id)
 	}
+	return affected(res, err)
+}
+
+func (b *batch) Groups() ([]store.Group, error) {
+	if err := b.open(); err != nil {
+		return nil, err
+	}
+	return scanGroups(b.tx.QueryContext(b.ctx, `SELECT `+groupCols+` FROM groups ORDER BY name, id`))
+}
+
+func (b *batch) PutGroup(g *store.Group) error {
+	members, err := json.Marshal(sortedMembers(g.Members))
+	if err != nil {
+		return err
+	}
+	_, err = b.exec(`INSERT INTO groups (`+groupCols+`) VALUES (?,?,?,?,?)
+		ON CONFLICT (id) DO UPDATE SET name = excluded.name, external_id = excluded.external_id, members = excluded.members`,
+		g.ID, g.Name, g.ExternalID, string(members), nanos(g.CreatedAt))
+	return wrapWrite(err)
+}
+
+func (b *batch) DeleteGroup(id string) error {
+	res, err := b.exec(`DELETE FROM groups WHERE id = ?`, id)
 	return affected(res, err)
 }

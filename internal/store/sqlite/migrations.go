@@ -20,7 +20,7 @@ import (
 
 // schemaVersion is the schema this code reads and writes: the SQL
 // migrations of schema.go, then v6, then the later ones (after).
-const schemaVersion = 12
+const schemaVersion = 13
 
 // callColsV6 are the columns of calls as v6 moved them.
 const callColsV6 = `id, agent_id, connector, action, declared_risk, risk, status, idempotency_key, summary, refusal,
@@ -65,8 +65,19 @@ ALTER TABLE sessions ADD COLUMN idp_issuer TEXT NOT NULL DEFAULT '';
 ALTER TABLE sessions ADD COLUMN idp_subject TEXT NOT NULL DEFAULT '';
 `
 
+// v13 adds the groups SCIM keeps.
+const v13 = `
+CREATE TABLE groups (
+	id TEXT PRIMARY KEY,
+	name TEXT NOT NULL UNIQUE,
+	external_id TEXT NOT NULL,
+	members TEXT NOT NULL,
+	created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+`
+
 // after are the migrations after v6, from v7 on.
-var after = []string{v7, v8, v9, v10, v11, v12}
+var after = []string{v7, v8, v9, v10, v11, v12, v13}
 
 // v7 adds people's passkeys, and the passkey that signed a decision.
 const v7 = `

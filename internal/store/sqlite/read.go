@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -413,4 +414,40 @@ func (s *Store) ChatLinks(ctx context.Context, userID string) ([]store.ChatLink,
 		out = append(out, l)
 	}
 	return out, rows.Err()
+}
+
+const groupCols = `id, name, external_id, members, created_at`
+
+// Groups implements store.People.
+func (s *Store) Groups(ctx context.Context) ([]store.Group, error) {
+	return scanGroups(s.read.QueryContext(ctx, `SELECT `+groupCols+` FROM groups ORDER BY name, id`))
+}
+
+func scanGroups(rows *sql.Rows, err error) ([]store.Group, error) {
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list groups: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Group
+	for rows.Next() {
+		var g store.Group
+		var members string
+		var created int64
+		if err := rows.Scan(&g.ID, &g.Name, &g.ExternalID, &members, &created); err != nil {
+			return nil, fmt.Errorf("sqlite: list groups: %w", err)
+		}
+		if err := json.Unmarshal([]byte(members), &g.Members); err != nil {
+			return nil, fmt.Errorf("sqlite: group %s: members: %w", g.ID, err)
+		}
+		g.CreatedAt = fromNanos(created)
+		out = append(out, g)
+	}
+	return out, rows.Err()
+}
+
+// sortedMembers is a group's members as stored: sorted, without repeats.
+func sortedMembers(m []string) []string {
+	out := slices.Clone(m)
+	slices.Sort(out)
+	return slices.Compact(out)
 }

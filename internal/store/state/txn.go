@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/arxsec/arx/internal/store"
@@ -376,6 +377,13 @@ func (t *Txn) Apply(e *record.Entry, leaf tlog.Hash) error {
 			return nil // more approvers must grant: still pending
 		}
 		return t.decide(e, store.ApprovalGranted, "", record.Str(e.Data, "reason"))
+	case record.TypeApprovalGrantVoided:
+		a, err := t.writableApproval(e.Call)
+		if err != nil {
+			return t.notApplicable(e, err)
+		}
+		by := record.Str(e.Data, "by")
+		a.Grants = slices.DeleteFunc(slices.Clone(a.Grants), func(g string) bool { return strings.EqualFold(g, by) })
 	case record.TypeApprovalDenied:
 		return t.decide(e, store.ApprovalDenied, store.CallDenied, record.Str(e.Data, "reason"))
 	case record.TypeApprovalExpired:

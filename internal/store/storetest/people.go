@@ -389,6 +389,66 @@ func testEndLocalPasswords(t *testing.T, s store.Store) {
 	}
 }
 
+// testGroups: groups are added, replaced (members sorted, without
+// repeats), listed by name in and out of a transaction, deleted; a name
+// is one group's only.
+func testGroups(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	if gs, err := s.Groups(ctx); err != nil || len(gs) != 0 {
+		t.Fatalf("Groups of a new store: %v, %v", gs, err)
+	}
+	admins := &store.Group{ID: "g2", Name: "arx-admins", ExternalID: "okta-00g1", Members: []string{"u3", "u1", "u3"}, CreatedAt: t0.In(zone)}
+	leads := &store.Group{ID: "g1", Name: "finance-leads", CreatedAt: t0.Add(time.Second)}
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.PutGroup(admins); err != nil {
+			return err
+		}
+		return tx.PutGroup(leads)
+	})
+	want := []store.Group{
+		{ID: "g2", Name: "arx-admins", ExternalID: "okta-00g1", Members: []string{"u1", "u3"}, CreatedAt: t0},
+		{ID: "g1", Name: "finance-leads", Members: []string{}, CreatedAt: t0.Add(time.Second)},
+	}
+	check := func(what string, got []store.Group, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d groups, want %d: %+v", what, len(got), len(want), got)
+		}
+		for i := range want {
+			if got[i].Members == nil {
+				got[i].Members = []string{}
+			}
+			checkSame(t, fmt.Sprintf("%s[%d]", what, i), got[i], want[i])
+		}
+	}
+	gs, err := s.Groups(ctx)
+	check("Groups", gs, err)
+	update(t, s, func(tx store.Tx) error {
+		gs, err := tx.Groups()
+		check("Tx.Groups", gs, err)
+		return nil
+	})
+
+	renamed := *leads
+	renamed.Name, renamed.Members = "finance-approvers", []string{"u2"}
+	update(t, s, func(tx store.Tx) error { return tx.PutGroup(&renamed) })
+	want[1] = store.Group{ID: "g1", Name: "finance-approvers", Members: []string{"u2"}, CreatedAt: t0.Add(time.Second)}
+	gs, err = s.Groups(ctx)
+	check("Groups after a replace", gs, err)
+
+	mustConflict(t, "PutGroup with another group's name", s.Update(ctx, func(tx store.Tx) error {
+		return tx.PutGroup(&store.Group{ID: "g3", Name: "arx-admins", CreatedAt: t0})
+	}))
+	update(t, s, func(tx store.Tx) error { return tx.DeleteGroup("g2") })
+	mustNotFound(t, "DeleteGroup of a deleted group", s.Update(ctx, func(tx store.Tx) error { return tx.DeleteGroup("g2") }))
+	want = want[1:]
+	gs, err = s.Groups(ctx)
+	check("Groups after a delete", gs, err)
+}
+
 // testFailures: failures are counted per key from a time on, in and out of
 // a transaction; one can be taken back, old ones pruned; a failed Update's
 // are undone; a check-then-add in one Update is atomic.

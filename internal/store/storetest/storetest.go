@@ -77,6 +77,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ChatLinks", testChatLinks},
 		{"Sessions", testSessions},
 		{"EndLocalPasswords", testEndLocalPasswords},
+		{"Groups", testGroups},
 		{"Failures", testFailures},
 		// Outbox, OutboxTx (outbox.go).
 		{"Outbox", testOutbox},
