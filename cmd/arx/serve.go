@@ -24,7 +24,7 @@ func serveCmd() *cobra.Command {
 	var cfg server.Config
 	var logFormat, logLevel string
 	var webhooks, slackHooks []string
-	var slackSecretFile, slackBotTokenFile, chatSecretFile, oidcSecretFile string
+	var slackSecretFile, slackBotTokenFile, chatSecretFile, oidcSecretFile, scimTokenFile string
 	var localPasswords bool
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -80,6 +80,16 @@ data directory; the first replica's admin.token serves them all.`,
 					"register ARX as a web application with the identity provider; its redirect URI is PUBLIC_URL/console/sso/callback")
 			}
 			cfg.NoLocalPasswords = !localPasswords
+			if scimTokenFile != "" {
+				b, err := readSecretFile(scimTokenFile)
+				if err == nil && len(b) < 32 {
+					err = fmt.Errorf("the token has %d bytes; use at least 32 random ones", len(b))
+				}
+				if err != nil {
+					return withHint(fmt.Errorf("--scim-token-file: %w", err), "put a long random token in a file readable by this user only: openssl rand -base64 32 > scim.token; chmod 600 scim.token")
+				}
+				cfg.SCIMToken = b
+			}
 			if slackBotTokenFile != "" {
 				b, err := readSecretFile(slackBotTokenFile)
 				if err != nil {
@@ -136,6 +146,7 @@ data directory; the first replica's admin.token serves them all.`,
 	f.StringVar(&cfg.SSO.GroupsClaim, "oidc-groups-claim", "groups", "the ID token claim that lists a person's groups")
 	f.StringArrayVar(&cfg.SSO.AdminGroups, "oidc-admin-group", nil, "a group whose members sign in as admins; repeatable. With any group named, groups decide roles at every sign-in and add people ARX does not know")
 	f.StringArrayVar(&cfg.SSO.ManagerGroups, "oidc-manager-group", nil, "a group whose members sign in as managers; repeatable")
+	f.StringVar(&scimTokenFile, "scim-token-file", "", "file holding the bearer token of the identity provider's SCIM client (mode 0600): people and groups are provisioned at /scim/v2/, and a deprovisioned person's access ends at once")
 	f.BoolVar(&localPasswords, "local-passwords", true, "let people sign in with ARX passwords; --local-passwords=false (with --oidc-issuer) makes the identity provider the only way in, and ends password sessions and people's API tokens at start")
 	f.StringVar(&cfg.Slack.API, "slack-api-url", chat.DefaultSlackAPI, "Slack's Web API (GovSlack, or a stand-in)")
 	f.StringArrayVar(&cfg.Slack.Teams, "slack-team", nil, "a Slack workspace (team id, T...) whose clicks count; repeatable; none: any the signing secret signs for")

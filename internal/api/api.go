@@ -72,6 +72,9 @@ func New(cfg Config) http.Handler {
 		cfg.Registry.MustRegister(s.duration)
 	}
 	s.routes(cfg.Registry, mux.Handle)
+	// SCIM 2.0 for the identity provider (scim.go): its own protocol
+	// (RFC 7644), described there rather than in docs/openapi.yaml.
+	mux.Handle("/scim/v2/", s.scimHandler())
 	if cfg.Extra != nil {
 		cfg.Extra(mux)
 	}

@@ -66,6 +66,9 @@ type Config struct {
 	// NoLocalPasswords turns ARX's own passwords off: people sign in only
 	// through SSO.
 	NoLocalPasswords bool
+	// SCIMToken is the bearer token of the identity provider's SCIM
+	// client (scim.go); nil turns SCIM off. Only its hash is kept.
+	SCIMToken []byte
 }
 
 // Defaults.
@@ -118,6 +121,7 @@ type Runtime struct {
 	// sso is the identity provider, if any (sso.go).
 	sso              *sso.Client
 	noLocalPasswords bool
+	scimToken        []byte // SHA-256 of the SCIM client's token; nil: SCIM is off
 }
 
 // New returns a Runtime.
@@ -143,7 +147,12 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.UserTokenLifetime <= 0 {
 		cfg.UserTokenLifetime = DefaultUserTokenLifetime
 	}
-	return &Runtime{store: cfg.Store, signer: cfg.LogSigner, issuer: cfg.Issuer, keys: cfg.Issuer.KeySet(),
+	var scimToken []byte
+	if len(cfg.SCIMToken) > 0 {
+		h := sha256.Sum256(cfg.SCIMToken)
+		scimToken = h[:]
+	}
+	return &Runtime{scimToken: scimToken, store: cfg.Store, signer: cfg.LogSigner, issuer: cfg.Issuer, keys: cfg.Issuer.KeySet(),
 		log: cfg.Logger, metrics: cfg.Metrics, now: cfg.Now, cpEvery: cfg.CheckpointInterval, swEvery: cfg.SweepInterval,
 		waiters:   waiters{m: map[string][]chan struct{}{}},
 		badTokens: limiter{fails: map[string][]time.Time{}, max: BadTokensPerIP, window: BadTokenWindow},

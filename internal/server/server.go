@@ -63,6 +63,9 @@ type Config struct {
 	// passwords off.
 	SSO              SSOConfig
 	NoLocalPasswords bool
+	// SCIMToken, when set, takes the identity provider's SCIM requests at
+	// /scim/v2/ with this bearer token.
+	SCIMToken []byte
 	// UserTokenLifetime is how long a person's API token lives (0: the
 	// runtime's default, 30 days).
 	UserTokenLifetime time.Duration
@@ -185,7 +188,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	rt, err := runtime.New(runtime.Config{Store: st, LogSigner: signer, Issuer: issuer, Logger: cfg.Logger, SSO: idp, NoLocalPasswords: cfg.NoLocalPasswords,
+	rt, err := runtime.New(runtime.Config{Store: st, LogSigner: signer, Issuer: issuer, Logger: cfg.Logger, SSO: idp, NoLocalPasswords: cfg.NoLocalPasswords, SCIMToken: cfg.SCIMToken,
 		Metrics: runtime.NewMetrics(reg), CheckpointInterval: cfg.CheckpointInterval,
 		Webhooks: cfg.Webhooks, PublicURL: cfg.PublicURL, Connectors: cfg.Connectors, UserTokenLifetime: cfg.UserTokenLifetime,
 		SlackButtons: len(cfg.Slack.SigningSecret) > 0, ChatVerifiers: chatVerifiers(cfg.Slack)})

@@ -1,0 +1,224 @@
+package runtime
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/arxsec/arx/arxerr"
+	"github.com/arxsec/arx/internal/store"
+	"github.com/arxsec/arx/record"
+)
+
+// SCIM: the identity provider keeps ARX's people and groups (the HTTP
+// side, RFC 7644, is internal/api/scim.go). A person it deprovisions is
+// disabled at once, with everything that ends (changeDisabled); the
+// groups it keeps give roles where the server maps group names to roles
+// (sso.Roles), the same mapping single sign-on applies at sign-in.
+
+// Entry types of SCIM groups.
+const (
+	TypeGroupSet     = "people.group_set"
+	TypeGroupDeleted = "people.group_deleted"
+)
+
+// scimActor names the identity provider in the record.
+const scimActor = "scim"
+
+// SCIMOn says whether the server takes SCIM requests.
+func (r *Runtime) SCIMOn() bool { return r.scimToken != nil }
+
+// SCIMAuthorized checks a SCIM request's bearer token, in constant time.
+func (r *Runtime) SCIMAuthorized(token string) bool {
+	if r.scimToken == nil || token == "" {
+		return false
+	}
+	h := sha256.Sum256([]byte(token))
+	return subtle.ConstantTimeCompare(h[:], r.scimToken) == 1
+}
+
+// SCIMCreateUser adds a person the identity provider provisions (a
+// manager until a group says otherwise), disabled if it says inactive.
+// They sign in through the provider: no set-up link is made.
+func (r *Runtime) SCIMCreateUser(ctx context.Context, email string, active bool) (*store.User, error) {
+	email, err := normalizeEmail(email)
+	if err != nil {
+		return nil, err
+	}
+	now := r.now()
+	u := &store.User{ID: uuid.NewString(), Email: email, Role: store.RoleManager, CreatedAt: now}
+	if !active {
+		u.DisabledAt = &now
+	}
+	err = r.store.Update(ctx, func(tx store.Tx) error {
+		if _, err := tx.UserByEmail(email); err == nil {
+			return arxerr.New(arxerr.UserExists, "%s already has an account", email)
+		}
+		if err := tx.InsertUser(u); err != nil {
+			return err
+		}
+		if err := tx.Append(record.UserAdded(scimActor, now, email, u.Role, record.LinkNone)); err != nil {
+			return err
+		}
+		if !active {
+			return tx.Append(record.UserDisabled(scimActor, now, email, 0))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, r.writeFailed("scim create user", err)
+	}
+	return u, nil
+}
+
+// SCIMSetActive enables or disables the person with id, as the identity
+// provider says; disabling ends their sessions, tokens and grants toward
+// unreached quorums at once, on every replica.
+func (r *Runtime) SCIMSetActive(ctx context.Context, id string, active bool) (*store.User, error) {
+	u, err := r.changeDisabled(ctx, scimActor, "", func(tx store.Tx) (*store.User, error) {
+		u, err := tx.User(id)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, arxerr.New(arxerr.UserNotFound, "no person %s", truncate(id, 64))
+		}
+		return u, err
+	}, !active)
+	if err != nil {
+		return nil, err
+	}
+	if !active {
+		r.log.Info("scim: person deprovisioned", "user", u.Email)
+	}
+	return u, nil
+}
+
+// SCIMPutGroup adds or replaces a group (members by person id; unknown ids
+// are refused) and gives its members, old and new, the roles their groups
+// now say.
+func (r *Runtime) SCIMPutGroup(ctx context.Context, g *store.Group) (*store.Group, error) {
+	if g.Name == "" || len(g.Name) > 256 || TextProblem(g.Name, 256) != "" {
+		return nil, arxerr.New(arxerr.BadRequest, "a group needs a displayName of at most 256 bytes of text")
+	}
+	if len(g.Members) > 100000 {
+		return nil, arxerr.New(arxerr.BadRequest, "a group of more than 100000 members")
+	}
+	now := r.now()
+	if g.CreatedAt.IsZero() {
+		g.CreatedAt = now
+	}
+	g.Members = slices.Compact(slices.Sorted(slices.Values(g.Members)))
+	err := r.store.Update(ctx, func(tx store.Tx) error {
+		all, err := tx.Groups()
+		if err != nil {
+			return err
+		}
+		affected := slices.Clone(g.Members)
+		emails := make([]string, 0, len(g.Members))
+		for _, id := range g.Members {
+			u, err := tx.User(id)
+			if errors.Is(err, store.ErrNotFound) {
+				return arxerr.New(arxerr.UserNotFound, "no person %s to be a member", truncate(id, 64))
+			} else if err != nil {
+				return err
+			}
+			emails = append(emails, u.Email)
+		}
+		i := slices.IndexFunc(all, func(o store.Group) bool { return o.ID == g.ID })
+		if i >= 0 {
+			affected = append(affected, all[i].Members...)
+			g.CreatedAt = all[i].CreatedAt
+			all[i] = *g
+		} else {
+			all = append(all, *g)
+		}
+		if err := tx.PutGroup(g); errors.Is(err, store.ErrConflict) {
+			return arxerr.New(arxerr.Conflict, "another group is named %q", truncate(g.Name, 64))
+		} else if err != nil {
+			return err
+		}
+		if err := tx.Append(&record.Entry{Type: TypeGroupSet, Actor: scimActor, Time: now,
+			Data: map[string]any{"group": g.ID, "name": g.Name, "members": emails}}); err != nil {
+			return err
+		}
+		return r.groupRoles(tx, all, affected, now)
+	})
+	if err != nil {
+		return nil, r.writeFailed("scim put group", err)
+	}
+	return g, nil
+}
+
+// SCIMDeleteGroup removes a group; its members get the roles their other
+// groups say.
+func (r *Runtime) SCIMDeleteGroup(ctx context.Context, id string) error {
+	now := r.now()
+	err := r.store.Update(ctx, func(tx store.Tx) error {
+		all, err := tx.Groups()
+		if err != nil {
+			return err
+		}
+		i := slices.IndexFunc(all, func(o store.Group) bool { return o.ID == id })
+		if i < 0 {
+			return arxerr.New(arxerr.NotFound, "no group %s", truncate(id, 64))
+		}
+		gone := all[i]
+		if err := tx.DeleteGroup(id); err != nil {
+			return err
+		}
+		if err := tx.Append(&record.Entry{Type: TypeGroupDeleted, Actor: scimActor, Time: now,
+			Data: map[string]any{"group": id, "name": gone.Name}}); err != nil {
+			return err
+		}
+		return r.groupRoles(tx, slices.Delete(all, i, i+1), gone.Members, now)
+	})
+	if err != nil {
+		return r.writeFailed("scim delete group", err)
+	}
+	return nil
+}
+
+// groupRoles gives each person in users the role the groups (all of them,
+// as they now are) map them to, where the server maps groups to roles:
+// admin in an admin group, manager otherwise (leaving the admin group
+// takes admin away). Each change is recorded.
+func (r *Runtime) groupRoles(tx store.Tx, all []store.Group, users []string, now time.Time) error {
+	if r.sso == nil || !r.sso.Roles().On() {
+		return nil
+	}
+	slices.Sort(users)
+	for _, id := range slices.Compact(users) {
+		var names []string
+		for _, g := range all {
+			if _, in := slices.BinarySearch(g.Members, id); in {
+				names = append(names, g.Name)
+			}
+		}
+		role := r.sso.Roles().Of(names)
+		if role == "" {
+			role = store.RoleManager
+		}
+		u, err := tx.User(id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // a member who is no longer a person
+		} else if err != nil {
+			return err
+		}
+		if strings.EqualFold(u.Role, role) {
+			continue
+		}
+		from := u.Role
+		u.Role = role
+		if err := tx.UpdateUser(u); err != nil {
+			return err
+		}
+		if err := tx.Append(record.UserRoleChanged(scimActor, now, u.Email, from, role)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
