@@ -43,7 +43,7 @@ const completeTimeout = 5 * time.Second
 // A refusal (a connector not on the manifest, a denied approval, a
 // terminated agent, ...) is an *Error carrying the server's code and, when
 // the refusal was recorded, its CallID; fn is not run.
-func Do[T any](ctx context.Context, c *Client, a Action, fn func(ctx context.Context, cred Credential) (T, error)) (T, error) {
+func Do[T any](ctx context.Context, c *Client, a Action, fn func(ctx context.Context, cred Credential) (T, error)) (_ T, err error) {
 	var zero T
 	if c == nil {
 		return zero, errNoClient
@@ -54,6 +54,8 @@ func Do[T any](ctx context.Context, c *Client, a Action, fn func(ctx context.Con
 	if a.IdempotencyKey == "" {
 		a.IdempotencyKey = newUUID()
 	}
+	ctx, end := startCallSpan(ctx, a)
+	defer func() { end(err) }()
 	call, err := c.Request(ctx, a)
 	if err != nil {
 		return zero, err

@@ -93,6 +93,7 @@ func (t *GatewayTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	out := req.Clone(req.Context()) // shares the body, which the next transport closes
 	out.URL, out.Host = u, ""
 	out.Header.Set("Authorization", "Bearer "+t.Credential.Token)
+	injectTrace(req.Context(), out.Header)
 	if out.Header.Get("User-Agent") == "" {
 		out.Header.Set("User-Agent", userAgent)
 	}

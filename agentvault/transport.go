@@ -99,6 +99,7 @@ func (c *Client) exchange(ctx context.Context, method, path string, in any, time
 		return nil, fmt.Errorf("agentvault: %s %s: %w", method, path, err)
 	}
 	req.Header.Set("Authorization", "Bearer "+*c.token)
+	injectTrace(ctx, req.Header)
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", userAgent)
 	if in != nil {

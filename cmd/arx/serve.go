@@ -146,6 +146,7 @@ data directory; the first replica's admin.token serves them all.`,
 	f.StringVar(&cfg.SSO.GroupsClaim, "oidc-groups-claim", "groups", "the ID token claim that lists a person's groups")
 	f.StringArrayVar(&cfg.SSO.AdminGroups, "oidc-admin-group", nil, "a group whose members sign in as admins; repeatable. With any group named, groups decide roles at every sign-in and add people ARX does not know")
 	f.StringArrayVar(&cfg.SSO.ManagerGroups, "oidc-manager-group", nil, "a group whose members sign in as managers; repeatable")
+	f.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", envDefault("ARX_OTLP_ENDPOINT", ""), "export a span for each stage of every governed call over OTLP/HTTP to this collector (http://collector:4318; env ARX_OTLP_ENDPOINT); off by default")
 	f.StringVar(&scimTokenFile, "scim-token-file", "", "file holding the bearer token of the identity provider's SCIM client (mode 0600): people and groups are provisioned at /scim/v2/, and a deprovisioned person's access ends at once")
 	f.BoolVar(&localPasswords, "local-passwords", true, "let people sign in with ARX passwords; --local-passwords=false (with --oidc-issuer) makes the identity provider the only way in, and ends password sessions and people's API tokens at start")
 	f.StringVar(&cfg.Slack.API, "slack-api-url", chat.DefaultSlackAPI, "Slack's Web API (GovSlack, or a stand-in)")

@@ -10,6 +10,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"io"
 	"log/slog"
 	"mime"
@@ -165,10 +168,21 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 // wrap turns a handler's error into the API's error body, recovers panics,
 // and measures.
+// tracedRoutes are the stages of a governed call, each a span when
+// tracing is on (the gateway's is in gateway.go).
+var tracedRoutes = map[string]bool{"POST /v1/calls": true, "GET /v1/calls/{id}": true, "POST /v1/calls/{id}/complete": true}
+
 func (s *server) wrap(route string, fn handlerFunc) http.Handler {
+	traced := tracedRoutes[route]
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		if t := s.rt.Tracing(); traced && t != nil {
+			ctx, span := t.Start(t.Extract(r.Context(), r.Header), route, trace.SpanKindServer,
+				attribute.String("http.request.method", r.Method), attribute.String("http.route", strings.TrimPrefix(route, r.Method+" ")))
+			r = r.WithContext(ctx)
+			defer endSpan(span, sw)
+		}
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
@@ -196,6 +210,15 @@ func (s *server) wrap(route string, fn handlerFunc) http.Handler {
 			}
 		}
 	})
+}
+
+// endSpan ends a request's span with its status.
+func endSpan(span trace.Span, sw *statusWriter) {
+	span.SetAttributes(attribute.Int("http.response.status_code", sw.status))
+	if sw.status >= 500 {
+		span.SetStatus(codes.Error, http.StatusText(sw.status))
+	}
+	span.End()
 }
 
 type statusWriter struct {

@@ -1,8 +1,12 @@
 package api
 
 import (
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"bytes"
 	"fmt"
+	"github.com/arxsec/arx/internal/tracing"
 	"io"
 	"net/http"
 	"strings"
@@ -42,6 +46,14 @@ func (s *server) gateway(w http.ResponseWriter, r *http.Request) {
 	}()
 	rest := strings.TrimPrefix(r.URL.EscapedPath(), GatewayPrefix)
 	name, rawPath, _ := strings.Cut(rest, "/")
+	t := s.rt.Tracing()
+	if t != nil {
+		ctx, span := t.Start(t.Extract(r.Context(), r.Header), r.Method+" /v1/gateway/{connector}", trace.SpanKindServer,
+			attribute.String("http.request.method", r.Method), attribute.String("http.route", "/v1/gateway/{connector}/{path...}"),
+			tracing.Connector.String(name))
+		r = r.WithContext(ctx)
+		defer endSpan(span, sw)
+	}
 	var readBody func(int64) ([]byte, error)
 	if r.Body != nil && r.Body != http.NoBody {
 		readBody = func(limit int64) ([]byte, error) {
@@ -76,6 +88,12 @@ func (s *server) gateway(w http.ResponseWriter, r *http.Request) {
 	rc.SetReadDeadline(deadline)
 	rc.SetWriteDeadline(deadline)
 	fr := r.WithContext(pass.Context)
+	if t != nil {
+		// The upstream continues this trace (the agent's own traceparent,
+		// which is its, is replaced by the gateway's).
+		fr.Header = r.Header.Clone()
+		t.Inject(r.Context(), fr.Header)
+	}
 	if pass.Body != nil { // read to check it against the declared request: forward what was checked
 		fr.Body, fr.ContentLength = io.NopCloser(bytes.NewReader(pass.Body)), int64(len(pass.Body))
 	}

@@ -162,6 +162,7 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 	actor := p.Actor()
 	var d callDecision
 	var existing *store.Call
+	_, endCommit := r.stage(ctx, "arx.record.append")
 	err = r.store.Update(ctx, func(tx store.Tx) error {
 		// Gather. Authority is read inside the transaction: a termination
 		// that committed before this point is seen here.
@@ -224,11 +225,13 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 		}
 		return nil
 	})
+	endCommit()
 	if err != nil {
 		r.metrics.calls.WithLabelValues("error").Inc()
 		return nil, r.writeFailed("request call", err)
 	}
 	if existing != nil {
+		annotateCall(ctx, p.Agent.Name, existing)
 		if existing.Connector != c.Connector || existing.Action != c.Action || existing.DeclaredRisk != c.DeclaredRisk ||
 			existing.ArgsHash != c.ArgsHash {
 			return nil, arxerr.New(arxerr.Conflict, "idempotency_key %q was used for a different call", truncate(c.IdempotencyKey, 64))
@@ -245,6 +248,7 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 	}
 	r.metrics.calls.WithLabelValues(c.Status).Inc()
 	r.metrics.requestLatency.Observe(r.now().Sub(start).Seconds())
+	annotateCall(ctx, p.Agent.Name, c)
 	if c.Status == store.CallPending {
 		r.broadcast(ctx, &Event{Type: "approval.requested", AgentID: c.AgentID, CallID: c.ID, At: now})
 		r.kickOutbox()
@@ -274,8 +278,10 @@ func (r *Runtime) result(ctx context.Context, c *store.Call, decided bool) (*Cal
 				return nil, err
 			}
 		}
+		_, endSign := r.stage(ctx, "arx.credential.issue")
 		tok, err := r.issuer.Sign(credential.Claims{AgentID: c.AgentID, CallID: c.ID, Connector: c.Connector,
 			Action: c.Action, Risk: c.Risk, ArgsHash: c.ArgsHash, IssuedAt: c.CreatedAt, Expiry: c.ExpiresAt})
+		endSign()
 		if err != nil {
 			return nil, r.internal("sign credential", err)
 		}
@@ -304,6 +310,8 @@ func (r *Runtime) GetCall(ctx context.Context, p *Principal, id string, wait tim
 	}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
+	endWait, waiting := func() {}, false
+	defer func() { endWait() }()
 	for {
 		ch := r.waiters.add(id)
 		c, err := r.store.Call(ctx, id)
@@ -320,10 +328,16 @@ func (r *Runtime) GetCall(ctx context.Context, p *Principal, id string, wait tim
 		}
 		if c.Status != store.CallPending || wait <= 0 {
 			r.waiters.remove(id, ch)
+			endWait()
 			if p.Kind != store.TokenAgent {
 				return &CallResult{Call: c}, nil // credentials go only to the agent
 			}
+			annotateCall(ctx, p.Agent.Name, c)
 			return r.result(ctx, c, true)
+		}
+		if r.tracing != nil && !waiting { // one span for the whole wait, however many wake-ups
+			_, endWait = r.stage(ctx, "arx.approval.wait")
+			waiting = true
 		}
 		select {
 		case <-ch:
@@ -501,6 +515,7 @@ func (r *Runtime) CompleteCall(ctx context.Context, p *Principal, id string, o O
 	if err != nil {
 		return nil, r.writeFailed("complete call", err)
 	}
+	annotateCall(ctx, p.Agent.Name, out)
 	r.afterCallClosed(out)
 	if withdrawn {
 		r.broadcast(ctx, &Event{Type: "approval.decided", AgentID: out.AgentID, CallID: id, Status: store.ApprovalWithdrawn, At: now}, id)

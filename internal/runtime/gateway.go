@@ -1,8 +1,11 @@
 package runtime
 
 import (
+	"go.opentelemetry.io/otel/trace"
+
 	"context"
 	"errors"
+	"github.com/arxsec/arx/internal/tracing"
 	"net/http"
 	"strings"
 	"sync"
@@ -76,6 +79,10 @@ func (r *Runtime) GatewayBegin(ctx context.Context, req GatewayRequest) (*Gatewa
 		return nil, arxerr.New(arxerr.CredentialExpired, "the credential has expired")
 	case err != nil:
 		return nil, arxerr.New(arxerr.CredentialInvalid, "the credential is not valid")
+	}
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.SetAttributes(tracing.AgentID.String(cl.AgentID), tracing.CallID.String(cl.CallID), tracing.OperationName.String("execute_tool"),
+			tracing.ToolName.String(cl.Connector+"."+cl.Action), tracing.Action.String(cl.Action), tracing.Risk.String(cl.Risk))
 	}
 	if cl.Connector != req.Connector {
 		return nil, arxerr.New(arxerr.CredentialMismatch, "the credential is for connector %s, not %s", cl.Connector, req.Connector)

@@ -23,6 +23,7 @@ import (
 	"github.com/arxsec/arx/internal/connector"
 	"github.com/arxsec/arx/internal/sso"
 	"github.com/arxsec/arx/internal/store"
+	"github.com/arxsec/arx/internal/tracing"
 	"github.com/arxsec/arx/manifest"
 	"github.com/arxsec/arx/record"
 	"github.com/google/uuid"
@@ -69,6 +70,8 @@ type Config struct {
 	// SCIMToken is the bearer token of the identity provider's SCIM
 	// client (scim.go); nil turns SCIM off. Only its hash is kept.
 	SCIMToken []byte
+	// Tracing exports a span per stage of each governed call (nil: off).
+	Tracing *tracing.Tracing
 }
 
 // Defaults.
@@ -122,6 +125,7 @@ type Runtime struct {
 	sso              *sso.Client
 	noLocalPasswords bool
 	scimToken        []byte // SHA-256 of the SCIM client's token; nil: SCIM is off
+	tracing          *tracing.Tracing
 }
 
 // New returns a Runtime.
@@ -152,7 +156,7 @@ func New(cfg Config) (*Runtime, error) {
 		h := sha256.Sum256(cfg.SCIMToken)
 		scimToken = h[:]
 	}
-	return &Runtime{scimToken: scimToken, store: cfg.Store, signer: cfg.LogSigner, issuer: cfg.Issuer, keys: cfg.Issuer.KeySet(),
+	return &Runtime{scimToken: scimToken, tracing: cfg.Tracing, store: cfg.Store, signer: cfg.LogSigner, issuer: cfg.Issuer, keys: cfg.Issuer.KeySet(),
 		log: cfg.Logger, metrics: cfg.Metrics, now: cfg.Now, cpEvery: cfg.CheckpointInterval, swEvery: cfg.SweepInterval,
 		waiters:   waiters{m: map[string][]chan struct{}{}},
 		badTokens: limiter{fails: map[string][]time.Time{}, max: BadTokensPerIP, window: BadTokenWindow},
@@ -173,6 +177,9 @@ func (r *Runtime) Origin() string { return r.signer.Name() }
 
 // KeySet is the public key set of call credentials (the JWKS document).
 func (r *Runtime) KeySet() *credential.KeySet { return r.keys }
+
+// Tracing is where spans go (nil: nowhere).
+func (r *Runtime) Tracing() *tracing.Tracing { return r.tracing }
 
 // Store is the runtime's store, for read-only views.
 func (r *Runtime) Store() store.Store { return r.store }

@@ -28,6 +28,7 @@ import (
 	"github.com/arxsec/arx/internal/runtime"
 	"github.com/arxsec/arx/internal/sso"
 	"github.com/arxsec/arx/internal/store"
+	"github.com/arxsec/arx/internal/tracing"
 	"github.com/arxsec/arx/record"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -66,6 +67,9 @@ type Config struct {
 	// SCIMToken, when set, takes the identity provider's SCIM requests at
 	// /scim/v2/ with this bearer token.
 	SCIMToken []byte
+	// OTLPEndpoint, when set, exports a span per stage of each governed
+	// call over OTLP/HTTP ("http://collector:4318").
+	OTLPEndpoint string
 	// UserTokenLifetime is how long a person's API token lives (0: the
 	// runtime's default, 30 days).
 	UserTokenLifetime time.Duration
@@ -188,7 +192,13 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	rt, err := runtime.New(runtime.Config{Store: st, LogSigner: signer, Issuer: issuer, Logger: cfg.Logger, SSO: idp, NoLocalPasswords: cfg.NoLocalPasswords, SCIMToken: cfg.SCIMToken,
+	tr, err := tracing.New(tracing.Config{Endpoint: cfg.OTLPEndpoint, Instance: signer.Name()})
+	if err != nil {
+		ln.Close()
+		st.Close()
+		return nil, err
+	}
+	rt, err := runtime.New(runtime.Config{Store: st, LogSigner: signer, Issuer: issuer, Logger: cfg.Logger, SSO: idp, NoLocalPasswords: cfg.NoLocalPasswords, SCIMToken: cfg.SCIMToken, Tracing: tr,
 		Metrics: runtime.NewMetrics(reg), CheckpointInterval: cfg.CheckpointInterval,
 		Webhooks: cfg.Webhooks, PublicURL: cfg.PublicURL, Connectors: cfg.Connectors, UserTokenLifetime: cfg.UserTokenLifetime,
 		SlackButtons: len(cfg.Slack.SigningSecret) > 0, ChatVerifiers: chatVerifiers(cfg.Slack)})
@@ -317,6 +327,9 @@ func (s *Server) Close() error {
 		s.listener.Close()
 	}
 	s.wg.Wait()
+	if terr := s.Runtime.Tracing().Shutdown(ctx); terr != nil {
+		s.cfg.Logger.Warn("export the last spans", "err", terr)
+	}
 	// A last checkpoint covers what was appended since the previous one.
 	if cerr := s.Runtime.Checkpoint(context.Background()); cerr != nil {
 		s.cfg.Logger.Warn("final checkpoint", "err", cerr)
