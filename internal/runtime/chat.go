@@ -73,14 +73,19 @@ func (r *Runtime) deploymentKey(ctx context.Context, name string) ([]byte, error
 	}
 	var b [32]byte
 	rand.Read(b[:])
-	err := r.store.Update(ctx, func(tx store.Tx) error { return tx.SetMeta(name, hex.EncodeToString(b[:])) })
+	k := hex.EncodeToString(b[:])
+	err := r.store.Update(ctx, func(tx store.Tx) error {
+		// Another replica may have made one meanwhile: the stored one wins.
+		if old, err := tx.Meta(name); err == nil {
+			k = old
+			return nil
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		return tx.SetMeta(name, k)
+	})
 	if err != nil {
 		return nil, r.writeFailed(name, err)
-	}
-	// Another replica may have made one at the same time: the stored one wins.
-	k, err := r.store.Meta(ctx, name)
-	if err != nil {
-		return nil, r.ReadFailed(name, err)
 	}
 	return hex.DecodeString(k)
 }

@@ -56,16 +56,18 @@ func ssoRequired() *arxerr.Error {
 // token may have come from a password), recorded as one entry; turning
 // them on again is recorded too. Otherwise it does nothing.
 func (r *Runtime) ApplyPasswordPolicy(ctx context.Context) error {
-	last, err := r.store.Meta(ctx, metaLocalPasswords)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return r.ReadFailed("password policy", err)
-	}
-	off := last == "off"
-	if off == r.noLocalPasswords {
-		return nil
-	}
 	now := r.now()
-	err = r.store.Update(ctx, func(tx store.Tx) error {
+	changed := false
+	err := r.store.Update(ctx, func(tx store.Tx) error {
+		// Read in the transaction: replicas starting together record the
+		// change once.
+		last, err := tx.Meta(metaLocalPasswords)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if changed = (last == "off") != r.noLocalPasswords; !changed {
+			return nil
+		}
 		if !r.noLocalPasswords {
 			if err := tx.SetMeta(metaLocalPasswords, "on"); err != nil {
 				return err
@@ -87,6 +89,9 @@ func (r *Runtime) ApplyPasswordPolicy(ctx context.Context) error {
 	})
 	if err != nil {
 		return r.writeFailed("password policy", err)
+	}
+	if !changed {
+		return nil
 	}
 	if r.noLocalPasswords {
 		r.log.Info("local passwords turned off: password sessions ended and people's API tokens revoked")

@@ -416,6 +416,9 @@ type OutboxTx interface {
 
 // SettingsTx writes deployment settings and checkpoints.
 type SettingsTx interface {
+	// Meta reads a setting in the transaction (ErrNotFound if unset): a
+	// read-then-set that replicas must agree on.
+	Meta(key string) (string, error)
 	SetMeta(key, value string) error
 	PutCheckpoint(c *Checkpoint) error
 }

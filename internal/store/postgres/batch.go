@@ -277,6 +277,16 @@ func (t *batch) RevokeAgentTokens(agentID string, at time.Time) (int, error) {
 	return int(n), err
 }
 
+func (t *batch) Meta(key string) (string, error) {
+	var v string
+	if err := t.row(`SELECT value FROM meta WHERE key = $1`, key).Scan(&v); errors.Is(err, pgx.ErrNoRows) {
+		return "", store.ErrNotFound
+	} else if err != nil {
+		return "", fmt.Errorf("postgres: read meta: %w", err)
+	}
+	return v, nil
+}
+
 func (t *batch) SetMeta(key, value string) error {
 	return t.queue(`INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value)
 }

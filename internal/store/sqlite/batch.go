@@ -344,6 +344,20 @@ func (b *batch) RevokeAgentTokens(agentID string, at time.Time) (int, error) {
 	return int(n), err
 }
 
+func (b *batch) Meta(key string) (string, error) {
+	row, err := b.queryRow(`SELECT value FROM meta WHERE key = ?`, key)
+	if err != nil {
+		return "", err
+	}
+	var v string
+	if err := row.Scan(&v); errors.Is(err, sql.ErrNoRows) {
+		return "", store.ErrNotFound
+	} else if err != nil {
+		return "", fmt.Errorf("sqlite: read meta: %w", err)
+	}
+	return v, nil
+}
+
 func (b *batch) SetMeta(key, value string) error {
 	_, err := b.exec(`INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, key, value)
 	return wrapWrite(err)

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -60,6 +61,22 @@ func testMeta(t *testing.T, s store.Store) {
 	if got, err := s.Meta(ctx, "other"); err != nil || got != "x" {
 		t.Errorf("Meta(other) = %q, %v; want x", got, err)
 	}
+	// In a transaction: what was committed, what this one set, and unset keys.
+	update(t, s, func(tx store.Tx) error {
+		if got, err := tx.Meta("other"); err != nil || got != "x" {
+			t.Errorf("Tx.Meta(other) = %q, %v; want x", got, err)
+		}
+		if _, err := tx.Meta("never set"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("Tx.Meta of an unset key: %v, want ErrNotFound", err)
+		}
+		if err := tx.SetMeta("in-tx", "y"); err != nil {
+			return err
+		}
+		if got, err := tx.Meta("in-tx"); err != nil || got != "y" {
+			t.Errorf("Tx.Meta after SetMeta in the same transaction = %q, %v; want y", got, err)
+		}
+		return nil
+	})
 	if err := s.Ping(ctx); err != nil {
 		t.Errorf("Ping: %v", err)
 	}
