@@ -48,9 +48,11 @@ func (s *server) gateway(w http.ResponseWriter, r *http.Request) {
 	name, rawPath, _ := strings.Cut(rest, "/")
 	t := s.rt.Tracing()
 	if t != nil {
-		ctx, span := t.Start(t.Extract(r.Context(), r.Header), r.Method+" /v1/gateway/{connector}", trace.SpanKindServer,
+		// A fixed name: the method and connector are the caller's words,
+		// not yet checked (attributes, clipped, carry them).
+		ctx, span := t.Start(t.Extract(r.Context(), r.Header), "arx.gateway", trace.SpanKindServer,
 			attribute.String("http.request.method", r.Method), attribute.String("http.route", "/v1/gateway/{connector}/{path...}"),
-			tracing.Connector.String(name))
+			tracing.Connector.String(truncate(name, 64)))
 		r = r.WithContext(ctx)
 		defer endSpan(span, sw)
 	}

@@ -291,7 +291,7 @@ func (h scimUsers) Replace(r *http.Request, id string, a scim.ResourceAttributes
 	if email, ok := emailOf(a); ok && !strings.EqualFold(email, u.Email) {
 		return scim.Resource{}, mutability("userName")
 	}
-	active := true
+	active := u.DisabledAt == nil // a PUT without active leaves it as it is
 	if v, present := a["active"]; present {
 		var ok bool
 		if active, ok = activeOf(v); !ok {
@@ -301,9 +301,17 @@ func (h scimUsers) Replace(r *http.Request, id string, a scim.ResourceAttributes
 	return h.setActive(r, u, active)
 }
 
+// setActive disables a person, or leaves them as they are. SCIM never
+// enables a disabled person: whoever disabled them (an ARX admin during an
+// incident, or the provider), enabling is an ARX admin's act (`arx users
+// enable`), so a provider's routine push cannot undo an admin's disable.
 func (h scimUsers) setActive(r *http.Request, u *store.User, active bool) (scim.Resource, error) {
 	if (u.DisabledAt == nil) == active {
 		return userResource(u), nil
+	}
+	if active {
+		return scim.Resource{}, scimerr.ScimError{ScimType: scimerr.ScimTypeMutability, Status: http.StatusBadRequest,
+			Detail: "this person is disabled in ARX; an ARX admin enables them again (arx users enable EMAIL)"}
 	}
 	u, err := h.rt.SCIMSetActive(r.Context(), u.ID, active)
 	if err != nil {
@@ -437,9 +445,13 @@ func memberIDs(v any) ([]string, error) {
 	return ids, nil
 }
 
-func (h scimGroups) put(r *http.Request, g *store.Group) (scim.Resource, error) {
-	g, err := h.rt.SCIMPutGroup(r.Context(), g)
+func (h scimGroups) edit(r *http.Request, id string, create bool, edit func(g *store.Group) error) (scim.Resource, error) {
+	g, err := h.rt.SCIMEditGroup(r.Context(), id, create, edit)
 	if err != nil {
+		var se scimerr.ScimError
+		if errors.As(err, &se) {
+			return scim.Resource{}, se
+		}
 		return scim.Resource{}, scimError(err)
 	}
 	emails, err := h.emails(r)
@@ -464,7 +476,10 @@ func (h scimGroups) Create(r *http.Request, a scim.ResourceAttributes) (scim.Res
 	if err != nil {
 		return scim.Resource{}, err
 	}
-	return h.put(r, g)
+	return h.edit(r, g.ID, true, func(to *store.Group) error {
+		to.Name, to.ExternalID, to.Members = g.Name, g.ExternalID, g.Members
+		return nil
+	})
 }
 
 func (h scimGroups) Get(r *http.Request, id string) (scim.Resource, error) {
@@ -496,26 +511,27 @@ func (h scimGroups) GetAll(r *http.Request, p scim.ListRequestParams) (scim.Page
 }
 
 func (h scimGroups) Replace(r *http.Request, id string, a scim.ResourceAttributes) (scim.Resource, error) {
-	old, err := h.group(r, id)
-	if err != nil {
-		return scim.Resource{}, err
-	}
 	g, err := groupOf(id, a)
 	if err != nil {
 		return scim.Resource{}, err
 	}
-	g.CreatedAt = old.CreatedAt
-	return h.put(r, g)
+	return h.edit(r, id, false, func(to *store.Group) error {
+		to.Name, to.ExternalID, to.Members = g.Name, g.ExternalID, g.Members
+		return nil
+	})
 }
 
 // Patch takes Okta's and Entra ID's forms: replace displayName; add,
 // remove or replace members (remove by a value filter, members[value eq
 // "ID"], or by a list of values).
 func (h scimGroups) Patch(r *http.Request, id string, ops []scim.PatchOperation) (scim.Resource, error) {
-	g, err := h.group(r, id)
-	if err != nil {
-		return scim.Resource{}, err
-	}
+	return h.edit(r, id, false, func(g *store.Group) error { return patchGroup(g, ops) })
+}
+
+// patchGroup applies patch operations to a group, in the transaction that
+// writes it.
+func patchGroup(g *store.Group, ops []scim.PatchOperation) error {
+	var err error
 	for _, op := range ops {
 		attr := ""
 		if op.Path != nil {
@@ -525,7 +541,7 @@ func (h scimGroups) Patch(r *http.Request, id string, ops []scim.PatchOperation)
 		case op.Path == nil:
 			m, ok := op.Value.(map[string]any)
 			if !ok {
-				return scim.Resource{}, scimerr.ScimErrorBadRequest("an operation without a path needs an object value")
+				return scimerr.ScimErrorBadRequest("an operation without a path needs an object value")
 			}
 			if name, ok := m["displayName"].(string); ok {
 				g.Name = name
@@ -533,7 +549,7 @@ func (h scimGroups) Patch(r *http.Request, id string, ops []scim.PatchOperation)
 			if v, ok := m["members"]; ok {
 				ids, err := memberIDs(v)
 				if err != nil {
-					return scim.Resource{}, err
+					return err
 				}
 				if op.Op == scim.PatchOperationAdd {
 					g.Members = append(g.Members, ids...)
@@ -544,7 +560,7 @@ func (h scimGroups) Patch(r *http.Request, id string, ops []scim.PatchOperation)
 		case attr == "displayname":
 			name, ok := op.Value.(string)
 			if !ok || op.Op == scim.PatchOperationRemove {
-				return scim.Resource{}, scimerr.ScimErrorBadRequest("displayName is a string and cannot be removed")
+				return scimerr.ScimErrorBadRequest("displayName is a string and cannot be removed")
 			}
 			g.Name = name
 		case attr == "members":
@@ -552,12 +568,12 @@ func (h scimGroups) Patch(r *http.Request, id string, ops []scim.PatchOperation)
 			if op.Path.ValueExpression != nil {
 				e, ok := op.Path.ValueExpression.(*filter.AttributeExpression)
 				if !ok || e.AttributePath.AttributeName != "value" || e.Operator != filter.EQ {
-					return scim.Resource{}, scimerr.ScimErrorBadRequest("members can be picked only by value eq \"ID\"")
+					return scimerr.ScimErrorBadRequest("members can be picked only by value eq \"ID\"")
 				}
 				id, _ := e.CompareValue.(string)
 				ids = []string{id}
 			} else if ids, err = memberIDs(op.Value); err != nil {
-				return scim.Resource{}, err
+				return err
 			}
 			switch op.Op {
 			case scim.PatchOperationAdd:
@@ -573,10 +589,10 @@ func (h scimGroups) Patch(r *http.Request, id string, ops []scim.PatchOperation)
 		case attr == "externalid":
 			g.ExternalID, _ = op.Value.(string)
 		default:
-			return scim.Resource{}, scimerr.ScimErrorBadRequest(fmt.Sprintf("ARX's groups have no %s", op.Path.AttributePath.AttributeName))
+			return scimerr.ScimErrorBadRequest(fmt.Sprintf("ARX's groups have no %s", op.Path.AttributePath.AttributeName))
 		}
 	}
-	return h.put(r, g)
+	return nil
 }
 
 func (h scimGroups) Delete(r *http.Request, id string) error {

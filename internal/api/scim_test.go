@@ -210,11 +210,16 @@ func TestSCIMOkta(t *testing.T) {
 	if _, disabled := roleOf(t, s, "ana@example.com"); !disabled {
 		t.Error("ana is not disabled")
 	}
-	// Okta reactivates her with a PUT of the whole user.
+	// Okta's routine push cannot enable her again: an ARX admin does.
 	scimDo(t, s, "PUT", "/Users/"+ana, map[string]any{"schemas": []string{"urn:ietf:params:scim:schemas:core:2.0:User"},
-		"userName": "ana@example.com", "active": true}).want(t, "reactivate", 200)
-	if _, disabled := roleOf(t, s, "ana@example.com"); disabled {
-		t.Error("ana is still disabled")
+		"userName": "ana@example.com"}).want(t, "a PUT without active", 200)
+	scimDo(t, s, "PUT", "/Users/"+ana, map[string]any{"schemas": []string{"urn:ietf:params:scim:schemas:core:2.0:User"},
+		"userName": "ana@example.com", "active": true}).want(t, "reactivate through SCIM", 400)
+	if _, disabled := roleOf(t, s, "ana@example.com"); !disabled {
+		t.Error("SCIM enabled a disabled person")
+	}
+	if r := s.Do("POST", "/v1/users/ana@example.com/enable", s.AdminToken, nil); r.Status != http.StatusOK {
+		t.Fatalf("an admin enables ana: %d %s", r.Status, r.Body)
 	}
 
 	kinds := map[string]int{}
@@ -235,7 +240,7 @@ func TestSCIMOkta(t *testing.T) {
 		}
 	}
 	for typ, n := range map[string]int{record.TypeUserAdded: 3, runtime.TypeGroupSet: 3, record.TypeUserRoleChanged: 3,
-		record.TypeUserDisabled: 1, record.TypeUserEnabled: 1, record.TypeApprovalGrantVoided: 1} {
+		record.TypeUserDisabled: 1, record.TypeUserEnabled: 0, record.TypeApprovalGrantVoided: 1} {
 		if kinds[typ] != n {
 			t.Errorf("%d %s entries by scim, want %d (all: %v)", kinds[typ], typ, n, kinds)
 		}
@@ -277,7 +282,10 @@ func TestSCIMEntra(t *testing.T) {
 		t.Error("not disabled after active False")
 	}
 	scimDo(t, s, "PATCH", "/Users/"+id, map[string]any{"schemas": []string{"urn:ietf:params:scim:api:messages:2.0:PatchOp"},
-		"Operations": []any{map[string]any{"op": "Replace", "path": "active", "value": "True"}}}).want(t, "activate", 200)
+		"Operations": []any{map[string]any{"op": "Replace", "path": "active", "value": "True"}}}).want(t, "activate through SCIM", 400)
+	if r := s.Do("POST", "/v1/users/dev.lead@contoso.com/enable", s.AdminToken, nil); r.Status != http.StatusOK {
+		t.Fatalf("an admin enables the person: %d %s", r.Status, r.Body)
+	}
 
 	g := scimDo(t, s, "POST", "/Groups", map[string]any{"schemas": []string{"urn:ietf:params:scim:schemas:core:2.0:Group"},
 		"externalId": "60f1bb27", "displayName": "Finance Leads (old name)", "meta": map[string]any{"resourceType": "Group"}}).want(t, "create group", 201)
@@ -310,5 +318,49 @@ func TestSCIMEntra(t *testing.T) {
 	spc := scimDo(t, s, "GET", "/ServiceProviderConfig", nil).want(t, "service provider config", 200)
 	if !strings.Contains(spc.raw, "oauthbearertoken") {
 		t.Errorf("service provider config: %s", spc.raw)
+	}
+}
+
+// TestSCIMGroupRaces: changes to one group sent at the same time all
+// land (each applies to the group as the one before it left it), and a
+// bad patch is a SCIM 400 that leaves the server ready.
+func TestSCIMGroupRaces(t *testing.T) {
+	s := scimServer(t)
+	var ids []string
+	for i := range 8 {
+		a := scimDo(t, s, "POST", "/Users", map[string]any{"schemas": []string{"urn:ietf:params:scim:schemas:core:2.0:User"},
+			"userName": fmt.Sprintf("p%d@example.com", i)}).want(t, "create", 201)
+		ids = append(ids, a.body["id"].(string))
+	}
+	g := scimDo(t, s, "POST", "/Groups", map[string]any{"schemas": []string{"urn:ietf:params:scim:schemas:core:2.0:Group"},
+		"displayName": "arx-admins", "members": []any{map[string]any{"value": ids[0]}}}).want(t, "create group", 201)
+	gid := g.body["id"].(string)
+	done := make(chan scimAnswer, len(ids))
+	for _, id := range ids[1:] {
+		go func() {
+			done <- scimDo(t, s, "PATCH", "/Groups/"+gid, map[string]any{"schemas": []string{"urn:ietf:params:scim:api:messages:2.0:PatchOp"},
+				"Operations": []any{map[string]any{"op": "add", "path": "members", "value": []any{map[string]any{"value": id}}}}})
+		}()
+	}
+	go func() {
+		done <- scimDo(t, s, "PATCH", "/Groups/"+gid, map[string]any{"schemas": []string{"urn:ietf:params:scim:api:messages:2.0:PatchOp"},
+			"Operations": []any{map[string]any{"op": "remove", "path": fmt.Sprintf(`members[value eq "%s"]`, ids[0])}}})
+	}()
+	for range ids {
+		if a := <-done; a.status != 200 {
+			t.Errorf("a concurrent change: %d %s", a.status, a.raw)
+		}
+	}
+	got := scimDo(t, s, "GET", "/Groups/"+gid, nil).want(t, "get", 200)
+	if members, _ := got.body["members"].([]any); len(members) != len(ids)-1 || strings.Contains(got.raw, ids[0]) {
+		t.Errorf("after 7 adds and a removal at once: %s", got.raw)
+	}
+	if role, _ := roleOf(t, s, "p0@example.com"); role != "manager" {
+		t.Errorf("removed from the admin group at the same time as others were added: %s", role)
+	}
+	scimDo(t, s, "PATCH", "/Groups/"+gid, map[string]any{"schemas": []string{"urn:ietf:params:scim:api:messages:2.0:PatchOp"},
+		"Operations": []any{map[string]any{"op": "replace", "path": "displayName", "value": 7}}}).want(t, "a bad value", 400)
+	if r := s.Do("GET", "/readyz", "", nil); r.Status != http.StatusOK {
+		t.Errorf("ready after a refused patch: %d %s", r.Status, r.Body)
 	}
 }

@@ -238,7 +238,7 @@ func TestTracing(t *testing.T) {
 	if issued := rc.find(t, trace, "arx.credential.issue"); issued.Parent != req.SpanID {
 		t.Errorf("the credential is not under the request: %+v", issued)
 	}
-	gw := rc.find(t, trace, "GET /v1/gateway/{connector}")
+	gw := rc.find(t, trace, "arx.gateway")
 	if gw.Parent != call.SpanID || gw.Attrs["arx.call.id"] != callID || gw.Attrs["gen_ai.agent.id"] != agentID {
 		t.Errorf("gateway span: %+v", gw)
 	}

@@ -142,6 +142,13 @@ func (r *Runtime) decide(ctx context.Context, p *Principal, callID string, grant
 	var expired bool
 	var agentID string
 	err := r.store.Update(ctx, func(tx store.Tx) error {
+		// The person as the log stands: disabled since the request was
+		// authenticated (an admin, or deprovisioned), they decide nothing.
+		if u, err := tx.User(p.User.ID); err != nil {
+			return err
+		} else if u.DisabledAt != nil {
+			return arxerr.New(arxerr.Unauthenticated, "the account is disabled")
+		}
 		ap, err := tx.Approval(callID)
 		if errors.Is(err, store.ErrNotFound) {
 			return arxerr.New(arxerr.ApprovalNotFound, "no approval for call %s", truncate(callID, 64))

@@ -348,7 +348,12 @@ func (r *Runtime) changeDisabled(ctx context.Context, actor, self string, find f
 		}
 		for _, listed := range pending {
 			ap, err := tx.Approval(listed.CallID)
-			if err != nil || ap.Status != store.ApprovalPending || !slices.ContainsFunc(ap.Grants, func(g string) bool { return strings.EqualFold(g, u.Email) }) {
+			if errors.Is(err, store.ErrNotFound) {
+				continue // decided and gone meanwhile
+			} else if err != nil {
+				return err
+			}
+			if ap.Status != store.ApprovalPending || !slices.ContainsFunc(ap.Grants, func(g string) bool { return strings.EqualFold(g, u.Email) }) {
 				continue
 			}
 			c, err := tx.Call(ap.CallID)

@@ -97,60 +97,128 @@ func (r *Runtime) SCIMSetActive(ctx context.Context, id string, active bool) (*s
 	return u, nil
 }
 
-// SCIMPutGroup adds or replaces a group (members by person id; unknown ids
-// are refused) and gives its members, old and new, the roles their groups
-// now say.
-func (r *Runtime) SCIMPutGroup(ctx context.Context, g *store.Group) (*store.Group, error) {
-	if g.Name == "" || len(g.Name) > 256 || TextProblem(g.Name, 256) != "" {
-		return nil, arxerr.New(arxerr.BadRequest, "a group needs a displayName of at most 256 bytes of text")
-	}
-	if len(g.Members) > 100000 {
-		return nil, arxerr.New(arxerr.BadRequest, "a group of more than 100000 members")
-	}
+// Bounds of SCIM groups: members in one group, and members one change
+// may add or remove (each is named in the change's entry, which has a
+// size limit).
+const (
+	MaxGroupMembers     = 100000
+	MaxGroupChangeNames = 1000
+)
+
+// SCIMEditGroup adds a group (create: id is new) or changes one, in one
+// transaction: edit gets the group as it stands (members by person id;
+// unknown ids are refused) and changes it, so that concurrent changes do
+// not undo each other. Members added and removed get the roles their
+// groups now say (all members when the name changed); the entry names
+// who was added and removed.
+func (r *Runtime) SCIMEditGroup(ctx context.Context, id string, create bool, edit func(g *store.Group) error) (*store.Group, error) {
 	now := r.now()
-	if g.CreatedAt.IsZero() {
-		g.CreatedAt = now
-	}
-	g.Members = slices.Compact(slices.Sorted(slices.Values(g.Members)))
+	var out *store.Group
+	var refused error // edit's own error, answered as it is
 	err := r.store.Update(ctx, func(tx store.Tx) error {
+		refused = nil
 		all, err := tx.Groups()
 		if err != nil {
 			return err
 		}
-		affected := slices.Clone(g.Members)
-		emails := make([]string, 0, len(g.Members))
-		for _, id := range g.Members {
-			u, err := tx.User(id)
-			if errors.Is(err, store.ErrNotFound) {
-				return arxerr.New(arxerr.UserNotFound, "no person %s to be a member", truncate(id, 64))
-			} else if err != nil {
-				return err
+		i := slices.IndexFunc(all, func(o store.Group) bool { return o.ID == id })
+		var old store.Group
+		switch {
+		case create && i >= 0:
+			return arxerr.New(arxerr.Conflict, "group %s exists", truncate(id, 64))
+		case create:
+			old = store.Group{ID: id, CreatedAt: now}
+		case i < 0:
+			return arxerr.New(arxerr.NotFound, "no group %s", truncate(id, 64))
+		default:
+			old = all[i]
+		}
+		g := old
+		g.Members = slices.Clone(old.Members)
+		if err := edit(&g); err != nil {
+			refused = err
+			return err
+		}
+		g.ID, g.CreatedAt = old.ID, old.CreatedAt
+		g.Members = slices.Compact(slices.Sorted(slices.Values(g.Members)))
+		if g.Name == "" || TextProblem(g.Name, 256) != "" || TextProblem(g.ExternalID, 256) != "" {
+			return arxerr.New(arxerr.BadRequest, "a group needs a displayName (and an externalId, if any) of at most 256 bytes of text")
+		}
+		if len(g.Members) > MaxGroupMembers {
+			return arxerr.New(arxerr.BadRequest, "a group of more than %d members", MaxGroupMembers)
+		}
+		added, removed := diffSorted(old.Members, g.Members)
+		if len(added)+len(removed) > MaxGroupChangeNames {
+			return arxerr.New(arxerr.BadRequest, "one change adds or removes %d members; send at most %d at a time", len(added)+len(removed), MaxGroupChangeNames)
+		}
+		emails := func(ids []string, mustExist bool) ([]string, error) {
+			out := make([]string, 0, len(ids))
+			for _, id := range ids {
+				u, err := tx.User(id)
+				switch {
+				case errors.Is(err, store.ErrNotFound) && mustExist:
+					return nil, arxerr.New(arxerr.UserNotFound, "no person %s to be a member", truncate(id, 64))
+				case errors.Is(err, store.ErrNotFound):
+					out = append(out, id)
+				case err != nil:
+					return nil, err
+				default:
+					out = append(out, u.Email)
+				}
 			}
-			emails = append(emails, u.Email)
+			return out, nil
 		}
-		i := slices.IndexFunc(all, func(o store.Group) bool { return o.ID == g.ID })
-		if i >= 0 {
-			affected = append(affected, all[i].Members...)
-			g.CreatedAt = all[i].CreatedAt
-			all[i] = *g
-		} else {
-			all = append(all, *g)
+		addedEmails, err := emails(added, true)
+		if err != nil {
+			return err
 		}
-		if err := tx.PutGroup(g); errors.Is(err, store.ErrConflict) {
+		removedEmails, err := emails(removed, false)
+		if err != nil {
+			return err
+		}
+		if err := tx.PutGroup(&g); errors.Is(err, store.ErrConflict) {
 			return arxerr.New(arxerr.Conflict, "another group is named %q", truncate(g.Name, 64))
 		} else if err != nil {
 			return err
 		}
+		if i >= 0 {
+			all[i] = g
+		} else {
+			all = append(all, g)
+		}
 		if err := tx.Append(&record.Entry{Type: TypeGroupSet, Actor: scimActor, Time: now,
-			Data: map[string]any{"group": g.ID, "name": g.Name, "members": emails}}); err != nil {
+			Data: map[string]any{"group": g.ID, "name": g.Name, "added": addedEmails, "removed": removedEmails, "members": len(g.Members)}}); err != nil {
 			return err
 		}
+		affected := append(added, removed...)
+		if g.Name != old.Name {
+			affected = append(affected, g.Members...)
+		}
+		out = &g
 		return r.groupRoles(tx, all, affected, now)
 	})
-	if err != nil {
-		return nil, r.writeFailed("scim put group", err)
+	if refused != nil {
+		return nil, refused
 	}
-	return g, nil
+	if err != nil {
+		return nil, r.writeFailed("scim group", err)
+	}
+	return out, nil
+}
+
+// diffSorted is what b has that a has not (added), and the reverse.
+func diffSorted(a, b []string) (added, removed []string) {
+	for _, x := range b {
+		if _, in := slices.BinarySearch(a, x); !in {
+			added = append(added, x)
+		}
+	}
+	for _, x := range a {
+		if _, in := slices.BinarySearch(b, x); !in {
+			removed = append(removed, x)
+		}
+	}
+	return added, removed
 }
 
 // SCIMDeleteGroup removes a group; its members get the roles their other

@@ -119,14 +119,11 @@ func (r *Runtime) SSOStart(ctx context.Context, next string, cli *sso.CLI) (auth
 		if err := sso.CheckLoopback(cli.Redirect); err != nil {
 			return "", "", arxerr.New(arxerr.BadRequest, "%s", err.Error())
 		}
-		if len(cli.Challenge) != 43 || len(cli.State) == 0 || len(cli.State) > 128 || len(cli.Label) > 128 {
+		if len(cli.Challenge) != 43 || len(cli.State) == 0 || len(cli.State) > 128 || TextProblem(cli.Label, 128) != "" {
 			return "", "", arxerr.New(arxerr.BadRequest, "the CLI's sign-in needs a S256 challenge, a state and a label of at most 128 bytes")
 		}
 	}
-	key, err := r.deploymentKey(ctx, "sso_key")
-	if err != nil {
-		return "", "", err
-	}
+	key := r.sso.Key()
 	f := sso.NewFlow(next, cli, r.now())
 	u, err := r.sso.AuthURL(ctx, f)
 	if err != nil {
@@ -157,10 +154,7 @@ func (r *Runtime) SSOFinish(ctx context.Context, sealed, state, code, idpError s
 	if err := r.ssoOn(); err != nil {
 		return nil, err
 	}
-	key, err := r.deploymentKey(ctx, "sso_key")
-	if err != nil {
-		return nil, err
-	}
+	key := r.sso.Key()
 	var f sso.Flow
 	if err := sso.Open(key, "flow", sealed, &f, r.now()); err != nil {
 		e := arxerr.New(arxerr.SSOFailed, "this sign-in is unknown or took too long")
@@ -265,10 +259,7 @@ func (r *Runtime) SSORedeem(ctx context.Context, code, verifier string) (string,
 	if err := r.ssoOn(); err != nil {
 		return "", nil, err
 	}
-	key, err := r.deploymentKey(ctx, "sso_key")
-	if err != nil {
-		return "", nil, err
-	}
+	key := r.sso.Key()
 	var c sso.Code
 	if err := sso.Open(key, "code", code, &c, r.now()); err != nil || !sso.CheckVerifier(c.Challenge, verifier) {
 		e := arxerr.New(arxerr.SSOFailed, "the sign-in code is unknown, expired or not this client's")

@@ -13,6 +13,8 @@ package sso
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -83,6 +85,16 @@ func New(cfg Config) (*Client, error) {
 
 func loopback(host string) bool {
 	return host == "localhost" || host == "127.0.0.1" || host == "::1"
+}
+
+// Key is the key sign-in flows and CLI codes are sealed with: derived from
+// the client secret, which every replica has and the database does not,
+// so that a copy of the database cannot forge a code that signs someone
+// in.
+func (c *Client) Key() []byte {
+	m := hmac.New(sha256.New, []byte(c.cfg.ClientSecret))
+	m.Write([]byte("arx sso sealing key\x00" + c.cfg.Issuer + "\x00" + c.cfg.ClientID))
+	return m.Sum(nil)
 }
 
 // Name is how the console names the provider.
@@ -157,11 +169,15 @@ func (c *Client) Exchange(ctx context.Context, f *Flow, code string) (*Identity,
 	if err := idt.Claims(&cl); err != nil {
 		return nil, fmt.Errorf("read the ID token's claims: %w", err)
 	}
-	groups, err := groupsOf(idt.Claims, c.cfg.Roles.Claim)
+	claim := ""
+	if c.cfg.Roles.On() {
+		claim = c.cfg.Roles.Claim
+	}
+	groups, err := groupsOf(idt.Claims, claim)
 	if err != nil {
 		return nil, err
 	}
-	if cl.Email == "" || cl.Verified == nil || (c.cfg.Roles.Claim != "" && groups == nil) {
+	if cl.Email == "" || cl.Verified == nil || (claim != "" && groups == nil) {
 		ui, err := p.UserInfo(c.ctx(ctx), oauth2.StaticTokenSource(tok))
 		if err != nil {
 			return nil, fmt.Errorf("ask the provider's UserInfo endpoint: %w", err)
@@ -173,14 +189,17 @@ func (c *Client) Exchange(ctx context.Context, f *Flow, code string) (*Identity,
 		if err := ui.Claims(&more); err != nil {
 			return nil, fmt.Errorf("read the UserInfo claims: %w", err)
 		}
-		if cl.Email == "" {
+		switch {
+		case cl.Email == "":
 			cl.Email, cl.Verified = more.Email, more.Verified
+		case cl.Verified == nil && strings.EqualFold(more.Email, cl.Email):
+			cl.Verified = more.Verified
 		}
 		if cl.Name == "" {
 			cl.Name = more.Name
 		}
 		if groups == nil {
-			if groups, err = groupsOf(ui.Claims, c.cfg.Roles.Claim); err != nil {
+			if groups, err = groupsOf(ui.Claims, claim); err != nil {
 				return nil, err
 			}
 		}

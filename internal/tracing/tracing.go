@@ -57,7 +57,10 @@ func New(cfg Config) (*Tracing, error) {
 	}
 	res := resource.NewSchemaless(attribute.String("service.name", "arx"), attribute.String("service.version", cfg.Version),
 		attribute.String("service.instance.id", cfg.Instance))
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp, sdktrace.WithBatchTimeout(time.Second)), sdktrace.WithResource(res))
+	// Every call is sampled, whatever the agent's traceparent says: an
+	// agent cannot turn ARX's spans of its calls off.
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp, sdktrace.WithBatchTimeout(time.Second)), sdktrace.WithResource(res),
+		sdktrace.WithSampler(sdktrace.AlwaysSample()))
 	return &Tracing{tp: tp, tracer: tp.Tracer("github.com/arxsec/arx")}, nil
 }
 
