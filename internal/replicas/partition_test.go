@@ -47,17 +47,12 @@ const (
 	// completing one write first (their token is checked from memory and in
 	// the batch) until the replica's writes have been stuck for
 	// store.StallAfter: those that arrive in that second are in flight
-	// (inFlightBound), or queued behind the stalled batch, then wait for
-	// one more batch's connection (queuedBound).
+	// (inFlightBound).
 	refuseBound = postgres.DefaultReadTimeout + 2*time.Second
 	// inFlightBound: a request already in a batch when the path stalls is
 	// answered within BatchTimeout, or that and one more connection wait
 	// when it was queued behind that batch.
 	inFlightBound = postgres.DefaultBatchTimeout + 5*time.Second + 2*time.Second
-	// queuedBound: a write queued behind a batch that stalled waits for it
-	// (inFlightBound), then for its own batch's connection, and is
-	// answered within one more BatchTimeout at most.
-	queuedBound = inFlightBound + postgres.DefaultBatchTimeout
 	// resumeBound: the others append again once PostgreSQL has ended the
 	// stalled lock holder's session (IdleInTransactionTimeout 5s).
 	resumeBound = postgres.DefaultIdleInTransactionTimeout + 5*time.Second
@@ -251,12 +246,12 @@ func TestPartitionReplica(t *testing.T) {
 			// the cut, and A and C have acknowledged five calls sent after
 			// it. (Stalled mid-batch, B holds the log lock, and every
 			// replica's appends wait until PostgreSQL ends its session.)
-			// The load's requests write first: queuedBound.
+			// The load's requests write first: inFlightBound.
 			sentAfter := func(a attempt) bool { return a.on == B && a.sent.After(cut) && !a.done.IsZero() }
-			_, ok := l.firstAttempt(sentAfter, queuedBound+5*time.Second)
+			_, ok := l.firstAttempt(sentAfter, inFlightBound+5*time.Second)
 			if !ok {
 				l.halt()
-				t.Fatalf("B answered no request sent after the %s within %v", mode, queuedBound+5*time.Second)
+				t.Fatalf("B answered no request sent after the %s within %v", mode, inFlightBound+5*time.Second)
 			}
 			var healthyFirst time.Duration
 			for deadline := cut.Add(resumeBound + 5*time.Second); ; time.Sleep(20 * time.Millisecond) {
@@ -293,8 +288,8 @@ func TestPartitionReplica(t *testing.T) {
 				if a.status == http.StatusInternalServerError {
 					internal++
 				}
-				if a.on == B && a.latency() > queuedBound {
-					t.Errorf("B took %v to answer a call sent %v after the %s (bound %v)", a.latency(), a.sent.Sub(cut), mode, queuedBound)
+				if a.on == B && a.latency() > inFlightBound {
+					t.Errorf("B took %v to answer a call sent %v after the %s (bound %v)", a.latency(), a.sent.Sub(cut), mode, inFlightBound)
 				}
 				switch {
 				case a.on == B && a.sent.After(cut) && a.done.Before(heal):
@@ -306,8 +301,8 @@ func TestPartitionReplica(t *testing.T) {
 					if a.status != http.StatusServiceUnavailable || a.code != string(arxerr.RecordUnavailable) {
 						t.Errorf("B answered a call during the %s with HTTP %d %q, want 503 record.unavailable", mode, a.status, a.code)
 					}
-					if a.latency() > queuedBound { // calls write first
-						t.Errorf("B took %v to refuse a call during the %s (bound %v)", a.latency(), mode, queuedBound)
+					if a.latency() > inFlightBound { // calls write first
+						t.Errorf("B took %v to refuse a call during the %s (bound %v)", a.latency(), mode, inFlightBound)
 					}
 				case a.on != B && a.sent.After(cut) && a.done.Before(heal) && a.call != "":
 					healthy++
@@ -320,7 +315,7 @@ func TestPartitionReplica(t *testing.T) {
 			wake := wakeAcross(t, B, A, agents[1], boss)
 			t.Logf("CAMPAIGN partition scenario=replica mode=%s first_refusal_s=%.3f refuse_max_s=%.3f refused=%d healthy_first_s=%.3f healthy_acked=%d recover_s=%.3f ready_s=%.3f wake_s=%.3f bound_s=%.0f",
 				mode, firstRefusal.Seconds(), worst.Seconds(), refused, healthyFirst.Seconds(), healthy, recovered.Seconds(), ready.Seconds(),
-				max(wake, 0).Seconds(), queuedBound.Seconds())
+				max(wake, 0).Seconds(), inFlightBound.Seconds())
 		})
 	}
 	checkRecord(t, d, A, all)
