@@ -90,10 +90,9 @@ type State struct {
 	idemOrder []idemSeen         // oldest first, from idemStart
 	idemStart int
 	size      int64 // entries folded (the log's size)
-	// revocations counts the entries folded that revoke agent tokens
-	// (token.revoked, agent.terminated) and loads of a snapshot, which may
-	// hold any: a token checked while it was n is still unrevoked as long
-	// as it is n (Revocations).
+	// revocations counts the token.revoked entries folded (and loads of
+	// a snapshot, which may hold any): a token checked while it was n is
+	// still unrevoked as long as it is n (Revocations).
 	revocations uint64
 
 	evictMu   sync.Mutex

@@ -456,7 +456,6 @@ func (t *Txn) Apply(e *record.Entry, leaf tlog.Hash) error {
 			a.ShadowHash, a.ShadowSince = "", -1
 		}
 	case record.TypeAgentTerminated:
-		t.revocations++ // a termination revokes the agent's tokens
 		a, err := t.writableAgent(e.Agent)
 		if err != nil {
 			return t.notApplicable(e, err)
