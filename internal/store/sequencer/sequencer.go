@@ -135,7 +135,7 @@ type Sequencer struct {
 	failed atomic.Pointer[error]
 	// turn is when the loop last took up work (unix nanoseconds); 0 while
 	// it waits for Updates with nothing in flight (Stalled).
-	turn   atomic.Int64
+	turn atomic.Int64
 	stats  Stats
 	opTree record.Tree // the tree before the running Update (prepare)
 }

@@ -34,7 +34,7 @@ type Txn struct {
 	// the per-agent index of the log.
 	Entries []Applied
 
-	idem        map[IdemKey]string
+	idem    map[IdemKey]string
 	newKeys     []idemSeen
 	size        int64
 	revocations uint64
