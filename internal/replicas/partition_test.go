@@ -40,14 +40,10 @@ import (
 // internal/store/postgres: Defaults), each with two seconds of slack for a
 // loaded machine.
 const (
-	// refuseBound: a request that reads first on a replica cut off from
-	// the database is refused within one bounded read (ReadTimeout 5s), or,
+	// refuseBound: a request that reaches a replica cut off from the
+	// database is refused within one bounded read (ReadTimeout 5s), or,
 	// when it goes to an idle sequencer first (the gateway), within the
-	// sequencer's bounded wait for a connection (5s). Asking for a call and
-	// completing one write first (their token is checked from memory and in
-	// the batch) until the replica's writes have been stuck for
-	// store.StallAfter: those that arrive in that second are in flight
-	// (inFlightBound).
+	// sequencer's bounded wait for a connection (5s).
 	refuseBound = postgres.DefaultReadTimeout + 2*time.Second
 	// inFlightBound: a request already in a batch when the path stalls is
 	// answered within BatchTimeout, or that and one more connection wait
@@ -246,12 +242,11 @@ func TestPartitionReplica(t *testing.T) {
 			// the cut, and A and C have acknowledged five calls sent after
 			// it. (Stalled mid-batch, B holds the log lock, and every
 			// replica's appends wait until PostgreSQL ends its session.)
-			// The load's requests write first: inFlightBound.
 			sentAfter := func(a attempt) bool { return a.on == B && a.sent.After(cut) && !a.done.IsZero() }
-			_, ok := l.firstAttempt(sentAfter, inFlightBound+5*time.Second)
+			_, ok := l.firstAttempt(sentAfter, refuseBound+5*time.Second)
 			if !ok {
 				l.halt()
-				t.Fatalf("B answered no request sent after the %s within %v", mode, inFlightBound+5*time.Second)
+				t.Fatalf("B answered no request sent after the %s within %v", mode, refuseBound+5*time.Second)
 			}
 			var healthyFirst time.Duration
 			for deadline := cut.Add(resumeBound + 5*time.Second); ; time.Sleep(20 * time.Millisecond) {
@@ -301,8 +296,8 @@ func TestPartitionReplica(t *testing.T) {
 					if a.status != http.StatusServiceUnavailable || a.code != string(arxerr.RecordUnavailable) {
 						t.Errorf("B answered a call during the %s with HTTP %d %q, want 503 record.unavailable", mode, a.status, a.code)
 					}
-					if a.latency() > inFlightBound { // calls write first
-						t.Errorf("B took %v to refuse a call during the %s (bound %v)", a.latency(), mode, inFlightBound)
+					if a.latency() > refuseBound {
+						t.Errorf("B took %v to refuse a call during the %s (bound %v)", a.latency(), mode, refuseBound)
 					}
 				case a.on != B && a.sent.After(cut) && a.done.Before(heal) && a.call != "":
 					healthy++
@@ -315,7 +310,7 @@ func TestPartitionReplica(t *testing.T) {
 			wake := wakeAcross(t, B, A, agents[1], boss)
 			t.Logf("CAMPAIGN partition scenario=replica mode=%s first_refusal_s=%.3f refuse_max_s=%.3f refused=%d healthy_first_s=%.3f healthy_acked=%d recover_s=%.3f ready_s=%.3f wake_s=%.3f bound_s=%.0f",
 				mode, firstRefusal.Seconds(), worst.Seconds(), refused, healthyFirst.Seconds(), healthy, recovered.Seconds(), ready.Seconds(),
-				max(wake, 0).Seconds(), inFlightBound.Seconds())
+				max(wake, 0).Seconds(), refuseBound.Seconds())
 		})
 	}
 	checkRecord(t, d, A, all)
@@ -432,7 +427,7 @@ func TestPartitionTerminate(t *testing.T) {
 						took := time.Since(start)
 						mu.Lock()
 						defer mu.Unlock()
-						if strings.HasPrefix(c.what, "gateway") || c.what == "new call" { // they write first
+						if strings.HasPrefix(c.what, "gateway") {
 							gatewayMax = max(gatewayMax, took)
 						} else {
 							readsMax = max(readsMax, took)
@@ -459,7 +454,7 @@ func TestPartitionTerminate(t *testing.T) {
 				t.Errorf("B took %v to refuse a request that reads first during the %s (bound %v)", duringReads, mode, refuseBound)
 			}
 			if duringGateway > inFlightBound {
-				t.Errorf("B took %v to refuse a request that writes first (a gateway request, a new call) during the %s (bound %v)", duringGateway, mode, inFlightBound)
+				t.Errorf("B took %v to refuse a gateway request during the %s (bound %v)", duringGateway, mode, inFlightBound)
 			}
 			heal := time.Now()
 			px[1].Set(tcpfault.Pass)
@@ -484,7 +479,7 @@ func TestPartitionTerminate(t *testing.T) {
 			if n := hits.Load() - before; n != 0 {
 				t.Errorf("%d gateway requests reached the upstream after the termination", n)
 			}
-			t.Logf("CAMPAIGN partition scenario=terminate mode=%s during_reads_max_s=%.3f during_writes_max_s=%.3f after_heal_max_s=%.3f settled_s=%.3f upstream_after=%d bound_reads_s=%.0f bound_gateway_s=%.0f",
+			t.Logf("CAMPAIGN partition scenario=terminate mode=%s during_reads_max_s=%.3f during_gateway_max_s=%.3f after_heal_max_s=%.3f settled_s=%.3f upstream_after=%d bound_reads_s=%.0f bound_gateway_s=%.0f",
 				mode, duringReads.Seconds(), duringGateway.Seconds(), max(afterReads, afterGateway).Seconds(), settled.Seconds(), hits.Load()-before,
 				refuseBound.Seconds(), inFlightBound.Seconds())
 		})

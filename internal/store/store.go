@@ -234,13 +234,6 @@ type Agents interface {
 	// AgentByToken reads an agent token and its agent: the check every
 	// agent request makes.
 	AgentByToken(ctx context.Context, hash []byte) (*Token, *Agent, error)
-	// TokenRevocations counts the agent-token revocations the log holds,
-	// as far as this process has folded it (and more: it may only grow
-	// when in doubt). An agent token read by AgentByToken after the count
-	// was n is unrevoked for an Update whose Tx.TokenRevocations is n.
-	// flowing is false while writes are stalled (StallAfter): requests
-	// then read first, and are refused within a read's bound.
-	TokenRevocations() (n uint64, flowing bool)
 	// ManifestText reads a job description stored with PutManifest by
 	// its hash (manifest.Hash); ErrNotFound when there is none.
 	ManifestText(ctx context.Context, hash string) ([]byte, error)
@@ -322,10 +315,6 @@ type Log interface {
 // an agent's profile (its manifest), and tokens (by hash).
 type AgentsTx interface {
 	Agent(id string) (*Agent, error)
-	// TokenRevocations is Agents.TokenRevocations as this transaction
-	// sees the log: revocations committed before it, by any replica, and
-	// those of the Updates before it in its batch.
-	TokenRevocations() uint64
 	// InsertAgent adds a hired agent's profile; its agent.hired entry,
 	// appended after, makes it active.
 	InsertAgent(a *Agent) error
@@ -433,10 +422,6 @@ type SettingsTx interface {
 	SetMeta(key, value string) error
 	PutCheckpoint(c *Checkpoint) error
 }
-
-// StallAfter is how long one turn of the sequencer may take before the
-// store says writes are not flowing (Agents.TokenRevocations).
-const StallAfter = time.Second
 
 // Counting windows of Counts: calls per minute for the last RateMinutes
 // minutes, and per quarter hour for CountHours hours (a budget day in any

@@ -401,10 +401,3 @@ func (s *Store) Groups(ctx context.Context) ([]store.Group, error) {
 	}
 	return collect(rows, scanGroup)
 }
-
-// TokenRevocations implements store.Agents: the revocations folded by this
-// replica's sequencer (its own, and other replicas' as each batch reads
-// them under the log lock).
-func (s *Store) TokenRevocations() (uint64, bool) {
-	return s.st.Revocations(), !s.seq.Stalled(store.StallAfter)
-}

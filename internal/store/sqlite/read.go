@@ -451,8 +451,3 @@ func sortedMembers(m []string) []string {
 	slices.Sort(out)
 	return slices.Compact(out)
 }
-
-// TokenRevocations implements store.Agents.
-func (s *Store) TokenRevocations() (uint64, bool) {
-	return s.st.Revocations(), !s.seq.Stalled(store.StallAfter)
-}
