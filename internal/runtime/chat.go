@@ -2,17 +2,13 @@ package runtime
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/arxsec/arx/arxerr"
+	"github.com/arxsec/arx/internal/sealed"
 	"github.com/arxsec/arx/internal/store"
 	"github.com/arxsec/arx/record"
 )
@@ -105,35 +101,18 @@ func (r *Runtime) ChatLinkCode(ctx context.Context, a ChatAccount) (string, erro
 	if err != nil {
 		return "", err
 	}
-	body, _ := json.Marshal(linkClaims{a, r.now().Add(ChatLinkTTL).Unix()})
-	payload := base64.RawURLEncoding.EncodeToString(body)
-	return payload + "." + base64.RawURLEncoding.EncodeToString(linkMAC(key, payload)), nil
-}
-
-func linkMAC(key []byte, payload string) []byte {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte("arx chat link\x00" + payload))
-	return m.Sum(nil)
+	return sealed.Seal(key, "chat link", linkClaims{a, r.now().Add(ChatLinkTTL).Unix()}), nil
 }
 
 // ChatLinkAccount reads the account a link code names.
 func (r *Runtime) ChatLinkAccount(ctx context.Context, code string) (ChatAccount, error) {
 	bad := arxerr.New(arxerr.ChatLinkInvalid, "the link is not valid, or has expired")
-	payload, mac, ok := strings.Cut(code, ".")
-	if !ok || len(code) > 2048 {
-		return ChatAccount{}, bad
-	}
 	key, err := r.chatKey(ctx)
 	if err != nil {
 		return ChatAccount{}, err
 	}
-	got, err := base64.RawURLEncoding.DecodeString(mac)
-	if err != nil || !hmac.Equal(got, linkMAC(key, payload)) {
-		return ChatAccount{}, bad
-	}
-	body, err := base64.RawURLEncoding.DecodeString(payload)
 	var c linkClaims
-	if err != nil || json.Unmarshal(body, &c) != nil || validChat(c.ChatAccount) != nil {
+	if sealed.Open(key, "chat link", code, 2048, &c) != nil || validChat(c.ChatAccount) != nil {
 		return ChatAccount{}, bad
 	}
 	if r.now().Unix() > c.Exp {

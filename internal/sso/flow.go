@@ -3,17 +3,14 @@ package sso
 import (
 	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"net/url"
-	"strings"
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/arxsec/arx/internal/sealed"
 )
 
 // FlowTTL is how long a sign-in may take, from the button to the
@@ -60,61 +57,33 @@ type Code struct {
 	Expires   int64  `json:"e"`
 }
 
-// Seal encodes v and signs it with key for one purpose ("flow", "code"):
-// a value sealed for one purpose does not open for another.
-func Seal(key []byte, purpose string, v any) string {
-	body, _ := json.Marshal(v)
-	payload := base64.RawURLEncoding.EncodeToString(body)
-	return payload + "." + base64.RawURLEncoding.EncodeToString(mac(key, purpose, payload))
-}
+// Seal signs a Flow or a Code for one purpose ("flow", "code"): a value
+// sealed for one purpose does not open for another.
+func Seal(key []byte, purpose string, v any) string { return sealed.Seal(key, "sso "+purpose, v) }
 
 // ErrExpired is Open's answer for a sealed value past its expiry.
 var ErrExpired = errors.New("expired")
 
-// Open checks what Seal made (constant-time) and decodes it into v, which
-// must have an Expires field (Flow, Code); past it, ErrExpired.
-func Open(key []byte, purpose, sealed string, v any, now time.Time) error {
-	payload, sig, ok := strings.Cut(sealed, ".")
-	if !ok || len(sealed) > 8192 {
-		return errors.New("malformed")
+// expiring is what Open opens: a Flow or a Code.
+type expiring interface{ expires() int64 }
+
+func (f *Flow) expires() int64 { return f.Expires }
+func (c *Code) expires() int64 { return c.Expires }
+
+// Open checks what Seal made (constant-time) and decodes it into v; past
+// v's expiry, ErrExpired.
+func Open(key []byte, purpose, s string, v expiring, now time.Time) error {
+	if err := sealed.Open(key, "sso "+purpose, s, 8192, v); err != nil {
+		return err
 	}
-	got, err := base64.RawURLEncoding.DecodeString(sig)
-	if err != nil || !hmac.Equal(got, mac(key, purpose, payload)) {
-		return errors.New("not signed by this deployment")
-	}
-	body, err := base64.RawURLEncoding.DecodeString(payload)
-	if err != nil {
-		return errors.New("malformed")
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return fmt.Errorf("malformed: %w", err)
-	}
-	var exp int64
-	switch x := v.(type) {
-	case *Flow:
-		exp = x.Expires
-	case *Code:
-		exp = x.Expires
-	default:
-		return fmt.Errorf("sso: cannot open a %T", v)
-	}
-	if now.Unix() >= exp {
+	if now.Unix() >= v.expires() {
 		return ErrExpired
 	}
 	return nil
 }
 
-func mac(key []byte, purpose, payload string) []byte {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte("arx sso " + purpose + "\x00" + payload))
-	return m.Sum(nil)
-}
-
 // Challenge is the PKCE S256 challenge of a verifier.
-func Challenge(verifier string) string {
-	h := sha256.Sum256([]byte(verifier))
-	return base64.RawURLEncoding.EncodeToString(h[:])
-}
+func Challenge(verifier string) string { return oauth2.S256ChallengeFromVerifier(verifier) }
 
 // CheckVerifier says, in constant time, whether verifier is the one
 // challenge was made from.
