@@ -130,6 +130,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.AddCommand(
 		serveCmd(),
+		keysCmd(),
 		devCmd(),
 		hireCmd(),
 		agentsCmd(),

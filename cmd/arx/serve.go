@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -62,14 +61,14 @@ data directory; the first replica's admin.token serves them all.`,
 				if sf.file == "" {
 					continue
 				}
-				b, err := readSecretFile(sf.file)
+				b, err := server.ReadSecretFile(sf.file)
 				if err != nil {
 					return withHint(fmt.Errorf("%s: %w", sf.flag, err), "name a file that holds the secret, readable by this user only (chmod 600)")
 				}
 				*sf.to = b
 			}
 			if oidcSecretFile != "" {
-				b, err := readSecretFile(oidcSecretFile)
+				b, err := server.ReadSecretFile(oidcSecretFile)
 				if err != nil {
 					return withHint(fmt.Errorf("--oidc-client-secret-file: %w", err), "name a file that holds the OIDC client's secret, readable by this user only (chmod 600)")
 				}
@@ -81,7 +80,7 @@ data directory; the first replica's admin.token serves them all.`,
 			}
 			cfg.NoLocalPasswords = !localPasswords
 			if scimTokenFile != "" {
-				b, err := readSecretFile(scimTokenFile)
+				b, err := server.ReadSecretFile(scimTokenFile)
 				if err == nil && len(b) < 32 {
 					err = fmt.Errorf("the token has %d bytes; use at least 32 random ones", len(b))
 				}
@@ -91,7 +90,7 @@ data directory; the first replica's admin.token serves them all.`,
 				cfg.SCIMToken = b
 			}
 			if slackBotTokenFile != "" {
-				b, err := readSecretFile(slackBotTokenFile)
+				b, err := server.ReadSecretFile(slackBotTokenFile)
 				if err != nil {
 					return withHint(fmt.Errorf("--slack-bot-token-file: %w", err), "name a file that holds the bot token (xoxb-...), readable by this user only (chmod 600)")
 				}
@@ -130,6 +129,7 @@ data directory; the first replica's admin.token serves them all.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", envDefault("ARX_LISTEN", server.DefaultListen), "address to listen on (env ARX_LISTEN)")
 	f.StringVar(&cfg.DataDir, "data", envDefault("ARX_DATA_DIR", server.DefaultDataDir), "data directory (env ARX_DATA_DIR)")
+	f.StringVar(&cfg.KeyDir, "key-dir", envDefault("ARX_KEY_DIR", ""), "read the deployment's keys and first admin token from this directory, made once by `arx keys init` (a Kubernetes secret, systemd credentials; env ARX_KEY_DIR); default: the data directory, where the first start makes them")
 	f.StringVar(&cfg.Origin, "origin", envDefault("ARX_ORIGIN", ""), "log origin naming this deployment, used when the log key is first created (env ARX_ORIGIN)")
 	f.StringVar(&cfg.TLSCert, "tls-cert", envDefault("ARX_TLS_CERT", ""), "TLS certificate file (env ARX_TLS_CERT)")
 	f.StringVar(&cfg.TLSKey, "tls-key", envDefault("ARX_TLS_KEY", ""), "TLS private key file (env ARX_TLS_KEY)")
@@ -167,28 +167,4 @@ data directory; the first replica's admin.token serves them all.`,
 	f.DurationVar(&cfg.Database.ReadTimeout, "db-read-timeout", postgres.DefaultReadTimeout, "PostgreSQL: longest wait for one read; a replica cut off from its database refuses within it")
 	f.DurationVar(&cfg.Database.WriteTimeout, "db-write-timeout", postgres.DefaultBatchTimeout, "PostgreSQL: longest wait for one batch of writes to commit, the log lock included")
 	return cmd
-}
-
-// readSecretFile reads a secret from a file: trimmed of the line end an
-// editor adds, not empty, at most 4 KiB, and readable by its owner only.
-func readSecretFile(path string) ([]byte, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%s is readable by others (mode %#o)", path, fi.Mode().Perm())
-	}
-	if fi.Size() > 4096 {
-		return nil, fmt.Errorf("%s is larger than a secret", path)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	b = []byte(strings.TrimSpace(string(b)))
-	if len(b) == 0 {
-		return nil, fmt.Errorf("%s is empty", path)
-	}
-	return b, nil
 }

@@ -366,17 +366,49 @@ func agentUsable(a *store.Agent) error {
 	}
 }
 
+// NewAdminToken makes an operator token that EnsureAdminToken can adopt
+// later (arx keys init writes one beside the keys it makes).
+func NewAdminToken() string {
+	token, _ := newToken(adminTokenPrefix)
+	return token
+}
+
+// ValidAdminToken says whether s has the shape of an operator token.
+func ValidAdminToken(s string) bool {
+	rest, ok := strings.CutPrefix(s, adminTokenPrefix)
+	if !ok || len(rest) != 43 {
+		return false
+	}
+	_, err := base64.RawURLEncoding.DecodeString(rest)
+	return err == nil
+}
+
 // EnsureAdminToken creates the first admin token if none was ever made, and
 // returns it (created is false, and token empty, when one exists already).
-func (r *Runtime) EnsureAdminToken(ctx context.Context) (token string, created bool, err error) {
+// With given (made by NewAdminToken) the first admin token is that one
+// rather than a new one: a deployment whose keys come from a secret store
+// has its operator token there too, and no replica prints or writes it.
+func (r *Runtime) EnsureAdminToken(ctx context.Context, given string) (token string, created bool, err error) {
 	if _, err := r.store.Meta(ctx, "admin_token_id"); err == nil {
 		return "", false, nil
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return "", false, err
 	}
-	token, hash := newToken(adminTokenPrefix)
+	var hash []byte
+	if given != "" {
+		if !ValidAdminToken(given) {
+			return "", false, errors.New("the admin token given is not one arx made (arxk_ and 43 base64url characters)")
+		}
+		token, hash = given, HashToken(given)
+	} else {
+		token, hash = newToken(adminTokenPrefix)
+	}
 	id := uuid.NewString()
 	err = r.store.Update(ctx, func(tx store.Tx) error {
+		// Two first replicas at once: one of them makes the token.
+		if _, err := tx.Meta("admin_token_id"); err == nil {
+			return errAdminTokenExists
+		}
 		if err := tx.InsertToken(&store.Token{ID: id, Hash: hash, Kind: store.TokenAdmin, Label: "first admin", CreatedAt: r.now()}); err != nil {
 			return err
 		}
@@ -385,11 +417,16 @@ func (r *Runtime) EnsureAdminToken(ctx context.Context) (token string, created b
 		}
 		return tx.Append(record.TokenIssued("", "system", r.now(), id, store.TokenAdmin, "first admin"))
 	})
+	if errors.Is(err, errAdminTokenExists) {
+		return "", false, nil
+	}
 	if err != nil {
 		return "", false, err
 	}
 	return token, true, nil
 }
+
+var errAdminTokenExists = errors.New("runtime: an admin token exists")
 
 // Manifest returns the parsed job description an agent is held to now.
 func (r *Runtime) Manifest(a *store.Agent) (*manifest.Manifest, error) {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
@@ -48,23 +49,32 @@ const (
 	metaCredentialKey = "replicas.credential_key"
 )
 
-// openStore opens the configured store and, on a shared database, checks
-// that this replica's keys are the deployment's.
+// openStore opens the configured store and checks that this server's keys
+// are the ones the database was first started with (on a shared database,
+// every replica's; on SQLite, keys from another --key-dir would sign a
+// second log).
 func openStore(ctx context.Context, cfg Config, logKey string, cred ed25519.PrivateKey) (store.Store, error) {
 	db := cfg.Database
+	var st store.Store
+	var err error
 	if db.URL == "" {
-		return sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(cfg.DataDir, DatabaseFile), BusyTimeout: db.BusyTimeout,
+		st, err = sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(cfg.DataDir, DatabaseFile), BusyTimeout: db.BusyTimeout,
 			LogFault: db.LogFault, Logger: cfg.Logger})
+	} else {
+		u, perr := url.Parse(db.URL)
+		if perr != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			return nil, errors.New("database: not a postgres:// URL (leave --database empty for SQLite in the data directory)")
+		}
+		st, err = postgres.Open(ctx, postgres.Config{URL: db.URL, MaxConns: db.MaxConns, MinConns: db.MinConns,
+			MaxConnLifetime: db.MaxConnLifetime, MaxConnIdleTime: db.MaxConnIdleTime,
+			ReadTimeout: db.ReadTimeout, BatchTimeout: db.WriteTimeout, Logger: cfg.Logger})
 	}
-	u, err := url.Parse(db.URL)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		return nil, errors.New("database: not a postgres:// URL (leave --database empty for SQLite in the data directory)")
-	}
-	st, err := postgres.Open(ctx, postgres.Config{URL: db.URL, MaxConns: db.MaxConns, MinConns: db.MinConns,
-		MaxConnLifetime: db.MaxConnLifetime, MaxConnIdleTime: db.MaxConnIdleTime,
-		ReadTimeout: db.ReadTimeout, BatchTimeout: db.WriteTimeout, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
+	}
+	from := "the first replica's data directory"
+	if cfg.KeyDir != "" {
+		from = "the deployment's key directory (arx keys init)"
 	}
 	pub := base64.StdEncoding.EncodeToString(cred.Public().(ed25519.PublicKey))
 	for _, k := range []struct{ meta, mine, file string }{
@@ -73,8 +83,8 @@ func openStore(ctx context.Context, cfg Config, logKey string, cred ed25519.Priv
 	} {
 		if err := sameKey(ctx, st, k.meta, k.mine); err != nil {
 			st.Close()
-			return nil, fmt.Errorf("%s in %s: %w; copy %s, %s and %s from the first replica's data directory",
-				k.file, cfg.DataDir, err, LogKeyFile, LogPubFile, CredentialKeyFile)
+			return nil, fmt.Errorf("%s in %s: %w; copy %s, %s and %s from %s",
+				k.file, cmp.Or(cfg.KeyDir, cfg.DataDir), err, LogKeyFile, LogPubFile, CredentialKeyFile, from)
 		}
 	}
 	return st, nil

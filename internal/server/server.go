@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
@@ -38,7 +39,12 @@ import (
 // and mapped here.
 type Config struct {
 	DataDir string
-	Listen  string // host:port; port 0 picks a free one
+	// KeyDir, when set, holds the deployment's keys and, optionally, its
+	// first admin token (InitKeys made them): they are read from there
+	// and never made. Default: the data directory, where the first start
+	// makes them.
+	KeyDir string
+	Listen string // host:port; port 0 picks a free one
 	// Origin names the log and the deployment; used only when the log key
 	// is created (first start). Default: "arx.local/<hostname>/<random>".
 	Origin  string
@@ -149,17 +155,24 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		rand.Read(b[:])
 		cfg.Origin = "arx.local/" + host + "/" + hex.EncodeToString(b[:])
 	}
-	skey, vkey, _, err := loadOrCreateLogKey(cfg.DataDir, cfg.Origin)
-	if err != nil {
-		return nil, fmt.Errorf("log key: %w", err)
+	var skey, vkey, givenAdmin string
+	var ckey ed25519.PrivateKey
+	var err error
+	if cfg.KeyDir != "" {
+		if skey, vkey, ckey, givenAdmin, err = readKeyDir(cfg.KeyDir); err != nil {
+			return nil, err
+		}
+	} else {
+		if skey, vkey, _, err = loadOrCreateLogKey(cfg.DataDir, cfg.Origin, true); err != nil {
+			return nil, fmt.Errorf("log key: %w", err)
+		}
+		if ckey, err = loadOrCreateCredentialKey(cfg.DataDir, true); err != nil {
+			return nil, fmt.Errorf("credential key: %w", err)
+		}
 	}
 	signer, err := record.NewSigner(skey)
 	if err != nil {
 		return nil, fmt.Errorf("log key: %w", err)
-	}
-	ckey, err := loadOrCreateCredentialKey(cfg.DataDir)
-	if err != nil {
-		return nil, fmt.Errorf("credential key: %w", err)
 	}
 	issuer, err := credential.NewIssuer(signer.Name(), ckey)
 	if err != nil {
@@ -226,13 +239,15 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, fmt.Errorf("local passwords: %w", err)
 	}
-	token, created, err := rt.EnsureAdminToken(ctx)
+	token, created, err := rt.EnsureAdminToken(ctx, givenAdmin)
 	if err != nil {
 		ln.Close()
 		st.Close()
 		return nil, fmt.Errorf("admin token: %w", err)
 	}
-	if created {
+	if created && givenAdmin != "" {
+		cfg.Logger.Info("first start: the admin token is the one in the key directory", "file", filepath.Join(cfg.KeyDir, AdminTokenFile))
+	} else if created {
 		if err := writeFileAtomic(filepath.Join(cfg.DataDir, AdminTokenFile), []byte(token+"\n"), 0o600); err != nil {
 			ln.Close()
 			st.Close()
