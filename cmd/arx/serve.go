@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -42,6 +43,14 @@ data directory; the first replica's admin.token serves them all.`,
 				return err
 			}
 			cfg.Logger = log
+			// From the environment (not flag defaults, which --help shows):
+			// a webhook's URL is its credential.
+			if !cmd.Flags().Changed("webhook") {
+				webhooks = strings.Fields(os.Getenv("ARX_WEBHOOKS"))
+			}
+			if !cmd.Flags().Changed("slack-webhook") {
+				slackHooks = strings.Fields(os.Getenv("ARX_SLACK_WEBHOOKS"))
+			}
 			for _, u := range webhooks {
 				cfg.Webhooks = append(cfg.Webhooks, runtime.Webhook{URL: u, Format: "json"})
 			}
@@ -135,8 +144,8 @@ data directory; the first replica's admin.token serves them all.`,
 	f.StringVar(&cfg.TLSKey, "tls-key", envDefault("ARX_TLS_KEY", ""), "TLS private key file (env ARX_TLS_KEY)")
 	f.DurationVar(&cfg.UserTokenLifetime, "user-token-lifetime", runtime.DefaultUserTokenLifetime, "how long a person's API token (arx login) lives")
 	f.StringVar(&cfg.PublicURL, "public-url", envDefault("ARX_PUBLIC_URL", ""), "URL people use to reach this server, for links (env ARX_PUBLIC_URL; default: the listen address)")
-	f.StringArrayVar(&webhooks, "webhook", nil, "URL told (generic JSON) when approvals are requested and decided; repeatable")
-	f.StringArrayVar(&slackHooks, "slack-webhook", nil, "Slack incoming-webhook URL told when approvals are requested and decided; repeatable")
+	f.StringArrayVar(&webhooks, "webhook", nil, "URL told (generic JSON) when approvals are requested and decided; repeatable (env ARX_WEBHOOKS, space-separated, which keeps the URLs out of ps)")
+	f.StringArrayVar(&slackHooks, "slack-webhook", nil, "Slack incoming-webhook URL told when approvals are requested and decided; repeatable (env ARX_SLACK_WEBHOOKS, space-separated)")
 	f.StringVar(&slackSecretFile, "slack-signing-secret-file", "", "file holding the Slack app's signing secret: approval messages get Approve and Deny buttons, taken at /v1/slack/interactions")
 	f.StringVar(&slackBotTokenFile, "slack-bot-token-file", "", "file holding the Slack app's bot token (xoxb-..., scopes users:read, users:read.email): checks whose a Slack account is before it is linked, and asks for a denial's reason in a modal")
 	f.StringVar(&cfg.SSO.Issuer, "oidc-issuer", envDefault("ARX_OIDC_ISSUER", ""), "OpenID Connect identity provider's issuer URL: people sign in through it (env ARX_OIDC_ISSUER); needs --public-url, whose /console/sso/callback is the redirect URI to register")
