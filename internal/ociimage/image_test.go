@@ -22,8 +22,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 )
 
 // build builds the image for this machine's architecture.
@@ -70,6 +72,19 @@ func TestImage(t *testing.T) {
 	db, _ := b.Digest()
 	if da != db {
 		t.Fatalf("two builds of the same sources differ: %s and %s", da, db)
+	}
+	// What is written is a valid OCI image layout: digests, sizes and
+	// diff IDs all agree.
+	dir := t.TempDir()
+	if _, err := layout.Write(dir, a); err != nil {
+		t.Fatal(err)
+	}
+	onDisk, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := validate.Index(onDisk); err != nil {
+		t.Fatalf("the OCI layout written is not valid: %v", err)
 	}
 	img := only(t, a)
 	cf, err := img.ConfigFile()
