@@ -29,7 +29,8 @@ func (b dirBucket) Put(_ context.Context, p string, data []byte, _ publish.PutOp
 func (b dirBucket) Delete(context.Context, string) error { return nil }
 func (b dirBucket) String() string                       { return string(b.dirSource) }
 
-// buildLog writes n chained entries of 100 agents and a signed checkpoint.
+// buildLog writes n chained entries of 100 agents and a signed checkpoint;
+// ids are UUIDs, as ARX writes them.
 func buildLog(tb testing.TB, dir string, n int) (logKey string, bytes int64) {
 	tb.Helper()
 	skey, vkey, _ := record.GenerateKey("bench.arx.test/log")
@@ -39,8 +40,8 @@ func buildLog(tb testing.TB, dir string, n int) (logKey string, bytes int64) {
 	t0 := time.Date(2026, 11, 26, 7, 0, 0, 0, time.UTC)
 	for i := 0; i < n; i++ {
 		a := i % len(heads)
-		e := &record.Entry{Index: int64(i), Time: t0.Add(time.Duration(i) * time.Millisecond), Agent: fmt.Sprintf("agent-%08d-0000-0000-0000-000000000000", a),
-			Prev: heads[a], Type: []string{record.TypeCallRequested, record.TypeCredentialIssued, record.TypeCallCompleted}[i%3], Call: fmt.Sprintf("call-%08d-0000-0000-0000-000000000000", i/2), Connector: "salesforce",
+		e := &record.Entry{Index: int64(i), Time: t0.Add(time.Duration(i) * time.Millisecond), Agent: fmt.Sprintf("%08x-0000-4000-8000-000000000000", a),
+			Prev: heads[a], Type: []string{record.TypeCallRequested, record.TypeCredentialIssued, record.TypeCallCompleted}[i%3], Call: fmt.Sprintf("00000000-0000-7000-8000-%012x", i/2), Connector: "salesforce",
 			Action: "account.read", Risk: "low", Actor: "agent:x", Data: map[string]any{"summary": "account 0017 (read)", "expires_at": t0.Format(record.TimeFormat)}}
 		b, err := e.Marshal()
 		if err != nil {

@@ -23,10 +23,52 @@ type Checker struct {
 	Entry func(index int64) ([]byte, error)
 
 	keys    map[string]*key   // credential id → the key the log registered
-	shown   map[string]shown  // call id → what its call.requested showed
+	shown   shownMap          // call id → what its call.requested showed
 	agents  map[string]*Agent // agent id → its counts
 	early   map[string][]use  // credential id → signed decisions before any registration
 	ordered []string          // agent ids in order of first decision or hire
+}
+
+// shownMap maps call ids to what their call.requested showed. The ids ARX
+// writes (UUIDs, 36 bytes) are kept as arrays, which costs no allocation
+// and hashes fast; any other, from a log written by something else, as a
+// string.
+type shownMap struct {
+	uuid  map[[36]byte]shown
+	other map[string]shown
+}
+
+func (m *shownMap) len() int { return len(m.uuid) + len(m.other) }
+
+func (m *shownMap) set(call []byte, s shown) {
+	if len(call) == 36 {
+		if m.uuid == nil {
+			m.uuid = map[[36]byte]shown{}
+		}
+		m.uuid[[36]byte(call)] = s
+		return
+	}
+	if m.other == nil {
+		m.other = map[string]shown{}
+	}
+	m.other[string(call)] = s
+}
+
+func (m *shownMap) get(call []byte) (shown, bool) {
+	if len(call) == 36 {
+		s, ok := m.uuid[[36]byte(call)]
+		return s, ok
+	}
+	s, ok := m.other[string(call)]
+	return s, ok
+}
+
+func (m *shownMap) del(call []byte) {
+	if len(call) == 36 {
+		delete(m.uuid, [36]byte(call))
+	} else if len(m.other) > 0 {
+		delete(m.other, string(call))
+	}
 }
 
 type key struct {
@@ -37,18 +79,22 @@ type key struct {
 
 type shown struct {
 	// Of a call.requested noted by AddRequested: where it is, and its
-	// leaf hash, until a signed decision needs what it showed.
-	lazy  bool
+	// leaf hash, until a signed decision needs what it showed (small, as
+	// every call waiting for a decision has one).
 	index int64
 	leaf  tlog.Hash
+	f     *fields // nil until read
+}
 
+// fields are what a call.requested showed the approvers.
+type fields struct {
 	connector, action, risk, summary, args, argsHash string
 }
 
-// fields reads what the call showed, once: from the call.requested entry
+// read reads what the call showed, once: from the call.requested entry
 // read again (Entry), which must have the leaf hash it had.
-func (c *Checker) fields(s *shown) error {
-	if !s.lazy {
+func (c *Checker) read(s *shown) error {
+	if s.f != nil {
 		return nil
 	}
 	if c.Entry == nil {
@@ -65,9 +111,13 @@ func (c *Checker) fields(s *shown) error {
 	if err != nil {
 		return err
 	}
-	*s = shown{connector: e.Connector, action: e.Action, risk: e.Risk, summary: record.Str(e.Data, "summary"),
-		args: record.Str(e.Data, "args"), argsHash: record.Str(e.Data, "args_hash")}
+	s.f = fieldsOf(e)
 	return nil
+}
+
+func fieldsOf(e *record.Entry) *fields {
+	return &fields{connector: e.Connector, action: e.Action, risk: e.Risk, summary: record.Str(e.Data, "summary"),
+		args: record.Str(e.Data, "args"), argsHash: record.Str(e.Data, "args_hash")}
 }
 
 type use struct {
@@ -122,20 +172,20 @@ func (c *Checker) agent(id string) *Agent {
 // entry.
 func (c *Checker) AddRequested(index int64, leaf tlog.Hash, call []byte) {
 	c.init()
-	c.shown[string(call)] = shown{lazy: true, index: index, leaf: leaf}
+	c.shown.set(call, shown{index: index, leaf: leaf})
 }
 
 // Closed says a call can have no more decisions (its credential was
 // issued, or it ended), so that what it showed is forgotten.
 func (c *Checker) Closed(call []byte) {
-	if len(c.shown) > 0 {
-		delete(c.shown, string(call))
+	if c.shown.len() > 0 {
+		c.shown.del(call)
 	}
 }
 
 func (c *Checker) init() {
 	if c.keys == nil {
-		c.keys, c.shown, c.early = map[string]*key{}, map[string]shown{}, map[string][]use{}
+		c.keys, c.shown, c.early = map[string]*key{}, shownMap{}, map[string][]use{}
 	}
 }
 
@@ -150,10 +200,9 @@ func (c *Checker) Add(index int64, e *record.Entry) {
 	case record.TypeManifestChanged: // held to another job description from here on
 		c.agent(e.Agent).RequirePasskey, _ = e.Data["require_passkey"].(bool)
 	case record.TypeCallRequested:
-		c.shown[e.Call] = shown{connector: e.Connector, action: e.Action, risk: e.Risk, summary: record.Str(e.Data, "summary"),
-			args: record.Str(e.Data, "args"), argsHash: record.Str(e.Data, "args_hash")}
+		c.shown.set([]byte(e.Call), shown{index: index, f: fieldsOf(e)})
 	case record.TypeApprovalExpired, record.TypeApprovalWithdrawn, record.TypeApprovalCancelled:
-		delete(c.shown, e.Call)
+		c.shown.del([]byte(e.Call))
 	case record.TypePasskeyRegistered:
 		k, ok := record.PasskeyOf(e)
 		if !ok {
@@ -186,10 +235,10 @@ func (c *Checker) decision(index int64, e *record.Entry) {
 	a := c.agent(e.Agent)
 	by := record.Str(e.Data, "by")
 	s, ok := record.SignatureOf(e)
-	sh, requested := c.shown[e.Call]
+	sh, requested := c.shown.get([]byte(e.Call))
 	// A grant short of its quorum leaves the call waiting for more.
 	if q := record.Int(e.Data, "quorum"); e.Type == record.TypeApprovalDenied || q <= 1 || record.Int(e.Data, "grants") >= q {
-		delete(c.shown, e.Call)
+		c.shown.del([]byte(e.Call))
 	}
 	switch {
 	case !ok:
@@ -221,7 +270,7 @@ func (c *Checker) decision(index int64, e *record.Entry) {
 		c.report(index, e.Agent, KindSignatureInvalid, "the decision by %s is about call %s, which no call.requested before it showed", by, e.Call)
 		return
 	}
-	if err := c.fields(&sh); err != nil {
+	if err := c.read(&sh); err != nil {
 		c.report(index, e.Agent, KindSignatureInvalid, "the decision by %s could not be checked: reading what call %s showed: %v", by, e.Call, err)
 		return
 	}
@@ -229,8 +278,8 @@ func (c *Checker) decision(index int64, e *record.Entry) {
 	if e.Type == record.TypeApprovalDenied {
 		verdict = record.DecisionDeny
 	}
-	d := record.Decision{Call: e.Call, Agent: e.Agent, Connector: sh.connector, Action: sh.action, Risk: sh.risk, Summary: sh.summary,
-		Args: sh.args, ArgsHash: sh.argsHash, By: by, Verdict: verdict, Reason: record.Str(e.Data, "reason"), At: s.DecidedAt}
+	d := record.Decision{Call: e.Call, Agent: e.Agent, Connector: sh.f.connector, Action: sh.f.action, Risk: sh.f.risk, Summary: sh.f.summary,
+		Args: sh.f.args, ArgsHash: sh.f.argsHash, By: by, Verdict: verdict, Reason: record.Str(e.Data, "reason"), At: s.DecidedAt}
 	if err := Verify(k.Passkey, d, s); err != nil {
 		c.report(index, e.Agent, KindSignatureInvalid, "the decision by %s: %v", by, strings.TrimPrefix(err.Error(), ErrSignature.Error()+": "))
 	}
