@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -154,11 +155,35 @@ func serveFlags(t *testing.T, arx string) map[string]bool {
 	return flags
 }
 
+// arxBin is arx built once for the package's tests.
+var arxDir string
+
+var arxBin = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "arx-deploy-test-")
+	if err != nil {
+		return "", err
+	}
+	arxDir = dir
+	bin := filepath.Join(dir, "arx")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/arx").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if arxDir != "" {
+		os.RemoveAll(arxDir)
+	}
+	os.Exit(code)
+}
+
 func buildArx(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "arx")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/arx").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin, err := arxBin()
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }
@@ -380,7 +405,7 @@ func TestChartPodStarts(t *testing.T) {
 	}
 	cmd := exec.Command(arx, args...)
 	cmd.Env = []string{"HOME=" + root}
-	var log bytes.Buffer
+	var log lockedBuffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -421,4 +446,22 @@ func TestChartPodStarts(t *testing.T) {
 	if bytes.Contains(log.Bytes(), token[:20]) {
 		t.Error("the admin token is in the log")
 	}
+}
+
+// lockedBuffer collects a process's output while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) Bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Clone(l.b.Bytes())
 }

@@ -161,7 +161,7 @@ func TestSystemdStarts(t *testing.T) {
 	}))
 	cmd := exec.Command(arx, args[1:]...)
 	cmd.Env, cmd.Dir = env, state
-	var log bytes.Buffer
+	var log lockedBuffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

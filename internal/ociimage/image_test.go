@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -160,7 +161,7 @@ func TestImage(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	srv := inImage("serve", "--listen", addr, "--data", DataDir+"/data", "--key-dir", DataDir+"/keys")
-	var log bytes.Buffer
+	var log lockedBuffer
 	srv.Stdout, srv.Stderr = &log, &log
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
@@ -250,4 +251,22 @@ func modeBits(m int64) os.FileMode {
 		b |= os.ModeSticky
 	}
 	return b
+}
+
+// lockedBuffer collects a process's output while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) Bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Clone(l.b.Bytes())
 }
