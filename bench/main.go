@@ -237,6 +237,9 @@ func run(ctx context.Context, cfg config) (code int) {
 			if err != nil {
 				return fail("raw fsync: %v", err)
 			}
+			if res.fsync.paced, err = rawFsyncPaced(ctx, dataDir, entries, cfg.rate, cfg.fsyncDuration); err != nil {
+				return fail("raw fsync at %g/s: %v", cfg.rate, err)
+			}
 		}
 		if ctx.Err() != nil {
 			break

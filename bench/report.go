@@ -78,7 +78,8 @@ func printRun(w io.Writer, r, runs int, res runResult) {
 	e := res.openEcho
 	fmt.Fprintf(w, "  echo, open loop        %8s/s offered, %s/s achieved   p50 %s  p90 %s  p99 %s  max %s  (%s calls, %d failed)\n",
 		fmtInt(e.offered), fmtInt(e.achieved), fmtMs(e.lat.p50), fmtMs(e.lat.p90), fmtMs(e.lat.p99), fmtMs(e.lat.max), fmtInt(float64(e.calls)), e.failed)
-	fmt.Fprintf(w, "  raw write+fsync        %8s appends/s (%s appends)\n", fmtInt(res.fsync.perSec), fmtInt(float64(res.fsync.appends)))
+	fmt.Fprintf(w, "  raw write+fsync        %8s appends/s (%s appends); at %s/s on schedule: p50 %s  p90 %s  p99 %s  max %s\n", fmtInt(res.fsync.perSec), fmtInt(float64(res.fsync.appends)),
+		fmtInt(o.offered), fmtMs(res.fsync.paced.p50), fmtMs(res.fsync.paced.p90), fmtMs(res.fsync.paced.p99), fmtMs(res.fsync.paced.max))
 }
 
 func printSummary(w io.Writer, cfg config, entries [][]byte, rs []runResult) {
@@ -156,6 +157,11 @@ func printSummary(w io.Writer, cfg config, entries [][]byte, rs []runResult) {
 	echoP99s := col(func(r runResult) float64 { return float64(r.openEcho.lat.p99) / float64(time.Millisecond) })
 	row(fmt.Sprintf("  echo, same open loop %s/s: p50 / p99", fmtInt(cfg.rate)), "%s / %s   runs p99: %s ms   -> governed p99 is %.1fx echo's",
 		fmtMs(ep50), fmtMs(ep99), fmtFloats(echoP99s, 2), ratio(float64(op99), float64(ep99)))
+	fp50 := med(func(r runResult) float64 { return ns(r.fsync.paced.p50) })
+	fp99 := med(func(r runResult) float64 { return ns(r.fsync.paced.p99) })
+	fsyncP99s := col(func(r runResult) float64 { return float64(r.fsync.paced.p99) / float64(time.Millisecond) })
+	row(fmt.Sprintf("  raw write+fsync, one per entry at %s/s: p50 / p99", fmtInt(cfg.rate)), "%s / %s   runs p99: %s ms   -> governed p99 is %.1fx a bare fsync's",
+		fmtMs(fp50), fmtMs(fp99), fmtFloats(fsyncP99s, 2), ratio(float64(op99), float64(fp99)))
 	fsync := col(func(r runResult) float64 { return r.fsync.perSec })
 	last := len(cfg.callers) - 1
 	appends := 2 * median(col(func(r runResult) float64 { return r.closed[last].governed.perSec }))
