@@ -2,7 +2,7 @@
 // writes it as an OCI image layout, a tarball for docker load, or to a
 // registry:
 //
-//	go run ./cmd/arx-image --oci arx-image                 # both platforms, an OCI layout
+//	go run ./cmd/arx-image --oci arx-oci                   # both platforms, an OCI layout
 //	go run ./cmd/arx-image --platform linux/amd64 --tar arx.tar --tag arx:dev && docker load -i arx.tar
 //	go run ./cmd/arx-image --push registry.example.com/arx:1.4.0
 //

@@ -485,3 +485,22 @@ func TestManagerFromTheCLI(t *testing.T) {
 		t.Fatalf("after the manager's termination: %s", r.Body)
 	}
 }
+
+// TestHelpShowsNoSecret: settings that carry credentials are read from the
+// environment when the command runs, never as flag defaults, which --help
+// prints.
+func TestHelpShowsNoSecret(t *testing.T) {
+	t.Setenv("ARX_DATABASE", "postgres://arx:S3CRET-DB@db/arx")
+	t.Setenv("ARX_DEV_POSTGRES", "postgres://arx:S3CRET-DEV@db/arx")
+	t.Setenv("ARX_WEBHOOKS", "https://hooks.example.com/S3CRET-HOOK")
+	t.Setenv("ARX_SLACK_WEBHOOKS", "https://hooks.slack.com/services/S3CRET-SLACK")
+	for _, verb := range []string{"serve", "dev"} {
+		var out, errb bytes.Buffer
+		if code := run([]string{verb, "--help"}, nil, &out, &errb); code != 0 {
+			t.Fatalf("%s --help: exit %d: %s", verb, code, errb.String())
+		}
+		if strings.Contains(out.String()+errb.String(), "S3CRET") {
+			t.Errorf("arx %s --help shows a secret from the environment:\n%s", verb, out.String())
+		}
+	}
+}

@@ -59,6 +59,9 @@ directory is removed when arx dev ends, however it ends.`,
 				return err
 			}
 			// The demo systems of record, and their connectors (devconnectors.go).
+			if !cmd.Flags().Changed("postgres") { // from the environment, not a flag default that --help shows: it has a password
+				postgresURL = os.Getenv("ARX_DEV_POSTGRES")
+			}
 			demo, err := startDemoSystems(cmd.Context(), postgresURL)
 			if err != nil {
 				return err
@@ -187,7 +190,7 @@ Where to look next:
 	f.StringVar(&listen, "listen", envDefault("ARX_LISTEN", server.DefaultListen), "address to listen on")
 	f.StringVar(&logLevel, "log-level", "warn", "log level of the runtime")
 	f.BoolVar(&once, "once", false, "stop after the first look instead of running until Ctrl-C")
-	f.StringVar(&postgresURL, "postgres", envDefault("ARX_DEV_POSTGRES", ""), "a PostgreSQL (postgres://USER:PASSWORD@HOST/DB, USER with CREATEROLE) for the demo warehouse connector (env ARX_DEV_POSTGRES)")
+	f.StringVar(&postgresURL, "postgres", "", "a PostgreSQL (postgres://USER:PASSWORD@HOST/DB, USER with CREATEROLE) for the demo warehouse connector (env ARX_DEV_POSTGRES)")
 	return cmd
 }
 

@@ -46,6 +46,22 @@ log.pub is public: auditors verify the bucket with it.`,
 		},
 	}
 	initCmd.Flags().StringVar(&origin, "origin", "", "the name of the deployment's log, such as example.com/arx")
-	cmd.AddCommand(initCmd)
+	tokenCmd := &cobra.Command{
+		Use:   "admin-token DIR",
+		Short: "Add a first admin token to a key directory that has none",
+		Long: `Write a new admin token to DIR/admin.token (readable by its owner only),
+for a key directory made from an existing deployment's keys that has never
+had an admin token, or whose token was removed. A deployment adopts it only
+at its first start; one that has an admin token keeps its own.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := server.AddAdminToken(args[0]); err != nil {
+				return withHint(err, "a key directory holds one admin token; remove it first only if no deployment uses it")
+			}
+			inert.Fprintf(cmd.OutOrStdout(), "admin token written to %s\n", filepath.Join(args[0], server.AdminTokenFile))
+			return nil
+		},
+	}
+	cmd.AddCommand(initCmd, tokenCmd)
 	return cmd
 }

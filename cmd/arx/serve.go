@@ -51,6 +51,9 @@ data directory; the first replica's admin.token serves them all.`,
 			if !cmd.Flags().Changed("slack-webhook") {
 				slackHooks = strings.Fields(os.Getenv("ARX_SLACK_WEBHOOKS"))
 			}
+			if !cmd.Flags().Changed("database") { // its password too
+				cfg.Database.URL = os.Getenv("ARX_DATABASE")
+			}
 			for _, u := range webhooks {
 				cfg.Webhooks = append(cfg.Webhooks, runtime.Webhook{URL: u, Format: "json"})
 			}
@@ -138,7 +141,7 @@ data directory; the first replica's admin.token serves them all.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", envDefault("ARX_LISTEN", server.DefaultListen), "address to listen on (env ARX_LISTEN)")
 	f.StringVar(&cfg.DataDir, "data", envDefault("ARX_DATA_DIR", server.DefaultDataDir), "data directory (env ARX_DATA_DIR)")
-	f.StringVar(&cfg.KeyDir, "key-dir", envDefault("ARX_KEY_DIR", ""), "read the deployment's keys and first admin token from this directory, made once by `arx keys init` (a Kubernetes secret, systemd credentials; env ARX_KEY_DIR); default: the data directory, where the first start makes them")
+	f.StringVar(&cfg.KeyDir, "key-dir", envDefault("ARX_KEY_DIR", ""), "read the deployment's keys and first admin token from this directory, made once by arx keys init (a Kubernetes secret, systemd credentials; env ARX_KEY_DIR); default: the data directory, where the first start makes them")
 	f.StringVar(&cfg.Origin, "origin", envDefault("ARX_ORIGIN", ""), "log origin naming this deployment, used when the log key is first created (env ARX_ORIGIN)")
 	f.StringVar(&cfg.TLSCert, "tls-cert", envDefault("ARX_TLS_CERT", ""), "TLS certificate file (env ARX_TLS_CERT)")
 	f.StringVar(&cfg.TLSKey, "tls-key", envDefault("ARX_TLS_KEY", ""), "TLS private key file (env ARX_TLS_KEY)")
@@ -167,7 +170,7 @@ data directory; the first replica's admin.token serves them all.`,
 	publishFlags(cmd, &cfg) // --bucket, --witness, ...: see audit.go
 	// --connectors FILE: see connectors.go
 	connectorFlags(cmd, &cfg)
-	f.StringVar(&cfg.Database.URL, "database", envDefault("ARX_DATABASE", ""), "PostgreSQL URL (postgres://USER:PASS@HOST:PORT/DB) that several replicas share (env ARX_DATABASE, which keeps the password out of ps; default: SQLite in the data directory)")
+	f.StringVar(&cfg.Database.URL, "database", "", "PostgreSQL URL (postgres://USER:PASS@HOST:PORT/DB) that several replicas share (env ARX_DATABASE, which keeps the password out of ps; default: SQLite in the data directory)")
 	f.Int32Var(&cfg.Database.MaxConns, "db-max-conns", postgres.DefaultMaxConns, "PostgreSQL: most pooled connections (one more per replica listens for wake-ups)")
 	f.Int32Var(&cfg.Database.MinConns, "db-min-conns", 0, "PostgreSQL: pooled connections kept open when idle")
 	f.DurationVar(&cfg.Database.MaxConnLifetime, "db-max-conn-lifetime", time.Hour, "PostgreSQL: a pooled connection is replaced after this long")

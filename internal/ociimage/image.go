@@ -2,18 +2,21 @@
 // arx binary built by the Go toolchain (static, CGO off), on a base of a
 // few files made here (an account for the non-root user, CA certificates,
 // a writable data directory and /tmp), for each platform, as one image
-// index. Built twice from the same sources and inputs, it is the same bytes
-// and the same digest: every file's time is the build's source date, owners
-// and modes are fixed, and nothing else varies.
+// index. Built twice from the same sources and inputs (the Go toolchain's
+// version and the CA bundle, which the image's labels name), it is the same
+// bytes and the same digest: every file's time is the build's source date,
+// owners and modes are fixed, and nothing else varies.
 package ociimage
 
 import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,6 +59,8 @@ type Config struct {
 	Revision string
 	// Log, when set, is told each step.
 	Log io.Writer
+
+	inputs map[string]string // what else decides the bytes, as labels
 }
 
 // DefaultCABundle is where Debian and Ubuntu keep the system's trusted
@@ -81,6 +86,11 @@ func Build(ctx context.Context, cfg Config) (v1.ImageIndex, error) {
 	if err != nil {
 		return nil, err
 	}
+	gover, err := goVersion(ctx, cfg.Source)
+	if err != nil {
+		return nil, err
+	}
+	cfg.inputs = map[string]string{"dev.arx.image.go-version": gover, "dev.arx.image.ca-bundle.sha256": fmt.Sprintf("%x", sha256.Sum256(ca))}
 	work, err := os.MkdirTemp("", "arx-image-")
 	if err != nil {
 		return nil, err
@@ -108,19 +118,37 @@ func Build(ctx context.Context, cfg Config) (v1.ImageIndex, error) {
 	return idx, nil
 }
 
+// goVersion is the version of the Go toolchain that builds in src.
+func goVersion(ctx context.Context, src string) (string, error) {
+	cmd := exec.CommandContext(ctx, "go", "env", "GOVERSION")
+	cmd.Dir, cmd.Env = src, goEnv()
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOVERSION: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// goEnv is what the Go toolchain needs from this process's environment:
+// where it keeps its caches and finds modules.
+func goEnv() []string {
+	var env []string
+	for _, k := range []string{"PATH", "HOME", "GOPATH", "GOCACHE", "GOMODCACHE", "GOPROXY", "GONOSUMDB", "GONOSUMCHECK", "GOPRIVATE", "GOSUMDB", "GOFLAGS", "GOTOOLCHAIN", "GOROOT", "SSL_CERT_FILE", "HTTPS_PROXY", "NO_PROXY"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
 // goBuild builds a static arx for the platform. The toolchain gets only the
 // environment it needs: where Go keeps its caches and finds modules.
 func goBuild(ctx context.Context, src, out string, plat *v1.Platform) error {
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w -buildid=", "-o", out, "./cmd/arx")
 	cmd.Dir = src
-	cmd.Env = []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=" + plat.Architecture}
+	cmd.Env = append(goEnv(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+plat.Architecture)
 	if plat.Architecture == "arm" && plat.Variant != "" {
 		cmd.Env = append(cmd.Env, "GOARM="+strings.TrimPrefix(plat.Variant, "v"))
-	}
-	for _, k := range []string{"PATH", "HOME", "GOPATH", "GOCACHE", "GOMODCACHE", "GOPROXY", "GONOSUMDB", "GONOSUMCHECK", "GOPRIVATE", "GOSUMDB", "GOFLAGS", "GOTOOLCHAIN", "GOROOT", "SSL_CERT_FILE", "HTTPS_PROXY", "NO_PROXY"} {
-		if v, ok := os.LookupEnv(k); ok {
-			cmd.Env = append(cmd.Env, k+"="+v)
-		}
 	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -172,6 +200,7 @@ func image(base v1.Layer, bin string, plat *v1.Platform, cfg Config) (v1.Image, 
 		},
 		StopSignal: "SIGTERM",
 	}
+	maps.Copy(cf.Config.Labels, cfg.inputs)
 	cf.History = []v1.History{
 		{Created: v1.Time{Time: cfg.Created}, CreatedBy: "arx image: accounts, CA certificates, " + DataDir, Author: "ARX"},
 		{Created: v1.Time{Time: cfg.Created}, CreatedBy: "arx image: go build -trimpath ./cmd/arx (CGO_ENABLED=0)", Author: "ARX"},

@@ -99,6 +99,9 @@ func TestImage(t *testing.T) {
 	if len(c.Entrypoint) != 1 || c.Entrypoint[0] != Binary || len(c.Cmd) == 0 || c.Cmd[0] != "serve" {
 		t.Errorf("entrypoint %q cmd %q", c.Entrypoint, c.Cmd)
 	}
+	if c.Labels["dev.arx.image.go-version"] != goruntime.Version() || len(c.Labels["dev.arx.image.ca-bundle.sha256"]) != 64 {
+		t.Errorf("the labels do not name the toolchain and the CA bundle: %v", c.Labels)
+	}
 	if c.Labels["org.opencontainers.image.revision"] != "0123abc" || !cf.Created.Time.Equal(time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)) {
 		t.Errorf("labels %v created %v", c.Labels, cf.Created)
 	}

@@ -366,6 +366,15 @@ func agentUsable(a *store.Agent) error {
 	}
 }
 
+// HasAdminToken says whether the first admin token was made.
+func (r *Runtime) HasAdminToken(ctx context.Context) (bool, error) {
+	_, err := r.store.Meta(ctx, "admin_token_id")
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // NewAdminToken makes an operator token that EnsureAdminToken can adopt
 // later (arx keys init writes one beside the keys it makes).
 func NewAdminToken() string {

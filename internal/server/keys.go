@@ -3,6 +3,7 @@ package server
 import (
 	"crypto/ed25519"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -112,11 +113,16 @@ func readKeyFile(path string) ([]byte, error) {
 	return os.ReadFile(path)
 }
 
-// privateMode refuses a secret file that another account may read. A
-// file the process reads through its group is private when the group is
-// one of the process's own: Kubernetes mounts a secret as group-readable
-// by the pod's fsGroup (mode 0440), and a host may hand a service root:arx
-// 0640 files. Bits for everyone else are never allowed.
+// privateMode refuses a secret file that another account may read. Bits
+// for everyone else are never allowed. Group bits are allowed when the
+// group is one of the process's own and the file is someone else's (root's,
+// as Kubernetes mounts a secret: root:fsGroup 0440), so that the group is
+// how this process reads it; a file the process owns must not be readable
+// by its group, which others may share. A file with a POSIX ACL (systemd
+// 254 and later give a service its credentials as root:root 0400 plus an
+// ACL entry for the service's user; the group bits then show the ACL's
+// mask) is private when every entry that grants reading names this process
+// or the file's owner.
 func privateMode(path string, fi fs.FileInfo) error {
 	m := fi.Mode().Perm()
 	if m&0o007 != 0 {
@@ -125,10 +131,94 @@ func privateMode(path string, fi fs.FileInfo) error {
 	if m&0o070 == 0 {
 		return nil
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && ownGroup(int(st.Gid)) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("%s has mode %04o: others may read the secret; run: chmod 600 %s", path, m, path)
+	}
+	if acl, ok := readACL(path); ok {
+		if who := aclReaders(acl, int(st.Uid), int(st.Gid)); who != "" {
+			return fmt.Errorf("%s has an access control list that lets %s read the secret; run: setfacl -b %s && chmod 600 %s", path, who, path, path)
+		}
 		return nil
 	}
-	return fmt.Errorf("%s has mode %04o and a group this process is not in: others may read the secret; run: chmod 600 %s", path, m, path)
+	if int(st.Uid) != os.Geteuid() && ownGroup(int(st.Gid)) {
+		return nil
+	}
+	return fmt.Errorf("%s has mode %04o and its group may read it (a group this process is not in, or of a file it owns): others may read the secret; run: chmod 600 %s", path, m, path)
+}
+
+// ACL entry tags and the read permission, as Linux stores them in the
+// system.posix_acl_access attribute (acl_ea.h).
+const (
+	aclUserObj  = 0x01
+	aclUser     = 0x02
+	aclGroupObj = 0x04
+	aclGroup    = 0x08
+	aclMask     = 0x10
+	aclOther    = 0x20
+	aclRead     = 0x04
+)
+
+// aclEntry is one entry of a POSIX ACL.
+type aclEntry struct {
+	tag, perm uint16
+	id        uint32
+}
+
+// readACL reads a file's access ACL; ok is false when it has none (or the
+// system keeps none).
+func readACL(path string) (_ []aclEntry, ok bool) {
+	buf := make([]byte, 4+8*64)
+	n, err := syscall.Getxattr(path, "system.posix_acl_access", buf)
+	if err != nil || n < 4 || (n-4)%8 != 0 || binary.LittleEndian.Uint32(buf) != 2 {
+		return nil, false
+	}
+	var acl []aclEntry
+	for b := buf[4:n]; len(b) >= 8; b = b[8:] {
+		acl = append(acl, aclEntry{tag: binary.LittleEndian.Uint16(b), perm: binary.LittleEndian.Uint16(b[2:]), id: binary.LittleEndian.Uint32(b[4:])})
+	}
+	return acl, true
+}
+
+// aclReaders names whom, besides the file's owner and this process, the
+// ACL lets read the file ("" when no one): named users other than this
+// process, the owning group and named groups that are not the process's,
+// and everyone else (the owning group counts as the process's as in
+// privateMode). The mask limits every entry but the owner's and
+// everyone else's.
+func aclReaders(acl []aclEntry, fileUid, fileGid int) string {
+	mask := uint16(0o7)
+	for _, e := range acl {
+		if e.tag == aclMask {
+			mask = e.perm
+		}
+	}
+	for _, e := range acl {
+		perm := e.perm
+		if e.tag == aclUser || e.tag == aclGroupObj || e.tag == aclGroup {
+			perm &= mask
+		}
+		if perm&aclRead == 0 {
+			continue
+		}
+		switch e.tag {
+		case aclUser:
+			if int(e.id) != os.Geteuid() {
+				return fmt.Sprintf("user %d", e.id)
+			}
+		case aclGroupObj: // as without an ACL: the process's group, on a file of someone else's
+			if !ownGroup(fileGid) || fileUid == os.Geteuid() {
+				return fmt.Sprintf("group %d", fileGid)
+			}
+		case aclGroup:
+			if !ownGroup(int(e.id)) {
+				return fmt.Sprintf("group %d", e.id)
+			}
+		case aclOther:
+			return "every account"
+		}
+	}
+	return ""
 }
 
 // ownGroup says whether gid is the process's group or one of its
@@ -190,6 +280,32 @@ func InitKeys(dir, origin string) error {
 		return err
 	}
 	return writeFileAtomic(filepath.Join(dir, AdminTokenFile), []byte(runtime.NewAdminToken()+"\n"), 0o600)
+}
+
+// AddAdminToken writes a new admin token to dir/admin.token, which must not
+// exist: for a key directory made from an existing deployment's keys, or
+// one whose token was removed after the first start.
+func AddAdminToken(dir string) error {
+	p := filepath.Join(dir, AdminTokenFile)
+	if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s exists", p)
+	}
+	return writeFileAtomic(p, []byte(runtime.NewAdminToken()+"\n"), 0o600)
+}
+
+// sameKeysAsDataDir refuses a key directory whose keys are not those a data
+// directory made before (a deployment moving to --key-dir copies its own;
+// a new key directory would sign a second log on the same database).
+func sameKeysAsDataDir(dataDir, keyDir, vkey string, cred ed25519.PrivateKey) error {
+	if b, err := os.ReadFile(filepath.Join(dataDir, LogPubFile)); err == nil && strings.TrimSpace(string(b)) != vkey {
+		return fmt.Errorf("the key directory %s holds another log key than the data directory %s was started with (%s): copy the data directory's %s, %s and %s into the key directory instead",
+			keyDir, dataDir, LogPubFile, LogKeyFile, LogPubFile, CredentialKeyFile)
+	}
+	if mine, err := loadOrCreateCredentialKey(dataDir, false); err == nil && !mine.Equal(cred) {
+		return fmt.Errorf("the key directory %s holds another credential key than the data directory %s was started with: copy the data directory's %s, %s and %s into the key directory instead",
+			keyDir, dataDir, LogKeyFile, LogPubFile, CredentialKeyFile)
+	}
+	return nil
 }
 
 // readKeyDir reads the keys of a deployment from dir, which InitKeys made

@@ -170,6 +170,11 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("credential key: %w", err)
 		}
 	}
+	if cfg.KeyDir != "" {
+		if err := sameKeysAsDataDir(cfg.DataDir, cfg.KeyDir, vkey, ckey); err != nil {
+			return nil, err
+		}
+	}
 	signer, err := record.NewSigner(skey)
 	if err != nil {
 		return nil, fmt.Errorf("log key: %w", err)
@@ -239,6 +244,19 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, fmt.Errorf("local passwords: %w", err)
 	}
+	if cfg.KeyDir != "" && givenAdmin == "" {
+		// A token made here would be printed to a log and written to a
+		// data directory that may not outlive the process.
+		has, err := rt.HasAdminToken(ctx)
+		if err == nil && !has {
+			err = fmt.Errorf("%s has no %s, and this deployment has no admin token yet: add one with: arx keys admin-token %s", cfg.KeyDir, AdminTokenFile, cfg.KeyDir)
+		}
+		if err != nil {
+			ln.Close()
+			st.Close()
+			return nil, fmt.Errorf("admin token: %w", err)
+		}
+	}
 	token, created, err := rt.EnsureAdminToken(ctx, givenAdmin)
 	if err != nil {
 		ln.Close()
@@ -247,6 +265,11 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if created && givenAdmin != "" {
 		cfg.Logger.Info("first start: the admin token is the one in the key directory", "file", filepath.Join(cfg.KeyDir, AdminTokenFile))
+	} else if !created && givenAdmin != "" {
+		if p, err := rt.Authenticate(ctx, givenAdmin); err != nil || !p.IsAdmin() {
+			cfg.Logger.Warn("the key directory's admin token is not one this deployment honours (made for another, or revoked): use a token it issued",
+				"file", filepath.Join(cfg.KeyDir, AdminTokenFile))
+		}
 	} else if created {
 		if err := writeFileAtomic(filepath.Join(cfg.DataDir, AdminTokenFile), []byte(token+"\n"), 0o600); err != nil {
 			ln.Close()
