@@ -88,6 +88,13 @@ func resolveSecret(ref connector.SecretRef) (string, error) {
 		}
 		return strings.TrimSpace(v), nil
 	case "file":
+		if err := server.CheckPrivate(ref.Name); err != nil {
+			var pe *os.PathError
+			if errors.As(err, &pe) {
+				return "", fmt.Errorf("cannot read %s: %v", ref.Name, pe.Err)
+			}
+			return "", err // names the file and the fix, never the value
+		}
 		b, err := readLimited(ref.Name, 64<<10)
 		if err != nil {
 			var pe *os.PathError

@@ -73,3 +73,24 @@ func TestDevWithPostgres(t *testing.T) {
 	}
 	_ = fmt.Sprint
 }
+
+// TestConnectorSecretFilePrivate: a connector's secret file that other
+// accounts may read is refused, naming the file and the fix, not the value.
+func TestConnectorSecretFilePrivate(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "crm.token")
+	if err := os.WriteFile(p, []byte("S3CRET-CRM\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ref := connector.SecretRef{Source: "file", Name: p}
+	if v, err := resolveSecret(ref); err != nil || v != "S3CRET-CRM" {
+		t.Fatalf("a private secret file: %q, %v", v, err)
+	}
+	if err := os.Chmod(p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := resolveSecret(ref)
+	if err == nil || !strings.Contains(err.Error(), "chmod 600 "+p) || strings.Contains(err.Error(), "S3CRET") {
+		t.Errorf("a world-readable secret file: %v", err)
+	}
+}

@@ -231,6 +231,16 @@ func ownGroup(gid int) bool {
 	return slices.Contains(groups, gid)
 }
 
+// CheckPrivate refuses a file that holds a secret and that another account
+// may read (see privateMode).
+func CheckPrivate(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	return privateMode(path, fi)
+}
+
 // ReadSecretFile reads a secret from a file: trimmed of the line end an
 // editor adds, not empty, at most 4 KiB, and readable by no other account
 // (see privateMode).
