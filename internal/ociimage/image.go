@@ -2,9 +2,9 @@
 // arx binary built by the Go toolchain (static, CGO off), on a base of a
 // few files made here (an account for the non-root user, CA certificates,
 // a writable data directory and /tmp), for each platform, as one image
-// index. Built twice from the same sources and inputs (the Go toolchain's
-// version and the CA bundle, which the image's labels name), it is the same
-// bytes and the same digest: every file's time is the build's source date,
+// index. Built twice from the same sources and CA bundle (which, with the
+// Go toolchain go.mod names and the build uses exactly, the image's labels
+// name), it is the same bytes and the same digest: every file's time is the build's source date,
 // owners and modes are fixed, and nothing else varies.
 package ociimage
 
@@ -29,6 +29,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/mod/modfile"
 )
 
 // The image's layout: who runs arx and where it writes.
@@ -86,7 +87,11 @@ func Build(ctx context.Context, cfg Config) (v1.ImageIndex, error) {
 	if err != nil {
 		return nil, err
 	}
-	gover, err := goVersion(ctx, cfg.Source)
+	toolchain, err := Toolchain(cfg.Source)
+	if err != nil {
+		return nil, err
+	}
+	gover, err := goVersion(ctx, cfg.Source, toolchain)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +111,7 @@ func Build(ctx context.Context, cfg Config) (v1.ImageIndex, error) {
 		if cfg.Log != nil {
 			fmt.Fprintf(cfg.Log, "building arx for %s\n", plat)
 		}
-		if err := goBuild(ctx, cfg.Source, bin, plat); err != nil {
+		if err := goBuild(ctx, cfg.Source, toolchain, bin, plat); err != nil {
 			return nil, err
 		}
 		img, err := image(base, bin, plat, cfg)
@@ -118,10 +123,33 @@ func Build(ctx context.Context, cfg Config) (v1.ImageIndex, error) {
 	return idx, nil
 }
 
+// Toolchain is the Go toolchain the image is built with: the one go.mod
+// names (its toolchain line, else its go line), exactly, so that two
+// machines with other Go installations build the same bytes (the go
+// command fetches that toolchain from the module proxy when it is not the
+// one installed).
+func Toolchain(src string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(src, "go.mod"))
+	if err != nil {
+		return "", err
+	}
+	f, err := modfile.Parse("go.mod", b, nil)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case f.Toolchain != nil:
+		return f.Toolchain.Name, nil
+	case f.Go != nil:
+		return "go" + f.Go.Version, nil
+	}
+	return "", errors.New("go.mod names no Go version")
+}
+
 // goVersion is the version of the Go toolchain that builds in src.
-func goVersion(ctx context.Context, src string) (string, error) {
+func goVersion(ctx context.Context, src, toolchain string) (string, error) {
 	cmd := exec.CommandContext(ctx, "go", "env", "GOVERSION")
-	cmd.Dir, cmd.Env = src, goEnv()
+	cmd.Dir, cmd.Env = src, append(goEnv(), "GOTOOLCHAIN="+toolchain)
 	out, err := cmd.Output()
 	if err != nil {
 		return "", fmt.Errorf("go env GOVERSION: %w", err)
@@ -133,7 +161,7 @@ func goVersion(ctx context.Context, src string) (string, error) {
 // where it keeps its caches and finds modules.
 func goEnv() []string {
 	var env []string
-	for _, k := range []string{"PATH", "HOME", "GOPATH", "GOCACHE", "GOMODCACHE", "GOPROXY", "GONOSUMDB", "GONOSUMCHECK", "GOPRIVATE", "GOSUMDB", "GOFLAGS", "GOTOOLCHAIN", "GOROOT", "SSL_CERT_FILE", "HTTPS_PROXY", "NO_PROXY"} {
+	for _, k := range []string{"PATH", "HOME", "GOPATH", "GOCACHE", "GOMODCACHE", "GOPROXY", "GONOSUMDB", "GONOSUMCHECK", "GOPRIVATE", "GOSUMDB", "GOFLAGS", "GOROOT", "SSL_CERT_FILE", "HTTPS_PROXY", "NO_PROXY"} {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
 		}
@@ -143,10 +171,10 @@ func goEnv() []string {
 
 // goBuild builds a static arx for the platform. The toolchain gets only the
 // environment it needs: where Go keeps its caches and finds modules.
-func goBuild(ctx context.Context, src, out string, plat *v1.Platform) error {
+func goBuild(ctx context.Context, src, toolchain, out string, plat *v1.Platform) error {
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w -buildid=", "-o", out, "./cmd/arx")
 	cmd.Dir = src
-	cmd.Env = append(goEnv(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+plat.Architecture)
+	cmd.Env = append(goEnv(), "GOTOOLCHAIN="+toolchain, "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+plat.Architecture)
 	if plat.Architecture == "arm" && plat.Variant != "" {
 		cmd.Env = append(cmd.Env, "GOARM="+strings.TrimPrefix(plat.Variant, "v"))
 	}

@@ -99,7 +99,12 @@ func TestImage(t *testing.T) {
 	if len(c.Entrypoint) != 1 || c.Entrypoint[0] != Binary || len(c.Cmd) == 0 || c.Cmd[0] != "serve" {
 		t.Errorf("entrypoint %q cmd %q", c.Entrypoint, c.Cmd)
 	}
-	if c.Labels["dev.arx.image.go-version"] != goruntime.Version() || len(c.Labels["dev.arx.image.ca-bundle.sha256"]) != 64 {
+	src, _ := filepath.Abs("../..")
+	tc, err := Toolchain(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Labels["dev.arx.image.go-version"] != tc || len(c.Labels["dev.arx.image.ca-bundle.sha256"]) != 64 {
 		t.Errorf("the labels do not name the toolchain and the CA bundle: %v", c.Labels)
 	}
 	if c.Labels["org.opencontainers.image.revision"] != "0123abc" || !cf.Created.Time.Equal(time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)) {
@@ -272,4 +277,21 @@ func (l *lockedBuffer) Bytes() []byte {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return bytes.Clone(l.b.Bytes())
+}
+
+func TestToolchain(t *testing.T) {
+	for _, tc := range []struct{ mod, want string }{
+		{"module m\n\ngo 1.26.8\n", "go1.26.8"},
+		{"module m\n\ngo 1.26.0\n\ntoolchain go1.26.8\n", "go1.26.8"},
+		{"module m\n", ""},
+	} {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(tc.mod), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := Toolchain(dir)
+		if got != tc.want || (err != nil) != (tc.want == "") {
+			t.Errorf("Toolchain(%q) = %q, %v; want %q", tc.mod, got, err, tc.want)
+		}
+	}
 }
