@@ -7,14 +7,8 @@
 ARX_CI_CACHE="${ARX_CI_CACHE:-$HOME/.cache/arx-ci}"
 arx_helm_version=v4.3.2
 arx_helm_dir="$ARX_CI_CACHE/helm-$arx_helm_version"
-if [ ! -x "$arx_helm_dir/helm" ]; then
-  echo "== building helm (helm.sh/helm/v4/cmd/helm@$arx_helm_version) into $arx_helm_dir (once)"
-  mkdir -p "$arx_helm_dir"
-  (cd "$arx_helm_dir" && GOBIN="$arx_helm_dir" GOFLAGS=-buildvcs=false go install "helm.sh/helm/v4/cmd/helm@$arx_helm_version") || {
-    rm -f "$arx_helm_dir/helm"
-    return 1 2>/dev/null || exit 1
-  }
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/go-install.sh"
+arx_go_install "$arx_helm_dir" helm "helm.sh/helm/v4/cmd/helm@$arx_helm_version" || { return 1 2>/dev/null || exit 1; }
 export ARX_TEST_HELM="$arx_helm_dir/helm"
 echo "== $("$ARX_TEST_HELM" version --short)"
 if ! command -v systemd-analyze >/dev/null; then

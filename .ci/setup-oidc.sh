@@ -8,13 +8,7 @@
 ARX_CI_CACHE="${ARX_CI_CACHE:-$HOME/.cache/arx-ci}"
 arx_oidc_version=v3.52.0
 arx_oidc_dir="$ARX_CI_CACHE/oidc-provider-$arx_oidc_version"
-if [ ! -x "$arx_oidc_dir/server" ]; then
-  echo "== building the OpenID provider (github.com/zitadel/oidc/v3/example/server@$arx_oidc_version) into $arx_oidc_dir (once)"
-  mkdir -p "$arx_oidc_dir"
-  (cd "$arx_oidc_dir" && GOBIN="$arx_oidc_dir" GOFLAGS=-buildvcs=false go install "github.com/zitadel/oidc/v3/example/server@$arx_oidc_version") || {
-    rm -f "$arx_oidc_dir/server"
-    return 1 2>/dev/null || exit 1
-  }
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/go-install.sh"
+arx_go_install "$arx_oidc_dir" server "github.com/zitadel/oidc/v3/example/server@$arx_oidc_version" || { return 1 2>/dev/null || exit 1; }
 export ARX_TEST_OIDC_PROVIDER="$arx_oidc_dir/server"
 echo "== OpenID provider: zitadel/oidc example server $arx_oidc_version"

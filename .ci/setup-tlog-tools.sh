@@ -10,19 +10,12 @@ ARX_CI_CACHE="${ARX_CI_CACHE:-$HOME/.cache/arx-ci}"
 arx_torchwood_version=v0.6.1
 arx_tessera_version=v1.0.4
 arx_tlog_dir="$ARX_CI_CACHE/tlog-tools-torchwood-$arx_torchwood_version-tessera-$arx_tessera_version"
-if [ ! -x "$arx_tlog_dir/posix-oneshot" ]; then
-  echo "== building litewitness, witnessctl ($arx_torchwood_version), fsck and posix-oneshot ($arx_tessera_version) into $arx_tlog_dir (once)"
-  mkdir -p "$arx_tlog_dir"
-  for arx_pkg in filippo.io/torchwood/cmd/litewitness@$arx_torchwood_version \
-    filippo.io/torchwood/cmd/witnessctl@$arx_torchwood_version \
-    github.com/transparency-dev/tessera/cmd/fsck@$arx_tessera_version \
-    github.com/transparency-dev/tessera/cmd/examples/posix-oneshot@$arx_tessera_version; do
-    (cd "$arx_tlog_dir" && GOBIN="$arx_tlog_dir" GOFLAGS=-buildvcs=false go install "$arx_pkg") || {
-      rm -f "$arx_tlog_dir/posix-oneshot"
-      return 1 2>/dev/null || exit 1
-    }
-  done
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/go-install.sh"
+arx_go_install "$arx_tlog_dir" posix-oneshot \
+  "filippo.io/torchwood/cmd/litewitness@$arx_torchwood_version" \
+  "filippo.io/torchwood/cmd/witnessctl@$arx_torchwood_version" \
+  "github.com/transparency-dev/tessera/cmd/fsck@$arx_tessera_version" \
+  "github.com/transparency-dev/tessera/cmd/examples/posix-oneshot@$arx_tessera_version" || { return 1 2>/dev/null || exit 1; }
 if ! command -v ssh-agent >/dev/null || ! command -v ssh-keygen >/dev/null; then
   echo "== installing openssh-client (ssh-agent, for litewitness)"
   if [ -z "${ARX_APT_UPDATED:-}" ]; then

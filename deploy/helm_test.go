@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,11 +13,11 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/arxsec/arx/internal/arxtest"
 	"go.yaml.in/yaml/v3"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -72,6 +71,13 @@ type rendered struct {
 	accounts   []*corev1.ServiceAccount
 }
 
+// add appends a new object to list and returns it, to decode into.
+func add[T any](list *[]*T) *T {
+	v := new(T)
+	*list = append(*list, v)
+	return v
+}
+
 func decode(t *testing.T, manifests string) rendered {
 	t.Helper()
 	var r rendered
@@ -105,20 +111,15 @@ func decode(t *testing.T, manifests string) rendered {
 			r.service = new(corev1.Service)
 			obj = r.service
 		case "v1 ConfigMap":
-			r.configMaps = append(r.configMaps, new(corev1.ConfigMap))
-			obj = r.configMaps[len(r.configMaps)-1]
+			obj = add(&r.configMaps)
 		case "v1 PersistentVolumeClaim":
-			r.pvcs = append(r.pvcs, new(corev1.PersistentVolumeClaim))
-			obj = r.pvcs[len(r.pvcs)-1]
+			obj = add(&r.pvcs)
 		case "networking.k8s.io/v1 Ingress":
-			r.ingresses = append(r.ingresses, new(networkingv1.Ingress))
-			obj = r.ingresses[len(r.ingresses)-1]
+			obj = add(&r.ingresses)
 		case "policy/v1 PodDisruptionBudget":
-			r.pdbs = append(r.pdbs, new(policyv1.PodDisruptionBudget))
-			obj = r.pdbs[len(r.pdbs)-1]
+			obj = add(&r.pdbs)
 		case "v1 ServiceAccount":
-			r.accounts = append(r.accounts, new(corev1.ServiceAccount))
-			obj = r.accounts[len(r.accounts)-1]
+			obj = add(&r.accounts)
 		default:
 			t.Fatalf("the chart made a %s", kind)
 		}
@@ -155,37 +156,10 @@ func serveFlags(t *testing.T, arx string) map[string]bool {
 	return flags
 }
 
-// arxBin is arx built once for the package's tests.
-var arxDir string
-
-var arxBin = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "arx-deploy-test-")
-	if err != nil {
-		return "", err
-	}
-	arxDir = dir
-	bin := filepath.Join(dir, "arx")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/arx").CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return bin, nil
-})
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if arxDir != "" {
-		os.RemoveAll(arxDir)
-	}
+	arxtest.RemoveBinary()
 	os.Exit(code)
-}
-
-func buildArx(t *testing.T) string {
-	t.Helper()
-	bin, err := arxBin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bin
 }
 
 // TestChart lints the chart and renders it with each values file in
@@ -194,7 +168,7 @@ func buildArx(t *testing.T) string {
 // mounted from the secret key it needs, and no secret is in the pod spec.
 func TestChart(t *testing.T) {
 	helm(t)
-	arx := buildArx(t)
+	arx := arxtest.Binary(t)
 	flags := serveFlags(t, arx)
 	files, err := filepath.Glob(filepath.Join(chart, "ci", "*-values.yaml"))
 	if err != nil || len(files) < 2 {
@@ -372,7 +346,7 @@ func TestChartRefuses(t *testing.T) {
 // 0440): the pod's command starts and serves.
 func TestChartPodStarts(t *testing.T) {
 	helm(t)
-	arx := buildArx(t)
+	arx := arxtest.Binary(t)
 	out, err := runHelm(t, "template", "arx", chart, "-f", filepath.Join(chart, "ci", "sqlite-values.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -403,53 +377,22 @@ func TestChartPodStarts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
 	var args []string
 	for _, a := range c.Args {
 		a = strings.ReplaceAll(a, "=/", "="+root+"/")
 		if strings.HasPrefix(a, "--listen=") {
-			a = "--listen=" + addr
+			a = "--listen=127.0.0.1:0"
 		}
 		args = append(args, a)
 	}
-	cmd := exec.Command(arx, args...)
-	cmd.Env = []string{"HOME=" + root}
-	var log lockedBuffer
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	}()
-	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := client.Get("http://" + addr + c.ReadinessProbe.HTTPGet.Path)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the chart's command did not become ready within 30s: %v\n%s", err, log.Bytes())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	url, log := serve(t, exec.Command(arx, args...), []string{"HOME=" + root}, c.ReadinessProbe.HTTPGet.Path)
 	token, err := os.ReadFile(filepath.Join(keys, "admin.token"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequest("GET", "http://"+addr+"/v1/agents", nil)
+	req, _ := http.NewRequest("GET", url+"/v1/agents", nil)
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
-	resp, err := client.Do(req)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,25 +400,46 @@ func TestChartPodStarts(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Errorf("the key secret's admin token: %s", resp.Status)
 	}
-	if bytes.Contains(log.Bytes(), token[:20]) {
+	if strings.Contains(log.String(), string(token[:20])) {
 		t.Error("the admin token is in the log")
 	}
 }
 
-// lockedBuffer collects a process's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) Bytes() []byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return bytes.Clone(l.b.Bytes())
+// serve starts arx serve (cmd, with env; it must log as JSON and listen on
+// port 0), stops it when the test ends, and returns its URL once ready
+// answers 200, with its log.
+func serve(t *testing.T, cmd *exec.Cmd, env []string, ready string) (string, *arxtest.ServeLog) {
+	t.Helper()
+	cmd.Env = env
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	})
+	log := arxtest.WatchServe(stderr)
+	var url string
+	select {
+	case url = <-log.URL():
+	case <-time.After(30 * time.Second):
+		t.Fatalf("arx did not serve within 30s:\n%s", log.String())
+	}
+	client := &http.Client{Timeout: 2 * time.Second}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		resp, err := client.Get(url + ready)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return url, log
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not answer 200 within 30s: %v\n%s", url+ready, err, log.String())
+		}
+	}
 }

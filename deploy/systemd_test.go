@@ -1,18 +1,16 @@
 package deploy
 
 import (
+	"github.com/arxsec/arx/internal/arxtest"
+
 	"bufio"
 	"bytes"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 )
 
 const unitFile = "systemd/arx.service"
@@ -58,7 +56,7 @@ func systemdAnalyze(t *testing.T) string {
 // has; every secret it passes arrives as a systemd credential.
 func TestSystemdUnit(t *testing.T) {
 	sa := systemdAnalyze(t)
-	arx := buildArx(t)
+	arx := arxtest.Binary(t)
 	body, err := os.ReadFile(unitFile)
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +113,7 @@ func TestSystemdUnit(t *testing.T) {
 // Environment, STATE_DIRECTORY and CREDENTIALS_DIRECTORY (the keys copied
 // mode 0400, as LoadCredential does), nothing else in the environment.
 func TestSystemdStarts(t *testing.T) {
-	arx := buildArx(t)
+	arx := arxtest.Binary(t)
 	u := unit(t)
 	root := t.TempDir()
 	keys, creds, state := filepath.Join(root, "keys"), filepath.Join(root, "credentials"), filepath.Join(root, "state")
@@ -137,16 +135,10 @@ func TestSystemdStarts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
 	env := []string{"STATE_DIRECTORY=" + state, "CREDENTIALS_DIRECTORY=" + creds}
 	for _, e := range u["Environment"] {
 		if strings.HasPrefix(e, "ARX_LISTEN=") {
-			e = "ARX_LISTEN=" + addr
+			e = "ARX_LISTEN=127.0.0.1:0"
 		}
 		env = append(env, e)
 	}
@@ -160,36 +152,13 @@ func TestSystemdStarts(t *testing.T) {
 		return ""
 	}))
 	cmd := exec.Command(arx, args[1:]...)
-	cmd.Env, cmd.Dir = env, state
-	var log lockedBuffer
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	}()
-	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := client.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the unit's command did not become ready within 30s: %v\n%s", err, log.Bytes())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	cmd.Dir = state
+	_, log := serve(t, cmd, env, "/readyz")
 	if _, err := os.Stat(filepath.Join(state, "data", "arx.db")); err != nil {
 		t.Errorf("no database in the state directory: %v", err)
 	}
 	token, _ := os.ReadFile(filepath.Join(keys, "admin.token"))
-	if bytes.Contains(log.Bytes(), bytes.TrimSpace(token)) {
+	if strings.Contains(log.String(), strings.TrimSpace(string(token))) {
 		t.Error("the admin token is in the journal")
 	}
 }

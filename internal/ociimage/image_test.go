@@ -2,12 +2,10 @@ package ociimage
 
 import (
 	"archive/tar"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,11 +13,11 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/arxsec/arx/internal/arxtest"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -162,15 +160,11 @@ func TestImage(t *testing.T) {
 	if out, err := inImage("keys", "init", DataDir+"/keys", "--origin", "example.com/arx").CombinedOutput(); err != nil {
 		t.Fatalf("keys init in the data directory: %v\n%s", err, out)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	srv := inImage("serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data", DataDir+"/data", "--key-dir", DataDir+"/keys")
+	stderr, err := srv.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	srv := inImage("serve", "--listen", addr, "--data", DataDir+"/data", "--key-dir", DataDir+"/keys")
-	var log lockedBuffer
-	srv.Stdout, srv.Stderr = &log, &log
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -178,24 +172,23 @@ func TestImage(t *testing.T) {
 		srv.Process.Signal(syscall.SIGTERM)
 		srv.Wait()
 	}()
-	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := client.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
+	log := arxtest.WatchServe(stderr)
+	select {
+	case url := <-log.URL():
+		resp, err := http.Get(url + "/healthz")
+		if err != nil {
+			t.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("arx in the image did not serve within 30s: %v\n%s", err, log.Bytes())
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("arx in the image: /healthz %s\n%s", resp.Status, log.String())
 		}
-		time.Sleep(100 * time.Millisecond)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("arx in the image did not serve within 30s:\n%s", log.String())
 	}
 	fi, err := os.Stat(filepath.Join(root, DataDir, "data", "arx.db"))
 	if err != nil {
-		t.Fatalf("no database in the data directory: %v\n%s", err, log.Bytes())
+		t.Fatalf("no database in the data directory: %v\n%s", err, log.String())
 	}
 	if st := fi.Sys().(*syscall.Stat_t); st.Uid != UID {
 		t.Errorf("the database is owned by %d, not the image's user", st.Uid)
@@ -259,39 +252,4 @@ func modeBits(m int64) os.FileMode {
 		b |= os.ModeSticky
 	}
 	return b
-}
-
-// lockedBuffer collects a process's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) Bytes() []byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return bytes.Clone(l.b.Bytes())
-}
-
-func TestToolchain(t *testing.T) {
-	for _, tc := range []struct{ mod, want string }{
-		{"module m\n\ngo 1.26.8\n", "go1.26.8"},
-		{"module m\n\ngo 1.26.0\n\ntoolchain go1.26.8\n", "go1.26.8"},
-		{"module m\n", ""},
-	} {
-		dir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(tc.mod), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		got, err := Toolchain(dir)
-		if got != tc.want || (err != nil) != (tc.want == "") {
-			t.Errorf("Toolchain(%q) = %q, %v; want %q", tc.mod, got, err, tc.want)
-		}
-	}
 }

@@ -398,9 +398,7 @@ func ValidAdminToken(s string) bool {
 // rather than a new one: a deployment whose keys come from a secret store
 // has its operator token there too, and no replica prints or writes it.
 func (r *Runtime) EnsureAdminToken(ctx context.Context, given string) (token string, created bool, err error) {
-	if _, err := r.store.Meta(ctx, "admin_token_id"); err == nil {
-		return "", false, nil
-	} else if !errors.Is(err, store.ErrNotFound) {
+	if has, err := r.HasAdminToken(ctx); err != nil || has {
 		return "", false, err
 	}
 	var hash []byte

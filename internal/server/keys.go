@@ -103,11 +103,7 @@ func loadOrCreateCredentialKey(dir string, create bool) (ed25519.PrivateKey, err
 // readKeyFile reads a key file that only this process's user (and group)
 // may read.
 func readKeyFile(path string) ([]byte, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if err := privateMode(path, fi); err != nil {
+	if err := CheckPrivate(path); err != nil {
 		return nil, err
 	}
 	return os.ReadFile(path)
@@ -245,19 +241,12 @@ func CheckPrivate(path string) error {
 // editor adds, not empty, at most 4 KiB, and readable by no other account
 // (see privateMode).
 func ReadSecretFile(path string) ([]byte, error) {
-	fi, err := os.Stat(path)
+	b, err := readKeyFile(path)
 	if err != nil {
 		return nil, err
 	}
-	if err := privateMode(path, fi); err != nil {
-		return nil, err
-	}
-	if fi.Size() > 4096 {
+	if len(b) > 4096 {
 		return nil, fmt.Errorf("%s is larger than a secret", path)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
 	}
 	b = []byte(strings.TrimSpace(string(b)))
 	if len(b) == 0 {
