@@ -158,6 +158,14 @@ type callAnswer struct {
 
 var completeBody = []byte(`{"outcome":"success","duration_ms":0}`)
 
+// caller makes governed calls: over HTTP (target) or in process.
+type caller interface {
+	label() string
+	call(ctx context.Context, token, key string) error
+}
+
+func (t *target) label() string { return t.name }
+
 // call makes one governed call: request it (201 with a credential), then
 // complete it (200, completed). Two round trips, as an agent makes them.
 func (t *target) call(ctx context.Context, token, key string) error {
@@ -223,8 +231,8 @@ func (r closedResult) seconds() float64 { return r.window.Seconds() }
 // closedLoop runs one worker per agent, each making calls back to back for
 // warmup+dur. A call counts when it ends within the measured window (after
 // the warm-up); throughput is those calls over the window's length.
-func closedLoop(ctx context.Context, t *target, agents []agent, warmup, dur time.Duration, tag string, fails *failureLog) closedResult {
-	phase := t.name + " closed loop"
+func closedLoop(ctx context.Context, t caller, agents []agent, warmup, dur time.Duration, tag string, fails *failureLog) closedResult {
+	phase := t.label() + " closed loop"
 	start := time.Now()
 	from, end := start.Add(warmup), start.Add(warmup+dur)
 	lats := make([][]time.Duration, len(agents))

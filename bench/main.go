@@ -39,6 +39,7 @@ type config struct {
 	fsyncDuration time.Duration
 	timeout       time.Duration
 	approvals     int
+	profile       string // CPU profile of the in-process phases, written here
 }
 
 // Limits keep every loop bounded in time and count whatever the flags say.
@@ -91,6 +92,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&cfg.fsyncDuration, "fsync-duration", 3*time.Second, "time of the raw write+fsync measurement in each run")
 	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "timeout of one HTTP request")
 	fs.IntVar(&cfg.approvals, "approvals", 200, "approvals in the approval wake-up phase (0: skip it)")
+	fs.StringVar(&cfg.profile, "inprocess-profile", "", "write a CPU profile (go tool pprof) of the first in-process phase at the most callers to this file: where the runtime's own time goes, without HTTP")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: go run ./bench [flags]\n\nBuilds and starts arx serve on 127.0.0.1, loads it, and prints figures.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -196,10 +198,32 @@ func run(ctx context.Context, cfg config) (code int) {
 		return fail("hire agents: %v", err)
 	}
 
+	inproc, inprocAgents, err := openInProcess(ctx, filepath.Join(work, "in-process"), slices.Max(cfg.callers))
+	if err != nil {
+		return fail("open the in-process runtime: %v", err)
+	}
+	defer func() {
+		if err := inproc.close(); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: error: close the in-process runtime: %v\n", err)
+			code = 1
+		}
+	}()
+
+	prof, err := newProfile(cfg.profile)
+	if err != nil {
+		return fail("-inprocess-profile: %v", err)
+	}
+	defer func() {
+		if err := prof.close(); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: error: -inprocess-profile: %v\n", err)
+			code = 1
+		}
+	}()
+
 	fmt.Printf("arx serve %s (data %s), echo server %s\n", srv.url, dataDir, echo.url)
 	fmt.Printf("machine: %d CPUs, GOMAXPROCS %d, %s/%s, %s; client, arx serve and echo server share it\n",
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, runtime.Version())
-	fmt.Printf("%d agents hired; %d runs of: closed loops of %v callers, governed then echo, %s each, open loop %g/s for %s (each after %s warm-up), raw fsync %s\n\n",
+	fmt.Printf("%d agents hired; %d runs of: closed loops of %v callers, governed, echo, then in process, %s each, open loop %g/s for %s (each after %s warm-up), raw fsync %s\n\n",
 		len(agents), cfg.runs, cfg.callers, cfg.duration, cfg.rate, cfg.duration, cfg.warmup, cfg.fsyncDuration)
 
 	var results []runResult
@@ -217,6 +241,11 @@ func run(ctx context.Context, cfg config) (code int) {
 			cpu = measureCPU(ctx, arxPID, echoPID, cfg.warmup, cfg.duration)
 			c.echo = closedLoop(ctx, echoT, agents[:n], cfg.warmup, cfg.duration, tag, fails)
 			c.echoCPU = cpu()
+			selfCPU := measureSelfCPU(ctx, cfg.warmup, cfg.duration)
+			stopProfile := prof.start(n == slices.Max(cfg.callers))
+			c.inproc = closedLoop(ctx, inproc, inprocAgents[:n], cfg.warmup, cfg.duration, fmt.Sprintf("%s-%d", tag, n), fails)
+			stopProfile()
+			c.inprocCPU = selfCPU()
 			res.closed = append(res.closed, c)
 		}
 		if entries == nil && ctx.Err() == nil {

@@ -21,6 +21,19 @@ type closedPair struct {
 	governed, echo       closedResult
 	governedCPU, echoCPU cpuUse      // during each measured window
 	store                storeCounts // the write path's counters over the governed window
+	// inproc is the same calls made through the runtime in the bench's
+	// process, with no HTTP, and inprocCPU the cores the process used.
+	inproc    closedResult
+	inprocCPU float64
+}
+
+// usPerCall is the CPU time per call, in microseconds, of cores busy
+// serving perSec calls a second; -1 when either is unknown.
+func usPerCall(cores, perSec float64) float64 {
+	if cores < 0 || perSec <= 0 {
+		return -1
+	}
+	return cores / perSec * 1e6
 }
 
 // runResult is everything one run measured.
@@ -66,6 +79,13 @@ func printRun(w io.Writer, r, runs int, res runResult) {
 			c.callers, fmtInt(e.perSec), fmtMs(e.lat.p50), fmtMs(e.lat.p90), fmtMs(e.lat.p99), fmtMs(e.lat.max), fmtInt(float64(e.calls)), e.failed,
 			ratio(g.perSec, e.perSec))
 		fmt.Fprintf(w, "  %24s%s\n", "", c.echoCPU)
+		p := c.inproc
+		fmt.Fprintf(w, "  %3d callers, in process%8s calls/s   p50 %s  p90 %s  p99 %s  max %s  (%s calls, %d failed)  -> over HTTP / in process %.2f\n",
+			c.callers, fmtInt(p.perSec), fmtMs(p.lat.p50), fmtMs(p.lat.p90), fmtMs(p.lat.p99), fmtMs(p.lat.max), fmtInt(float64(p.calls)), p.failed,
+			ratio(g.perSec, p.perSec))
+		if in, http := usPerCall(c.inprocCPU, p.perSec), usPerCall(c.governedCPU.arx, g.perSec); in >= 0 && http >= 0 && c.governedCPU.ok {
+			fmt.Fprintf(w, "  %24sCPU per governed call: in process %.0f µs (%.2f cores), arx serve over HTTP %.0f µs\n", "", in, c.inprocCPU, http)
+		}
 	}
 	o := res.open
 	fmt.Fprintf(w, "  governed, open loop    %8s/s offered, %s/s achieved   p50 %s  p90 %s  p99 %s  max %s  (%s calls, %d failed)\n",
@@ -136,6 +156,15 @@ func printSummary(w io.Writer, cfg config, entries [][]byte, rs []runResult) {
 			}
 			row("  entries per durable write (fsync)", "%s", line)
 		}
+		inproc := col(func(r runResult) float64 { return c(r).inproc.perSec })
+		row("  in process, no HTTP (same runtime and disk)", "median %s calls/s   runs: %s   -> over HTTP is %.2f of it",
+			fmtInt(median(inproc)), fmtInts(inproc), ratio(median(gov), median(inproc)))
+		inUs := col(func(r runResult) float64 { return usPerCall(c(r).inprocCPU, c(r).inproc.perSec) })
+		httpUs := col(func(r runResult) float64 { return usPerCall(c(r).governedCPU.arx, c(r).governed.perSec) })
+		if slices.Min(inUs) >= 0 && slices.Min(httpUs) >= 0 && rs[0].closed[i].governedCPU.ok {
+			row("  CPU per governed call", "in process %.0f µs, arx serve over HTTP %.0f µs   runs: %s / %s",
+				median(inUs), median(httpUs), fmtInts(inUs), fmtInts(httpUs))
+		}
 		if rs[0].closed[i].governedCPU.ok {
 			row("  CPU (cores)", "arx serve %.2f, client %.2f, other processes %.2f (of %d)",
 				median(col(func(r runResult) float64 { return c(r).governedCPU.arx })),
@@ -173,6 +202,9 @@ func printSummary(w io.Writer, cfg config, entries [][]byte, rs []runResult) {
 	fmt.Fprintf(w, "  two record entries (credential.issued, call.completed), each durable (one frame, one fdatasync of\n")
 	fmt.Fprintf(w, "  the log per batch of concurrent calls) before its answer. Latency is of the pair; open-loop latency\n")
 	fmt.Fprintf(w, "  counts from each call's due time.\n")
+	fmt.Fprintf(w, "in process = the same calls through ARX's runtime in the bench's own process, no HTTP: each round trip\n")
+	fmt.Fprintf(w, "  authenticates, decides, appends durably (same store and fdatasync, own data directory on the same disk)\n")
+	fmt.Fprintf(w, "  and signs; what arx serve does beyond it per call is HTTP, JSON and their scheduling.\n")
 	fmt.Fprintf(w, "echo = a bare net/http server in a second process answering both round trips with the request body:\n")
 	fmt.Fprintf(w, "  the ceiling of this client, loopback HTTP and this machine, with no work behind it.\n")
 	fmt.Fprintf(w, "storage writes = write_bytes of arx serve (/proc/PID/io): the log, the state tables and their WAL, and the\n")
