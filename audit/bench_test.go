@@ -29,8 +29,10 @@ func (b dirBucket) Put(_ context.Context, p string, data []byte, _ publish.PutOp
 func (b dirBucket) Delete(context.Context, string) error { return nil }
 func (b dirBucket) String() string                       { return string(b.dirSource) }
 
-// buildLog writes n chained entries of 100 agents and a signed checkpoint;
-// ids are UUIDs, as ARX writes them.
+// buildLog writes n chained entries of 100 agents and a signed checkpoint:
+// governed calls, each its call.requested, credential.issued and
+// call.completed in a row, as a busy log holds them; ids are UUIDs, as ARX
+// writes them.
 func buildLog(tb testing.TB, dir string, n int) (logKey string, bytes int64) {
 	tb.Helper()
 	skey, vkey, _ := record.GenerateKey("bench.arx.test/log")
@@ -39,9 +41,9 @@ func buildLog(tb testing.TB, dir string, n int) (logKey string, bytes int64) {
 	heads := make([]string, 100)
 	t0 := time.Date(2026, 11, 26, 7, 0, 0, 0, time.UTC)
 	for i := 0; i < n; i++ {
-		a := i % len(heads)
+		a := (i / 3) % len(heads)
 		e := &record.Entry{Index: int64(i), Time: t0.Add(time.Duration(i) * time.Millisecond), Agent: fmt.Sprintf("%08x-0000-4000-8000-000000000000", a),
-			Prev: heads[a], Type: []string{record.TypeCallRequested, record.TypeCredentialIssued, record.TypeCallCompleted}[i%3], Call: fmt.Sprintf("00000000-0000-7000-8000-%012x", i/2), Connector: "salesforce",
+			Prev: heads[a], Type: []string{record.TypeCallRequested, record.TypeCredentialIssued, record.TypeCallCompleted}[i%3], Call: fmt.Sprintf("00000000-0000-7000-8000-%012x", i/3), Connector: "salesforce",
 			Action: "account.read", Risk: "low", Actor: "agent:x", Data: map[string]any{"summary": "account 0017 (read)", "expires_at": t0.Format(record.TimeFormat)}}
 		b, err := e.Marshal()
 		if err != nil {
