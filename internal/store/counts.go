@@ -28,14 +28,18 @@ func EncodeCounts(c *Counts) []byte {
 	}
 	put(c.Minutes[:])
 	put(c.Quarters[:])
+	var usage []Usage
+	if c.Usage != nil {
+		usage = c.Usage[:]
+	}
 	n := 0
-	for _, u := range c.Usage {
+	for _, u := range usage {
 		if u.Micros != 0 || u.Tokens != 0 {
 			n++
 		}
 	}
 	b = binary.AppendUvarint(b, uint64(n))
-	for _, u := range c.Usage {
+	for _, u := range usage {
 		if u.Micros != 0 || u.Tokens != 0 {
 			b = binary.AppendVarint(b, int64(u.At))
 			b = binary.AppendVarint(b, u.Micros)
@@ -95,10 +99,13 @@ func DecodeCounts(b []byte) (*Counts, error) {
 		return c, nil
 	}
 	n, k := binary.Uvarint(b)
-	if k <= 0 || n > uint64(len(c.Usage))*4 {
+	if k <= 0 || n > uint64(quarters)*4 {
 		return nil, errors.New("counts: short")
 	}
 	b = b[k:]
+	if n > 0 {
+		c.Usage = new(UsageWindow)
+	}
 	for range n {
 		var v [3]int64
 		for i := range v {

@@ -21,7 +21,7 @@ func TestCountsUsage(t *testing.T) {
 		t.Errorf("Spent(day before) = %d, %d", m, tk)
 	}
 	// A quarter a ring's length later takes the slot over.
-	later := day.Add(time.Duration(len(c.Usage)) * 15 * time.Minute)
+	later := day.Add(time.Duration(len(UsageWindow{})) * 15 * time.Minute)
 	c.Charge(later, 1, 1)
 	if m, _ := c.Spent(day); m != 2_000_001 { // the first quarter of the day is gone
 		t.Errorf("after the ring turned: Spent(day) = %d, want 2000001", m)
@@ -31,8 +31,25 @@ func TestCountsUsage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *back != c {
+	if back.Minutes != c.Minutes || back.Quarters != c.Quarters || *back.Usage != *c.Usage {
 		t.Errorf("round trip changed the counts:\n got %+v\nwant %+v", back.Usage, c.Usage)
+	}
+	// A copy (as an Update's layer makes) is not changed by a charge to
+	// the original, nor the original by one to the copy.
+	cp := c
+	before := *c.Usage
+	cp.Charge(day.Add(3*time.Hour), 1, 1)
+	if *c.Usage != before {
+		t.Error("a charge to a copy changed the original's usage")
+	}
+	mine := *cp.Usage
+	c.Charge(day.Add(5*time.Hour), 3, 3)
+	if *cp.Usage != mine {
+		t.Error("a charge to the original changed the copy's usage")
+	}
+	var none Counts
+	if m, tk := none.Spent(day); m != 0 || tk != 0 || EncodeCounts(&none)[len(EncodeCounts(&none))-1] != 0 {
+		t.Errorf("no usage: Spent %d, %d; encoded %x", m, tk, EncodeCounts(&none))
 	}
 	// Counts stored before usage was counted (version 1) read as no usage.
 	v1 := []byte{1, 0, 0}

@@ -442,9 +442,17 @@ type Counts struct {
 	Open     int                     // calls approved or pending
 	// Usage is what the calls cost, by quarter hour % len: declared costs
 	// when calls were let through or held, reported costs and tokens
-	// when they were completed.
-	Usage [quarters]Usage
+	// when they were completed. Nil until the agent's first cost. Copies
+	// of a Counts share it: Charge puts a new one in place rather than
+	// write to it, so that a copy made for an Update (and dropped if the
+	// Update fails) never changes the one it was copied from, and the
+	// copy costs a pointer, not the window (2.5 KB), for the agents that
+	// declare no cost.
+	Usage *UsageWindow
 }
+
+// UsageWindow is an agent's costs by quarter hour % len.
+type UsageWindow [quarters]Usage
 
 // Usage is what calls cost in one quarter hour: money in millionths of
 // the budget's currency, and tokens.
@@ -459,8 +467,13 @@ func (c *Counts) Charge(t time.Time, micros, tokens int64) {
 	if micros == 0 && tokens == 0 {
 		return
 	}
+	w := new(UsageWindow)
+	if c.Usage != nil {
+		*w = *c.Usage
+	}
+	c.Usage = w
 	q := int32(t.Unix() / quarter)
-	u := &c.Usage[q%int32(len(c.Usage))]
+	u := &w[q%int32(len(w))]
 	if u.At != q {
 		*u = Usage{At: q}
 	}
@@ -479,6 +492,9 @@ func satAdd(a, b int64) int64 {
 // Spent is what was charged at or after t, by quarter hour (t should fall
 // on one), at most CountHours back.
 func (c *Counts) Spent(t time.Time) (micros, tokens int64) {
+	if c.Usage == nil {
+		return 0, 0
+	}
 	q := t.Unix() / quarter
 	for _, u := range c.Usage {
 		if int64(u.At) >= q {

@@ -98,7 +98,10 @@ func countsLine(c store.Counts) string {
 		}
 		return b.String()
 	}
-	usage := slices.Clone(c.Usage[:])
+	var usage []store.Usage
+	if c.Usage != nil {
+		usage = slices.Clone(c.Usage[:])
+	}
 	slices.SortFunc(usage, func(a, b store.Usage) int { return int(a.At - b.At) })
 	var u strings.Builder
 	for _, x := range usage {
