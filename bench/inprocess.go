@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	goruntime "runtime"
 	"runtime/pprof"
+	"slices"
 	"syscall"
 	"time"
 
@@ -48,6 +50,28 @@ func openInProcess(ctx context.Context, dir string, n int) (*inProcess, []agent,
 }
 
 func (p *inProcess) close() error { return p.srv.Close() }
+
+// inProcessLoop runs one in-process closed loop of n callers on a fresh
+// data directory, and removes it after: the state the calls leave (their
+// idempotency keys, for a day) would otherwise stay in this process's heap
+// and make the client's garbage collection, and so its latencies in the
+// phases after, worse than the client's alone.
+func inProcessLoop(ctx context.Context, dir string, n int, cfg config, prof *profile, tag string, fails *failureLog) (closedResult, float64, error) {
+	defer func() {
+		os.RemoveAll(dir)
+		goruntime.GC()
+	}()
+	p, agents, err := openInProcess(ctx, dir, n)
+	if err != nil {
+		return closedResult{}, 0, err
+	}
+	selfCPU := measureSelfCPU(ctx, cfg.warmup, cfg.duration)
+	stopProfile := prof.start(n == slices.Max(cfg.callers))
+	res := closedLoop(ctx, p, agents, cfg.warmup, cfg.duration, tag, fails)
+	stopProfile()
+	cpu := selfCPU()
+	return res, cpu, p.close()
+}
 
 func (p *inProcess) label() string { return "in-process" }
 

@@ -198,17 +198,6 @@ func run(ctx context.Context, cfg config) (code int) {
 		return fail("hire agents: %v", err)
 	}
 
-	inproc, inprocAgents, err := openInProcess(ctx, filepath.Join(work, "in-process"), slices.Max(cfg.callers))
-	if err != nil {
-		return fail("open the in-process runtime: %v", err)
-	}
-	defer func() {
-		if err := inproc.close(); err != nil {
-			fmt.Fprintf(os.Stderr, "bench: error: close the in-process runtime: %v\n", err)
-			code = 1
-		}
-	}()
-
 	prof, err := newProfile(cfg.profile)
 	if err != nil {
 		return fail("-inprocess-profile: %v", err)
@@ -241,11 +230,9 @@ func run(ctx context.Context, cfg config) (code int) {
 			cpu = measureCPU(ctx, arxPID, echoPID, cfg.warmup, cfg.duration)
 			c.echo = closedLoop(ctx, echoT, agents[:n], cfg.warmup, cfg.duration, tag, fails)
 			c.echoCPU = cpu()
-			selfCPU := measureSelfCPU(ctx, cfg.warmup, cfg.duration)
-			stopProfile := prof.start(n == slices.Max(cfg.callers))
-			c.inproc = closedLoop(ctx, inproc, inprocAgents[:n], cfg.warmup, cfg.duration, fmt.Sprintf("%s-%d", tag, n), fails)
-			stopProfile()
-			c.inprocCPU = selfCPU()
+			if c.inproc, c.inprocCPU, err = inProcessLoop(ctx, filepath.Join(work, "in-process"), n, cfg, prof, fmt.Sprintf("%s-%d", tag, n), fails); err != nil {
+				return fail("in process: %v", err)
+			}
 			res.closed = append(res.closed, c)
 		}
 		if entries == nil && ctx.Err() == nil {
