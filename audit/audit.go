@@ -16,6 +16,7 @@
 package audit
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -253,14 +254,19 @@ func (a *auditor) check(pos int64, e []byte, leaf tlog.Hash) {
 			a.terms.add(pos, parsed, a.problem)
 		}
 	}
+	// Call ids are plain: one written with an escape is none of ARX's.
+	call := r.Call
+	if bytes.IndexByte(call, '\\') >= 0 {
+		call = nil
+	}
 	switch string(r.Type) {
 	case record.TypeCallRequested: // what it showed matters only to a signed decision: kept, parsed if one comes
-		if call := record.PeekCall(e); call != nil {
+		if call != nil {
 			a.sig.AddRequested(pos, leaf, call)
 		}
 		return
 	case record.TypeCredentialIssued, record.TypeCallCompleted, record.TypeCallExpired, record.TypeCredentialRefused:
-		a.sig.Closed(record.PeekCall(e))
+		a.sig.Closed(call)
 		return
 	}
 	if !passkeys.Wants(r.Type) {

@@ -34,8 +34,15 @@ func ScanEntry(data []byte) (EntryRef, error) {
 		return r, errScan
 	}
 	r.Agent = data[a+1 : s.i-1]
-	ok = string(s.skip(len(keyCall))) == keyCall && s.str() &&
-		string(s.skip(len(keyConnector))) == keyConnector && s.str() &&
+	if string(s.skip(len(keyCall))) != keyCall {
+		return r, errScan
+	}
+	c := s.i
+	if !s.str() {
+		return r, errScan
+	}
+	r.Call = data[c+1 : s.i-1]
+	ok = string(s.skip(len(keyConnector))) == keyConnector && s.str() &&
 		string(s.skip(len(keyData))) == keyData && s.object(1) &&
 		string(s.skip(len(keyIndex))) == keyIndex
 	if !ok {
@@ -95,6 +102,7 @@ const (
 type EntryRef struct {
 	Index int64
 	Agent []byte
+	Call  []byte
 	Prev  []byte // "" or 64 hex digits
 	Type  []byte
 

@@ -184,8 +184,12 @@ func FuzzScanEntry(f *testing.F) {
 		if (serr == nil) != (perr == nil) {
 			t.Fatalf("ScanEntry: %v, Parse: %v on %q", serr, perr, data)
 		}
-		if serr == nil && (r.Index != e.Index || agentName(r.Agent) != e.Agent || string(r.Prev) != e.Prev || agentName(r.Type) != e.Type) {
+		if serr == nil && (r.Index != e.Index || agentName(r.Agent) != e.Agent || string(r.Prev) != e.Prev || agentName(r.Type) != e.Type || agentName(r.Call) != e.Call) {
 			t.Fatalf("fields differ: %+v vs %+v", r, e)
+		}
+		// Without an escape, the call is PeekCall's (what verifiers read before ScanEntry gave it).
+		if serr == nil && !bytes.Contains(r.Call, []byte{'\\'}) && string(PeekCall(data)) != string(r.Call) {
+			t.Fatalf("Call %q, PeekCall %q", r.Call, PeekCall(data))
 		}
 		if serr == nil && e.Prev != "" {
 			h, _ := parseHash(e.Prev)
