@@ -254,19 +254,14 @@ func (a *auditor) check(pos int64, e []byte, leaf tlog.Hash) {
 			a.terms.add(pos, parsed, a.problem)
 		}
 	}
-	// Call ids are plain: one written with an escape is none of ARX's.
-	call := r.Call
-	if bytes.IndexByte(call, '\\') >= 0 {
-		call = nil
-	}
 	switch string(r.Type) {
 	case record.TypeCallRequested: // what it showed matters only to a signed decision: kept, parsed if one comes
-		if call != nil {
+		if call := plainCall(r.Call); call != nil {
 			a.sig.AddRequested(pos, leaf, call)
 		}
 		return
 	case record.TypeCredentialIssued, record.TypeCallCompleted, record.TypeCallExpired, record.TypeCredentialRefused:
-		a.sig.Closed(call)
+		a.sig.Closed(plainCall(r.Call))
 		return
 	}
 	if !passkeys.Wants(r.Type) {
@@ -275,6 +270,15 @@ func (a *auditor) check(pos int64, e []byte, leaf tlog.Hash) {
 	if parsed, err := record.Parse(e); err == nil {
 		a.sig.Add(pos, parsed)
 	}
+}
+
+// plainCall is a call id as ScanEntry read it, or nil when it holds an
+// escape: ARX's call ids are plain, so one with an escape is none of them.
+func plainCall(call []byte) []byte {
+	if bytes.IndexByte(call, '\\') >= 0 {
+		return nil
+	}
+	return call
 }
 
 func (a *auditor) problem(kind string, index int64, format string, args ...any) {

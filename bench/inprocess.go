@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	goruntime "runtime"
 	"runtime/pprof"
 	"slices"
@@ -16,12 +17,14 @@ import (
 )
 
 // inProcess makes governed calls through ARX's runtime in this process,
-// with no HTTP: for each of the two round trips it authenticates the token,
-// decides, appends the entry durably (the same store, sequencer and
-// fdatasync as arx serve, in a data directory of its own on the same disk)
-// and signs the credential. Set beside the same calls over HTTP, it shows
-// what serving HTTP (and the client beside it) costs, and what is left for
-// the write path.
+// with no HTTP: each of the two round trips authenticates the token,
+// decides and appends its entry durably (the same store, sequencer and
+// fdatasync as arx serve, in a data directory of its own beside arx
+// serve's), and the request signs the credential. Set beside the same calls
+// over HTTP, it shows what serving HTTP (and the client beside it) costs,
+// and what is left for the write path. It runs no background work (arx
+// serve's checkpoints, sweeps and outbox), and its CPU includes the load
+// generator's own.
 type inProcess struct {
 	srv *server.Server
 }
@@ -56,20 +59,26 @@ func (p *inProcess) close() error { return p.srv.Close() }
 // idempotency keys, for a day) would otherwise stay in this process's heap
 // and make the client's garbage collection, and so its latencies in the
 // phases after, worse than the client's alone.
-func inProcessLoop(ctx context.Context, dir string, n int, cfg config, prof *profile, tag string, fails *failureLog) (closedResult, float64, error) {
+// The data directory is made next to arx serve's (parent), so that both
+// write to the same disk.
+func inProcessLoop(ctx context.Context, parent string, n int, cfg config, prof *profile, tag string, fails *failureLog) (closedResult, float64, error) {
+	dir, err := os.MkdirTemp(parent, "arx-bench-in-process-")
+	if err != nil {
+		return closedResult{}, 0, err
+	}
 	defer func() {
 		os.RemoveAll(dir)
 		goruntime.GC()
 	}()
-	p, agents, err := openInProcess(ctx, dir, n)
+	p, agents, err := openInProcess(ctx, filepath.Join(dir, "data"), n)
 	if err != nil {
 		return closedResult{}, 0, err
 	}
 	selfCPU := measureSelfCPU(ctx, cfg.warmup, cfg.duration)
 	stopProfile := prof.start(n == slices.Max(cfg.callers))
 	res := closedLoop(ctx, p, agents, cfg.warmup, cfg.duration, tag, fails)
+	cpu := selfCPU() // before the profile is written, which is not the runtime's work
 	stopProfile()
-	cpu := selfCPU()
 	return res, cpu, p.close()
 }
 
@@ -139,9 +148,10 @@ func measureSelfCPU(ctx context.Context, warmup, dur time.Duration) func() float
 // profile is a CPU profile of one in-process phase: the first run's, at
 // the most callers.
 type profile struct {
-	path string
-	f    *os.File
-	done bool
+	path     string
+	f        *os.File
+	done     bool
+	profiled bool
 }
 
 func newProfile(path string) (*profile, error) {
@@ -166,7 +176,10 @@ func (p *profile) start(want bool) func() {
 		fmt.Fprintf(os.Stderr, "bench: -inprocess-profile: %v\n", err)
 		return func() {}
 	}
-	return pprof.StopCPUProfile
+	return func() {
+		pprof.StopCPUProfile()
+		p.profiled = true
+	}
 }
 
 func (p *profile) close() error {
@@ -175,6 +188,9 @@ func (p *profile) close() error {
 	}
 	if err := p.f.Close(); err != nil {
 		return err
+	}
+	if !p.profiled {
+		return fmt.Errorf("no in-process phase was profiled: %s is empty", p.path)
 	}
 	fmt.Printf("CPU profile of the in-process phase: go tool pprof -top %s\n", p.path)
 	return nil

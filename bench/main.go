@@ -230,7 +230,7 @@ func run(ctx context.Context, cfg config) (code int) {
 			cpu = measureCPU(ctx, arxPID, echoPID, cfg.warmup, cfg.duration)
 			c.echo = closedLoop(ctx, echoT, agents[:n], cfg.warmup, cfg.duration, tag, fails)
 			c.echoCPU = cpu()
-			if c.inproc, c.inprocCPU, err = inProcessLoop(ctx, filepath.Join(work, "in-process"), n, cfg, prof, fmt.Sprintf("%s-%d", tag, n), fails); err != nil {
+			if c.inproc, c.inprocCPU, err = inProcessLoop(ctx, filepath.Dir(dataDir), n, cfg, prof, fmt.Sprintf("%s-%d", tag, n), fails); err != nil {
 				return fail("in process: %v", err)
 			}
 			res.closed = append(res.closed, c)
