@@ -142,7 +142,7 @@ type historyPoint struct {
 	perSec    float64
 	p99       time.Duration
 	fillRate  float64 // calls/s written in process to get here
-	fillCalls int64   // how many: few when the loops at the size before nearly got here
+	fillCalls int64   // how many (two entries each): few when the loops at the size before nearly got here
 	maxWAL    int64   // largest transient files seen while filling
 	logBytes  int64
 	// checkTook is how long the store's check of the log at rest took
@@ -232,7 +232,7 @@ func runHistory(ctx context.Context, cfg historyConfig) error {
 		}
 		points = append(points, p)
 		filled := fmt.Sprintf("filled at %s calls/s", fmtInt(p.fillRate))
-		if p.fillCalls < 10_000 { // a rate of a few calls says nothing
+		if 2*p.fillCalls < size/10 { // the fill wrote under a tenth of the log: its rate says nothing
 			filled = fmt.Sprintf("the loops at the size before wrote most of it (%s calls in process)", fmtInt(float64(p.fillCalls)))
 		}
 		fmt.Printf("  %12s entries: %8s calls/s (p99 %s) over HTTP; %s; WAL + redo at most %s; log %s\n",
