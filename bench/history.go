@@ -233,7 +233,7 @@ func runHistory(ctx context.Context, cfg historyConfig) error {
 		points = append(points, p)
 		filled := fmt.Sprintf("filled at %s calls/s", fmtInt(p.fillRate))
 		if 2*p.fillCalls < size/10 { // the fill wrote under a tenth of the log: its rate says nothing
-			filled = fmt.Sprintf("the loops at the size before wrote most of it (%s calls in process)", fmtInt(float64(p.fillCalls)))
+			filled = fmt.Sprintf("the loops at the size before wrote most of it (calls made in process: %s)", fmtInt(float64(p.fillCalls)))
 		}
 		fmt.Printf("  %12s entries: %8s calls/s (p99 %s) over HTTP; %s; WAL + redo at most %s; log %s\n",
 			fmtInt(float64(size)), fmtInt(p.perSec), fmtMs(p.p99), filled, fmtBytes(p.maxWAL), fmtBytes(p.logBytes))
