@@ -6,6 +6,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -309,7 +310,7 @@ func decode(r *http.Request, limit int64, v any) error {
 	if int64(len(body)) > limit {
 		return arxerr.New(arxerr.BodyTooLarge, "body exceeds %d bytes", limit)
 	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return arxerr.New(arxerr.BadRequest, "malformed JSON body: %s", jsonProblem(err))
