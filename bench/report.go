@@ -157,8 +157,9 @@ func printSummary(w io.Writer, cfg config, entries [][]byte, rs []runResult) {
 			row("  entries per durable write (fsync)", "%s", line)
 		}
 		inproc := col(func(r runResult) float64 { return c(r).inproc.perSec })
-		row("  in process, no HTTP (same runtime and disk)", "median %s calls/s   runs: %s   -> over HTTP is %.2f of it",
-			fmtInt(median(inproc)), fmtInts(inproc), ratio(median(gov), median(inproc)))
+		shares := col(func(r runResult) float64 { return ratio(c(r).governed.perSec, c(r).inproc.perSec) })
+		row("  in process, no HTTP (same runtime and disk)", "median %s calls/s   runs: %s   -> over HTTP is %.2f of it (per run: %s)",
+			fmtInt(median(inproc)), fmtInts(inproc), median(shares), fmtFloats(shares, 2))
 		inUs := col(func(r runResult) float64 { return usPerCall(c(r).inprocCPU, c(r).inproc.perSec) })
 		httpUs := col(func(r runResult) float64 { return usPerCall(c(r).governedCPU.arx, c(r).governed.perSec) })
 		if slices.Min(inUs) >= 0 && slices.Min(httpUs) >= 0 && rs[0].closed[i].governedCPU.ok {
