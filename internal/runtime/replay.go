@@ -124,7 +124,7 @@ func (r *Replayer) Add(e *record.Entry) {
 			m, _ := record.ParseMoney(o.Amount)
 			micros = m.Micros
 		}
-		r.counts.Charge(e.Time, micros, max(o.Tokens, 0))
+		r.charge(e.Time, micros, max(o.Tokens, 0))
 		delete(r.open, e.Call)
 		delete(r.drift, e.Call)
 	case record.TypeCallExpired, record.TypeApprovalDenied, record.TypeApprovalExpired, record.TypeApprovalCancelled:
@@ -141,8 +141,22 @@ func (r *Replayer) Add(e *record.Entry) {
 // job description.
 func (r *Replayer) chargeCost(e *record.Entry) {
 	if a, ok := r.M.Action(e.Connector, e.Action); ok && a.Cost != nil {
-		r.counts.Charge(e.Time, a.Cost.Micros, 0)
+		r.charge(e.Time, a.Cost.Micros, 0)
 	}
+}
+
+// charge counts a cost in the replay's own window, in place: no Counts
+// shares it (the copy call takes for a decision is done with before the
+// next charge), so a long record does not allocate a window per charge as
+// Counts.Charge does.
+func (r *Replayer) charge(t time.Time, micros, tokens int64) {
+	if micros == 0 && tokens == 0 {
+		return
+	}
+	if r.counts.Usage == nil {
+		r.counts.Usage = new(store.UsageWindow)
+	}
+	r.counts.Usage.Charge(t, micros, tokens)
 }
 
 // call decides a call again, at its first entry, and folds what happened.

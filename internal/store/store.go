@@ -462,7 +462,7 @@ type Usage struct {
 	Tokens int64
 }
 
-// Charge counts a cost at t.
+// Charge counts a cost at t, in a new window (see Usage).
 func (c *Counts) Charge(t time.Time, micros, tokens int64) {
 	if micros == 0 && tokens == 0 {
 		return
@@ -471,7 +471,13 @@ func (c *Counts) Charge(t time.Time, micros, tokens int64) {
 	if c.Usage != nil {
 		*w = *c.Usage
 	}
+	w.Charge(t, micros, tokens)
 	c.Usage = w
+}
+
+// Charge counts a cost at t in the window itself: for a window that no
+// other Counts shares (Counts.Charge copies it first).
+func (w *UsageWindow) Charge(t time.Time, micros, tokens int64) {
 	q := int32(t.Unix() / quarter)
 	u := &w[q%int32(len(w))]
 	if u.At != q {
