@@ -1,7 +1,6 @@
 package agentvault
 
 import (
-	"bytes"
 	"cmp"
 	"encoding/base64"
 	"encoding/json"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/arxsec/arx/arxerr"
+	"github.com/arxsec/arx/internal/logbuf"
 )
 
 // testToken is the agent's bearer token in every test. No error string and
@@ -114,7 +114,7 @@ func newProtocolServer(t testing.TB) *protocolServer {
 // into a buffer that is checked for secrets when the test ends.
 func (ps *protocolServer) client(t *testing.T) *Client {
 	t.Helper()
-	logs := new(syncBuffer)
+	logs := new(logbuf.Buffer)
 	c, err := New(Config{Token: testToken, BaseURL: ps.URL + "/v1/", AgentID: "agent-1", LocalRecordDir: t.TempDir(),
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
@@ -396,22 +396,4 @@ func pop(q *[]string) string {
 	f := (*q)[0]
 	*q = (*q)[1:]
 	return f
-}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -10,11 +9,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/arxsec/arx/internal/arxtest"
+	"github.com/arxsec/arx/internal/logbuf"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -54,28 +53,10 @@ termination:
   notify: [owner@example.com]
 `
 
-// syncBuffer is a bytes.Buffer safe for the command's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startMCP runs arx mcp as a user types it, in the background.
-func startMCP(t *testing.T, stdin io.Reader, stdout io.Writer, args ...string) (code chan int, stderr *syncBuffer) {
+func startMCP(t *testing.T, stdin io.Reader, stdout io.Writer, args ...string) (code chan int, stderr *logbuf.Buffer) {
 	t.Helper()
-	stderr = &syncBuffer{}
+	stderr = &logbuf.Buffer{}
 	code = make(chan int, 1)
 	go func() { code <- run(append([]string{"mcp"}, args...), stdin, stdout, stderr) }()
 	return code, stderr
@@ -88,7 +69,7 @@ func terminate(t *testing.T, s *arxtest.Server, id string) {
 	}
 }
 
-func exitsWith(t *testing.T, code chan int, stderr *syncBuffer, want int, says string) {
+func exitsWith(t *testing.T, code chan int, stderr *logbuf.Buffer, want int, says string) {
 	t.Helper()
 	select {
 	case c := <-code:

@@ -23,6 +23,7 @@ import (
 	"github.com/arxsec/arx/internal/arxtest"
 	"github.com/arxsec/arx/internal/connector"
 	"github.com/arxsec/arx/internal/connector/connectors"
+	"github.com/arxsec/arx/internal/logbuf"
 	"github.com/arxsec/arx/internal/server"
 )
 
@@ -130,13 +131,13 @@ const gatewayConfig = `connectors:
 
 // gatewayServer starts ARX with the connectors above in front of up, its log
 // captured in logs.
-func gatewayServer(t *testing.T, up *upstream, timeout string) (*arxtest.Server, *bytes.Buffer) {
+func gatewayServer(t *testing.T, up *upstream, timeout string) (*arxtest.Server, *logbuf.Buffer) {
 	t.Helper()
 	return gatewayServerWith(t, up, timeout, nil)
 }
 
 // gatewayServerWith is gatewayServer with its configuration adjusted.
-func gatewayServerWith(t *testing.T, up *upstream, timeout string, configure func(*server.Config)) (*arxtest.Server, *bytes.Buffer) {
+func gatewayServerWith(t *testing.T, up *upstream, timeout string, configure func(*server.Config)) (*arxtest.Server, *logbuf.Buffer) {
 	t.Helper()
 	closed, _ := net.Listen("tcp", "127.0.0.1:0")
 	deadAddr := closed.Addr().String()
@@ -154,7 +155,7 @@ func gatewayServerWith(t *testing.T, up *upstream, timeout string, configure fun
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	s := arxtest.StartWith(t, t.TempDir(), func(c *server.Config) {
 		c.Connectors = cs
 		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -162,18 +163,7 @@ func gatewayServerWith(t *testing.T, up *upstream, timeout string, configure fun
 			configure(c)
 		}
 	})
-	return s, &logs.Buffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.Buffer.Write(p)
+	return s, logs
 }
 
 // callCredential makes a call and returns its id and credential.
@@ -320,7 +310,7 @@ func TestGatewayForwardsWithTheRealSecret(t *testing.T) {
 	}
 
 	// The secret is nowhere the agent, the record or the log can show it.
-	scan := map[string][]byte{"answer": body, "logs": logs.Bytes()}
+	scan := map[string][]byte{"answer": body, "logs": []byte(logs.String())}
 	scan["record"], _ = json.Marshal(recordOf(t, s, agent))
 	scan["connectors"] = s.Do("GET", "/v1/connectors", s.AdminToken, nil).Body
 	if !bytes.Contains(scan["connectors"], []byte("env:CRM_KEY")) {

@@ -1,7 +1,6 @@
 package publish_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,12 +10,12 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/arxsec/arx/audit"
+	"github.com/arxsec/arx/internal/logbuf"
 	"github.com/arxsec/arx/internal/publish"
 	"github.com/arxsec/arx/internal/publish/file"
 	"github.com/arxsec/arx/internal/publish/publishtest"
@@ -216,25 +215,6 @@ func TestEveryCheckpointStaysVerifiable(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer for a logger written from several
-// goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestPublishedLogNamesCosigners: "checkpoint published" names the
 // witnesses whose cosignature is on the checkpoint, not those configured.
 func TestPublishedLogNamesCosigners(t *testing.T) {
@@ -248,7 +228,7 @@ func TestPublishedLogNamesCosigners(t *testing.T) {
 	w2 := publishtest.StartWitness(t, "w2.names.test", vkey)
 	w2.Stop()
 	fb, _ := file.New(filepath.Join(root, "bucket"))
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	s := publishtest.StartServer(t, data, &publish.Config{Bucket: fb, PublishInterval: time.Hour, WitnessTimeout: 2 * time.Second,
 		Quorum: 1, Witnesses: []publish.Witness{{URL: w1.URL, VKey: w1.VKey}, {URL: w2.URL, VKey: w2.VKey}},
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})

@@ -10,10 +10,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/arxsec/arx/internal/logbuf"
 )
 
 // fakeInfo is a file's mode and owners, as privateMode sees them.
@@ -275,7 +276,7 @@ func TestKeyDirFromDataDir(t *testing.T) {
 	if err := AddAdminToken(moved); err != nil {
 		t.Fatal(err)
 	}
-	var log lockedLog
+	var log logbuf.Buffer
 	srv, err = Open(t.Context(), Config{DataDir: data, KeyDir: moved, Listen: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	if err != nil {
 		t.Fatalf("the data directory's own keys, copied: %v", err)
@@ -306,21 +307,4 @@ func TestKeyDirFromDataDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.Close()
-}
-
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
