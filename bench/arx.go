@@ -20,6 +20,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/arxsec/arx/internal/arxtest"
 )
 
 // Timeouts of the server's life cycle.
@@ -276,44 +278,6 @@ func (p *arxProc) reportLog(w io.Writer) bool {
 	return true
 }
 
-// benchManifest is the job description of one simulated agent: the
-// reference agent's shape (reference-agents/sales-research), cut to the one
-// action the load uses, with a budget no benchmark reaches and neither
-// max_concurrent nor active_hours, so that budget enforcement, once it
-// exists, does not turn the benchmark into a drift test.
-const benchManifest = `apiVersion: arx.dev/v1
-kind: JobDescription
-
-agent:
-  name: %s
-  description: Benchmark agent (bench/); reads accounts in a loop.
-  owner: bench@example.com
-
-scope:
-  connectors:
-    salesforce:
-      description: Sales CRM
-      actions:
-        account.read:
-          risk: low
-          description: Read an account and its contacts.
-
-approval:
-  approvers: [bench@example.com]
-  timeout: 15m
-  on_timeout: deny
-
-budget:
-  calls_per_day: 100000000
-  max_call_duration: 2m
-
-termination:
-  notify: [bench@example.com]
-  revoke: all
-
-on_drift: record
-`
-
 // agent is one hired agent.
 type agent struct {
 	name, id, token string
@@ -328,7 +292,7 @@ func hireAgents(ctx context.Context, t *target, adminToken string, n int) ([]age
 	agents := make([]agent, 0, n)
 	for i := range n {
 		name := fmt.Sprintf("%s-%03d", prefix, i+1)
-		body, err := json.Marshal(map[string]string{"manifest": fmt.Sprintf(benchManifest, name)})
+		body, err := json.Marshal(map[string]string{"manifest": fmt.Sprintf(arxtest.BenchManifest, name)})
 		if err != nil {
 			return nil, err
 		}

@@ -35,7 +35,7 @@ import (
 // server's CPU.
 const historyArg = "history"
 
-// historyManifest is benchManifest with the budget rules on: a budget no
+// historyManifest is arxtest.BenchManifest with the budget rules on: a budget no
 // run reaches, every minute but one of the day active.
 const historyManifest = `apiVersion: arx.dev/v1
 kind: JobDescription

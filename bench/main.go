@@ -156,15 +156,19 @@ func run(ctx context.Context, cfg config) (code int) {
 		dataDir = filepath.Join(work, "data")
 	}
 
+	// failedTo reports what failed at the end and fails the run.
+	failedTo := func(what string, err error) {
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: error: %s: %v\n", what, err)
+			code = 1
+		}
+	}
 	srv, err := startArx(ctx, arxBin, dataDir)
 	if err != nil {
 		return fail("start arx serve: %v", err)
 	}
 	defer func() {
-		if err := srv.stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "bench: error: stop arx serve: %v\n", err)
-			code = 1
-		}
+		failedTo("stop arx serve", srv.stop())
 		if srv.reportLog(os.Stdout) {
 			code = 1
 		}
@@ -173,12 +177,7 @@ func run(ctx context.Context, cfg config) (code int) {
 	if err != nil {
 		return fail("start echo server: %v", err)
 	}
-	defer func() {
-		if err := echo.stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "bench: error: stop echo server: %v\n", err)
-			code = 1
-		}
-	}()
+	defer func() { failedTo("stop echo server", echo.stop()) }()
 
 	fails := newFailureLog()
 	defer func() {
@@ -202,12 +201,7 @@ func run(ctx context.Context, cfg config) (code int) {
 	if err != nil {
 		return fail("-inprocess-profile: %v", err)
 	}
-	defer func() {
-		if err := prof.close(); err != nil {
-			fmt.Fprintf(os.Stderr, "bench: error: -inprocess-profile: %v\n", err)
-			code = 1
-		}
-	}()
+	defer func() { failedTo("-inprocess-profile", prof.close()) }()
 
 	fmt.Printf("arx serve %s (data %s), echo server %s\n", srv.url, dataDir, echo.url)
 	fmt.Printf("machine: %d CPUs, GOMAXPROCS %d, %s/%s, %s; client, arx serve and echo server share it\n",
