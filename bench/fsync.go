@@ -22,32 +22,12 @@ type fsyncResult struct {
 
 // rawFsync appends the given record entries, cycling through them, to a
 // new file in dir (the server's data directory, so the same filesystem and
-// device) with one write and one fsync per entry, for d. That is the rate
-// a log that makes each entry durable on its own could reach at best; the
-// file is removed afterwards.
+// device) with one write and one fsync per entry, back to back for d. That
+// is the rate a log that makes each entry durable on its own could reach
+// at best; the file is removed afterwards.
 func rawFsync(ctx context.Context, dir string, entries [][]byte, d time.Duration) (fsyncResult, error) {
-	f, err := os.CreateTemp(dir, "bench-fsync-*.tmp")
+	n, el, _, err := rawAppends(ctx, dir, entries, d, 0)
 	if err != nil {
-		return fsyncResult{}, err
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	start := time.Now()
-	end := start.Add(d)
-	n := 0
-	for ; n < maxAppends && ctx.Err() == nil; n++ {
-		if !time.Now().Before(end) {
-			break
-		}
-		if _, err := f.Write(entries[n%len(entries)]); err != nil {
-			return fsyncResult{}, fmt.Errorf("write %s: %w", f.Name(), err)
-		}
-		if err := f.Sync(); err != nil {
-			return fsyncResult{}, fmt.Errorf("fsync %s: %w", f.Name(), err)
-		}
-	}
-	el := time.Since(start)
-	if err := f.Close(); err != nil {
 		return fsyncResult{}, err
 	}
 	return fsyncResult{appends: n, perSec: float64(n) / el.Seconds()}, nil
@@ -58,31 +38,50 @@ func rawFsync(ctx context.Context, dir string, entries [][]byte, d time.Duration
 // latency from when it was due (so a slow fsync delays the next ones, as
 // it would delay calls).
 func rawFsyncPaced(ctx context.Context, dir string, entries [][]byte, rate float64, d time.Duration) (latency, error) {
-	f, err := os.CreateTemp(dir, "bench-fsync-paced-*.tmp")
+	_, _, lat, err := rawAppends(ctx, dir, entries, d, time.Duration(float64(time.Second)/rate))
 	if err != nil {
 		return latency{}, err
 	}
+	return summarize(lat), nil
+}
+
+// rawAppends writes and fsyncs one entry at a time to a new file in dir
+// for d: back to back (interval 0), or each due interval after the one
+// before. It returns how many, in how long, and each one's latency from
+// when it was due.
+func rawAppends(ctx context.Context, dir string, entries [][]byte, d, interval time.Duration) (int, time.Duration, []time.Duration, error) {
+	f, err := os.CreateTemp(dir, "bench-fsync-*.tmp")
+	if err != nil {
+		return 0, 0, nil, err
+	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	interval := time.Duration(float64(time.Second) / rate)
-	n := int(d / interval)
-	lat := make([]time.Duration, 0, n)
 	start := time.Now()
-	for i := 0; i < n && i < maxAppends && ctx.Err() == nil; i++ {
-		due := start.Add(time.Duration(i) * interval)
-		if w := time.Until(due); w > 0 {
-			time.Sleep(w)
+	end := start.Add(d)
+	var lat []time.Duration
+	n := 0
+	for ; n < maxAppends && ctx.Err() == nil; n++ {
+		due := time.Now()
+		if interval > 0 {
+			due = start.Add(time.Duration(n) * interval)
+			if !sleepUntil(ctx, due) {
+				break
+			}
 		}
-		if _, err := f.Write(entries[i%len(entries)]); err != nil {
-			return latency{}, fmt.Errorf("write %s: %w", f.Name(), err)
+		if !due.Before(end) {
+			break
+		}
+		if _, err := f.Write(entries[n%len(entries)]); err != nil {
+			return 0, 0, nil, fmt.Errorf("write %s: %w", f.Name(), err)
 		}
 		if err := f.Sync(); err != nil {
-			return latency{}, fmt.Errorf("fsync %s: %w", f.Name(), err)
+			return 0, 0, nil, fmt.Errorf("fsync %s: %w", f.Name(), err)
 		}
 		lat = append(lat, time.Since(due))
 	}
+	el := time.Since(start)
 	if err := f.Close(); err != nil {
-		return latency{}, err
+		return 0, 0, nil, err
 	}
-	return summarize(lat), nil
+	return n, el, lat, nil
 }
