@@ -150,10 +150,20 @@ type Stats struct {
 }
 
 type op struct {
-	ctx  context.Context
-	fn   func(store.Tx) error
-	done chan error
+	ctx   context.Context
+	fn    func(store.Tx) error
+	done  chan error
+	state atomic.Int32 // opQueued, then opTaken (by prepare) or opWithdrawn (by Update)
 }
+
+// An op's states: queued until prepare takes it to run, or its Update
+// withdraws it (its context ended first). Taken, its Update waits for the
+// outcome; withdrawn, it never runs.
+const (
+	opQueued = iota
+	opTaken
+	opWithdrawn
+)
 
 // New starts a sequencer.
 func New(cfg Config) *Sequencer {
@@ -213,9 +223,22 @@ func (s *Sequencer) Update(ctx context.Context, fn func(store.Tx) error) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	// Once queued, wait for the outcome even if ctx ends: the caller must
-	// learn whether its entries were committed. An op queued after the
-	// sequencer drained the queue on Close is never run.
+	// Once queued, an op whose ctx ends before its batch runs it (after
+	// the backend's Begin: on PostgreSQL, the log lock and what other
+	// replicas appended) is withdrawn: it never runs, and the caller knows
+	// nothing of it was written. Once taken, wait for the outcome even if
+	// ctx ends: the caller must learn whether its entries were committed.
+	// An op queued after the sequencer drained the queue on Close is never
+	// run.
+	select {
+	case err := <-o.done:
+		return err
+	case <-ctx.Done():
+		if o.state.CompareAndSwap(opQueued, opWithdrawn) {
+			return ctx.Err()
+		}
+	case <-s.done:
+	}
 	select {
 	case err := <-o.done:
 		return err
@@ -392,6 +415,10 @@ func (s *Sequencer) prepare(ops []*op, prior *flight) *flight {
 	}
 	for i, o := range ops {
 		if f.errs[i] != nil {
+			continue
+		}
+		if !o.state.CompareAndSwap(opQueued, opTaken) {
+			f.errs[i] = o.ctx.Err() // withdrawn while the batch began
 			continue
 		}
 		treeBefore := &s.opTree

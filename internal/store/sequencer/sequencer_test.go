@@ -34,6 +34,8 @@ type fakeBackend struct {
 	failCommits   atomic.Int32 // the next n commits fail (nothing written)
 	failStorage   atomic.Bool  // commits fail with store.ErrStorageFailed
 	commitStarted chan struct{}
+	commitRelease chan struct{} // after commitStarted, the write waits for it
+	beginGate     chan struct{} // Begin waits for it (a log lock that does not come)
 }
 
 func newFake(pipelined bool) *fakeBackend {
@@ -41,6 +43,9 @@ func newFake(pipelined bool) *fakeBackend {
 }
 
 func (f *fakeBackend) Begin(ctx context.Context, known int64) (Batch, *Foreign, error) {
+	if f.beginGate != nil {
+		<-f.beginGate
+	}
 	return &fakeBatch{f: f}, nil, nil
 }
 
@@ -50,6 +55,9 @@ func (f *fakeBackend) Committed(*state.Txn) {}
 func (f *fakeBackend) write(b *fakeBatch, entries []store.Entry) error {
 	if f.commitStarted != nil {
 		f.commitStarted <- struct{}{}
+	}
+	if f.commitRelease != nil {
+		<-f.commitRelease
 	}
 	if f.failStorage.Load() {
 		return fmt.Errorf("%w: fake disk", store.ErrStorageFailed)
@@ -353,4 +361,79 @@ func TestCancelledUpdate(t *testing.T) {
 	if len(f.log) != 1 {
 		t.Fatalf("a cancelled Update wrote: log of %d entries", len(f.log))
 	}
+}
+
+// TestWithdrawnUpdate: an Update whose context ends while its batch
+// begins (the log lock does not come) is withdrawn: it returns at once,
+// never runs, and the batch goes on without it; one whose context ends
+// after it ran waits for its batch and learns that it committed.
+func TestWithdrawnUpdate(t *testing.T) {
+	f := newFake(false)
+	s := start(t, f)
+	if err := s.Update(t.Context(), hire("a")); err != nil {
+		t.Fatal(err)
+	}
+	f.beginGate = make(chan struct{})
+	var open sync.Once
+	openGate := func() { open.Do(func() { close(f.beginGate) }) }
+	defer openGate() // a failure below must not leave Close waiting for it
+	var ran atomic.Bool
+	withdrawn := make(chan error, 1)
+	began := time.Now()
+	go func() {
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		defer cancel()
+		withdrawn <- s.Update(ctx, func(tx store.Tx) error { ran.Store(true); return token("a", 1)(tx) })
+	}()
+	waited := make(chan error, 1)
+	go func() {
+		time.Sleep(20 * time.Millisecond) // queued behind the first, or in its batch
+		waited <- s.Update(t.Context(), token("a", 2))
+	}()
+	select {
+	case err := <-withdrawn:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("the withdrawn Update: %v, want its context's error", err)
+		}
+		if d := time.Since(began); d > 2*time.Second {
+			t.Errorf("the withdrawn Update returned after %v", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("an Update whose context ended while its batch began did not return")
+	}
+	openGate()
+	if err := <-waited; err != nil {
+		t.Fatalf("the Update that waited: %v", err)
+	}
+	if ran.Load() {
+		t.Error("the withdrawn Update ran")
+	}
+	f.mu.Lock()
+	if len(f.log) != 2 || f.log[1].Type != record.TypeTokenIssued {
+		t.Errorf("log of %d entries, want the hire and the one token", len(f.log))
+	}
+	f.mu.Unlock()
+	checkLog(t, f)
+
+	// Taken, then its context ends while the batch is written: it waits.
+	f.commitStarted, f.commitRelease = make(chan struct{}), make(chan struct{})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Update(ctx, token("a", 3)) }()
+	<-f.commitStarted
+	cancel()
+	select {
+	case err := <-done:
+		t.Fatalf("an Update that ran returned before its batch was written: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(f.commitRelease)
+	if err := <-done; err != nil {
+		t.Errorf("an Update that ran and committed: %v", err)
+	}
+	f.mu.Lock()
+	if len(f.log) != 3 {
+		t.Errorf("log of %d entries, want 3", len(f.log))
+	}
+	f.mu.Unlock()
 }
