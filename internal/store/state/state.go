@@ -90,6 +90,11 @@ type State struct {
 	idemOrder []idemSeen         // oldest first, from idemStart
 	idemStart int
 	size      int64 // entries folded (the log's size)
+	// revocations counts the entries folded that revoke agent tokens
+	// (token.revoked, agent.terminated) and loads of a snapshot, which may
+	// hold any: a token checked while it was n is still unrevoked as long
+	// as it is n (Revocations).
+	revocations uint64
 
 	evictMu   sync.Mutex
 	evictions []eviction
@@ -163,9 +168,17 @@ func (s *State) Load(snap *Snapshot) {
 		s.remember(KeyOf(k.Agent, k.Key), k.Call, k.At)
 	}
 	s.size = snap.Size
+	s.revocations++ // what the snapshot revoked is not counted: assume something
 	s.evictMu.Lock()
 	s.evictions = nil
 	s.evictMu.Unlock()
+}
+
+// Revocations is the committed count of token revocations (see the field).
+func (s *State) Revocations() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.revocations
 }
 
 // Counts returns an agent's committed counts.

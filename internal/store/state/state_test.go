@@ -387,3 +387,50 @@ func TestEvict(t *testing.T) {
 		t.Error("c1 still held after its last change was flushed")
 	}
 }
+
+// TestRevocations: token.revoked entries are counted, by a layer as it
+// applies them and by the committed state once committed, through
+// batches, over-layers and replays of other processes' entries; a loaded
+// snapshot counts as one more (it may hold any).
+func TestRevocations(t *testing.T) {
+	s := New(Config{})
+	if s.Revocations() != 0 {
+		t.Fatalf("a new state: %d", s.Revocations())
+	}
+	revoke := func(id string) *record.Entry { return record.TokenRevoked("a1", "admin:root", t0, id) }
+	txn := s.Begin(known())
+	for i, e := range []*record.Entry{revoke("t1"), record.TokenIssued("a1", "admin:root", t0, "t2", "agent", ""), revoke("t2")} {
+		e.Index = txn.Size()
+		b, _ := e.Marshal()
+		if err := txn.Apply(e, record.LeafHash(b)); err != nil {
+			t.Fatal(err)
+		}
+		if want := []uint64{1, 1, 2}[i]; txn.Revocations() != want {
+			t.Errorf("after %s, the layer counts %d, want %d", e.Type, txn.Revocations(), want)
+		}
+	}
+	over := txn.Over(known())
+	if over.Revocations() != 2 || s.Revocations() != 0 {
+		t.Errorf("before the commit: over-layer %d (want 2), committed %d (want 0)", over.Revocations(), s.Revocations())
+	}
+	txn.Commit(t0)
+	over.Rebase()
+	if s.Revocations() != 2 || over.Revocations() != 2 {
+		t.Errorf("after the commit: committed %d, rebased layer %d, want 2", s.Revocations(), over.Revocations())
+	}
+	rp := s.Replay(known())
+	e := revoke("t3")
+	e.Index = rp.Size()
+	b, _ := e.Marshal()
+	if err := rp.Apply(e, record.LeafHash(b)); err != nil {
+		t.Fatal(err)
+	}
+	rp.Commit(t0)
+	if s.Revocations() != 3 {
+		t.Errorf("after another process's revocation: %d, want 3", s.Revocations())
+	}
+	s.Load(&Snapshot{Size: 10})
+	if s.Revocations() != 4 {
+		t.Errorf("after a snapshot: %d, want 4", s.Revocations())
+	}
+}

@@ -34,10 +34,11 @@ type Txn struct {
 	// the per-agent index of the log.
 	Entries []Applied
 
-	idem    map[IdemKey]string
-	newKeys []idemSeen
-	size    int64
-	lenient bool // Replay: skip what is not held
+	idem        map[IdemKey]string
+	newKeys     []idemSeen
+	size        int64
+	revocations uint64
+	lenient     bool // Replay: skip what is not held
 }
 
 // Applied is an entry applied to the state.
@@ -48,7 +49,7 @@ type Applied struct {
 
 // Begin starts a layer over the committed state; misses are read with load.
 func (s *State) Begin(load Loader) *Txn {
-	return &Txn{s: s, load: load, size: s.size}
+	return &Txn{s: s, load: load, size: s.size, revocations: s.revocations}
 }
 
 // Replay starts a layer over the committed state for entries another
@@ -56,13 +57,15 @@ func (s *State) Begin(load Loader) *Txn {
 // change that is not held (a closed call) is skipped, since it cannot
 // change what calls are decided against; an agent not held is loaded.
 func (s *State) Replay(load Loader) *Txn {
-	return &Txn{s: s, load: load, size: s.size, lenient: true}
+	return &Txn{s: s, load: load, size: s.size, revocations: s.revocations, lenient: true}
 }
 
 // Over starts a batch's layer over t, the layer of a batch that is not
 // committed yet (being made durable); misses are read with load. Once t
 // is committed, Rebase puts the new layer on the committed state.
-func (t *Txn) Over(load Loader) *Txn { return &Txn{s: t.s, parent: t, load: load, size: t.size} }
+func (t *Txn) Over(load Loader) *Txn {
+	return &Txn{s: t.s, parent: t, load: load, size: t.size, revocations: t.revocations}
+}
 
 // Rebase puts a layer made with Over on the committed state, once the
 // layer it was over is committed into it.
@@ -70,11 +73,14 @@ func (t *Txn) Rebase() { t.parent = nil }
 
 // Child starts a layer over t.
 func (t *Txn) Child() *Txn {
-	return &Txn{s: t.s, parent: t, load: t.load, size: t.size, lenient: t.lenient}
+	return &Txn{s: t.s, parent: t, load: t.load, size: t.size, revocations: t.revocations, lenient: t.lenient}
 }
 
 // Size is the log's size as this layer sees it.
 func (t *Txn) Size() int64 { return t.size }
+
+// Revocations is the count of token revocations as this layer sees it.
+func (t *Txn) Revocations() uint64 { return t.revocations }
 
 // Commit merges t into the layer below it: its parent, or the committed
 // State (then at under a write lock, and keys past the window are
@@ -90,6 +96,7 @@ func (t *Txn) Commit(now time.Time) {
 		p.Entries = append(p.Entries, t.Entries...)
 		p.newKeys = append(p.newKeys, t.newKeys...)
 		p.size = t.size
+		p.revocations = t.revocations
 		return
 	}
 	s := t.s
@@ -104,6 +111,7 @@ func (t *Txn) Commit(now time.Time) {
 		s.remember(k.key, k.call, k.at)
 	}
 	s.size = t.size
+	s.revocations = t.revocations
 	s.forget(now)
 	s.evict()
 }
@@ -377,6 +385,8 @@ func (t *Txn) Apply(e *record.Entry, leaf tlog.Hash) error {
 			return nil // more approvers must grant: still pending
 		}
 		return t.decide(e, store.ApprovalGranted, "", record.Str(e.Data, "reason"))
+	case record.TypeTokenRevoked:
+		t.revocations++
 	case record.TypeApprovalGrantVoided:
 		a, err := t.writableApproval(e.Call)
 		if err != nil {
@@ -446,6 +456,7 @@ func (t *Txn) Apply(e *record.Entry, leaf tlog.Hash) error {
 			a.ShadowHash, a.ShadowSince = "", -1
 		}
 	case record.TypeAgentTerminated:
+		t.revocations++ // a termination revokes the agent's tokens
 		a, err := t.writableAgent(e.Agent)
 		if err != nil {
 			return t.notApplicable(e, err)
