@@ -109,9 +109,9 @@ func (s *server) routes(reg *prometheus.Registry, handle func(pattern string, h 
 	h("GET /readyz", s.readyz)
 	h("GET /.well-known/jwks.json", s.jwks)
 
-	h("POST /v1/calls", s.agentOnly(s.createCall))
+	h("POST /v1/calls", s.agentCall(s.createCall))
 	h("GET /v1/calls/{id}", s.authed(s.getCall))
-	h("POST /v1/calls/{id}/complete", s.agentOnly(s.completeCall))
+	h("POST /v1/calls/{id}/complete", s.agentCall(s.completeCall))
 	h("POST /v1/credentials/introspect", s.introspect)
 	h("POST /v1/slack/interactions", s.slackInteractions) // chat.go: signed by Slack
 	h("POST /v1/chat/interactions", s.chatInteractions)   // signed with the chat secret

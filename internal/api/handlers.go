@@ -51,6 +51,23 @@ func (s *server) agentOnly(fn handlerFunc) handlerFunc {
 	})
 }
 
+// agentCall serves an agent's request whose effects all happen in one
+// Update (asking for a call, completing one): its token may be resolved
+// from memory (runtime.AuthenticateAgent), the Update checking what memory
+// cannot know. Nothing else may use it.
+func (s *server) agentCall(fn handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		p, err := s.rt.AuthenticateAgent(r.Context(), bearer(r), ClientIP(r))
+		if err != nil {
+			return err
+		}
+		if p.Kind != store.TokenAgent {
+			return arxerr.New(arxerr.Forbidden, "this endpoint takes an agent's token (ARX_TOKEN)")
+		}
+		return fn(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+	}
+}
+
 func (s *server) adminOnly(fn handlerFunc) handlerFunc {
 	return s.authed(func(w http.ResponseWriter, r *http.Request) error {
 		if !principal(r).IsAdmin() {

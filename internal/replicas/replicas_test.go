@@ -728,3 +728,51 @@ func TestKillSequencer(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestRevokeTokenOnAnotherReplica: an agent token revoked on one replica
+// is refused on the other at once, though that replica answered the token
+// from memory until then (runtime.AuthenticateAgent): the next request
+// after the revocation's answer is refused, for asking a call and for
+// completing one, while the agent's other token goes on working.
+func TestRevokeTokenOnAnotherReplica(t *testing.T) {
+	d := start(t, 2)
+	A, B := d.replicas[0], d.replicas[1]
+	agentID, first := d.hire(t, A, "revoked")
+	r, err := do(t.Context(), "POST", A.url+"/v1/agents/"+agentID+"/tokens", d.admin, map[string]string{"label": "second"})
+	var second struct {
+		ID    string `json:"token_id"`
+		Token string `json:"token"`
+	}
+	if err := json.Unmarshal(must(t, r, err, http.StatusCreated, "second token"), &second); err != nil {
+		t.Fatal(err)
+	}
+	call := func(on *replica, token, key string) *response {
+		r, err := do(t.Context(), "POST", on.url+"/v1/calls", token, map[string]string{"connector": "crm", "action": "account.read",
+			"risk": "low", "idempotency_key": key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	// B remembers both tokens; an open call waits to be completed.
+	var open callView
+	if err := json.Unmarshal(must(t, call(B, second.Token, "open"), nil, http.StatusCreated, "call"), &open); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		must(t, call(B, first, fmt.Sprint("warm-", i)), nil, http.StatusCreated, "call with the first token")
+	}
+	must(t, call(B, second.Token, "warm-second"), nil, http.StatusCreated, "call with the second token")
+
+	r, err = do(t.Context(), "DELETE", A.url+"/v1/agents/"+agentID+"/tokens/"+second.ID, d.admin, nil)
+	must(t, r, err, http.StatusOK, "revoke on A")
+	if r := call(B, second.Token, "after"); r.status != http.StatusUnauthorized || !strings.Contains(string(r.body), "auth.invalid_token") {
+		t.Errorf("the revoked token on B right after the revocation: HTTP %d %s", r.status, r.body)
+	}
+	r, err = do(t.Context(), "POST", B.url+"/v1/calls/"+open.ID+"/complete", second.Token, map[string]any{"outcome": "success"})
+	if err != nil || r.status != http.StatusUnauthorized {
+		t.Errorf("completing with the revoked token on B: HTTP %d %s (%v)", r.status, r.body, err)
+	}
+	must(t, call(B, first, "other-token"), nil, http.StatusCreated, "the agent's other token on B")
+	must(t, call(A, first, "other-token-a"), nil, http.StatusCreated, "the agent's other token on A")
+}

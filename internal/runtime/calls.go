@@ -124,6 +124,17 @@ func rulesOf(m *manifest.Manifest, req CallRequest, args callArgs) *callRules {
 // with a credential. The credential is signed only after the entry that
 // records its issue has committed.
 func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest) (*CallResult, error) {
+	res, err := r.requestCall(ctx, p, req)
+	if errors.Is(err, errReauth) { // a token was revoked meanwhile: read this one again
+		if p, err = r.reauth(ctx, p); err != nil {
+			return nil, err
+		}
+		return r.requestCall(ctx, p, req)
+	}
+	return res, err
+}
+
+func (r *Runtime) requestCall(ctx context.Context, p *Principal, req CallRequest) (*CallResult, error) {
 	start := r.now()
 	if p.Kind != store.TokenAgent {
 		return nil, arxerr.New(arxerr.Forbidden, "only an agent's token can make calls")
@@ -163,9 +174,12 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 	var d callDecision
 	var existing *store.Call
 	_, endCommit := r.stage(ctx, "arx.record.append")
-	err = r.store.Update(ctx, func(tx store.Tx) error {
+	err = r.update(ctx, p, "request call", func(tx store.Tx) error {
 		// Gather. Authority is read inside the transaction: a termination
 		// that committed before this point is seen here.
+		if p.remembered && tx.TokenRevocations() != p.revocations {
+			return errReauth
+		}
 		a, err := tx.Agent(p.Agent.ID)
 		if err != nil {
 			return err
@@ -226,6 +240,9 @@ func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest
 		return nil
 	})
 	endCommit()
+	if errors.Is(err, errReauth) {
+		return nil, err
+	}
 	if err != nil {
 		r.metrics.calls.WithLabelValues("error").Inc()
 		return nil, r.writeFailed("request call", err)
@@ -416,10 +433,24 @@ func (r *Runtime) CompleteCall(ctx context.Context, p *Principal, id string, o O
 	if o.DurationMS < 0 || o.DurationMS > int64(24*time.Hour/time.Millisecond) {
 		return nil, arxerr.New(arxerr.BadRequest, "duration_ms out of range")
 	}
+	out, err := r.completeCall(ctx, p, id, o)
+	if errors.Is(err, errReauth) { // a token was revoked meanwhile: read this one again
+		if p, err = r.reauth(ctx, p); err != nil {
+			return nil, err
+		}
+		return r.completeCall(ctx, p, id, o)
+	}
+	return out, err
+}
+
+func (r *Runtime) completeCall(ctx context.Context, p *Principal, id string, o Outcome) (*store.Call, error) {
 	now := r.now()
 	var out *store.Call
 	withdrawn := false
-	err := r.store.Update(ctx, func(tx store.Tx) error {
+	err := r.update(ctx, p, "complete call", func(tx store.Tx) error {
+		if err := checkRemembered(tx, p); err != nil {
+			return err
+		}
 		c, err := tx.Call(id)
 		if errors.Is(err, store.ErrNotFound) || (err == nil && c.AgentID != p.Agent.ID) {
 			return arxerr.New(arxerr.CallNotFound, "no call %s", id)
@@ -512,6 +543,9 @@ func (r *Runtime) CompleteCall(ctx context.Context, p *Principal, id string, o O
 		}
 		return r.onCallClosed(tx, out) // connectors.go: drop the call's database role
 	})
+	if errors.Is(err, errReauth) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, r.writeFailed("complete call", err)
 	}

@@ -121,6 +121,8 @@ type Runtime struct {
 	ready readiness
 	// passkeys is the WebAuthn relying party (passkeys.go).
 	passkeys passkeyState
+	// agentTokens are agent tokens the store vouched for (tokencache.go).
+	agentTokens agentTokenCache
 	// sso is the identity provider, if any (sso.go).
 	sso              *sso.Client
 	noLocalPasswords bool
@@ -192,6 +194,13 @@ type Principal struct {
 	Agent    *store.Agent // for agents
 	User     *store.User  // for people
 	IdP      *IdP         // for people signed in through the identity provider (a console session)
+
+	// For an agent token from memory (AuthenticateAgent): its hash, and
+	// the store's count of token revocations when the token was read.
+	tokenHash   []byte
+	revocations uint64
+	wait        time.Duration // how long its Update may wait to be run (Runtime.update)
+	remembered  bool
 }
 
 // Actor names the principal in record entries.
@@ -301,20 +310,7 @@ func (r *Runtime) authenticate(ctx context.Context, token string) (_ *Principal,
 	}
 	hash := HashToken(token)
 	if strings.HasPrefix(token, agentTokenPrefix) {
-		t, a, err := r.store.AgentByToken(ctx, hash)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, true, invalidToken(token)
-		}
-		if err != nil {
-			return nil, false, r.ReadFailed("authenticate", err)
-		}
-		if subtle.ConstantTimeCompare(t.Hash, hash) != 1 || t.RevokedAt != nil || t.Kind != store.TokenAgent {
-			return nil, false, invalidToken(token)
-		}
-		if err := agentUsable(a); err != nil {
-			return nil, false, err
-		}
-		return &Principal{Kind: store.TokenAgent, TokenID: t.ID, IssuedBy: t.IssuedBy, Agent: a}, false, nil
+		return r.agentByToken(ctx, hash, token)
 	}
 	t, err := r.store.TokenByHash(ctx, hash)
 	if errors.Is(err, store.ErrNotFound) {
@@ -353,6 +349,25 @@ func (r *Runtime) authenticate(ctx context.Context, token string) (_ *Principal,
 		p.Agent = a
 	}
 	return p, false, nil
+}
+
+// agentByToken reads an agent token from the store (token is only for the
+// error's hint).
+func (r *Runtime) agentByToken(ctx context.Context, hash []byte, token string) (_ *Principal, unknown bool, err error) {
+	t, a, err := r.store.AgentByToken(ctx, hash)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, true, invalidToken(token)
+	}
+	if err != nil {
+		return nil, false, r.ReadFailed("authenticate", err)
+	}
+	if subtle.ConstantTimeCompare(t.Hash, hash) != 1 || t.RevokedAt != nil || t.Kind != store.TokenAgent {
+		return nil, false, invalidToken(token)
+	}
+	if err := agentUsable(a); err != nil {
+		return nil, false, err
+	}
+	return &Principal{Kind: store.TokenAgent, TokenID: t.ID, IssuedBy: t.IssuedBy, Agent: a}, false, nil
 }
 
 func agentUsable(a *store.Agent) error {

@@ -234,6 +234,16 @@ type Agents interface {
 	// AgentByToken reads an agent token and its agent: the check every
 	// agent request makes.
 	AgentByToken(ctx context.Context, hash []byte) (*Token, *Agent, error)
+	// TokenRevocations counts the agent-token revocations the log holds,
+	// as far as this process has folded it (and more: it may only grow
+	// when in doubt). An agent token read by AgentByToken after the count
+	// was n is unrevoked for an Update whose Tx.TokenRevocations is n.
+	// wait is how long an Update made for a token answered from memory
+	// may wait to be run before it is withdrawn (Update: its context
+	// ended), so that a request is refused within the bound of the read
+	// it saved; 0 while writes are stalled (StallAfter): requests then read
+	// first.
+	TokenRevocations() (n uint64, wait time.Duration)
 	// ManifestText reads a job description stored with PutManifest by
 	// its hash (manifest.Hash); ErrNotFound when there is none.
 	ManifestText(ctx context.Context, hash string) ([]byte, error)
@@ -315,6 +325,10 @@ type Log interface {
 // an agent's profile (its manifest), and tokens (by hash).
 type AgentsTx interface {
 	Agent(id string) (*Agent, error)
+	// TokenRevocations is Agents.TokenRevocations as this transaction
+	// sees the log: revocations committed before it, by any replica, and
+	// those of the Updates before it in its batch.
+	TokenRevocations() uint64
 	// InsertAgent adds a hired agent's profile; its agent.hired entry,
 	// appended after, makes it active.
 	InsertAgent(a *Agent) error
@@ -422,6 +436,14 @@ type SettingsTx interface {
 	SetMeta(key, value string) error
 	PutCheckpoint(c *Checkpoint) error
 }
+
+// StallAfter is how long one turn of the sequencer may take before the
+// store says writes are not flowing (Agents.TokenRevocations).
+const StallAfter = time.Second
+
+// TokenWait is Agents.TokenRevocations's wait for a store whose reads have
+// no bound of their own (SQLite).
+const TokenWait = 5 * time.Second
 
 // Counting windows of Counts: calls per minute for the last RateMinutes
 // minutes, and per quarter hour for CountHours hours (a budget day in any

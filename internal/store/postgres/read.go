@@ -401,3 +401,14 @@ func (s *Store) Groups(ctx context.Context) ([]store.Group, error) {
 	}
 	return collect(rows, scanGroup)
 }
+
+// TokenRevocations implements store.Agents: the revocations folded by this
+// replica's sequencer (its own, and other replicas' as each batch reads
+// them under the log lock). A request that saved its token's read waits
+// for its Update to run at most as long as that read would have.
+func (s *Store) TokenRevocations() (uint64, time.Duration) {
+	if s.seq.Stalled(store.StallAfter) {
+		return s.st.Revocations(), 0
+	}
+	return s.st.Revocations(), s.cfg.ReadTimeout
+}

@@ -133,6 +133,9 @@ type Sequencer struct {
 
 	size   atomic.Int64
 	failed atomic.Pointer[error]
+	// turn is when the loop last took up work (unix nanoseconds); 0 while
+	// it waits for Updates with nothing in flight (Stalled).
+	turn   atomic.Int64
 	stats  Stats
 	opTree record.Tree // the tree before the running Update (prepare)
 }
@@ -190,6 +193,14 @@ func (s *Sequencer) Stats() *Stats { return &s.stats }
 
 // Size is the log's size as of the last committed batch.
 func (s *Sequencer) Size() int64 { return s.size.Load() }
+
+// Stalled says whether the loop has been on one turn (a batch taking the
+// log lock, being run, written or landed) for longer than d: the database
+// stopped answering, or the disk. Waiting for Updates is not stalled.
+func (s *Sequencer) Stalled(d time.Duration) bool {
+	t := s.turn.Load()
+	return t != 0 && time.Since(time.Unix(0, t)) > d
+}
 
 // Failed is the error that failed the store for good, or nil.
 func (s *Sequencer) Failed() error {
@@ -261,6 +272,7 @@ func (s *Sequencer) run() {
 		// first when none are queued.
 		var first *op
 		if inflight == nil {
+			s.turn.Store(0)
 			select {
 			case first = <-s.ops:
 			case <-s.quit:
@@ -282,6 +294,7 @@ func (s *Sequencer) run() {
 				continue
 			}
 		}
+		s.turn.Store(time.Now().UnixNano())
 		batch = append(batch[:0], first)
 	fill:
 		for len(batch) < s.cfg.MaxBatch {
@@ -587,6 +600,8 @@ type tx struct {
 var _ store.Tx = (*tx)(nil)
 
 func (t *tx) Agent(id string) (*store.Agent, error) { return t.op.Agent(id) }
+
+func (t *tx) TokenRevocations() uint64 { return t.op.Revocations() }
 
 func (t *tx) InsertAgent(a *store.Agent) error {
 	if _, err := t.op.Agent(a.ID); err == nil {

@@ -451,3 +451,11 @@ func sortedMembers(m []string) []string {
 	slices.Sort(out)
 	return slices.Compact(out)
 }
+
+// TokenRevocations implements store.Agents.
+func (s *Store) TokenRevocations() (uint64, time.Duration) {
+	if s.seq.Stalled(store.StallAfter) {
+		return s.st.Revocations(), 0
+	}
+	return s.st.Revocations(), store.TokenWait
+}
