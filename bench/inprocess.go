@@ -27,17 +27,17 @@ func (p inProcess) label() string { return "in-process" }
 
 func (p inProcess) call(ctx context.Context, token, key string) error { return p.Call(ctx, token, key) }
 
-// inProcessLoop runs one in-process closed loop of n callers on a fresh
-// data directory, and removes it after: the state the calls leave (their
-// idempotency keys, for a day) would otherwise stay in this process's heap
-// and make the client's garbage collection, and so its latencies in the
-// phases after, worse than the client's alone.
-// The data directory is made next to arx serve's (parent), so that both
-// write to the same disk.
-func inProcessLoop(ctx context.Context, parent string, n int, cfg config, prof *profile, tag string, fails *failureLog) (closedResult, float64, error) {
+// inProcessRun opens ARX's runtime in this process on a fresh data
+// directory with n hired agents, runs f, and removes the directory after:
+// the state the calls leave (their idempotency keys, for a day) would
+// otherwise stay in this process's heap and make the client's garbage
+// collection, and so its latencies in the phases after, worse than the
+// client's alone. The data directory is made next to arx serve's
+// (parent), so that both write to the same disk.
+func inProcessRun(ctx context.Context, parent string, n int, f func(p inProcess, agents []agent)) error {
 	dir, err := os.MkdirTemp(parent, "arx-bench-in-process-")
 	if err != nil {
-		return closedResult{}, 0, err
+		return err
 	}
 	defer func() {
 		os.RemoveAll(dir)
@@ -45,19 +45,37 @@ func inProcessLoop(ctx context.Context, parent string, n int, cfg config, prof *
 	}()
 	ip, hired, err := arxtest.OpenInProcess(ctx, filepath.Join(dir, "data"), "inproc", n)
 	if err != nil {
-		return closedResult{}, 0, err
+		return err
 	}
-	p := inProcess{ip}
 	agents := make([]agent, len(hired))
 	for i, h := range hired {
 		agents[i] = agent{name: h.Name, id: h.ID, token: h.Token}
 	}
-	selfCPU := measureSelfCPU(ctx, cfg.warmup, cfg.duration)
-	stopProfile := prof.start(n == slices.Max(cfg.callers))
-	res := closedLoop(ctx, p, agents, cfg.warmup, cfg.duration, tag, fails)
-	cpu := selfCPU() // before the profile is written, which is not the runtime's work
-	stopProfile()
-	return res, cpu, p.Close()
+	f(inProcess{ip}, agents)
+	return ip.Close()
+}
+
+// inProcessLoop runs one in-process closed loop of n callers
+// (inProcessRun), and gives the cores this process used.
+func inProcessLoop(ctx context.Context, parent string, n int, cfg config, prof *profile, tag string, fails *failureLog) (res closedResult, cpu float64, err error) {
+	err = inProcessRun(ctx, parent, n, func(p inProcess, agents []agent) {
+		selfCPU := measureSelfCPU(ctx, cfg.warmup, cfg.duration)
+		stopProfile := prof.start(n == slices.Max(cfg.callers))
+		res = closedLoop(ctx, p, agents, cfg.warmup, cfg.duration, tag, fails)
+		cpu = selfCPU() // before the profile is written, which is not the runtime's work
+		stopProfile()
+	})
+	return res, cpu, err
+}
+
+// inProcessOpenLoop runs the open loop in process (inProcessRun), with as
+// many agents as the one over HTTP: the latency a governed call has
+// without HTTP and without the client's process beside it.
+func inProcessOpenLoop(ctx context.Context, parent string, n int, cfg config, tag string, fails *failureLog) (res openResult, err error) {
+	err = inProcessRun(ctx, parent, n, func(p inProcess, agents []agent) {
+		res = openLoop(ctx, p, agents, cfg.rate, cfg.warmup, cfg.duration, tag, fails)
+	})
+	return res, err
 }
 
 // measureSelfCPU returns a function that gives the cores this process used

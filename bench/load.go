@@ -282,8 +282,8 @@ type openResult struct {
 // starts at once. Latency is measured from the due time, not from when a
 // worker got to it, so time a call spent waiting behind a slow one is
 // counted (no coordinated omission, as in wrk2).
-func openLoop(ctx context.Context, t *target, agents []agent, rate float64, warmup, dur time.Duration, tag string, fails *failureLog) openResult {
-	phase := t.name + " open loop"
+func openLoop(ctx context.Context, t caller, agents []agent, rate float64, warmup, dur time.Duration, tag string, fails *failureLog) openResult {
+	phase := t.label() + " open loop"
 	total := int64(math.Round((warmup + dur).Seconds() * rate))
 	first := int64(math.Round(warmup.Seconds() * rate)) // the first measured call
 	start := time.Now().Add(openLoopLead)

@@ -243,6 +243,11 @@ func run(ctx context.Context, cfg config) (code int) {
 		res.openCPU, res.openStore = cpu(), st()
 		res.openEcho = openLoop(ctx, echoT, agents, cfg.rate, cfg.warmup, cfg.duration, tag, fails)
 		if ctx.Err() == nil {
+			if res.openInproc, err = inProcessOpenLoop(ctx, filepath.Dir(dataDir), len(agents), cfg, tag+"-open", fails); err != nil {
+				return fail("in-process open loop: %v", err)
+			}
+		}
+		if ctx.Err() == nil {
 			res.fsync, err = rawFsync(ctx, dataDir, entries, cfg.fsyncDuration)
 			if err != nil {
 				return fail("raw fsync: %v", err)
