@@ -26,6 +26,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -418,6 +419,14 @@ func TestPartitionTerminate(t *testing.T) {
 				}
 				var mu sync.Mutex
 				var wg sync.WaitGroup
+				// A probe past every bound is a failure already: have B print
+				// its goroutines (SIGQUIT; they are in its log, shown below)
+				// to say where it waits, instead of waiting out the client.
+				stuck := time.AfterFunc(inFlightBound+5*time.Second, func() {
+					t.Errorf("%s: a probe of B is still unanswered after %v; B's goroutines follow in its log", when, inFlightBound+5*time.Second)
+					B.cmd.Process.Signal(syscall.SIGQUIT)
+				})
+				defer stuck.Stop()
 				for _, c := range checks {
 					wg.Go(func() {
 						ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -141,7 +141,9 @@ func startReplica(t *testing.T, bin, name, dir, db string, extra ...string) *rep
 	// Each replica names itself to PostgreSQL, so a test can tell which one
 	// holds the log lock.
 	cmd := exec.Command(bin, append([]string{"serve", "--data", dir, "--listen", "127.0.0.1:0", "--log-format", "json", "--db-max-conns", "8"}, extra...)...)
-	cmd.Env = append(os.Environ(), "ARX_DATABASE="+db+"&application_name=arx-"+name)
+	// GOTRACEBACK=all: a replica a test finds stuck is asked for its
+	// goroutines (SIGQUIT), every one of them.
+	cmd.Env = append(os.Environ(), "ARX_DATABASE="+db+"&application_name=arx-"+name, "GOTRACEBACK=all")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
