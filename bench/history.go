@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/arxsec/arx/internal/arxtest"
 	arxrt "github.com/arxsec/arx/internal/runtime"
 	"github.com/arxsec/arx/internal/server"
 )
@@ -37,43 +38,21 @@ const historyArg = "history"
 
 // historyManifest is arxtest.BenchManifest with the budget rules on: a budget no
 // run reaches, every minute but one of the day active.
-const historyManifest = `apiVersion: arx.dev/v1
-kind: JobDescription
+var historyManifest = withBudgetRules(arxtest.BenchManifest)
 
-agent:
-  name: %s
-  description: Benchmark agent with every budget rule (bench history).
-  owner: bench@example.com
+const benchBudget = "  max_call_duration: 2m\n"
 
-scope:
-  connectors:
-    salesforce:
-      description: Sales CRM
-      actions:
-        account.read:
-          risk: low
-          description: Read an account and its contacts.
-
-approval:
-  approvers: [bench@example.com]
-  timeout: 15m
-  on_timeout: deny
-
-budget:
-  calls_per_day: 100000000
-  max_call_duration: 2m
-  max_concurrent: 8
+func withBudgetRules(m string) string {
+	if strings.Count(m, benchBudget) != 1 {
+		panic("bench: arxtest.BenchManifest no longer ends its budget with " + strings.TrimSpace(benchBudget))
+	}
+	return strings.Replace(m, benchBudget, benchBudget+`  max_concurrent: 8
   active_hours:
     timezone: Europe/Berlin
     start: "00:00"
     end: "23:59"
-
-termination:
-  notify: [bench@example.com]
-  revoke: all
-
-on_drift: record
-`
+`, 1)
+}
 
 type historyConfig struct {
 	sizes    []int64

@@ -124,14 +124,7 @@ func rulesOf(m *manifest.Manifest, req CallRequest, args callArgs) *callRules {
 // with a credential. The credential is signed only after the entry that
 // records its issue has committed.
 func (r *Runtime) RequestCall(ctx context.Context, p *Principal, req CallRequest) (*CallResult, error) {
-	res, err := r.requestCall(ctx, p, req)
-	if errors.Is(err, errReauth) { // a token was revoked meanwhile: read this one again
-		if p, err = r.reauth(ctx, p); err != nil {
-			return nil, err
-		}
-		return r.requestCall(ctx, p, req)
-	}
-	return res, err
+	return withReauth(ctx, r, p, func(p *Principal) (*CallResult, error) { return r.requestCall(ctx, p, req) })
 }
 
 func (r *Runtime) requestCall(ctx context.Context, p *Principal, req CallRequest) (*CallResult, error) {
@@ -177,7 +170,7 @@ func (r *Runtime) requestCall(ctx context.Context, p *Principal, req CallRequest
 	err = r.update(ctx, p, "request call", func(tx store.Tx) error {
 		// Gather. Authority is read inside the transaction: a termination
 		// that committed before this point is seen here.
-		if p.remembered && tx.TokenRevocations() != p.revocations {
+		if p.revokedSince(tx) { // its agent is read and checked just below
 			return errReauth
 		}
 		a, err := tx.Agent(p.Agent.ID)
@@ -433,14 +426,7 @@ func (r *Runtime) CompleteCall(ctx context.Context, p *Principal, id string, o O
 	if o.DurationMS < 0 || o.DurationMS > int64(24*time.Hour/time.Millisecond) {
 		return nil, arxerr.New(arxerr.BadRequest, "duration_ms out of range")
 	}
-	out, err := r.completeCall(ctx, p, id, o)
-	if errors.Is(err, errReauth) { // a token was revoked meanwhile: read this one again
-		if p, err = r.reauth(ctx, p); err != nil {
-			return nil, err
-		}
-		return r.completeCall(ctx, p, id, o)
-	}
-	return out, err
+	return withReauth(ctx, r, p, func(p *Principal) (*store.Call, error) { return r.completeCall(ctx, p, id, o) })
 }
 
 func (r *Runtime) completeCall(ctx context.Context, p *Principal, id string, o Outcome) (*store.Call, error) {

@@ -51,9 +51,6 @@ type rememberedToken struct {
 // errReauth: a token was revoked since the request's token was read.
 var errReauth = errors.New("runtime: a token was revoked since this one was read")
 
-// errNotRun: a remembered principal's Update was not run within its wait.
-var errNotRun = errors.New("runtime: the record did not take the write in time")
-
 // AuthenticateAgent resolves an agent's bearer token for a request whose
 // effects all happen in one Update (RequestCall, CompleteCall), from
 // memory when the store vouched for it and no token was revoked since.
@@ -92,6 +89,12 @@ func (r *Runtime) AuthenticateAgent(ctx context.Context, token, clientIP string)
 	return p, nil
 }
 
+// revokedSince says whether a token was revoked since p was read from
+// memory, as tx sees the log (false for a principal read from the store).
+func (p *Principal) revokedSince(tx store.Tx) bool {
+	return p.remembered && tx.TokenRevocations() != p.revocations
+}
+
 // checkRemembered is what an Update checks for a principal from memory:
 // no token revoked since it was read, and its agent usable as the log
 // stands.
@@ -99,7 +102,7 @@ func checkRemembered(tx store.Tx, p *Principal) error {
 	if !p.remembered {
 		return nil
 	}
-	if tx.TokenRevocations() != p.revocations {
+	if p.revokedSince(tx) {
 		return errReauth
 	}
 	a, err := tx.Agent(p.Agent.ID)
@@ -109,14 +112,20 @@ func checkRemembered(tx store.Tx, p *Principal) error {
 	return agentUsable(a)
 }
 
-// reauth reads a remembered principal's token from the store again (after
-// errReauth): the principal a request without memory would have had.
-func (r *Runtime) reauth(ctx context.Context, p *Principal) (*Principal, error) {
-	if !p.remembered {
-		return nil, errors.New("runtime: reauth of a principal not from memory")
+// withReauth runs do with p, and once more with p's token read from the
+// store when do answered errReauth (a token was revoked since p was read
+// from memory): what a request without memory would have done.
+func withReauth[T any](ctx context.Context, r *Runtime, p *Principal, do func(*Principal) (T, error)) (T, error) {
+	out, err := do(p)
+	if !errors.Is(err, errReauth) {
+		return out, err
 	}
 	fresh, _, err := r.agentByToken(ctx, p.tokenHash, agentTokenPrefix)
-	return fresh, err
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return do(fresh)
 }
 
 // update runs fn in one Update for p. A principal from memory saved the
@@ -127,10 +136,10 @@ func (r *Runtime) update(ctx context.Context, p *Principal, what string, fn func
 	if !p.remembered {
 		return r.store.Update(ctx, fn)
 	}
-	uctx, cancel := context.WithTimeoutCause(ctx, p.wait, errNotRun)
+	uctx, cancel := context.WithTimeout(ctx, p.wait)
 	defer cancel()
 	err := r.store.Update(uctx, fn)
-	if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) && errors.Is(context.Cause(uctx), errNotRun) {
+	if errors.Is(err, store.ErrWithdrawn) && ctx.Err() == nil { // not the request's own end
 		r.metrics.recordFailures.Inc()
 		r.log.Error("record write failed", "op", what, "err", fmt.Sprintf("not run within %s (the database out of reach?)", p.wait))
 		return arxerr.New(arxerr.RecordUnavailable, "the personnel record could not be written within %s, so nothing was done", p.wait)

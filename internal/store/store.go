@@ -441,6 +441,11 @@ type SettingsTx interface {
 // store says writes are not flowing (Agents.TokenRevocations).
 const StallAfter = time.Second
 
+// ErrWithdrawn is Update's error, with its context's, for an Update whose
+// context ended before its batch ran it: it never ran, nothing of it was
+// written.
+var ErrWithdrawn = errors.New("store: the update was withdrawn before it ran")
+
 // TokenWait is Agents.TokenRevocations's wait for a store whose reads have
 // no bound of their own (SQLite).
 const TokenWait = 5 * time.Second

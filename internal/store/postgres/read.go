@@ -407,8 +407,5 @@ func (s *Store) Groups(ctx context.Context) ([]store.Group, error) {
 // them under the log lock). A request that saved its token's read waits
 // for its Update to run at most as long as that read would have.
 func (s *Store) TokenRevocations() (uint64, time.Duration) {
-	if s.seq.Stalled(store.StallAfter) {
-		return s.st.Revocations(), 0
-	}
-	return s.st.Revocations(), s.cfg.ReadTimeout
+	return s.seq.TokenRevocations(s.cfg.ReadTimeout)
 }

@@ -194,12 +194,27 @@ func (s *Sequencer) Stats() *Stats { return &s.stats }
 // Size is the log's size as of the last committed batch.
 func (s *Sequencer) Size() int64 { return s.size.Load() }
 
-// Stalled says whether the loop has been on one turn (a batch taking the
+// stalled says whether the loop has been on one turn (a batch taking the
 // log lock, being run, written or landed) for longer than d: the database
 // stopped answering, or the disk. Waiting for Updates is not stalled.
-func (s *Sequencer) Stalled(d time.Duration) bool {
+func (s *Sequencer) stalled(d time.Duration) bool {
 	t := s.turn.Load()
 	return t != 0 && time.Since(time.Unix(0, t)) > d
+}
+
+// TokenRevocations implements store.Agents.TokenRevocations for a store
+// whose Updates this sequencer runs: the revocations its state folded, and
+// wait, or 0 while its turns are stalled (store.StallAfter).
+func (s *Sequencer) TokenRevocations(wait time.Duration) (uint64, time.Duration) {
+	if s.stalled(store.StallAfter) {
+		wait = 0
+	}
+	return s.state.Revocations(), wait
+}
+
+// withdrawn is the error of an op that never ran because ctx ended.
+func withdrawn(ctx context.Context) error {
+	return fmt.Errorf("%w: %w", store.ErrWithdrawn, ctx.Err())
 }
 
 // Failed is the error that failed the store for good, or nil.
@@ -232,7 +247,7 @@ func (s *Sequencer) Update(ctx context.Context, fn func(store.Tx) error) error {
 	case <-s.quit:
 		return store.ErrClosed
 	case <-ctx.Done():
-		return ctx.Err()
+		return withdrawn(ctx)
 	}
 	// Once queued, an op whose ctx ends before its batch runs it (after
 	// the backend's Begin: on PostgreSQL, the log lock and what other
@@ -246,7 +261,7 @@ func (s *Sequencer) Update(ctx context.Context, fn func(store.Tx) error) error {
 		return err
 	case <-ctx.Done():
 		if o.state.CompareAndSwap(opQueued, opWithdrawn) {
-			return ctx.Err()
+			return withdrawn(ctx)
 		}
 	case <-s.done:
 	}
@@ -387,8 +402,8 @@ func (s *Sequencer) prepare(ops []*op, prior *flight) *flight {
 	f := &flight{s: s, ops: ops, errs: make([]error, len(ops))}
 	live := 0
 	for i, o := range ops {
-		if err := o.ctx.Err(); err != nil {
-			f.errs[i] = err
+		if o.ctx.Err() != nil {
+			f.errs[i] = withdrawn(o.ctx)
 		} else {
 			live++
 		}
@@ -431,7 +446,7 @@ func (s *Sequencer) prepare(ops []*op, prior *flight) *flight {
 			continue
 		}
 		if !o.state.CompareAndSwap(opQueued, opTaken) {
-			f.errs[i] = o.ctx.Err() // withdrawn while the batch began
+			f.errs[i] = withdrawn(o.ctx) // while the batch began
 			continue
 		}
 		treeBefore := &s.opTree

@@ -454,8 +454,5 @@ func sortedMembers(m []string) []string {
 
 // TokenRevocations implements store.Agents.
 func (s *Store) TokenRevocations() (uint64, time.Duration) {
-	if s.seq.Stalled(store.StallAfter) {
-		return s.st.Revocations(), 0
-	}
-	return s.st.Revocations(), store.TokenWait
+	return s.seq.TokenRevocations(store.TokenWait)
 }
