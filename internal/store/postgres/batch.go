@@ -423,7 +423,10 @@ func (t *batch) FinishOutbox(id int64, at time.Time, errMsg string, next time.Ti
 // Commit implements sequencer.Batch: the queued writes, the entries, the
 // state the batch changed and COMMIT, in one round trip. The log lock is
 // held from Begin to here: about two round trips a batch, whatever its size.
-func (t *batch) Commit(ctx context.Context, entries []store.Entry, changes *state.Txn) error {
+// The round trip is bounded by the batch's own context (BatchTimeout from
+// Begin), not ctx: a COMMIT cut off on its way fails the batch in time
+// instead of waiting for TCP to give up.
+func (t *batch) Commit(_ context.Context, entries []store.Entry, changes *state.Txn) error {
 	b := &pgx.Batch{}
 	for _, w := range t.queued {
 		b.Queue(w.sql, w.args...)
@@ -518,7 +521,7 @@ func (t *batch) Commit(ctx context.Context, entries []store.Entry, changes *stat
 				counts = COALESCE(excluded.counts, agent_state.counts)`, agents, heads, idx, counts)
 	}
 	b.Queue("COMMIT")
-	br := t.conn.SendBatch(ctx, b)
+	br := t.conn.SendBatch(t.ctx, b)
 	var err error
 	for range b.Len() {
 		if _, e := br.Exec(); e != nil {

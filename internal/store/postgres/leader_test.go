@@ -158,3 +158,61 @@ func TestLeaderStalled(t *testing.T) {
 		t.Errorf("the other store led %v after the stall, before the server could have ended the session (%v)", d, LeaderSessionTimeout)
 	}
 }
+
+// TestCommitStalled: the path to the database stops carrying anything
+// while a batch's COMMIT is on its way. The Update fails within the batch
+// timeout (the README's bound for a write already in flight), nothing it
+// wrote is in the log, and once the path is back the store appends again.
+func TestCommitStalled(t *testing.T) {
+	db := pgtest.Database(t)
+	u, err := url.Parse(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := tcpfault.New(t, u.Host)
+	s, err := Open(t.Context(), Config{URL: p.Via(t, db), BatchTimeout: 2 * time.Second, IdleInTransactionTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	insertAgents(t, s, "x")
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		done <- s.Update(context.Background(), func(tx store.Tx) error {
+			if err := callAndEntry("x", "stalled")(tx); err != nil {
+				return err
+			}
+			p.Set(tcpfault.Stall) // the batch holds the lock; its COMMIT goes next
+			return nil
+		})
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("an Update committed over a stalled path")
+		}
+		if d := time.Since(start); d > 8*time.Second {
+			t.Errorf("the Update took %v to fail (batch timeout 2s)", d)
+		}
+	case <-time.After(30 * time.Second):
+		p.Set(tcpfault.Pass)
+		t.Fatal("an Update whose COMMIT stalled did not return within 30s (batch timeout 2s)")
+	}
+	p.Set(tcpfault.Pass)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := s.Update(t.Context(), callAndEntry("x", "after"))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the path came back: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	es := verifyLog(t, s)
+	if len(es) != 2 || es[1].Call != "after" {
+		t.Fatalf("log = %v, want the hire and the call after the stall", es)
+	}
+}
