@@ -89,12 +89,13 @@ func OpenInProcess(ctx context.Context, dir, prefix string, n int) (*InProcess, 
 }
 
 // Call makes one governed call as an agent does over HTTP, without it:
-// the token authenticated for each of the two round trips, the call asked
-// for (its entry durable, its credential signed) and completed (its entry
-// durable), each answer checked.
+// the token authenticated for each of the two round trips as arx serve
+// does it (runtime.AuthenticateAgent: from memory once the store vouched
+// for it), the call asked for (its entry durable, its credential signed)
+// and completed (its entry durable), each answer checked.
 func (p *InProcess) Call(ctx context.Context, token, key string) error {
 	rt := p.Runtime
-	a, err := rt.Authenticate(ctx, token)
+	a, err := rt.AuthenticateAgent(ctx, token, "")
 	if err != nil {
 		return err
 	}
@@ -105,7 +106,7 @@ func (p *InProcess) Call(ctx context.Context, token, key string) error {
 	if res.Call.Status != store.CallApproved || res.Credential == "" {
 		return fmt.Errorf("RequestCall: no approved call and its credential (status %q)", res.Call.Status)
 	}
-	if a, err = rt.Authenticate(ctx, token); err != nil {
+	if a, err = rt.AuthenticateAgent(ctx, token, ""); err != nil {
 		return err
 	}
 	c, err := rt.CompleteCall(ctx, a, res.Call.ID, runtime.Outcome{Outcome: "success"})

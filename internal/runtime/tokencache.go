@@ -141,7 +141,7 @@ func (r *Runtime) update(ctx context.Context, p *Principal, what string, fn func
 	err := r.store.Update(uctx, fn)
 	if errors.Is(err, store.ErrWithdrawn) && ctx.Err() == nil { // not the request's own end
 		r.metrics.recordFailures.Inc()
-		r.log.Error("record write failed", "op", what, "err", fmt.Sprintf("not run within %s (the database out of reach?)", p.wait))
+		r.log.Error("record write failed", "op", what, "err", fmt.Sprintf("no batch ran it within %s: the database slow or out of reach, or the writes queued too deep", p.wait))
 		return arxerr.New(arxerr.RecordUnavailable, "the personnel record could not be written within %s, so nothing was done", p.wait)
 	}
 	return err
