@@ -438,7 +438,7 @@ func (l *Log) SyncFailed() bool {
 // writes now (a readiness check), without adding to it. With a write in
 // flight (AppendAsync) it answers nil at once: the log is being written.
 func (l *Log) Probe() error {
-	wait, err := l.start(nil, true)
+	wait, err := l.start(nil, true, true)
 	if err != nil {
 		return err
 	}
@@ -454,7 +454,7 @@ func (l *Log) Append(recs []Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	wait, err := l.AppendAsync(recs)
+	wait, err := l.start(recs, false, true)
 	if err != nil {
 		return err
 	}
@@ -467,10 +467,15 @@ func (l *Log) Append(recs []Record) error {
 // them, only once wait returned nil. Nothing may be appended before wait
 // returns.
 func (l *Log) AppendAsync(recs []Record) (wait func() error, err error) {
-	return l.start(recs, false)
+	return l.start(recs, false, false)
 }
 
-func (l *Log) start(recs []Record, probe bool) (func() error, error) {
+// start writes a frame of recs and returns what makes it durable: with
+// inline, the returned func runs the fdatasync itself, in its caller's
+// goroutine (Append, Probe); otherwise a goroutine starts it at once and
+// the func waits for it (AppendAsync). Either way the frame is pending
+// until the func returned: other frames wait, a probe answers at once.
+func (l *Log) start(recs []Record, probe, inline bool) (func() error, error) {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	if l.failed != nil {
@@ -543,11 +548,15 @@ func (l *Log) start(recs []Record, probe bool) (func() error, error) {
 		a.extending = true
 		go l.extend(a, a.alloc)
 	}
-	synced := make(chan error, 1)
-	go func() { synced <- l.cfg.Sync(a.f) }()
+	sync := func() error { return l.cfg.Sync(a.f) }
+	if !inline {
+		synced := make(chan error, 1)
+		go func() { synced <- l.cfg.Sync(a.f) }()
+		sync = func() error { return <-synced }
+	}
 	l.pending = true
 	return func() error {
-		err := <-synced
+		err := sync()
 		l.wmu.Lock()
 		defer l.wmu.Unlock()
 		l.pending = false

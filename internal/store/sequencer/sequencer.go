@@ -78,8 +78,8 @@ type Batch interface {
 // is durable (or failed). The sequencer runs the next batch's Updates over
 // this one's changes meanwhile, and writes the next batch only after wait
 // returned; when wait fails, the next batch fails too. Pipelined says
-// whether this batch can (a SQLite batch that wrote the database holds the
-// database's transaction until it commits, and cannot).
+// whether this batch can. No backend offers it now: SQLite's batches did,
+// and commit each in turn instead (see its batch.Commit for why).
 type Pipeliner interface {
 	Pipelined() bool
 	Start(ctx context.Context, entries []store.Entry, changes *state.Txn) (wait func() error, err error)
