@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -436,4 +437,42 @@ func TestWithdrawnUpdate(t *testing.T) {
 		t.Errorf("log of %d entries, want 3", len(f.log))
 	}
 	f.mu.Unlock()
+}
+
+// TestUpdatesDuringCommitShareTheNextBatch: Updates that arrive while a
+// batch is being made durable all go into the next batch, not one each or
+// the first alone (what keeps entries per fdatasync up under load).
+func TestUpdatesDuringCommitShareTheNextBatch(t *testing.T) {
+	f := newFake(false)
+	s := start(t, f)
+	if err := s.Update(t.Context(), hire("a")); err != nil {
+		t.Fatal(err)
+	}
+	f.commitStarted, f.commitRelease = make(chan struct{}), make(chan struct{})
+	const queued = 5
+	done := make(chan error, queued+1)
+	go func() { done <- s.Update(t.Context(), token("a", 0)) }()
+	<-f.commitStarted // the first batch is being made durable
+	for i := range queued {
+		go func() { done <- s.Update(t.Context(), token("a", i+1)) }()
+	}
+	for deadline := time.Now().Add(5 * time.Second); len(s.ops) < queued; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d Updates queued after 5s", len(s.ops), queued)
+		}
+	}
+	f.commitRelease <- struct{}{}
+	<-f.commitStarted // the next batch
+	f.commitRelease <- struct{}{}
+	for range queued + 1 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.mu.Lock()
+	got := slices.Clone(f.batches[len(f.batches)-2:])
+	f.mu.Unlock()
+	if !slices.Equal(got, []int{1, queued}) {
+		t.Errorf("entries of the last two batches: %v, want [1 %d]", got, queued)
+	}
 }
