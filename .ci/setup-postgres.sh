@@ -17,14 +17,6 @@ _arx_pg_setup() {
     bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   fi
 
-  # A free port on 127.0.0.1: nothing answers on it.
-  local port
-  for port in $(shuf -i 20000-40000 -n 50); do
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      break
-    fi
-  done
-
   local dir as=()
   dir=$(mktemp -d /tmp/arx-pg.XXXXXX)
   if [ "$(id -u)" = 0 ]; then
@@ -36,13 +28,31 @@ _arx_pg_setup() {
   # Tests create and drop many small databases: let them, on a small machine.
   cat >>"$dir/data/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
-port = $port
 unix_socket_directories = '$dir'
 max_connections = 300
 shared_buffers = 128MB
 EOF
-  "${as[@]}" "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null ||
-    { cat "$dir/server.log"; return 1; }
+  # A free port on 127.0.0.1, below the kernel's range for outgoing
+  # connections (one of those can hold a port that nothing answers on);
+  # another when the server still finds it taken.
+  local port lo=32768 attempt started=
+  read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+  [ "$lo" -gt 21000 ] 2>/dev/null || lo=40001
+  for attempt in 1 2 3 4 5; do
+    for port in $(shuf -i 20000-$((lo - 1)) -n 50); do
+      if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        break
+      fi
+    done
+    echo "port = $port" >>"$dir/data/postgresql.conf" # the last one counts
+    if "${as[@]}" "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null; then
+      started=1
+      break
+    fi
+    grep -q "Address already in use" "$dir/server.log" || break
+    echo "== PostgreSQL: port $port is taken (attempt $attempt), trying another"
+  done
+  [ -n "$started" ] || { cat "$dir/server.log"; return 1; }
 
   local psql=("${as[@]}" "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres)
   "${psql[@]}" -c "CREATE ROLE arx LOGIN PASSWORD 'arx' CREATEDB CREATEROLE" &&
