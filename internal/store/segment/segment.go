@@ -435,10 +435,10 @@ func (l *Log) SyncFailed() bool {
 }
 
 // Probe writes an empty frame and makes it durable: whether the log takes
-// writes now (a readiness check), without adding to it. With a write in
-// flight (AppendAsync) it answers nil at once: the log is being written.
+// writes now (a readiness check), without adding to it. While another
+// frame's fdatasync runs it answers nil at once: the log is being written.
 func (l *Log) Probe() error {
-	wait, err := l.start(nil, true, true)
+	wait, err := l.start(nil, true)
 	if err != nil {
 		return err
 	}
@@ -454,28 +454,18 @@ func (l *Log) Append(recs []Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	wait, err := l.start(recs, false, true)
+	wait, err := l.start(recs, false)
 	if err != nil {
 		return err
 	}
 	return wait()
 }
 
-// AppendAsync is Append in two steps: it writes the frame, starts making
-// it durable, and returns wait, which returns Append's error once the
-// frame is durable (or failed). The records are readable, and Size counts
-// them, only once wait returned nil. Nothing may be appended before wait
-// returns.
-func (l *Log) AppendAsync(recs []Record) (wait func() error, err error) {
-	return l.start(recs, false, false)
-}
-
-// start writes a frame of recs and returns what makes it durable: with
-// inline, the returned func runs the fdatasync itself, in its caller's
-// goroutine (Append, Probe); otherwise a goroutine starts it at once and
-// the func waits for it (AppendAsync). Either way the frame is pending
-// until the func returned: other frames wait, a probe answers at once.
-func (l *Log) start(recs []Record, probe, inline bool) (func() error, error) {
+// start writes a frame of recs (wmu held) and returns sync, which makes it
+// durable in its caller's goroutine without wmu. The frame is pending until
+// sync returned: other frames wait for it, a probe answers at once. The
+// records are readable, and Size counts them, once sync returned nil.
+func (l *Log) start(recs []Record, probe bool) (sync func() error, err error) {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	if l.failed != nil {
@@ -548,15 +538,9 @@ func (l *Log) start(recs []Record, probe, inline bool) (func() error, error) {
 		a.extending = true
 		go l.extend(a, a.alloc)
 	}
-	sync := func() error { return l.cfg.Sync(a.f) }
-	if !inline {
-		synced := make(chan error, 1)
-		go func() { synced <- l.cfg.Sync(a.f) }()
-		sync = func() error { return <-synced }
-	}
 	l.pending = true
 	return func() error {
-		err := sync()
+		err := l.cfg.Sync(a.f)
 		l.wmu.Lock()
 		defer l.wmu.Unlock()
 		l.pending = false

@@ -420,12 +420,8 @@ func TestProbeDuringAppends(t *testing.T) {
 	}()
 	want := records(0, 500)
 	for i := 0; i < len(want); i += 5 {
-		wait, err := l.AppendAsync(want[i : i+5])
-		if err != nil {
-			t.Fatalf("AppendAsync %d: %v", i, err)
-		}
-		if err := wait(); err != nil {
-			t.Fatalf("wait %d: %v", i, err)
+		if err := l.Append(want[i : i+5]); err != nil {
+			t.Fatalf("Append %d: %v", i, err)
 		}
 	}
 	close(stop)

@@ -73,18 +73,6 @@ type Batch interface {
 	Abort()
 }
 
-// Pipeliner is what a batch offers when it can be made durable while the
-// next batch runs: Start writes it and returns wait, which returns once it
-// is durable (or failed). The sequencer runs the next batch's Updates over
-// this one's changes meanwhile, and writes the next batch only after wait
-// returned; when wait fails, the next batch fails too. Pipelined says
-// whether this batch can. No backend offers it now: SQLite's batches did,
-// and commit each in turn instead (see its batch.Commit for why).
-type Pipeliner interface {
-	Pipelined() bool
-	Start(ctx context.Context, entries []store.Entry, changes *state.Txn) (wait func() error, err error)
-}
-
 // OpError is OpEnd's answer for an Update that must fail alone.
 type OpError struct{ Err error }
 
@@ -134,7 +122,7 @@ type Sequencer struct {
 	size   atomic.Int64
 	failed atomic.Pointer[error]
 	// turn is when the loop last took up work (unix nanoseconds); 0 while
-	// it waits for Updates with nothing in flight (Stalled).
+	// it waits for Updates (stalled).
 	turn   atomic.Int64
 	stats  Stats
 	opTree record.Tree // the tree before the running Update (prepare)
@@ -280,36 +268,25 @@ func (s *Sequencer) Update(ctx context.Context, fn func(store.Tx) error) error {
 
 func (s *Sequencer) run() {
 	defer close(s.done)
-	var inflight *flight
 	batch := make([]*op, 0, s.cfg.MaxBatch)
 	for {
-		// With a batch in flight, do not wait for more Updates: land it
-		// first when none are queued.
+		s.turn.Store(0)
 		var first *op
-		if inflight == nil {
-			s.turn.Store(0)
-			select {
-			case first = <-s.ops:
-			case <-s.quit:
-				for { // what is queued, then stop
-					select {
-					case o := <-s.ops:
-						s.now([]*op{o})
-					default:
-						return
-					}
+		select {
+		case first = <-s.ops:
+		case <-s.quit:
+			for { // what is queued, then stop
+				select {
+				case o := <-s.ops:
+					s.now([]*op{o})
+				default:
+					return
 				}
-			}
-		} else {
-			select {
-			case first = <-s.ops:
-			default:
-				s.land(inflight)
-				inflight = nil
-				continue
 			}
 		}
 		s.turn.Store(time.Now().UnixNano())
+		// The Updates that queued while the last batch was made durable
+		// make up this one.
 		batch = append(batch[:0], first)
 	fill:
 		for len(batch) < s.cfg.MaxBatch {
@@ -320,44 +297,19 @@ func (s *Sequencer) run() {
 				break fill
 			}
 		}
-		// The next batch runs while the one before it is being made
-		// durable (its fdatasync); it is written once that one landed.
-		f := s.prepare(slices.Clone(batch), inflight)
-		if inflight != nil {
-			ok := s.land(inflight)
-			inflight = nil
-			if f.over != nil && !f.landed {
-				if !ok {
-					// It ran over a batch that did not commit; the tree is
-					// back where that one began.
-					f.b.Abort()
-					f.finish(fmt.Errorf("sequencer: the batch before this one failed: %w", f.over.err))
-					continue
-				}
-				f.txn.Rebase()
-			}
-		}
-		if !f.landed {
-			if s.start(f) {
-				inflight = f
-			} else {
-				s.land(f)
-			}
-		}
+		s.now(slices.Clone(batch))
 	}
 }
 
-// now runs and lands a batch, with nothing in flight.
+// now runs a batch, commits it and answers its Updates.
 func (s *Sequencer) now(ops []*op) {
-	f := s.prepare(ops, nil)
-	if !f.landed {
-		s.start(f)
-		s.land(f)
+	if f := s.prepare(ops); !f.landed {
+		s.commit(f)
 	}
 }
 
-// flight is a batch on its way to the log: run, then written, then landed
-// (its Updates answered) once durable.
+// flight is a batch on its way to the log: run, then committed, then
+// landed (its Updates answered).
 type flight struct {
 	s       *Sequencer
 	ops     []*op
@@ -367,10 +319,7 @@ type flight struct {
 	before  *record.Tree // to go back to when it fails
 	entries []store.Entry
 	updates int
-	wait    func() error // set by start
-	err     error        // set when it failed
 	landed  bool
-	over    *flight // the batch in flight it ran over
 	started time.Time
 }
 
@@ -395,10 +344,9 @@ func (f *flight) abort(err error) {
 	f.finish(err)
 }
 
-// prepare runs a batch's Updates against the state: over the changes of
-// prior, a batch in flight, when there is one. It returns nil or a landed
-// flight when there is nothing to write.
-func (s *Sequencer) prepare(ops []*op, prior *flight) *flight {
+// prepare runs a batch's Updates against the state. The flight it returns
+// is landed already when there is nothing to write.
+func (s *Sequencer) prepare(ops []*op) *flight {
 	f := &flight{s: s, ops: ops, errs: make([]error, len(ops))}
 	live := 0
 	for i, o := range ops {
@@ -436,11 +384,7 @@ func (s *Sequencer) prepare(ops []*op, prior *flight) *flight {
 	now := s.cfg.Now()
 	f.started = time.Now()
 	f.before = s.tree.Clone()
-	if prior != nil && !prior.landed {
-		f.over, f.txn = prior, prior.txn.Over(b)
-	} else {
-		f.txn = s.state.Begin(b)
-	}
+	f.txn = s.state.Begin(b)
 	for i, o := range ops {
 		if f.errs[i] != nil {
 			continue
@@ -484,40 +428,17 @@ func (s *Sequencer) prepare(ops []*op, prior *flight) *flight {
 	return f
 }
 
-// start hands the batch to its backend, and says whether it is in flight
-// (pipelined: being made durable while the next batch runs) or done.
-func (s *Sequencer) start(f *flight) bool {
+// commit hands a prepared batch to its backend to make durable, then
+// answers its Updates.
+func (s *Sequencer) commit(f *flight) {
 	t := time.Now()
-	defer func() { s.stats.CommitNanos.Add(int64(time.Since(t))) }()
-	if p, ok := f.b.(Pipeliner); ok && p.Pipelined() {
-		wait, err := p.Start(context.Background(), f.entries, f.txn)
-		if err != nil {
-			f.wait = func() error { return err }
-			return false
-		}
-		f.wait = wait
-		return true
-	}
 	err := f.b.Commit(context.Background(), f.entries, f.txn)
-	f.wait = func() error { return err }
-	return false
-}
-
-// land waits until a started batch is durable and answers its Updates; it
-// reports whether it committed.
-func (s *Sequencer) land(f *flight) bool {
-	if f.landed {
-		return f.err == nil
-	}
-	t := time.Now()
-	err := f.wait()
 	s.stats.CommitNanos.Add(int64(time.Since(t)))
 	if err != nil {
 		f.b.Abort()
 		s.tree = f.before
-		f.err = s.fail(err)
-		f.finish(f.err)
-		return false
+		f.finish(s.fail(err))
+		return
 	}
 	f.txn.Commit(s.cfg.Now())
 	s.size.Store(f.before.Size() + int64(len(f.entries)))
@@ -526,7 +447,6 @@ func (s *Sequencer) land(f *flight) bool {
 	s.stats.Entries.Add(int64(len(f.entries)))
 	s.cfg.Backend.Committed(f.txn)
 	f.finish(nil)
-	return true
 }
 
 // fail returns the error the batch's Updates get, and fails the store

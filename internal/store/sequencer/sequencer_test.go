@@ -25,8 +25,6 @@ var errCommit = errors.New("fake: commit failed")
 
 // fakeBackend keeps what was committed, and fails on request.
 type fakeBackend struct {
-	pipelined bool
-
 	mu      sync.Mutex
 	log     []store.Entry
 	agents  map[string]bool
@@ -39,8 +37,8 @@ type fakeBackend struct {
 	beginGate     chan struct{} // Begin waits for it (a log lock that does not come)
 }
 
-func newFake(pipelined bool) *fakeBackend {
-	return &fakeBackend{pipelined: pipelined, agents: map[string]bool{}}
+func newFake() *fakeBackend {
+	return &fakeBackend{agents: map[string]bool{}}
 }
 
 func (f *fakeBackend) Begin(ctx context.Context, known int64) (Batch, *Foreign, error) {
@@ -122,33 +120,9 @@ func (b *fakeBatch) Commit(ctx context.Context, entries []store.Entry, changes *
 
 func (b *fakeBatch) Abort() {}
 
-// pipelinedBatch also offers Start: written at once, durable when wait
-// returns.
-type pipelinedBatch struct{ *fakeBatch }
-
-func (b pipelinedBatch) Pipelined() bool { return true }
-
-func (b pipelinedBatch) Start(ctx context.Context, entries []store.Entry, changes *state.Txn) (func() error, error) {
-	err := b.f.write(b.fakeBatch, entries)
-	return func() error {
-		time.Sleep(200 * time.Microsecond) // the "fsync"
-		return err
-	}, nil
-}
-
-type pipelinedBackend struct{ *fakeBackend }
-
-func (p pipelinedBackend) Begin(ctx context.Context, known int64) (Batch, *Foreign, error) {
-	return pipelinedBatch{&fakeBatch{f: p.fakeBackend}}, nil, nil
-}
-
 func start(t *testing.T, f *fakeBackend) *Sequencer {
 	t.Helper()
-	var b Backend = f
-	if f.pipelined {
-		b = pipelinedBackend{f}
-	}
-	s := New(Config{Backend: b, State: state.New(state.Config{}), Tree: &record.Tree{}, Now: time.Now})
+	s := New(Config{Backend: f, State: state.New(state.Config{}), Tree: &record.Tree{}, Now: time.Now})
 	t.Cleanup(s.Close)
 	return s
 }
@@ -192,45 +166,41 @@ func checkLog(t *testing.T, f *fakeBackend) {
 // chain: every Update lands once, in one log without gaps, each chain
 // intact and in the caller's order, and Updates share batches.
 func TestConcurrentUpdates(t *testing.T) {
-	for _, pipelined := range []bool{false, true} {
-		t.Run(fmt.Sprint("pipelined=", pipelined), func(t *testing.T) {
-			f := newFake(pipelined)
-			s := start(t, f)
-			const callers, each = 64, 40
-			var wg sync.WaitGroup
-			errs := make(chan error, callers*each)
-			for c := range callers {
-				wg.Go(func() {
-					agent := fmt.Sprint("agent-", c)
-					if err := s.Update(t.Context(), hire(agent)); err != nil {
-						errs <- err
-						return
-					}
-					for i := range each - 1 {
-						if err := s.Update(t.Context(), token(agent, i)); err != nil {
-							errs <- err
-						}
-					}
-				})
+	f := newFake()
+	s := start(t, f)
+	const callers, each = 64, 40
+	var wg sync.WaitGroup
+	errs := make(chan error, callers*each)
+	for c := range callers {
+		wg.Go(func() {
+			agent := fmt.Sprint("agent-", c)
+			if err := s.Update(t.Context(), hire(agent)); err != nil {
+				errs <- err
+				return
 			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				t.Fatal(err)
-			}
-			checkLog(t, f)
-			if got := len(f.log); got != callers*each || s.Size() != callers*each {
-				t.Fatalf("log of %d entries (size %d), want %d", got, s.Size(), callers*each)
-			}
-			if len(f.batches) >= callers*each {
-				t.Errorf("%d batches for %d Updates: nothing was grouped", len(f.batches), callers*each)
-			}
-			for _, e := range f.log {
-				if !f.agents[e.Agent] {
-					t.Fatalf("entry of agent %s committed without the agent's cold write", e.Agent)
+			for i := range each - 1 {
+				if err := s.Update(t.Context(), token(agent, i)); err != nil {
+					errs <- err
 				}
 			}
 		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	checkLog(t, f)
+	if got := len(f.log); got != callers*each || s.Size() != callers*each {
+		t.Fatalf("log of %d entries (size %d), want %d", got, s.Size(), callers*each)
+	}
+	if len(f.batches) >= callers*each {
+		t.Errorf("%d batches for %d Updates: nothing was grouped", len(f.batches), callers*each)
+	}
+	for _, e := range f.log {
+		if !f.agents[e.Agent] {
+			t.Fatalf("entry of agent %s committed without the agent's cold write", e.Agent)
+		}
 	}
 }
 
@@ -238,7 +208,7 @@ func TestConcurrentUpdates(t *testing.T) {
 // whose statement fails (OpError) fails alone: nothing of it is written,
 // and the Updates batched with it land.
 func TestUpdateFailsAlone(t *testing.T) {
-	f := newFake(false)
+	f := newFake()
 	s := start(t, f)
 	if err := s.Update(t.Context(), hire("a")); err != nil {
 		t.Fatal(err)
@@ -295,7 +265,7 @@ func TestUpdateFailsAlone(t *testing.T) {
 // and writes nothing; the next batches go on from the same index. A
 // storage failure fails the sequencer for good.
 func TestBatchFailure(t *testing.T) {
-	f := newFake(false)
+	f := newFake()
 	s := start(t, f)
 	if err := s.Update(t.Context(), hire("a")); err != nil {
 		t.Fatal(err)
@@ -327,7 +297,7 @@ func TestBatchFailure(t *testing.T) {
 
 // TestClose: Updates after Close fail; Close waits for nothing forever.
 func TestClose(t *testing.T) {
-	f := newFake(false)
+	f := newFake()
 	s := start(t, f)
 	if err := s.Update(t.Context(), hire("a")); err != nil {
 		t.Fatal(err)
@@ -348,7 +318,7 @@ func TestClose(t *testing.T) {
 // TestCancelledUpdate: an Update whose context ends before its batch runs
 // returns the context's error and writes nothing.
 func TestCancelledUpdate(t *testing.T) {
-	f := newFake(false)
+	f := newFake()
 	s := start(t, f)
 	if err := s.Update(t.Context(), hire("a")); err != nil {
 		t.Fatal(err)
@@ -369,7 +339,7 @@ func TestCancelledUpdate(t *testing.T) {
 // never runs, and the batch goes on without it; one whose context ends
 // after it ran waits for its batch and learns that it committed.
 func TestWithdrawnUpdate(t *testing.T) {
-	f := newFake(false)
+	f := newFake()
 	s := start(t, f)
 	if err := s.Update(t.Context(), hire("a")); err != nil {
 		t.Fatal(err)
@@ -443,7 +413,7 @@ func TestWithdrawnUpdate(t *testing.T) {
 // batch is being made durable all go into the next batch, not one each or
 // the first alone (what keeps entries per fdatasync up under load).
 func TestUpdatesDuringCommitShareTheNextBatch(t *testing.T) {
-	f := newFake(false)
+	f := newFake()
 	s := start(t, f)
 	if err := s.Update(t.Context(), hire("a")); err != nil {
 		t.Fatal(err)

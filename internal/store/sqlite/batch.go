@@ -182,14 +182,10 @@ func (b *batch) OpEnd(ok bool) error {
 }
 
 // Commit implements sequencer.Batch: the redo frame, the entries, then the
-// database (see redo.go). Every batch commits here, its frame made durable
-// before the sequencer takes the next batch. A batch that wrote only its
-// frame used to be pipelined instead (sequencer.Pipeliner: the next
-// batch's Updates ran while its fdatasync was in flight), which took the
-// next batch as soon as a single Update was queued: committing first lets
-// the Updates that arrive during the fdatasync join the next batch
-// (docs/architecture.md: 10.4–13.8 entries per fdatasync at 64 callers
-// against 8.9–9.9, and fewer bytes per call).
+// database (see redo.go). Its frame is durable before the sequencer takes
+// the next batch, so the Updates that arrive during the fdatasync make up
+// that batch (docs/architecture.md: this replaced pipelining, which took
+// the next batch as soon as one Update was queued).
 func (b *batch) Commit(ctx context.Context, entries []store.Entry, _ *state.Txn) error {
 	s := b.s
 	var fr *redoFrame

@@ -390,7 +390,7 @@ func TestEvict(t *testing.T) {
 
 // TestRevocations: token.revoked entries are counted, by a layer as it
 // applies them and by the committed state once committed, through
-// batches, over-layers and replays of other processes' entries; a loaded
+// batches, child layers and replays of other processes' entries; a loaded
 // snapshot counts as one more (it may hold any).
 func TestRevocations(t *testing.T) {
 	s := New(Config{})
@@ -409,14 +409,13 @@ func TestRevocations(t *testing.T) {
 			t.Errorf("after %s, the layer counts %d, want %d", e.Type, txn.Revocations(), want)
 		}
 	}
-	over := txn.Over(known())
-	if over.Revocations() != 2 || s.Revocations() != 0 {
-		t.Errorf("before the commit: over-layer %d (want 2), committed %d (want 0)", over.Revocations(), s.Revocations())
+	child := txn.Child()
+	if child.Revocations() != 2 || s.Revocations() != 0 {
+		t.Errorf("before the commit: child layer %d (want 2), committed %d (want 0)", child.Revocations(), s.Revocations())
 	}
 	txn.Commit(t0)
-	over.Rebase()
-	if s.Revocations() != 2 || over.Revocations() != 2 {
-		t.Errorf("after the commit: committed %d, rebased layer %d, want 2", s.Revocations(), over.Revocations())
+	if s.Revocations() != 2 || s.Begin(known()).Revocations() != 2 {
+		t.Errorf("after the commit: committed %d, a new layer %d, want 2", s.Revocations(), s.Begin(known()).Revocations())
 	}
 	rp := s.Replay(known())
 	e := revoke("t3")

@@ -60,17 +60,6 @@ func (s *State) Replay(load Loader) *Txn {
 	return &Txn{s: s, load: load, size: s.size, revocations: s.revocations, lenient: true}
 }
 
-// Over starts a batch's layer over t, the layer of a batch that is not
-// committed yet (being made durable); misses are read with load. Once t
-// is committed, Rebase puts the new layer on the committed state.
-func (t *Txn) Over(load Loader) *Txn {
-	return &Txn{s: t.s, parent: t, load: load, size: t.size, revocations: t.revocations}
-}
-
-// Rebase puts a layer made with Over on the committed state, once the
-// layer it was over is committed into it.
-func (t *Txn) Rebase() { t.parent = nil }
-
 // Child starts a layer over t.
 func (t *Txn) Child() *Txn {
 	return &Txn{s: t.s, parent: t, load: t.load, size: t.size, revocations: t.revocations, lenient: t.lenient}
