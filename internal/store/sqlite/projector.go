@@ -29,9 +29,12 @@ import (
 // transaction also records the log size the tables now describe, so a
 // restart folds only the entries after it.
 //
-// After a flush it copies the WAL into the database (PASSIVE, never
-// blocking readers), and restarts it when it passed WALLimit, so the WAL
-// stays bounded under continuous load.
+// Every CheckpointFlushes flushes it copies the WAL into the database
+// (PASSIVE, never blocking readers), and after any flush that leaves the
+// WAL past WALLimit it restarts it, so the WAL stays bounded under
+// continuous load (checkpointMode). Copying after
+// several flushes rather than each one copies a page the flushes all
+// wrote (an agent's leaf of an index, the counts) once, not each time.
 
 // Defaults of the projector.
 const (
@@ -42,6 +45,10 @@ const (
 	MaxBehind = 1 << 20
 	// WALLimit is the WAL size past which it is restarted after a flush.
 	WALLimit = 64 << 20
+	// CheckpointFlushes is how many flushes (or ticks of FlushInterval
+	// with nothing to write) pass between two copies of the WAL into the
+	// database.
+	CheckpointFlushes = 8
 )
 
 type projector struct {
@@ -53,6 +60,7 @@ type projector struct {
 	flushed int64 // the log size the tables describe
 	waiters []waiter
 	failing bool
+	flushes int // since the last checkpoint; the projector's goroutine only
 
 	kick chan struct{}
 	quit chan struct{}
@@ -257,6 +265,7 @@ func (p *projector) flush() {
 	if !d.empty() {
 		p.s.st.Evict(d.calls, d.approvals)
 	}
+	p.flushes++
 	p.checkpoint()
 }
 
@@ -449,22 +458,40 @@ func multiRow(head string, n, k int, tail string) string {
 	return head + strings.TrimSuffix(strings.Repeat(one+",", k), ",") + tail
 }
 
-// checkpoint copies the WAL into the database; a WAL past WALLimit is
-// restarted (it waits for readers, never for writers of the log).
+// checkpoint copies the WAL into the database when checkpointMode says
+// so (a restart waits for readers, never for writers of the log).
 func (p *projector) checkpoint() {
 	s := p.s
 	if s.failed.Load() != nil {
 		return // copying on could make lost pages look durable
 	}
-	mode := "PASSIVE"
-	if fi, err := os.Stat(s.path + "-wal"); err == nil && fi.Size() > WALLimit {
-		mode = "RESTART"
+	wal := int64(0)
+	if fi, err := os.Stat(s.path + "-wal"); err == nil {
+		wal = fi.Size()
 	}
+	mode := checkpointMode(p.flushes, wal)
+	if mode == "" {
+		return
+	}
+	p.flushes = 0
 	var busy, logFrames, done int
 	if err := s.projDB.QueryRow("PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &logFrames, &done); err != nil {
 		s.reopenIfReadOnly(s.projDB, "projector", err)
 		s.failStorage(err)
 	}
+}
+
+// checkpointMode decides, after a flush, whether to copy the WAL into the
+// database: RESTART once the WAL is past WALLimit, PASSIVE every
+// CheckpointFlushes flushes, otherwise not ("").
+func checkpointMode(flushes int, walBytes int64) string {
+	switch {
+	case walBytes > WALLimit:
+		return "RESTART"
+	case flushes >= CheckpointFlushes:
+		return "PASSIVE"
+	}
+	return ""
 }
 
 // nonNil is s, or an empty list for nil (stored as [], not null).
