@@ -424,9 +424,9 @@ func (t *batch) FinishOutbox(id int64, at time.Time, errMsg string, next time.Ti
 // state the batch changed and COMMIT, in one round trip. The log lock is
 // held from Begin to here: about two round trips a batch, whatever its size.
 // The round trip is bounded by the batch's own context (BatchTimeout from
-// Begin), not ctx: a COMMIT cut off on its way fails the batch in time
-// instead of waiting for TCP to give up.
-func (t *batch) Commit(_ context.Context, entries []store.Entry, changes *state.Txn) error {
+// Begin): a COMMIT cut off on its way fails the batch in time instead of
+// waiting for TCP to give up.
+func (t *batch) Commit(entries []store.Entry, changes *state.Txn) error {
 	b := &pgx.Batch{}
 	for _, w := range t.queued {
 		b.Queue(w.sql, w.args...)

@@ -66,9 +66,11 @@ type Batch interface {
 	OpEnd(ok bool) error
 	// Commit makes the batch durable: its entries, in order, with their
 	// stored hashes, and its cold writes; changes is what it changed in the
-	// state. An error wrapping store.ErrStorageFailed fails the store for
-	// good; any other leaves nothing of the batch behind.
-	Commit(ctx context.Context, entries []store.Entry, changes *state.Txn) error
+	// state. It runs under the context the batch began with (Begin), and
+	// any bound of the batch's own. An error wrapping
+	// store.ErrStorageFailed fails the store for good; any other leaves
+	// nothing of the batch behind.
+	Commit(entries []store.Entry, changes *state.Txn) error
 	// Abort drops the batch (after a failed Commit too).
 	Abort()
 }
@@ -432,7 +434,7 @@ func (s *Sequencer) prepare(ops []*op) *flight {
 // answers its Updates.
 func (s *Sequencer) commit(f *flight) {
 	t := time.Now()
-	err := f.b.Commit(context.Background(), f.entries, f.txn)
+	err := f.b.Commit(f.entries, f.txn)
 	s.stats.CommitNanos.Add(int64(time.Since(t)))
 	if err != nil {
 		f.b.Abort()

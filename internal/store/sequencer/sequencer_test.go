@@ -114,7 +114,7 @@ func (b *fakeBatch) OpEnd(ok bool) error {
 	return nil
 }
 
-func (b *fakeBatch) Commit(ctx context.Context, entries []store.Entry, changes *state.Txn) error {
+func (b *fakeBatch) Commit(entries []store.Entry, changes *state.Txn) error {
 	return b.f.write(b, entries)
 }
 

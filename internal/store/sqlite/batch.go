@@ -184,9 +184,8 @@ func (b *batch) OpEnd(ok bool) error {
 // Commit implements sequencer.Batch: the redo frame, the entries, then the
 // database (see redo.go). Its frame is durable before the sequencer takes
 // the next batch, so the Updates that arrive during the fdatasync make up
-// that batch (docs/architecture.md: this replaced pipelining, which took
-// the next batch as soon as one Update was queued).
-func (b *batch) Commit(ctx context.Context, entries []store.Entry, _ *state.Txn) error {
+// that batch.
+func (b *batch) Commit(entries []store.Entry, _ *state.Txn) error {
 	s := b.s
 	var fr *redoFrame
 	if len(entries) > 0 && len(b.redo) > 0 {
@@ -208,7 +207,7 @@ func (b *batch) Commit(ctx context.Context, entries []store.Entry, _ *state.Txn)
 	if b.tx != nil {
 		err := error(nil)
 		if fr != nil {
-			err = setMeta(ctx, b.tx, metaRedoSeq, strconv.FormatUint(fr.seq, 10))
+			err = setMeta(b.ctx, b.tx, metaRedoSeq, strconv.FormatUint(fr.seq, 10))
 		}
 		if err == nil && s.commitFault != nil {
 			err = s.commitFault()
