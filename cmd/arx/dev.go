@@ -36,6 +36,7 @@ directory is removed when arx dev ends, however it ends.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out := cmd.OutOrStdout()
+			defer collectorFloor()()
 			inert.Fprintf(cmd.ErrOrStderr(), "arx dev: starting ARX on embedded defaults (SQLite, a bucket directory, a local witness) beside a demo CRM ...\n")
 			if dataDir == "" {
 				d, err := os.MkdirTemp("", "arx-dev-")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/arxsec/arx/internal/chat"
+	"github.com/arxsec/arx/internal/gcfloor"
 	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/internal/runtime"
 	"github.com/arxsec/arx/internal/server"
@@ -114,6 +115,7 @@ data directory; the first replica's admin.token serves them all.`,
 					return withHint(fmt.Errorf("%s must be positive, not %s", name, d), "give a duration such as 5s")
 				}
 			}
+			defer collectorFloor()()
 			s, err := server.Open(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -179,4 +181,14 @@ data directory; the first replica's admin.token serves them all.`,
 	f.DurationVar(&cfg.Database.ReadTimeout, "db-read-timeout", postgres.DefaultReadTimeout, "PostgreSQL: longest wait for one read; a replica cut off from its database refuses within it")
 	f.DurationVar(&cfg.Database.WriteTimeout, "db-write-timeout", postgres.DefaultBatchTimeout, "PostgreSQL: longest wait for one batch of writes to commit, the log lock included")
 	return cmd
+}
+
+// collectorFloor gives the garbage collector its headroom (package
+// gcfloor) for a server's life, unless GOGC is set: then the operator's
+// setting stands.
+func collectorFloor() (stop func()) {
+	if _, set := os.LookupEnv("GOGC"); set {
+		return func() {}
+	}
+	return gcfloor.Start(gcfloor.DefaultHeadroom)
 }
