@@ -129,6 +129,22 @@ type historyPoint struct {
 	// (0: it had ended before the loop began).
 	checkTook   string
 	duringCheck float64
+	// written is what arx serve wrote to storage per call of the measured
+	// loop (write_bytes), cpu its CPU per call; -1: not measured.
+	written int64
+	cpu     time.Duration
+}
+
+// perCall prints what a call of the measured loop cost the server.
+func (p historyPoint) perCall() string {
+	if p.written < 0 && p.cpu < 0 {
+		return "bytes and CPU per call not measured"
+	}
+	w := "? B"
+	if p.written >= 0 {
+		w = fmtInt(float64(p.written)) + " B"
+	}
+	return fmt.Sprintf("%s written and %d µs of CPU per call", w, p.cpu.Microseconds())
 }
 
 func runHistory(ctx context.Context, cfg historyConfig) error {
@@ -181,7 +197,10 @@ func runHistory(ctx context.Context, cfg historyConfig) error {
 		t := newTarget("governed", srv.url, config{agents: cfg.agents, timeout: cfg.timeout}, true)
 		fails := newFailureLog()
 		started := time.Now()
+		pid := srv.cmd.Process.Pid
+		cpu := measureCPU(ctx, pid, pid, cfg.warmup, cfg.duration)
 		res := closedLoop(ctx, t, f0agents(dir), cfg.warmup, cfg.duration, fmt.Sprintf("h%d", size), fails)
+		use := cpu()
 		// At start the store checks the whole log at rest in the
 		// background (at most an eighth of a core while calls come in):
 		// a restart's cost, once, not a cost of each call. When the loop
@@ -196,9 +215,18 @@ func runHistory(ctx context.Context, cfg historyConfig) error {
 		p.checkTook = took
 		if checkedAt.After(started) {
 			p.duringCheck = res.perSec
+			cpu = measureCPU(ctx, pid, pid, cfg.warmup, cfg.duration)
 			res = closedLoop(ctx, t, f0agents(dir), cfg.warmup, cfg.duration, fmt.Sprintf("h%ds", size), fails)
+			use = cpu()
 		}
 		p.perSec, p.p99 = res.perSec, res.lat.p99
+		p.written, p.cpu = -1, -1
+		if use.ok && res.calls > 0 {
+			p.cpu = time.Duration(use.arx / res.perSec * float64(time.Second))
+			if use.arxWritten >= 0 {
+				p.written = use.arxWritten / int64(res.calls)
+			}
+		}
 		if idleCPU < 0 && size >= 1_000_000 && cfg.idle > 0 {
 			idleCPU = measureIdle(ctx, srv.cmd.Process.Pid, cfg.idle)
 		}
@@ -214,8 +242,8 @@ func runHistory(ctx context.Context, cfg historyConfig) error {
 		if 2*p.fillCalls < size/10 { // the fill wrote under a tenth of the log: its rate says nothing
 			filled = fmt.Sprintf("the loops at the size before wrote most of it (calls made in process: %s)", fmtInt(float64(p.fillCalls)))
 		}
-		fmt.Printf("  %12s entries: %8s calls/s (p99 %s) over HTTP; %s; WAL + redo at most %s; log %s\n",
-			fmtInt(float64(size)), fmtInt(p.perSec), fmtMs(p.p99), filled, fmtBytes(p.maxWAL), fmtBytes(p.logBytes))
+		fmt.Printf("  %12s entries: %8s calls/s (p99 %s) over HTTP, %s; %s; WAL + redo at most %s; log %s\n",
+			fmtInt(float64(size)), fmtInt(p.perSec), fmtMs(p.p99), p.perCall(), filled, fmtBytes(p.maxWAL), fmtBytes(p.logBytes))
 		if p.duringCheck > 0 {
 			fmt.Printf("  %12s  after a restart, while the store checked the log at rest (took %s): %s calls/s\n", "", p.checkTook, fmtInt(p.duringCheck))
 		}
