@@ -4,14 +4,15 @@
 // of megabytes) and allocates about 30 KB per governed call, so at a few
 // thousand calls a second it collected ten times a second, and each
 // collection's fixed cost (waking every P, scanning every goroutine's stack,
-// the assists) was a fifth of the CPU of a governed call.
+// the assists) was about a tenth of the CPU of a governed call.
 //
 // Start lets the heap grow by max(live heap, headroom) instead: the
 // collector's own rule once the live heap is larger than the headroom, and
 // at most headroom bytes more than it would otherwise use when it is not.
 // The percent is set again after every collection, from that collection's
 // live heap, so it follows the heap as it grows and shrinks; an idle server
-// that does not collect does no work for it. A memory limit (GOMEMLIMIT)
+// that collects only every two minutes (the runtime's forced collection)
+// does next to no work for it. A memory limit (GOMEMLIMIT)
 // still holds: the collector runs earlier to keep under it.
 package gcfloor
 
@@ -29,8 +30,11 @@ import (
 const DefaultHeadroom = 64 << 20
 
 const (
-	minPercent = 100  // Go's default
-	maxPercent = 5000 // a live heap of a few megabytes, just started
+	minPercent = 100 // Go's default
+	// minHeap is the runtime's smallest heap goal at GOGC=100 (4 MB, scaled
+	// by the percent): a percent above headroom*100/minHeap would let a
+	// small heap grow by more than headroom.
+	minHeap = 4 << 20
 )
 
 // Percent is the GOGC that lets a heap of live bytes grow by
@@ -38,15 +42,16 @@ const (
 // live is at least headroom; more below it, up to a bound for a heap that
 // has barely started (live 0 is one that has not been collected yet).
 func Percent(live, headroom uint64) int {
+	top := max(headroom/minHeap*100, minPercent)
 	if live == 0 {
-		return maxPercent
+		return int(min(top, 1<<30))
 	}
 	hi, lo := bits.Mul64(headroom, 100)
 	if hi >= live { // past 2^64
-		return maxPercent
+		return int(min(top, 1<<30))
 	}
 	p, _ := bits.Div64(hi, lo, live)
-	return int(min(max(p, minPercent), maxPercent))
+	return int(min(max(p, minPercent), top, 1<<30))
 }
 
 // settled reports whether the percent in force, cur, is close enough to

@@ -13,16 +13,16 @@ func TestPercent(t *testing.T) {
 		live, headroom uint64
 		want           int
 	}{
-		{0, 64 * mb, maxPercent},            // not collected yet
-		{1, 64 * mb, maxPercent},            // bounded
-		{1 * mb, 64 * mb, maxPercent},       // 6,400 is past the bound
+		{0, 64 * mb, 1600},                  // not collected yet: 4 MB * 16 = 64 MB
+		{1, 64 * mb, 1600},                  // bounded by the runtime's 4 MB minimum
+		{1 * mb, 64 * mb, 1600},             // 6,400 is past the bound
 		{16 * mb, 64 * mb, 400},             // grows by 64 MB, not 16
 		{20 * mb, 64 * mb, 320},             //
 		{24 * mb, 64 * mb, 266},             // rounded down
 		{64 * mb, 64 * mb, 100},             // Go's own from here on
 		{500 * mb, 64 * mb, 100},            // never below Go's default
 		{16 * mb, 0, 100},                   // no headroom: Go's default
-		{3, 1<<64 - 1, maxPercent},          // no overflow
+		{3, 1<<64 - 1, 1 << 30},             // no overflow
 		{1<<64 - 1, 1<<64 - 1, minPercent},  // both at the top
 		{1<<63 + 1, 1<<64 - 1, 199},         // a little under 2x
 		{(1<<64 - 1) / 3, 1<<64 - 1, 300},   // exactly 3x
@@ -44,7 +44,7 @@ func TestSettled(t *testing.T) {
 		{400, 350, false}, // 50 off, an eighth is 43
 		{100, 112, true},
 		{100, 120, false},
-		{5000, 100, false},
+		{1600, 100, false},
 	} {
 		if got := settled(c.cur, c.want); got != c.ok {
 			t.Errorf("settled(%d, %d) = %t, want %t", c.cur, c.want, got, c.ok)
