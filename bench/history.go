@@ -129,22 +129,26 @@ type historyPoint struct {
 	// (0: it had ended before the loop began).
 	checkTook   string
 	duringCheck float64
-	// written is what arx serve wrote to storage per call of the measured
-	// loop (write_bytes), cpu its CPU per call; -1: not measured.
-	written int64
-	cpu     time.Duration
+	// use is what arx serve used over the measured loop (its CPU, the
+	// bytes it wrote), and calls the calls that loop counted.
+	use   cpuUse
+	calls int
 }
 
-// perCall prints what a call of the measured loop cost the server.
+// perCall prints what a call of the measured loop cost the server, with
+// the main report's figures (bytesPerCall, usPerCall); ? when unknown.
 func (p historyPoint) perCall() string {
-	if p.written < 0 && p.cpu < 0 {
-		return "bytes and CPU per call not measured"
+	known := func(v float64) string {
+		if v < 0 {
+			return "?"
+		}
+		return fmtInt(v)
 	}
-	w := "? B"
-	if p.written >= 0 {
-		w = fmtInt(float64(p.written)) + " B"
+	us := -1.0
+	if p.use.ok {
+		us = usPerCall(p.use.arx, p.perSec)
 	}
-	return fmt.Sprintf("%s written and %d µs of CPU per call", w, p.cpu.Microseconds())
+	return fmt.Sprintf("%s B written and %s µs of CPU per call", known(bytesPerCall(p.use, p.calls)), known(us))
 }
 
 func runHistory(ctx context.Context, cfg historyConfig) error {
@@ -197,7 +201,7 @@ func runHistory(ctx context.Context, cfg historyConfig) error {
 		t := newTarget("governed", srv.url, config{agents: cfg.agents, timeout: cfg.timeout}, true)
 		fails := newFailureLog()
 		started := time.Now()
-		pid := srv.cmd.Process.Pid
+		pid := srv.cmd.Process.Pid // no echo server here: arx's pid stands in for its (unused) figure
 		cpu := measureCPU(ctx, pid, pid, cfg.warmup, cfg.duration)
 		res := closedLoop(ctx, t, f0agents(dir), cfg.warmup, cfg.duration, fmt.Sprintf("h%d", size), fails)
 		use := cpu()
@@ -219,14 +223,7 @@ func runHistory(ctx context.Context, cfg historyConfig) error {
 			res = closedLoop(ctx, t, f0agents(dir), cfg.warmup, cfg.duration, fmt.Sprintf("h%ds", size), fails)
 			use = cpu()
 		}
-		p.perSec, p.p99 = res.perSec, res.lat.p99
-		p.written, p.cpu = -1, -1
-		if use.ok && res.calls > 0 {
-			p.cpu = time.Duration(use.arx / res.perSec * float64(time.Second))
-			if use.arxWritten >= 0 {
-				p.written = use.arxWritten / int64(res.calls)
-			}
-		}
+		p.perSec, p.p99, p.calls, p.use = res.perSec, res.lat.p99, res.calls, use
 		if idleCPU < 0 && size >= 1_000_000 && cfg.idle > 0 {
 			idleCPU = measureIdle(ctx, srv.cmd.Process.Pid, cfg.idle)
 		}

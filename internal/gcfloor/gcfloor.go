@@ -42,16 +42,13 @@ const (
 // live is at least headroom; more below it, up to a bound for a heap that
 // has barely started (live 0 is one that has not been collected yet).
 func Percent(live, headroom uint64) int {
-	top := max(headroom/minHeap*100, minPercent)
-	if live == 0 {
-		return int(min(top, 1<<30))
-	}
+	top := min(max(headroom/minHeap*100, minPercent), 1<<30)
 	hi, lo := bits.Mul64(headroom, 100)
-	if hi >= live { // past 2^64
-		return int(min(top, 1<<30))
+	if live == 0 || hi >= live { // not collected yet, or past 2^64
+		return int(top)
 	}
 	p, _ := bits.Div64(hi, lo, live)
-	return int(min(max(p, minPercent), top, 1<<30))
+	return int(min(max(p, minPercent), top))
 }
 
 // settled reports whether the percent in force, cur, is close enough to
@@ -93,7 +90,7 @@ type tuner struct {
 // its cleanup.
 func (t *tuner) arm() {
 	p := new([16]byte) // large enough not to share a tiny block
-	runtime.AddCleanup(p, func(t *tuner) { t.collected() }, t)
+	runtime.AddCleanup(p, (*tuner).collected, t)
 }
 
 // collected runs after each collection: it sets the percent for the live
