@@ -34,6 +34,18 @@
 // too (on ext4 here, 300 µs a frame instead of 550). Zeros after the last
 // frame are the end of the log, never damage; a sealed segment is cut to
 // its last frame.
+//
+// Where the filesystem takes direct writes (O_DIRECT, on Linux; statx says
+// their alignment, 512 bytes on most disks), a frame is written with one,
+// past the page cache: from the start of the block the log ends in (those
+// bytes of the last frame, kept in memory), the frame, then zeros to the
+// end of its last block. A frame then costs the disk its own blocks, where
+// through the page cache each 4 KiB page it touches is written whole, and
+// the page the log ends in once per frame: on this project's disk a frame
+// of 2.2 KB made the device write 2.9 KB instead of 6.5 KB, in the same
+// time. The fdatasync after it is the same (the device's cache is flushed
+// either way). Elsewhere, or if the filesystem refuses one, frames go
+// through the page cache.
 package segment
 
 import (
@@ -72,6 +84,9 @@ type Config struct {
 	// Prealloc is how much of the active segment is zero-filled ahead of
 	// its end, at a time: 0 means DefaultPrealloc, a negative value none.
 	Prealloc int64
+	// Buffered writes frames through the page cache even where the
+	// filesystem takes direct writes (tests of both ways).
+	Buffered bool
 }
 
 // DefaultPrealloc is the default Config.Prealloc.
@@ -152,6 +167,12 @@ type activeSeg struct {
 	offsets   []int64 // of each entry's record in f
 	alloc     int64   // f is zero-filled, durably, up to here (on wmu)
 	extending bool    // a goroutine is zero-filling past alloc (on wmu)
+
+	// Direct writes (see the package comment), nil when frames go through
+	// the page cache; on wmu.
+	dio   *os.File
+	align int    // of a direct write's offset and length
+	tail  []byte // the bytes of f from end rounded down to align, to end
 }
 
 func segName(first int64) string { return fmt.Sprintf("%020d", first) }
@@ -290,9 +311,34 @@ func (l *Log) openActive(first int64) error {
 		f.Close()
 		return err
 	}
-	l.active = &activeSeg{first: first, f: f, path: path, end: end, offsets: offs, alloc: alloc}
+	a := &activeSeg{first: first, f: f, path: path, end: end, offsets: offs, alloc: alloc}
+	if err := l.direct(a); err != nil {
+		f.Close()
+		return err
+	}
+	l.active = a
 	l.size = first + int64(len(offs))
 	l.seq = seq
+	return nil
+}
+
+// direct opens a's segment for direct writes, unless the configuration or
+// the filesystem says no, and reads the bytes of its last partial block,
+// which the next frame's write starts with.
+func (l *Log) direct(a *activeSeg) error {
+	if l.cfg.Buffered {
+		return nil
+	}
+	dio, align := openDirect(a.path + ".seg")
+	if dio == nil {
+		return nil
+	}
+	tail := make([]byte, a.end%int64(align), maxAlign)
+	if _, err := a.f.ReadAt(tail, a.end-int64(len(tail))); err != nil {
+		dio.Close()
+		return fmt.Errorf("segment: read: %w", err)
+	}
+	a.dio, a.align, a.tail = dio, align, tail
 	return nil
 }
 
@@ -489,6 +535,7 @@ func (l *Log) start(recs []Record, probe bool) (sync func() error, err error) {
 		}
 		a = l.active
 	}
+	fsz := frameHeader + payloadHead
 	for i, r := range recs {
 		if r.Index != size+int64(i) {
 			return nil, fmt.Errorf("segment: append entry %d at index %d", r.Index, size+int64(i))
@@ -496,9 +543,25 @@ func (l *Log) start(recs []Record, probe bool) (sync func() error, err error) {
 		if len(r.Hashes) == 0 || len(r.Hashes) > maxHashes {
 			return nil, fmt.Errorf("segment: entry %d has %d stored hashes", r.Index, len(r.Hashes))
 		}
+		fsz += recordHead + len(r.Hashes)*tlog.HashSize + len(r.Data)
+	}
+	if fsz-frameHeader > MaxFrame {
+		return nil, fmt.Errorf("segment: batch of %d bytes exceeds %d", fsz-frameHeader, MaxFrame)
+	}
+	// A direct write starts at a block's start: with the bytes of the log
+	// before the frame in that block (a.tail, empty when buffered), the
+	// frame, and zeros to the end of the frame's last block.
+	head := len(a.tail)
+	at := a.end - int64(head)
+	span := head + fsz
+	if a.dio != nil {
+		span = (span + a.align - 1) &^ (a.align - 1)
+	}
+	if cap(l.buf) < span {
+		l.buf = alignedBytes(max(span, 2*cap(l.buf)))
 	}
 	l.seq++
-	b := l.buf[:0]
+	b := append(l.buf[:0], a.tail...)
 	b = append(b, magic...)
 	b = append(b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 	b = binary.BigEndian.AppendUint64(b, l.seq)
@@ -506,7 +569,7 @@ func (l *Log) start(recs []Record, probe bool) (sync func() error, err error) {
 	b = binary.BigEndian.AppendUint32(b, uint32(len(recs)))
 	offs := make([]int64, len(recs))
 	for i, r := range recs {
-		offs[i] = a.end + int64(len(b))
+		offs[i] = at + int64(len(b))
 		b = binary.BigEndian.AppendUint32(b, uint32(len(r.Data)))
 		b = append(b, byte(len(r.Hashes)))
 		for _, h := range r.Hashes {
@@ -514,22 +577,21 @@ func (l *Log) start(recs []Record, probe bool) (sync func() error, err error) {
 		}
 		b = append(b, r.Data...)
 	}
-	if len(b)-frameHeader > MaxFrame {
-		return nil, fmt.Errorf("segment: batch of %d bytes exceeds %d", len(b), MaxFrame)
-	}
-	binary.BigEndian.PutUint32(b[4:], uint32(len(b)-frameHeader))
-	binary.BigEndian.PutUint32(b[8:], crc32.Checksum(b[frameHeader:], crcTable))
-	l.buf = b
+	frame := b[head:]
+	binary.BigEndian.PutUint32(frame[4:], uint32(fsz-frameHeader))
+	binary.BigEndian.PutUint32(frame[8:], crc32.Checksum(frame[frameHeader:], crcTable))
+	b = b[:span]
+	clear(b[head+fsz:])
 	if l.cfg.Fault != nil {
 		if err := l.cfg.Fault(); err != nil {
 			return nil, fmt.Errorf("segment: write: %w", err)
 		}
 	}
-	n := int64(len(b))
-	if err := l.room(a, a.end+n); err != nil {
+	n := int64(fsz)
+	if err := l.room(a, at+int64(span)); err != nil {
 		return nil, err
 	}
-	if _, err := a.f.WriteAt(b, a.end); err != nil {
+	if err := l.write(a, b, at, head, fsz); err != nil {
 		return nil, fmt.Errorf("segment: write: %w", err)
 	}
 	if l.cfg.Prealloc > 0 && !a.extending && a.alloc-(a.end+n) < l.cfg.Prealloc/2 && l.roomAhead(l.cfg.Prealloc) {
@@ -559,8 +621,31 @@ func (l *Log) start(recs []Record, probe bool) (sync func() error, err error) {
 		a.offsets = append(a.offsets, offs...)
 		l.size += int64(len(recs))
 		l.mu.Unlock()
+		if a.dio != nil {
+			k := int(a.end % int64(a.align))
+			a.tail = append(a.tail[:0], b[head+fsz-k:head+fsz]...)
+		}
 		return nil
 	}, nil
+}
+
+// write writes a frame of size bytes (wmu held): b from at with a direct
+// write, or, when frames go through the page cache, the frame alone (at
+// head in b).
+func (l *Log) write(a *activeSeg, b []byte, at int64, head, size int) error {
+	if a.dio != nil {
+		_, err := a.dio.WriteAt(b, at)
+		if !errors.Is(err, syscall.EINVAL) {
+			return err
+		}
+		// The filesystem said what direct writes need, then refused one:
+		// go through the page cache from now on.
+		l.log.Warn("segment: the filesystem refused a direct write; writing through the page cache", "segment", a.path+".seg", "err", err)
+		a.dio.Close()
+		a.dio, a.tail = nil, nil
+	}
+	_, err := a.f.WriteAt(b[head:head+size], at+int64(head))
+	return err
 }
 
 // room makes sure the active segment is zero-filled up to need before a
@@ -683,9 +768,19 @@ func (l *Log) roll() error {
 		os.Remove(path + ".seg")
 		return err
 	}
+	na := &activeSeg{first: next, f: f, path: path}
+	if err := l.direct(na); err != nil {
+		f.Close()
+		os.Remove(path + ".seg")
+		return err
+	}
+	if a.dio != nil {
+		a.dio.Close()
+		a.dio = nil
+	}
 	l.mu.Lock()
 	l.sealed = append(l.sealed, &sealedSeg{first: a.first, n: int64(len(a.offsets)), path: a.path})
-	l.active = &activeSeg{first: next, f: f, path: path}
+	l.active = na
 	l.mu.Unlock()
 	// A reader may still read the old active segment through its file:
 	// close it only after every reader that could have it is done.
@@ -758,6 +853,10 @@ func (l *Log) Close() error {
 	defer l.mu.Unlock()
 	var errs []error
 	if l.active != nil {
+		if l.active.dio != nil {
+			errs = append(errs, l.active.dio.Close())
+			l.active.dio = nil
+		}
 		errs = append(errs, l.active.f.Close())
 	}
 	for _, f := range l.retired {

@@ -32,7 +32,7 @@ func records(first int64, n int) []Record {
 
 func open(t *testing.T, dir string, size int64) *Log {
 	t.Helper()
-	l, err := Open(Config{Dir: dir, SegmentSize: size})
+	l, err := Open(Config{Buffered: testBuffered, Dir: dir, SegmentSize: size, Prealloc: 64 << 10})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -249,7 +249,7 @@ func TestTornWriteCut(t *testing.T) {
 func TestFailedAttemptNotResurrected(t *testing.T) {
 	dir := t.TempDir()
 	fail := false
-	l, err := Open(Config{Dir: dir, Sync: func(f *os.File) error {
+	l, err := Open(Config{Buffered: testBuffered, Dir: dir, Sync: func(f *os.File) error {
 		if fail {
 			return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: syscall.ENOSPC}
 		}
@@ -278,7 +278,7 @@ func TestFailedAttemptNotResurrected(t *testing.T) {
 
 func TestSyncFailedForGood(t *testing.T) {
 	dir := t.TempDir()
-	l, err := Open(Config{Dir: dir, Sync: func(f *os.File) error {
+	l, err := Open(Config{Buffered: testBuffered, Dir: dir, Sync: func(f *os.File) error {
 		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: syscall.EIO}
 	}})
 	if err != nil {
@@ -320,7 +320,7 @@ func TestMissingSegment(t *testing.T) {
 	l.Close()
 	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
 	os.Remove(segs[0])
-	if _, err := Open(Config{Dir: dir}); err == nil {
+	if _, err := Open(Config{Buffered: testBuffered, Dir: dir}); err == nil {
 		t.Fatal("Open succeeded without the first segment")
 	}
 }
@@ -388,7 +388,7 @@ func TestDamageNotCut(t *testing.T) {
 	f, _ := os.OpenFile(path, os.O_RDWR, 0)
 	f.WriteAt([]byte{'!'}, 600) // in the second frame's entries
 	f.Close()
-	_, err := Open(Config{Dir: dir})
+	_, err := Open(Config{Buffered: testBuffered, Dir: dir})
 	if err == nil || !strings.Contains(err.Error(), "not a torn write") {
 		t.Fatalf("Open of a log damaged in the middle: %v", err)
 	}
@@ -437,7 +437,7 @@ func TestProbeDuringAppends(t *testing.T) {
 // preallocation off ends at its last frame too.
 func TestPrealloc(t *testing.T) {
 	dir := t.TempDir()
-	l, err := Open(Config{Dir: dir, SegmentSize: 200 << 10, Prealloc: 64 << 10})
+	l, err := Open(Config{Buffered: testBuffered, Dir: dir, SegmentSize: 200 << 10, Prealloc: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -497,13 +497,116 @@ func TestPrealloc(t *testing.T) {
 	check(t, l, recs)
 
 	off := t.TempDir()
-	l2, err := Open(Config{Dir: off, Prealloc: -1})
+	l2, err := Open(Config{Buffered: testBuffered, Dir: off, Prealloc: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l2.Close()
 	appendAll(t, l2, records(0, 50), 10)
-	if fi, _ := os.Stat(activeFile(l2)); fi.Size() != l2.active.end {
-		t.Errorf("without preallocation: %d bytes, frames end at %d", fi.Size(), l2.active.end)
+	// A direct write ends at a block's end: zeros after the last frame, to
+	// the end of its block.
+	end := l2.active.end
+	if fi, _ := os.Stat(activeFile(l2)); fi.Size() < end || fi.Size() >= end+int64(max(l2.active.align, 1)) {
+		t.Errorf("without preallocation: %d bytes, frames end at %d (direct writes aligned to %d)", fi.Size(), end, l2.active.align)
+	} else if zeros, err := zeroFrom(l2.active.f, end, fi.Size()); err != nil || !zeros {
+		t.Errorf("without preallocation: not zeros after the last frame (%v)", err)
+	}
+}
+
+// testBuffered makes the tests' logs write through the page cache.
+var testBuffered bool
+
+// TestBuffered runs the tests again with frames written through the page
+// cache, as on a filesystem that does not take direct writes.
+func TestBuffered(t *testing.T) {
+	testBuffered = true
+	defer func() { testBuffered = false }()
+	for _, tc := range []struct {
+		name string
+		f    func(*testing.T)
+	}{
+		{"AppendRead", TestAppendRead}, {"ReadHashes", TestReadHashes}, {"TornWriteCut", TestTornWriteCut},
+		{"FailedAttemptNotResurrected", TestFailedAttemptNotResurrected}, {"SealInterrupted", TestSealInterrupted},
+		{"ConcurrentReadWrite", TestConcurrentReadWrite}, {"DamageNotCut", TestDamageNotCut},
+		{"ProbeDuringAppends", TestProbeDuringAppends}, {"Prealloc", TestPrealloc}, {"DirectWrites", TestDirectWrites},
+	} {
+		t.Run(tc.name, tc.f)
+	}
+}
+
+// TestDirectWrites: where the filesystem takes direct writes, frames are
+// written with them, whatever their size and wherever they end in a block,
+// across reopens and failed writes; with Buffered, never.
+func TestDirectWrites(t *testing.T) {
+	dir := t.TempDir()
+	l := open(t, dir, 0)
+	if testBuffered {
+		if l.active.dio != nil {
+			t.Fatal("Buffered: frames are written directly")
+		}
+	} else if l.active.dio == nil {
+		probe, align := openDirect(activeFile(l))
+		if probe != nil {
+			probe.Close()
+			t.Fatalf("the filesystem takes direct writes (aligned to %d), the log does not use them", align)
+		}
+		t.Skipf("the filesystem of %s does not take direct writes (statx STATX_DIOALIGN): nothing to test", dir)
+	}
+	fail := false
+	fault := func() error {
+		if fail {
+			return errors.New("injected")
+		}
+		return nil
+	}
+	l.cfg.Fault = fault
+	var want []Record
+	next := int64(0)
+	add := func(n int) {
+		recs := records(next, n)
+		if err := l.Append(recs); err != nil {
+			t.Fatalf("Append %d..%d: %v", next, next+int64(n)-1, err)
+		}
+		want = append(want, recs...)
+		next += int64(n)
+	}
+	for i := 1; i <= 40; i++ {
+		add(i%7 + 1)
+		if a := l.active; a.dio != nil && a.end%int64(a.align) != int64(len(a.tail)) {
+			t.Fatalf("the log ends at %d, its partial block holds %d bytes (alignment %d)", a.end, len(a.tail), a.align)
+		}
+		switch i % 10 {
+		case 3: // a failed write, then the same entries again
+			fail = true
+			if err := l.Append(records(next, 2)); err == nil {
+				t.Fatal("Append with a failed write: no error")
+			}
+			fail = false
+		case 7: // the tail read back at open
+			l.Close()
+			l = open(t, dir, 0)
+			l.cfg.Fault = fault
+		}
+	}
+	check(t, l, want)
+	if a := l.active; a.dio != nil {
+		// A frame that ends exactly at a block's end leaves no tail.
+		pad := int(int64(a.align) - a.end%int64(a.align))
+		for pad < frameHeader+payloadHead+recordHead+tlog.HashSize+64 {
+			pad += a.align
+		}
+		data := []byte(`{"pad":"` + strings.Repeat("y", pad-(frameHeader+payloadHead+recordHead+tlog.HashSize)-10) + `"}`)
+		if err := l.Append([]Record{{Index: next, Hashes: []tlog.Hash{{1}}, Data: data}}); err != nil {
+			t.Fatal(err)
+		}
+		if a.end%int64(a.align) != 0 || len(a.tail) != 0 {
+			t.Fatalf("a frame ending on a block's end: the log ends at %d, %d bytes of tail", a.end, len(a.tail))
+		}
+		want = append(want, Record{Index: next, Hashes: []tlog.Hash{{1}}, Data: data})
+		next++
+		add(3)
+		l.Close()
+		l = open(t, dir, 0)
+		check(t, l, want)
 	}
 }
