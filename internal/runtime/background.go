@@ -127,7 +127,9 @@ func (r *Runtime) Sweep(ctx context.Context) error {
 		return err
 	}
 	for _, c := range overdue {
+		var closed *store.Call // as the update left it, when it closed the call
 		err := r.store.Update(ctx, func(tx store.Tx) error {
+			closed = nil
 			cur, err := tx.Call(c.ID)
 			if err != nil {
 				return err
@@ -153,12 +155,16 @@ func (r *Runtime) Sweep(ctx context.Context) error {
 			if cur, err = tx.Call(cur.ID); err != nil {
 				return err
 			}
+			closed = cur
 			return r.onCallClosed(tx, cur) // connectors.go: drop the call's database role
 		})
 		if err != nil {
 			return err
 		}
-		r.afterCallClosed(&c)
+		if closed != nil {
+			// Not c: that is the call as it was before, still approved.
+			r.afterCallClosed(closed)
+		}
 		r.waiters.wake(c.ID)
 	}
 	return nil

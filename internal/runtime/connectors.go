@@ -141,7 +141,7 @@ func (r *Runtime) afterCallClosed(c *store.Call) {
 	if _, ok := r.conn.provisioners[c.Connector]; ok {
 		r.kickOutbox()
 	}
-	r.cutCall(c.ID, "the call was "+c.Status)
+	r.cutCall(c.ID, cutReason(c.Status))
 }
 
 // deliverDropItem is the outbox's work for dropKind: drop the role, then,

@@ -121,7 +121,7 @@ func (r *Runtime) liveness(p *GatewayPass) string {
 	defer cancel()
 	now := r.now()
 	if !now.Before(p.call.ExpiresAt) {
-		return "the call's credential expired"
+		return cutReason(store.CallExpired)
 	}
 	a, err := r.store.Agent(ctx, p.call.AgentID)
 	if err != nil {
@@ -143,12 +143,19 @@ func (r *Runtime) liveness(p *GatewayPass) string {
 		}
 		return "the record cannot be read to confirm the call is live"
 	}
-	switch EffectiveStatus(c, now) {
-	case store.CallApproved:
-		return ""
-	case store.CallExpired:
-		return "the call's credential expired"
-	default:
-		return "the call was " + c.Status
+	if st := EffectiveStatus(c, now); st != store.CallApproved {
+		return cutReason(st)
 	}
+	return ""
+}
+
+// cutReason is why a request in flight is cut, in its gateway.response
+// entry, once its call has the status st: the same words whichever
+// noticed first, the process that closed the call or the check of
+// requests in flight.
+func cutReason(st string) string {
+	if st == store.CallExpired {
+		return "the call's credential expired"
+	}
+	return "the call was " + st
 }
