@@ -68,19 +68,29 @@ func TestStart(t *testing.T) {
 	stop := Start(headroom)
 	defer stop()
 	Start(1)() // a second Start while the first is in force: nothing
-	var got, want int
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
-		runtime.GC()
-		time.Sleep(10 * time.Millisecond) // cleanups run on their own goroutine
-		got, want = gogc(), Percent(liveHeap(), headroom)
-		if want > 100 && settled(got, want) {
-			break
+	follows := func(when string) int {
+		t.Helper()
+		var got, want int
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+			runtime.GC()
+			time.Sleep(10 * time.Millisecond) // cleanups run on their own goroutine
+			got, want = gogc(), Percent(liveHeap(), headroom)
+			if want > 100 && settled(got, want) {
+				return got
+			}
 		}
+		t.Fatalf("%s: after collections GOGC is %d, want about %d (live heap %d bytes)", when, got, want, liveHeap())
+		return 0
 	}
-	if want <= 100 || !settled(got, want) {
-		t.Fatalf("after collections GOGC is %d, want about %d (live heap %d bytes)", got, want, liveHeap())
+	first := follows("a live heap of 8 MB")
+	// The live heap grows eightfold: the percent must follow, so the
+	// cleanup has been armed again after each collection, not run once.
+	more := make([]byte, 56<<20)
+	if again := follows("a live heap of 64 MB"); settled(again, first) {
+		t.Fatalf("GOGC stayed at about %d when the live heap grew from 8 MB to 64 MB", again)
 	}
 	runtime.KeepAlive(live)
+	runtime.KeepAlive(more)
 	stop()
 	if g := gogc(); g != before {
 		t.Fatalf("after stop GOGC is %d, want %d as before", g, before)
