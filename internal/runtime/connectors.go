@@ -197,14 +197,40 @@ func (r *Runtime) drop(ctx context.Context, j dropJob, also func(store.Tx) error
 	return nil
 }
 
+// maxPendingDrops bounds the drops the look for leftover roles reads from
+// the outbox; with more queued, it waits for the outbox to deliver them.
+const maxPendingDrops = 10_000
+
 // dropLeftovers drops the roles whose calls are no longer open: left
 // behind by a crash, a drop that gave up, or a connector that was down.
-// Roles of calls this deployment does not know are left alone.
+// Roles of calls this deployment does not know are left alone, and so are
+// those whose drop the outbox still holds.
 func (r *Runtime) dropLeftovers(ctx context.Context) {
 	// A call that ends from now on has its role dropped by the outbox:
 	// only what ended before is left over (racing the outbox would record
 	// the drop under the wrong reason).
 	start := r.now()
+	// Nor is a call that ended before, but whose drop the outbox has yet
+	// to deliver (a call closed a moment ago, or before a restart).
+	queued, err := r.store.PendingOutbox(ctx, dropKind, maxPendingDrops+1)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.Warn("connector: list the drops to deliver", "err", err)
+		}
+		return
+	}
+	if len(queued) > maxPendingDrops {
+		r.log.Warn("connector: the outbox holds more drops than a look for leftover roles reads; looking again later",
+			"drops", len(queued))
+		return
+	}
+	pending := make(map[string]bool, len(queued))
+	for _, it := range queued {
+		var j dropJob
+		if json.Unmarshal(it.Payload, &j) == nil {
+			pending[j.Connector+"\x00"+j.Call] = true
+		}
+	}
 	for name, p := range r.conn.provisioners {
 		ids, err := p.Provisioned(ctx)
 		if err != nil {
@@ -223,11 +249,8 @@ func (r *Runtime) dropLeftovers(ctx context.Context) {
 				r.log.Warn("connector: leftover", "call", id, "err", err)
 				continue
 			}
-			if c.Connector != name || EffectiveStatus(c, r.now()) == store.CallApproved {
+			if !leftover(c, name, start, r.now(), pending[name+"\x00"+c.ID]) {
 				continue
-			}
-			if ended := c.CompletedAt; ended != nil && !ended.Before(start) || ended == nil && !c.ExpiresAt.Before(start) {
-				continue // ended after this sweep began: the outbox drops it
 			}
 			jobs = append(jobs, dropJob{Connector: name, Call: c.ID, Agent: c.AgentID, Action: c.Action, Risk: c.Risk, Reason: "leftover"})
 		}
@@ -237,6 +260,21 @@ func (r *Runtime) dropLeftovers(ctx context.Context) {
 			}
 		})
 	}
+}
+
+// leftover decides whether the role connector made for call c is left
+// over, at now, for a look that began at start: the call is closed, ended
+// before the look began (one that ends later is the outbox's), and no drop
+// of it waits in the outbox (queued). Either way the role is dropped; the
+// rule decides which drop records it, and so under which reason.
+func leftover(c *store.Call, connector string, start, now time.Time, queued bool) bool {
+	if c.Connector != connector || queued || EffectiveStatus(c, now) == store.CallApproved {
+		return false
+	}
+	if ended := c.CompletedAt; ended != nil {
+		return ended.Before(start)
+	}
+	return c.ExpiresAt.Before(start)
 }
 
 // checkConnectors logs what the connectors find wrong with their

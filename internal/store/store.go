@@ -294,6 +294,10 @@ type Outbox interface {
 	// shared by replicas may lease them: an item listed at t is not listed
 	// again before t+OutboxLease unless FinishOutbox reschedules it.
 	DueOutbox(ctx context.Context, t time.Time, limit int) ([]OutboxItem, error)
+	// PendingOutbox lists undone outbox items of kind, oldest first, at
+	// most limit, whether due or not, and leases nothing: a look at what
+	// is still to be delivered, not a delivery.
+	PendingOutbox(ctx context.Context, kind string, limit int) ([]OutboxItem, error)
 }
 
 // Settings reads deployment settings.

@@ -279,6 +279,16 @@ func (s *Store) DueOutbox(ctx context.Context, t time.Time, limit int) ([]store.
 	return out, nil
 }
 
+// PendingOutbox implements store.Store.
+func (s *Store) PendingOutbox(ctx context.Context, kind string, limit int) ([]store.OutboxItem, error) {
+	rows, err := s.list(ctx, "read outbox", `SELECT `+outboxCols+` FROM outbox WHERE done_at IS NULL AND kind = $1 ORDER BY id LIMIT $2`,
+		kind, limit)
+	if err != nil {
+		return nil, err
+	}
+	return collect(rows, scanOutbox)
+}
+
 // bounded is the pool with Config.ReadTimeout on each read. pgx waits for
 // an answer as long as its context allows, and a stalled path (a black
 // hole, or a server that stopped answering) never fails a read by itself:

@@ -367,6 +367,24 @@ func (s *Store) DueOutbox(ctx context.Context, t time.Time, limit int) ([]store.
 	return out, rows.Err()
 }
 
+// PendingOutbox implements store.Outbox.
+func (s *Store) PendingOutbox(ctx context.Context, kind string, limit int) ([]store.OutboxItem, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT `+outboxCols+` FROM outbox WHERE done_at IS NULL AND kind = ? ORDER BY id LIMIT ?`, kind, limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: read outbox: %w", err)
+	}
+	defer rows.Close()
+	var out []store.OutboxItem
+	for rows.Next() {
+		o, err := scanOutbox(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *o)
+	}
+	return out, rows.Err()
+}
+
 // ManifestText implements store.Agents.
 func (s *Store) ManifestText(ctx context.Context, hash string) ([]byte, error) {
 	var text []byte

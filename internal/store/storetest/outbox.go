@@ -12,7 +12,8 @@ import (
 // testOutbox asks DueOutbox for an item again only after FinishOutbox
 // rescheduled it, or at a time OutboxLease past the last time it was
 // handed out: a backend shared by replicas may lease the items it returns,
-// so that only one replica delivers each.
+// so that only one replica delivers each. PendingOutbox lists the undone
+// items of a kind, due, leased or scheduled later alike.
 func testOutbox(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	if got, err := s.DueOutbox(ctx, t0.Add(100*time.Hour), 10); err != nil || len(got) != 0 {
@@ -53,6 +54,28 @@ func testOutbox(t *testing.T, s store.Store) {
 		t.Errorf("DueOutbox returned ids %d, %d; want ascending", got[0].ID, got[1].ID)
 	}
 	first, second := got[0], got[1]
+	pending := func(kind string, limit int, want ...string) {
+		t.Helper()
+		got, err := s.PendingOutbox(ctx, kind, limit)
+		if err != nil {
+			t.Fatalf("PendingOutbox(%s): %v", kind, err)
+		}
+		var payloads []string
+		for _, it := range got {
+			if it.Kind != kind {
+				t.Errorf("PendingOutbox(%s) listed an item of kind %s", kind, it.Kind)
+			}
+			payloads = append(payloads, string(it.Payload))
+		}
+		if fmt.Sprint(payloads) != fmt.Sprint(want) {
+			t.Errorf("PendingOutbox(%s, %d) = %v, want %v", kind, limit, payloads, want)
+		}
+	}
+	// Handed out (leased, on a shared backend) and not yet due: pending.
+	pending("webhook", 10, `{"n":1}`, `{"n":2}`)
+	pending("webhook", 1, `{"n":1}`)
+	pending("other", 10, `{"n":3}`)
+	pending("none", 10)
 
 	// Done, and retried later with the error kept.
 	done := t0.Add(3 * time.Second)
@@ -66,6 +89,7 @@ func testOutbox(t *testing.T, s store.Store) {
 	mustNotFound(t, "FinishOutbox(unknown)", s.Update(ctx, func(tx store.Tx) error {
 		return tx.FinishOutbox(first.ID+second.ID+1000, done, "", done)
 	}))
+	pending("webhook", 10, `{"n":2}`) // done is not pending; retried later is
 	got, err = s.DueOutbox(ctx, next.Add(-1), 10)
 	if err != nil {
 		t.Fatalf("DueOutbox: %v", err)
