@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package faults holds the tests that prove ARX's promises under faults:
 // crashes at random moments, a failing disk, hostile input.
 package faults

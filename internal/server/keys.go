@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/arxsec/arx/credential"
 	"github.com/arxsec/arx/internal/runtime"
 	"github.com/arxsec/arx/record"
@@ -165,7 +167,7 @@ type aclEntry struct {
 // system keeps none).
 func readACL(path string) (_ []aclEntry, ok bool) {
 	buf := make([]byte, 4+8*64)
-	n, err := syscall.Getxattr(path, "system.posix_acl_access", buf)
+	n, err := unix.Getxattr(path, "system.posix_acl_access", buf)
 	if err != nil || n < 4 || (n-4)%8 != 0 || binary.LittleEndian.Uint32(buf) != 2 {
 		return nil, false
 	}

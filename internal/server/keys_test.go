@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 	"testing"
 	"time"
 
@@ -104,7 +106,7 @@ func TestPrivateModeACL(t *testing.T) {
 		}
 		return b
 	}
-	if err := syscall.Setxattr(p, "system.posix_acl_access", acl(uint32(os.Geteuid())), 0); err != nil {
+	if err := unix.Setxattr(p, "system.posix_acl_access", acl(uint32(os.Geteuid())), 0); err != nil {
 		t.Skipf("this file system keeps no POSIX ACLs (%v)", err)
 	}
 	fi, err := os.Stat(p)
@@ -117,7 +119,7 @@ func TestPrivateModeACL(t *testing.T) {
 	if b, err := ReadSecretFile(p); err != nil || string(b) != "s3cret" {
 		t.Errorf("a credential readable by this user through an ACL: %q, %v", b, err)
 	}
-	if err := syscall.Setxattr(p, "system.posix_acl_access", acl(uint32(os.Geteuid())+1000), 0); err != nil {
+	if err := unix.Setxattr(p, "system.posix_acl_access", acl(uint32(os.Geteuid())+1000), 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ReadSecretFile(p); err == nil || !strings.Contains(err.Error(), "access control list") {

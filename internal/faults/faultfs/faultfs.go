@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package faultfs is a fault-injecting FUSE filesystem for tests: a loopback
 // (passthrough) view of a real directory whose write paths can be made to fail
 // at run time with one errno (EROFS for a filesystem gone read-only, ENOSPC,

@@ -700,11 +700,10 @@ func (l *Log) extend(a *activeSeg, from int64) {
 // full disk the log takes only what each frame needs, so that the space an
 // operator frees is not swallowed by zeros.
 func (l *Log) roomAhead(n int64) bool {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(l.cfg.Dir, &st); err != nil {
+	free, ok := freeBytes(l.cfg.Dir)
+	if !ok {
 		return true // cannot tell: zero-fill, and a full disk says so
 	}
-	free := int64(st.Bavail) * int64(st.Bsize)
 	return free-n >= 2*max(l.cfg.Prealloc, n)
 }
 
@@ -813,18 +812,6 @@ func writeOffsets(path string, offs []int64) error {
 		return fmt.Errorf("segment: seal: %w", err)
 	}
 	return nil
-}
-
-func fdatasync(f *os.File) error {
-	for {
-		err := syscall.Fdatasync(int(f.Fd()))
-		if err != syscall.EINTR {
-			if err != nil {
-				return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
-			}
-			return nil
-		}
-	}
 }
 
 func syncDir(dir string) error {

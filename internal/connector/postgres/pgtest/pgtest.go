@@ -172,7 +172,7 @@ func Start(o Options) (*Cluster, error) {
 		}
 	}
 	as := func(cmd *exec.Cmd) *exec.Cmd {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT}
+		cmd.SysProcAttr = procAttr(cred)
 		return cmd
 	}
 	password := randomHex(16)
