@@ -154,8 +154,15 @@ func (r *Runtime) liveness(p *GatewayPass) string {
 // noticed first, the process that closed the call or the check of
 // requests in flight.
 func cutReason(st string) string {
-	if st == store.CallExpired {
+	switch st {
+	case store.CallExpired:
 		return "the call's credential expired"
+	case store.CallFailed:
+		return "the call ended as failed"
+	case store.CallPending:
+		return "the call is waiting for approval"
+	case store.CallCompleted, store.CallRevoked, store.CallDenied, store.CallRefused:
+		return "the call was " + st
 	}
-	return "the call was " + st
+	return "the call is " + st
 }

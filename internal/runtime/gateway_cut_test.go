@@ -14,8 +14,12 @@ func TestCutReason(t *testing.T) {
 	for _, tc := range []struct{ status, want string }{
 		{store.CallExpired, "the call's credential expired"},
 		{store.CallCompleted, "the call was completed"},
-		{store.CallFailed, "the call was failed"},
+		{store.CallFailed, "the call ended as failed"},
 		{store.CallRevoked, "the call was revoked"},
+		{store.CallDenied, "the call was denied"},
+		{store.CallRefused, "the call was refused"},
+		{store.CallPending, "the call is waiting for approval"},
+		{"archived", "the call is archived"}, // a status added later reads as one
 	} {
 		if got := cutReason(tc.status); got != tc.want {
 			t.Errorf("cutReason(%q) = %q, want %q", tc.status, got, tc.want)
