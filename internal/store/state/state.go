@@ -70,12 +70,6 @@ func KeyOf(agent, key string) IdemKey {
 	return k
 }
 
-type idemSeen struct {
-	key  IdemKey
-	call string
-	at   time.Time
-}
-
 // State is the committed state.
 type State struct {
 	cfg Config
@@ -86,8 +80,9 @@ type State struct {
 	approvals map[string]*store.Approval // pending, or not flushed yet
 	counts    map[string]*store.Counts
 	heads     map[string]Head
-	idem      map[IdemKey]string // key -> call id
-	idemOrder []idemSeen         // oldest first, from idemStart
+	idem      map[IdemKey]idemCall // key -> call (idem.go)
+	oddIDs    map[IdemKey]string   // the calls whose ids are not UUIDs
+	idemOrder []idemSeen           // oldest first, from idemStart
 	idemStart int
 	size      int64 // entries folded (the log's size)
 	// revocations counts the entries folded that revoke agent tokens
@@ -110,7 +105,7 @@ func New(cfg Config) *State {
 	}
 	return &State{cfg: cfg, agents: map[string]*store.Agent{}, calls: map[string]*store.Call{},
 		approvals: map[string]*store.Approval{}, counts: map[string]*store.Counts{}, heads: map[string]Head{},
-		idem: map[IdemKey]string{}}
+		idem: map[IdemKey]idemCall{}}
 }
 
 // Snapshot is state loaded from a store's tables, as of a log size.
@@ -163,7 +158,7 @@ func (s *State) Load(snap *Snapshot) {
 	if s.heads == nil {
 		s.heads = map[string]Head{}
 	}
-	s.idem, s.idemOrder, s.idemStart = map[IdemKey]string{}, nil, 0
+	s.idem, s.oddIDs, s.idemOrder, s.idemStart = make(map[IdemKey]idemCall, len(snap.Keys)), nil, nil, 0
 	for _, k := range snap.Keys {
 		s.remember(KeyOf(k.Agent, k.Key), k.Call, k.At)
 	}
@@ -198,31 +193,6 @@ func (s *State) countsOf(agent string) *store.Counts {
 		s.counts[agent] = c
 	}
 	return c
-}
-
-func (s *State) remember(k IdemKey, call string, at time.Time) {
-	s.idem[k] = call
-	s.idemOrder = append(s.idemOrder, idemSeen{key: k, call: call, at: at})
-}
-
-// forget drops idempotency keys past the window or the bound.
-func (s *State) forget(now time.Time) {
-	cut := now.Add(-s.cfg.IdempotencyWindow)
-	for s.idemStart < len(s.idemOrder) {
-		o := s.idemOrder[s.idemStart]
-		if len(s.idemOrder)-s.idemStart <= s.cfg.IdempotencyKeys && !o.at.Before(cut) {
-			break
-		}
-		if s.idem[o.key] == o.call {
-			delete(s.idem, o.key)
-		}
-		s.idemOrder[s.idemStart] = idemSeen{}
-		s.idemStart++
-	}
-	if s.idemStart > 4096 && s.idemStart > len(s.idemOrder)/2 {
-		s.idemOrder = append(s.idemOrder[:0], s.idemOrder[s.idemStart:]...)
-		s.idemStart = 0
-	}
 }
 
 // Size is the number of entries folded.

@@ -35,10 +35,17 @@ type Txn struct {
 	Entries []Applied
 
 	idem        map[IdemKey]string
-	newKeys     []idemSeen
+	newKeys     []newKey
 	size        int64
 	revocations uint64
 	lenient     bool // Replay: skip what is not held
+}
+
+// newKey is an idempotency key a layer used, for the State at commit.
+type newKey struct {
+	key  IdemKey
+	call string
+	at   time.Time
 }
 
 // Applied is an entry applied to the state.
@@ -215,8 +222,7 @@ func (t *Txn) CallByKey(agent, key string) (string, bool) {
 			return id, true
 		}
 	}
-	id, ok := t.s.idem[k]
-	return id, ok
+	return t.s.callOf(k)
 }
 
 // CountsOf returns an agent's counts as this layer sees them.
@@ -531,7 +537,7 @@ func (t *Txn) applyAsk(e *record.Entry) error {
 	if ask.IdempotencyKey != "" {
 		k := KeyOf(e.Agent, ask.IdempotencyKey)
 		t.idem = put(t.idem, k, c.ID)
-		t.newKeys = append(t.newKeys, idemSeen{key: k, call: c.ID, at: e.Time})
+		t.newKeys = append(t.newKeys, newKey{key: k, call: c.ID, at: e.Time})
 	}
 	return nil
 }
