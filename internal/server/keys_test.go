@@ -11,10 +11,10 @@ import (
 	"slices"
 	"strings"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/arxsec/arx/internal/logbuf"
 )
