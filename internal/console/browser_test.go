@@ -66,6 +66,11 @@ func startChromium(t *testing.T) context.Context {
 		chromedp.Flag("lang", "en-GB"),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1280, 860),
+		// Only what it needs of the test's environment; its own temporary
+		// directory, so the singleton socket it makes there goes with the
+		// test rather than staying behind in /tmp.
+		chromedp.NoInheritEnv,
+		chromedp.Env("PATH="+os.Getenv("PATH"), "HOME="+t.TempDir(), "TMPDIR="+t.TempDir()),
 	}
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancelAlloc)
