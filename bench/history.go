@@ -76,7 +76,7 @@ func historyMain(args []string) int {
 	fs.DurationVar(&cfg.warmup, "warmup", 2*time.Second, "unmeasured load before each closed loop")
 	fs.DurationVar(&cfg.idle, "idle", 10*time.Second, "how long the idle server's CPU is measured (0: not)")
 	fs.StringVar(&cfg.arxPath, "arx", "", "arx binary to run (default: build ./cmd/arx)")
-	fs.StringVar(&cfg.dataDir, "data", "", "data directory, kept afterwards (default: a temporary one, removed)")
+	fs.StringVar(&cfg.dataDir, "data", "", "data directory, kept afterwards, and reused by a later run (default: a temporary one, removed)")
 	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "timeout of one HTTP request")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -173,10 +173,24 @@ func runHistory(ctx context.Context, cfg historyConfig) error {
 		cfg.agents, cfg.fillers)
 	fmt.Printf("machine: %d CPUs, %s/%s, %s; data %s\n\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), dir)
 
-	f, err := openFiller(ctx, dir, cfg)
-	if err != nil {
+	// A directory an earlier run kept is filled on from where it is, by
+	// the agents hired then: a log of 10M entries takes a quarter of an
+	// hour to write, and comparing two builds at that size should not
+	// write it twice.
+	var f *filler
+	if _, err := os.Stat(filepath.Join(dir, historyAgentsFile)); err == nil {
+		fmt.Printf("reusing %s: its log grows from where an earlier run left it\n", dir)
+		f, err = reopenFiller(ctx, dir, cfg)
+		if err != nil {
+			return err
+		}
+	} else if f, err = openFiller(ctx, dir, cfg); err != nil {
 		return err
 	}
+	// The closed loops' idempotency keys start with the run's own prefix:
+	// in a reused directory, a key of an earlier run would answer with
+	// that run's call.
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
 	var points []historyPoint
 	var idleCPU float64 = -1
 	for _, size := range cfg.sizes {
@@ -203,7 +217,7 @@ func runHistory(ctx context.Context, cfg historyConfig) error {
 		started := time.Now()
 		pid := srv.cmd.Process.Pid // no echo server here: arx's pid stands in for its (unused) figure
 		cpu := measureCPU(ctx, pid, pid, cfg.warmup, cfg.duration)
-		res := closedLoop(ctx, t, f0agents(dir), cfg.warmup, cfg.duration, fmt.Sprintf("h%d", size), fails)
+		res := closedLoop(ctx, t, f0agents(dir), cfg.warmup, cfg.duration, fmt.Sprintf("h%d-%s", size, run), fails)
 		use := cpu()
 		// At start the store checks the whole log at rest in the
 		// background (at most an eighth of a core while calls come in):
@@ -220,7 +234,7 @@ func runHistory(ctx context.Context, cfg historyConfig) error {
 		if checkedAt.After(started) {
 			p.duringCheck = res.perSec
 			cpu = measureCPU(ctx, pid, pid, cfg.warmup, cfg.duration)
-			res = closedLoop(ctx, t, f0agents(dir), cfg.warmup, cfg.duration, fmt.Sprintf("h%ds", size), fails)
+			res = closedLoop(ctx, t, f0agents(dir), cfg.warmup, cfg.duration, fmt.Sprintf("h%ds-%s", size, run), fails)
 			use = cpu()
 		}
 		p.perSec, p.p99, p.calls, p.use = res.perSec, res.lat.p99, res.calls, use
@@ -240,7 +254,7 @@ func runHistory(ctx context.Context, cfg historyConfig) error {
 			filled = fmt.Sprintf("the loops at the size before wrote most of it (calls made in process: %s)", fmtInt(float64(p.fillCalls)))
 		}
 		fmt.Printf("  %12s entries: %8s calls/s (p99 %s) over HTTP, %s; %s; WAL + redo at most %s; log %s\n",
-			fmtInt(float64(size)), fmtInt(p.perSec), fmtMs(p.p99), p.perCall(), filled, fmtBytes(p.maxWAL), fmtBytes(p.logBytes))
+			fmtInt(float64(p.size)), fmtInt(p.perSec), fmtMs(p.p99), p.perCall(), filled, fmtBytes(p.maxWAL), fmtBytes(p.logBytes))
 		if p.duringCheck > 0 {
 			fmt.Printf("  %12s  after a restart, while the store checked the log at rest (took %s): %s calls/s\n", "", p.checkTook, fmtInt(p.duringCheck))
 		}
@@ -411,6 +425,12 @@ func (f *filler) fill(ctx context.Context, size int64) (historyPoint, error) {
 	}
 	if ctx.Err() != nil {
 		return p, ctx.Err()
+	}
+	// The log can hold more than asked: the loops at the size before, or an
+	// earlier run in a reused directory, wrote past it. The point is at
+	// the size the log has.
+	if n, err := st.TreeSize(ctx); err == nil {
+		p.size = n
 	}
 	p.fillCalls = f.calls.Load() - before
 	p.fillRate = float64(p.fillCalls) / time.Since(start).Seconds()
