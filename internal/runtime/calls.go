@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -42,19 +41,44 @@ type CallResult struct {
 	DSN        string // postgres connectors: the call's own database role, beside Credential (connectors.go)
 }
 
-var (
-	namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,127}$`)
-	keyPattern  = regexp.MustCompile(`^[\x21-\x7e]{1,128}$`)
-)
+// validName reports whether s is a connector or action name:
+// ^[a-z0-9][a-z0-9_.-]{0,127}$, checked a byte at a time (the regular
+// expression took about 1% of the server's CPU per governed call).
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 128 || s[0] == '_' || s[0] == '.' || s[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' && c != '.' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// validKey reports whether s is an idempotency key: 1 to 128 printable
+// ASCII characters, no space (^[\x21-\x7e]{1,128}$).
+func validKey(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
 
 func (req *CallRequest) validate() (manifest.Risk, error) {
-	if !namePattern.MatchString(req.Connector) {
+	if !validName(req.Connector) {
 		return 0, arxerr.New(arxerr.BadRequest, "connector %q is not a valid name", truncate(req.Connector, 64))
 	}
-	if !namePattern.MatchString(req.Action) {
+	if !validName(req.Action) {
 		return 0, arxerr.New(arxerr.BadRequest, "action %q is not a valid name", truncate(req.Action, 64))
 	}
-	if !keyPattern.MatchString(req.IdempotencyKey) {
+	if !validKey(req.IdempotencyKey) {
 		e := arxerr.New(arxerr.BadRequest, "idempotency_key must be 1 to 128 printable ASCII characters")
 		e.Hint = "send a fresh UUID per call, and the same one when retrying it"
 		return 0, e

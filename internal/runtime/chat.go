@@ -43,7 +43,7 @@ const (
 // validChat says what is wrong with an account, if anything.
 func validChat(a ChatAccount) error {
 	switch {
-	case !namePattern.MatchString(a.Provider):
+	case !validName(a.Provider):
 		return arxerr.New(arxerr.BadRequest, "chat provider %q is not a valid name", truncate(a.Provider, 32))
 	case a.Subject == "" || len(a.Subject) > 256 || TextProblem(a.Subject, 256) != "":
 		return arxerr.New(arxerr.BadRequest, "chat account id is empty, too long or not text")
