@@ -3,6 +3,7 @@ package api_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -590,6 +591,72 @@ func TestGatewayCutsInFlight(t *testing.T) {
 	pw.CloseWithError(errors.New("done"))
 	waitCut(call, "the agent was terminated")
 	waitCut(upCall, "the agent was terminated")
+}
+
+// TestSweepCutsWithTheCallItClosed pins what TestGatewayCutsInFlight once
+// met only by chance under load: the expiry sweep cuts a request in flight
+// with the call as its own update left it (expired), not with the copy it
+// read before it (still approved: "the call was approved"). Here the sweep
+// is the one that notices: the runtime's clock jumps past the call's
+// expiry and the test sweeps at once, a few milliseconds before the check
+// of requests in flight (every 250 ms) could notice it by itself.
+func TestSweepCutsWithTheCallItClosed(t *testing.T) {
+	up := newUpstream(t)
+	var ahead atomic.Int64 // how far the runtime's clock runs ahead
+	s, _ := gatewayServerWith(t, up, "30s", func(c *server.Config) {
+		c.Now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+		c.SweepInterval = time.Hour // only this test sweeps
+	})
+	agent, token := s.Hire(gatewayManifest)
+	call, cred := callCredential(t, s, token, "crm", "account.read", "swept") // open for a minute
+	resp := through(t, s, "GET", "crm/stream", cred, nil, nil)
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("stream: %d %s", resp.StatusCode, readAll(t, resp))
+	}
+	first := make([]byte, len("data: first\n\n"))
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, resp.Body)
+		close(ended)
+	}()
+
+	ahead.Store(int64(5 * time.Minute))
+	if err := s.Runtime.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sweep closed the call, and its stream went on")
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var cuts []string
+		for _, e := range ofType(recordOf(t, s, agent), "gateway.response") {
+			if d, _ := e["data"].(map[string]any); e["call"] == call && d["error"] == "gateway.cut" {
+				cuts = append(cuts, fmt.Sprint(d["cut"]))
+			}
+		}
+		if len(cuts) > 0 {
+			if want := "the call's credential expired"; cuts[0] != want {
+				t.Errorf("the swept call's stream was cut because %q, want %q", cuts[0], want)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no gateway.response of the swept call says it was cut")
+		}
+	}
+	var c struct {
+		Status string `json:"status"`
+	}
+	s.Do("GET", "/v1/calls/"+call, token, nil).JSON(t, &c)
+	if c.Status != "expired" {
+		t.Errorf("the swept call is %s, want expired", c.Status)
+	}
 }
 
 // TestGatewayCredentialDies: a credential stops working at the gateway when

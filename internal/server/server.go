@@ -54,6 +54,12 @@ type Config struct {
 
 	CheckpointInterval time.Duration
 	ShutdownTimeout    time.Duration
+	// SweepInterval is how often calls past their expiry are closed
+	// (default runtime.DefaultSweepInterval).
+	SweepInterval time.Duration
+	// Now is the runtime's clock (default time.Now): a test moves it on to
+	// expire a call at the moment it chooses.
+	Now func() time.Time
 
 	// PublicURL is where people reach this deployment (links in webhooks
 	// and setup links); default: the listen URL.
@@ -217,7 +223,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	rt, err := runtime.New(runtime.Config{Store: st, LogSigner: signer, Issuer: issuer, Logger: cfg.Logger, SSO: idp, NoLocalPasswords: cfg.NoLocalPasswords, SCIMToken: cfg.SCIMToken, Tracing: tr,
-		Metrics: runtime.NewMetrics(reg), CheckpointInterval: cfg.CheckpointInterval,
+		Metrics: runtime.NewMetrics(reg), CheckpointInterval: cfg.CheckpointInterval, SweepInterval: cfg.SweepInterval, Now: cfg.Now,
 		Webhooks: cfg.Webhooks, PublicURL: cfg.PublicURL, Connectors: cfg.Connectors, UserTokenLifetime: cfg.UserTokenLifetime,
 		SlackButtons: len(cfg.Slack.SigningSecret) > 0, ChatVerifiers: chatVerifiers(cfg.Slack)})
 	if err != nil {
