@@ -35,6 +35,23 @@ var (
 	digitsRE        = regexp.MustCompile(`^[-+]?[0-9_]+$`)
 )
 
+// ValidName reports whether s is a connector or action name of at most max
+// bytes: connectorNameRE and actionNameRE (max 63 and 128), checked a byte
+// at a time, for the runtime, which checks the names of every governed
+// call (the regular expression took about 1% of the server's CPU there).
+func ValidName(s string, max int) bool {
+	if len(s) == 0 || len(s) > max || s[0] == '_' || s[0] == '.' || s[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' && c != '.' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
 // A fieldSet lists the fields of one mapping in the format. Name is the mapping's
 // entry under $defs in the JSON Schema ("" for the document itself); a test checks
 // that the schema lists the same fields.

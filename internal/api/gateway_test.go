@@ -496,32 +496,6 @@ func TestGatewayCutsInFlight(t *testing.T) {
 		}
 		return wait, func() { resp.Body.Close() }
 	}
-	cuts := func(call string) []string {
-		var out []string
-		for _, e := range recordOf(t, s, agent) {
-			if e["type"] == "gateway.response" && e["call"] == call {
-				d := e["data"].(map[string]any)
-				if d["error"] == "gateway.cut" {
-					out = append(out, fmt.Sprint(d["cut"]))
-				}
-			}
-		}
-		return out
-	}
-	waitCut := func(call, reason string) {
-		t.Helper()
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			if c := cuts(call); len(c) > 0 {
-				if c[0] != reason {
-					t.Errorf("call %s cut because %q, want %q", call, c[0], reason)
-				}
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no gateway.response of call %s says it was cut", call)
-			}
-		}
-	}
 	const bound = time.Second
 
 	// Completion.
@@ -535,7 +509,7 @@ func TestGatewayCutsInFlight(t *testing.T) {
 		t.Errorf("completion cut the stream after %v (bound %v)", took, bound)
 	}
 	stop()
-	waitCut(call, "the call was completed")
+	waitCut(t, s, agent, call, "the call was completed")
 
 	// Expiry (db query: max_duration 1s).
 	call, cred = callCredential(t, s, token, "db", "query", "expires")
@@ -548,7 +522,7 @@ func TestGatewayCutsInFlight(t *testing.T) {
 		t.Errorf("expiry cut the stream %v after it (bound %v)", took, bound)
 	}
 	stop()
-	waitCut(call, "the call's credential expired")
+	waitCut(t, s, agent, call, "the call's credential expired")
 
 	// Termination: a stream, and an upload whose body is still coming.
 	call, cred = callCredential(t, s, token, "crm", "account.read", "terminated")
@@ -589,8 +563,8 @@ func TestGatewayCutsInFlight(t *testing.T) {
 		t.Fatal("the upload went on after the termination")
 	}
 	pw.CloseWithError(errors.New("done"))
-	waitCut(call, "the agent was terminated")
-	waitCut(upCall, "the agent was terminated")
+	waitCut(t, s, agent, call, "the agent was terminated")
+	waitCut(t, s, agent, upCall, "the agent was terminated")
 }
 
 // TestSweepCutsWithTheCallItClosed pins what TestGatewayCutsInFlight once
@@ -633,6 +607,20 @@ func TestSweepCutsWithTheCallItClosed(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the sweep closed the call, and its stream went on")
 	}
+	waitCut(t, s, agent, call, "the call's credential expired")
+	var c struct {
+		Status string `json:"status"`
+	}
+	s.Do("GET", "/v1/calls/"+call, token, nil).JSON(t, &c)
+	if c.Status != "expired" {
+		t.Errorf("the swept call is %s, want expired", c.Status)
+	}
+}
+
+// waitCut waits for the gateway.response entry that says a request of the
+// call was cut, and checks the reason the first one gives.
+func waitCut(t *testing.T, s *arxtest.Server, agent, call, reason string) {
+	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		var cuts []string
 		for _, e := range ofType(recordOf(t, s, agent), "gateway.response") {
@@ -641,21 +629,14 @@ func TestSweepCutsWithTheCallItClosed(t *testing.T) {
 			}
 		}
 		if len(cuts) > 0 {
-			if want := "the call's credential expired"; cuts[0] != want {
-				t.Errorf("the swept call's stream was cut because %q, want %q", cuts[0], want)
+			if cuts[0] != reason {
+				t.Errorf("call %s cut because %q, want %q", call, cuts[0], reason)
 			}
-			break
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("no gateway.response of the swept call says it was cut")
+			t.Fatalf("no gateway.response of call %s says it was cut", call)
 		}
-	}
-	var c struct {
-		Status string `json:"status"`
-	}
-	s.Do("GET", "/v1/calls/"+call, token, nil).JSON(t, &c)
-	if c.Status != "expired" {
-		t.Errorf("the swept call is %s, want expired", c.Status)
 	}
 }
 

@@ -41,22 +41,6 @@ type CallResult struct {
 	DSN        string // postgres connectors: the call's own database role, beside Credential (connectors.go)
 }
 
-// validName reports whether s is a connector or action name:
-// ^[a-z0-9][a-z0-9_.-]{0,127}$, checked a byte at a time (the regular
-// expression took about 1% of the server's CPU per governed call).
-func validName(s string) bool {
-	if len(s) == 0 || len(s) > 128 || s[0] == '_' || s[0] == '.' || s[0] == '-' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' && c != '.' && c != '-' {
-			return false
-		}
-	}
-	return true
-}
-
 // validKey reports whether s is an idempotency key: 1 to 128 printable
 // ASCII characters, no space (^[\x21-\x7e]{1,128}$).
 func validKey(s string) bool {
@@ -72,10 +56,10 @@ func validKey(s string) bool {
 }
 
 func (req *CallRequest) validate() (manifest.Risk, error) {
-	if !validName(req.Connector) {
+	if !manifest.ValidName(req.Connector, 128) {
 		return 0, arxerr.New(arxerr.BadRequest, "connector %q is not a valid name", truncate(req.Connector, 64))
 	}
-	if !validName(req.Action) {
+	if !manifest.ValidName(req.Action, 128) {
 		return 0, arxerr.New(arxerr.BadRequest, "action %q is not a valid name", truncate(req.Action, 64))
 	}
 	if !validKey(req.IdempotencyKey) {

@@ -10,6 +10,7 @@ import (
 	"github.com/arxsec/arx/arxerr"
 	"github.com/arxsec/arx/internal/sealed"
 	"github.com/arxsec/arx/internal/store"
+	"github.com/arxsec/arx/manifest"
 	"github.com/arxsec/arx/record"
 )
 
@@ -43,7 +44,7 @@ const (
 // validChat says what is wrong with an account, if anything.
 func validChat(a ChatAccount) error {
 	switch {
-	case !validName(a.Provider):
+	case !manifest.ValidName(a.Provider, 128):
 		return arxerr.New(arxerr.BadRequest, "chat provider %q is not a valid name", truncate(a.Provider, 32))
 	case a.Subject == "" || len(a.Subject) > 256 || TextProblem(a.Subject, 256) != "":
 		return arxerr.New(arxerr.BadRequest, "chat account id is empty, too long or not text")
