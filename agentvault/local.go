@@ -65,12 +65,7 @@ const TypeCallUnreachable = "call.unreachable"
 // Config.LocalRecordDir.
 var ErrUnreachable = errors.New("agentvault: the ARX server is unreachable")
 
-// The server's limits on a call request (internal/runtime).
-var (
-	localNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,127}$`)
-	localKeyPattern  = regexp.MustCompile(`^[\x21-\x7e]{1,128}$`)
-	unsafeFileChars  = regexp.MustCompile(`[^A-Za-z0-9._-]`)
-)
+var unsafeFileChars = regexp.MustCompile(`[^A-Za-z0-9._-]`)
 
 // localMode is local-only mode's state, made on the first call.
 type localMode struct {
@@ -140,25 +135,24 @@ func (c *Client) requestLocal(_ context.Context, a Action) (*Call, error) {
 	if err := l.load(); err != nil {
 		return nil, err
 	}
+	if a.IdempotencyKey == "" {
+		a.IdempotencyKey = newUUID()
+	}
+	// The server's checks of a call's shape (manifest.CheckAsk), then its
+	// summary's.
+	declared, err := manifest.CheckAsk(a.Connector, a.Action, string(a.Risk), a.IdempotencyKey)
+	if err != nil {
+		var e *arxerr.Error
+		if errors.As(err, &e) {
+			return nil, &Error{Code: e.Code, Message: e.Message, Hint: e.Hint}
+		}
+		return nil, err
+	}
 	if a.Risk == "" {
 		a.Risk = RiskLow
 	}
-	declared, err := manifest.ParseRisk(string(a.Risk))
-	if err != nil {
-		return nil, newError(arxerr.InvalidRisk, "", "risk %q is not low, medium or high", a.Risk)
-	}
-	switch {
-	case !localNamePattern.MatchString(a.Connector):
-		return nil, newError(arxerr.BadRequest, "", "connector %q is not a valid name", a.Connector)
-	case !localNamePattern.MatchString(a.Action):
-		return nil, newError(arxerr.BadRequest, "", "action %q is not a valid name", a.Action)
-	case len(a.Summary) > 512 || !utf8.ValidString(a.Summary):
+	if len(a.Summary) > 512 || !utf8.ValidString(a.Summary) {
 		return nil, newError(arxerr.BadRequest, "", "summary must be valid UTF-8 of at most 512 bytes")
-	}
-	if a.IdempotencyKey == "" {
-		a.IdempotencyKey = newUUID()
-	} else if !localKeyPattern.MatchString(a.IdempotencyKey) {
-		return nil, newError(arxerr.BadRequest, "", "idempotency_key must be 1 to 128 printable ASCII characters")
 	}
 
 	l.mu.Lock()

@@ -3,6 +3,7 @@ package agentvault
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arxsec/arx/arxerr"
 	"github.com/arxsec/arx/manifest"
 	"github.com/arxsec/arx/record"
 )
@@ -274,5 +276,123 @@ func TestVectorsDecisions(t *testing.T) {
 		if !strings.Contains(string(b), tc.want) {
 			t.Errorf("%s %s %s: %s lacks %s", tc.conn, tc.act, tc.declared, b, tc.want)
 		}
+	}
+}
+
+// askVectors pin the shape of a call an agent asks for (manifest.CheckAsk):
+// what the runtime refuses before any manifest decides, and both SDKs'
+// local-only modes with it.
+type askVectors struct {
+	About string    `json:"about"`
+	Cases []askCase `json:"cases"`
+}
+
+type askCase struct {
+	Name           string  `json:"name"`
+	Connector      string  `json:"connector"`
+	Action         string  `json:"action"`
+	Risk           string  `json:"risk"`
+	IdempotencyKey string  `json:"idempotency_key"`
+	Want           askWant `json:"want"`
+}
+
+// askWant is the error code of an ask that is not well formed, or "" and
+// the declared risk it stands for.
+type askWant struct {
+	Code string `json:"code"`
+	Risk string `json:"risk"`
+}
+
+func askOf(connector, action, risk, key string) askWant {
+	r, err := manifest.CheckAsk(connector, action, risk, key)
+	if err != nil {
+		e, ok := errors.AsType[*arxerr.Error](err)
+		if !ok {
+			panic(err)
+		}
+		return askWant{Code: string(e.Code)}
+	}
+	return askWant{Risk: r.String()}
+}
+
+// askInputs are the asks of asks.json: one problem each (the order of the
+// checks is manifest.TestCheckAsk's), and the edges of each rule. None
+// leaves the key out: both SDKs send a fresh one then, which the runtime
+// requires.
+func askInputs() []askCase {
+	a := func(n int) string { return strings.Repeat("a", n) }
+	cs := []askCase{
+		{Name: "plain", Connector: "crm", Action: "account.read", Risk: "low", IdempotencyKey: "k-1"},
+		{Name: "risk omitted is low", Connector: "crm", Action: "account.read", IdempotencyKey: "k-1"},
+		{Name: "medium", Connector: "crm", Action: "account.read", Risk: "medium", IdempotencyKey: "k-1"},
+		{Name: "high", Connector: "crm", Action: "account.read", Risk: "high", IdempotencyKey: "k-1"},
+		{Name: "name characters", Connector: "pg_main-2.eu", Action: "0.a_b-c", Risk: "low", IdempotencyKey: "k-1"},
+		{Name: "uuid key", Connector: "crm", Action: "account.read", Risk: "low", IdempotencyKey: "0f8fad5b-d9cb-469f-a165-70867728950e"},
+		{Name: "key of every printable", Connector: "crm", Action: "account.read", Risk: "low", IdempotencyKey: "!\"#$%&'()*+,-./09:;<=>?@AZ[\\]^_`az{|}~"},
+		{Name: "longest names", Connector: a(128), Action: a(128), Risk: "low", IdempotencyKey: a(128)},
+		{Name: "connector too long", Connector: a(129), Action: "account.read", Risk: "low", IdempotencyKey: "k-1"},
+		{Name: "action too long", Connector: "crm", Action: a(129), Risk: "low", IdempotencyKey: "k-1"},
+		{Name: "key too long", Connector: "crm", Action: "account.read", Risk: "low", IdempotencyKey: a(129)},
+		{Name: "risk in capitals", Connector: "crm", Action: "account.read", Risk: "LOW", IdempotencyKey: "k-1"},
+		{Name: "risk with a space", Connector: "crm", Action: "account.read", Risk: " low", IdempotencyKey: "k-1"},
+		{Name: "unknown risk", Connector: "crm", Action: "account.read", Risk: "severe", IdempotencyKey: "k-1"},
+		{Name: "empty connector", Connector: "", Action: "account.read", Risk: "low", IdempotencyKey: "k-1"},
+		{Name: "empty action", Connector: "crm", Action: "", Risk: "low", IdempotencyKey: "k-1"},
+	}
+	for _, bad := range []struct{ name, s string }{
+		{"capital", "Crm"}, {"leading underscore", "_crm"}, {"leading dot", ".crm"}, {"leading dash", "-crm"},
+		{"space", "cr m"}, {"slash", "crm/x"}, {"non-ASCII", "crmé"}, {"NUL", "crm\x00"},
+		{"trailing newline", "crm\n"}, {"leading newline", "\ncrm"}, {"tab", "crm\t"},
+	} {
+		cs = append(cs,
+			askCase{Name: "connector: " + bad.name, Connector: bad.s, Action: "account.read", Risk: "low", IdempotencyKey: "k-1"},
+			askCase{Name: "action: " + bad.name, Connector: "crm", Action: strings.Replace(bad.s, "crm", "account.read", 1), Risk: "low", IdempotencyKey: "k-1"})
+	}
+	for _, bad := range []struct{ name, s string }{
+		{"space", "k 1"}, {"trailing newline", "k-1\n"}, {"tab", "k\t1"}, {"DEL", "k\x7f"}, {"NUL", "k\x00"}, {"non-ASCII", "kö"},
+	} {
+		cs = append(cs, askCase{Name: "key: " + bad.name, Connector: "crm", Action: "account.read", Risk: "low", IdempotencyKey: bad.s})
+	}
+	return cs
+}
+
+func TestVectorsAsks(t *testing.T) {
+	if *updateVectors {
+		v := askVectors{About: "The shape of a call an agent asks for (manifest.CheckAsk): code is the error of an ask that is not " +
+			"well formed, risk the declared risk of one that is. Shared by the runtime, the Go SDK's and the Python SDK's " +
+			"local-only mode. Regenerate with: go test ./agentvault -run TestVectors -update"}
+		for _, c := range askInputs() {
+			c.Want = askOf(c.Connector, c.Action, c.Risk, c.IdempotencyKey)
+			v.Cases = append(v.Cases, c)
+		}
+		writeVector(t, "asks.json", v)
+	}
+	var v askVectors
+	readVector(t, "asks.json", &v)
+	if len(v.Cases) < 40 {
+		t.Fatalf("only %d ask cases", len(v.Cases))
+	}
+	c, _ := localClient(t, LocalApproveAllow)
+	bad := 0
+	for _, tc := range v.Cases {
+		if got := askOf(tc.Connector, tc.Action, tc.Risk, tc.IdempotencyKey); got != tc.Want {
+			t.Errorf("%s: CheckAsk gives %+v, the vector %+v", tc.Name, got, tc.Want)
+		}
+		// Local-only mode refuses what the runtime refuses, with its code,
+		// before anything is decided or recorded.
+		_, err := c.Request(t.Context(), Action{Connector: tc.Connector, Action: tc.Action, Risk: Risk(tc.Risk), IdempotencyKey: tc.IdempotencyKey})
+		e, _ := errors.AsType[*Error](err)
+		switch {
+		case tc.Want.Code != "":
+			bad++
+			if e == nil || string(e.Code) != tc.Want.Code || e.CallID != "" {
+				t.Errorf("%s: local-only mode answers %v, want %s and nothing recorded", tc.Name, err, tc.Want.Code)
+			}
+		case e != nil && (e.Code == arxerr.BadRequest || e.Code == arxerr.InvalidRisk):
+			t.Errorf("%s: local-only mode refuses a well-formed ask: %v", tc.Name, err)
+		}
+	}
+	if bad < 25 || bad == len(v.Cases) {
+		t.Fatalf("%d of %d ask cases are not well formed: the vectors should hold both kinds", bad, len(v.Cases))
 	}
 }

@@ -35,10 +35,18 @@ var (
 	digitsRE        = regexp.MustCompile(`^[-+]?[0-9_]+$`)
 )
 
+// The longest connector and action names a manifest may declare.
+const (
+	MaxConnectorName = 63
+	MaxActionName    = 128
+)
+
 // ValidName reports whether s is a connector or action name of at most max
-// bytes: connectorNameRE and actionNameRE (max 63 and 128), checked a byte
-// at a time, for the runtime, which checks the names of every governed
-// call (the regular expression took about 1% of the server's CPU there).
+// bytes: connectorNameRE and actionNameRE (max MaxConnectorName and
+// MaxActionName), checked a byte at a time. It is the one rule for these
+// names wherever they are checked: the runtime (on every governed call: the
+// regular expression took about 1% of the server's CPU there, CheckAsk), the
+// Go SDK's local-only mode, the connectors file and arx mcp's upstreams.
 func ValidName(s string, max int) bool {
 	if len(s) == 0 || len(s) > max || s[0] == '_' || s[0] == '.' || s[0] == '-' {
 		return false

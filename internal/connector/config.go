@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/arxsec/arx/manifest"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -204,8 +205,6 @@ func (e *Error) Error() string {
 }
 
 var (
-	nameRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
-	actionRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,127}$`)
 	envRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
 	headerRE  = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
 	yamlErrRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
@@ -282,7 +281,7 @@ func (p *cparser) parse(data []byte) *Config {
 	for i := 0; i+1 < len(conns.Content); i += 2 {
 		k, v := conns.Content[i], conns.Content[i+1]
 		field := "connectors." + k.Value
-		if !nameRE.MatchString(k.Value) {
+		if !manifest.ValidName(k.Value, manifest.MaxConnectorName) {
 			p.report(k, field, "connector name must be lower case letters, digits, '.', '_' or '-' (at most 63)", "use the name the agents' manifests use")
 			continue
 		}
@@ -562,7 +561,7 @@ func (p *cparser) actions(n *yaml.Node, field string, s *Spec) {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		af := field + "." + k.Value
-		if !actionRE.MatchString(k.Value) {
+		if !manifest.ValidName(k.Value, manifest.MaxActionName) {
 			p.report(k, af, "action name must be lower case letters, digits, '.', '_' or '-'", "use the action names of the agents' manifests")
 			continue
 		}

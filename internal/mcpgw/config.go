@@ -43,11 +43,9 @@ const MaxConfigSize = 1 << 20
 var DefaultInheritEnv = []string{"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"}
 
 var (
-	connectorRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)  // manifest connector names
-	actionRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,127}$`) // manifest action names
-	prefixRE    = regexp.MustCompile(`^[A-Za-z0-9_.-]{0,32}$`)
-	envNameRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	headerRE    = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$") // RFC 9110 token
+	prefixRE  = regexp.MustCompile(`^[A-Za-z0-9_.-]{0,32}$`)
+	envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	headerRE  = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$") // RFC 9110 token
 )
 
 // UpstreamConfig is one upstream as the file (or arx mcp's flags) describe
@@ -201,7 +199,7 @@ func (u *UpstreamConfig) check() []string {
 	add := func(field, format string, args ...any) {
 		ps = append(ps, field+": "+fmt.Sprintf(format, args...))
 	}
-	if !connectorRE.MatchString(u.Name) {
+	if !manifest.ValidName(u.Name, manifest.MaxConnectorName) {
 		add("", "%q is not a connector name (hint: lowercase letters, digits and - _ . as on the manifest)", u.Name)
 	}
 	switch {
@@ -249,7 +247,7 @@ func (u *UpstreamConfig) check() []string {
 	}
 	for _, name := range sortedKeys(u.Tools) {
 		t := u.Tools[name]
-		if t.Action != "" && !actionRE.MatchString(t.Action) {
+		if t.Action != "" && !manifest.ValidName(t.Action, manifest.MaxActionName) {
 			add(".tools."+name+".action", "%q is not an action name (hint: lowercase letters, digits and - _ . as on the manifest)", t.Action)
 		}
 		if t.Risk != "" {

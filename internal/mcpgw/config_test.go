@@ -127,7 +127,7 @@ func TestActionFor(t *testing.T) {
 		if got := u.actionFor(tool); got != want {
 			t.Errorf("%q: action %q, want %q", tool, got, want)
 		}
-		if !actionRE.MatchString(u.actionFor(tool)) {
+		if !manifest.ValidName(u.actionFor(tool), manifest.MaxActionName) {
 			t.Errorf("%q: %q is not a valid action", tool, u.actionFor(tool))
 		}
 	}

@@ -32,7 +32,7 @@ func (u *upstream) actionFor(tool string) string {
 	if t, ok := u.cfg.Tools[tool]; ok && t.Action != "" {
 		return t.Action
 	}
-	if actionRE.MatchString(tool) {
+	if manifest.ValidName(tool, manifest.MaxActionName) {
 		return tool
 	}
 	var b strings.Builder

@@ -41,42 +41,6 @@ type CallResult struct {
 	DSN        string // postgres connectors: the call's own database role, beside Credential (connectors.go)
 }
 
-// validKey reports whether s is an idempotency key: 1 to 128 printable
-// ASCII characters, no space (^[\x21-\x7e]{1,128}$).
-func validKey(s string) bool {
-	if len(s) == 0 || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x21 || s[i] > 0x7e {
-			return false
-		}
-	}
-	return true
-}
-
-func (req *CallRequest) validate() (manifest.Risk, error) {
-	if !manifest.ValidName(req.Connector, 128) {
-		return 0, arxerr.New(arxerr.BadRequest, "connector %q is not a valid name", truncate(req.Connector, 64))
-	}
-	if !manifest.ValidName(req.Action, 128) {
-		return 0, arxerr.New(arxerr.BadRequest, "action %q is not a valid name", truncate(req.Action, 64))
-	}
-	if !validKey(req.IdempotencyKey) {
-		e := arxerr.New(arxerr.BadRequest, "idempotency_key must be 1 to 128 printable ASCII characters")
-		e.Hint = "send a fresh UUID per call, and the same one when retrying it"
-		return 0, e
-	}
-	if req.Risk == "" {
-		req.Risk = "low"
-	}
-	risk, err := manifest.ParseRisk(req.Risk)
-	if err != nil {
-		return 0, arxerr.New(arxerr.InvalidRisk, "risk %q is not low, medium or high", truncate(req.Risk, 16))
-	}
-	return risk, nil
-}
-
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -140,7 +104,7 @@ func (r *Runtime) requestCall(ctx context.Context, p *Principal, req CallRequest
 	if p.Kind != store.TokenAgent {
 		return nil, arxerr.New(arxerr.Forbidden, "only an agent's token can make calls")
 	}
-	declared, err := req.validate()
+	declared, err := manifest.CheckAsk(req.Connector, req.Action, req.Risk, req.IdempotencyKey)
 	if err != nil {
 		return nil, err
 	}

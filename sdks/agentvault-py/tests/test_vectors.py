@@ -8,6 +8,8 @@ import os
 import sys
 import unittest
 
+from agentvault._local import check_ask
+from agentvault.errors import ArxError
 from agentvault.manifest import Manifest
 from agentvault.record import CanonicalError, canonical_entry, canonical_json, leaf_hash, parse_entry
 
@@ -60,6 +62,17 @@ class VectorsTest(unittest.TestCase):
                 d = manifests[c["manifest"]].decide(c["connector"], c["action"], c["declared"])
                 got = {"refusal": d.refusal, "message": d.message, "risk": d.risk, "drift": d.drift,
                        "needs_approval": d.needs_approval}
+                self.assertEqual(got, c["want"])
+
+    def test_asks(self) -> None:
+        v = load("asks.json")
+        self.assertGreaterEqual(len(v["cases"]), 40)
+        for c in v["cases"]:
+            with self.subTest(c["name"]):
+                try:
+                    got = {"code": "", "risk": check_ask(c["connector"], c["action"], c["risk"], c["idempotency_key"])}
+                except ArxError as e:
+                    got = {"code": e.code, "risk": ""}
                 self.assertEqual(got, c["want"])
 
 

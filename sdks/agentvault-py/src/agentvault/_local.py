@@ -18,8 +18,27 @@ from .record import CanonicalError, append_local_record, format_time
 APPROVE_PROMPT, APPROVE_ALLOW, APPROVE_DENY = "prompt", "allow", "deny"
 CREDENTIAL_PREFIX = "local."
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
-_KEY_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+# The shape of a call an agent asks for, as the runtime checks it (Go's
+# manifest.CheckAsk; testdata/vectors/asks.json pins both). fullmatch: "$"
+# would also match before a trailing newline.
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,127}")
+_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def check_ask(connector: str, action: str, risk: str, key: str) -> str:
+    """Check a call's connector, action, declared risk ("" is low) and
+    idempotency key, in that order; return the risk or raise ArxError with
+    the runtime's code."""
+    if not _NAME_RE.fullmatch(connector):
+        raise ArxError("request.invalid", f"connector {connector[:64]!r} is not a valid name")
+    if not _NAME_RE.fullmatch(action):
+        raise ArxError("request.invalid", f"action {action[:64]!r} is not a valid name")
+    if not _KEY_RE.fullmatch(key):
+        raise ArxError("request.invalid", "idempotency_key must be 1 to 128 printable ASCII characters")
+    risk = risk or "low"
+    if risk not in RISKS:
+        raise ArxError("manifest.invalid_risk", f"risk {risk[:16]!r} is not low, medium or high")
+    return risk
 
 # Asker: (question, cancel event) -> True/False; raises OSError without a terminal.
 Asker = Callable[[str, Optional[threading.Event]], bool]
@@ -95,16 +114,9 @@ class LocalBackend:
     def request(self, connector: str, action: str, risk: str, summary: str, key: str) -> Dict[str, Any]:
         """Decide and record a call; returns the call as the server's JSON would describe it."""
         m = self.manifest()
-        if risk not in RISKS:
-            raise ArxError("manifest.invalid_risk", f"risk {risk!r} is not low, medium or high")
-        if not _NAME_RE.match(connector):
-            raise ArxError("request.invalid", f"connector {connector!r} is not a valid name")
-        if not _NAME_RE.match(action):
-            raise ArxError("request.invalid", f"action {action!r} is not a valid name")
+        risk = check_ask(connector, action, risk, key)
         if len(summary.encode("utf-8", "surrogatepass")) > 512:
             raise ArxError("request.invalid", "summary must be at most 512 bytes")
-        if not _KEY_RE.match(key):
-            raise ArxError("request.invalid", "idempotency_key must be 1 to 128 printable ASCII characters")
         with self._lock:
             known = self._keys.get(key)
             if known is not None:

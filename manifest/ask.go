@@ -1,0 +1,67 @@
+package manifest
+
+import "github.com/arxsec/arx/arxerr"
+
+// The shape of a call an agent asks for, before any manifest decides it:
+// checked by the runtime (POST /v1/calls) and by the Go SDK's local-only
+// mode with CheckAsk, and by the Python SDK's local-only mode to the same
+// rules, which testdata/vectors/asks.json pins.
+
+// MaxAskName bounds the connector and action names an agent may ask for. A
+// manifest's connector names are shorter (63 bytes): a call that names a
+// longer one is well formed, and refused as not declared.
+const MaxAskName = 128
+
+// MaxIdempotencyKey bounds an idempotency key.
+const MaxIdempotencyKey = 128
+
+// CheckAsk checks the connector, action, declared risk ("" means low) and
+// idempotency key of a call an agent asks for, in that order, and returns
+// the declared risk. Its errors are *arxerr.Error: arxerr.BadRequest for a
+// name or key that is not well formed, arxerr.InvalidRisk for a risk that is
+// not low, medium or high. Names and risks are quoted cut short: they are
+// the agent's text.
+func CheckAsk(connector, action, risk, key string) (Risk, error) {
+	if !ValidName(connector, MaxAskName) {
+		return 0, arxerr.New(arxerr.BadRequest, "connector %q is not a valid name", cut(connector, 64))
+	}
+	if !ValidName(action, MaxAskName) {
+		return 0, arxerr.New(arxerr.BadRequest, "action %q is not a valid name", cut(action, 64))
+	}
+	if !ValidIdempotencyKey(key) {
+		e := arxerr.New(arxerr.BadRequest, "idempotency_key must be 1 to %d printable ASCII characters", MaxIdempotencyKey)
+		e.Hint = "send a fresh UUID per call, and the same one when retrying it"
+		return 0, e
+	}
+	if risk == "" {
+		return RiskLow, nil
+	}
+	r, err := ParseRisk(risk)
+	if err != nil {
+		return 0, arxerr.New(arxerr.InvalidRisk, "risk %q is not low, medium or high", cut(risk, 16))
+	}
+	return r, nil
+}
+
+// ValidIdempotencyKey reports whether s is an idempotency key: 1 to 128
+// printable ASCII characters, no space (^[\x21-\x7e]{1,128}$), checked a
+// byte at a time (it is checked on every governed call).
+func ValidIdempotencyKey(s string) bool {
+	if len(s) == 0 || len(s) > MaxIdempotencyKey {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// cut shortens s to n bytes, marking the cut.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
