@@ -211,6 +211,10 @@ func TestLocalMode(t *testing.T) {
 	if code, body := post(t, url+"/research?account=x%1b%5b2J"); code != 400 || !strings.Contains(string(body), "request.invalid_account") {
 		t.Errorf("account with an escape sequence: %d %s", code, body)
 	}
+	// Python's "$" matches before a trailing newline: the check is a fullmatch.
+	if code, body := post(t, url+"/research?account=0017%0a"); code != 400 || !strings.Contains(string(body), "request.invalid_account") {
+		t.Errorf("account with a trailing newline: %d %s", code, body)
+	}
 
 	types := arxtest.LocalRecordTypes(t, filepath.Join(d, "arx-records"))
 	// 0017: account, opportunities, contacts (drift), hubspot (refused);

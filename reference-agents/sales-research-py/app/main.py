@@ -31,7 +31,7 @@ arx = Client.from_env()  # ARX_TOKEN, ARX_BASE_URL, ARX_AGENT_ID, or ARX_LOCAL_M
 
 app = FastAPI(title="sales-research-py", description="ARX's Python reference agent")
 
-ACCOUNT_ID = re.compile(r"^[0-9A-Za-z-]{1,32}$")
+ACCOUNT_ID = re.compile(r"[0-9A-Za-z-]{1,32}")  # fullmatch: "$" would take a trailing newline
 
 
 @governed(connector="salesforce", action="account.read", risk="low", summary=lambda account: f"account {account}")
@@ -70,7 +70,7 @@ async def healthz() -> Dict[str, Any]:
 
 @app.post("/research")
 async def research(account: str = Query(..., description="the CRM's account id, e.g. 0017")) -> Dict[str, Any]:
-    if not ACCOUNT_ID.match(account):
+    if not ACCOUNT_ID.fullmatch(account):
         raise HTTPException(status_code=400, detail={"code": "request.invalid_account", "message": "account is 1 to 32 letters, digits or dashes",
                                                      "hint": "pass ?account=0017"})
     try:

@@ -51,8 +51,9 @@ MAX_ENTRY_SIZE = 64 << 10
 
 _MAX_SAFE_INT = (1 << 53) - 1
 _MAX_DEPTH = 32
-_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-_HASH_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+# Checked with fullmatch: "$" would also match before a trailing newline.
+_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+_HASH_RE = re.compile(r"[0-9a-fA-F]{64}")
 _STRING_FIELDS = ("time", "agent", "prev", "type", "call", "connector", "action", "risk", "actor")
 _FIELDS = frozenset(_STRING_FIELDS + ("index", "data"))
 
@@ -215,13 +216,13 @@ def parse_entry(data: bytes) -> Dict[str, Any]:
             raise CanonicalError(f"malformed entry: {name} is not a string")
     if not isinstance(e["data"], dict):
         raise CanonicalError("malformed entry: data is not an object")
-    if not _TIME_RE.match(e["time"]):
+    if not _TIME_RE.fullmatch(e["time"]):
         raise CanonicalError(f"malformed entry: time {e['time']!r} is not in the canonical format")
     try:
         _dt.datetime.strptime(e["time"], TIME_FORMAT)
     except ValueError:
         raise CanonicalError(f"malformed entry: time {e['time']!r} is not a time") from None
-    if e["prev"] and not _HASH_RE.match(e["prev"]):
+    if e["prev"] and not _HASH_RE.fullmatch(e["prev"]):
         raise CanonicalError(f"malformed entry: prev {e['prev']!r} is not 64 hex digits")
     if canonical_entry(e) != data:
         raise CanonicalError("entry is not in canonical form")
