@@ -20,6 +20,15 @@ type fsyncResult struct {
 	paced latency
 }
 
+// meanMs is the mean time of one bare write+fsync in the closed loop, in
+// milliseconds; 0 when none was made.
+func (r fsyncResult) meanMs() float64 {
+	if r.perSec <= 0 {
+		return 0
+	}
+	return 1000 / r.perSec
+}
+
 // rawFsync appends the given record entries, cycling through them, to a
 // new file in dir (the server's data directory, so the same filesystem and
 // device) with one write and one fsync per entry, back to back for d. That

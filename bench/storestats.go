@@ -144,3 +144,13 @@ func (c storeCounts) perBatch() float64 {
 	}
 	return c.entries / c.batches
 }
+
+// commitMs is the mean time the sequencer took to make a batch durable
+// (the backend's Commit: the frame's write and fdatasync), in
+// milliseconds; -1 when unknown.
+func (c storeCounts) commitMs() float64 {
+	if !c.ok || c.batches <= 0 {
+		return -1
+	}
+	return 1000 * c.commit / c.batches
+}
