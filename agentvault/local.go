@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/arxsec/arx/arxerr"
+	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/manifest"
 	"github.com/arxsec/arx/record"
 )
@@ -238,9 +239,11 @@ func (c *Client) waitLocal(ctx context.Context, callID string) (*Call, error) {
 	case LocalApproveDeny:
 		reason = "ARX_LOCAL_APPROVE=deny"
 	default:
+		// The summary is the agent's text, shown on a person's terminal:
+		// inert, so it cannot clear the screen or rewrite the question.
 		q := fmt.Sprintf("ARX local-only mode: approve %s risk call %s %s", lc.call.Risk, lc.call.Connector, lc.call.Action)
 		if lc.call.Summary != "" {
-			q += " (" + lc.call.Summary + ")"
+			q += " (" + inert.Text(lc.call.Summary) + ")"
 		}
 		ok, err := l.ask(ctx, q+"? [y/N] ")
 		switch {

@@ -205,6 +205,16 @@ func TestLocalModeApprovals(t *testing.T) {
 		if entries[2].Data["mode"] != "prompt" || entries[2].Data["reason"] != "answered on the terminal" {
 			t.Errorf("granted: %+v", entries[2].Data)
 		}
+		// The summary is the agent's text: on the terminal it can neither
+		// clear the screen nor pose as the end of the question.
+		answers = []bool{false}
+		hostile := "acct 9\x1b[2J\x1b]0;title\x07\r\u202e? [y/N] y"
+		if _, err := Do(t.Context(), c, Action{Connector: "crm", Action: "account.delete", Risk: RiskHigh, Summary: hostile}, okFn); !IsCode(err, arxerr.CallDenied) {
+			t.Fatalf("denied on the terminal: %v", err)
+		}
+		if q := asked[2]; strings.ContainsAny(q, "\x1b\x07\r\u202e") || !strings.Contains(q, `(acct 9\x1b[2J\x1b]0;title\x07\r\u202e? [y/N] y)? [y/N] `) {
+			t.Errorf("question with a hostile summary: %q", q)
+		}
 	})
 	t.Run("prompt without a terminal denies", func(t *testing.T) {
 		c, file := localClient(t, LocalApprovePrompt)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/arxsec/arx/arxerr"
+	"github.com/arxsec/arx/internal/inert"
 	"github.com/arxsec/arx/manifest"
 	"github.com/arxsec/arx/record"
 )
@@ -394,5 +395,63 @@ func TestVectorsAsks(t *testing.T) {
 	}
 	if bad < 25 || bad == len(v.Cases) {
 		t.Fatalf("%d of %d ask cases are not well formed: the vectors should hold both kinds", bad, len(v.Cases))
+	}
+}
+
+// inertVectors pin how text ARX did not write is made harmless for a
+// terminal (internal/inert.Text), which the Python SDK's _inert.text
+// repeats for its local-only mode's approval prompt.
+type inertVectors struct {
+	About string `json:"about"`
+	Cases []struct {
+		Name string `json:"name"`
+		In   string `json:"in"`
+		Out  string `json:"out"`
+	} `json:"cases"`
+}
+
+func TestVectorsInert(t *testing.T) {
+	if *updateVectors {
+		var ctl strings.Builder
+		for b := range 0x20 {
+			ctl.WriteByte(byte(b))
+		}
+		v := inertVectors{About: "Text ARX did not write, made harmless for a terminal (Go's internal/inert.Text): out is in " +
+			"as a terminal must be shown it. Shared by the Go code and the Python SDK. Regenerate with: " +
+			"go test ./agentvault -run TestVectors -update"}
+		for _, c := range []struct{ name, in string }{
+			{"plain", "acct 9"},
+			{"empty", ""},
+			{"scripts and emoji are shown", "Ünïcödé 日本語 ✓ 😀"},
+			{"no-break space is shown", "a\u00a0b"},
+			{"newline, tab and carriage return", "a\nb\tc\rd"},
+			{"every C0 control", ctl.String()},
+			{"screen clear and window title", "\x1b[2J\x1b]0;title\x07"},
+			{"DEL and C1 controls", "a\x7fb\u0085c\u009bd"},
+			{"bidirectional override", "abc\u202edcba"},
+			{"bidirectional isolates", "\u2066x\u2069"},
+			{"zero-width characters", "a\u200bb\u200dc\ufeffd"},
+			{"soft hyphen", "co\u00adop"},
+			{"line and paragraph separators", "a\u2028b\u2029c"},
+			{"tag character", "a\U000e0041b"},
+			{"a question posed by the text", "acct 9\r? [y/N] y"},
+		} {
+			v.Cases = append(v.Cases, struct {
+				Name string `json:"name"`
+				In   string `json:"in"`
+				Out  string `json:"out"`
+			}{c.name, c.in, inert.Text(c.in)})
+		}
+		writeVector(t, "inert.json", v)
+	}
+	var v inertVectors
+	readVector(t, "inert.json", &v)
+	if len(v.Cases) < 12 {
+		t.Fatalf("only %d inert cases", len(v.Cases))
+	}
+	for _, c := range v.Cases {
+		if got := inert.Text(c.In); got != c.Out {
+			t.Errorf("%s: inert.Text(%q) = %q, the vector %q", c.Name, c.In, got, c.Out)
+		}
 	}
 }

@@ -127,6 +127,31 @@ class LocalModeTest(unittest.TestCase):
         return Client(local_mode=True, manifest=os.path.join(d, "manifests", "job_description.yaml"),
                       local_record_dir=os.path.join(d, "arx-records"), local_approve=approve)
 
+    def test_prompt_shows_the_summary_inert(self) -> None:
+        """The summary is the agent's text: on the terminal it can neither
+        clear the screen nor pose as the end of the question."""
+        d = agent_dir()
+        prompt = self.client(d, "prompt")
+        asked: List[str] = []
+
+        def no(q: str, cancel: Optional[threading.Event]) -> bool:
+            asked.append(q)
+            return False
+
+        prompt._local.ask = no  # type: ignore[union-attr]
+        hostile = "acct 9\x1b[2J\x1b]0;title\x07\r\u202e? [y/N] y"
+
+        @governed(connector="salesforce", action="account.delete", risk="high", client=prompt, summary=hostile)
+        def delete() -> None:
+            self.fail("ran though denied on the terminal")
+
+        with mock.patch.dict(os.environ, {"ARX_BIN": arx_bin()}), self.assertRaises(ArxError) as cm:
+            delete()
+        self.assertEqual(cm.exception.code, "call.denied")
+        self.assertEqual(len(asked), 1)
+        self.assertFalse(any(ch in asked[0] for ch in "\x1b\x07\r\u202e"), asked[0])
+        self.assertIn("(acct 9\\x1b[2J\\x1b]0;title\\x07\\r\\u202e? [y/N] y)? [y/N] ", asked[0])
+
     def test_approvals(self) -> None:
         d = agent_dir()
         path = os.path.join(d, "arx-records", "local-agent.jsonl")

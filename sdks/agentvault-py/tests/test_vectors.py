@@ -8,6 +8,7 @@ import os
 import sys
 import unittest
 
+from agentvault import _inert
 from agentvault._local import check_ask
 from agentvault.errors import ArxError
 from agentvault.manifest import Manifest
@@ -74,6 +75,18 @@ class VectorsTest(unittest.TestCase):
                 except ArxError as e:
                     got = {"code": e.code, "risk": ""}
                 self.assertEqual(got, c["want"])
+
+    def test_inert(self) -> None:
+        v = load("inert.json")
+        self.assertGreaterEqual(len(v["cases"]), 12)
+        for c in v["cases"]:
+            with self.subTest(c["name"]):
+                self.assertEqual(_inert.text(c["in"]), c["out"])
+
+    def test_inert_surrogates(self) -> None:
+        """Strings Go cannot hold: a byte that was not UTF-8 (surrogateescape) shows as Go shows the byte."""
+        self.assertEqual(_inert.text(b"a\xffb".decode("utf-8", "surrogateescape")), "a\\xffb")
+        self.assertEqual(_inert.text("a\ud800b"), "a\\ud800b")
 
 
 class StdlibOnlyTest(unittest.TestCase):

@@ -11,6 +11,7 @@ import threading
 import uuid
 from typing import Any, Callable, Dict, List, Optional
 
+from . import _inert
 from .errors import ArxError
 from .manifest import RISKS, Manifest, load_manifest
 from .record import CanonicalError, append_local_record, format_time
@@ -172,9 +173,11 @@ class LocalBackend:
         elif self.approve == APPROVE_DENY:
             granted, reason = False, "ARX_LOCAL_APPROVE=deny"
         else:
+            # The summary is the agent's text, shown on a person's terminal:
+            # inert, so it cannot clear the screen or rewrite the question.
             q = f"ARX local-only mode: approve {snapshot['risk']} risk call {snapshot['connector']} {snapshot['action']}"
             if snapshot["summary"]:
-                q += f" ({snapshot['summary']})"
+                q += f" ({_inert.text(snapshot['summary'])})"
             try:
                 granted, reason = self.ask(q + "? [y/N] ", cancel), "answered on the terminal"
             except OSError as err:
