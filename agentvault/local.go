@@ -16,7 +16,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/arxsec/arx/arxerr"
 	"github.com/arxsec/arx/internal/inert"
@@ -152,8 +151,10 @@ func (c *Client) requestLocal(_ context.Context, a Action) (*Call, error) {
 	if a.Risk == "" {
 		a.Risk = RiskLow
 	}
-	if len(a.Summary) > 512 || !utf8.ValidString(a.Summary) {
-		return nil, newError(arxerr.BadRequest, "", "summary must be valid UTF-8 of at most 512 bytes")
+	if problem := record.TextProblem(a.Summary, manifest.MaxSummary); problem != "" {
+		e := newError(arxerr.BadRequest, "", "summary %s", problem)
+		e.Hint = fmt.Sprintf("send a summary of valid UTF-8, at most %d bytes, without NUL characters", manifest.MaxSummary)
+		return nil, e
 	}
 
 	l.mu.Lock()

@@ -284,8 +284,18 @@ func TestVectorsDecisions(t *testing.T) {
 // what the runtime refuses before any manifest decides, and both SDKs'
 // local-only modes with it.
 type askVectors struct {
-	About string    `json:"about"`
-	Cases []askCase `json:"cases"`
+	About string     `json:"about"`
+	Cases []askCase  `json:"cases"`
+	Texts []textCase `json:"texts"`
+}
+
+// textCase is a text a caller sends (a summary, an error, a reason) and
+// what record.TextProblem says of it at max bytes ("" when it is fit).
+type textCase struct {
+	Name    string `json:"name"`
+	Text    string `json:"text"`
+	Max     int    `json:"max"`
+	Problem string `json:"problem"`
 }
 
 type askCase struct {
@@ -360,11 +370,31 @@ func askInputs() []askCase {
 func TestVectorsAsks(t *testing.T) {
 	if *updateVectors {
 		v := askVectors{About: "The shape of a call an agent asks for (manifest.CheckAsk): code is the error of an ask that is not " +
-			"well formed, risk the declared risk of one that is. Shared by the runtime, the Go SDK's and the Python SDK's " +
+			"well formed, risk the declared risk of one that is; texts are what record.TextProblem says of a text a caller " +
+			"sends (a summary at most manifest.MaxSummary bytes). Shared by the runtime, the Go SDK's and the Python SDK's " +
 			"local-only mode. Regenerate with: go test ./agentvault -run TestVectors -update"}
 		for _, c := range askInputs() {
 			c.Want = askOf(c.Connector, c.Action, c.Risk, c.IdempotencyKey)
 			v.Cases = append(v.Cases, c)
+		}
+		a := strings.Repeat("a", manifest.MaxSummary)
+		for _, c := range []textCase{
+			{Name: "ordinary", Text: "refund order 42 — für Zürich"},
+			{Name: "empty", Text: ""},
+			{Name: "at the limit", Text: a},
+			{Name: "one byte over", Text: a + "b"},
+			{Name: "over by a rune's last byte", Text: a[:manifest.MaxSummary-1] + "é"},
+			{Name: "over by an emoji's last bytes", Text: a[:manifest.MaxSummary-3] + "😀"},
+			{Name: "an emoji at the limit", Text: a[:manifest.MaxSummary-4] + "😀"},
+			{Name: "a NUL", Text: "a\x00b"},
+			{Name: "controls are fit (shown inert)", Text: "a\x1b[2Jb\n\u202e"},
+			{Name: "a short limit", Text: "abcdefghi", Max: 8},
+		} {
+			if c.Max == 0 {
+				c.Max = manifest.MaxSummary
+			}
+			c.Problem = record.TextProblem(c.Text, c.Max)
+			v.Texts = append(v.Texts, c)
 		}
 		writeVector(t, "asks.json", v)
 	}
@@ -395,6 +425,23 @@ func TestVectorsAsks(t *testing.T) {
 	}
 	if bad < 25 || bad == len(v.Cases) {
 		t.Fatalf("%d of %d ask cases are not well formed: the vectors should hold both kinds", bad, len(v.Cases))
+	}
+	if len(v.Texts) < 8 {
+		t.Fatalf("only %d text cases", len(v.Texts))
+	}
+	for _, tc := range v.Texts {
+		if got := record.TextProblem(tc.Text, tc.Max); got != tc.Problem {
+			t.Errorf("text %s: record.TextProblem gives %q, the vector %q", tc.Name, got, tc.Problem)
+		}
+		if tc.Max != manifest.MaxSummary {
+			continue
+		}
+		// Local-only mode refuses an unfit summary, as the runtime does.
+		_, err := c.Request(t.Context(), Action{Connector: "crm", Action: "account.read", Summary: tc.Text})
+		e, _ := errors.AsType[*Error](err)
+		if unfit := e != nil && e.Code == arxerr.BadRequest; unfit != (tc.Problem != "") {
+			t.Errorf("text %s as a summary: local-only mode answers %v, the vector says %q", tc.Name, err, tc.Problem)
+		}
 	}
 }
 

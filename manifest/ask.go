@@ -15,6 +15,10 @@ const MaxAskName = 128
 // MaxIdempotencyKey bounds an idempotency key.
 const MaxIdempotencyKey = 128
 
+// MaxSummary bounds a call's summary, in bytes; record.TextProblem says
+// what else makes one unfit.
+const MaxSummary = 512
+
 // CheckAsk checks the connector, action, declared risk ("" means low) and
 // idempotency key of a call an agent asks for, in that order, and returns
 // the declared risk. Its errors are *arxerr.Error: arxerr.BadRequest for a

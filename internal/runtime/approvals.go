@@ -115,7 +115,7 @@ func (r *Runtime) decide(ctx context.Context, p *Principal, callID string, grant
 		return nil, e
 	}
 	reason = strings.TrimSpace(reason)
-	if problem := TextProblem(reason, 1024); problem != "" {
+	if problem := record.TextProblem(reason, 1024); problem != "" {
 		return nil, arxerr.New(arxerr.BadRequest, "reason %s", problem)
 	}
 	if !grant && reason == "" {

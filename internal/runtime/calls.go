@@ -112,7 +112,7 @@ func (r *Runtime) requestCall(ctx context.Context, p *Principal, req CallRequest
 	// UTF-8, too long) makes the call a recorded refusal: the record
 	// keeps the attempt, with the summary shown escaped.
 	var invalid *arxerr.Error
-	if problem := TextProblem(req.Summary, MaxSummary); problem != "" {
+	if problem := record.TextProblem(req.Summary, MaxSummary); problem != "" {
 		invalid = arxerr.New(arxerr.BadRequest, "summary %s", problem)
 		invalid.Hint = fmt.Sprintf("send a summary of valid UTF-8, at most %d bytes, without NUL characters", MaxSummary)
 		req.Summary = ShownText(req.Summary, MaxSummary)
@@ -392,8 +392,8 @@ func (r *Runtime) CompleteCall(ctx context.Context, p *Principal, id string, o O
 	default:
 		return nil, arxerr.New(arxerr.BadRequest, "outcome %q is not success, error or cancelled", truncate(o.Outcome, 32))
 	}
-	if TextProblem(o.Error, 1024) != "" {
-		return nil, arxerr.New(arxerr.BadRequest, "error %s", TextProblem(o.Error, 1024))
+	if record.TextProblem(o.Error, 1024) != "" {
+		return nil, arxerr.New(arxerr.BadRequest, "error %s", record.TextProblem(o.Error, 1024))
 	}
 	if o.DurationMS < 0 || o.DurationMS > int64(24*time.Hour/time.Millisecond) {
 		return nil, arxerr.New(arxerr.BadRequest, "duration_ms out of range")

@@ -46,9 +46,9 @@ func validChat(a ChatAccount) error {
 	switch {
 	case !manifest.ValidName(a.Provider, 128):
 		return arxerr.New(arxerr.BadRequest, "chat provider %q is not a valid name", truncate(a.Provider, 32))
-	case a.Subject == "" || len(a.Subject) > 256 || TextProblem(a.Subject, 256) != "":
+	case a.Subject == "" || len(a.Subject) > 256 || record.TextProblem(a.Subject, 256) != "":
 		return arxerr.New(arxerr.BadRequest, "chat account id is empty, too long or not text")
-	case len(a.Name) > 256 || TextProblem(a.Name, 256) != "":
+	case len(a.Name) > 256 || record.TextProblem(a.Name, 256) != "":
 		return arxerr.New(arxerr.BadRequest, "chat account name is too long or not text")
 	}
 	return nil

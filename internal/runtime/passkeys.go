@@ -192,7 +192,7 @@ func (r *Runtime) BeginPasskey(ctx context.Context, p *Principal, name string) (
 	if name == "" {
 		name = fmt.Sprintf("Passkey %d", len(u.keys)+1)
 	}
-	if problem := TextProblem(name, 64); problem != "" {
+	if problem := record.TextProblem(name, 64); problem != "" {
 		return nil, arxerr.New(arxerr.BadRequest, "the passkey's name %s", problem)
 	}
 	if len(u.keys) >= MaxPasskeysPerPerson {

@@ -236,7 +236,7 @@ func asInt(v any) (int64, bool) {
 // AcknowledgeDrift records a note on a drift event of the agent.
 func (r *Runtime) AcknowledgeDrift(ctx context.Context, p *Principal, agentID string, index int64, note string) error {
 	note = strings.TrimSpace(note)
-	if problem := TextProblem(note, 1024); note == "" || problem != "" {
+	if problem := record.TextProblem(note, 1024); note == "" || problem != "" {
 		return arxerr.New(arxerr.BadRequest, "a note of 1 to 1024 bytes of valid UTF-8, without NUL characters, is required")
 	}
 	// Entries never change, so the one acknowledged is checked outside the transaction.
@@ -275,7 +275,7 @@ const MaxBulkAcks = 1000
 // as if acknowledged one by one. It returns how many it acknowledged.
 func (r *Runtime) AcknowledgeAllDrift(ctx context.Context, p *Principal, agentID string, days int, note string) (int, error) {
 	note = strings.TrimSpace(note)
-	if problem := TextProblem(note, 1024); note == "" || problem != "" {
+	if problem := record.TextProblem(note, 1024); note == "" || problem != "" {
 		return 0, arxerr.New(arxerr.BadRequest, "a note of 1 to 1024 bytes of valid UTF-8, without NUL characters, is required")
 	}
 	rev, err := r.Review(ctx, p, agentID, days)

@@ -665,8 +665,8 @@ func (r *Runtime) RecordProcessStopped(ctx context.Context, p *Principal, agentI
 		return arxerr.New(arxerr.BadRequest, "signal must be SIGTERM or SIGKILL")
 	case s.TookMS < 0 || s.TookMS > int64(24*time.Hour/time.Millisecond):
 		return arxerr.New(arxerr.BadRequest, "took_ms must be between 0 and a day")
-	case TextProblem(s.TokenID, 64) != "":
-		return arxerr.New(arxerr.BadRequest, "token_id %s", TextProblem(s.TokenID, 64))
+	case record.TextProblem(s.TokenID, 64) != "":
+		return arxerr.New(arxerr.BadRequest, "token_id %s", record.TextProblem(s.TokenID, 64))
 	}
 	now := r.now()
 	err := r.store.Update(ctx, func(tx store.Tx) error {

@@ -141,7 +141,7 @@ func (r *Runtime) SCIMEditGroup(ctx context.Context, id string, create bool, edi
 		}
 		g.ID, g.CreatedAt = old.ID, old.CreatedAt
 		g.Members = slices.Compact(slices.Sorted(slices.Values(g.Members)))
-		if g.Name == "" || TextProblem(g.Name, 256) != "" || TextProblem(g.ExternalID, 256) != "" {
+		if g.Name == "" || record.TextProblem(g.Name, 256) != "" || record.TextProblem(g.ExternalID, 256) != "" {
 			return arxerr.New(arxerr.BadRequest, "a group needs a displayName (and an externalId, if any) of at most 256 bytes of text")
 		}
 		if len(g.Members) > MaxGroupMembers {

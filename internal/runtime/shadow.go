@@ -88,7 +88,7 @@ func (r *Runtime) PromoteShadow(ctx context.Context, p *Principal, agentID, expe
 
 // DiscardShadow drops an agent's shadow job description.
 func (r *Runtime) DiscardShadow(ctx context.Context, p *Principal, agentID, reason string) (*store.Agent, error) {
-	if problem := TextProblem(reason, 1024); problem != "" {
+	if problem := record.TextProblem(reason, 1024); problem != "" {
 		return nil, arxerr.New(arxerr.BadRequest, "reason %s", problem)
 	}
 	return r.endShadow(ctx, p, agentID, false, reason, "")

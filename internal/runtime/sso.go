@@ -119,7 +119,7 @@ func (r *Runtime) SSOStart(ctx context.Context, next string, cli *sso.CLI) (auth
 		if err := sso.CheckLoopback(cli.Redirect); err != nil {
 			return "", "", arxerr.New(arxerr.BadRequest, "%s", err.Error())
 		}
-		if len(cli.Challenge) != 43 || len(cli.State) == 0 || len(cli.State) > 128 || TextProblem(cli.Label, 128) != "" {
+		if len(cli.Challenge) != 43 || len(cli.State) == 0 || len(cli.State) > 128 || record.TextProblem(cli.Label, 128) != "" {
 			return "", "", arxerr.New(arxerr.BadRequest, "the CLI's sign-in needs a S256 challenge, a state and a label of at most 128 bytes")
 		}
 	}

@@ -82,7 +82,7 @@ func (r *Runtime) Terminate(ctx context.Context, p *Principal, agentID, reason s
 		e.Hint = "pass --reason; it goes into the agent's personnel record"
 		return nil, e
 	}
-	if problem := TextProblem(reason, 1024); problem != "" {
+	if problem := record.TextProblem(reason, 1024); problem != "" {
 		return nil, arxerr.New(arxerr.BadRequest, "reason %s", problem)
 	}
 	now := r.now()

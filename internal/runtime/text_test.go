@@ -5,29 +5,9 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
-)
 
-func TestTextProblem(t *testing.T) {
-	for _, tc := range []struct {
-		name, in string
-		max      int
-		want     string
-	}{
-		{"ordinary text", "refund order 42 — für Zürich", 64, ""},
-		{"empty", "", 64, ""},
-		{"at the limit", strings.Repeat("a", 8), 8, ""},
-		{"over the limit", strings.Repeat("a", 9), 8, "is longer than 8 bytes"},
-		{"not UTF-8", "caf\xc3", 64, "is not valid UTF-8"},
-		{"a NUL", "a\x00b", 64, "holds a NUL character"},
-		{"controls are fit (shown escaped)", "a\x1b[2Jb\n", 64, ""},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := TextProblem(tc.in, tc.max); got != tc.want {
-				t.Errorf("TextProblem(%q, %d) = %q, want %q", tc.in, tc.max, got, tc.want)
-			}
-		})
-	}
-}
+	"github.com/arxsec/arx/record"
+)
 
 func TestShownText(t *testing.T) {
 	if got := ShownText("a\x00b\xff", 64); got != `a\x00b\xff` {
@@ -35,8 +15,8 @@ func TestShownText(t *testing.T) {
 	}
 	long := strings.Repeat("é", 400) + "\x00"
 	got := ShownText(long, MaxSummary)
-	if len(got) > MaxSummary || !utf8.ValidString(got) || TextProblem(got, MaxSummary) != "" || !strings.HasSuffix(got, "...") {
-		t.Errorf("ShownText of %d bytes: %d bytes, fit: %q", len(long), len(got), TextProblem(got, MaxSummary))
+	if len(got) > MaxSummary || !utf8.ValidString(got) || record.TextProblem(got, MaxSummary) != "" || !strings.HasSuffix(got, "...") {
+		t.Errorf("ShownText of %d bytes: %d bytes, fit: %q", len(long), len(got), record.TextProblem(got, MaxSummary))
 	}
 }
 

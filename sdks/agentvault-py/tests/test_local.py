@@ -127,6 +127,21 @@ class LocalModeTest(unittest.TestCase):
         return Client(local_mode=True, manifest=os.path.join(d, "manifests", "job_description.yaml"),
                       local_record_dir=os.path.join(d, "arx-records"), local_approve=approve)
 
+    def test_refuses_what_the_runtime_refuses(self) -> None:
+        """Names, keys and summaries the runtime refuses are refused before anything is recorded."""
+        d = agent_dir()
+        c = self.client(d, "allow")
+        for kw in ({"connector": "salesforce\n", "action": "account.read"},
+                   {"connector": "salesforce", "action": "account.read", "idempotency_key": "k\n"},
+                   {"connector": "salesforce", "action": "account.read", "summary": "a\x00b"},
+                   {"connector": "salesforce", "action": "account.read", "summary": "é" * 257},
+                   {"connector": "salesforce", "action": "account.read", "summary": "caf\udcc3"}):
+            with self.subTest(repr(kw)):
+                with mock.patch.dict(os.environ, {"ARX_BIN": arx_bin()}), self.assertRaises(ArxError) as cm:
+                    c.request(**kw)
+                self.assertEqual(cm.exception.code, "request.invalid")
+        self.assertFalse(os.path.exists(os.path.join(d, "arx-records", "local-agent.jsonl")))
+
     def test_prompt_shows_the_summary_inert(self) -> None:
         """The summary is the agent's text: on the terminal it can neither
         clear the screen nor pose as the end of the question."""

@@ -12,7 +12,7 @@ from agentvault import _inert
 from agentvault._local import check_ask
 from agentvault.errors import ArxError
 from agentvault.manifest import Manifest
-from agentvault.record import CanonicalError, canonical_entry, canonical_json, leaf_hash, parse_entry
+from agentvault.record import CanonicalError, canonical_entry, canonical_json, leaf_hash, parse_entry, text_problem
 
 from support import SDK, VECTORS
 
@@ -75,6 +75,16 @@ class VectorsTest(unittest.TestCase):
                 except ArxError as e:
                     got = {"code": e.code, "risk": ""}
                 self.assertEqual(got, c["want"])
+
+    def test_texts(self) -> None:
+        v = load("asks.json")
+        self.assertGreaterEqual(len(v["texts"]), 8)
+        for c in v["texts"]:
+            with self.subTest(c["name"]):
+                self.assertEqual(text_problem(c["text"], c["max"]), c["problem"])
+        # Strings Go cannot hold.
+        self.assertEqual(text_problem("caf\udcc3", 64), "is not valid UTF-8")
+        self.assertEqual(text_problem("\ud800" * 3, 8), "is longer than 8 bytes")
 
     def test_inert(self) -> None:
         v = load("inert.json")

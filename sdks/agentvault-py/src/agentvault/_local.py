@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 from . import _inert
 from .errors import ArxError
 from .manifest import RISKS, Manifest, load_manifest
-from .record import CanonicalError, append_local_record, format_time
+from .record import CanonicalError, append_local_record, format_time, text_problem
 
 APPROVE_PROMPT, APPROVE_ALLOW, APPROVE_DENY = "prompt", "allow", "deny"
 CREDENTIAL_PREFIX = "local."
@@ -24,6 +24,7 @@ CREDENTIAL_PREFIX = "local."
 # would also match before a trailing newline.
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,127}")
 _KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")
+MAX_SUMMARY = 512  # bytes (Go's manifest.MaxSummary)
 
 
 def check_ask(connector: str, action: str, risk: str, key: str) -> str:
@@ -116,8 +117,10 @@ class LocalBackend:
         """Decide and record a call; returns the call as the server's JSON would describe it."""
         m = self.manifest()
         risk = check_ask(connector, action, risk, key)
-        if len(summary.encode("utf-8", "surrogatepass")) > 512:
-            raise ArxError("request.invalid", "summary must be at most 512 bytes")
+        problem = text_problem(summary, MAX_SUMMARY)
+        if problem:
+            raise ArxError("request.invalid", f"summary {problem}",
+                           hint=f"send a summary of valid UTF-8, at most {MAX_SUMMARY} bytes, without NUL characters")
         with self._lock:
             known = self._keys.get(key)
             if known is not None:

@@ -41,6 +41,7 @@ __all__ = [
     "parse_entry",
     "format_time",
     "append_local_record",
+    "text_problem",
 ]
 
 #: strftime form of an entry's time: UTC, always six digits of microseconds.
@@ -178,6 +179,22 @@ def canonical_entry(entry: Mapping[str, Any]) -> bytes:
     if len(b) > MAX_ENTRY_SIZE:
         raise CanonicalError(f"entry of {len(b)} bytes exceeds {MAX_ENTRY_SIZE}")
     return b
+
+
+def text_problem(s: str, limit: int) -> str:
+    """What makes s unfit to store as a text field of at most limit bytes
+    (a call's summary, an error, a reason), or "" when it is fit: Go's
+    record.TextProblem, held to it by testdata/vectors/asks.json. Controls
+    are fit: they are stored, and shown inert."""
+    if len(s.encode("utf-8", "surrogatepass")) > limit:
+        return f"is longer than {limit} bytes"
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    if "\x00" in s:
+        return "holds a NUL character"
+    return ""
 
 
 def leaf_hash(data: bytes) -> str:
