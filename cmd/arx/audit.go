@@ -438,7 +438,7 @@ func auditProveCmd() *cobra.Command {
 			return enc.Encode(p)
 		}
 		inert.Fprintf(out, "entry       %s\nleaf hash   %s\ntree        %d entries, root %s\nproof       %s\n\nOK: entry %d is in the log the checkpoint commits to\n",
-			p.Entry, p.LeafHash, p.TreeSize, p.Root, strings.Join(p.Hashes, "\n            "), p.Index)
+			string(p.Entry), p.LeafHash, p.TreeSize, p.Root, strings.Join(p.Hashes, "\n            "), p.Index)
 		return nil
 	}
 	return cmd

@@ -313,10 +313,11 @@ func TestServeRefusesBadSettings(t *testing.T) {
 	}
 }
 
-// TestAgentTextIsInert: an agent writes a summary built to rewrite the
-// approver's terminal (clear the line, pose as another action and risk,
-// reverse text, hide text, set the window title). arx approvals and arx
-// record show print it escaped and visible; their JSON keeps it exact.
+// TestAgentTextIsInert: an agent writes a summary and arguments built to
+// rewrite the approver's terminal (clear the line, pose as another action
+// and risk, reverse text, hide text, set the window title). arx approvals
+// and arx record show print them escaped and visible; their JSON keeps them
+// exact.
 func TestAgentTextIsInert(t *testing.T) {
 	s := arxtest.Start(t)
 	_, token := s.Hire(arxtest.Manifest)
@@ -324,8 +325,10 @@ func TestAgentTextIsInert(t *testing.T) {
 	t.Setenv("ARX_SERVER", s.URL)
 
 	hostile := "wipe every account\r\x1b[2K\x1b[1A\nrisk       low\x1b]0;title\x07 \u202egnp.exe\u200b\u009b2J\b\x7f\u2028end"
-	r := s.Do("POST", "/v1/calls", token, map[string]string{"connector": "crm", "action": "account.delete",
-		"idempotency_key": "hostile-1", "summary": hostile})
+	// Its arguments hold it too: JSON leaves DEL, C1 controls and
+	// bidirectional overrides as they are.
+	r := s.Do("POST", "/v1/calls", token, map[string]any{"connector": "crm", "action": "account.delete",
+		"idempotency_key": "hostile-1", "summary": hostile, "args": map[string]string{"note": hostile}})
 	if r.Status != http.StatusAccepted {
 		t.Fatalf("the hostile call: %d %s", r.Status, r.Body)
 	}

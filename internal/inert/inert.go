@@ -14,8 +14,10 @@
 package inert
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
+	"reflect"
 	"strconv"
 	"strings"
 	"unicode"
@@ -115,8 +117,11 @@ func Fprintln(w io.Writer, args ...any) (int, error) {
 	return fmt.Fprintln(w, Args(args...)...)
 }
 
-// Args returns args with Text applied to what prints as text; numbers,
-// booleans and other values pass as they are.
+// Args returns args with Text applied to what prints as text: strings
+// (named string types too), string slices, JSON (json.RawMessage), errors
+// and fmt.Stringers. Numbers, booleans and other values pass as they are,
+// byte slices too (a hash printed with %x must stay its bytes): make text
+// held in bytes a string first.
 func Args(args ...any) []any {
 	out := make([]any, len(args))
 	for i, a := range args {
@@ -131,10 +136,15 @@ func Args(args ...any) []any {
 			out[i] = s
 		case error:
 			out[i] = Text(v.Error())
+		case json.RawMessage:
+			out[i] = Text(string(v))
 		case fmt.Stringer:
 			out[i] = Text(v.String())
 		default:
 			out[i] = a
+			if rv := reflect.ValueOf(a); rv.Kind() == reflect.String {
+				out[i] = Text(rv.String())
+			}
 		}
 	}
 	return out

@@ -2,6 +2,7 @@ package inert
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"testing"
 	"unicode/utf8"
@@ -58,6 +59,16 @@ func TestFprintf(t *testing.T) {
 	var b bytes.Buffer
 	Fprintf(&b, "%s|%v|%d|%s|%q\n", "a\x1bb", []string{"x\ny", "z"}, 7, errors.New("e\rf"), "q\x07")
 	want := `a\x1bb|[x\ny z]|7|e\rf|"q\\x07"` + "\n"
+	if b.String() != want {
+		t.Errorf("got %q, want %q", b.String(), want)
+	}
+	// A call's arguments (JSON, which json.Marshal leaves DEL, C1 controls
+	// and bidirectional overrides in) and named string types are text too;
+	// bytes are not (a hash printed with %x stays its bytes).
+	type code string
+	b.Reset()
+	Fprintf(&b, "%s|%s|%v|%x\n", json.RawMessage("{\"a\":\"\u009b2J\u202e\x7f\"}"), code("c\x1b"), code("d\r"), []byte{0x1b, 0x00})
+	want = `{"a":"\u009b2J\u202e\x7f"}|c\x1b|d\r|1b00` + "\n"
 	if b.String() != want {
 		t.Errorf("got %q, want %q", b.String(), want)
 	}
