@@ -96,15 +96,23 @@ type DenyMetadata struct {
 	ResponseURL string `json:"response_url"`
 }
 
+// SlackMessage is a message for a Slack webhook: text (mrkdwn, every value
+// in it already escaped), with no previews: Slack fetches nothing a summary
+// names, and shows no card of it beside the message.
+func SlackMessage(text string) map[string]any {
+	return map[string]any{"text": text, "unfurl_links": false, "unfurl_media": false}
+}
+
 // ApprovalBlocks is an approval request as Block Kit: the text (mrkdwn,
-// already escaped) and Approve and Deny buttons for the call.
+// already escaped) and Approve and Deny buttons for the call. The text is
+// verbatim: Slack makes no link of a URL or a channel name in it.
 func ApprovalBlocks(text, call string) []any {
 	button := func(label, id, style string) map[string]any {
 		return map[string]any{"type": "button", "text": map[string]any{"type": "plain_text", "text": label},
 			"action_id": id, "value": call, "style": style}
 	}
 	return []any{
-		map[string]any{"type": "section", "text": map[string]any{"type": "mrkdwn", "text": clip(text, 2900)}}, // Slack takes 3,000
+		map[string]any{"type": "section", "text": map[string]any{"type": "mrkdwn", "text": clip(text, 2900), "verbatim": true}}, // Slack takes 3,000
 		map[string]any{"type": "actions", "block_id": "arx.decide", "elements": []any{
 			button("Approve", ActionApprove, "primary"), button("Deny", ActionDeny, "danger")}},
 	}

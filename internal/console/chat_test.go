@@ -139,6 +139,11 @@ func TestSlackApprovals(t *testing.T) {
 		!strings.Contains(string(b), `"value":"`+call+`"`) {
 		t.Fatalf("approval message: %s", b)
 	}
+	// Slack makes no link of a URL or channel name in the agent's text, and
+	// fetches no preview of one.
+	if msg["unfurl_links"] != false || msg["unfurl_media"] != false || !strings.Contains(string(b), `"verbatim":true`) {
+		t.Errorf("approval message without verbatim text or with previews: %s", b)
+	}
 
 	// Forged, replayed and unsigned clicks are refused.
 	if r := click(t, s, button(slack, "U1", chat.ActionApprove, call, "x"), "not the secret", time.Now()); r.StatusCode != http.StatusUnauthorized {

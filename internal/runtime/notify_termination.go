@@ -79,7 +79,7 @@ func (r *Runtime) deliverNotice(ctx context.Context, it *store.OutboxItem) error
 		for _, w := range r.webhooks {
 			body := any(payload)
 			if w.Format == "slack" {
-				body = map[string]any{"text": text}
+				body = chat.SlackMessage(text)
 			}
 			if err := postJSON(ctx, w.URL, body); err != nil {
 				return err
@@ -127,8 +127,8 @@ func (r *Runtime) sendLink(ctx context.Context, email, url, why string) error {
 		var body any = map[string]any{"event": "user.setup_link", "to": email, "url": url, "reason": why,
 			"expires_in": SetupLifetime.String()}
 		if w.Format == "slack" {
-			body = map[string]any{"text": fmt.Sprintf(":key: For %s: %s. Set a password within %s: <%s|open the ARX console>",
-				chat.Escape(email), chat.Escape(why), SetupLifetime, chat.Escape(url))}
+			body = chat.SlackMessage(fmt.Sprintf(":key: For %s: %s. Set a password within %s: <%s|open the ARX console>",
+				chat.Escape(email), chat.Escape(why), SetupLifetime, chat.Escape(url)))
 		}
 		if err := postJSON(ctx, w.URL, body); err != nil {
 			return err

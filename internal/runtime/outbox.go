@@ -239,7 +239,7 @@ func (r *Runtime) deliver(ctx context.Context, it *store.OutboxItem) error {
 		body := j.Payload
 		if j.Format == "slack" {
 			text := slackText(j.Payload)
-			body = map[string]any{"text": text}
+			body = chat.SlackMessage(text)
 			call, _ := j.Payload["call"].(map[string]any)
 			if id, _ := call["id"].(string); r.slackButtons && j.Payload["event"] == "approval.requested" && id != "" {
 				body["blocks"] = chat.ApprovalBlocks(text, id)
