@@ -99,3 +99,11 @@ func startStandIn() *httptest.Server {
 	})
 	return httptest.NewServer(mux)
 }
+
+// An account name from an upstream, printed for a person: it cannot clear
+// the screen or reverse what follows.
+func ExampleInert() {
+	name := "ACME\x1b[2J\u202eCorp"
+	fmt.Println("account:", agentvault.Inert(name))
+	// Output: account: ACME\x1b[2J\u202eCorp
+}

@@ -72,14 +72,14 @@ func (a *Agent) Run(ctx context.Context, accountIDs []string) (Summary, error) {
 		acct, err := a.fetchAccount(ctx, id)
 		if err != nil {
 			s.Failures++
-			fmt.Fprintf(a.Out, "  account %s: %v\n", id, err)
+			fmt.Fprintf(a.Out, "  account %s: %s\n", id, agentvault.Inert(err.Error()))
 			continue
 		}
 		s.Calls++
 		ops, err := a.fetchOpportunities(ctx, id)
 		if err != nil {
 			s.Failures++
-			fmt.Fprintf(a.Out, "  opportunities of %s: %v\n", id, err)
+			fmt.Fprintf(a.Out, "  opportunities of %s: %s\n", id, agentvault.Inert(err.Error()))
 			continue
 		}
 		s.Calls++
@@ -87,12 +87,13 @@ func (a *Agent) Run(ctx context.Context, accountIDs []string) (Summary, error) {
 		for _, o := range ops {
 			total += o.Amount
 		}
-		fmt.Fprintf(a.Out, "  %-26s %-11s %d open opportunities, EUR %d\n", acct.Name, acct.Industry, len(ops), total)
+		// What the CRM returned is shown inert: it is not ours.
+		fmt.Fprintf(a.Out, "  %-26s %-11s %d open opportunities, EUR %d\n", agentvault.Inert(acct.Name), agentvault.Inert(acct.Industry), len(ops), total)
 		if a.Warehouse {
 			n, sum, err := a.queryOrders(ctx, id)
 			if err != nil {
 				s.Failures++
-				fmt.Fprintf(a.Out, "  orders of %s: %v\n", id, err)
+				fmt.Fprintf(a.Out, "  orders of %s: %s\n", id, agentvault.Inert(err.Error()))
 				continue
 			}
 			s.Calls++
@@ -111,7 +112,7 @@ func (a *Agent) Run(ctx context.Context, accountIDs []string) (Summary, error) {
 		})
 		if err != nil {
 			s.Failures++
-			fmt.Fprintf(a.Out, "  contacts of %s: %v\n", id, err)
+			fmt.Fprintf(a.Out, "  contacts of %s: %s\n", id, agentvault.Inert(err.Error()))
 		} else {
 			s.Calls++
 			s.Drift++
@@ -132,7 +133,7 @@ func (a *Agent) Run(ctx context.Context, accountIDs []string) (Summary, error) {
 			fmt.Fprintf(a.Out, "  bulk export refused at the gateway as expected: %s\n", ae.Code)
 		} else {
 			s.Failures++
-			fmt.Fprintf(a.Out, "  bulk export: the gateway did not refuse it: %v\n", err)
+			fmt.Fprintf(a.Out, "  bulk export: the gateway did not refuse it: %s\n", agentvault.Inert(err.Error()))
 		}
 	}
 
@@ -150,7 +151,7 @@ func (a *Agent) Run(ctx context.Context, accountIDs []string) (Summary, error) {
 		fmt.Fprintf(a.Out, "  hubspot refused as expected: %s (recorded as call %s)\n", ae.Code, ae.CallID)
 	case err != nil:
 		s.Failures++
-		fmt.Fprintf(a.Out, "  hubspot: %v\n", err)
+		fmt.Fprintf(a.Out, "  hubspot: %s\n", agentvault.Inert(err.Error()))
 	default:
 		return s, errors.New("ARX let an undeclared connector through")
 	}
@@ -209,7 +210,7 @@ func (a *Agent) get(ctx context.Context, cred agentvault.Credential, path string
 		if json.Unmarshal(body, &e) == nil && e.Error != nil && e.Error.Code != "" {
 			return &agentvault.Error{Code: e.Error.Code, Message: e.Error.Message, Status: resp.StatusCode, CallID: cred.CallID}
 		}
-		return fmt.Errorf("CRM answered %d: %s", resp.StatusCode, body)
+		return fmt.Errorf("CRM answered %d: %.200s", resp.StatusCode, body)
 	}
 	return json.Unmarshal(body, out)
 }

@@ -25,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/arxsec/arx/agentvault"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -68,7 +69,7 @@ func (a *Agent) Run(ctx context.Context, accounts []string) (Summary, error) {
 		}
 		names = append(names, t.Name)
 	}
-	fmt.Fprintf(a.Out, "tools: %s\n", strings.Join(names, ", "))
+	fmt.Fprintf(a.Out, "tools: %s\n", agentvault.Inert(strings.Join(names, ", ")))
 
 	for _, id := range accounts {
 		var acct Account
@@ -84,7 +85,7 @@ func (a *Agent) Run(ctx context.Context, accounts []string) (Summary, error) {
 		for _, o := range ops.Opportunities {
 			total += o.Amount
 		}
-		fmt.Fprintf(a.Out, "  %-26s %-11s %d open opportunities, EUR %d\n", acct.Name, acct.Industry, len(ops.Opportunities), total)
+		fmt.Fprintf(a.Out, "  %-26s %-11s %d open opportunities, EUR %d\n", agentvault.Inert(acct.Name), agentvault.Inert(acct.Industry), len(ops.Opportunities), total)
 	}
 
 	// A tool the job description does not declare: the agent does not see
@@ -95,7 +96,7 @@ func (a *Agent) Run(ctx context.Context, accounts []string) (Summary, error) {
 		return s, fmt.Errorf("account-delete was not refused: %v", err)
 	}
 	s.Refusals++
-	fmt.Fprintf(a.Out, "  account-delete refused as expected: %s\n", trim(je.Message))
+	fmt.Fprintf(a.Out, "  account-delete refused as expected: %s\n", agentvault.Inert(trim(je.Message)))
 
 	if a.ApprovalWait <= 0 {
 		return s, nil
@@ -118,7 +119,7 @@ func (a *Agent) Run(ctx context.Context, accounts []string) (Summary, error) {
 		case p := <-a.Progress:
 			s.Progress++
 			if s.Progress == 1 {
-				fmt.Fprintf(a.Out, "  account-update: %s\n", p.Message)
+				fmt.Fprintf(a.Out, "  account-update: %s\n", agentvault.Inert(p.Message))
 			}
 		case err := <-done:
 			switch {
@@ -130,7 +131,7 @@ func (a *Agent) Run(ctx context.Context, accounts []string) (Summary, error) {
 				fmt.Fprintf(a.Out, "  account-update: no decision within %s; the request is withdrawn\n", a.ApprovalWait)
 			default:
 				s.Refusals++
-				fmt.Fprintf(a.Out, "  account-update: %v\n", err)
+				fmt.Fprintf(a.Out, "  account-update: %s\n", agentvault.Inert(err.Error()))
 			}
 			return s, nil
 		}

@@ -25,7 +25,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	if err := run(ctx); err != nil {
-		fmt.Fprintf(os.Stderr, "sales-research: error: %v\n", err)
+		fmt.Fprintf(os.Stderr, "sales-research: error: %s\n", agentvault.Inert(err.Error()))
 		os.Exit(1)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"time"
 
+	"github.com/arxsec/arx/agentvault"
 	salesmcp "github.com/arxsec/arx/reference-agents/sales-research/mcp"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -48,7 +49,7 @@ func main() {
 	cmd.Stderr = os.Stderr
 	cs, err := client.Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "sales-research-mcp: error: starting the MCP server: %v\n", err)
+		fmt.Fprintf(os.Stderr, "sales-research-mcp: error: starting the MCP server: %s\n", agentvault.Inert(err.Error()))
 		os.Exit(1)
 	}
 	defer cs.Close()
@@ -56,7 +57,7 @@ func main() {
 	s, err := a.Run(ctx, salesmcp.DefaultAccounts)
 	fmt.Printf("done: %d tool calls, %d refused and recorded\n", s.Calls, s.Refusals)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "sales-research-mcp: error: %v\n", err)
+		fmt.Fprintf(os.Stderr, "sales-research-mcp: error: %s\n", agentvault.Inert(err.Error()))
 		os.Exit(1)
 	}
 }
