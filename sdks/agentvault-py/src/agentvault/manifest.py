@@ -44,7 +44,7 @@ EXPORT_FORMAT = "arx.dev/v1/manifest-export"
 #: The risks, in increasing order.
 RISKS = {"low": 1, "medium": 2, "high": 3}
 
-_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")  # [0-9]: \d takes any script's digits
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 

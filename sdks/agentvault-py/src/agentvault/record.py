@@ -52,8 +52,9 @@ MAX_ENTRY_SIZE = 64 << 10
 
 _MAX_SAFE_INT = (1 << 53) - 1
 _MAX_DEPTH = 32
-# Checked with fullmatch: "$" would also match before a trailing newline.
-_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+# Checked with fullmatch ("$" would also match before a trailing newline),
+# and with [0-9], not \d, which takes any script's digits.
+_TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 _HASH_RE = re.compile(r"[0-9a-fA-F]{64}")
 _STRING_FIELDS = ("time", "agent", "prev", "type", "call", "connector", "action", "risk", "actor")
 _FIELDS = frozenset(_STRING_FIELDS + ("index", "data"))
