@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/arxsec/arx/arxerr"
+	"github.com/arxsec/arx/manifest"
 )
 
 // Risk is the risk an agent declares for an action. The server uses the
@@ -173,18 +174,16 @@ func (c *Client) Request(ctx context.Context, a Action) (*Call, error) {
 	if c.localMode {
 		return c.requestLocal(ctx, a)
 	}
-	if a.Connector == "" || a.Action == "" {
-		return nil, newError(arxerr.BadRequest, "", "an action needs a connector and an action name, got connector %q action %q", a.Connector, a.Action)
-	}
-	switch a.Risk {
-	case "":
-		a.Risk = RiskLow
-	case RiskLow, RiskMedium, RiskHigh:
-	default:
-		return nil, newError(arxerr.InvalidRisk, "", "unknown risk %q", a.Risk)
-	}
 	if a.IdempotencyKey == "" {
 		a.IdempotencyKey = newUUID()
+	}
+	// What the server would refuse before deciding anything is refused
+	// here, by the same check (nothing is sent, nothing recorded).
+	if _, err := manifest.CheckAsk(a.Connector, a.Action, string(a.Risk), a.IdempotencyKey); err != nil {
+		return nil, askError(err)
+	}
+	if a.Risk == "" {
+		a.Risk = RiskLow
 	}
 	body := requestBody{Connector: a.Connector, Action: a.Action, Risk: a.Risk, IdempotencyKey: a.IdempotencyKey, Summary: a.Summary, Args: a.Args}
 	ans, err := c.send(ctx, c.retry, http.MethodPost, "/calls", body, c.attemptTimeout)

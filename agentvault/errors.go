@@ -55,6 +55,14 @@ var ErrNotInCall = errors.New("agentvault: not inside a governed call (hint: use
 
 // newError makes an *Error of the SDK's own (Status 0) with the default hint
 // of code.
+// askError is manifest.CheckAsk's refusal as the SDK's *Error.
+func askError(err error) error {
+	if e, ok := errors.AsType[*arxerr.Error](err); ok {
+		return &Error{Code: e.Code, Message: e.Message, Hint: e.Hint}
+	}
+	return err
+}
+
 func newError(code arxerr.Code, callID, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...), Hint: arxerr.Lookup(code).Hint, CallID: callID}
 }

@@ -142,11 +142,7 @@ func (c *Client) requestLocal(_ context.Context, a Action) (*Call, error) {
 	// summary's.
 	declared, err := manifest.CheckAsk(a.Connector, a.Action, string(a.Risk), a.IdempotencyKey)
 	if err != nil {
-		var e *arxerr.Error
-		if errors.As(err, &e) {
-			return nil, &Error{Code: e.Code, Message: e.Message, Hint: e.Hint}
-		}
-		return nil, err
+		return nil, askError(err)
 	}
 	if a.Risk == "" {
 		a.Risk = RiskLow

@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -404,8 +407,25 @@ func TestVectorsAsks(t *testing.T) {
 		t.Fatalf("only %d ask cases", len(v.Cases))
 	}
 	c, _ := localClient(t, LocalApproveAllow)
+	// A client of a server refuses the same asks before sending anything.
+	var sent atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sent.Add(1)
+		http.Error(w, "not expected", http.StatusTeapot)
+	}))
+	defer srv.Close()
+	remote, err := New(Config{Token: testToken, BaseURL: srv.URL + "/v1", LocalRecordDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	bad := 0
 	for _, tc := range v.Cases {
+		if tc.Want.Code != "" {
+			_, err := remote.Request(t.Context(), Action{Connector: tc.Connector, Action: tc.Action, Risk: Risk(tc.Risk), IdempotencyKey: tc.IdempotencyKey})
+			if e, _ := errors.AsType[*Error](err); e == nil || string(e.Code) != tc.Want.Code {
+				t.Errorf("%s: a server's client answers %v, want %s", tc.Name, err, tc.Want.Code)
+			}
+		}
 		if got := askOf(tc.Connector, tc.Action, tc.Risk, tc.IdempotencyKey); got != tc.Want {
 			t.Errorf("%s: CheckAsk gives %+v, the vector %+v", tc.Name, got, tc.Want)
 		}
@@ -422,6 +442,9 @@ func TestVectorsAsks(t *testing.T) {
 		case e != nil && (e.Code == arxerr.BadRequest || e.Code == arxerr.InvalidRisk):
 			t.Errorf("%s: local-only mode refuses a well-formed ask: %v", tc.Name, err)
 		}
+	}
+	if n := sent.Load(); n != 0 {
+		t.Errorf("%d malformed asks were sent to the server", n)
 	}
 	if bad < 25 || bad == len(v.Cases) {
 		t.Fatalf("%d of %d ask cases are not well formed: the vectors should hold both kinds", bad, len(v.Cases))

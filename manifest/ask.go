@@ -19,8 +19,8 @@ const MaxIdempotencyKey = 128
 // what else makes one unfit.
 const MaxSummary = 512
 
-// CheckAsk checks the connector, action, declared risk ("" means low) and
-// idempotency key of a call an agent asks for, in that order, and returns
+// CheckAsk checks the connector, action, idempotency key and declared risk
+// ("" means low) of a call an agent asks for, in that order, and returns
 // the declared risk. Its errors are *arxerr.Error: arxerr.BadRequest for a
 // name or key that is not well formed, arxerr.InvalidRisk for a risk that is
 // not low, medium or high. Names and risks are quoted cut short: they are

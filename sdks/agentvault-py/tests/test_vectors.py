@@ -6,9 +6,10 @@ import ast
 import json
 import os
 import sys
+import tempfile
 import unittest
 
-from agentvault import _inert
+from agentvault import Client, _inert
 from agentvault._local import check_ask
 from agentvault.errors import ArxError
 from agentvault.manifest import Manifest
@@ -75,6 +76,20 @@ class VectorsTest(unittest.TestCase):
                 except ArxError as e:
                     got = {"code": e.code, "risk": ""}
                 self.assertEqual(got, c["want"])
+
+    def test_asks_refused_before_sending(self) -> None:
+        """A server's client refuses a malformed ask with the runtime's code, and sends nothing
+        (nothing listens on the address: a request would fail as unreachable)."""
+        with tempfile.TemporaryDirectory() as d:
+            c = Client(token="arxa_test", base_url="http://127.0.0.1:9/v1", local_record_dir=d, timeout=1)
+            for case in load("asks.json")["cases"]:
+                if not case["want"]["code"]:
+                    continue
+                with self.subTest(case["name"]):
+                    with self.assertRaises(ArxError) as cm:
+                        c.request(case["connector"], case["action"], risk=case["risk"], idempotency_key=case["idempotency_key"])
+                    self.assertEqual(cm.exception.code, case["want"]["code"])
+            self.assertEqual(os.listdir(d), [])
 
     def test_texts(self) -> None:
         v = load("asks.json")

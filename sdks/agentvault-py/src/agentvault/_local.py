@@ -28,9 +28,9 @@ MAX_SUMMARY = 512  # bytes (Go's manifest.MaxSummary)
 
 
 def check_ask(connector: str, action: str, risk: str, key: str) -> str:
-    """Check a call's connector, action, declared risk ("" is low) and
-    idempotency key, in that order; return the risk or raise ArxError with
-    the runtime's code."""
+    """Check a call's connector, action, idempotency key and declared risk
+    ("" is low), in that order; return the risk or raise ArxError with the
+    runtime's code."""
     if not _NAME_RE.fullmatch(connector):
         raise ArxError("request.invalid", f"connector {connector[:64]!r} is not a valid name")
     if not _NAME_RE.fullmatch(action):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from . import _http
-from ._local import APPROVE_PROMPT, CREDENTIAL_PREFIX, LocalBackend, record_unreachable
+from ._local import APPROVE_PROMPT, CREDENTIAL_PREFIX, LocalBackend, check_ask, record_unreachable
 from .errors import (
     CODE_LOCAL_MODE,
     CODE_NO_CLIENT,
@@ -440,10 +440,9 @@ class Client:
         key = idempotency_key or str(uuid.uuid4())
         if self._local is not None:
             return Call.from_json(self._local.request(connector, action, risk, summary, key))
-        if not connector or not action:
-            raise ArxError("request.invalid", f"a call needs a connector and an action, got {connector!r} {action!r}")
-        if risk not in ("low", "medium", "high"):
-            raise ArxError("manifest.invalid_risk", f"unknown risk {risk!r}")
+        # What the server would refuse before deciding anything is refused
+        # here, by the same check (nothing is sent, nothing recorded).
+        risk = check_ask(connector, action, risk, key)
         body = {"connector": connector, "action": action, "risk": risk, "idempotency_key": key}
         if summary:
             body["summary"] = summary
