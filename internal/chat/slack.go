@@ -97,22 +97,28 @@ type DenyMetadata struct {
 }
 
 // SlackMessage is a message for a Slack webhook: text (mrkdwn, every value
-// in it already escaped), with no previews: Slack fetches nothing a summary
-// names, and shows no card of it beside the message.
+// in it already escaped) as a verbatim section, so that Slack makes no link
+// of a URL or a channel name in it (the top-level text, which a plain
+// message would be, is auto-linked; it stays as the notification's
+// fallback), and with no previews: Slack fetches nothing a summary names.
+// Links ARX writes (<url|label>) work either way.
 func SlackMessage(text string) map[string]any {
-	return map[string]any{"text": text, "unfurl_links": false, "unfurl_media": false}
+	return map[string]any{"text": text, "blocks": []any{section(text)}, "unfurl_links": false, "unfurl_media": false}
+}
+
+func section(text string) map[string]any {
+	return map[string]any{"type": "section", "text": map[string]any{"type": "mrkdwn", "text": clip(text, 2900), "verbatim": true}} // Slack takes 3,000
 }
 
 // ApprovalBlocks is an approval request as Block Kit: the text (mrkdwn,
-// already escaped) and Approve and Deny buttons for the call. The text is
-// verbatim: Slack makes no link of a URL or a channel name in it.
+// already escaped, verbatim) and Approve and Deny buttons for the call.
 func ApprovalBlocks(text, call string) []any {
 	button := func(label, id, style string) map[string]any {
 		return map[string]any{"type": "button", "text": map[string]any{"type": "plain_text", "text": label},
 			"action_id": id, "value": call, "style": style}
 	}
 	return []any{
-		map[string]any{"type": "section", "text": map[string]any{"type": "mrkdwn", "text": clip(text, 2900), "verbatim": true}}, // Slack takes 3,000
+		section(text),
 		map[string]any{"type": "actions", "block_id": "arx.decide", "elements": []any{
 			button("Approve", ActionApprove, "primary"), button("Deny", ActionDeny, "danger")}},
 	}
