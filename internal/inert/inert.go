@@ -117,35 +117,52 @@ func Fprintln(w io.Writer, args ...any) (int, error) {
 	return fmt.Fprintln(w, Args(args...)...)
 }
 
-// Args returns args with Text applied to what prints as text: strings
-// (named string types too), string slices, JSON (json.RawMessage), errors
-// and fmt.Stringers. Numbers, booleans and other values pass as they are,
-// byte slices too (a hash printed with %x must stay its bytes): make text
-// held in bytes a string first.
+// Args returns args with Text applied to what prints as text: strings and
+// named string types, slices and arrays of them, JSON (json.RawMessage),
+// errors and fmt.Stringers (a nil one prints as fmt prints it). Numbers,
+// booleans and other values pass as they are, byte slices too (a hash
+// printed with %x must stay its bytes): make text held in bytes a string
+// first. A type with its own fmt.Formatter is shown by it, as fmt would.
 func Args(args ...any) []any {
 	out := make([]any, len(args))
 	for i, a := range args {
 		switch v := a.(type) {
+		case nil:
+			out[i] = a
 		case string:
 			out[i] = Text(v)
-		case []string:
-			s := make([]string, len(v))
-			for j := range v {
-				s[j] = Text(v[j])
-			}
-			out[i] = s
-		case error:
-			out[i] = Text(v.Error())
 		case json.RawMessage:
 			out[i] = Text(string(v))
+		case fmt.Formatter:
+			out[i] = a
+		case error:
+			out[i] = Text(call(a, v.Error))
 		case fmt.Stringer:
-			out[i] = Text(v.String())
+			out[i] = Text(call(a, v.String))
 		default:
 			out[i] = a
-			if rv := reflect.ValueOf(a); rv.Kind() == reflect.String {
+			switch rv := reflect.ValueOf(a); {
+			case rv.Kind() == reflect.String:
 				out[i] = Text(rv.String())
+			case (rv.Kind() == reflect.Slice || rv.Kind() == reflect.Array) && rv.Type().Elem().Kind() == reflect.String:
+				s := make([]string, rv.Len())
+				for j := range s {
+					s[j] = Text(rv.Index(j).String())
+				}
+				out[i] = s
 			}
 		}
 	}
 	return out
+}
+
+// call returns f's text, or what fmt prints for a nil a (a typed nil
+// pointer whose method does not take one) instead of panicking.
+func call(a any, f func() string) (s string) {
+	defer func() {
+		if recover() != nil {
+			s = fmt.Sprint(a)
+		}
+	}()
+	return f()
 }

@@ -72,7 +72,26 @@ func TestFprintf(t *testing.T) {
 	if b.String() != want {
 		t.Errorf("got %q, want %q", b.String(), want)
 	}
+	// Slices and arrays of named strings are text; a nil error or
+	// Stringer prints as fmt prints it, without a panic.
+	type codes []code
+	var nilErr *pathError
+	var nilStringer *stringer
+	b.Reset()
+	Fprintf(&b, "%v|%v|%v|%v|%v|%v\n", codes{"a\x1b"}, []code{"b\r"}, [1]code{"c\n"}, nilErr, nilStringer, nil)
+	want = `[a\x1b]|[b\r]|[c\n]|<nil>|<nil>|<nil>` + "\n"
+	if b.String() != want {
+		t.Errorf("got %q, want %q", b.String(), want)
+	}
 }
+
+type pathError struct{ path string }
+
+func (e *pathError) Error() string { return "bad " + e.path }
+
+type stringer struct{ s string }
+
+func (s *stringer) String() string { return s.s }
 
 func FuzzText(f *testing.F) {
 	f.Add("\x1b[31mred\u202e\xff")
