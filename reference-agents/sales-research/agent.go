@@ -208,7 +208,7 @@ func (a *Agent) get(ctx context.Context, cred agentvault.Credential, path string
 			} `json:"error"`
 		}
 		if json.Unmarshal(body, &e) == nil && e.Error != nil && e.Error.Code != "" {
-			return &agentvault.Error{Code: e.Error.Code, Message: e.Error.Message, Status: resp.StatusCode, CallID: cred.CallID}
+			return &agentvault.Error{Code: e.Error.Code, Message: fmt.Sprintf("%.200s", e.Error.Message), Status: resp.StatusCode, CallID: cred.CallID}
 		}
 		return fmt.Errorf("CRM answered %d: %.200s", resp.StatusCode, body)
 	}
