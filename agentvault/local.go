@@ -172,32 +172,25 @@ func (c *Client) requestLocal(_ context.Context, a Action) (*Call, error) {
 	now := time.Now()
 	call := Call{ID: newUUID(), AgentID: l.agent, Connector: a.Connector, Action: a.Action, DeclaredRisk: a.Risk,
 		Risk: Risk(d.Risk.String()), IdempotencyKey: a.IdempotencyKey, Summary: a.Summary, CreatedAt: now}
-	base := record.Entry{Agent: l.agent, Call: call.ID, Connector: a.Connector, Action: a.Action, Risk: d.Risk.String(),
-		Actor: "agent:" + l.agent, Time: now}
+	// The entries the runtime would append, by the same constructors.
+	ref := record.CallRef{Agent: l.agent, Call: call.ID, Connector: a.Connector, Action: a.Action, Risk: d.Risk.String()}
+	actor := "agent:" + l.agent
+	ask := record.Ask{DeclaredRisk: declared.String(), Summary: a.Summary, IdempotencyKey: a.IdempotencyKey}
 	var entries []*record.Entry
-	add := func(typ string, data map[string]any) {
-		e := base
-		e.Type, e.Data = typ, data
-		entries = append(entries, &e)
-	}
 	for _, dr := range d.Drift {
-		add(record.TypeDriftDetected, dr.Data())
+		entries = append(entries, record.DriftDetected(ref, actor, now, dr.Data()))
 	}
 	switch {
 	case d.Refusal != "":
 		call.Status, call.ExpiresAt = statusRefused, now
-		add(record.TypeCredentialRefused, map[string]any{"code": string(d.Refusal), "reason": d.Message,
-			"declared_risk": declared.String(), "idempotency_key": a.IdempotencyKey})
+		entries = append(entries, record.CredentialRefused(ref, actor, now, ask, string(d.Refusal), d.Message))
 	case d.NeedsApproval:
 		call.Status, call.ExpiresAt = statusPending, now.Add(m.Approval.Timeout)
-		add(record.TypeCallRequested, map[string]any{"declared_risk": declared.String(), "summary": a.Summary,
-			"idempotency_key": a.IdempotencyKey})
-		add(record.TypeApprovalRequested, map[string]any{"approvers": stringsToAny(m.Approval.Approvers),
-			"delegates": stringsToAny(m.Approval.Delegates), "expires_at": call.ExpiresAt.UTC().Format(record.TimeFormat)})
+		entries = append(entries, record.CallRequested(ref, actor, now, ask),
+			record.ApprovalRequested(ref, actor, now, m.Approval.Approvers, m.Approval.Delegates, call.ExpiresAt))
 	default:
 		call.Status, call.ExpiresAt = statusApproved, now.Add(m.CallTTL(a.Connector, a.Action))
-		add(record.TypeCredentialIssued, map[string]any{"declared_risk": declared.String(), "summary": a.Summary,
-			"idempotency_key": a.IdempotencyKey, "expires_at": call.ExpiresAt.UTC().Format(record.TimeFormat)})
+		entries = append(entries, record.CredentialIssued(ref, actor, now, ask, call.ExpiresAt, ""))
 		call.Credential = localCredential(&call)
 	}
 	if err := AppendLocalRecord(l.file, entries...); err != nil {
@@ -278,13 +271,13 @@ func (c *Client) waitLocal(ctx context.Context, callID string) (*Call, error) {
 	}
 	lc.call.Status = statusApproved
 	lc.call.ExpiresAt = now.Add(l.manifest.CallTTL(lc.call.Connector, lc.call.Action))
-	granted1, issued := base, base
+	granted1 := base
 	granted1.Type, granted1.Data = record.TypeApprovalGranted, decision
-	issued.Type = record.TypeCredentialIssued
-	issued.Actor = "agent:" + l.agent
-	issued.Data = map[string]any{"declared_risk": lc.declared.String(), "summary": lc.call.Summary,
-		"idempotency_key": lc.call.IdempotencyKey, "expires_at": lc.call.ExpiresAt.UTC().Format(record.TimeFormat)}
-	if err := AppendLocalRecord(l.file, &granted1, &issued); err != nil {
+	// As the runtime writes it, with who approved it.
+	ref := record.CallRef{Agent: l.agent, Call: callID, Connector: lc.call.Connector, Action: lc.call.Action, Risk: string(lc.call.Risk)}
+	ask := record.Ask{DeclaredRisk: lc.declared.String(), Summary: lc.call.Summary, IdempotencyKey: lc.call.IdempotencyKey}
+	issued := record.CredentialIssued(ref, "agent:"+l.agent, now, ask, lc.call.ExpiresAt, "local:"+who)
+	if err := AppendLocalRecord(l.file, &granted1, issued); err != nil {
 		lc.call.Status = statusPending
 		return nil, err
 	}
@@ -471,14 +464,6 @@ func localHead(f *os.File, entries []*record.Entry) (int64, map[string]string, e
 		return 0, nil, err
 	}
 	return last.Index + 1, heads, nil
-}
-
-func stringsToAny(s []string) []any {
-	out := make([]any, len(s))
-	for i, v := range s {
-		out[i] = v
-	}
-	return out
 }
 
 // localUser names the person at the terminal, for local approval decisions.

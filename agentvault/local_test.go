@@ -116,6 +116,11 @@ func TestLocalModeDecidesAndRecords(t *testing.T) {
 	if !ok || e.Code != arxerr.ConnectorNotDeclared || e.CallID == "" || ran {
 		t.Fatalf("undeclared connector: ran %t, err %#v", ran, err)
 	}
+	// Recorded as the runtime records a refusal: code, reason and the ask.
+	if refused := verifyLocal(t, file); len(refused) == 0 || refused[len(refused)-1].Type != record.TypeCredentialRefused ||
+		refused[len(refused)-1].Data["code"] != string(arxerr.ConnectorNotDeclared) || refused[len(refused)-1].Data["summary"] == nil {
+		t.Errorf("the refusal's entry: %+v", refused[len(refused)-1])
+	}
 
 	// An undeclared action of a declared connector is drift (on_drift: record).
 	if _, err := Do(t.Context(), c, Action{Connector: "crm", Action: "account.merge"}, okFn); err != nil {
@@ -204,6 +209,11 @@ func TestLocalModeApprovals(t *testing.T) {
 		}
 		if entries[2].Data["mode"] != "prompt" || entries[2].Data["reason"] != "answered on the terminal" {
 			t.Errorf("granted: %+v", entries[2].Data)
+		}
+		// The credential as the runtime records it: the ask, and who
+		// approved it.
+		if by, _ := entries[3].Data["approved_by"].(string); !strings.HasPrefix(by, "local:") || entries[3].Data["summary"] != "acct 9" {
+			t.Errorf("credential.issued after approval: %+v", entries[3].Data)
 		}
 		// The summary is the agent's text: on the terminal it can neither
 		// clear the screen nor pose as the end of the question.

@@ -89,6 +89,11 @@ class LocalModeTest(unittest.TestCase):
         self.assertEqual((granted["type"], granted["risk"], granted["data"]["local"], granted["data"]["mode"]),
                          ("approval.granted", "high", True, "allow"))
         self.assertTrue(granted["actor"].startswith("local:"))
+        # As the runtime records them: the refusal with the ask, the credential
+        # with who approved it.
+        self.assertIn("summary", refused["data"])
+        issued = got[11]
+        self.assertEqual((issued["type"], issued["data"]["approved_by"]), ("credential.issued", granted["actor"]))
         self.assertEqual(got[-1]["data"]["outcome"], "error")
         self.assertEqual(got[-1]["data"]["error"], "RuntimeError: query failed")
         with open(path) as f:

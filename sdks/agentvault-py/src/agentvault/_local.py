@@ -139,7 +139,8 @@ class LocalBackend:
             if d.refusal:
                 call["status"], call["expires_at"] = "refused", format_time(now)
                 entries.append(self._entry(call, "credential.refused", {"code": d.refusal, "reason": d.message,
-                                                                        "declared_risk": risk, "idempotency_key": key}, now=now))
+                                                                        "declared_risk": risk, "summary": summary,
+                                                                        "idempotency_key": key}, now=now))
             elif d.needs_approval:
                 call["status"] = "pending_approval"
                 call["expires_at"] = format_time(now + _dt.timedelta(seconds=m.approval_timeout))
@@ -201,8 +202,9 @@ class LocalBackend:
                 raise ArxError("call.denied", f"call {call_id} was denied in local-only mode: {reason}", call_id=call_id)
             m = self.manifest()
             expires = format_time(now + _dt.timedelta(seconds=m.call_ttl(call["connector"], call["action"])))
+            # As the runtime writes it, with who approved it.
             issued = {"declared_risk": call["declared_risk"], "summary": call["summary"],
-                      "idempotency_key": call["idempotency_key"], "expires_at": expires}
+                      "idempotency_key": call["idempotency_key"], "expires_at": expires, "approved_by": who}
             self._append([self._entry(call, "approval.granted", decision, actor=who, now=now),
                                             self._entry(call, "credential.issued", issued, now=now)])
             call["status"], call["expires_at"] = "approved", expires
