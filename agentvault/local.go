@@ -297,18 +297,20 @@ func (c *Client) completeLocal(_ context.Context, callID string, o Outcome) (*Ca
 		return nil, newError(arxerr.CallNotFound, callID, "no open local call %s", callID)
 	}
 	now := time.Now()
-	typ, status := record.TypeCallCompleted, statusCompleted
+	status := statusCompleted
 	if o.Outcome != outcomeSuccess {
 		status = statusFailed
 	}
-	data := map[string]any{"outcome": o.Outcome, "error": errorText(o.Error), "duration_ms": max(o.Duration.Milliseconds(), 0)}
+	ref := record.CallRef{Agent: l.agent, Call: callID, Connector: lc.call.Connector, Action: lc.call.Action, Risk: string(lc.call.Risk)}
+	out := record.Outcome{Outcome: o.Outcome, Error: errorText(o.Error), DurationMS: max(o.Duration.Milliseconds(), 0)}
+	var e *record.Entry
 	if lc.call.Status == statusPending {
-		typ, status = record.TypeApprovalWithdrawn, statusFailed
-	} else if !now.Before(lc.call.ExpiresAt) {
-		data["late"] = true
+		status = statusFailed
+		e = record.ApprovalWithdrawn(ref, "agent:"+l.agent, now, out)
+	} else {
+		out.Late = !now.Before(lc.call.ExpiresAt)
+		e = record.CallCompleted(ref, "agent:"+l.agent, now, out)
 	}
-	e := &record.Entry{Agent: l.agent, Call: callID, Connector: lc.call.Connector, Action: lc.call.Action,
-		Risk: string(lc.call.Risk), Actor: "agent:" + l.agent, Type: typ, Time: now, Data: data}
 	if err := AppendLocalRecord(l.file, e); err != nil {
 		return nil, err
 	}
