@@ -525,3 +525,116 @@ func TestVectorsInert(t *testing.T) {
 		}
 	}
 }
+
+// localEntryVectors pin the entries local-only mode appends for a script
+// of calls (the data the runtime's constructors compose), so that the Go
+// and the Python SDK write the same record. Times, call ids, expiries and
+// the local user's name vary and are left out (USER stands for the name).
+type localEntryVectors struct {
+	About    string           `json:"about"`
+	Manifest *manifest.Export `json:"manifest"`
+	Steps    []localStep      `json:"steps"`
+	Entries  []map[string]any `json:"entries"`
+}
+
+// localStep is one call of the script: asked, waited for when it needs an
+// approver (ARX_LOCAL_APPROVE=allow), then completed unless refused.
+type localStep struct {
+	Connector  string `json:"connector"`
+	Action     string `json:"action"`
+	Risk       string `json:"risk"`
+	Summary    string `json:"summary"`
+	Key        string `json:"idempotency_key"`
+	Outcome    string `json:"outcome"` // "" for a call that is refused
+	Error      string `json:"error"`
+	DurationMS int64  `json:"duration_ms"`
+}
+
+var localScript = []localStep{
+	{Connector: "crm", Action: "account.read", Risk: "low", Summary: "account 7", Key: "k1", Outcome: "success", DurationMS: 5},
+	{Connector: "hubspot", Action: "contact.read", Risk: "low", Summary: "contact 3", Key: "k2"},
+	{Connector: "crm", Action: "account.merge", Risk: "low", Summary: "merge 7 into 8", Key: "k3", Outcome: "error", Error: "crm said no", DurationMS: 12},
+	{Connector: "crm", Action: "account.delete", Risk: "low", Summary: "delete 9", Key: "k4", Outcome: "success", DurationMS: 30},
+}
+
+// normalEntry is an entry as the vectors hold it.
+func normalEntry(e *record.Entry) map[string]any {
+	data := map[string]any{}
+	for k, v := range e.Data {
+		switch k {
+		case "expires_at":
+			continue
+		case "approver", "approved_by":
+			v = "local:USER"
+		}
+		if n, ok := v.(json.Number); ok {
+			v, _ = n.Int64()
+		}
+		data[k] = v
+	}
+	actor := e.Actor
+	if !strings.HasPrefix(actor, "agent:") {
+		actor = "local:USER"
+	}
+	return map[string]any{"type": e.Type, "connector": e.Connector, "action": e.Action, "risk": e.Risk, "actor": actor,
+		"agent": e.Agent, "data": data}
+}
+
+func TestVectorsLocalEntries(t *testing.T) {
+	ex, err := manifest.NewExport([]byte(decisionManifests["record"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	mf := filepath.Join(dir, "job_description.yaml")
+	if err := os.WriteFile(mf, []byte(decisionManifests["record"]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(Config{LocalMode: true, Manifest: mf, LocalRecordDir: filepath.Join(dir, "records"), LocalApprove: LocalApproveAllow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range localScript {
+		call, err := c.Request(t.Context(), Action{Connector: st.Connector, Action: st.Action, Risk: Risk(st.Risk), Summary: st.Summary, IdempotencyKey: st.Key})
+		if st.Outcome == "" {
+			if err == nil {
+				t.Fatalf("%s %s: not refused", st.Connector, st.Action)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s %s: %v", st.Connector, st.Action, err)
+		}
+		if call.Status == statusPending {
+			if call, err = c.Wait(t.Context(), call.ID); err != nil {
+				t.Fatalf("wait: %v", err)
+			}
+		}
+		if _, err := c.Complete(t.Context(), call.ID, Outcome{Outcome: st.Outcome, Error: st.Error, Duration: time.Duration(st.DurationMS) * time.Millisecond}); err != nil {
+			t.Fatalf("complete: %v", err)
+		}
+	}
+	var got []map[string]any
+	for _, e := range verifyLocal(t, filepath.Join(dir, "records", "vectors.jsonl")) {
+		// Through JSON, as the file holds it (numbers as json.Number).
+		b, _ := e.Marshal()
+		back, err := record.Parse(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, normalEntry(back))
+	}
+	if *updateVectors {
+		writeVector(t, "local_entries.json", localEntryVectors{About: "The entries local-only mode appends for a script of calls " +
+			"(asked; waited for under ARX_LOCAL_APPROVE=allow when an approver is needed; completed unless refused), as the runtime " +
+			"composes them. Left out: times, call ids, expires_at; the local user's name is USER. Shared by the Go and the Python SDK. " +
+			"Regenerate with: go test ./agentvault -run TestVectors -update", Manifest: ex, Steps: localScript, Entries: got})
+	}
+	var v localEntryVectors
+	readVector(t, "local_entries.json", &v)
+	gb, _ := json.Marshal(got)
+	wb, _ := json.Marshal(v.Entries)
+	if !bytes.Equal(gb, wb) {
+		t.Errorf("local entries:\n got %s\nwant %s", gb, wb)
+	}
+}

@@ -10,7 +10,7 @@ import tempfile
 import unittest
 
 from agentvault import Client, _inert
-from agentvault._local import check_ask
+from agentvault._local import LocalBackend, check_ask
 from agentvault.errors import ArxError
 from agentvault.manifest import Manifest
 from agentvault.record import CanonicalError, canonical_entry, canonical_json, leaf_hash, parse_entry, text_problem
@@ -100,6 +100,35 @@ class VectorsTest(unittest.TestCase):
         # Strings Go cannot hold.
         self.assertEqual(text_problem("caf\udcc3", 64), "is not valid UTF-8")
         self.assertEqual(text_problem("\ud800" * 3, 8), "is longer than 8 bytes")
+
+    def test_local_entries(self) -> None:
+        """Local-only mode appends the entries Go's does for the same calls."""
+        v = load("local_entries.json")
+        with tempfile.TemporaryDirectory() as d:
+            b = LocalBackend(None, d, "allow")
+            b._manifest = Manifest.from_export(v["manifest"])
+            for st in v["steps"]:
+                if not st["outcome"]:
+                    with self.assertRaises(ArxError):
+                        b.request(st["connector"], st["action"], st["risk"], st["summary"], st["idempotency_key"])
+                    continue
+                call = b.request(st["connector"], st["action"], st["risk"], st["summary"], st["idempotency_key"])
+                if call["status"] == "pending_approval":
+                    call = b.wait(call["id"])
+                b.complete(call["id"], st["outcome"], st["error"], st["duration_ms"])
+            got = []
+            with open(b.file, encoding="utf-8") as f:
+                for line in f:
+                    e = json.loads(line)
+                    data = {}
+                    for k, val in e["data"].items():
+                        if k == "expires_at":
+                            continue
+                        data[k] = "local:USER" if k in ("approver", "approved_by") else val
+                    actor = e["actor"] if e["actor"].startswith("agent:") else "local:USER"
+                    got.append({"type": e["type"], "connector": e["connector"], "action": e["action"], "risk": e["risk"],
+                                "actor": actor, "agent": e["agent"], "data": data})
+        self.assertEqual(got, v["entries"])
 
     def test_inert(self) -> None:
         v = load("inert.json")
