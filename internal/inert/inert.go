@@ -119,10 +119,10 @@ func Fprintln(w io.Writer, args ...any) (int, error) {
 
 // Args returns args with Text applied to what prints as text: strings and
 // named string types, slices and arrays of them, JSON (json.RawMessage),
-// errors and fmt.Stringers (a nil one prints as fmt prints it). Numbers,
-// booleans and other values pass as they are, byte slices too (a hash
-// printed with %x must stay its bytes): make text held in bytes a string
-// first. A type with its own fmt.Formatter is shown by it, as fmt would.
+// errors and fmt.Stringers (a nil one prints as fmt prints it), and what a
+// type's own fmt.Formatter writes. Numbers, booleans and other values pass
+// as they are, byte slices too (a hash printed with %x must stay its
+// bytes): make text held in bytes a string first.
 func Args(args ...any) []any {
 	out := make([]any, len(args))
 	for i, a := range args {
@@ -133,18 +133,26 @@ func Args(args ...any) []any {
 			out[i] = Text(v)
 		case json.RawMessage:
 			out[i] = Text(string(v))
-		case fmt.Formatter:
-			out[i] = a
 		case error:
 			out[i] = Text(call(a, v.Error))
 		case fmt.Stringer:
 			out[i] = Text(call(a, v.String))
+		case fmt.Formatter:
+			out[i] = formatted{a}
 		default:
 			out[i] = a
 			switch rv := reflect.ValueOf(a); {
 			case rv.Kind() == reflect.String:
 				out[i] = Text(rv.String())
 			case (rv.Kind() == reflect.Slice || rv.Kind() == reflect.Array) && rv.Type().Elem().Kind() == reflect.String:
+				if rv.Type().Elem().NumMethod() > 0 { // each element formats itself
+					s := make([]any, rv.Len())
+					for j := range s {
+						s[j] = rv.Index(j).Interface()
+					}
+					out[i] = Args(s...)
+					break
+				}
 				s := make([]string, rv.Len())
 				for j := range s {
 					s[j] = Text(rv.Index(j).String())
@@ -154,6 +162,14 @@ func Args(args ...any) []any {
 		}
 	}
 	return out
+}
+
+// formatted is a value with its own fmt.Formatter, made inert: what it
+// writes for a verb, through Text.
+type formatted struct{ v any }
+
+func (f formatted) Format(st fmt.State, verb rune) {
+	io.WriteString(st, Text(fmt.Sprintf(fmt.FormatString(st, verb), f.v)))
 }
 
 // call returns f's text, or what fmt prints for a nil a (a typed nil

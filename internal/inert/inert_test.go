@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"unicode/utf8"
 )
@@ -84,6 +85,30 @@ func TestFprintf(t *testing.T) {
 		t.Errorf("got %q, want %q", b.String(), want)
 	}
 }
+
+// A type's own Format, and the methods of a slice's named elements, are
+// kept, and what they write is made inert.
+func TestArgsFormatters(t *testing.T) {
+	var b bytes.Buffer
+	Fprintf(&b, "%v|%v|%s\n", formatter("f\x1b"), []status{"x\r"}, fmtError{"e\x1b"})
+	want := `<f\x1b>|[S(x\r)]|E(e\x1b)` + "\n"
+	if b.String() != want {
+		t.Errorf("got %q, want %q", b.String(), want)
+	}
+}
+
+type formatter string
+
+func (f formatter) Format(st fmt.State, verb rune) { fmt.Fprintf(st, "<%s>", string(f)) }
+
+type status string
+
+func (s status) String() string { return "S(" + string(s) + ")" }
+
+type fmtError struct{ msg string }
+
+func (e fmtError) Error() string                  { return "E(" + e.msg + ")" }
+func (e fmtError) Format(st fmt.State, verb rune) { fmt.Fprintf(st, "E(%s)", e.msg) }
 
 type pathError struct{ path string }
 
