@@ -103,11 +103,30 @@ type DenyMetadata struct {
 // fallback), and with no previews: Slack fetches nothing a summary names.
 // Links ARX writes (<url|label>) work either way.
 func SlackMessage(text string) map[string]any {
-	return map[string]any{"text": text, "blocks": []any{section(text)}, "unfurl_links": false, "unfurl_media": false}
+	return map[string]any{"text": text, "blocks": sections(text), "unfurl_links": false, "unfurl_media": false}
 }
 
-func section(text string) map[string]any {
-	return map[string]any{"type": "section", "text": map[string]any{"type": "mrkdwn", "text": clip(text, 2900), "verbatim": true}} // Slack takes 3,000
+// sections is text as verbatim mrkdwn sections: as many as it takes (a
+// section holds 3,000 characters; a message 50 blocks), so that a long
+// notice is shown whole.
+func sections(text string) []any {
+	const most = 2900 // bytes, under Slack's 3,000 characters
+	var out []any
+	for len(out) < 48 {
+		n := len(text)
+		if n > most {
+			n = most
+			for n > 0 && !utf8Start(text[n]) {
+				n--
+			}
+		}
+		out = append(out, map[string]any{"type": "section", "text": map[string]any{"type": "mrkdwn", "text": text[:n], "verbatim": true}})
+		text = text[n:]
+		if text == "" {
+			break
+		}
+	}
+	return out
 }
 
 // ApprovalBlocks is an approval request as Block Kit: the text (mrkdwn,
@@ -117,11 +136,9 @@ func ApprovalBlocks(text, call string) []any {
 		return map[string]any{"type": "button", "text": map[string]any{"type": "plain_text", "text": label},
 			"action_id": id, "value": call, "style": style}
 	}
-	return []any{
-		section(text),
+	return append(sections(text),
 		map[string]any{"type": "actions", "block_id": "arx.decide", "elements": []any{
-			button("Approve", ActionApprove, "primary"), button("Deny", ActionDeny, "danger")}},
-	}
+			button("Approve", ActionApprove, "primary"), button("Deny", ActionDeny, "danger")}})
 }
 
 // Message is what ARX answers through a response_url.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // TestSlackMessage: whatever a webhook message holds is a verbatim section
@@ -42,5 +43,23 @@ func TestSlackMessage(t *testing.T) {
 			!got.Blocks[0].Text.Verbatim || got.Blocks[0].Text.Text != text || !strings.Contains(text, "&lt;!channel&gt;") {
 			t.Errorf("%s: no verbatim section of the escaped text: %s", name, b)
 		}
+	}
+}
+
+// A long notice is shown whole, in as many sections as it takes, each cut
+// on a character's boundary.
+func TestSlackMessageLong(t *testing.T) {
+	text := strings.Repeat("é", 4000) // 8,000 bytes
+	blocks := SlackMessage(text)["blocks"].([]any)
+	var whole strings.Builder
+	for _, b := range blocks {
+		s := b.(map[string]any)["text"].(map[string]any)["text"].(string)
+		if len(s) > 2900 || !utf8.ValidString(s) {
+			t.Fatalf("a section of %d bytes, valid UTF-8 %t", len(s), utf8.ValidString(s))
+		}
+		whole.WriteString(s)
+	}
+	if len(blocks) != 3 || whole.String() != text {
+		t.Errorf("%d sections; whole text kept: %t", len(blocks), whole.String() == text)
 	}
 }
