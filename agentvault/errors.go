@@ -53,8 +53,6 @@ func IsCode(err error, code arxerr.Code) bool {
 // call when they are used outside of one.
 var ErrNotInCall = errors.New("agentvault: not inside a governed call (hint: use the credential passed to the function given to Do)")
 
-// newError makes an *Error of the SDK's own (Status 0) with the default hint
-// of code.
 // askError is manifest.CheckAsk's refusal as the SDK's *Error.
 func askError(err error) error {
 	if e, ok := errors.AsType[*arxerr.Error](err); ok {
@@ -63,6 +61,8 @@ func askError(err error) error {
 	return err
 }
 
+// newError makes an *Error of the SDK's own (Status 0) with the default hint
+// of code.
 func newError(code arxerr.Code, callID, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...), Hint: arxerr.Lookup(code).Hint, CallID: callID}
 }

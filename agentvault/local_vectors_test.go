@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -557,15 +558,19 @@ var localScript = []localStep{
 	{Connector: "crm", Action: "account.delete", Risk: "low", Summary: "delete 9", Key: "k4", Outcome: "success", DurationMS: 30},
 }
 
-// normalEntry is an entry as the vectors hold it.
-func normalEntry(e *record.Entry) map[string]any {
+// normalEntry is an entry as the vectors hold it: what varies from run to
+// run replaced, never dropped (an expiry by "TIME", the local user by
+// "local:USER", a call id by its order of appearance in calls).
+func normalEntry(e *record.Entry, calls map[string]string) map[string]any {
 	data := map[string]any{}
 	for k, v := range e.Data {
 		switch k {
 		case "expires_at":
-			continue
+			v = "TIME"
 		case "approver", "approved_by":
-			v = "local:USER"
+			if s, ok := v.(string); ok && strings.HasPrefix(s, "local:") {
+				v = "local:USER"
+			}
 		}
 		if n, ok := v.(json.Number); ok {
 			v, _ = n.Int64()
@@ -573,11 +578,16 @@ func normalEntry(e *record.Entry) map[string]any {
 		data[k] = v
 	}
 	actor := e.Actor
-	if !strings.HasPrefix(actor, "agent:") {
+	if strings.HasPrefix(actor, "local:") {
 		actor = "local:USER"
 	}
-	return map[string]any{"type": e.Type, "connector": e.Connector, "action": e.Action, "risk": e.Risk, "actor": actor,
-		"agent": e.Agent, "data": data}
+	call, ok := calls[e.Call]
+	if !ok {
+		call = fmt.Sprintf("call-%d", len(calls)+1)
+		calls[e.Call] = call
+	}
+	return map[string]any{"type": e.Type, "call": call, "connector": e.Connector, "action": e.Action, "risk": e.Risk,
+		"actor": actor, "agent": e.Agent, "data": data}
 }
 
 func TestVectorsLocalEntries(t *testing.T) {
@@ -615,6 +625,7 @@ func TestVectorsLocalEntries(t *testing.T) {
 		}
 	}
 	var got []map[string]any
+	calls := map[string]string{}
 	for _, e := range verifyLocal(t, filepath.Join(dir, "records", "vectors.jsonl")) {
 		// Through JSON, as the file holds it (numbers as json.Number).
 		b, _ := e.Marshal()
@@ -622,12 +633,13 @@ func TestVectorsLocalEntries(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got = append(got, normalEntry(back))
+		got = append(got, normalEntry(back, calls))
 	}
 	if *updateVectors {
 		writeVector(t, "local_entries.json", localEntryVectors{About: "The entries local-only mode appends for a script of calls " +
 			"(asked; waited for under ARX_LOCAL_APPROVE=allow when an approver is needed; completed unless refused), as the runtime " +
-			"composes them. Left out: times, call ids, expires_at; the local user's name is USER. Shared by the Go and the Python SDK. " +
+			"composes them. Times are left out; expiries are TIME, the local user local:USER, call ids call-N in order of appearance. " +
+			"Shared by the Go and the Python SDK. " +
 			"Regenerate with: go test ./agentvault -run TestVectors -update", Manifest: ex, Steps: localScript, Entries: got})
 	}
 	var v localEntryVectors

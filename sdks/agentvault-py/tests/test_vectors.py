@@ -90,6 +90,11 @@ class VectorsTest(unittest.TestCase):
                         c.request(case["connector"], case["action"], risk=case["risk"], idempotency_key=case["idempotency_key"])
                     self.assertEqual(cm.exception.code, case["want"]["code"])
             self.assertEqual(os.listdir(d), [])
+            for bad in ((None, "account.read"), ("crm", None), ("crm", 7)):
+                with self.subTest(repr(bad)):
+                    with self.assertRaises(ArxError) as cm:
+                        c.request(*bad)
+                    self.assertEqual(cm.exception.code, "request.invalid")
 
     def test_texts(self) -> None:
         v = load("asks.json")
@@ -116,18 +121,21 @@ class VectorsTest(unittest.TestCase):
                 if call["status"] == "pending_approval":
                     call = b.wait(call["id"])
                 b.complete(call["id"], st["outcome"], st["error"], st["duration_ms"])
-            got = []
+            got, calls = [], {}
             with open(b.file, encoding="utf-8") as f:
                 for line in f:
                     e = json.loads(line)
                     data = {}
                     for k, val in e["data"].items():
                         if k == "expires_at":
-                            continue
-                        data[k] = "local:USER" if k in ("approver", "approved_by") else val
-                    actor = e["actor"] if e["actor"].startswith("agent:") else "local:USER"
-                    got.append({"type": e["type"], "connector": e["connector"], "action": e["action"], "risk": e["risk"],
-                                "actor": actor, "agent": e["agent"], "data": data})
+                            val = "TIME"
+                        elif k in ("approver", "approved_by") and isinstance(val, str) and val.startswith("local:"):
+                            val = "local:USER"
+                        data[k] = val
+                    actor = "local:USER" if e["actor"].startswith("local:") else e["actor"]
+                    call = calls.setdefault(e["call"], f"call-{len(calls) + 1}")
+                    got.append({"type": e["type"], "call": call, "connector": e["connector"], "action": e["action"],
+                                "risk": e["risk"], "actor": actor, "agent": e["agent"], "data": data})
         self.assertEqual(got, v["entries"])
 
     def test_inert(self) -> None:

@@ -31,15 +31,15 @@ def check_ask(connector: str, action: str, risk: str, key: str) -> str:
     """Check a call's connector, action, idempotency key and declared risk
     ("" is low), in that order; return the risk or raise ArxError with the
     runtime's code."""
-    if not _NAME_RE.fullmatch(connector):
-        raise ArxError("request.invalid", f"connector {connector[:64]!r} is not a valid name")
-    if not _NAME_RE.fullmatch(action):
-        raise ArxError("request.invalid", f"action {action[:64]!r} is not a valid name")
-    if not _KEY_RE.fullmatch(key):
+    if not isinstance(connector, str) or not _NAME_RE.fullmatch(connector):
+        raise ArxError("request.invalid", f"connector {str(connector)[:64]!r} is not a valid name")
+    if not isinstance(action, str) or not _NAME_RE.fullmatch(action):
+        raise ArxError("request.invalid", f"action {str(action)[:64]!r} is not a valid name")
+    if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
         raise ArxError("request.invalid", "idempotency_key must be 1 to 128 printable ASCII characters")
     risk = risk or "low"
-    if risk not in RISKS:
-        raise ArxError("manifest.invalid_risk", f"risk {risk[:16]!r} is not low, medium or high")
+    if not isinstance(risk, str) or risk not in RISKS:
+        raise ArxError("manifest.invalid_risk", f"risk {str(risk)[:16]!r} is not low, medium or high")
     return risk
 
 # Asker: (question, cancel event) -> True/False; raises OSError without a terminal.
