@@ -91,6 +91,11 @@ type localCall struct {
 	declared manifest.Risk
 }
 
+// refOf names a call in its entries, as the runtime does.
+func refOf(c *Call) record.CallRef {
+	return record.CallRef{Agent: c.AgentID, Call: c.ID, Connector: c.Connector, Action: c.Action, Risk: string(c.Risk)}
+}
+
 func newLocalMode(manifestPath, approve, dir string) (*localMode, error) {
 	if manifestPath == "" {
 		manifestPath = DefaultManifest
@@ -147,10 +152,8 @@ func (c *Client) requestLocal(_ context.Context, a Action) (*Call, error) {
 	if a.Risk == "" {
 		a.Risk = RiskLow
 	}
-	if problem := record.TextProblem(a.Summary, manifest.MaxSummary); problem != "" {
-		e := newError(arxerr.BadRequest, "", "summary %s", problem)
-		e.Hint = fmt.Sprintf("send a summary of valid UTF-8, at most %d bytes, without NUL characters", manifest.MaxSummary)
-		return nil, e
+	if e := manifest.CheckSummary(a.Summary); e != nil {
+		return nil, askError(e)
 	}
 
 	l.mu.Lock()
@@ -173,7 +176,7 @@ func (c *Client) requestLocal(_ context.Context, a Action) (*Call, error) {
 	call := Call{ID: newUUID(), AgentID: l.agent, Connector: a.Connector, Action: a.Action, DeclaredRisk: a.Risk,
 		Risk: Risk(d.Risk.String()), IdempotencyKey: a.IdempotencyKey, Summary: a.Summary, CreatedAt: now}
 	// The entries the runtime would append, by the same constructors.
-	ref := record.CallRef{Agent: l.agent, Call: call.ID, Connector: a.Connector, Action: a.Action, Risk: d.Risk.String()}
+	ref := refOf(&call)
 	actor := "agent:" + l.agent
 	ask := record.Ask{DeclaredRisk: declared.String(), Summary: a.Summary, IdempotencyKey: a.IdempotencyKey}
 	var entries []*record.Entry
@@ -274,7 +277,7 @@ func (c *Client) waitLocal(ctx context.Context, callID string) (*Call, error) {
 	granted1 := base
 	granted1.Type, granted1.Data = record.TypeApprovalGranted, decision
 	// As the runtime writes it, with who approved it.
-	ref := record.CallRef{Agent: l.agent, Call: callID, Connector: lc.call.Connector, Action: lc.call.Action, Risk: string(lc.call.Risk)}
+	ref := refOf(&lc.call)
 	ask := record.Ask{DeclaredRisk: lc.declared.String(), Summary: lc.call.Summary, IdempotencyKey: lc.call.IdempotencyKey}
 	issued := record.CredentialIssued(ref, "agent:"+l.agent, now, ask, lc.call.ExpiresAt, "local:"+who)
 	if err := AppendLocalRecord(l.file, &granted1, issued); err != nil {
@@ -301,7 +304,7 @@ func (c *Client) completeLocal(_ context.Context, callID string, o Outcome) (*Ca
 	if o.Outcome != outcomeSuccess {
 		status = statusFailed
 	}
-	ref := record.CallRef{Agent: l.agent, Call: callID, Connector: lc.call.Connector, Action: lc.call.Action, Risk: string(lc.call.Risk)}
+	ref := refOf(&lc.call)
 	out := record.Outcome{Outcome: o.Outcome, Error: errorText(o.Error), DurationMS: max(o.Duration.Milliseconds(), 0)}
 	var e *record.Entry
 	if lc.call.Status == statusPending {

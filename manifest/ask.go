@@ -1,6 +1,11 @@
 package manifest
 
-import "github.com/arxsec/arx/arxerr"
+import (
+	"fmt"
+
+	"github.com/arxsec/arx/arxerr"
+	"github.com/arxsec/arx/record"
+)
 
 // The shape of a call an agent asks for, before any manifest decides it:
 // checked by the runtime (POST /v1/calls) and by the Go SDK's local-only
@@ -45,6 +50,20 @@ func CheckAsk(connector, action, risk, key string) (Risk, error) {
 		return 0, arxerr.New(arxerr.InvalidRisk, "risk %q is not low, medium or high", cut(risk, 16))
 	}
 	return r, nil
+}
+
+// CheckSummary is the error of a call's summary that cannot be stored as it
+// is (record.TextProblem at MaxSummary: too long, not UTF-8, a NUL), or
+// nil. The runtime records the call as a refusal with it; local-only mode
+// refuses the call.
+func CheckSummary(s string) *arxerr.Error {
+	problem := record.TextProblem(s, MaxSummary)
+	if problem == "" {
+		return nil
+	}
+	e := arxerr.New(arxerr.BadRequest, "summary %s", problem)
+	e.Hint = fmt.Sprintf("send a summary of valid UTF-8, at most %d bytes, without NUL characters", MaxSummary)
+	return e
 }
 
 // ValidIdempotencyKey reports whether s is an idempotency key: 1 to 128

@@ -38,19 +38,7 @@ func TestValidName(t *testing.T) {
 			t.Errorf("ValidName(%q, 128) = %v, want %v", c.s, got, c.want)
 		}
 	}
-	alphabet := []byte("az09AZ_.-/ ~\x00\x1f\x20\x21\x7e\x7f\x80\xff`{@[")
-	r := rand.New(rand.NewPCG(1, 2))
-	for range 20000 {
-		b := make([]byte, r.IntN(131))
-		for i := range b {
-			b[i] = alphabet[r.IntN(len(alphabet))]
-		}
-		if r.IntN(2) == 0 && len(b) > 0 { // mostly valid ones too
-			for i := range b {
-				b[i] = "abz09_.-"[r.IntN(8)]
-			}
-		}
-		s := string(b)
+	for _, s := range randomStrings("abz09_.-") {
 		if ValidName(s, MaxActionName) != actionNameRE.MatchString(s) {
 			t.Fatalf("ValidName(%q, 128) = %v, actionNameRE says %v", s, ValidName(s, 128), actionNameRE.MatchString(s))
 		}
@@ -87,14 +75,7 @@ func TestValidIdempotencyKey(t *testing.T) {
 			t.Errorf("ValidIdempotencyKey(%q) = %v, want %v", c.s, got, c.want)
 		}
 	}
-	alphabet := []byte("az09AZ_.-/ ~\x00\x1f\x20\x21\x7e\x7f\x80\xff`{@[")
-	r := rand.New(rand.NewPCG(1, 2))
-	for range 20000 {
-		b := make([]byte, r.IntN(131))
-		for i := range b {
-			b[i] = alphabet[r.IntN(len(alphabet))]
-		}
-		s := string(b)
+	for _, s := range randomStrings("") {
 		if ValidIdempotencyKey(s) != keyPattern.MatchString(s) {
 			t.Fatalf("ValidIdempotencyKey(%q) = %v, the pattern says %v", s, ValidIdempotencyKey(s), keyPattern.MatchString(s))
 		}
@@ -136,4 +117,27 @@ func TestCheckAsk(t *testing.T) {
 			t.Errorf("CheckAsk(%q, %q, %q, %q) = %v; want %s: %s", c.connector, c.action, c.risk, c.key, err, c.code, c.msg)
 		}
 	}
+}
+
+// randomStrings are 20,000 strings of 0 to 130 bytes, each of letters,
+// digits, punctuation, controls and bytes that are not UTF-8 or, when valid
+// is not empty and a coin says so, of valid's bytes only (so that the
+// pattern's matches are tried too).
+func randomStrings(valid string) []string {
+	alphabet := []byte("az09AZ_.-/ ~\x00\x1f\x20\x21\x7e\x7f\x80\xff`{@[")
+	r := rand.New(rand.NewPCG(1, 2))
+	out := make([]string, 20000)
+	for k := range out {
+		b := make([]byte, r.IntN(131))
+		for i := range b {
+			b[i] = alphabet[r.IntN(len(alphabet))]
+		}
+		if valid != "" && r.IntN(2) == 0 && len(b) > 0 {
+			for i := range b {
+				b[i] = valid[r.IntN(len(valid))]
+			}
+		}
+		out[k] = string(b)
+	}
+	return out
 }

@@ -111,11 +111,9 @@ func (r *Runtime) requestCall(ctx context.Context, p *Principal, req CallRequest
 	// A summary that cannot be stored as it is (a NUL, bytes that are not
 	// UTF-8, too long) makes the call a recorded refusal: the record
 	// keeps the attempt, with the summary shown escaped.
-	var invalid *arxerr.Error
-	if problem := record.TextProblem(req.Summary, MaxSummary); problem != "" {
-		invalid = arxerr.New(arxerr.BadRequest, "summary %s", problem)
-		invalid.Hint = fmt.Sprintf("send a summary of valid UTF-8, at most %d bytes, without NUL characters", MaxSummary)
-		req.Summary = ShownText(req.Summary, MaxSummary)
+	invalid := manifest.CheckSummary(req.Summary)
+	if invalid != nil {
+		req.Summary = ShownText(req.Summary, manifest.MaxSummary)
 	}
 	args, err := parseArgs(req.Args)
 	if err != nil {

@@ -4,11 +4,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/arxsec/arx/internal/inert"
-	"github.com/arxsec/arx/manifest"
 )
-
-// MaxSummary bounds a call's summary, in bytes (manifest.MaxSummary).
-const MaxSummary = manifest.MaxSummary
 
 // ShownText is unfit text made fit to record what was attempted: escaped
 // as the CLI shows it (inert.Text), cut to max bytes on a rune boundary.

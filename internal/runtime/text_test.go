@@ -6,6 +6,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/arxsec/arx/manifest"
 	"github.com/arxsec/arx/record"
 )
 
@@ -14,9 +15,9 @@ func TestShownText(t *testing.T) {
 		t.Errorf("ShownText = %q", got)
 	}
 	long := strings.Repeat("é", 400) + "\x00"
-	got := ShownText(long, MaxSummary)
-	if len(got) > MaxSummary || !utf8.ValidString(got) || record.TextProblem(got, MaxSummary) != "" || !strings.HasSuffix(got, "...") {
-		t.Errorf("ShownText of %d bytes: %d bytes, fit: %q", len(long), len(got), record.TextProblem(got, MaxSummary))
+	got := ShownText(long, manifest.MaxSummary)
+	if len(got) > manifest.MaxSummary || !utf8.ValidString(got) || record.TextProblem(got, manifest.MaxSummary) != "" || !strings.HasSuffix(got, "...") {
+		t.Errorf("ShownText of %d bytes: %d bytes, fit: %q", len(long), len(got), record.TextProblem(got, manifest.MaxSummary))
 	}
 }
 
