@@ -73,8 +73,8 @@ func printRun(w io.Writer, r, runs int, res runResult) {
 				fmt.Fprintf(w, " (the disk: %s B)", fmtInt(d))
 			}
 			if pb := c.store.perBatch(); pb >= 0 {
-				fmt.Fprintf(w, "; %.1f entries per durable write (%s writes/s, %.2f ms each); sequencer busy %.0f%% running Updates, %.0f%% committing",
-					pb, fmtInt(c.store.batches/g.seconds()), c.store.commitMs(), 100*c.store.run/g.seconds(), 100*c.store.commit/g.seconds())
+				fmt.Fprintf(w, "; %.1f entries per durable write (%s writes/s, %.2f ms each); sequencer busy %.0f%% beginning batches, %.0f%% running Updates, %.0f%% committing",
+					pb, fmtInt(c.store.batches/g.seconds()), c.store.commitMs(), 100*c.store.begin/g.seconds(), 100*c.store.run/g.seconds(), 100*c.store.commit/g.seconds())
 			}
 			fmt.Fprintln(w)
 		}

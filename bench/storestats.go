@@ -16,6 +16,7 @@ import (
 type storeCounts struct {
 	batches, entries float64
 	run, commit      float64 // seconds the sequencer ran Updates, made batches durable
+	begin            float64 // seconds it spent beginning batches (PostgreSQL: the log lock)
 	// served counts the governed routes' answers (POST /v1/calls and
 	// POST /v1/calls/{id}/complete) by latency bucket: upper bound in
 	// seconds → cumulative count, as arx_http_request_seconds exports it.
@@ -106,6 +107,8 @@ func scrapeStore(ctx context.Context, url string) storeCounts {
 			c.run = f
 		case "arx_store_commit_seconds_total":
 			c.commit = f
+		case "arx_store_begin_seconds_total":
+			c.begin = f
 		}
 	}
 	c.ok = found == 2
@@ -132,7 +135,7 @@ func measureStore(ctx context.Context, url string, warmup, dur time.Duration) (w
 			served[le] = n - a.served[le]
 		}
 		done <- storeCounts{batches: b.batches - a.batches, entries: b.entries - a.entries, run: b.run - a.run,
-			commit: b.commit - a.commit, served: served, ok: a.ok && b.ok}
+			commit: b.commit - a.commit, begin: b.begin - a.begin, served: served, ok: a.ok && b.ok}
 	}()
 	return func() storeCounts { return <-done }
 }

@@ -137,9 +137,13 @@ type Stats struct {
 	Entries atomic.Int64 // entries committed
 	// RunNanos is the time spent running Updates' functions, and
 	// CommitNanos the time spent making batches durable (Backend's
-	// Commit): together, how busy the one serial step is.
+	// Commit): together, how busy the one serial step is. BeginNanos is
+	// the time spent opening batches (Backend's Begin: on a log shared by
+	// several processes, taking its lock and reading what the others
+	// appended).
 	RunNanos    atomic.Int64
 	CommitNanos atomic.Int64
+	BeginNanos  atomic.Int64
 }
 
 type op struct {
@@ -371,7 +375,9 @@ func (s *Sequencer) prepare(ops []*op) *flight {
 	if s.tree != nil {
 		known = s.tree.Size()
 	}
+	t := time.Now()
 	b, foreign, err := s.cfg.Backend.Begin(ctx, known)
+	s.stats.BeginNanos.Add(int64(time.Since(t)))
 	if err != nil {
 		f.finish(s.fail(err))
 		return f

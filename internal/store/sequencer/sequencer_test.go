@@ -446,3 +446,31 @@ func TestUpdatesDuringCommitShareTheNextBatch(t *testing.T) {
 		t.Errorf("entries of the last two batches: %v, want [1 %d]", got, queued)
 	}
 }
+
+// TestStatsTimeEachStep: the sequencer counts the time it spends
+// beginning a batch, running its Updates and committing it, each apart.
+func TestStatsTimeEachStep(t *testing.T) {
+	f := newFake()
+	f.beginGate = make(chan struct{})
+	f.commitStarted, f.commitRelease = make(chan struct{}), make(chan struct{})
+	s := start(t, f)
+	done := make(chan error, 1)
+	go func() { done <- s.Update(t.Context(), hire("a")) }()
+	const beginHold, commitHold = 20 * time.Millisecond, 200 * time.Millisecond
+	time.Sleep(beginHold)
+	f.beginGate <- struct{}{} // the log lock comes after beginHold
+	<-f.commitStarted
+	time.Sleep(commitHold)
+	f.commitRelease <- struct{}{} // durable after commitHold
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	st := s.Stats()
+	begin, commit := time.Duration(st.BeginNanos.Load()), time.Duration(st.CommitNanos.Load())
+	if begin < beginHold || commit < commitHold || st.RunNanos.Load() <= 0 || st.Batches.Load() != 1 {
+		t.Errorf("begin %v (held %v), commit %v (held %v), run %dns, %d batches", begin, beginHold, commit, commitHold, st.RunNanos.Load(), st.Batches.Load())
+	}
+	if begin >= commit {
+		t.Errorf("begin %v, commit %v: the begin's time counts the commit's", begin, commit)
+	}
+}
