@@ -15,8 +15,9 @@ import (
 // batches committed (one durable write each) and entries committed.
 type storeCounts struct {
 	batches, entries float64
-	run, commit      float64 // seconds the sequencer ran Updates, made batches durable
-	begin            float64 // seconds it spent beginning batches (PostgreSQL: the log lock)
+	// seconds the sequencer spent beginning batches (PostgreSQL: the log
+	// lock), running Updates and making batches durable
+	begin, run, commit float64
 	// served counts the governed routes' answers (POST /v1/calls and
 	// POST /v1/calls/{id}/complete) by latency bucket: upper bound in
 	// seconds → cumulative count, as arx_http_request_seconds exports it.

@@ -30,9 +30,9 @@ func registerStoreMetrics(reg prometheus.Registerer, st store.Store) {
 		name, help string
 		v          func() int64
 	}{
+		{"arx_store_begin_seconds_total", "Time the sequencer spent beginning batches (PostgreSQL: taking the log lock and reading what other replicas appended).", stats.BeginNanos.Load},
 		{"arx_store_run_seconds_total", "Time the sequencer spent running Updates.", stats.RunNanos.Load},
 		{"arx_store_commit_seconds_total", "Time the sequencer spent making batches durable.", stats.CommitNanos.Load},
-		{"arx_store_begin_seconds_total", "Time the sequencer spent beginning batches (PostgreSQL: taking the log lock and reading what other replicas appended).", stats.BeginNanos.Load},
 	} {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help},
 			func() float64 { return float64(c.v()) / 1e9 }))

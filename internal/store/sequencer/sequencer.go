@@ -135,15 +135,14 @@ type Stats struct {
 	Batches atomic.Int64 // batches committed
 	Updates atomic.Int64 // Updates committed
 	Entries atomic.Int64 // entries committed
-	// RunNanos is the time spent running Updates' functions, and
-	// CommitNanos the time spent making batches durable (Backend's
-	// Commit): together, how busy the one serial step is. BeginNanos is
-	// the time spent opening batches (Backend's Begin: on a log shared by
-	// several processes, taking its lock and reading what the others
-	// appended).
+	// The time spent in each step of a batch: opening it (Backend's
+	// Begin: on a log shared by several processes, taking its lock and
+	// reading what the others appended), running its Updates' functions,
+	// and making it durable (Batch's Commit). Together, how busy the one
+	// serial step is.
+	BeginNanos  atomic.Int64
 	RunNanos    atomic.Int64
 	CommitNanos atomic.Int64
-	BeginNanos  atomic.Int64
 }
 
 type op struct {
@@ -375,9 +374,9 @@ func (s *Sequencer) prepare(ops []*op) *flight {
 	if s.tree != nil {
 		known = s.tree.Size()
 	}
-	t := time.Now()
+	beginning := time.Now()
 	b, foreign, err := s.cfg.Backend.Begin(ctx, known)
-	s.stats.BeginNanos.Add(int64(time.Since(t)))
+	s.stats.BeginNanos.Add(int64(time.Since(beginning)))
 	if err != nil {
 		f.finish(s.fail(err))
 		return f
